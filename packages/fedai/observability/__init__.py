@@ -1,0 +1,1 @@
+"""Logging with redaction and Prometheus metrics shared by the services."""

@@ -1,0 +1,91 @@
+"""Typed protocol errors: one code, one HTTP status, one machine-readable name (DESIGN.md section 4)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+
+class ErrorCode(StrEnum):
+    INVALID_JSON = "invalid_json"
+    INVALID_EVENT = "invalid_event"
+    INVALID_REQUEST = "invalid_request"
+    TOO_LARGE = "too_large"
+    INVALID_SIGNATURE = "invalid_signature"
+    STALE = "stale"
+    EXPIRED = "expired"
+    REPLAY = "replay"
+    WRONG_RECIPIENT = "wrong_recipient"
+    FORBIDDEN = "forbidden"
+    UNKNOWN_MODEL = "unknown_model"
+    QUOTE_INVALID = "quote_invalid"
+    RATE_LIMITED = "rate_limited"
+    CAPACITY_EXCEEDED = "capacity_exceeded"
+    NO_CAPACITY = "no_capacity"
+    PAYMENT_REQUIRED = "payment_required"
+    UPSTREAM_ERROR = "upstream_error"
+    UPSTREAM_TIMEOUT = "upstream_timeout"
+    INTERNAL = "internal"
+
+
+STATUS: dict[ErrorCode, int] = {
+    ErrorCode.INVALID_JSON: 400,
+    ErrorCode.INVALID_EVENT: 400,
+    ErrorCode.INVALID_REQUEST: 400,
+    ErrorCode.TOO_LARGE: 413,
+    ErrorCode.INVALID_SIGNATURE: 401,
+    ErrorCode.STALE: 401,
+    ErrorCode.EXPIRED: 401,
+    ErrorCode.REPLAY: 409,
+    ErrorCode.WRONG_RECIPIENT: 403,
+    ErrorCode.FORBIDDEN: 403,
+    ErrorCode.UNKNOWN_MODEL: 404,
+    ErrorCode.QUOTE_INVALID: 409,
+    ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.CAPACITY_EXCEEDED: 429,
+    ErrorCode.NO_CAPACITY: 503,
+    ErrorCode.PAYMENT_REQUIRED: 402,
+    ErrorCode.UPSTREAM_ERROR: 502,
+    ErrorCode.UPSTREAM_TIMEOUT: 504,
+    ErrorCode.INTERNAL: 500,
+}
+
+
+class FedaiError(Exception):
+    """An error with a protocol code. Services turn it into `{"error": {...}}` with the code's status."""
+
+    def __init__(self, code: ErrorCode | str, message: str, retry_after_ms: int | None = None) -> None:
+        super().__init__(message)
+        self.code = ErrorCode(code)
+        self.message = message
+        self.retry_after_ms = retry_after_ms
+
+    @property
+    def status(self) -> int:
+        return STATUS[self.code]
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"code": self.code.value, "message": self.message}
+        if self.retry_after_ms is not None:
+            body["retry_after_ms"] = self.retry_after_ms
+        return {"error": body}
+
+    @classmethod
+    def from_dict(cls, data: Any, status: int | None = None) -> FedaiError:
+        """Rebuild an error from a peer's JSON body; anything unrecognisable becomes `upstream_error`."""
+        err = data.get("error") if isinstance(data, dict) else None
+        if isinstance(err, dict) and isinstance(err.get("code"), str) and err["code"] in ErrorCode._value2member_map_:
+            retry = err.get("retry_after_ms")
+            return cls(
+                err["code"],
+                str(err.get("message", "")),
+                int(retry) if isinstance(retry, int | float) and not isinstance(retry, bool) else None,
+            )
+        return cls(ErrorCode.UPSTREAM_ERROR, f"unrecognised error body (HTTP {status})")
+
+    def __repr__(self) -> str:
+        return f"FedaiError({self.code.value!r}, {self.message!r})"
+
+
+class KeyFormatError(ValueError):
+    """A key string that is not valid hex or NIP-19 bech32 of the expected kind."""

@@ -1,0 +1,40 @@
+"""Event kinds used by fedai (DESIGN.md section 4; changes are recorded in docs/protocol.md)."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class Kind(IntEnum):
+    # data plane: HTTP only, never published (ephemeral range)
+    NODE_HEARTBEAT = 21030
+    QUOTE_REQUEST = 21031
+    QUOTE_RESPONSE = 21032
+    INFER_REQUEST = 21033
+    INFER_RESPONSE = 21034
+    METERING_RECORD = 21035
+    PAYMENT_REQUEST = 21036
+    PAYMENT_RECEIPT = 21037
+    JOB_SUBMIT = 21038
+    JOB_RESULT = 21039
+    STREAM_CHUNK = 21040
+    ERROR = 21041
+    ACK = 21042
+    # relays, addressable (`d` tag)
+    ROUTER_CAPS = 31020
+    ROUTER_PRICE = 31021
+    ROUTER_STATUS = 31022
+    NODE_ANNOUNCE = 31023
+    # relays, ephemeral, always with `expiration`
+    RFB = 21020
+    BID = 21021
+    AWARD = 21022
+    CANCEL = 21023
+
+
+def is_ephemeral(kind: int) -> bool:
+    return 20000 <= kind < 30000
+
+
+def is_addressable(kind: int) -> bool:
+    return 30000 <= kind < 40000

@@ -1,0 +1,217 @@
+"""Typed payloads carried as the `content` of envelopes (DESIGN.md section 4). snake_case; extend, don't rename."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from functools import cache
+from typing import Annotated, Any, TypeVar
+
+import msgspec
+
+from fedai.protocol.errors import ErrorCode, FedaiError
+from fedai.protocol.event import Event, Hex64
+
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+Count = Annotated[int, msgspec.Meta(ge=0)]
+Msat = Annotated[int, msgspec.Meta(ge=0)]
+
+DEFAULT_JOB_TYPE = "text-generation"
+
+
+class Payload(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Base for every payload: compact JSON, unknown fields ignored so peers can extend."""
+
+
+class ChatMessage(Payload, kw_only=True):
+    role: Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+    content: str
+
+
+class Usage(Payload, kw_only=True):
+    input_tokens: Count
+    output_tokens: Count
+
+
+class InferenceRequest(Payload, kw_only=True):
+    model: Name
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = None
+    max_tokens: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]
+    temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] | None = None
+    top_p: Annotated[float, msgspec.Meta(gt=0, le=1)] | None = None
+    stop: list[str] | None = None
+    job_type: Name | None = None
+    stream: bool = False
+    quote_id: Name | None = None
+    max_price_msat: Msat | None = None
+    payment_receipts: list[str] | None = None
+    # added by the router when it forwards the request to a node
+    client: Hex64 | None = None
+    origin: Hex64 | None = None
+
+    def __post_init__(self) -> None:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("exactly one of `prompt` or `messages` is required")
+        if self.messages is not None and not self.messages:
+            raise ValueError("`messages` must not be empty")
+
+
+class InferenceResponse(Payload, kw_only=True):
+    model: Name
+    output: str
+    finish_reason: str
+    usage: Usage
+    latency_ms: Annotated[float, msgspec.Meta(ge=0)]
+
+
+class MeteringRecord(Payload, kw_only=True):
+    request: Hex64  # the infer.request id the node served
+    response: Hex64 | None = None  # the infer.response event that carried the output
+    model: Name
+    input_tokens: Count
+    output_tokens: Count
+    wall_ms: Annotated[float, msgspec.Meta(ge=0)]
+    bytes_in: Count
+    bytes_out: Count
+    prompt_sha256: Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
+    output_sha256: Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")] | None = None
+    price_msat: Msat
+
+
+class Pricing(Payload, kw_only=True):
+    unit: str = "msat_per_1k_tokens"
+    input_msat: Msat
+    output_msat: Msat
+
+
+class ModelInfo(Payload, kw_only=True):
+    id: Name
+    context_window: Annotated[int, msgspec.Meta(ge=1)]
+    max_tokens: Annotated[int, msgspec.Meta(ge=1)]
+    pricing: Pricing
+    job_types: list[Name] = msgspec.field(default_factory=lambda: [DEFAULT_JOB_TYPE])
+    latency_estimate_ms: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+
+
+class Capacity(Payload, kw_only=True):
+    max_concurrent: Annotated[int, msgspec.Meta(ge=1)]
+    in_flight: Count = 0
+
+
+class NodeDescriptor(Payload, kw_only=True):
+    endpoint: Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]
+    models: Annotated[list[ModelInfo], msgspec.Meta(min_length=1, max_length=256)]
+    capacity: Capacity
+    region: str = ""
+    software_version: str = ""
+
+    def model(self, model_id: str) -> ModelInfo | None:
+        for m in self.models:
+            if m.id == model_id:
+                return m
+        return None
+
+
+class QuoteRequest(Payload, kw_only=True):
+    model: Name
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = None
+    input_tokens: Count | None = None
+    max_tokens: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]
+    job_type: Name | None = None
+
+    def __post_init__(self) -> None:
+        if self.prompt is None and self.messages is None and self.input_tokens is None:
+            raise ValueError("one of `prompt`, `messages` or `input_tokens` is required")
+
+
+class PriceBreakdown(Payload, kw_only=True):
+    input_msat: Msat
+    output_msat: Msat
+    router_fee_msat: Msat
+    total_msat: Msat
+
+
+class QuoteResponse(Payload, kw_only=True):
+    quote_id: Name
+    model: Name
+    node: Hex64
+    input_tokens: Count
+    max_output_tokens: Count
+    price: PriceBreakdown
+    expires_at: int
+
+
+class Ack(Payload, kw_only=True):
+    status: str = "ok"
+    detail: str = ""
+
+
+class NodeReply(Payload, kw_only=True):
+    """A node's HTTP answer to `/infer`: two node-signed events, never a second envelope format."""
+
+    response: Event
+    metering: Event
+
+
+class InferResult(Payload, kw_only=True):
+    """Content of the router's infer.response: the whole chain the client can check (DESIGN.md section 4)."""
+
+    forwarded: Event
+    response: Event
+    metering: Event
+    node: Hex64
+
+
+T = TypeVar("T", bound=Payload)
+
+
+@cache
+def _decoder(cls: type[T]) -> msgspec.json.Decoder[T]:
+    return msgspec.json.Decoder(cls)
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def encode_payload(payload: Payload) -> str:
+    return _encoder.encode(payload).decode()
+
+
+def decode_payload(content: str | bytes, cls: type[T]) -> T:
+    """Decode and validate a payload; schema failures become `invalid_event` with the reason."""
+    try:
+        result: T = _decoder(cls).decode(content)
+        return result
+    except msgspec.ValidationError as exc:
+        raise FedaiError(ErrorCode.INVALID_EVENT, f"invalid {cls.__name__}: {exc}") from None
+    except msgspec.DecodeError:
+        raise FedaiError(ErrorCode.INVALID_EVENT, f"{cls.__name__} content is not valid JSON") from None
+
+
+def to_builtins(payload: Payload) -> Any:
+    return msgspec.to_builtins(payload)
+
+
+def prompt_material(req: InferenceRequest | QuoteRequest) -> bytes:
+    """The exact bytes metered as "the prompt": the UTF-8 prompt, or the compact JSON of `messages`."""
+    if req.prompt is not None:
+        return req.prompt.encode()
+    if req.messages is not None:
+        return _encoder.encode(req.messages)
+    return b""
+
+
+def prompt_sha256(req: InferenceRequest) -> str:
+    return hashlib.sha256(prompt_material(req)).hexdigest()
+
+
+def estimate_tokens(text_bytes: int) -> int:
+    """Coarse token estimate used for quotes and limits when no tokenizer is at hand: 4 bytes a token."""
+    return max(1, math.ceil(text_bytes / 4)) if text_bytes else 0
+
+
+def price_msat(pricing: Pricing, input_tokens: int, output_tokens: int) -> int:
+    """Price of a request under a node's pricing, rounded up to a whole msat. Pure."""
+    return math.ceil((input_tokens * pricing.input_msat + output_tokens * pricing.output_msat) / 1000)

@@ -1,0 +1,53 @@
+"""Signed quotes the router issued: price breakdown, the node it was computed for, and an expiry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+
+@dataclass(frozen=True, slots=True)
+class QuoteRow:
+    id: str
+    request_id: str
+    client: str
+    model: str
+    node: str
+    input_tokens: int
+    max_output_tokens: int
+    input_msat: int
+    output_msat: int
+    router_fee_msat: int
+    total_msat: int
+    expires_at: datetime
+    used_at: datetime | None = None
+
+
+async def insert_quote(pool: asyncpg.Pool, q: QuoteRow) -> None:
+    await pool.execute(
+        "INSERT INTO quotes (id, request_id, client, model, node, input_tokens, max_output_tokens, input_msat,"
+        " output_msat, router_fee_msat, total_msat, expires_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)",
+        q.id,
+        q.request_id,
+        q.client,
+        q.model,
+        q.node,
+        q.input_tokens,
+        q.max_output_tokens,
+        q.input_msat,
+        q.output_msat,
+        q.router_fee_msat,
+        q.total_msat,
+        q.expires_at,
+    )
+
+
+async def get_quote(pool: asyncpg.Pool, quote_id: str) -> QuoteRow | None:
+    r = await pool.fetchrow(
+        "SELECT id, request_id, client, model, node, input_tokens, max_output_tokens, input_msat, output_msat,"
+        " router_fee_msat, total_msat, expires_at, used_at FROM quotes WHERE id = $1",
+        quote_id,
+    )
+    return QuoteRow(**dict(r)) if r else None
