@@ -1,0 +1,32 @@
+"""Shared fixtures: one PostgreSQL database and one embedded relay per test session."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from fedai.nostr.local_relay import start_local_relay
+from fedai.store.db import create_pool
+from tests.support.database import test_database
+
+
+@pytest.fixture(scope="session")
+async def database_url() -> AsyncIterator[str]:
+    async with test_database() as dsn:
+        yield dsn
+
+
+@pytest.fixture(scope="session")
+async def db_pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_pool(database_url, min_size=1, max_size=4)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture(scope="session")
+async def relay_url() -> AsyncIterator[str]:
+    handle = await start_local_relay()
+    yield handle.url
+    handle.shutdown()
