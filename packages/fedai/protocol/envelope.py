@@ -67,14 +67,18 @@ def check_event(
     recipient: str | None = None,
     signers: Collection[str] | None = None,
     reply_to: str | None = None,
-    skew_s: int = DEFAULT_CLOCK_SKEW_S,
+    skew_s: int | None = DEFAULT_CLOCK_SKEW_S,
     now: float | None = None,
 ) -> None:
-    """Every envelope rule except size, parsing and replay, for an event already decoded."""
+    """Every envelope rule except size, parsing and replay, for an event already decoded.
+
+    `skew_s=None` skips the freshness check (for verifying an archived chain later); expiry still applies
+    relative to `now`.
+    """
     if event.kind not in kinds:
         raise FedaiError(ErrorCode.INVALID_EVENT, f"kind {event.kind} is not accepted here")
     current = time.time() if now is None else now
-    if abs(current - event.created_at) > skew_s:
+    if skew_s is not None and abs(current - event.created_at) > skew_s:
         raise FedaiError(ErrorCode.STALE, f"created_at is more than {skew_s}s from the receiver's clock")
     expiration = event.tag("expiration")
     if expiration is not None:
@@ -104,7 +108,7 @@ def open_envelope(
     signers: Collection[str] | None = None,
     reply_to: str | None = None,
     max_bytes: int = DEFAULT_MAX_EVENT_BYTES,
-    skew_s: int = DEFAULT_CLOCK_SKEW_S,
+    skew_s: int | None = DEFAULT_CLOCK_SKEW_S,
     now: float | None = None,
 ) -> Opened[P]:
     """Parse and check an envelope and decode its payload as `cls`. Raises `FedaiError` with the code."""
@@ -121,7 +125,7 @@ def open_event(
     recipient: str | None = None,
     signers: Collection[str] | None = None,
     reply_to: str | None = None,
-    skew_s: int = DEFAULT_CLOCK_SKEW_S,
+    skew_s: int | None = DEFAULT_CLOCK_SKEW_S,
     now: float | None = None,
 ) -> Opened[P]:
     """As `open_envelope`, for an event already decoded (e.g. nested inside another payload)."""

@@ -1,0 +1,129 @@
+"""Verify the chain a router returns for `/infer` (DESIGN.md section 4): pure, no I/O.
+
+client request → router answer (e-tagged to the request) → forwarded request (router-signed, `origin` =
+the client's id, same payload) → node response (node-signed, e-tagged to the forwarded request) → node
+metering (node-signed, same binding, hashes of the client's prompt and of the output, same usage).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from fedai.protocol.envelope import open_event
+from fedai.protocol.errors import ErrorCode, FedaiError
+from fedai.protocol.event import Event
+from fedai.protocol.kinds import Kind
+from fedai.protocol.messages import (
+    InferenceRequest,
+    InferenceResponse,
+    InferResult,
+    MeteringRecord,
+    decode_payload,
+    prompt_sha256,
+)
+
+
+class ChainError(FedaiError):
+    """The returned chain does not verify; `step` names the link that failed."""
+
+    def __init__(self, step: str, message: str) -> None:
+        super().__init__(ErrorCode.INVALID_EVENT, f"{step}: {message}")
+        self.step = step
+
+
+@dataclass(frozen=True)
+class VerifiedChain:
+    """A verified inference: the output plus every signed link that proves who ran it and how it was metered."""
+
+    request: Event
+    answer: Event
+    forwarded: Event
+    response: Event
+    metering: Event
+    router: str
+    node: str
+    result: InferenceResponse
+    record: MeteringRecord
+
+    @property
+    def output(self) -> str:
+        return self.result.output
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "router": self.router,
+            "node": self.node,
+            "model": self.result.model,
+            "output": self.result.output,
+            "finish_reason": self.result.finish_reason,
+            "usage": msgspec.to_builtins(self.result.usage),
+            "metering": msgspec.to_builtins(self.record),
+            "events": {
+                "request": self.request.id,
+                "answer": self.answer.id,
+                "forwarded": self.forwarded.id,
+                "response": self.response.id,
+                "metering": self.metering.id,
+            },
+        }
+
+
+def _link(step: str, event: Event, cls: type[Any], **rules: Any) -> Any:
+    try:
+        return open_event(event, cls, skew_s=None, **rules).payload
+    except FedaiError as err:
+        raise ChainError(step, f"{err.code.value}: {err.message}") from None
+
+
+def verify_chain(request: Event, answer: Event, router_pubkey: str) -> VerifiedChain:
+    """Check every signature and binding from the client's request to the node's metering record."""
+    original = decode_payload(request.content, InferenceRequest)
+    chain: InferResult = _link(
+        "router answer",
+        answer,
+        InferResult,
+        kinds=(Kind.INFER_RESPONSE,),
+        recipient=request.pubkey,
+        signers=(router_pubkey,),
+        reply_to=request.id,
+    )
+    node = chain.node
+    forwarded: InferenceRequest = _link(
+        "forwarded request", chain.forwarded, InferenceRequest, kinds=(Kind.INFER_REQUEST,), recipient=node,
+        signers=(router_pubkey,),
+    )  # fmt: skip
+    if forwarded.origin != request.id or forwarded.client != request.pubkey:
+        raise ChainError("forwarded request", "origin/client do not point at this request")
+    if msgspec.structs.replace(forwarded, origin=None, client=None) != original:
+        raise ChainError("forwarded request", "the router changed the request it forwarded")
+    response: InferenceResponse = _link(
+        "node response", chain.response, InferenceResponse, kinds=(Kind.INFER_RESPONSE,), recipient=router_pubkey,
+        signers=(node,), reply_to=chain.forwarded.id,
+    )  # fmt: skip
+    record: MeteringRecord = _link(
+        "metering", chain.metering, MeteringRecord, kinds=(Kind.METERING_RECORD,), recipient=router_pubkey,
+        signers=(node,), reply_to=chain.forwarded.id,
+    )  # fmt: skip
+    if record.request != chain.forwarded.id or record.response != chain.response.id:
+        raise ChainError("metering", "not bound to the forwarded request and its response")
+    if record.prompt_sha256 != prompt_sha256(original):
+        raise ChainError("metering", "prompt hash is not the hash of this request's prompt")
+    if record.output_sha256 != hashlib.sha256(response.output.encode()).hexdigest():
+        raise ChainError("metering", "output hash does not match the output")
+    if (record.input_tokens, record.output_tokens) != (response.usage.input_tokens, response.usage.output_tokens):
+        raise ChainError("metering", "token counts differ from the response's usage")
+    return VerifiedChain(
+        request=request,
+        answer=answer,
+        forwarded=chain.forwarded,
+        response=chain.response,
+        metering=chain.metering,
+        router=router_pubkey,
+        node=node,
+        result=response,
+        record=record,
+    )

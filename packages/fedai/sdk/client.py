@@ -1,0 +1,218 @@
+"""Clients for a fedai router: sign requests with the client's key, verify what comes back.
+
+`Client` is synchronous, `AsyncClient` asynchronous; both share request building and answer checking.
+Errors from the router arrive as `FedaiError` carrying the protocol code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import msgspec
+
+from fedai.protocol.envelope import open_envelope, seal
+from fedai.protocol.errors import ErrorCode, FedaiError
+from fedai.protocol.event import Event, decode_event
+from fedai.protocol.keys import Keys, parse_pubkey
+from fedai.protocol.kinds import Kind
+from fedai.protocol.messages import ChatMessage, InferenceRequest, QuoteRequest, QuoteResponse
+from fedai.sdk.chain import VerifiedChain, verify_chain
+
+MAX_ANSWER_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Quote:
+    event: Event
+    quote: QuoteResponse
+
+
+def _messages(messages: list[dict[str, str]] | None) -> list[ChatMessage] | None:
+    return None if messages is None else [ChatMessage(role=m["role"], content=m["content"]) for m in messages]
+
+
+def _infer_request(
+    model: str, prompt: str | None, messages: list[dict[str, str]] | None, max_tokens: int, options: dict[str, Any]
+) -> InferenceRequest:
+    try:
+        return InferenceRequest(model=model, prompt=prompt, messages=_messages(messages), max_tokens=max_tokens,
+                                **options)  # fmt: skip
+    except (TypeError, ValueError) as exc:
+        raise FedaiError(ErrorCode.INVALID_REQUEST, str(exc)) from None
+
+
+def _raise_for(response: httpx.Response) -> None:
+    if response.status_code == 200:
+        return
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    raise FedaiError.from_dict(body, response.status_code)
+
+
+def _answer_event(response: httpx.Response) -> Event:
+    _raise_for(response)
+    return decode_event(response.content, MAX_ANSWER_BYTES)
+
+
+def _open_quote(keys: Keys, router: str, request: Event, response: httpx.Response) -> Quote:
+    _raise_for(response)
+    opened = open_envelope(
+        response.content, QuoteResponse, kinds=(Kind.QUOTE_RESPONSE,), recipient=keys.pubkey, signers=(router,),
+        reply_to=request.id, max_bytes=MAX_ANSWER_BYTES, skew_s=None,
+    )  # fmt: skip
+    return Quote(opened.event, opened.payload)
+
+
+def _keys(keys: Keys | str | None) -> Keys:
+    if keys is None:
+        return Keys.generate()
+    return keys if isinstance(keys, Keys) else Keys.parse(keys)
+
+
+class _Base:
+    def __init__(self, router_url: str, keys: Keys | str | None, router_pubkey: str | None) -> None:
+        self.router_url = router_url.rstrip("/")
+        self.keys = _keys(keys)
+        self._router = parse_pubkey(router_pubkey) if router_pubkey else None
+
+    def _quote_event(self, router: str, model: str, max_tokens: int, **fields: Any) -> Event:
+        messages = fields.pop("messages", None)
+        try:
+            payload = QuoteRequest(model=model, max_tokens=max_tokens, messages=_messages(messages), **fields)
+        except (TypeError, ValueError) as exc:
+            raise FedaiError(ErrorCode.INVALID_REQUEST, str(exc)) from None
+        return seal(self.keys, Kind.QUOTE_REQUEST, payload, to=router, nonce=True)
+
+    def _infer_event(self, router: str, model: str, prompt: str | None, messages: Any, max_tokens: int,
+                     options: dict[str, Any]) -> Event:  # fmt: skip
+        payload = _infer_request(model, prompt, messages, max_tokens, options)
+        return seal(self.keys, Kind.INFER_REQUEST, payload, to=router, nonce=True)
+
+    @staticmethod
+    def _pubkey_from_health(response: httpx.Response) -> str:
+        _raise_for(response)
+        return parse_pubkey(str(response.json()["pubkey"]))
+
+
+class Client(_Base):
+    """Synchronous client. Pin `router_pubkey` in production; without it the key is read from `/health` once."""
+
+    def __init__(
+        self, router_url: str, keys: Keys | str | None = None, *, router_pubkey: str | None = None,
+        timeout: float = 120.0,
+    ) -> None:  # fmt: skip
+        super().__init__(router_url, keys, router_pubkey)
+        self._http = httpx.Client(timeout=timeout)
+
+    def router_pubkey(self) -> str:
+        if self._router is None:
+            self._router = self._pubkey_from_health(self._get("/health"))
+        return self._router
+
+    def _get(self, path: str) -> httpx.Response:
+        try:
+            return self._http.get(self.router_url + path)
+        except httpx.HTTPError as exc:
+            raise FedaiError(ErrorCode.UPSTREAM_ERROR, f"router unreachable: {type(exc).__name__}") from None
+
+    def _post(self, path: str, event: Event) -> httpx.Response:
+        try:
+            return self._http.post(
+                self.router_url + path, content=event.to_json(), headers={"Content-Type": "application/json"}
+            )
+        except httpx.TimeoutException:
+            raise FedaiError(ErrorCode.UPSTREAM_TIMEOUT, "router did not answer in time") from None
+        except httpx.HTTPError as exc:
+            raise FedaiError(ErrorCode.UPSTREAM_ERROR, f"router unreachable: {type(exc).__name__}") from None
+
+    def quote(self, model: str, *, max_tokens: int, **fields: Any) -> Quote:
+        """Ask for a signed price. `fields`: prompt, messages, input_tokens, job_type."""
+        router = self.router_pubkey()
+        event = self._quote_event(router, model, max_tokens, **fields)
+        return _open_quote(self.keys, router, event, self._post("/quote", event))
+
+    def infer(
+        self, model: str, prompt: str | None = None, *, messages: list[dict[str, str]] | None = None,
+        max_tokens: int = 256, **options: Any,
+    ) -> VerifiedChain:  # fmt: skip
+        """Run one inference and return the verified chain (raises `ChainError` if any link fails)."""
+        router = self.router_pubkey()
+        event = self._infer_event(router, model, prompt, messages, max_tokens, options)
+        return verify_chain(event, _answer_event(self._post("/infer", event)), router)
+
+    def status(self) -> dict[str, Any]:
+        response = self._get("/status")
+        _raise_for(response)
+        return msgspec.json.decode(response.content)  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+class AsyncClient(_Base):
+    """Asynchronous client with the same methods as `Client`."""
+
+    def __init__(
+        self, router_url: str, keys: Keys | str | None = None, *, router_pubkey: str | None = None,
+        timeout: float = 120.0,
+    ) -> None:  # fmt: skip
+        super().__init__(router_url, keys, router_pubkey)
+        self._http = httpx.AsyncClient(timeout=timeout)
+
+    async def router_pubkey(self) -> str:
+        if self._router is None:
+            self._router = self._pubkey_from_health(await self._get("/health"))
+        return self._router
+
+    async def _get(self, path: str) -> httpx.Response:
+        try:
+            return await self._http.get(self.router_url + path)
+        except httpx.HTTPError as exc:
+            raise FedaiError(ErrorCode.UPSTREAM_ERROR, f"router unreachable: {type(exc).__name__}") from None
+
+    async def _post(self, path: str, event: Event) -> httpx.Response:
+        try:
+            return await self._http.post(
+                self.router_url + path, content=event.to_json(), headers={"Content-Type": "application/json"}
+            )
+        except httpx.TimeoutException:
+            raise FedaiError(ErrorCode.UPSTREAM_TIMEOUT, "router did not answer in time") from None
+        except httpx.HTTPError as exc:
+            raise FedaiError(ErrorCode.UPSTREAM_ERROR, f"router unreachable: {type(exc).__name__}") from None
+
+    async def quote(self, model: str, *, max_tokens: int, **fields: Any) -> Quote:
+        router = await self.router_pubkey()
+        event = self._quote_event(router, model, max_tokens, **fields)
+        return _open_quote(self.keys, router, event, await self._post("/quote", event))
+
+    async def infer(
+        self, model: str, prompt: str | None = None, *, messages: list[dict[str, str]] | None = None,
+        max_tokens: int = 256, **options: Any,
+    ) -> VerifiedChain:  # fmt: skip
+        router = await self.router_pubkey()
+        event = self._infer_event(router, model, prompt, messages, max_tokens, options)
+        return verify_chain(event, _answer_event(await self._post("/infer", event)), router)
+
+    async def status(self) -> dict[str, Any]:
+        response = await self._get("/status")
+        _raise_for(response)
+        return msgspec.json.decode(response.content)  # type: ignore[no-any-return]
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()

@@ -1,0 +1,1 @@
+"""The fedai router: node registry, scheduler, quotes, dispatch with verified metering."""

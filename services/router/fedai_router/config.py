@@ -1,0 +1,70 @@
+"""Router configuration from environment variables (names from DESIGN.md section 7)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fedai.protocol.keys import Keys
+from fedai.service.config import ConfigError, Env
+
+
+@dataclass(frozen=True)
+class RouterSettings:
+    keys: Keys
+    host: str = "127.0.0.1"
+    port: int = 8080
+    db_url: str | None = None
+    data_dir: Path = Path(".fedai")
+    relays: list[str] = field(default_factory=list)
+    max_request_bytes: int = 256 * 1024
+    rate_limit_max: int = 120
+    rate_limit_window_ms: int = 60_000
+    allow_private_endpoints: bool = False
+    client_allowlist: frozenset[str] = frozenset()
+    client_blocklist: frozenset[str] = frozenset()
+    clock_skew_s: int = 60
+    node_timeout_ms: int = 60_000
+    node_connect_timeout_ms: int = 2_000
+    max_attempts: int = 3
+    heartbeat_ttl_ms: int = 30_000
+    announce_ttl_s: int = 900
+    quote_ttl_s: int = 120
+    fee_base_msat: int = 0
+    fee_ppm: int = 0
+    registry_refresh_ms: int = 1_000
+    db_pool_max: int = 10
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: Env | None = None) -> RouterSettings:
+        env = env or Env()
+        settings = cls(
+            keys=env.keys("ROUTER_PRIVATE_KEY"),
+            host=env.text("ROUTER_HOST", "127.0.0.1"),
+            port=env.integer("ROUTER_PORT", 8080, minimum=0, maximum=65535),
+            db_url=env.optional("ROUTER_DB_URL") or env.optional("DATABASE_URL"),
+            data_dir=Path(env.text("FEDAI_DATA_DIR", ".fedai")),
+            relays=env.urls("ROUTER_RELAYS", ("ws", "wss")),
+            max_request_bytes=env.integer("ROUTER_MAX_REQUEST_BYTES", 256 * 1024, minimum=1024),
+            rate_limit_max=env.integer("ROUTER_RATE_LIMIT_MAX", 120, minimum=1),
+            rate_limit_window_ms=env.integer("ROUTER_RATE_LIMIT_WINDOW_MS", 60_000, minimum=1),
+            allow_private_endpoints=env.flag("ROUTER_ALLOW_PRIVATE_ENDPOINTS", False),
+            client_allowlist=env.pubkeys("ROUTER_CLIENT_ALLOWLIST", required=False),
+            client_blocklist=env.pubkeys("ROUTER_CLIENT_BLOCKLIST", required=False),
+            clock_skew_s=env.integer("FEDAI_CLOCK_SKEW_S", 60, minimum=1),
+            node_timeout_ms=env.integer("ROUTER_NODE_TIMEOUT_MS", 60_000, minimum=10),
+            node_connect_timeout_ms=env.integer("ROUTER_NODE_CONNECT_TIMEOUT_MS", 2_000, minimum=10),
+            max_attempts=env.integer("ROUTER_MAX_ATTEMPTS", 3, minimum=1, maximum=10),
+            heartbeat_ttl_ms=env.integer("ROUTER_HEARTBEAT_TTL_MS", 30_000, minimum=100),
+            announce_ttl_s=env.integer("ROUTER_ANNOUNCE_TTL_S", 900, minimum=1),
+            quote_ttl_s=env.integer("ROUTER_QUOTE_TTL_S", 120, minimum=1),
+            fee_base_msat=env.integer("ROUTER_FEE_BASE_MSAT", 0, minimum=0),
+            fee_ppm=env.integer("ROUTER_FEE_PPM", 0, minimum=0, maximum=1_000_000),
+            registry_refresh_ms=env.integer("ROUTER_REGISTRY_REFRESH_MS", 1_000, minimum=50),
+            db_pool_max=env.integer("ROUTER_DB_POOL_MAX", 10, minimum=2),
+            log_level=env.text("ROUTER_LOG_LEVEL", "INFO"),
+        )
+        if settings.client_allowlist & settings.client_blocklist:
+            raise ConfigError("ROUTER_CLIENT_ALLOWLIST and ROUTER_CLIENT_BLOCKLIST share keys")
+        return settings

@@ -1,0 +1,68 @@
+"""POST /infer: open the client's envelope, pick nodes, dispatch, store verified metering, answer with the chain."""
+
+from __future__ import annotations
+
+import time
+
+from fedai.protocol.envelope import seal
+from fedai.protocol.errors import ErrorCode, FedaiError
+from fedai.protocol.event import Event
+from fedai.protocol.kinds import Kind
+from fedai.protocol.messages import InferenceRequest, InferResult, estimate_tokens, prompt_material
+from fedai.store.metering import MeteringEntry
+from fedai.store.quotes import get_quote
+from fedai_router.scheduler import Demand, rank
+from fedai_router.service import RouterService
+
+
+async def _price_cap(svc: RouterService, client: str, request: InferenceRequest) -> int | None:
+    """The most the client agreed to pay: its own cap, and a valid quote's total if it names one."""
+    cap = request.max_price_msat
+    if request.quote_id is None:
+        return cap
+    quote = await get_quote(svc.pool, request.quote_id)
+    if quote is None or quote.client != client:
+        raise FedaiError(ErrorCode.QUOTE_INVALID, "unknown quote for this client")
+    if quote.expires_at.timestamp() <= time.time():
+        raise FedaiError(ErrorCode.QUOTE_INVALID, "quote has expired")
+    if quote.model != request.model or request.max_tokens > quote.max_output_tokens:
+        raise FedaiError(ErrorCode.QUOTE_INVALID, "request does not match the quote (model or max_tokens)")
+    node_total = quote.total_msat - quote.router_fee_msat
+    return node_total if cap is None else min(cap, node_total)
+
+
+async def handle_infer(svc: RouterService, body: bytes) -> Event:
+    opened = svc.open_client(body, InferenceRequest, Kind.INFER_REQUEST)
+    client_event, request = opened.event, opened.payload
+    if request.stream:
+        raise FedaiError(ErrorCode.INVALID_REQUEST, "stream=true is not served on /infer")
+    demand = Demand(
+        model=request.model,
+        input_tokens=estimate_tokens(len(prompt_material(request))),
+        max_tokens=request.max_tokens,
+        job_type=request.job_type,
+        max_price_msat=await _price_cap(svc, client_event.pubkey, request),
+    )
+    settings = svc.settings
+    candidates = rank(
+        svc.registry.nodes.values(),
+        demand,
+        now=time.time(),
+        heartbeat_ttl_s=settings.heartbeat_ttl_ms / 1000,
+        announce_ttl_s=settings.announce_ttl_s,
+        k=settings.max_attempts,
+    )
+    await svc.claim(client_event)
+    served = await svc.dispatcher.serve(client_event, request, candidates)
+    record = served.record
+    await svc.metering.record(
+        MeteringEntry(record=record, event=served.metering, origin_id=client_event.id, client=client_event.pubkey,
+                      node=served.node.pubkey)
+    )  # fmt: skip
+    svc.metrics.metering_msat.inc(record.price_msat)
+    svc.metrics.tokens.labels("in").inc(record.input_tokens)
+    svc.metrics.tokens.labels("out").inc(record.output_tokens)
+    result = InferResult(
+        forwarded=served.forwarded, response=served.response, metering=served.metering, node=served.node.pubkey
+    )
+    return seal(svc.keys, Kind.INFER_RESPONSE, result, to=client_event.pubkey, reply_to=client_event.id)

@@ -1,0 +1,36 @@
+"""The router's Prometheus metrics, in a registry of its own."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from fedai.observability.metrics import LATENCY_BUCKETS
+
+
+class RouterMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "fedai_router_requests", "Requests by route and outcome code", ["route", "code"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "fedai_router_request_seconds", "Request latency by route", ["route"],
+            buckets=LATENCY_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self.errors = Counter("fedai_router_errors", "Errors returned by code", ["code"], registry=self.registry)
+        self.attempts = Counter(
+            "fedai_router_node_attempts", "Calls to nodes by result", ["result"], registry=self.registry
+        )
+        self.failovers = Counter(
+            "fedai_router_failovers", "Retries on another node after a failure, by reason", ["reason"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.node_latency = Histogram(
+            "fedai_router_node_seconds", "Node call latency (successful calls)", buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )  # fmt: skip
+        self.nodes = Gauge("fedai_router_nodes", "Known nodes by state", ["state"], registry=self.registry)
+        self.metering_msat = Counter(
+            "fedai_router_metered_msat", "Sum of verified metering prices", registry=self.registry
+        )
+        self.tokens = Counter("fedai_router_tokens", "Metered tokens", ["direction"], registry=self.registry)

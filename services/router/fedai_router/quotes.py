@@ -1,0 +1,69 @@
+"""POST /quote: a signed, stored price for a request, with a breakdown and an expiry."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from datetime import UTC, datetime
+
+from fedai.protocol.envelope import seal
+from fedai.protocol.event import Event
+from fedai.protocol.kinds import Kind
+from fedai.protocol.messages import QuoteRequest, QuoteResponse, estimate_tokens, prompt_material
+from fedai.store.quotes import QuoteRow, insert_quote
+from fedai_router.pricing import quote_price
+from fedai_router.scheduler import Demand, rank
+from fedai_router.service import RouterService
+
+
+async def handle_quote(svc: RouterService, body: bytes) -> Event:
+    opened = svc.open_client(body, QuoteRequest, Kind.QUOTE_REQUEST)
+    event, request = opened.event, opened.payload
+    input_tokens = (
+        request.input_tokens if request.input_tokens is not None else estimate_tokens(len(prompt_material(request)))
+    )
+    settings = svc.settings
+    now = time.time()
+    best = rank(
+        svc.registry.nodes.values(),
+        Demand(
+            model=request.model, input_tokens=input_tokens, max_tokens=request.max_tokens, job_type=request.job_type
+        ),
+        now=now,
+        heartbeat_ttl_s=settings.heartbeat_ttl_ms / 1000,
+        announce_ttl_s=settings.announce_ttl_s,
+        k=1,
+    )[0]
+    price = quote_price(
+        best.model.pricing, input_tokens, request.max_tokens, fee_base_msat=settings.fee_base_msat,
+        fee_ppm=settings.fee_ppm,
+    )  # fmt: skip
+    expires_at = int(now) + settings.quote_ttl_s
+    quote = QuoteResponse(
+        quote_id=secrets.token_hex(16),
+        model=request.model,
+        node=best.node.pubkey,
+        input_tokens=input_tokens,
+        max_output_tokens=request.max_tokens,
+        price=price,
+        expires_at=expires_at,
+    )
+    await svc.claim(event)
+    await insert_quote(
+        svc.pool,
+        QuoteRow(
+            id=quote.quote_id,
+            request_id=event.id,
+            client=event.pubkey,
+            model=quote.model,
+            node=quote.node,
+            input_tokens=input_tokens,
+            max_output_tokens=request.max_tokens,
+            input_msat=price.input_msat,
+            output_msat=price.output_msat,
+            router_fee_msat=price.router_fee_msat,
+            total_msat=price.total_msat,
+            expires_at=datetime.fromtimestamp(expires_at, UTC),
+        ),
+    )
+    return seal(svc.keys, Kind.QUOTE_RESPONSE, quote, to=event.pubkey, reply_to=event.id, expiration=expires_at)

@@ -1,0 +1,161 @@
+"""The router's state and lifecycle: database, registry, dispatcher, relays, background loops."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+import aiohttp
+import asyncpg
+
+from fedai import __version__
+from fedai.protocol.envelope import Opened, open_envelope
+from fedai.protocol.errors import ErrorCode, FedaiError
+from fedai.protocol.event import Event
+from fedai.protocol.messages import Payload
+from fedai.protocol.replay import claim_or_raise
+from fedai.store.db import create_pool
+from fedai.store.metering import MeteringStore
+from fedai.store.migrations import migrate
+from fedai.store.nonces import PostgresReplayGuard
+from fedai_router.config import RouterSettings
+from fedai_router.dispatch import Dispatcher
+from fedai_router.endpoints import EndpointValidator
+from fedai_router.metrics import RouterMetrics
+from fedai_router.ratelimit import RateLimiter
+from fedai_router.registry import Registry
+
+log = logging.getLogger("fedai.router")
+
+P = TypeVar("P", bound=Payload)
+
+NONCE_PRUNE_INTERVAL_S = 30.0
+
+
+class RouterService:
+    """Everything a request handler needs, created at start and closed at stop."""
+
+    def __init__(self, settings: RouterSettings) -> None:
+        self.settings = settings
+        self.keys = settings.keys
+        self.pubkey = settings.keys.pubkey
+        self.version = __version__
+        self.metrics = RouterMetrics()
+        self.limiter = RateLimiter(settings.rate_limit_max, settings.rate_limit_window_ms / 1000)
+        self.endpoints = EndpointValidator(settings.allow_private_endpoints)
+        self.started_at = time.time()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.relays: Any = None  # fedai.nostr.RelayPool when ROUTER_RELAYS is set
+        # set in start()
+        self.pool: asyncpg.Pool
+        self.registry: Registry
+        self.replay: PostgresReplayGuard
+        self.metering: MeteringStore
+        self.session: aiohttp.ClientSession
+        self.dispatcher: Dispatcher
+
+    async def start(self) -> None:
+        dsn = self.settings.db_url
+        if not dsn:
+            from fedai.store.embedded import start_embedded
+
+            dsn = await asyncio.to_thread(start_embedded, self.settings.data_dir / "pg")
+            log.info("using embedded PostgreSQL", extra={"data_dir": str(self.settings.data_dir)})
+        self.pool = await create_pool(dsn, min_size=2, max_size=self.settings.db_pool_max)
+        async with self.pool.acquire() as conn:
+            applied = await migrate(conn)
+        if applied:
+            log.info("applied migrations", extra={"migrations": applied})
+        self.registry = Registry(self.pool)
+        await self.registry.refresh()
+        self.replay = PostgresReplayGuard(self.pool)
+        self.metering = MeteringStore(self.pool)
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, limit_per_host=256, keepalive_timeout=30),
+            auto_decompress=False,
+        )
+        self.dispatcher = Dispatcher(
+            self.keys,
+            self.session,
+            self.registry,
+            self.metrics,
+            timeout_s=self.settings.node_timeout_ms / 1000,
+            connect_timeout_s=self.settings.node_connect_timeout_ms / 1000,
+            skew_s=self.settings.clock_skew_s,
+        )
+        self._spawn(self._refresh_loop)
+        self._spawn(self._prune_loop)
+        if self.settings.relays:
+            from fedai_router.discovery import start_discovery
+
+            self.relays = await start_discovery(self)
+        log.info("router started", extra={"pubkey": self.pubkey, "nodes": len(self.registry.nodes)})
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.relays is not None:
+            await self.relays.close()
+        await self.session.close()
+        await self.pool.close()
+
+    def _spawn(self, loop: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        self._tasks.append(asyncio.create_task(loop(), name=loop.__name__))
+
+    async def _refresh_loop(self) -> None:
+        interval = self.settings.registry_refresh_ms / 1000
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.registry.refresh()
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("registry refresh failed", extra={"error": type(exc).__name__})
+            self.update_node_gauges()
+
+    async def _prune_loop(self) -> None:
+        while True:
+            await asyncio.sleep(NONCE_PRUNE_INTERVAL_S)
+            try:
+                await self.replay.prune()
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("nonce prune failed", extra={"error": type(exc).__name__})
+
+    def update_node_gauges(self) -> None:
+        now = time.time()
+        counts = {"fresh": 0, "stale": 0, "unverified": 0, "cooldown": 0}
+        for node in self.registry.nodes.values():
+            counts["fresh" if self.node_is_fresh(node.last_seen, node.heartbeat, now) else "stale"] += 1
+            counts["unverified"] += not node.verified
+            counts["cooldown"] += node.cooldown_until > now
+        for state, n in counts.items():
+            self.metrics.nodes.labels(state).set(n)
+
+    def node_is_fresh(self, last_seen: float, heartbeat: bool, now: float) -> bool:
+        ttl = self.settings.heartbeat_ttl_ms / 1000 if heartbeat else self.settings.announce_ttl_s
+        return now - last_seen <= ttl
+
+    def open_client(self, body: bytes, cls: type[P], kind: int) -> Opened[P]:
+        """Open a client's envelope addressed to this router and apply client policy and rate limits."""
+        opened = open_envelope(
+            body,
+            cls,
+            kinds=(kind,),
+            recipient=self.pubkey,
+            signers=self.settings.client_allowlist or None,
+            max_bytes=self.settings.max_request_bytes,
+            skew_s=self.settings.clock_skew_s,
+        )
+        if opened.event.pubkey in self.settings.client_blocklist:
+            raise FedaiError(ErrorCode.FORBIDDEN, "this client key is blocked")
+        self.limiter.check(opened.event.pubkey)
+        return opened
+
+    async def claim(self, event: Event) -> None:
+        await claim_or_raise(self.replay, event, self.settings.clock_skew_s)

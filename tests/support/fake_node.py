@@ -1,0 +1,109 @@
+"""A scriptable stand-in for a node, for router failure tests: it speaks the real protocol (signed events
+over real HTTP) and can be told to misbehave. The real node service is tested in test_node_*.py."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from dataclasses import dataclass, field
+
+import httpx
+import msgspec
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from fedai.protocol.envelope import open_envelope, seal
+from fedai.protocol.errors import ErrorCode, FedaiError
+from fedai.protocol.event import Event
+from fedai.protocol.keys import Keys
+from fedai.protocol.kinds import Kind
+from fedai.protocol.messages import (
+    Capacity,
+    InferenceRequest,
+    InferenceResponse,
+    MeteringRecord,
+    ModelInfo,
+    NodeDescriptor,
+    NodeReply,
+    Pricing,
+    Usage,
+    encode_payload,
+    price_msat,
+    prompt_sha256,
+)
+from fedai.service.http import error_response
+
+BEHAVIOURS = ("ok", "slow", "bad_signature", "wrong_binding", "wrong_prompt_hash", "overcharge", "error_500", "busy")
+
+
+@dataclass
+class FakeNode:
+    model: str = "fake-model"
+    behaviour: str = "ok"
+    delay_s: float = 0.0
+    input_msat: int = 1000
+    output_msat: int = 2000
+    capacity: int = 4
+    keys: Keys = field(default_factory=Keys.generate)
+    calls: int = 0
+    endpoint: str = ""
+
+    def descriptor(self) -> NodeDescriptor:
+        return NodeDescriptor(
+            endpoint=self.endpoint,
+            models=[
+                ModelInfo(
+                    id=self.model, context_window=4096, max_tokens=1024,
+                    pricing=Pricing(input_msat=self.input_msat, output_msat=self.output_msat),
+                )
+            ],
+            capacity=Capacity(max_concurrent=self.capacity),
+        )  # fmt: skip
+
+    def app(self) -> Starlette:
+        return Starlette(routes=[Route("/infer", self._infer, methods=["POST"])])
+
+    async def _infer(self, request: Request) -> Response:
+        self.calls += 1
+        body = await request.body()
+        try:
+            opened = open_envelope(body, InferenceRequest, kinds=(Kind.INFER_REQUEST,), recipient=self.keys.pubkey)
+        except FedaiError as err:
+            return error_response(err)
+        if self.behaviour == "error_500":
+            return error_response(FedaiError(ErrorCode.INTERNAL, "scripted failure"))
+        if self.behaviour == "busy":
+            return error_response(FedaiError(ErrorCode.CAPACITY_EXCEEDED, "scripted busy", retry_after_ms=2000))
+        if self.behaviour == "slow" or self.delay_s:
+            await asyncio.sleep(self.delay_s or 5.0)
+        reply = self.reply(opened.event, opened.payload)
+        return Response(encode_payload(reply), media_type="application/json")
+
+    def reply(self, forwarded: Event, req: InferenceRequest) -> NodeReply:
+        router = forwarded.pubkey
+        output = f"fake answer {self.calls}"
+        usage = Usage(input_tokens=3, output_tokens=3)
+        answer = InferenceResponse(model=req.model, output=output, finish_reason="stop", usage=usage, latency_ms=1.0)
+        bound_to = "0" * 64 if self.behaviour == "wrong_binding" else forwarded.id
+        response = seal(self.keys, Kind.INFER_RESPONSE, answer, to=router, reply_to=bound_to)
+        pricing = Pricing(input_msat=self.input_msat, output_msat=self.output_msat)
+        record = MeteringRecord(
+            request=forwarded.id, response=response.id, model=req.model, input_tokens=3, output_tokens=3,
+            wall_ms=1.0, bytes_in=0, bytes_out=0,
+            prompt_sha256="f" * 64 if self.behaviour == "wrong_prompt_hash" else prompt_sha256(req),
+            output_sha256=hashlib.sha256(output.encode()).hexdigest(),
+            price_msat=price_msat(pricing, 3, 3) * (10 if self.behaviour == "overcharge" else 1),
+        )  # fmt: skip
+        metering = seal(self.keys, Kind.METERING_RECORD, record, to=router, reply_to=forwarded.id)
+        if self.behaviour == "bad_signature":
+            metering = msgspec.structs.replace(metering, sig="0" * 128)
+        return NodeReply(response=response, metering=metering)
+
+
+async def register(router_url: str, router_pubkey: str, keys: Keys, descriptor: NodeDescriptor) -> httpx.Response:
+    """Send one signed heartbeat to the router, as a node does."""
+    beat = seal(keys, Kind.NODE_HEARTBEAT, descriptor, to=router_pubkey, nonce=True)
+    async with httpx.AsyncClient() as client:
+        return await client.post(router_url + "/register-node", content=beat.to_json())

@@ -1,0 +1,44 @@
+"""Run a router in-process on loopback against the test database."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from fedai.protocol.keys import Keys
+from fedai_router.app import create_app
+from fedai_router.config import RouterSettings
+from fedai_router.service import RouterService
+from tests.support.servers import serve_app
+
+TABLES = ("nodes", "nonces", "metering_records", "quotes")
+
+
+@dataclass
+class RunningRouter:
+    url: str
+    service: RouterService
+    keys: Keys
+
+    @property
+    def pubkey(self) -> str:
+        return self.keys.pubkey
+
+
+async def reset_database(pool: asyncpg.Pool) -> None:
+    await pool.execute(f"TRUNCATE {', '.join(TABLES)}")
+
+
+@asynccontextmanager
+async def running_router(database_url: str, **overrides: Any) -> AsyncIterator[RunningRouter]:
+    keys = overrides.pop("keys", None) or Keys.generate()
+    settings = RouterSettings(keys=keys, db_url=database_url, allow_private_endpoints=True, registry_refresh_ms=100)
+    settings = dataclasses.replace(settings, **overrides)
+    app = create_app(settings)
+    async with serve_app(app) as url:
+        yield RunningRouter(url=url, service=app.state.service, keys=keys)
