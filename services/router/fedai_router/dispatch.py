@@ -82,7 +82,9 @@ class Dispatcher:
         timeout_s: float,
         connect_timeout_s: float,
         skew_s: int,
+        max_attempts: int,
     ) -> None:
+        self.max_attempts = max_attempts
         self.keys = keys
         self.session = session
         self.registry = registry
@@ -91,14 +93,20 @@ class Dispatcher:
         self.skew_s = skew_s
 
     async def serve(self, client_event: Event, request: InferenceRequest, candidates: list[Candidate]) -> Served:
-        """Try candidates in order until one answers with a fully verified response."""
+        """Try candidates in order (at most `max_attempts` calls) until one answers with a verified response."""
         expected_prompt = prompt_sha256(request)
         forwarded_payload = msgspec.structs.replace(request, client=client_event.pubkey, origin=client_event.id)
         last: FedaiError | None = None
-        for attempt, candidate in enumerate(candidates, start=1):
+        attempt = 0
+        for candidate in candidates:
+            node = candidate.node
+            if node.load >= node.capacity:
+                continue  # filled up by a concurrent request since ranking; no await between here and begin()
+            if attempt == self.max_attempts:
+                break
+            attempt += 1
             if last is not None:
                 self.metrics.failovers.labels(last.code.value).inc()
-            node = candidate.node
             forwarded = seal(self.keys, Kind.INFER_REQUEST, forwarded_payload, to=node.pubkey, nonce=True)
             self.registry.begin(node)
             started = time.perf_counter()
@@ -118,10 +126,11 @@ class Dispatcher:
             self.metrics.node_latency.observe(time.perf_counter() - started)
             await self.registry.succeeded(node)
             return Served(node, forwarded, response, metering, record, attempt)
-        assert last is not None
+        if last is None:
+            raise FedaiError(ErrorCode.NO_CAPACITY, "every eligible node filled up meanwhile", retry_after_ms=1000)
         raise FedaiError(
             last.code if last.code == ErrorCode.UPSTREAM_TIMEOUT else ErrorCode.UPSTREAM_ERROR,
-            f"{len(candidates)} node(s) tried, none answered correctly; last: {last.message}",
+            f"{attempt} node(s) tried, none answered correctly; last: {last.message}",
         )
 
     def _penalise(self, node: NodeState, err: FedaiError) -> None:

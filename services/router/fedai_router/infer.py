@@ -14,6 +14,9 @@ from fedai.store.quotes import get_quote
 from fedai_router.scheduler import Demand, rank
 from fedai_router.service import RouterService
 
+# Extra ranked nodes kept in reserve for when concurrent requests fill the best ones before we call them.
+SPARE_CANDIDATES = 8
+
 
 async def _price_cap(svc: RouterService, client: str, request: InferenceRequest) -> int | None:
     """The most the client agreed to pay: its own cap, and a valid quote's total if it names one."""
@@ -50,7 +53,7 @@ async def handle_infer(svc: RouterService, body: bytes) -> Event:
         now=time.time(),
         heartbeat_ttl_s=settings.heartbeat_ttl_ms / 1000,
         announce_ttl_s=settings.announce_ttl_s,
-        k=settings.max_attempts,
+        k=settings.max_attempts + SPARE_CANDIDATES,
     )
     await svc.claim(client_event)
     served = await svc.dispatcher.serve(client_event, request, candidates)

@@ -86,6 +86,7 @@ class RouterService:
             timeout_s=self.settings.node_timeout_ms / 1000,
             connect_timeout_s=self.settings.node_connect_timeout_ms / 1000,
             skew_s=self.settings.clock_skew_s,
+            max_attempts=self.settings.max_attempts,
         )
         self._spawn(self._refresh_loop)
         self._spawn(self._prune_loop)
