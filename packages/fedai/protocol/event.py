@@ -104,13 +104,16 @@ def decode_event(raw: bytes | str, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> 
 
     Does not verify the id or signature: call `verify_event` (or use `fedai.protocol.envelope.open_envelope`).
     """
-    if len(raw) > max_bytes:
-        raise FedaiError(ErrorCode.TOO_LARGE, f"event is {len(raw)} bytes, limit is {max_bytes}")
+    size = len(raw)
+    if isinstance(raw, str) and size <= max_bytes:
+        size = len(raw.encode("utf-8", "surrogatepass"))  # the limit is in bytes, not characters
+    if size > max_bytes:
+        raise FedaiError(ErrorCode.TOO_LARGE, f"event is {size} bytes, limit is {max_bytes}")
     try:
         return _decode_event(raw)
     except msgspec.ValidationError as exc:
         raise FedaiError(ErrorCode.INVALID_EVENT, f"not a NIP-01 event: {exc}") from None
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeError):  # msgspec raises UnicodeError for invalid UTF-8 / surrogates
         raise FedaiError(ErrorCode.INVALID_JSON, "body is not valid JSON") from None
 
 

@@ -138,6 +138,8 @@ class Keys:
         """BIP-340 Schnorr signature over a 32-byte message, with fresh auxiliary randomness."""
         if len(msg32) != 32:
             raise ValueError("message must be 32 bytes")
+        if aux is not None and len(aux) != 32:  # libsecp256k1 reads exactly 32 bytes from this pointer
+            raise ValueError("aux randomness must be 32 bytes")
         sig = ffi.new("unsigned char[64]")
         if not lib.secp256k1_schnorrsig_sign32(GLOBAL_CONTEXT.ctx, sig, msg32, self._keypair, aux or os.urandom(32)):
             raise ValueError("signing failed")

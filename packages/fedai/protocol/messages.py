@@ -186,7 +186,7 @@ def decode_payload(content: str | bytes, cls: type[T]) -> T:
         return result
     except msgspec.ValidationError as exc:
         raise FedaiError(ErrorCode.INVALID_EVENT, f"invalid {cls.__name__}: {exc}") from None
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeError):  # msgspec raises UnicodeError for invalid UTF-8 / surrogates
         raise FedaiError(ErrorCode.INVALID_EVENT, f"{cls.__name__} content is not valid JSON") from None
 
 
@@ -214,4 +214,4 @@ def estimate_tokens(text_bytes: int) -> int:
 
 def price_msat(pricing: Pricing, input_tokens: int, output_tokens: int) -> int:
     """Price of a request under a node's pricing, rounded up to a whole msat. Pure."""
-    return math.ceil((input_tokens * pricing.input_msat + output_tokens * pricing.output_msat) / 1000)
+    return -(-(input_tokens * pricing.input_msat + output_tokens * pricing.output_msat) // 1000)  # exact int ceil
