@@ -55,6 +55,13 @@ async def test_round_trip_returns_verified_chain_and_stores_metering(
     assert stored == chain.metering
 
 
+async def test_large_node_reply_is_read_whole(router: RunningRouter, spawn_node: SpawnNode) -> None:
+    await spawn_node(behaviour="big")  # ~400 kB: more than one socket read
+    async with AsyncClient(router.url, router_pubkey=router.pubkey) as client:
+        chain = await client.infer("fake-model", "hello", max_tokens=8)
+    assert len(chain.output) > 400_000
+
+
 async def test_answer_is_bound_to_the_request(router: RunningRouter, spawn_node: SpawnNode) -> None:
     await spawn_node()
     keys = Keys.generate()

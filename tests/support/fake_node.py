@@ -35,7 +35,17 @@ from fedai.protocol.messages import (
 )
 from fedai.service.http import error_response
 
-BEHAVIOURS = ("ok", "slow", "bad_signature", "wrong_binding", "wrong_prompt_hash", "overcharge", "error_500", "busy")
+BEHAVIOURS = (
+    "ok",
+    "big",
+    "slow",
+    "bad_signature",
+    "wrong_binding",
+    "wrong_prompt_hash",
+    "overcharge",
+    "error_500",
+    "busy",
+)
 
 
 @dataclass
@@ -83,7 +93,7 @@ class FakeNode:
 
     def reply(self, forwarded: Event, req: InferenceRequest) -> NodeReply:
         router = forwarded.pubkey
-        output = f"fake answer {self.calls}"
+        output = f"fake answer {self.calls}" + (" padding" * 50_000 if self.behaviour == "big" else "")
         usage = Usage(input_tokens=3, output_tokens=3)
         answer = InferenceResponse(model=req.model, output=output, finish_reason="stop", usage=usage, latency_ms=1.0)
         bound_to = "0" * 64 if self.behaviour == "wrong_binding" else forwarded.id

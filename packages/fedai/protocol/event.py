@@ -112,9 +112,19 @@ def decode_event(raw: bytes | str, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> 
     try:
         return _decode_event(raw)
     except msgspec.ValidationError as exc:
+        if not _is_json(raw):  # the typed decoder can hit a schema error before a syntax error
+            raise FedaiError(ErrorCode.INVALID_JSON, "body is not valid JSON") from None
         raise FedaiError(ErrorCode.INVALID_EVENT, f"not a NIP-01 event: {exc}") from None
     except (msgspec.DecodeError, UnicodeError):  # msgspec raises UnicodeError for invalid UTF-8 / surrogates
         raise FedaiError(ErrorCode.INVALID_JSON, "body is not valid JSON") from None
+
+
+def _is_json(raw: bytes | str) -> bool:
+    try:
+        msgspec.json.decode(raw)
+    except (msgspec.DecodeError, UnicodeError):
+        return False
+    return True
 
 
 def event_from_obj(obj: Any) -> Event:

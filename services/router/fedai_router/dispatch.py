@@ -28,6 +28,7 @@ from fedai.protocol.messages import (
     price_msat,
     prompt_sha256,
 )
+from fedai.service.client import ReplyTooLarge, read_limited
 from fedai_router.metrics import RouterMetrics
 from fedai_router.registry import NodeState, Registry
 from fedai_router.scheduler import Candidate
@@ -147,15 +148,15 @@ class Dispatcher:
                 headers={"Content-Type": "application/json"},
                 timeout=self.timeout,
             ) as resp:
-                body = await resp.content.read(MAX_NODE_REPLY_BYTES + 1)
+                body = await read_limited(resp, MAX_NODE_REPLY_BYTES)
                 status = resp.status
                 retry_after = resp.headers.get("Retry-After")
+        except ReplyTooLarge:
+            raise NodeFault("node reply is too large") from None
         except TimeoutError:
             raise FedaiError(ErrorCode.UPSTREAM_TIMEOUT, "node did not answer in time") from None
         except aiohttp.ClientError as exc:
             raise FedaiError(ErrorCode.UPSTREAM_ERROR, f"node unreachable ({type(exc).__name__})") from None
-        if len(body) > MAX_NODE_REPLY_BYTES:
-            raise NodeFault("node reply is too large")
         if status != 200:
             try:
                 err = FedaiError.from_dict(msgspec.json.decode(body), status)

@@ -1,0 +1,134 @@
+"""Node configuration from environment variables (names from DESIGN.md section 7).
+
+Every missing or invalid value raises `ConfigError` naming the variable, at start, before any socket opens.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from fedai.protocol.keys import Keys
+from fedai.service.config import ConfigError, Env
+from fedai_node.runners import RUNNER_NAMES
+from fedai_node.sandbox import check_sandbox, parse_mode
+
+MOCK_MODEL_ID = "fedai-mock-1"
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSettings:
+    keys: Keys = field(repr=False)
+    router_pubkeys: frozenset[str]
+    runner: str
+    host: str = "127.0.0.1"
+    port: int = 8090
+    endpoint: str = "http://127.0.0.1:8090"
+    router_endpoints: tuple[str, ...] = ()
+    runner_url: str | None = None
+    model_id: str = MOCK_MODEL_ID
+    context_window: int = 4096
+    price_input_msat: int = 1000  # msat per 1k input tokens
+    price_output_msat: int = 2000  # msat per 1k output tokens
+    job_types: tuple[str, ...] = ("text-generation",)
+    region: str = ""
+    heartbeat_ms: int = 5000
+    capacity_max: int = 4
+    max_prompt_bytes: int = 65536
+    max_tokens: int = 1024
+    runner_timeout_ms: int = 60_000
+    max_request_bytes: int = 262_144
+    sandbox_mode: str = "off"
+    sandbox_allowed_runners: tuple[str, ...] = ()
+    sandbox_allowed_endpoints: tuple[str, ...] = ()
+    require_payment: bool = False
+    relays: tuple[str, ...] = ()
+    announce_s: int = 300
+    db_url: str | None = None
+    clock_skew_s: int = 60
+    mock_delay_ms: int = 0
+    log_level: str = "INFO"
+
+
+def _runner(env: Env) -> str:
+    name = env.text("NODE_RUNNER").lower()
+    if name not in RUNNER_NAMES:
+        raise ConfigError(f"NODE_RUNNER={name!r} is unknown; available runners: {', '.join(RUNNER_NAMES)}")
+    return name
+
+
+def _log_level(env: Env) -> str:
+    level = env.text("NODE_LOG_LEVEL", "INFO").upper()
+    if level not in _LOG_LEVELS:
+        raise ConfigError(f"NODE_LOG_LEVEL must be one of {', '.join(_LOG_LEVELS)}, got {level!r}")
+    return level
+
+
+def from_env(env: Env | None = None) -> NodeSettings:
+    """Read and validate every NODE_* variable (and FEDAI_CLOCK_SKEW_S)."""
+    env = env or Env()
+    keys = env.keys("NODE_PRIVATE_KEY")
+    router_pubkeys = env.pubkeys("ROUTER_PUBLIC_KEY")
+    runner = _runner(env)
+    host = env.text("NODE_HOST", "127.0.0.1")
+    port = env.integer("NODE_PORT", 8090, minimum=1, maximum=65535)
+    runner_url = env.url("NODE_RUNNER_URL") if env.optional("NODE_RUNNER_URL") else None
+    sandbox_mode = parse_mode(env.text("NODE_SANDBOX_MODE", "off"))
+    allowed_runners = tuple(name.lower() for name in env.items("NODE_SANDBOX_ALLOWED_RUNNERS"))
+    allowed_endpoints = tuple(env.urls("NODE_SANDBOX_ALLOWED_ENDPOINTS"))
+    check_sandbox(sandbox_mode, runner, runner_url, allowed_runners, allowed_endpoints)
+    require_payment = env.flag("NODE_REQUIRE_PAYMENT", False)
+    if require_payment:
+        # Fail closed: an operator who asks for payment must not silently serve for free.
+        raise ConfigError("NODE_REQUIRE_PAYMENT=true is not supported yet (payments are not implemented)")
+    job_types = tuple(env.items("NODE_JOB_TYPES")) or ("text-generation",)
+    return NodeSettings(
+        keys=keys,
+        router_pubkeys=router_pubkeys,
+        runner=runner,
+        host=host,
+        port=port,
+        endpoint=env.url("NODE_ENDPOINT", f"http://{host}:{port}"),
+        router_endpoints=tuple(url.rstrip("/") for url in env.urls("ROUTER_ENDPOINT")),
+        runner_url=runner_url,
+        model_id=env.text("NODE_MODEL_ID", MOCK_MODEL_ID if runner == "mock" else None),
+        context_window=env.integer("NODE_CONTEXT_WINDOW", 4096, minimum=1),
+        price_input_msat=env.integer("NODE_PRICE_INPUT_MSAT", 1000, minimum=0),
+        price_output_msat=env.integer("NODE_PRICE_OUTPUT_MSAT", 2000, minimum=0),
+        job_types=job_types,
+        region=env.optional("NODE_REGION") or "",
+        heartbeat_ms=env.integer("NODE_HEARTBEAT_MS", 5000, minimum=100),
+        capacity_max=env.integer("NODE_CAPACITY_MAX", 4, minimum=1),
+        max_prompt_bytes=env.integer("NODE_MAX_PROMPT_BYTES", 65536, minimum=1),
+        max_tokens=env.integer("NODE_MAX_TOKENS", 1024, minimum=1),
+        runner_timeout_ms=env.integer("NODE_RUNNER_TIMEOUT_MS", 60_000, minimum=1),
+        max_request_bytes=env.integer("NODE_MAX_REQUEST_BYTES", 262_144, minimum=1024),
+        sandbox_mode=sandbox_mode,
+        sandbox_allowed_runners=allowed_runners,
+        sandbox_allowed_endpoints=allowed_endpoints,
+        require_payment=require_payment,
+        relays=tuple(env.urls("NODE_RELAYS", ("ws", "wss"))),
+        announce_s=env.integer("NODE_ANNOUNCE_S", 300, minimum=1),
+        db_url=env.optional("NODE_DB_URL"),
+        clock_skew_s=env.integer("FEDAI_CLOCK_SKEW_S", 60, minimum=1),
+        mock_delay_ms=env.integer("NODE_MOCK_DELAY_MS", 0, minimum=0),
+        log_level=_log_level(env),
+    )
+
+
+def log_summary(settings: NodeSettings, log: logging.Logger) -> None:
+    """One start-up line with the non-secret settings an operator wants to see."""
+    log.info(
+        "node configured",
+        extra={
+            "pubkey": settings.keys.pubkey,
+            "endpoint": settings.endpoint,
+            "runner": settings.runner,
+            "model": settings.model_id,
+            "routers": len(settings.router_pubkeys),
+            "router_endpoints": len(settings.router_endpoints),
+            "relays": len(settings.relays),
+            "replay_store": "postgres" if settings.db_url else "memory",
+        },
+    )

@@ -1,0 +1,176 @@
+"""Heartbeats: the node's signed descriptor, POSTed to each router it is configured for.
+
+A router's pubkey is learned from `GET {endpoint}/health` and must be one of `ROUTER_PUBLIC_KEY`; the
+heartbeat is addressed to it (`p`), and the router's ACK must be signed by it and bound (`e`) to the beat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable, Collection, Sequence
+from enum import StrEnum
+
+import aiohttp
+import msgspec
+
+from fedai.protocol.envelope import open_envelope, seal
+from fedai.protocol.errors import FedaiError, KeyFormatError
+from fedai.protocol.keys import Keys, parse_pubkey
+from fedai.protocol.kinds import Kind
+from fedai.protocol.messages import Ack, NodeDescriptor
+from fedai.service.client import ReplyTooLarge, read_limited
+
+log = logging.getLogger("fedai_node.heartbeat")
+
+MAX_REPLY_BYTES = 64 * 1024
+JITTER = 0.1
+
+
+class BeatResult(StrEnum):
+    OK = "ok"
+    UNREACHABLE = "unreachable"  # connection failed, timed out, or /health unusable
+    UNTRUSTED = "untrusted_router"  # /health names a key outside ROUTER_PUBLIC_KEY: nothing was sent
+    REJECTED = "rejected"  # the router answered an error, or an ACK whose status is not "ok"
+    BAD_ACK = "bad_ack"  # the ACK failed verification (signature, signer, recipient, binding, ...)
+    ERROR = "error"  # a bug on our side; logged with its type
+
+
+class _Health(msgspec.Struct):
+    pubkey: str
+
+
+class RouterReplyError(Exception):
+    """A router's reply we can't use (too big, not JSON of the expected shape)."""
+
+
+def error_code(body: bytes, status: int) -> str:
+    """The `error.code` of a peer's error body, for logs; the body itself is never logged."""
+    return FedaiError.from_dict(_loads_or_none(body), status).code.value
+
+
+def _loads_or_none(body: bytes) -> object:
+    try:
+        return msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return None
+
+
+class Heartbeat:
+    """Beats at start, then every `interval_ms` (±10% jitter), to every endpoint concurrently."""
+
+    def __init__(
+        self,
+        *,
+        keys: Keys,
+        endpoints: Sequence[str],
+        trusted: Collection[str],
+        interval_ms: int,
+        skew_s: int,
+        session: aiohttp.ClientSession,
+        describe: Callable[[], NodeDescriptor],
+        on_result: Callable[[BeatResult], None] = lambda _: None,
+        request_timeout_s: float = 5.0,
+    ) -> None:
+        self._keys = keys
+        self._endpoints = [e.rstrip("/") for e in endpoints]
+        self._trusted = frozenset(trusted)
+        self._interval_s = interval_ms / 1000
+        self._skew_s = skew_s
+        self._session = session
+        self._describe = describe
+        self._on_result = on_result
+        self._timeout = aiohttp.ClientTimeout(total=request_timeout_s)
+        self._router_keys: dict[str, str] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None and self._endpoints:
+            self._task = asyncio.create_task(self._run(), name="fedai-node-heartbeat")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self) -> None:
+        while True:
+            started = time.monotonic()
+            await self.beat_all()
+            delay = self._interval_s * random.uniform(1 - JITTER, 1 + JITTER)
+            await asyncio.sleep(max(0.0, started + delay - time.monotonic()))
+
+    async def beat_all(self) -> dict[str, BeatResult]:
+        results = await asyncio.gather(*(self.beat(e) for e in self._endpoints))
+        return dict(zip(self._endpoints, results, strict=True))
+
+    async def beat(self, endpoint: str) -> BeatResult:
+        """One heartbeat to one router; never raises (except cancellation)."""
+        try:
+            result = await self._beat(endpoint)
+        except (aiohttp.ClientError, TimeoutError, RouterReplyError, ReplyTooLarge) as exc:
+            log.warning("heartbeat failed", extra={"router": endpoint, "error_type": type(exc).__name__})
+            result = BeatResult.UNREACHABLE
+        except Exception:
+            log.exception("heartbeat error", extra={"router": endpoint})
+            result = BeatResult.ERROR
+        if result is not BeatResult.OK:
+            self._router_keys.pop(endpoint, None)  # learn the key again next time
+        self._on_result(result)
+        return result
+
+    async def _router_pubkey(self, endpoint: str) -> str:
+        cached = self._router_keys.get(endpoint)
+        if cached is not None:
+            return cached
+        async with self._session.get(f"{endpoint}/health", timeout=self._timeout) as resp:
+            body = await read_limited(resp, MAX_REPLY_BYTES)
+        try:
+            pubkey = parse_pubkey(msgspec.json.decode(body, type=_Health).pubkey)
+        except (msgspec.DecodeError, KeyFormatError) as exc:
+            raise RouterReplyError(f"/health has no usable pubkey (HTTP {resp.status})") from exc
+        return pubkey
+
+    async def _beat(self, endpoint: str) -> BeatResult:
+        router = await self._router_pubkey(endpoint)
+        if router not in self._trusted:
+            log.error("router key is not in ROUTER_PUBLIC_KEY; no heartbeat sent", extra={"router": endpoint})
+            return BeatResult.UNTRUSTED
+        self._router_keys[endpoint] = router
+        beat = seal(self._keys, Kind.NODE_HEARTBEAT, self._describe(), to=router, nonce=True)
+        async with self._session.post(
+            f"{endpoint}/register-node",
+            data=beat.to_json(),
+            headers={"Content-Type": "application/json"},
+            timeout=self._timeout,
+        ) as resp:
+            body = await read_limited(resp, MAX_REPLY_BYTES)
+            status = resp.status
+        if status != 200:
+            log.warning(
+                "heartbeat refused", extra={"router": endpoint, "status": status, "code": error_code(body, status)}
+            )
+            return BeatResult.REJECTED
+        try:
+            ack = open_envelope(
+                body,
+                Ack,
+                kinds={Kind.ACK},
+                recipient=self._keys.pubkey,
+                signers={router},
+                reply_to=beat.id,
+                max_bytes=MAX_REPLY_BYTES,
+                skew_s=self._skew_s,
+            )
+        except FedaiError as err:
+            log.error("heartbeat ACK failed verification", extra={"router": endpoint, "code": err.code.value})
+            return BeatResult.BAD_ACK
+        if ack.payload.status != "ok":
+            log.warning("heartbeat not accepted", extra={"router": endpoint, "ack_status": ack.payload.status})
+            return BeatResult.REJECTED
+        return BeatResult.OK
