@@ -26,7 +26,7 @@ async def serve_app(app: Any, port: int | None = None) -> AsyncIterator[str]:
     port = port or free_port()
     config = uvicorn_config(app, "127.0.0.1", port, loop="none")
     server = uvicorn.Server(config)
-    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]  # the test owns signals
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]  # the test owns signals
     task = asyncio.create_task(server.serve())
     for _ in range(500):
         if server.started:
