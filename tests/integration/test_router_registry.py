@@ -19,6 +19,7 @@ from fedai.sdk import AsyncClient
 from tests.integration.conftest import SpawnNode
 from tests.support.fake_node import register
 from tests.support.router import RunningRouter, reset_database, running_router
+from tests.support.wait import eventually
 
 
 def _descriptor(endpoint: str, model: str = "m1") -> NodeDescriptor:
@@ -192,9 +193,4 @@ async def test_second_replica_sees_heartbeats_through_the_database(router: Runni
     async with running_router(database_url, keys=router.keys) as replica:
         keys = Keys.generate()
         assert (await register(router.url, router.pubkey, keys, _descriptor("http://127.0.0.1:9"))).status_code == 200
-        deadline = time.monotonic() + 5
-        while keys.pubkey not in replica.service.registry.nodes:
-            assert time.monotonic() < deadline, "replica never loaded the node"
-            import asyncio
-
-            await asyncio.sleep(0.05)
+        await eventually(lambda: keys.pubkey in replica.service.registry.nodes, what="replica loads the node")
