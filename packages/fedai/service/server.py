@@ -21,6 +21,7 @@ def uvicorn_config(app: Any, host: str, port: int, **overrides: Any) -> uvicorn.
         "access_log": False,  # request lines can carry identifiers; our own logs are redacted
         "log_level": "warning",
         "server_header": False,
+        "proxy_headers": False,  # nothing here reads client addresses; operators front it with their own proxy
         "timeout_keep_alive": 30,
     }
     options.update(overrides)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 import msgspec
@@ -28,8 +29,13 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
+async def _no_reset(conn: asyncpg.Connection) -> None:
+    """Skip asyncpg's per-release reset round trip: fedai never leaves session state (locks, LISTEN, SET)
+    on a pooled connection, and the reset would double the cost of every hot-path query."""
+
+
 async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=_init_connection)
+    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=_init_connection, reset=_no_reset)
     assert pool is not None
     return pool
 
@@ -51,3 +57,51 @@ def resolve_dsn(data_dir: Path, *names: str) -> str:
     from fedai.store.embedded import start_embedded
 
     return start_embedded(data_dir / "pg")
+
+
+class Executor(Protocol):
+    """What the group-commit writers need: a pool, or one dedicated connection."""
+
+    async def fetch(self, query: str, *args: Any) -> list[Any]: ...
+
+    async def executemany(self, command: str, args: Iterable[Sequence[Any]]) -> None: ...
+
+
+_LOST = (asyncpg.InterfaceError, asyncpg.ConnectionDoesNotExistError, OSError)
+
+
+class DedicatedConnection:
+    """One connection kept open for a serialized writer, so the hot path skips pool acquire/release
+    (measured: ~70 µs of CPU per query here). Reconnects on the next use after the connection is lost."""
+
+    def __init__(self, dsn: str) -> None:
+        self._dsn = dsn
+        self._conn: asyncpg.Connection | None = None
+
+    async def _connection(self) -> asyncpg.Connection:
+        if self._conn is None or self._conn.is_closed():
+            conn = await asyncpg.connect(self._dsn)
+            await _init_connection(conn)
+            self._conn = conn
+        return self._conn
+
+    async def fetch(self, query: str, *args: Any) -> list[Any]:
+        conn = await self._connection()
+        try:
+            return list(await conn.fetch(query, *args))
+        except _LOST:
+            await self.close()
+            raise
+
+    async def executemany(self, command: str, args: Iterable[Sequence[Any]]) -> None:
+        conn = await self._connection()
+        try:
+            await conn.executemany(command, args)
+        except _LOST:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.is_closed():
+            conn.terminate()

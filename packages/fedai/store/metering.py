@@ -10,6 +10,7 @@ import asyncpg
 from fedai.protocol.event import Event
 from fedai.protocol.messages import MeteringRecord
 from fedai.store.batch import GroupCommit
+from fedai.store.db import Executor
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,42 +22,34 @@ class MeteringEntry:
     node: str
 
 
+# One statement per batch (arrays unnested), so a batch of one costs what a single INSERT does.
 _INSERT = """
 INSERT INTO metering_records (request_id, origin_id, client, node, model, input_tokens, output_tokens,
     wall_ms, bytes_in, bytes_out, prompt_sha256, price_msat, event)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::int[],
+    $8::float8[], $9::int8[], $10::int8[], $11::text[], $12::int8[], $13::jsonb[])
 ON CONFLICT (request_id) DO NOTHING
 """
 
 
 class MeteringStore:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, writer: Executor | None = None) -> None:
         self._pool = pool
+        self._db: Executor = writer or pool
         self._writer: GroupCommit[MeteringEntry, None] = GroupCommit(self._flush)
 
     async def record(self, entry: MeteringEntry) -> None:
         await self._writer.submit(entry)
 
     async def _flush(self, entries: list[MeteringEntry]) -> list[None]:
-        args = [
-            (
-                e.record.request,
-                e.origin_id,
-                e.client,
-                e.node,
-                e.record.model,
-                e.record.input_tokens,
-                e.record.output_tokens,
-                e.record.wall_ms,
-                e.record.bytes_in,
-                e.record.bytes_out,
-                e.record.prompt_sha256,
-                e.record.price_msat,
-                e.event.to_json(),
-            )
-            for e in entries
-        ]
-        await self._pool.executemany(_INSERT, args)
+        columns: list[list[Any]] = [[] for _ in range(13)]
+        for e in entries:
+            r = e.record
+            row = (r.request, e.origin_id, e.client, e.node, r.model, r.input_tokens, r.output_tokens, r.wall_ms,
+                   r.bytes_in, r.bytes_out, r.prompt_sha256, r.price_msat, e.event.to_json())  # fmt: skip
+            for column, value in zip(columns, row, strict=True):
+                column.append(value)
+        await self._db.fetch(_INSERT, *columns)
         return [None] * len(entries)
 
     async def for_client(self, client: str, limit: int = 100) -> list[dict[str, Any]]:

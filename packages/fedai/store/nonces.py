@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncpg
 
 from fedai.store.batch import GroupCommit
+from fedai.store.db import Executor
 
 _CLAIM = """
 INSERT INTO nonces (id, retain_until)
@@ -17,15 +18,16 @@ RETURNING id
 class PostgresReplayGuard:
     """Authoritative `ReplayGuard`: concurrent claims are group-committed into one INSERT."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, writer: Executor | None = None) -> None:
         self._pool = pool
+        self._db: Executor = writer or pool
         self._writer: GroupCommit[tuple[str, float], bool] = GroupCommit(self._flush)
 
     async def claim(self, event_id: str, retain_until: float) -> bool:
         return await self._writer.submit((event_id, retain_until))
 
     async def _flush(self, items: list[tuple[str, float]]) -> list[bool]:
-        rows = await self._pool.fetch(_CLAIM, [i for i, _ in items], [t for _, t in items])
+        rows = await self._db.fetch(_CLAIM, [i for i, _ in items], [t for _, t in items])
         inserted = {r["id"] for r in rows}
         results: list[bool] = []
         for event_id, _ in items:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from fedai.protocol.envelope import seal
@@ -11,7 +12,8 @@ from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import InferenceRequest, InferResult, estimate_tokens, prompt_material
 from fedai.store.metering import MeteringEntry
 from fedai.store.quotes import get_quote
-from fedai_router.scheduler import Demand, rank
+from fedai_router.dispatch import Served
+from fedai_router.scheduler import Candidate, Demand, rank
 from fedai_router.service import RouterService
 
 # Extra ranked nodes kept in reserve for when concurrent requests fill the best ones before we call them.
@@ -32,6 +34,26 @@ async def _price_cap(svc: RouterService, client: str, request: InferenceRequest)
         raise FedaiError(ErrorCode.QUOTE_INVALID, "request does not match the quote (model or max_tokens)")
     node_total = quote.total_msat - quote.router_fee_msat
     return node_total if cap is None else min(cap, node_total)
+
+
+async def _dispatch_while_claiming(
+    svc: RouterService, client_event: Event, request: InferenceRequest, candidates: list[Candidate]
+) -> Served:
+    """Claim the request id in Postgres while the node works, and answer only if the claim succeeded.
+
+    The database round trip (a synchronous commit) overlaps the node call instead of adding to it. A replay
+    to this replica is refused before any work (`claim_locally`); one sent to another replica at the same
+    moment can cost that replica's node one wasted call, but never a second answer or metering record.
+    """
+    await svc.claim_locally(client_event)
+    claim = asyncio.ensure_future(svc.claim(client_event))
+    try:
+        served = await svc.dispatcher.serve(client_event, request, candidates)
+    except BaseException:
+        await claim  # a replay outranks the dispatch failure; otherwise the dispatch error stands
+        raise
+    await claim
+    return served
 
 
 async def handle_infer(svc: RouterService, body: bytes) -> Event:
@@ -55,8 +77,7 @@ async def handle_infer(svc: RouterService, body: bytes) -> Event:
         announce_ttl_s=settings.announce_ttl_s,
         k=settings.max_attempts + SPARE_CANDIDATES,
     )
-    await svc.claim(client_event)
-    served = await svc.dispatcher.serve(client_event, request, candidates)
+    served = await _dispatch_while_claiming(svc, client_event, request, candidates)
     record = served.record
     await svc.metering.record(
         MeteringEntry(record=record, event=served.metering, origin_id=client_event.id, client=client_event.pubkey,

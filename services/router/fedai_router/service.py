@@ -17,8 +17,8 @@ from fedai.protocol.envelope import Opened, open_envelope
 from fedai.protocol.errors import ErrorCode, FedaiError
 from fedai.protocol.event import Event
 from fedai.protocol.messages import Payload
-from fedai.protocol.replay import claim_or_raise
-from fedai.store.db import create_pool
+from fedai.protocol.replay import MemoryReplayGuard, claim_or_raise
+from fedai.store.db import DedicatedConnection, create_pool
 from fedai.store.metering import MeteringStore
 from fedai.store.migrations import migrate
 from fedai.store.nonces import PostgresReplayGuard
@@ -47,6 +47,7 @@ class RouterService:
         self.metrics = RouterMetrics()
         self.limiter = RateLimiter(settings.rate_limit_max, settings.rate_limit_window_ms / 1000)
         self.endpoints = EndpointValidator(settings.allow_private_endpoints)
+        self.recent = MemoryReplayGuard()
         self.started_at = time.time()
         self._tasks: list[asyncio.Task[None]] = []
         self.relays: Any = None  # fedai.nostr.RelayPool when ROUTER_RELAYS is set
@@ -72,8 +73,10 @@ class RouterService:
             log.info("applied migrations", extra={"migrations": applied})
         self.registry = Registry(self.pool)
         await self.registry.refresh()
-        self.replay = PostgresReplayGuard(self.pool)
-        self.metering = MeteringStore(self.pool)
+        # the two hot-path writers each keep one connection (their flushes are serialized by group commit)
+        self._writers = [DedicatedConnection(dsn), DedicatedConnection(dsn)]
+        self.replay = PostgresReplayGuard(self.pool, self._writers[0])
+        self.metering = MeteringStore(self.pool, self._writers[1])
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, limit_per_host=256, keepalive_timeout=30),
             auto_decompress=False,
@@ -105,6 +108,8 @@ class RouterService:
         if self.relays is not None:
             await self.relays.close()
         await self.session.close()
+        for writer in self._writers:
+            await writer.close()
         await self.pool.close()
 
     def _spawn(self, loop: Callable[[], Coroutine[Any, Any, None]]) -> None:
@@ -159,4 +164,9 @@ class RouterService:
         return opened
 
     async def claim(self, event: Event) -> None:
+        """Record the event id in Postgres (authoritative across replicas) or raise `replay`."""
         await claim_or_raise(self.replay, event, self.settings.clock_skew_s)
+
+    async def claim_locally(self, event: Event) -> None:
+        """This replica's memory of accepted ids: refuses a replay before any work is started for it."""
+        await claim_or_raise(self.recent, event, self.settings.clock_skew_s)
