@@ -1,0 +1,41 @@
+"""Entry point of the `fedai` console script: one click group, one module per command family."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+import click
+
+from fedai.cli.client import infer_cmd, quote_cmd, status_cmd
+from fedai.cli.devnet import devnet_cmd
+from fedai.cli.keys import keys_group
+from fedai.cli.services import migrate_cmd, node_cmd, relay_cmd, router_cmd
+
+
+def _version() -> str:
+    try:
+        return version("fedai")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree without metadata
+        return "unknown"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(_version(), prog_name="fedai")
+def cli() -> None:
+    """fedai: Nostr-federated AI inference. Every hop is a signed Nostr event.
+
+    Start a local network with `fedai devnet --demo`, then `fedai infer "hello"`.
+    """
+
+
+for command in (keys_group, relay_cmd, router_cmd, node_cmd, migrate_cmd, quote_cmd, infer_cmd, status_cmd, devnet_cmd):
+    cli.add_command(command)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli()
+
+
+if __name__ == "__main__":
+    main()
