@@ -6,23 +6,16 @@ import contextlib
 import os
 import signal
 import time
-import warnings
 from pathlib import Path
 
 STOP_TIMEOUT_S = 10.0
 
 
 def start_postgres(pgdata: Path, *, keep_running: bool) -> str:
-    """Start (or join) the embedded server in `pgdata`; returns its DSN.
-
-    `fedai.store.embedded` points XDG_RUNTIME_DIR at the data dir's parent, which platformdirs then
-    rejects with a warning (mode is not 0700) before falling back to its default: harmless, so silenced.
-    """
+    """Start (or join) the embedded server in `pgdata`; returns its DSN."""
     from fedai.store.embedded import start_embedded
 
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"XDG_RUNTIME_DIR .* has mode")
-        return start_embedded(pgdata, keep_running=keep_running)
+    return start_embedded(pgdata, keep_running=keep_running)
 
 
 def postmaster_pid(pgdata: Path) -> int | None:

