@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,13 +22,15 @@ class Migration:
 
 
 def migrations_dir() -> Path:
-    """`FEDAI_MIGRATIONS_DIR`, else the repository's `migrations/` next to the source tree."""
+    """`FEDAI_MIGRATIONS_DIR`, else the repository's `migrations/` beside the source tree, else the copy a
+    regular (non-editable) install puts in `<prefix>/share/fedai/migrations`."""
     override = os.environ.get("FEDAI_MIGRATIONS_DIR")
     if override:
         return Path(override)
     here = Path(__file__).resolve()
-    for parent in here.parents:
-        candidate = parent / "migrations"
+    candidates = [parent / "migrations" for parent in here.parents]
+    candidates.append(Path(sys.prefix) / "share" / "fedai" / "migrations")
+    for candidate in candidates:
         if candidate.is_dir() and any(candidate.glob("0*.sql")):
             return candidate
     raise FileNotFoundError("migrations/ not found; set FEDAI_MIGRATIONS_DIR")
