@@ -51,12 +51,3 @@ class MeteringStore:
                 column.append(value)
         await self._db.fetch(_INSERT, *columns)
         return [None] * len(entries)
-
-    async def for_client(self, client: str, limit: int = 100) -> list[dict[str, Any]]:
-        rows = await self._pool.fetch(
-            "SELECT request_id, origin_id, node, model, input_tokens, output_tokens, price_msat, created_at"
-            " FROM metering_records WHERE client = $1 ORDER BY created_at DESC LIMIT $2",
-            client,
-            limit,
-        )
-        return [dict(r) for r in rows]

@@ -74,8 +74,3 @@ async def load_nodes(pool: asyncpg.Pool, since: datetime | None = None) -> list[
         )
         for r in rows
     ]
-
-
-async def get_node(pool: asyncpg.Pool, pubkey: str) -> NodeRow | None:
-    rows = [r for r in await load_nodes(pool) if r.pubkey == pubkey]
-    return rows[0] if rows else None
