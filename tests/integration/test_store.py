@@ -90,7 +90,7 @@ async def test_dedicated_connection_reconnects_after_loss(db_pool: asyncpg.Pool,
         try:
             pids.append((await conn.fetch("SELECT pg_backend_pid() AS pid"))[0]["pid"])
             break
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+        except Exception:  # lost mid-query: asyncpg may say so in several ways; the next query must work
             await asyncio.sleep(0.02)
     assert pids and pids[0] != first  # a fresh backend served the query
     await conn.close()

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import aiohttp
+
+from fedai.protocol.event import Event
 
 
 class ReplyTooLarge(Exception):
@@ -21,3 +25,20 @@ async def read_limited(resp: aiohttp.ClientResponse, limit: int) -> bytes:
             raise ReplyTooLarge(f"reply exceeds {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+@dataclass(frozen=True, slots=True)
+class PeerReply:
+    status: int
+    body: bytes
+    retry_after: str | None
+
+
+async def post_event(
+    session: aiohttp.ClientSession, url: str, event: Event, *, client_timeout: aiohttp.ClientTimeout, limit: int
+) -> PeerReply:
+    """POST a signed event to a peer and read its whole (bounded) reply. Transport errors propagate."""
+    async with session.post(
+        url, data=event.to_json(), headers={"Content-Type": "application/json"}, timeout=client_timeout
+    ) as resp:
+        return PeerReply(resp.status, await read_limited(resp, limit), resp.headers.get("Retry-After"))

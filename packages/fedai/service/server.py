@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import importlib.util
-from typing import Any
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import uvicorn
+
+from fedai.observability.logging import setup_logging
+from fedai.service.config import ConfigError
+
+S = TypeVar("S")
 
 
 def uvicorn_config(app: Any, host: str, port: int, **overrides: Any) -> uvicorn.Config:
@@ -31,3 +38,18 @@ def uvicorn_config(app: Any, host: str, port: int, **overrides: Any) -> uvicorn.
 def serve(app: Any, host: str, port: int) -> None:
     """Blocking: serve until SIGINT/SIGTERM, running the app's lifespan."""
     uvicorn.Server(uvicorn_config(app, host, port)).run()
+
+
+def run_service(
+    name: str, load_settings: Callable[[], S], build_app: Callable[[S], Any], address: Callable[[S], tuple[str, int]]
+) -> int:
+    """The body of a service's `__main__`: configuration errors exit 2 naming the variable, else serve."""
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(name, getattr(settings, "log_level", "INFO"))
+    host, port = address(settings)
+    serve(build_app(settings), host, port)
+    return 0

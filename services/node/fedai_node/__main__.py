@@ -4,22 +4,13 @@ from __future__ import annotations
 
 import sys
 
-from fedai.observability.logging import setup_logging
-from fedai.service.config import ConfigError, Env
-from fedai.service.server import serve
+from fedai.service.server import run_service
 from fedai_node.app import create_app
 from fedai_node.config import from_env
 
 
 def main() -> int:
-    try:
-        settings = from_env(Env())
-    except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
-        return 2
-    setup_logging("node", settings.log_level)
-    serve(create_app(settings), settings.host, settings.port)
-    return 0
+    return run_service("node", from_env, create_app, lambda s: (s.host, s.port))
 
 
 if __name__ == "__main__":

@@ -6,13 +6,13 @@ The relay pool is imported only when `NODE_RELAYS` is set, so a node without rel
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from fedai.protocol.event import Event
 from fedai.protocol.keys import Keys
+from fedai.service.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from fedai.nostr import RelayPool
@@ -55,10 +55,7 @@ class Announcer:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait([task])
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()

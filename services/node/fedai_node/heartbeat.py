@@ -7,7 +7,6 @@ heartbeat is addressed to it (`p`), and the router's ACK must be signed by it an
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -22,7 +21,8 @@ from fedai.protocol.errors import FedaiError, KeyFormatError
 from fedai.protocol.keys import Keys, parse_pubkey
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import Ack, NodeDescriptor
-from fedai.service.client import ReplyTooLarge, read_limited
+from fedai.service.client import ReplyTooLarge, post_event, read_limited
+from fedai.service.tasks import cancel_and_wait
 
 log = logging.getLogger("fedai_node.heartbeat")
 
@@ -93,10 +93,7 @@ class Heartbeat:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait([task])
 
     async def _run(self) -> None:
         while True:
@@ -143,14 +140,10 @@ class Heartbeat:
             return BeatResult.UNTRUSTED
         self._router_keys[endpoint] = router
         beat = seal(self._keys, Kind.NODE_HEARTBEAT, self._describe(), to=router, nonce=True)
-        async with self._session.post(
-            f"{endpoint}/register-node",
-            data=beat.to_json(),
-            headers={"Content-Type": "application/json"},
-            timeout=self._timeout,
-        ) as resp:
-            body = await read_limited(resp, MAX_REPLY_BYTES)
-            status = resp.status
+        reply = await post_event(
+            self._session, f"{endpoint}/register-node", beat, client_timeout=self._timeout, limit=MAX_REPLY_BYTES
+        )
+        body, status = reply.body, reply.status
         if status != 200:
             log.warning(
                 "heartbeat refused", extra={"router": endpoint, "status": status, "code": error_code(body, status)}

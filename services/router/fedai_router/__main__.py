@@ -4,22 +4,13 @@ from __future__ import annotations
 
 import sys
 
-from fedai.observability.logging import setup_logging
-from fedai.service.config import ConfigError
-from fedai.service.server import serve
+from fedai.service.server import run_service
 from fedai_router.app import create_app
 from fedai_router.config import RouterSettings
 
 
 def main() -> int:
-    try:
-        settings = RouterSettings.from_env()
-    except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
-        return 2
-    setup_logging("router", settings.log_level)
-    serve(create_app(settings), settings.host, settings.port)
-    return 0
+    return run_service("router", RouterSettings.from_env, create_app, lambda s: (s.host, s.port))
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from fedai.protocol.messages import (
     price_msat,
     prompt_sha256,
 )
-from fedai.service.client import ReplyTooLarge, read_limited
+from fedai.service.client import ReplyTooLarge, post_event
 from fedai_router.metrics import RouterMetrics
 from fedai_router.registry import NodeState, Registry
 from fedai_router.scheduler import Candidate
@@ -142,30 +142,28 @@ class Dispatcher:
         self, node: NodeState, candidate: Candidate, forwarded: Event, expected_prompt: str
     ) -> tuple[Event, Event, MeteringRecord]:
         try:
-            async with self.session.post(
+            reply = await post_event(
+                self.session,
                 node.endpoint + "/infer",
-                data=forwarded.to_json(),
-                headers={"Content-Type": "application/json"},
-                timeout=self.timeout,
-            ) as resp:
-                body = await read_limited(resp, MAX_NODE_REPLY_BYTES)
-                status = resp.status
-                retry_after = resp.headers.get("Retry-After")
+                forwarded,
+                client_timeout=self.timeout,
+                limit=MAX_NODE_REPLY_BYTES,
+            )
         except ReplyTooLarge:
             raise NodeFault("node reply is too large") from None
         except TimeoutError:
             raise FedaiError(ErrorCode.UPSTREAM_TIMEOUT, "node did not answer in time") from None
         except aiohttp.ClientError as exc:
             raise FedaiError(ErrorCode.UPSTREAM_ERROR, f"node unreachable ({type(exc).__name__})") from None
-        if status != 200:
+        if reply.status != 200:
             try:
-                err = FedaiError.from_dict(msgspec.json.decode(body), status)
+                err = FedaiError.from_dict(msgspec.json.decode(reply.body), reply.status)
             except msgspec.DecodeError:
-                err = FedaiError(ErrorCode.UPSTREAM_ERROR, f"node answered HTTP {status}")
-            if err.retry_after_ms is None and retry_after and retry_after.isdigit():
-                err.retry_after_ms = int(retry_after) * 1000
+                err = FedaiError(ErrorCode.UPSTREAM_ERROR, f"node answered HTTP {reply.status}")
+            if err.retry_after_ms is None and reply.retry_after and reply.retry_after.isdigit():
+                err.retry_after_ms = int(reply.retry_after) * 1000
             raise err
-        return self._verify(node, candidate, forwarded, expected_prompt, body)
+        return self._verify(node, candidate, forwarded, expected_prompt, reply.body)
 
     def _verify(
         self, node: NodeState, candidate: Candidate, forwarded: Event, expected_prompt: str, body: bytes

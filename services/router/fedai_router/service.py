@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -18,6 +17,7 @@ from fedai.protocol.errors import ErrorCode, FedaiError
 from fedai.protocol.event import Event
 from fedai.protocol.messages import Payload
 from fedai.protocol.replay import MemoryReplayGuard, claim_or_raise
+from fedai.service.tasks import cancel_and_wait
 from fedai.store.db import DedicatedConnection, create_pool
 from fedai.store.metering import MeteringStore
 from fedai.store.migrations import migrate
@@ -100,11 +100,7 @@ class RouterService:
         log.info("router started", extra={"pubkey": self.pubkey, "nodes": len(self.registry.nodes)})
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks)
         if self.relays is not None:
             await self.relays.close()
         await self.session.close()
