@@ -233,3 +233,22 @@ def test_forged_id_helper_really_differs() -> None:
     keys = Keys.generate()
     event = sign_event(keys, 1, "a")
     assert compute_id(event.pubkey, event.created_at, event.kind, event.tags, "b").hex() != event.id
+
+
+async def test_replay_raced_to_two_replicas_gets_one_answer(
+    router: RunningRouter, spawn_node: SpawnNode, database_url: str, db_pool: asyncpg.Pool
+) -> None:
+    """The claim overlaps the node call; the same envelope sent to two replicas at once is still served once."""
+    from tests.support.router import running_router
+    from tests.support.wait import eventually
+
+    node = await spawn_node(delay_s=0.2)
+    async with running_router(database_url, keys=router.keys) as replica:
+        await eventually(lambda: node.keys.pubkey in replica.service.registry.nodes, what="replica sees the node")
+        event = _request(router, Keys.generate())
+        first, second = await asyncio.gather(_post(router, event), _post(replica, event))
+    statuses = sorted([first.status_code, second.status_code])
+    assert statuses == [200, 409], (first.text, second.text)
+    loser = first if first.status_code == 409 else second
+    assert _code(loser) == "replay"
+    assert await _metering_rows(db_pool) == 1
