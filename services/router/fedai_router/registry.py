@@ -72,8 +72,9 @@ class Registry:
         return len(rows)
 
     def _apply(self, row: node_store.NodeRow) -> None:
-        last_seen = max(_ts(row.last_heartbeat), _ts(row.last_announce) if row.last_heartbeat is None else 0.0)
-        self._upsert(row.pubkey, row.descriptor, row.verified, row.last_heartbeat is not None, last_seen)
+        heartbeat = row.last_heartbeat is not None
+        last_seen = _ts(row.last_heartbeat) if heartbeat else _ts(row.last_announce)
+        self._upsert(row.pubkey, row.descriptor, row.verified, heartbeat, last_seen)
 
     def _upsert(self, pubkey: str, descriptor: NodeDescriptor, verified: bool, heartbeat: bool, seen: float) -> None:
         current = self.nodes.get(pubkey)

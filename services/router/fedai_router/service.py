@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import aiohttp
@@ -91,8 +91,8 @@ class RouterService:
             skew_s=self.settings.clock_skew_s,
             max_attempts=self.settings.max_attempts,
         )
-        self._spawn(self._refresh_loop)
-        self._spawn(self._prune_loop)
+        self._every(self.settings.registry_refresh_ms / 1000, "registry refresh", self._refresh)
+        self._every(NONCE_PRUNE_INTERVAL_S, "nonce prune", self.replay.prune)
         if self.settings.relays:
             from fedai_router.discovery import start_discovery
 
@@ -108,26 +108,24 @@ class RouterService:
             await writer.close()
         await self.pool.close()
 
-    def _spawn(self, loop: Callable[[], Coroutine[Any, Any, None]]) -> None:
-        self._tasks.append(asyncio.create_task(loop(), name=loop.__name__))
+    def _every(self, interval_s: float, what: str, job: Callable[[], Awaitable[object]]) -> None:
+        """Run `job` every `interval_s` in the background; a database hiccup is logged, never fatal."""
 
-    async def _refresh_loop(self) -> None:
-        interval = self.settings.registry_refresh_ms / 1000
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.registry.refresh()
-            except (OSError, asyncpg.PostgresError) as exc:
-                log.warning("registry refresh failed", extra={"error": type(exc).__name__})
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(interval_s)
+                try:
+                    await job()
+                except (OSError, asyncpg.PostgresError) as exc:
+                    log.warning(f"{what} failed", extra={"error": type(exc).__name__})
+
+        self._tasks.append(asyncio.create_task(loop(), name=what))
+
+    async def _refresh(self) -> None:
+        try:
+            await self.registry.refresh()
+        finally:
             self.update_node_gauges()
-
-    async def _prune_loop(self) -> None:
-        while True:
-            await asyncio.sleep(NONCE_PRUNE_INTERVAL_S)
-            try:
-                await self.replay.prune()
-            except (OSError, asyncpg.PostgresError) as exc:
-                log.warning("nonce prune failed", extra={"error": type(exc).__name__})
 
     def update_node_gauges(self) -> None:
         now = time.time()
