@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from fedai.protocol.errors import FedaiError
-from fedai.protocol.messages import Capacity, ModelInfo, NodeDescriptor, Pricing
+from fedai.protocol.messages import Pricing
 from fedai_router.endpoints import is_public_address, parse_endpoint
+from fedai_router.health import COOLDOWN_MAX_S, QUARANTINE_S, Health, cooldown_s, record_failure, record_success
 from fedai_router.pricing import quote_price
 from fedai_router.ratelimit import RateLimiter
-from fedai_router.registry import COOLDOWN_MAX_S, QUARANTINE_S, NodeState, Registry
+from fedai_router.retry import RetryBudget
+from fedai_router.trust import effective_trust
 
 
 @pytest.mark.parametrize(
@@ -83,26 +83,53 @@ def test_quote_price_breakdown_rounds_each_part_up() -> None:
     assert price.total_msat == 5 + 13 + 12
 
 
-def _state() -> NodeState:
-    desc = NodeDescriptor(
-        endpoint="http://n",
-        models=[ModelInfo(id="m", context_window=10, max_tokens=10, pricing=Pricing(input_msat=1, output_msat=1))],
-        capacity=Capacity(max_concurrent=1),
-    )
-    return NodeState(pubkey="a" * 64, descriptor=desc, verified=True, heartbeat=True, last_seen=time.time())
-
-
 def test_cooldown_grows_exponentially_and_is_capped() -> None:
-    registry = Registry(pool=None)  # type: ignore[arg-type]  # cooldown bookkeeping touches no database
-    node = _state()
-    waits = []
+    waits = [cooldown_s(n) for n in range(1, 12)]
+    assert waits[:4] == [0.5, 1.0, 2.0, 4.0]
+    assert max(waits) == COOLDOWN_MAX_S
+    assert cooldown_s(1, retry_after_s=20.0) == 20.0  # the node's Retry-After is honoured
+    assert cooldown_s(1, retry_after_s=3600.0) == COOLDOWN_MAX_S  # but capped
+
+
+def test_failures_cool_down_quarantine_and_success_recovers() -> None:
+    h = Health()
+    record_failure(h, 100.0, "upstream_error")
+    record_failure(h, 100.0, "upstream_error")
+    assert (h.consecutive_failures, h.cooldown_until) == (2, 101.0)
+    record_failure(h, 100.0, "upstream_error", quarantine=True)
+    assert h.blocked_until() == 100.0 + QUARANTINE_S
+    record_success(h, 12.0)
+    assert (h.consecutive_failures, h.cooldown_until) == (0, 0.0)
+    assert h.blocked_until() == 100.0 + QUARANTINE_S  # a quarantine runs its course
+    assert h.latency_ms == 12.0
+
+
+def test_reliability_prior_and_window() -> None:
+    h = Health()
+    assert h.reliability == 0.9  # unmeasured: 9 in 10
+    h.successes, h.failures = 90, 0
+    assert h.reliability == pytest.approx(0.99)
+    h.successes, h.failures = 0, 40
+    assert h.reliability == pytest.approx(9 / 50)
+
+
+def test_trust_moves_from_manifest_to_observation() -> None:
+    h = Health()
+    assert effective_trust(0.8, h) == 0.8
+    h.successes, h.failures = 20, 0
+    assert 0.8 < effective_trust(0.8, h) < h.reliability
+    h.successes, h.failures = 10, 190
+    assert effective_trust(0.8, h) < 0.2
+
+
+def test_retry_budget_limits_failovers_to_a_share_of_requests() -> None:
+    budget = RetryBudget(ratio=0.1, min_per_s=0.0, burst=2.0)
+    assert budget.try_retry(now=0.0) and budget.try_retry(now=0.0)  # the initial burst
+    assert not budget.try_retry(now=0.0)
     for _ in range(10):
-        registry.failed(node)
-        waits.append(node.cooldown_until - time.time())
-    assert waits[0] == pytest.approx(0.5, abs=0.05)
-    assert waits[1] == pytest.approx(1.0, abs=0.05)
-    assert max(waits) <= COOLDOWN_MAX_S + 0.01
-    registry.failed(node, retry_after_s=20.0)
-    assert node.cooldown_until - time.time() >= COOLDOWN_MAX_S - 0.1
-    registry.failed(node, quarantine=True)
-    assert node.cooldown_until - time.time() == pytest.approx(QUARANTINE_S, abs=0.1)
+        budget.on_request(now=0.0)
+    assert budget.try_retry(now=0.0)  # ten requests earned one retry
+    assert not budget.try_retry(now=0.0)
+    steady = RetryBudget(ratio=0.0, min_per_s=2.0, burst=2.0)
+    assert steady.try_retry(now=0.0) and steady.try_retry(now=0.0) and not steady.try_retry(now=0.0)
+    assert steady.try_retry(now=0.5)  # one more after half a second at 2/s

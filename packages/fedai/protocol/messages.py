@@ -46,6 +46,8 @@ class InferenceRequest(Payload, kw_only=True):
     quote_id: Name | None = None
     max_price_msat: Msat | None = None
     payment_receipts: list[str] | None = None
+    nodes: Annotated[list[Hex64], msgspec.Meta(max_length=64)] | None = None  # pin: only these nodes
+    exclude_nodes: Annotated[list[Hex64], msgspec.Meta(max_length=256)] | None = None
     # added by the router when it forwards the request to a node
     client: Hex64 | None = None
     origin: Hex64 | None = None
@@ -92,6 +94,7 @@ class ModelInfo(Payload, kw_only=True):
     pricing: Pricing
     job_types: list[Name] = msgspec.field(default_factory=lambda: [DEFAULT_JOB_TYPE])
     latency_estimate_ms: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    aliases: Annotated[list[Name], msgspec.Meta(max_length=32)] = msgspec.field(default_factory=list)
 
 
 class Capacity(Payload, kw_only=True):

@@ -53,6 +53,18 @@ class Env:
             raise ConfigError(f"{name} must be at most {maximum}, got {number}")
         return number
 
+    def number(self, name: str, default: float, *, minimum: float | None = None, maximum: float | None = None) -> float:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(f"{name} must be a number, got {value!r}") from None
+        if number != number or (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
+            raise ConfigError(f"{name} must be between {minimum} and {maximum}, got {value!r}")
+        return number
+
     def flag(self, name: str, default: bool = False) -> bool:
         value = self.raw(name)
         if value is None:

@@ -20,14 +20,15 @@ class MeteringEntry:
     origin_id: str
     client: str
     node: str
+    attempt: int = 1  # which node call (1 = first) produced this record
 
 
 # One statement per batch (arrays unnested), so a batch of one costs what a single INSERT does.
 _INSERT = """
 INSERT INTO metering_records (request_id, origin_id, client, node, model, input_tokens, output_tokens,
-    wall_ms, bytes_in, bytes_out, prompt_sha256, price_msat, event)
+    wall_ms, bytes_in, bytes_out, prompt_sha256, price_msat, event, attempt)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::int[],
-    $8::float8[], $9::int8[], $10::int8[], $11::text[], $12::int8[], $13::jsonb[])
+    $8::float8[], $9::int8[], $10::int8[], $11::text[], $12::int8[], $13::jsonb[], $14::int[])
 ON CONFLICT (request_id) DO NOTHING
 """
 
@@ -42,11 +43,11 @@ class MeteringStore:
         await self._writer.submit(entry)
 
     async def _flush(self, entries: list[MeteringEntry]) -> list[None]:
-        columns: list[list[Any]] = [[] for _ in range(13)]
+        columns: list[list[Any]] = [[] for _ in range(14)]
         for e in entries:
             r = e.record
             row = (r.request, e.origin_id, e.client, e.node, r.model, r.input_tokens, r.output_tokens, r.wall_ms,
-                   r.bytes_in, r.bytes_out, r.prompt_sha256, r.price_msat, e.event.to_json())  # fmt: skip
+                   r.bytes_in, r.bytes_out, r.prompt_sha256, r.price_msat, e.event.to_json(), e.attempt)  # fmt: skip
             for column, value in zip(columns, row, strict=True):
                 column.append(value)
         await self._db.fetch(_INSERT, *columns)

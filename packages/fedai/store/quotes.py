@@ -51,3 +51,11 @@ async def get_quote(pool: asyncpg.Pool, quote_id: str) -> QuoteRow | None:
         quote_id,
     )
     return QuoteRow(**dict(r)) if r else None
+
+
+async def use_quote(pool: asyncpg.Pool, quote_id: str) -> bool:
+    """Mark a quote used; False if it was already used (quotes are single-use)."""
+    row = await pool.fetchrow(
+        "UPDATE quotes SET used_at = now() WHERE id = $1 AND used_at IS NULL RETURNING id", quote_id
+    )
+    return row is not None

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from fedai.protocol.keys import Keys
 from fedai.service.config import ConfigError, Env
+from fedai_router.scheduler.types import Policy, Weights
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,19 @@ class RouterSettings:
     registry_refresh_ms: int = 1_000
     db_pool_max: int = 10
     log_level: str = "INFO"
+    weights: Weights = field(default_factory=Weights)
+    sched_top_n: int = 1
+    retry_budget_ratio: float = 0.2
+    retry_budget_min_per_s: float = 5.0
+
+    @property
+    def policy(self) -> Policy:
+        return Policy(
+            heartbeat_ttl_s=self.heartbeat_ttl_ms / 1000,
+            announce_ttl_s=self.announce_ttl_s,
+            weights=self.weights,
+            random_top_n=self.sched_top_n,
+        )
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> RouterSettings:
@@ -64,6 +78,17 @@ class RouterSettings:
             registry_refresh_ms=env.integer("ROUTER_REGISTRY_REFRESH_MS", 1_000, minimum=50),
             db_pool_max=env.integer("ROUTER_DB_POOL_MAX", 10, minimum=2),
             log_level=env.text("ROUTER_LOG_LEVEL", "INFO"),
+            weights=Weights(
+                price=env.number("ROUTER_W_PRICE", 1.0, minimum=0, maximum=1000),
+                load=env.number("ROUTER_W_LOAD", 1.0, minimum=0, maximum=1000),
+                latency_per_s=env.number("ROUTER_W_LATENCY", 1.0, minimum=0, maximum=1000),
+                reliability=env.number("ROUTER_W_RELIABILITY", 2.0, minimum=0, maximum=1000),
+                trust=env.number("ROUTER_W_TRUST", 0.5, minimum=0, maximum=1000),
+                unverified=env.number("ROUTER_W_UNVERIFIED", 0.5, minimum=0, maximum=1000),
+            ),
+            sched_top_n=env.integer("ROUTER_SCHED_TOP_N", 1, minimum=1, maximum=100),
+            retry_budget_ratio=env.number("ROUTER_RETRY_BUDGET_RATIO", 0.2, minimum=0, maximum=10),
+            retry_budget_min_per_s=env.number("ROUTER_RETRY_BUDGET_MIN_PER_S", 5.0, minimum=0, maximum=1e6),
         )
         if settings.client_allowlist & settings.client_blocklist:
             raise ConfigError("ROUTER_CLIENT_ALLOWLIST and ROUTER_CLIENT_BLOCKLIST share keys")

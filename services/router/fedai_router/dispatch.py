@@ -29,8 +29,11 @@ from fedai.protocol.messages import (
     prompt_sha256,
 )
 from fedai.service.client import ReplyTooLarge, post_event
+from fedai.store.health import record_attempt
 from fedai_router.metrics import RouterMetrics
-from fedai_router.registry import NodeState, Registry
+from fedai_router.node_state import NodeState
+from fedai_router.registry import Registry
+from fedai_router.retry import RetryBudget
 from fedai_router.scheduler import Candidate
 
 log = logging.getLogger("fedai.router.dispatch")
@@ -84,8 +87,10 @@ class Dispatcher:
         connect_timeout_s: float,
         skew_s: int,
         max_attempts: int,
+        budget: RetryBudget,
     ) -> None:
         self.max_attempts = max_attempts
+        self.budget = budget
         self.keys = keys
         self.session = session
         self.registry = registry
@@ -94,38 +99,47 @@ class Dispatcher:
         self.skew_s = skew_s
 
     async def serve(self, client_event: Event, request: InferenceRequest, candidates: list[Candidate]) -> Served:
-        """Try candidates in order (at most `max_attempts` calls) until one answers with a verified response."""
+        """Try candidates in order until one answers with a verified response: at most `max_attempts` calls,
+        and each retry only if the router-wide retry budget allows it. Every failed attempt is recorded."""
         expected_prompt = prompt_sha256(request)
         forwarded_payload = msgspec.structs.replace(request, client=client_event.pubkey, origin=client_event.id)
+        self.budget.on_request()
         last: FedaiError | None = None
         attempt = 0
         for candidate in candidates:
             node = candidate.node
-            if node.load >= node.capacity:
-                continue  # filled up by a concurrent request since ranking; no await between here and begin()
+            if node.load >= node.capacity or node.cooldown_until > time.time():
+                continue  # filled up or failed for a concurrent request since ranking
             if attempt == self.max_attempts:
                 break
-            attempt += 1
             if last is not None:
+                if not self.budget.try_retry():
+                    self.metrics.failovers.labels("budget_exhausted").inc()
+                    break
                 self.metrics.failovers.labels(last.code.value).inc()
+            attempt += 1
             forwarded = seal(self.keys, Kind.INFER_REQUEST, forwarded_payload, to=node.pubkey, nonce=True)
             self.registry.begin(node)
             started = time.perf_counter()
             try:
                 response, metering, record = await self._call(node, candidate, forwarded, expected_prompt)
             except FedaiError as err:
+                self.registry.end(node)
                 self.metrics.attempts.labels(err.code.value).inc()
                 if err.code not in _RETRYABLE and not isinstance(err, NodeFault):
                     raise
-                self._penalise(node, err)
+                latency_ms = (time.perf_counter() - started) * 1000
+                await self._penalise(client_event, node, attempt, err, latency_ms)
                 last = err
-                log.info("node attempt failed", extra={"node": node.pubkey[:16], "code": err.code.value})
                 continue
-            finally:
+            except BaseException:
                 self.registry.end(node)
+                raise
+            self.registry.end(node)
+            elapsed = time.perf_counter() - started
             self.metrics.attempts.labels("ok").inc()
-            self.metrics.node_latency.observe(time.perf_counter() - started)
-            await self.registry.succeeded(node)
+            self.metrics.node_latency.observe(elapsed)
+            await self.registry.succeeded(node, elapsed * 1000)
             return Served(node, forwarded, response, metering, record, attempt)
         if last is None:
             raise FedaiError(ErrorCode.NO_CAPACITY, "every eligible node filled up meanwhile", retry_after_ms=1000)
@@ -134,9 +148,12 @@ class Dispatcher:
             f"{attempt} node(s) tried, none answered correctly; last: {last.message}",
         )
 
-    def _penalise(self, node: NodeState, err: FedaiError) -> None:
+    async def _penalise(self, client_event: Event, node: NodeState, attempt: int, err: FedaiError,
+                        latency_ms: float) -> None:  # fmt: skip
+        log.info("node attempt failed", extra={"node": node.pubkey[:16], "attempt": attempt, "code": err.code.value})
         retry_s = err.retry_after_ms / 1000 if err.retry_after_ms is not None else None
-        self.registry.failed(node, retry_after_s=retry_s, quarantine=isinstance(err, NodeFault))
+        await self.registry.failed(node, err.code.value, retry_after_s=retry_s, quarantine=isinstance(err, NodeFault))
+        await record_attempt(self.registry.pool, client_event.id, node.pubkey, attempt, err.code.value, latency_ms)
 
     async def _call(
         self, node: NodeState, candidate: Candidate, forwarded: Event, expected_prompt: str

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 
 from fedai.protocol.envelope import seal
 from fedai.protocol.errors import ErrorCode, FedaiError
@@ -11,7 +12,7 @@ from fedai.protocol.event import Event
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import InferenceRequest, InferResult, estimate_tokens, prompt_material
 from fedai.store.metering import MeteringEntry
-from fedai.store.quotes import get_quote
+from fedai.store.quotes import get_quote, use_quote
 from fedai_router.dispatch import Served
 from fedai_router.scheduler import Candidate, Demand, rank
 from fedai_router.service import RouterService
@@ -21,19 +22,41 @@ SPARE_CANDIDATES = 8
 
 
 async def _price_cap(svc: RouterService, client: str, request: InferenceRequest) -> int | None:
-    """The most the client agreed to pay: its own cap, and a valid quote's total if it names one."""
+    """The most the client agreed to pay: its own cap, and a valid quote's total if it names one. A quote is
+    single-use: it is spent here, before dispatch, so two requests cannot both ride on it."""
     cap = request.max_price_msat
     if request.quote_id is None:
         return cap
     quote = await get_quote(svc.pool, request.quote_id)
     if quote is None or quote.client != client:
-        raise FedaiError(ErrorCode.QUOTE_INVALID, "unknown quote for this client")
+        raise FedaiError(ErrorCode.QUOTE_INVALID, "unknown quote for this client (quotes are per router and client)")
     if quote.expires_at.timestamp() <= time.time():
         raise FedaiError(ErrorCode.QUOTE_INVALID, "quote has expired")
     if quote.model != request.model or request.max_tokens > quote.max_output_tokens:
         raise FedaiError(ErrorCode.QUOTE_INVALID, "request does not match the quote (model or max_tokens)")
+    if estimate_tokens(len(prompt_material(request))) > quote.input_tokens:
+        raise FedaiError(ErrorCode.QUOTE_INVALID, "prompt is longer than the quote priced")
+    if quote.used_at is not None or not await use_quote(svc.pool, quote.id):
+        raise FedaiError(ErrorCode.QUOTE_INVALID, "quote has already been used")
     node_total = quote.total_msat - quote.router_fee_msat
     return node_total if cap is None else min(cap, node_total)
+
+
+def demand_for(request: InferenceRequest, max_price_msat: int | None) -> Demand:
+    """What the scheduler must find for `request`; refuses a node that is both pinned and excluded."""
+    pin = frozenset(request.nodes or ())
+    exclude = frozenset(request.exclude_nodes or ())
+    if pin & exclude:
+        raise FedaiError(ErrorCode.INVALID_REQUEST, "the same node is both pinned (nodes) and excluded (exclude_nodes)")
+    return Demand(
+        model=request.model,
+        input_tokens=estimate_tokens(len(prompt_material(request))),
+        max_tokens=request.max_tokens,
+        job_type=request.job_type,
+        max_price_msat=max_price_msat,
+        pin=pin,
+        exclude=exclude,
+    )
 
 
 async def _dispatch_while_claiming(
@@ -61,27 +84,22 @@ async def handle_infer(svc: RouterService, body: bytes) -> Event:
     client_event, request = opened.event, opened.payload
     if request.stream:
         raise FedaiError(ErrorCode.INVALID_REQUEST, "stream=true is not served on /infer")
-    demand = Demand(
-        model=request.model,
-        input_tokens=estimate_tokens(len(prompt_material(request))),
-        max_tokens=request.max_tokens,
-        job_type=request.job_type,
-        max_price_msat=await _price_cap(svc, client_event.pubkey, request),
-    )
-    settings = svc.settings
+    demand = demand_for(request, request.max_price_msat)  # refuses bad pins before a quote is spent
+    if request.quote_id is not None:
+        demand = replace(demand, max_price_msat=await _price_cap(svc, client_event.pubkey, request))
     candidates = rank(
-        svc.registry.nodes.values(),
+        svc.registry.tables.get(demand.model),
         demand,
         now=time.time(),
-        heartbeat_ttl_s=settings.heartbeat_ttl_ms / 1000,
-        announce_ttl_s=settings.announce_ttl_s,
-        k=settings.max_attempts + SPARE_CANDIDATES,
+        policy=svc.policy,
+        k=svc.settings.max_attempts + SPARE_CANDIDATES,
+        rng=svc.rng,
     )
     served = await _dispatch_while_claiming(svc, client_event, request, candidates)
     record = served.record
     await svc.metering.record(
         MeteringEntry(record=record, event=served.metering, origin_id=client_event.id, client=client_event.pubkey,
-                      node=served.node.pubkey)
+                      node=served.node.pubkey, attempt=served.attempts)
     )  # fmt: skip
     svc.metrics.metering_msat.inc(record.price_msat)
     svc.metrics.tokens.labels("in").inc(record.input_tokens)

@@ -24,16 +24,10 @@ async def handle_quote(svc: RouterService, body: bytes) -> Event:
     )
     settings = svc.settings
     now = time.time()
-    best = rank(
-        svc.registry.nodes.values(),
-        Demand(
-            model=request.model, input_tokens=input_tokens, max_tokens=request.max_tokens, job_type=request.job_type
-        ),
-        now=now,
-        heartbeat_ttl_s=settings.heartbeat_ttl_ms / 1000,
-        announce_ttl_s=settings.announce_ttl_s,
-        k=1,
-    )[0]
+    demand = Demand(
+        model=request.model, input_tokens=input_tokens, max_tokens=request.max_tokens, job_type=request.job_type
+    )
+    best = rank(svc.registry.tables.get(demand.model), demand, now=now, policy=svc.policy, k=1)[0]
     price = quote_price(
         best.model.pricing, input_tokens, request.max_tokens, fee_base_msat=settings.fee_base_msat,
         fee_ppm=settings.fee_ppm,

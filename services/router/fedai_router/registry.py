@@ -1,132 +1,124 @@
-"""The router's view of nodes: a cache of the `nodes` table plus this process's live counters.
+"""The router's registry: the in-memory `NodeIndex`, loaded from and written through to Postgres.
 
-Truth lives in Postgres (heartbeats and announcements are written there first); every replica refreshes
-its cache incrementally. Live load (`in_flight`) is what this router has outstanding right now, so the
-scheduler never waits for the next heartbeat to learn that a node is busy (DESIGN.md section 10).
+Truth lives in Postgres (heartbeats, announcements and failures are written there first; successes are
+summed per minute and exchanged every few seconds); every replica refreshes incrementally. Live load
+(`in_flight`) is what this router has outstanding right now, so the scheduler never waits for the next
+heartbeat to learn that a node is busy (DESIGN.md section 10).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from collections import defaultdict
 from datetime import datetime
 
 import asyncpg
 
-from fedai.protocol.messages import ModelInfo, NodeDescriptor
+from fedai.protocol.messages import NodeDescriptor
+from fedai.store import health as health_store
 from fedai.store import nodes as node_store
+from fedai_router.index import NodeIndex
+from fedai_router.node_state import NodeState
 
-COOLDOWN_BASE_S = 0.5
-COOLDOWN_MAX_S = 30.0
-QUARANTINE_S = 60.0
-
-
-@dataclass(slots=True)
-class NodeState:
-    pubkey: str
-    descriptor: NodeDescriptor
-    verified: bool
-    heartbeat: bool  # registered by a signed heartbeat (not only announced on a relay)
-    last_seen: float  # unix seconds of the last heartbeat, or of the announcement
-    reported_in_flight: int = 0  # what the node said in its last heartbeat
-    local_at_report: int = 0  # what this router had in flight to it at that moment
-    in_flight: int = 0  # this router's requests outstanding to the node now
-    consecutive_failures: int = 0
-    cooldown_until: float = 0.0
-    models: dict[str, ModelInfo] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.models = {m.id: m for m in self.descriptor.models}
-
-    @property
-    def endpoint(self) -> str:
-        return self.descriptor.endpoint.rstrip("/")
-
-    @property
-    def load(self) -> int:
-        """Requests outstanding at the node: ours now, plus others' as last reported."""
-        return self.in_flight + max(0, self.reported_in_flight - self.local_at_report)
-
-    @property
-    def capacity(self) -> int:
-        return self.descriptor.capacity.max_concurrent
+WINDOW_MINUTES = 15
 
 
 def _ts(value: datetime | None) -> float:
     return value.timestamp() if value is not None else 0.0
 
 
+def _zero() -> list[float]:
+    return [0.0, 0.0, 0.0]
+
+
 class Registry:
     def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
-        self.nodes: dict[str, NodeState] = {}
-        self._watermark: datetime | None = None
+        self.pool = pool
+        self.index = NodeIndex()
+        self.nodes = self.index.nodes
+        self.tables = self.index.tables
+        self._node_mark: datetime | None = None
+        self._health_mark: datetime | None = None
+        # this replica's outcomes not yet added to node_stats: pubkey -> [successes, failures, latency_ms_sum]
+        self._deltas: defaultdict[str, list[float]] = defaultdict(_zero)
 
     async def refresh(self) -> int:
-        """Pull rows changed since the last refresh; returns how many changed."""
-        rows = await node_store.load_nodes(self._pool, since=self._watermark)
+        """Pull node and health rows changed since the last refresh; returns how many nodes changed."""
+        rows = await node_store.load_nodes(self.pool, since=self._node_mark)
         for row in rows:
-            self._apply(row)
-            if self._watermark is None or row.updated_at > self._watermark:
-                self._watermark = row.updated_at
+            heartbeat = row.last_heartbeat is not None
+            seen = _ts(row.last_heartbeat) if heartbeat else _ts(row.last_announce)
+            self.index.upsert(row.pubkey, row.descriptor, verified=row.verified, heartbeat=heartbeat, seen=seen)
+            self._node_mark = max(self._node_mark or row.updated_at, row.updated_at)
+        for h in await health_store.load_health(self.pool, since=self._health_mark):
+            node = self.nodes.get(h.pubkey)
+            if node is not None:
+                health = node.health
+                health.consecutive_failures = max(health.consecutive_failures, h.consecutive_failures)
+                health.cooldown_until = max(health.cooldown_until, h.cooldown_until)
+                health.quarantined_until = max(health.quarantined_until, h.quarantined_until)
+                self.index.sync(node)
+            self._health_mark = max(self._health_mark or h.updated_at, h.updated_at)
         return len(rows)
 
-    def _apply(self, row: node_store.NodeRow) -> None:
-        heartbeat = row.last_heartbeat is not None
-        last_seen = _ts(row.last_heartbeat) if heartbeat else _ts(row.last_announce)
-        self._upsert(row.pubkey, row.descriptor, row.verified, heartbeat, last_seen)
-
-    def _upsert(self, pubkey: str, descriptor: NodeDescriptor, verified: bool, heartbeat: bool, seen: float) -> None:
-        current = self.nodes.get(pubkey)
-        if current is None:
-            self.nodes[pubkey] = NodeState(
-                pubkey=pubkey,
-                descriptor=descriptor,
-                verified=verified,
-                heartbeat=heartbeat,
-                last_seen=seen,
-                reported_in_flight=descriptor.capacity.in_flight,
-            )
-            return
-        if seen > current.last_seen or descriptor != current.descriptor:
-            current.reported_in_flight = descriptor.capacity.in_flight
-            current.local_at_report = current.in_flight
-        current.descriptor = descriptor
-        current.models = {m.id: m for m in descriptor.models}
-        current.verified = verified or current.verified
-        current.heartbeat = heartbeat
-        current.last_seen = max(seen, current.last_seen)
+    async def exchange_stats(self) -> None:
+        """Add this replica's outcomes to the shared window, then reload the window all replicas wrote."""
+        deltas, self._deltas = self._deltas, defaultdict(_zero)
+        try:
+            await health_store.add_stats(self.pool, [(k, int(s), int(f), lat) for k, (s, f, lat) in deltas.items()])
+        except BaseException:
+            for key, values in deltas.items():  # keep them for the next exchange
+                self._deltas[key] = [a + b for a, b in zip(self._deltas[key], values, strict=True)]
+            raise
+        window = {w.pubkey: w for w in await health_store.load_window(self.pool, WINDOW_MINUTES)}
+        for node in self.nodes.values():
+            w = window.get(node.pubkey)
+            pending = self._deltas.get(node.pubkey) or _zero()
+            node.health.successes = (w.successes if w else 0) + int(pending[0])
+            node.health.failures = (w.failures if w else 0) + int(pending[1])
+            if w is not None and w.latency_ms is not None:
+                node.health.latency_ms = w.latency_ms
+                node.health.latency_samples = max(node.health.latency_samples, w.successes)
+            self.index.sync(node)
 
     async def record_heartbeat(self, pubkey: str, descriptor: NodeDescriptor) -> None:
         """Persist a verified heartbeat, then update the cache at once."""
-        await node_store.upsert_heartbeat(self._pool, pubkey, descriptor)
-        self._upsert(pubkey, descriptor, True, True, time.time())
+        await node_store.upsert_heartbeat(self.pool, pubkey, descriptor)
+        self.index.upsert(pubkey, descriptor, verified=True, heartbeat=True, seen=time.time())
 
     async def record_announce(self, pubkey: str, descriptor: NodeDescriptor) -> bool:
-        stored = await node_store.upsert_announce(self._pool, pubkey, descriptor)
+        stored = await node_store.upsert_announce(self.pool, pubkey, descriptor)
         if stored:
-            self._upsert(pubkey, descriptor, False, False, time.time())
+            self.index.upsert(pubkey, descriptor, verified=False, heartbeat=False, seen=time.time())
         return stored
 
     def begin(self, node: NodeState) -> None:
-        node.in_flight += 1
+        self.index.begin(node)
 
     def end(self, node: NodeState) -> None:
-        node.in_flight -= 1
+        self.index.end(node)
 
-    async def succeeded(self, node: NodeState) -> None:
-        node.consecutive_failures = 0
-        node.cooldown_until = 0.0
+    async def succeeded(self, node: NodeState, latency_ms: float) -> None:
+        recovering = node.health.consecutive_failures > 0 or node.health.cooldown_until > time.time()
+        self.index.succeeded(node, latency_ms)
+        delta = self._deltas[node.pubkey]
+        delta[0] += 1
+        delta[2] += latency_ms
+        if recovering:
+            await health_store.save_recovery(self.pool, node.pubkey)
         if not node.verified:
             node.verified = True
-            await node_store.mark_verified(self._pool, node.pubkey)
+            self.index.sync(node)
+            await node_store.mark_verified(self.pool, node.pubkey)
 
-    def failed(self, node: NodeState, *, retry_after_s: float | None = None, quarantine: bool = False) -> None:
-        """Put the node in cooldown: exponential in consecutive failures, longer if it broke the protocol."""
-        node.consecutive_failures += 1
-        backoff = min(COOLDOWN_MAX_S, COOLDOWN_BASE_S * 2 ** (node.consecutive_failures - 1))
-        if retry_after_s is not None:
-            backoff = max(backoff, min(retry_after_s, COOLDOWN_MAX_S))
-        if quarantine:
-            backoff = QUARANTINE_S
-        node.cooldown_until = time.time() + backoff
+    async def failed(
+        self, node: NodeState, code: str, *, retry_after_s: float | None = None, quarantine: bool = False
+    ) -> None:
+        """Cool the node down (exponential in consecutive failures; a quarantine if it broke the protocol) and
+        tell the other replicas through Postgres."""
+        self.index.failed(node, code, retry_after_s=retry_after_s, quarantine=quarantine)
+        self._deltas[node.pubkey][1] += 1
+        h = node.health
+        await health_store.save_failure(
+            self.pool, node.pubkey, h.consecutive_failures, h.cooldown_until, h.quarantined_until, code
+        )

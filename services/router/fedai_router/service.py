@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -19,6 +20,7 @@ from fedai.protocol.messages import Payload
 from fedai.protocol.replay import MemoryReplayGuard, claim_or_raise
 from fedai.service.tasks import cancel_and_wait
 from fedai.store.db import DedicatedConnection, create_pool
+from fedai.store.health import prune_stats
 from fedai.store.metering import MeteringStore
 from fedai.store.migrations import migrate
 from fedai.store.nonces import PostgresReplayGuard
@@ -27,13 +29,16 @@ from fedai_router.dispatch import Dispatcher
 from fedai_router.endpoints import EndpointValidator
 from fedai_router.metrics import RouterMetrics
 from fedai_router.ratelimit import RateLimiter
-from fedai_router.registry import Registry
+from fedai_router.registry import WINDOW_MINUTES, Registry
+from fedai_router.retry import RetryBudget
 
 log = logging.getLogger("fedai.router")
 
 P = TypeVar("P", bound=Payload)
 
 NONCE_PRUNE_INTERVAL_S = 30.0
+STATS_INTERVAL_S = 2.0
+STATS_PRUNE_INTERVAL_S = 300.0
 
 
 class RouterService:
@@ -48,6 +53,9 @@ class RouterService:
         self.limiter = RateLimiter(settings.rate_limit_max, settings.rate_limit_window_ms / 1000)
         self.endpoints = EndpointValidator(settings.allow_private_endpoints)
         self.recent = MemoryReplayGuard()
+        self.policy = settings.policy
+        self.rng = random.Random()
+        self.retry_budget = RetryBudget(settings.retry_budget_ratio, settings.retry_budget_min_per_s)
         self.started_at = time.time()
         self._tasks: list[asyncio.Task[None]] = []
         self.relays: Any = None  # fedai.nostr.RelayPool when ROUTER_RELAYS is set
@@ -90,9 +98,12 @@ class RouterService:
             connect_timeout_s=self.settings.node_connect_timeout_ms / 1000,
             skew_s=self.settings.clock_skew_s,
             max_attempts=self.settings.max_attempts,
+            budget=self.retry_budget,
         )
         self._every(self.settings.registry_refresh_ms / 1000, "registry refresh", self._refresh)
         self._every(NONCE_PRUNE_INTERVAL_S, "nonce prune", self.replay.prune)
+        self._every(STATS_INTERVAL_S, "health window exchange", self.registry.exchange_stats)
+        self._every(STATS_PRUNE_INTERVAL_S, "health window prune", self._prune_stats)
         if self.settings.relays:
             from fedai_router.discovery import start_discovery
 
@@ -120,6 +131,9 @@ class RouterService:
                     log.warning(f"{what} failed", extra={"error": type(exc).__name__})
 
         self._tasks.append(asyncio.create_task(loop(), name=what))
+
+    async def _prune_stats(self) -> None:
+        await prune_stats(self.pool, 2 * WINDOW_MINUTES)
 
     async def _refresh(self) -> None:
         try:

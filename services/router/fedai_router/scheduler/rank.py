@@ -1,0 +1,129 @@
+"""Rank the nodes of one model table for a demand: vectorised filters, scores, top-k. Pure: it reads the
+table and returns candidates; `explain.py` is the per-node reference it must agree with."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+
+from fedai.protocol.errors import ErrorCode, FedaiError
+from fedai_router.scheduler.table import B, F, ModelTable
+from fedai_router.scheduler.types import Candidate, Demand, Policy
+
+
+def _rows_of(table: ModelTable, pubkeys: frozenset[str]) -> list[int]:
+    return [table.row_of[p] for p in pubkeys if p in table.row_of]
+
+
+def filter_masks(table: ModelTable, demand: Demand, now: float, policy: Policy) -> tuple[list[tuple[str, B]], F]:
+    """Each filter's pass mask, in REASONS order (after `model`), and the max price of every row."""
+    n = table.n
+    alive = table.alive[:n]
+    masks: list[tuple[str, B]] = []
+    if demand.pin:
+        pinned = np.zeros(n, dtype=np.bool_)
+        pinned[_rows_of(table, demand.pin)] = True
+        masks.append(("pinned_out", pinned))
+    if demand.exclude:
+        kept = np.ones(n, dtype=np.bool_)
+        kept[_rows_of(table, demand.exclude)] = False
+        masks.append(("excluded", kept))
+    if demand.job_type is not None:
+        if demand.job_type == "text-generation":
+            masks.append(("job_type", table.default_job[:n].copy()))
+        else:
+            job = np.zeros(n, dtype=np.bool_)
+            for row, _, info in table.rows():
+                job[row] = demand.job_type in info.job_types
+            masks.append(("job_type", job))
+    fits = demand.max_tokens <= table.max_tokens[:n]
+    masks.append(("context", fits & (demand.input_tokens + demand.max_tokens <= table.context_window[:n])))
+    ttl = np.where(table.announced[:n], policy.announce_ttl_s, policy.heartbeat_ttl_s)
+    masks.append(("stale", now - table.last_seen[:n] <= ttl))
+    masks.append(("cooldown", table.cooldown_until[:n] <= now))
+    masks.append(("busy", table.load[:n] < table.capacity[:n]))
+    price = np.ceil((demand.input_tokens * table.input_msat[:n] + demand.max_tokens * table.output_msat[:n]) / 1000)
+    if demand.max_price_msat is not None:
+        masks.append(("price", price <= demand.max_price_msat))
+    return [(name, m & alive) for name, m in masks], price
+
+
+def score_columns(table: ModelTable, eligible: B, price: F, policy: Policy) -> dict[str, F]:
+    """Each score part for every row (meaningful where `eligible`)."""
+    n = table.n
+    w = policy.weights
+    cheapest = max(1.0, float(price[eligible].min())) if eligible.any() else 1.0
+    observed = table.latency_samples[:n] >= policy.min_latency_samples
+    latency_ms = np.where(observed, table.latency_obs_ms[:n], table.latency_est_ms[:n])
+    return {
+        "price": w.price * price / cheapest,
+        "load": w.load * table.load[:n] / np.maximum(table.capacity[:n], 1.0),
+        "latency": w.latency_per_s * latency_ms / 1000,
+        "reliability": w.reliability * (1.0 - table.reliability[:n]),
+        "trust": w.trust * (1.0 - table.trust[:n]),
+        "unverified": np.where(table.verified[:n], 0.0, w.unverified),
+    }
+
+
+def rank(
+    table: ModelTable | None,
+    demand: Demand,
+    *,
+    now: float,
+    policy: Policy,
+    k: int = 3,
+    rng: random.Random | None = None,
+) -> list[Candidate]:
+    """The `k` best nodes for `demand`, best first (ties: lower pubkey). Raises a typed error naming why none fit."""
+    if table is None or len(table) == 0:
+        raise FedaiError(ErrorCode.UNKNOWN_MODEL, f"no node serves model {demand.model!r}")
+    masks, price = filter_masks(table, demand, now, policy)
+    eligible = table.alive[: table.n].copy()
+    refused: dict[str, int] = {}
+    for name, mask in masks:
+        dropped = int((eligible & ~mask).sum())
+        if dropped:
+            refused[name] = dropped
+        eligible &= mask
+    rows = np.flatnonzero(eligible)
+    if rows.size == 0:
+        raise no_route(demand, refused)
+    parts = score_columns(table, eligible, price, policy)
+    total = sum(parts.values())
+    assert isinstance(total, np.ndarray)
+    scores = total[rows]
+    if rows.size > k:
+        keep = np.argpartition(scores, k - 1)[:k]
+        # argpartition may cut through a tie at the k-th score: take every row tied with it, then sort
+        threshold = scores[keep].max()
+        keep = np.flatnonzero(scores <= threshold)
+        rows, scores = rows[keep], scores[keep]
+    order = np.lexsort((table.tiebreak[rows], scores))[:k]
+    chosen = [int(r) for r in rows[order]]
+    if policy.random_top_n > 1 and len(chosen) > 1:
+        chosen = _weighted_first(chosen, [float(total[r]) for r in chosen], policy.random_top_n, rng or random.Random())
+    result = []
+    for r in chosen:
+        node, info = table.nodes[r], table.infos[r]
+        assert node is not None and info is not None
+        result.append(Candidate(node=node, model=info, max_price_msat=int(price[r]), score=float(total[r])))
+    return result
+
+
+def _weighted_first(rows: list[int], scores: list[float], top_n: int, rng: random.Random) -> list[int]:
+    """Move one of the best `top_n` to the front, chosen with weight 1/score (better scores more likely)."""
+    pool = rows[:top_n]
+    weights = [1.0 / max(s, 1e-9) for s in scores[:top_n]]
+    first = rng.choices(range(len(pool)), weights=weights)[0]
+    return [rows[first], *rows[:first], *rows[first + 1 :]]
+
+
+def no_route(demand: Demand, refused: dict[str, int]) -> FedaiError:
+    """The typed error for "nothing fits", naming how many nodes each filter refused."""
+    reasons = ", ".join(f"{reason}={n}" for reason, n in refused.items())
+    if set(refused) == {"pinned_out"}:
+        return FedaiError(ErrorCode.INVALID_REQUEST, f"none of the pinned nodes serves {demand.model!r}")
+    if set(refused) == {"context"}:
+        return FedaiError(ErrorCode.INVALID_REQUEST, f"prompt plus max_tokens does not fit any node ({reasons})")
+    return FedaiError(ErrorCode.NO_CAPACITY, f"no node can take this request now ({reasons})", retry_after_ms=1000)
