@@ -27,7 +27,7 @@ class RetryBudget:
     def try_retry(self, now: float | None = None) -> bool:
         """Spend one retry if the budget has it."""
         self._refill(time.monotonic() if now is None else now)
-        if self._tokens >= 1.0:
+        if self._tokens >= 1.0 - 1e-9:  # ten requests at ratio 0.1 earn exactly one retry despite rounding
             self._tokens -= 1.0
             return True
         return False
