@@ -26,7 +26,7 @@ async def node(router: RunningRouter) -> AsyncIterator[NodeSettings]:
     settings = NodeSettings(
         keys=Keys.generate(), router_pubkeys=frozenset({router.pubkey}), runner="mock", port=port,
         endpoint=f"http://127.0.0.1:{port}", router_endpoints=(router.url,), max_prompt_bytes=200, max_tokens=64,
-        heartbeat_ms=200,
+        heartbeat_ms=200, model_aliases=("mock-small",),
     )  # fmt: skip
     async with serve_app(create_app(settings), port=port):
         await eventually(lambda: settings.keys.pubkey in router.service.registry.nodes, what="node registered")
@@ -38,6 +38,17 @@ async def test_round_trip_through_the_real_node(router: RunningRouter, node: Nod
         chain = await client.infer("fedai-mock-1", "What is 2+2?", max_tokens=16)
     assert chain.node == node.keys.pubkey
     assert chain.record.output_tokens == chain.result.usage.output_tokens > 0
+
+
+async def test_a_model_alias_routes_to_the_node_and_is_answered_by_the_model_id(
+    router: RunningRouter, node: NodeSettings
+) -> None:
+    async with AsyncClient(router.url, router_pubkey=router.pubkey) as client:
+        chain = await client.infer("mock-small", "What is 2+2?", max_tokens=16)
+        status = await client.status()
+    assert chain.node == node.keys.pubkey
+    assert chain.result.model == chain.record.model == "fedai-mock-1"
+    assert status["nodes"][0]["aliases"] == ["mock-small"]
 
 
 @pytest.mark.parametrize(

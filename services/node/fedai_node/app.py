@@ -117,6 +117,8 @@ class NodeService:
         if not models:
             raise RuntimeError(f"runner {self.runner.name!r} serves no models")
         self.models = {m.id: m for m in models}
+        for alias in self.settings.model_aliases:  # a request may name the model by an alias
+            self.models.setdefault(alias, self.models.get(self.settings.model_id, models[0]))
         self.latency_ms = {m.id: (await self._probe_latency(m)) for m in models}
 
     async def _probe_latency(self, model: RunnerModel) -> float:
@@ -129,7 +131,8 @@ class NodeService:
     # ---- descriptor ------------------------------------------------------------------------------
 
     def descriptor(self) -> NodeDescriptor:
-        return build_descriptor(self.settings, list(self.models.values()), self.in_flight.count, self.latency_ms)
+        served = list({m.id: m for m in self.models.values()}.values())
+        return build_descriptor(self.settings, served, self.in_flight.count, self.latency_ms)
 
     def announce_event(self) -> Event:
         return announce_event(self.keys, self.descriptor())
@@ -172,8 +175,13 @@ class NodeService:
         self, opened: Opened[InferenceRequest], bytes_in: int, started: float
     ) -> tuple[bytes, RunnerResult]:
         """Limits, capacity, replay claim, runner, then the two signed events. Returns the body and the result."""
-        req, event = opened.payload, opened.event
-        check_request(req, self.models, self.limits)
+        event = opened.event
+        model = check_request(opened.payload, self.models, self.limits)
+        req = (
+            opened.payload
+            if opened.payload.model == model.id
+            else msgspec.structs.replace(opened.payload, model=model.id)
+        )
         # Take the slot before claiming the id, so a request refused for capacity can be sent again as is.
         self.in_flight.acquire()
         self.metrics.in_flight.set(self.in_flight.count)

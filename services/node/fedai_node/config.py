@@ -28,6 +28,7 @@ class NodeSettings:
     router_endpoints: tuple[str, ...] = ()
     runner_url: str | None = None
     model_id: str = MOCK_MODEL_ID
+    model_aliases: tuple[str, ...] = ()  # other names routers may use for NODE_MODEL_ID
     context_window: int = 4096
     price_input_msat: int = 1000  # msat per 1k input tokens
     price_output_msat: int = 2000  # msat per 1k output tokens
@@ -93,6 +94,7 @@ def from_env(env: Env | None = None) -> NodeSettings:
         router_endpoints=tuple(url.rstrip("/") for url in env.urls("ROUTER_ENDPOINT")),
         runner_url=runner_url,
         model_id=env.text("NODE_MODEL_ID", MOCK_MODEL_ID if runner == "mock" else None),
+        model_aliases=tuple(env.items("NODE_MODEL_ALIASES")),
         context_window=env.integer("NODE_CONTEXT_WINDOW", 4096, minimum=1),
         price_input_msat=env.integer("NODE_PRICE_INPUT_MSAT", 1000, minimum=0),
         price_output_msat=env.integer("NODE_PRICE_OUTPUT_MSAT", 2000, minimum=0),

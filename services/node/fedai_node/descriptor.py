@@ -40,6 +40,7 @@ def build_descriptor(
                 pricing=price,
                 job_types=list(settings.job_types),
                 latency_estimate_ms=round(latency_ms.get(m.id, 0.0), 3),
+                aliases=list(settings.model_aliases) if m.id == settings.model_id else [],
             )
             for m in models
         ],
