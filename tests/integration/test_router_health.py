@@ -167,3 +167,23 @@ async def test_route_explain_endpoint(router: RunningRouter, spawn_node: SpawnNo
     assert body["policy"]["weights"]["reliability"] == 2.0
     assert (bad.status_code, bad.json()["error"]["code"]) == (400, "invalid_request")
     assert (missing.status_code, missing.json()["error"]["code"]) == (400, "invalid_request")
+
+
+async def test_fedai_route_explain_command(router: RunningRouter, spawn_node: SpawnNode) -> None:
+    import asyncio
+    import json
+
+    from click.testing import CliRunner
+
+    from fedai.cli.main import cli
+
+    node = await spawn_node()
+    runner = CliRunner()
+    args = ["route", "explain", "--router", router.url, "--model", "fake-model"]
+    as_json = await asyncio.to_thread(runner.invoke, cli, [*args, "--json"])
+    assert as_json.exit_code == 0, as_json.output
+    assert json.loads(as_json.output)["nodes"][0]["node"] == node.keys.pubkey
+    table = await asyncio.to_thread(runner.invoke, cli, args)
+    assert table.exit_code == 0 and "1 eligible of 1" in table.output and "reliability" in table.output
+    unknown = await asyncio.to_thread(runner.invoke, cli, [*args[:-1], "nope", "--json"])
+    assert json.loads(unknown.output)["nodes"] == []

@@ -9,6 +9,7 @@ import click
 from fedai.cli.client import infer_cmd, quote_cmd, status_cmd
 from fedai.cli.devnet import devnet_cmd
 from fedai.cli.keys import keys_group
+from fedai.cli.route import route_group
 from fedai.cli.services import migrate_cmd, node_cmd, relay_cmd, router_cmd
 
 
@@ -28,7 +29,18 @@ def cli() -> None:
     """
 
 
-for command in (keys_group, relay_cmd, router_cmd, node_cmd, migrate_cmd, quote_cmd, infer_cmd, status_cmd, devnet_cmd):
+for command in (
+    keys_group,
+    relay_cmd,
+    router_cmd,
+    node_cmd,
+    migrate_cmd,
+    quote_cmd,
+    infer_cmd,
+    status_cmd,
+    devnet_cmd,
+    route_group,
+):
     cli.add_command(command)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import msgspec
@@ -51,6 +52,19 @@ def _raise_for(response: httpx.Response) -> None:
     except ValueError:
         body = None
     raise FedaiError.from_dict(body, response.status_code)
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    _raise_for(response)
+    return msgspec.json.decode(response.content)  # type: ignore[no-any-return]
+
+
+def _explain_query(model: str, demand: dict[str, Any]) -> str:
+    params: dict[str, str] = {"model": model}
+    for name, value in demand.items():
+        if value is not None:
+            params[name] = ",".join(value) if isinstance(value, list | tuple | frozenset | set) else str(value)
+    return urlencode(params)
 
 
 def _answer_event(response: httpx.Response) -> Event:
@@ -145,9 +159,12 @@ class Client(_Base):
         return verify_chain(event, _answer_event(self._post("/infer", event)), router)
 
     def status(self) -> dict[str, Any]:
-        response = self._get("/status")
-        _raise_for(response)
-        return msgspec.json.decode(response.content)  # type: ignore[no-any-return]
+        return _json(self._get("/status"))
+
+    def explain_route(self, model: str, **demand: Any) -> dict[str, Any]:
+        """How the router would route `model` now: each node's verdict and score parts (GET /route/explain).
+        `demand`: input_tokens, max_tokens, job_type, max_price_msat, nodes, exclude_nodes."""
+        return _json(self._get("/route/explain?" + _explain_query(model, demand)))
 
     def close(self) -> None:
         self._http.close()
@@ -204,9 +221,10 @@ class AsyncClient(_Base):
         return verify_chain(event, _answer_event(await self._post("/infer", event)), router)
 
     async def status(self) -> dict[str, Any]:
-        response = await self._get("/status")
-        _raise_for(response)
-        return msgspec.json.decode(response.content)  # type: ignore[no-any-return]
+        return _json(await self._get("/status"))
+
+    async def explain_route(self, model: str, **demand: Any) -> dict[str, Any]:
+        return _json(await self._get("/route/explain?" + _explain_query(model, demand)))
 
     async def aclose(self) -> None:
         await self._http.aclose()

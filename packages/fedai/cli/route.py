@@ -1,0 +1,67 @@
+"""`fedai route explain`: how the router would route a request right now, node by node."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from fedai.cli.client import resolve_target, target_options
+from fedai.cli.output import console, fail_fedai, print_json, short_npub
+from fedai.protocol.errors import FedaiError
+from fedai.sdk import Client
+
+
+@click.group("route")
+def route_group() -> None:
+    """Inspect the router's scheduling decisions."""
+
+
+@route_group.command("explain")
+@target_options
+@click.option("--model", "-m", required=True, help="Model id or alias.")
+@click.option("--max-tokens", type=click.IntRange(1), default=256, show_default=True)
+@click.option("--input-tokens", type=click.IntRange(0), default=0, show_default=True)
+@click.option("--job-type", help="Job type (default: text-generation).")
+@click.option("--max-price-msat", type=click.IntRange(0), help="Price cap.")
+@click.option("--json", "as_json", is_flag=True, help="Print the router's answer as one JSON document.")
+def explain_cmd(
+    router: str | None,
+    router_pubkey: str | None,
+    key: str | None,
+    devnet_dir: Path | None,
+    model: str,
+    max_tokens: int,
+    input_tokens: int,
+    job_type: str | None,
+    max_price_msat: int | None,
+    as_json: bool,
+) -> None:
+    """Each node serving MODEL with its filter verdict and, when eligible, its score parts (lower wins)."""
+    target = resolve_target(router, router_pubkey, key, devnet_dir)
+    with Client(target.router_url, target.keys, router_pubkey=target.router_pubkey) as client:
+        try:
+            answer = client.explain_route(model, max_tokens=max_tokens, input_tokens=input_tokens,
+                                          job_type=job_type, max_price_msat=max_price_msat)  # fmt: skip
+        except FedaiError as err:
+            fail_fedai(err, as_json=as_json, hint=target.hint(err))
+    if as_json:
+        print_json(answer)
+        return
+    parts = ("price", "load", "latency", "reliability", "trust", "unverified")
+    table = Table(title=f"route for {model!r}: {answer['eligible']} eligible of {len(answer['nodes'])}")
+    for column in ("node", "verdict", "max msat", "score", *parts):
+        table.add_column(column, justify="left" if column in ("node", "verdict") else "right")
+    for entry in answer["nodes"]:
+        scores = entry.get("parts") or {}
+        table.add_row(
+            short_npub(entry["node"]),
+            "[green]ok[/]" if entry["verdict"] == "ok" else f"[yellow]{entry['verdict']}[/]",
+            "" if entry["max_price_msat"] is None else str(entry["max_price_msat"]),
+            f"{entry['score']:.3f}" if "score" in entry else "",
+            *(f"{scores[p]:.3f}" if p in scores else "" for p in parts),
+        )
+    console.print(table)
+    weights = answer["policy"]["weights"]
+    console.print("weights: " + ", ".join(f"{k}={v}" for k, v in weights.items()))
