@@ -12,6 +12,7 @@ from fedai.protocol.messages import Capacity, ModelInfo, NodeDescriptor, Pricing
 from fedai_router.index import NodeIndex
 from fedai_router.node_state import NodeState
 from fedai_router.scheduler import Demand, Policy, Weights, explain, rank
+from fedai_router.scheduler.rank import rank_columns, rank_rows
 
 NOW = 1_800_000_000.0
 POLICY = Policy(heartbeat_ttl_s=30, announce_ttl_s=900)
@@ -235,11 +236,12 @@ def test_removed_and_re_added_nodes_reuse_rows() -> None:
     assert index.tables["m"].n == 2
 
 
-@pytest.mark.parametrize("seed", range(25))
-def test_vectorised_rank_agrees_with_the_per_node_reference(seed: int) -> None:
+@pytest.mark.parametrize("seed", range(30))
+def test_both_rankings_agree_with_the_per_node_reference(seed: int) -> None:
+    """The vectorised path (large tables) and the loop (small tables) both match `explain`."""
     rng = random.Random(seed)
     index = NodeIndex()
-    for i in range(rng.randint(1, 60)):
+    for i in range(rng.randint(1, 80)):
         add(index, f"{i:064x}", price=rng.choice([500, 1000, 1500, 2000]), capacity=rng.randint(1, 4),
             in_flight=rng.randint(0, 3), seen_ago=rng.choice([1, 5, 45]), cooldown=rng.choice([0, 0, 0, 5]),
             context=rng.choice([64, 4096]), verified=rng.random() > 0.2, latency_ms=rng.choice([0, 50, 400]))  # fmt: skip
@@ -251,15 +253,31 @@ def test_vectorised_rank_agrees_with_the_per_node_reference(seed: int) -> None:
                     max_price_msat=rng.choice([None, 50, 100]))  # fmt: skip
     policy = Policy(heartbeat_ttl_s=30, announce_ttl_s=900, weights=Weights(latency_per_s=rng.random() * 3))
     reference = [e for e in explain(index.nodes.values(), demand, now=NOW, policy=policy) if e.verdict == "ok"]
-    if not reference:
-        with pytest.raises(FedaiError):
-            rank(index.tables["m"], demand, now=NOW, policy=policy, k=5)
-        return
-    ranked = rank(index.tables["m"], demand, now=NOW, policy=policy, k=5)
-    assert [c.node.pubkey for c in ranked] == [e.pubkey for e in reference[:5]]
-    for c, e in zip(ranked, reference, strict=False):
-        assert e.parts is not None and c.score == pytest.approx(e.parts.total)
-        assert c.max_price_msat == e.max_price_msat
+    table = index.tables["m"]
+    for ranking in (rank_rows, rank_columns):
+        if not reference:
+            with pytest.raises(FedaiError) as err:
+                ranking(table, demand, now=NOW, policy=policy, k=5)
+            assert err.value.code in ("no_capacity", "invalid_request")
+            continue
+        ranked = ranking(table, demand, now=NOW, policy=policy, k=5)
+        assert [c.node.pubkey for c in ranked] == [e.pubkey for e in reference[:5]], ranking.__name__
+        for c, e in zip(ranked, reference, strict=False):
+            assert e.parts is not None and c.score == pytest.approx(e.parts.total)
+            assert c.max_price_msat == e.max_price_msat
+
+
+def test_both_rankings_give_the_same_refusal() -> None:
+    index = NodeIndex()
+    add(index, "a", capacity=1, in_flight=1)
+    add(index, "b", cooldown=5)
+    add(index, "c", seen_ago=100)
+    messages = set()
+    for ranking in (rank_rows, rank_columns):
+        with pytest.raises(FedaiError) as err:
+            ranking(index.tables["m"], Demand(model="m", input_tokens=1, max_tokens=1), now=NOW, policy=POLICY, k=3)
+        messages.add((err.value.code, err.value.message))
+    assert messages == {("no_capacity", "no node can take this request now (stale=1, cooldown=1, busy=1)")}
 
 
 def test_ranking_10k_nodes_returns_k() -> None:

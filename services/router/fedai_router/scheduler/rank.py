@@ -3,13 +3,18 @@ table and returns candidates; `explain.py` is the per-node reference it must agr
 
 from __future__ import annotations
 
+import heapq
 import random
+from collections import Counter
 
 import numpy as np
 
 from fedai.protocol.errors import ErrorCode, FedaiError
+from fedai.protocol.messages import ModelInfo
+from fedai_router.node_state import NodeState
+from fedai_router.scheduler.explain import score_parts, verdict
 from fedai_router.scheduler.table import B, F, ModelTable
-from fedai_router.scheduler.types import Candidate, Demand, Policy
+from fedai_router.scheduler.types import REASONS, Candidate, Demand, Policy
 
 
 def _rows_of(table: ModelTable, pubkeys: frozenset[str]) -> list[int]:
@@ -66,6 +71,10 @@ def score_columns(table: ModelTable, eligible: B, price: F, policy: Policy) -> d
     }
 
 
+# Up to this many nodes a plain loop beats numpy's per-operation overhead (measured: ~8 µs vs ~60 µs for 2).
+SMALL_TABLE = 32
+
+
 def rank(
     table: ModelTable | None,
     demand: Demand,
@@ -78,6 +87,35 @@ def rank(
     """The `k` best nodes for `demand`, best first (ties: lower pubkey). Raises a typed error naming why none fit."""
     if table is None or len(table) == 0:
         raise FedaiError(ErrorCode.UNKNOWN_MODEL, f"no node serves model {demand.model!r}")
+    ranked = (rank_rows if len(table) <= SMALL_TABLE else rank_columns)(table, demand, now=now, policy=policy, k=k)
+    if policy.random_top_n > 1 and len(ranked) > 1:
+        ranked = _weighted_first(ranked, policy.random_top_n, rng or random.Random())
+    return ranked
+
+
+def rank_rows(table: ModelTable, demand: Demand, *, now: float, policy: Policy, k: int) -> list[Candidate]:
+    """Node by node, with the same filters and scores as `explain` (for small tables)."""
+    refused: Counter[str] = Counter()
+    eligible: list[tuple[NodeState, ModelInfo, int]] = []
+    for _, node, info in table.rows():
+        why, _, price = verdict(node, demand, now, policy)
+        if why != "ok" or price is None:
+            refused[why] += 1
+            continue
+        eligible.append((node, info, price))
+    if not eligible:
+        raise no_route(demand, {reason: refused[reason] for reason in REASONS if refused[reason]})
+    cheapest = min(price for _, _, price in eligible)
+    scored = [
+        (score_parts(node, price, cheapest, info, policy).total, int(node.pubkey[:16], 16), node, info, price)
+        for node, info, price in eligible
+    ]
+    best = heapq.nsmallest(k, scored, key=lambda s: (s[0], s[1]))
+    return [Candidate(node=node, model=info, max_price_msat=price, score=score) for score, _, node, info, price in best]
+
+
+def rank_columns(table: ModelTable, demand: Demand, *, now: float, policy: Policy, k: int) -> list[Candidate]:
+    """Vectorised over the table's columns (for large tables)."""
     masks, price = filter_masks(table, demand, now, policy)
     eligible = table.alive[: table.n].copy()
     refused: dict[str, int] = {}
@@ -96,27 +134,21 @@ def rank(
     if rows.size > k:
         keep = np.argpartition(scores, k - 1)[:k]
         # argpartition may cut through a tie at the k-th score: take every row tied with it, then sort
-        threshold = scores[keep].max()
-        keep = np.flatnonzero(scores <= threshold)
+        keep = np.flatnonzero(scores <= scores[keep].max())
         rows, scores = rows[keep], scores[keep]
-    order = np.lexsort((table.tiebreak[rows], scores))[:k]
-    chosen = [int(r) for r in rows[order]]
-    if policy.random_top_n > 1 and len(chosen) > 1:
-        chosen = _weighted_first(chosen, [float(total[r]) for r in chosen], policy.random_top_n, rng or random.Random())
     result = []
-    for r in chosen:
+    for r in rows[np.lexsort((table.tiebreak[rows], scores))[:k]]:
         node, info = table.nodes[r], table.infos[r]
         assert node is not None and info is not None
         result.append(Candidate(node=node, model=info, max_price_msat=int(price[r]), score=float(total[r])))
     return result
 
 
-def _weighted_first(rows: list[int], scores: list[float], top_n: int, rng: random.Random) -> list[int]:
+def _weighted_first(ranked: list[Candidate], top_n: int, rng: random.Random) -> list[Candidate]:
     """Move one of the best `top_n` to the front, chosen with weight 1/score (better scores more likely)."""
-    pool = rows[:top_n]
-    weights = [1.0 / max(s, 1e-9) for s in scores[:top_n]]
-    first = rng.choices(range(len(pool)), weights=weights)[0]
-    return [rows[first], *rows[:first], *rows[first + 1 :]]
+    pool = ranked[:top_n]
+    first = rng.choices(range(len(pool)), weights=[1.0 / max(c.score, 1e-9) for c in pool])[0]
+    return [ranked[first], *ranked[:first], *ranked[first + 1 :]]
 
 
 def no_route(demand: Demand, refused: dict[str, int]) -> FedaiError:
