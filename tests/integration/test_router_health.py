@@ -187,3 +187,26 @@ async def test_fedai_route_explain_command(router: RunningRouter, spawn_node: Sp
     assert table.exit_code == 0 and "1 eligible of 1" in table.output and "reliability" in table.output
     unknown = await asyncio.to_thread(runner.invoke, cli, [*args[:-1], "nope", "--json"])
     assert json.loads(unknown.output)["nodes"] == []
+
+
+async def test_quote_from_another_router_sharing_the_database_is_refused(
+    router: RunningRouter, spawn_node: SpawnNode, database_url: str
+) -> None:
+    await spawn_node()
+    client_keys = Keys.generate()
+    async with AsyncClient(router.url, client_keys, router_pubkey=router.pubkey) as client:
+        q = (await client.quote("fake-model", max_tokens=10, prompt="short")).quote
+    async with running_router(database_url) as other:  # another router identity on the same database
+        await eventually(lambda: len(other.service.registry.nodes) == 1, what="other router sees the node")
+        async with AsyncClient(other.url, client_keys, router_pubkey=other.pubkey) as client:
+            with pytest.raises(FedaiError) as err:
+                await client.infer("fake-model", "short", max_tokens=10, quote_id=q.quote_id)
+    assert (err.value.code, err.value.message) == ("quote_invalid", "quote was issued by another router")
+
+
+async def test_price_cap_below_every_node_is_503_naming_price(router: RunningRouter, spawn_node: SpawnNode) -> None:
+    await spawn_node()
+    with pytest.raises(FedaiError) as err:
+        await _infer(router, max_price_msat=1)
+    assert (err.value.status, err.value.code) == (503, "no_capacity")
+    assert "price=1" in err.value.message

@@ -22,13 +22,15 @@ class QuoteRow:
     router_fee_msat: int
     total_msat: int
     expires_at: datetime
+    router: str = ""
     used_at: datetime | None = None
 
 
 async def insert_quote(pool: asyncpg.Pool, q: QuoteRow) -> None:
     await pool.execute(
         "INSERT INTO quotes (id, request_id, client, model, node, input_tokens, max_output_tokens, input_msat,"
-        " output_msat, router_fee_msat, total_msat, expires_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)",
+        " output_msat, router_fee_msat, total_msat, expires_at, router)"
+        " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)",
         q.id,
         q.request_id,
         q.client,
@@ -41,13 +43,14 @@ async def insert_quote(pool: asyncpg.Pool, q: QuoteRow) -> None:
         q.router_fee_msat,
         q.total_msat,
         q.expires_at,
+        q.router,
     )
 
 
 async def get_quote(pool: asyncpg.Pool, quote_id: str) -> QuoteRow | None:
     r = await pool.fetchrow(
         "SELECT id, request_id, client, model, node, input_tokens, max_output_tokens, input_msat, output_msat,"
-        " router_fee_msat, total_msat, expires_at, used_at FROM quotes WHERE id = $1",
+        " router_fee_msat, total_msat, expires_at, router, used_at FROM quotes WHERE id = $1",
         quote_id,
     )
     return QuoteRow(**dict(r)) if r else None

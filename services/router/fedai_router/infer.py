@@ -30,6 +30,8 @@ async def _price_cap(svc: RouterService, client: str, request: InferenceRequest)
     quote = await get_quote(svc.pool, request.quote_id)
     if quote is None or quote.client != client:
         raise FedaiError(ErrorCode.QUOTE_INVALID, "unknown quote for this client (quotes are per router and client)")
+    if quote.router != svc.pubkey:
+        raise FedaiError(ErrorCode.QUOTE_INVALID, "quote was issued by another router")
     if quote.expires_at.timestamp() <= time.time():
         raise FedaiError(ErrorCode.QUOTE_INVALID, "quote has expired")
     if quote.model != request.model or request.max_tokens > quote.max_output_tokens:

@@ -58,6 +58,7 @@ async def handle_quote(svc: RouterService, body: bytes) -> Event:
             router_fee_msat=price.router_fee_msat,
             total_msat=price.total_msat,
             expires_at=datetime.fromtimestamp(expires_at, UTC),
+            router=svc.pubkey,
         ),
     )
     return seal(svc.keys, Kind.QUOTE_RESPONSE, quote, to=event.pubkey, reply_to=event.id, expiration=expires_at)
