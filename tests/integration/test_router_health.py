@@ -76,7 +76,7 @@ async def test_a_flapping_node_loses_share_to_a_steady_one(router: RunningRouter
     assert before["nodes"][0]["node"] == flappy.keys.pubkey  # healthy, it would win on price
     registry = router.service.registry
     state = registry.nodes[flappy.keys.pubkey]
-    for _ in range(12):  # a long record of failures, each cooldown long past
+    for _ in range(25):  # a long record of failures, each cooldown long past
         registry.index.failed(state, "upstream_error", now=time.time() - 120)
     registry.index.succeeded(state, 5.0)  # it is up again right now
     for _ in range(6):

@@ -94,23 +94,33 @@ def test_cooldown_grows_exponentially_and_is_capped() -> None:
 def test_failures_cool_down_quarantine_and_success_recovers() -> None:
     h = Health()
     record_failure(h, 100.0, "upstream_error")
-    record_failure(h, 100.0, "upstream_error")
-    assert (h.consecutive_failures, h.cooldown_until) == (2, 101.0)
-    record_failure(h, 100.0, "upstream_error", quarantine=True)
-    assert h.blocked_until() == 100.0 + QUARANTINE_S
+    assert (h.consecutive_failures, h.cooldown_until, h.probing) == (1, 100.5, True)
+    record_failure(h, 100.2, "upstream_error")  # a call already in flight when the node broke
+    assert (h.consecutive_failures, h.cooldown_until, h.failures) == (1, 100.5, 2)  # no escalation
+    record_failure(h, 101.0, "upstream_error")  # the probe after the cooldown fails: next step
+    assert (h.consecutive_failures, h.cooldown_until) == (2, 102.0)
+    record_failure(h, 101.5, "upstream_error", quarantine=True)
+    assert h.blocked_until() == 101.5 + QUARANTINE_S
     record_success(h, 12.0)
-    assert (h.consecutive_failures, h.cooldown_until) == (0, 0.0)
-    assert h.blocked_until() == 100.0 + QUARANTINE_S  # a quarantine runs its course
+    assert (h.consecutive_failures, h.cooldown_until, h.probing) == (0, 0.0, False)
+    assert h.blocked_until() == 101.5 + QUARANTINE_S  # a quarantine runs its course
     assert h.latency_ms == 12.0
+
+
+def test_retry_after_extends_a_running_cooldown() -> None:
+    h = Health()
+    record_failure(h, 100.0, "upstream_error")
+    record_failure(h, 100.1, "capacity_exceeded", retry_after_s=10.0)
+    assert h.cooldown_until == pytest.approx(110.1)
 
 
 def test_reliability_prior_and_window() -> None:
     h = Health()
-    assert h.reliability == 0.9  # unmeasured: 9 in 10
-    h.successes, h.failures = 90, 0
+    assert h.reliability == 0.95  # unmeasured: 19 in 20
+    h.successes, h.failures = 80, 0
     assert h.reliability == pytest.approx(0.99)
     h.successes, h.failures = 0, 40
-    assert h.reliability == pytest.approx(9 / 50)
+    assert h.reliability == pytest.approx(19 / 60)
 
 
 def test_trust_moves_from_manifest_to_observation() -> None:

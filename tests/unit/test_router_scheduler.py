@@ -192,8 +192,8 @@ def test_unreliable_and_untrusted_nodes_rank_lower() -> None:
     index = NodeIndex()
     flaky = add(index, "a")
     add(index, "b", price=1100)
-    for _ in range(10):
-        index.failed(flaky, "upstream_error", now=NOW - 100)  # old failures: cooldown over, record remains
+    for i in range(30):  # old failures, each after the previous cooldown: the record remains, the cooldown is over
+        index.failed(flaky, "upstream_error", now=NOW - 1000 + 31 * i)
     assert flaky.health.reliability < 0.5
     assert pick(index)[0] == "b"
 

@@ -83,7 +83,7 @@ class RouterSettings:
                 load=env.number("ROUTER_W_LOAD", 1.0, minimum=0, maximum=1000),
                 latency_per_s=env.number("ROUTER_W_LATENCY", 1.0, minimum=0, maximum=1000),
                 reliability=env.number("ROUTER_W_RELIABILITY", 2.0, minimum=0, maximum=1000),
-                trust=env.number("ROUTER_W_TRUST", 0.5, minimum=0, maximum=1000),
+                trust=env.number("ROUTER_W_TRUST", 0.2, minimum=0, maximum=1000),
                 unverified=env.number("ROUTER_W_UNVERIFIED", 0.5, minimum=0, maximum=1000),
             ),
             sched_top_n=env.integer("ROUTER_SCHED_TOP_N", 1, minimum=1, maximum=100),

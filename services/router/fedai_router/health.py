@@ -8,8 +8,9 @@ from dataclasses import dataclass
 COOLDOWN_BASE_S = 0.5
 COOLDOWN_MAX_S = 30.0
 QUARANTINE_S = 60.0
-# Beta prior for reliability: a node nobody has measured yet counts as 9 successes in 10.
-PRIOR_SUCCESSES = 9.0
+# Beta prior for reliability: a node nobody has measured yet counts as 19 successes in 20, so newcomers are
+# not buried under incumbents (the simulator's price-war scenario measured the cost of a stronger prior).
+PRIOR_SUCCESSES = 19.0
 PRIOR_FAILURES = 1.0
 LATENCY_EWMA = 0.2
 
@@ -28,8 +29,14 @@ class Health:
 
     @property
     def reliability(self) -> float:
-        """Smoothed success rate over the window: (s + 9) / (s + f + 10)."""
+        """Smoothed success rate over the window: (s + 19) / (s + f + 20)."""
         return (self.successes + PRIOR_SUCCESSES) / (self.successes + self.failures + PRIOR_SUCCESSES + PRIOR_FAILURES)
+
+    @property
+    def probing(self) -> bool:
+        """After failures, until a success: one call at a time (half-open), so a node that is still broken
+        costs one failed call per cooldown instead of its whole capacity."""
+        return self.consecutive_failures > 0
 
     def blocked_until(self) -> float:
         return self.cooldown_until if self.cooldown_until > self.quarantined_until else self.quarantined_until
@@ -47,12 +54,18 @@ def cooldown_s(consecutive_failures: int, retry_after_s: float | None = None) ->
 def record_failure(
     health: Health, now: float, code: str, *, retry_after_s: float | None = None, quarantine: bool = False
 ) -> None:
-    health.consecutive_failures += 1
+    """Count a failure. Calls that were already in flight when the node broke fail while it cools down: they
+    count against its reliability but do not escalate the cooldown, so one outage is one step of backoff."""
     health.failures += 1
     health.last_failure = code
-    health.cooldown_until = max(health.cooldown_until, now + cooldown_s(health.consecutive_failures, retry_after_s))
     if quarantine:
         health.quarantined_until = max(health.quarantined_until, now + QUARANTINE_S)
+    if health.cooldown_until > now:
+        if retry_after_s is not None:
+            health.cooldown_until = max(health.cooldown_until, now + min(retry_after_s, COOLDOWN_MAX_S))
+        return
+    health.consecutive_failures += 1
+    health.cooldown_until = now + cooldown_s(health.consecutive_failures, retry_after_s)
 
 
 def record_success(health: Health, latency_ms: float) -> None:

@@ -39,7 +39,8 @@ class NodeState:
 
     @property
     def capacity(self) -> int:
-        return self.descriptor.capacity.max_concurrent
+        """Concurrent calls the scheduler may have at the node: its advertised maximum, or one while probing."""
+        return 1 if self.health.probing else self.descriptor.capacity.max_concurrent
 
     @property
     def cooldown_until(self) -> float:

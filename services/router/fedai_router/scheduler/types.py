@@ -19,7 +19,7 @@ class Weights:
     load: float = 1.0  # × load / capacity, live (this router's in-flight + others' reported)
     latency_per_s: float = 1.0  # × latency in seconds: observed EWMA once measured, else the node's estimate
     reliability: float = 2.0  # × (1 − smoothed success rate over the rolling window)
-    trust: float = 0.5  # × (1 − trust), trust from the node's manifest, then from observation
+    trust: float = 0.2  # × (1 − trust), trust from the node's manifest, then from observation
     unverified: float = 0.5  # + this for nodes only announced on a relay, not yet proven
 
 
