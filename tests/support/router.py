@@ -16,7 +16,16 @@ from fedai_router.config import RouterSettings
 from fedai_router.service import RouterService
 from tests.support.servers import serve_app
 
-TABLES = ("nodes", "nonces", "metering_records", "quotes", "node_health", "node_stats", "dispatch_attempts")
+TABLES = (
+    "nodes",
+    "nonces",
+    "metering_records",
+    "quotes",
+    "node_health",
+    "node_stats",
+    "dispatch_attempts",
+    "node_manifests",
+)
 
 
 @dataclass

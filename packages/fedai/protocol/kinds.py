@@ -25,6 +25,7 @@ class Kind(IntEnum):
     ROUTER_PRICE = 31021
     ROUTER_STATUS = 31022
     NODE_ANNOUNCE = 31023
+    NODE_MANIFEST = 31024  # `d` = fedai-manifest; also POSTed to a router's /manifest (docs/manifests.md)
     # relays, ephemeral, always with `expiration`
     RFB = 21020
     BID = 21021

@@ -218,3 +218,48 @@ def estimate_tokens(text_bytes: int) -> int:
 def price_msat(pricing: Pricing, input_tokens: int, output_tokens: int) -> int:
     """Price of a request under a node's pricing, rounded up to a whole msat. Pure."""
     return -(-(input_tokens * pricing.input_msat + output_tokens * pricing.output_msat) // 1000)  # exact int ceil
+
+
+# --- node manifests (docs/manifests.md): coarse hardware bands, a short benchmark, what the node can run ---
+
+Band = Annotated[str, msgspec.Meta(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9 <>+._/-]+$")]
+Score = Annotated[float, msgspec.Meta(ge=0, le=1e12)]
+
+
+class HardwareProfile(Payload, kw_only=True):
+    """Coarse bands only: never serial numbers, hostnames, MAC addresses or exact sizes."""
+
+    os: Band
+    arch: Band
+    cpu: Band  # vendor + family, e.g. "AMD EPYC", "Intel Xeon", "ARM"
+    cores: Band  # logical cores usable by this process
+    ram: Band
+    disk_free: Band  # free space where the node keeps its data
+    gpu: Band = "none"  # vendor, e.g. "NVIDIA"
+    gpu_count: Band = "0"
+    vram: Band = "none"  # the largest single GPU
+    vram_total: Band = "none"
+
+
+class BenchScores(Payload, kw_only=True):
+    """A short deterministic benchmark: fixed work, measured time. Bands are recomputed by whoever reads it."""
+
+    sha256_ops_s: Score  # single-thread sha256 chain over 32-byte digests
+    memcpy_mib_s: Score  # copy bandwidth of a fixed buffer
+    stride_mib_s: Score  # strided (one byte per cache line) scan bandwidth
+    cpu_band: Band
+    memory_band: Band
+    gpu_tflops: Score | None = None  # only when a GPU was actually exercised (torch + CUDA)
+    gpu_band: Band | None = None
+    quick: bool = False
+    duration_ms: Annotated[float, msgspec.Meta(ge=0)]
+
+
+class NodeManifest(Payload, kw_only=True):
+    """Content of a node.manifest event (kind 31024, `d` = fedai-manifest). The subject is the signer."""
+
+    profile: HardwareProfile
+    bench: BenchScores | None = None
+    recommended: Annotated[list[Name], msgspec.Meta(max_length=32)] = msgspec.field(default_factory=list)
+    software_version: Annotated[str, msgspec.Meta(max_length=64)] = ""
+    created_at: Annotated[int, msgspec.Meta(ge=0, le=2**53)]  # when profile and bench were measured

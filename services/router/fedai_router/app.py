@@ -19,6 +19,7 @@ from fedai.service.http import error_response, event_response, read_body
 from fedai_router import ops
 from fedai_router.config import RouterSettings
 from fedai_router.infer import handle_infer
+from fedai_router.manifests import handle_manifest
 from fedai_router.quotes import handle_quote
 from fedai_router.registration import handle_register
 from fedai_router.service import RouterService
@@ -71,6 +72,7 @@ def create_app(settings: RouterSettings) -> Starlette:
         Route("/infer", _signed_endpoint(svc, "infer", handle_infer), methods=["POST"]),
         Route("/quote", _signed_endpoint(svc, "quote", handle_quote), methods=["POST"]),
         Route("/register-node", _signed_endpoint(svc, "register", handle_register), methods=["POST"]),
+        Route("/manifest", _signed_endpoint(svc, "manifest", handle_manifest), methods=["POST"]),
         Route("/health", partial(ops.health, svc), methods=["GET"]),
         Route("/ready", partial(ops.ready, svc), methods=["GET"]),
         Route("/status", partial(ops.status, svc), methods=["GET"]),

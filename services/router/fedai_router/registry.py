@@ -10,17 +10,25 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import asyncpg
 
 from fedai.protocol.messages import NodeDescriptor
 from fedai.store import health as health_store
+from fedai.store import manifests as manifest_store
 from fedai.store import nodes as node_store
 from fedai_router.index import NodeIndex
 from fedai_router.node_state import NodeState
 
 WINDOW_MINUTES = 15
+# Incremental loads read this far behind their watermark: a row stamped now() by a transaction that commits
+# after a later-stamped row has been read would otherwise be skipped for good. Re-applying a row is harmless.
+READ_OVERLAP = timedelta(seconds=5)
+
+
+def _since(mark: datetime | None) -> datetime | None:
+    return mark - READ_OVERLAP if mark is not None else None
 
 
 def _ts(value: datetime | None) -> float:
@@ -39,18 +47,21 @@ class Registry:
         self.tables = self.index.tables
         self._node_mark: datetime | None = None
         self._health_mark: datetime | None = None
+        self._manifest_mark: datetime | None = None
+        self.manifest_trust: dict[str, float] = {}  # pubkey -> trust from its stored manifest (node known or not)
         # this replica's outcomes not yet added to node_stats: pubkey -> [successes, failures, latency_ms_sum]
         self._deltas: defaultdict[str, list[float]] = defaultdict(_zero)
 
     async def refresh(self) -> int:
         """Pull node and health rows changed since the last refresh; returns how many nodes changed."""
-        rows = await node_store.load_nodes(self.pool, since=self._node_mark)
+        rows = await node_store.load_nodes(self.pool, since=_since(self._node_mark))
         for row in rows:
             heartbeat = row.last_heartbeat is not None
             seen = _ts(row.last_heartbeat) if heartbeat else _ts(row.last_announce)
-            self.index.upsert(row.pubkey, row.descriptor, verified=row.verified, heartbeat=heartbeat, seen=seen)
+            state = self.index.upsert(row.pubkey, row.descriptor, verified=row.verified, heartbeat=heartbeat, seen=seen)
+            self._apply_manifest(state)
             self._node_mark = max(self._node_mark or row.updated_at, row.updated_at)
-        for h in await health_store.load_health(self.pool, since=self._health_mark):
+        for h in await health_store.load_health(self.pool, since=_since(self._health_mark)):
             node = self.nodes.get(h.pubkey)
             if node is not None:
                 health = node.health
@@ -59,7 +70,23 @@ class Registry:
                 health.quarantined_until = max(health.quarantined_until, h.quarantined_until)
                 self.index.sync(node)
             self._health_mark = max(self._health_mark or h.updated_at, h.updated_at)
+        for m in await manifest_store.load_trust(self.pool, since=_since(self._manifest_mark)):
+            self.apply_manifest(m.pubkey, m.trust)
+            self._manifest_mark = max(self._manifest_mark or m.updated_at, m.updated_at)
         return len(rows)
+
+    def apply_manifest(self, pubkey: str, trust: float) -> bool:
+        """Remember a node's manifest trust and apply it if the node is known; True if it is."""
+        self.manifest_trust[pubkey] = trust
+        node = self.nodes.get(pubkey)
+        if node is not None:
+            self._apply_manifest(node)
+        return node is not None
+
+    def _apply_manifest(self, node: NodeState) -> None:
+        trust = self.manifest_trust.get(node.pubkey)
+        if trust is not None and trust != node.manifest_trust:
+            self.index.set_manifest_trust(node, trust)
 
     async def exchange_stats(self) -> None:
         """Add this replica's outcomes to the shared window, then reload the window all replicas wrote."""
@@ -84,7 +111,7 @@ class Registry:
     async def record_heartbeat(self, pubkey: str, descriptor: NodeDescriptor) -> None:
         """Persist a verified heartbeat, then update the cache at once."""
         await node_store.upsert_heartbeat(self.pool, pubkey, descriptor)
-        self.index.upsert(pubkey, descriptor, verified=True, heartbeat=True, seen=time.time())
+        self._apply_manifest(self.index.upsert(pubkey, descriptor, verified=True, heartbeat=True, seen=time.time()))
 
     async def record_announce(self, pubkey: str, descriptor: NodeDescriptor) -> bool:
         stored = await node_store.upsert_announce(self.pool, pubkey, descriptor)
