@@ -20,6 +20,7 @@ test: $(STAMP)  ## the whole suite (real Postgres, relay and HTTP on loopback)
 bench: $(STAMP)  ## each benchmark prints one JSON document
 	$(BIN)/python bench/envelope.py
 	$(BIN)/python bench/router_overhead.py
+	$(BIN)/python bench/scheduler.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -9,8 +9,10 @@ import click
 from fedai.cli.client import infer_cmd, quote_cmd, status_cmd
 from fedai.cli.devnet import devnet_cmd
 from fedai.cli.keys import keys_group
+from fedai.cli.manifest import bench_cmd, manifest_cmd, profile_cmd, recommend_cmd
 from fedai.cli.route import route_group
 from fedai.cli.services import migrate_cmd, node_cmd, relay_cmd, router_cmd
+from fedai.cli.simulate import simulate_cmd
 
 
 def _version() -> str:
@@ -40,6 +42,8 @@ for command in (
     status_cmd,
     devnet_cmd,
     route_group,
+    *(profile_cmd, bench_cmd, recommend_cmd, manifest_cmd),
+    simulate_cmd,
 ):
     cli.add_command(command)
 

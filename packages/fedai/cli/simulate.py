@@ -1,0 +1,27 @@
+"""`fedai simulate …`: run the router's simulator (`python -m fedai_router.simulate`) as a child process.
+
+The CLI never imports router code: every argument, `--help` included, goes to the simulator unchanged, and its
+exit status comes back (docs/simulator.md)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from fedai.cli.processes import python_module, run_foreground
+
+SIMULATOR_MODULE = "fedai_router.simulate"
+
+
+@click.command(
+    "simulate",
+    add_help_option=False,
+    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def simulate_cmd(args: tuple[str, ...]) -> None:
+    """Simulate a fleet behind the real scheduler: --scenario NAME | --file TOML, --mode router|seed|both,
+    --seed N, --out DIR, --json (`fedai simulate --help` for all options)."""
+    sys.exit(run_foreground(python_module(SIMULATOR_MODULE, *args), os.environ))
