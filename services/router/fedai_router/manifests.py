@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from fedai.profile import bands
 from fedai.profile.manifest import check_manifest_event
-from fedai.protocol.envelope import open_envelope, seal
+from fedai.protocol.envelope import seal
 from fedai.protocol.errors import ErrorCode, FedaiError
 from fedai.protocol.event import Event
 from fedai.protocol.kinds import Kind
@@ -67,17 +67,11 @@ def trust_from_manifest(manifest: NodeManifest) -> float:
 
 async def handle_manifest(svc: RouterService, body: bytes) -> Event:
     settings = svc.settings
-    opened = open_envelope(
-        body,
-        NodeManifest,
-        kinds=(Kind.NODE_MANIFEST,),
-        recipient=svc.pubkey,
-        max_bytes=min(settings.max_request_bytes, MAX_MANIFEST_BYTES),
-        skew_s=settings.clock_skew_s,
+    opened = svc.open_addressed(
+        body, NodeManifest, Kind.NODE_MANIFEST, max_bytes=min(settings.max_request_bytes, MAX_MANIFEST_BYTES)
     )
     event, manifest = opened.event, opened.payload
     check_manifest_event(event, manifest, skew_s=settings.clock_skew_s)
-    svc.limiter.check(event.pubkey)
     stored = await manifest_store.stored_order(svc.pool, event.pubkey)
     if stored is not None and stored[1] == event.id:
         raise FedaiError(ErrorCode.REPLAY, "this manifest was already accepted")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fedai.protocol.envelope import open_envelope, seal
+from fedai.protocol.envelope import seal
 from fedai.protocol.event import Event
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import Ack, NodeDescriptor
@@ -10,17 +10,8 @@ from fedai_router.service import RouterService
 
 
 async def handle_register(svc: RouterService, body: bytes) -> Event:
-    settings = svc.settings
-    opened = open_envelope(
-        body,
-        NodeDescriptor,
-        kinds=(Kind.NODE_HEARTBEAT,),
-        recipient=svc.pubkey,
-        max_bytes=settings.max_request_bytes,
-        skew_s=settings.clock_skew_s,
-    )
+    opened = svc.open_addressed(body, NodeDescriptor, Kind.NODE_HEARTBEAT)
     event, descriptor = opened.event, opened.payload
-    svc.limiter.check(event.pubkey)
     await svc.endpoints.check(descriptor.endpoint)
     await svc.claim(event)
     await svc.registry.record_heartbeat(event.pubkey, descriptor)

@@ -155,20 +155,33 @@ class RouterService:
         ttl = self.settings.heartbeat_ttl_ms / 1000 if heartbeat else self.settings.announce_ttl_s
         return now - last_seen <= ttl
 
-    def open_client(self, body: bytes, cls: type[P], kind: int) -> Opened[P]:
-        """Open a client's envelope addressed to this router and apply client policy and rate limits."""
+    def open_addressed(
+        self,
+        body: bytes,
+        cls: type[P],
+        kind: int,
+        *,
+        signers: frozenset[str] | None = None,
+        max_bytes: int | None = None,
+    ) -> Opened[P]:
+        """Open an envelope of `kind` addressed to this router (every rule but replay), then rate-limit its signer."""
         opened = open_envelope(
             body,
             cls,
             kinds=(kind,),
             recipient=self.pubkey,
-            signers=self.settings.client_allowlist or None,
-            max_bytes=self.settings.max_request_bytes,
+            signers=signers,
+            max_bytes=max_bytes or self.settings.max_request_bytes,
             skew_s=self.settings.clock_skew_s,
         )
+        self.limiter.check(opened.event.pubkey)
+        return opened
+
+    def open_client(self, body: bytes, cls: type[P], kind: int) -> Opened[P]:
+        """A client's envelope: client allowlist and blocklist, then the rate limit."""
+        opened = self.open_addressed(body, cls, kind, signers=self.settings.client_allowlist or None)
         if opened.event.pubkey in self.settings.client_blocklist:
             raise FedaiError(ErrorCode.FORBIDDEN, "this client key is blocked")
-        self.limiter.check(opened.event.pubkey)
         return opened
 
     async def claim(self, event: Event) -> None:
