@@ -20,6 +20,7 @@ class Kind(IntEnum):
     STREAM_CHUNK = 21040
     ERROR = 21041
     ACK = 21042
+    INFER_CANCEL = 21043
     # relays, addressable (`d` tag)
     ROUTER_CAPS = 31020
     ROUTER_PRICE = 31021

@@ -158,6 +158,21 @@ class NodeReply(Payload, kw_only=True):
     metering: Event
 
 
+class StreamChunk(Payload, kw_only=True):
+    """One piece of a streamed answer (kind 21040), e-tagged to the request it answers. `seq` counts from 0."""
+
+    seq: Annotated[int, msgspec.Meta(ge=0)]
+    delta: str
+
+
+class InferCancel(Payload, kw_only=True):
+    """Router → node (kind 21043): stop generating for `request`; the stream then ends with metering for what
+    was produced (finish_reason `cancelled`)."""
+
+    request: Hex64
+    reason: str = "client_disconnected"
+
+
 class InferResult(Payload, kw_only=True):
     """Content of the router's infer.response: the whole chain the client can check (DESIGN.md section 4)."""
 
