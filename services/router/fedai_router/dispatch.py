@@ -1,33 +1,28 @@
-"""Forward a client's request to a node, verify everything the node signs, fail over before the first byte.
+"""Forward a client's request to nodes, with failover before the first byte reaches the client.
 
-A node's answer is accepted only if its infer.response and metering record are signed by that node,
-addressed to this router, bound (`e`) to the request we forwarded, and agree with each other, with the
-prompt we sent and with the node's advertised price. Anything else counts as a node failure.
+`Dispatcher.failover` is the one loop both paths share: pick the next candidate that still has room, seal a
+router-signed copy of the request for it, call it, and on a node failure (unreachable, slow, busy, or a
+protocol breach) record the attempt, cool the node down and try the next within `max_attempts` and the
+retry budget. `serve` is the unary call; `fedai_router.streaming` opens streams through the same loop.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import aiohttp
 import msgspec
 
-from fedai.protocol.envelope import open_event, seal
+from fedai.protocol.envelope import seal
 from fedai.protocol.errors import ErrorCode, FedaiError
 from fedai.protocol.event import Event
 from fedai.protocol.keys import Keys
 from fedai.protocol.kinds import Kind
-from fedai.protocol.messages import (
-    InferenceRequest,
-    InferenceResponse,
-    MeteringRecord,
-    NodeReply,
-    price_msat,
-    prompt_sha256,
-)
+from fedai.protocol.messages import InferenceRequest, MeteringRecord, prompt_sha256
 from fedai.service.client import ReplyTooLarge, post_event
 from fedai.store.health import record_attempt
 from fedai_router.metrics import RouterMetrics
@@ -35,11 +30,11 @@ from fedai_router.node_state import NodeState
 from fedai_router.registry import Registry
 from fedai_router.retry import RetryBudget
 from fedai_router.scheduler import Candidate
+from fedai_router.verify import Binding, NodeFault, Verified, verify_reply
 
 log = logging.getLogger("fedai.router.dispatch")
 
 MAX_NODE_REPLY_BYTES = 8 * 1024 * 1024
-_decode_reply = msgspec.json.Decoder(NodeReply).decode
 
 # Node errors that say "this node, not this request": try another node.
 _RETRYABLE = {
@@ -57,12 +52,25 @@ _RETRYABLE = {
     ErrorCode.INVALID_SIGNATURE,
 }
 
+T = TypeVar("T")
 
-class NodeFault(FedaiError):
-    """A protocol violation by the node: retry elsewhere and quarantine the node."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(ErrorCode.UPSTREAM_ERROR, message)
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Whom a request is for: the client's key and the id of the event that asked (its signed request, or
+    the NIP-98 authorization of an OpenAI-style call)."""
+
+    client: str
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Attempted(Generic[T]):
+    result: T
+    node: NodeState
+    binding: Binding
+    attempt: int
+    started: float  # perf_counter at the call
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +81,17 @@ class Served:
     metering: Event
     record: MeteringRecord
     attempts: int
+
+
+def error_from_reply(status: int, body: bytes, retry_after: str | None) -> FedaiError:
+    """A node's typed error answer (or `upstream_error` if it is not one)."""
+    try:
+        err = FedaiError.from_dict(msgspec.json.decode(body), status)
+    except msgspec.DecodeError:
+        err = FedaiError(ErrorCode.UPSTREAM_ERROR, f"node answered HTTP {status}")
+    if err.retry_after_ms is None and retry_after and retry_after.isdigit():
+        err.retry_after_ms = int(retry_after) * 1000
+    return err
 
 
 class Dispatcher:
@@ -96,13 +115,23 @@ class Dispatcher:
         self.registry = registry
         self.metrics = metrics
         self.timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=connect_timeout_s)
+        # streams: no total limit, but each read (first chunk, next chunk) must come within the node timeout
+        self.stream_timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout_s, sock_read=timeout_s)
         self.skew_s = skew_s
 
-    async def serve(self, client_event: Event, request: InferenceRequest, candidates: list[Candidate]) -> Served:
-        """Try candidates in order until one answers with a verified response: at most `max_attempts` calls,
-        and each retry only if the router-wide retry budget allows it. Every failed attempt is recorded."""
+    async def failover(
+        self,
+        origin: Origin,
+        request: InferenceRequest,
+        candidates: list[Candidate],
+        call: Callable[[NodeState, Binding], Awaitable[T]],
+        *,
+        hold: bool = False,
+    ) -> Attempted[T]:
+        """Try candidates in order until `call` succeeds. With `hold`, the node stays counted in flight and the
+        caller reports the outcome later (`finish`); otherwise success is recorded here."""
+        forwarded_payload = msgspec.structs.replace(request, client=origin.client, origin=origin.id)
         expected_prompt = prompt_sha256(request)
-        forwarded_payload = msgspec.structs.replace(request, client=client_event.pubkey, origin=client_event.id)
         self.budget.on_request()
         last: FedaiError | None = None
         attempt = 0
@@ -119,28 +148,25 @@ class Dispatcher:
                 self.metrics.failovers.labels(last.code.value).inc()
             attempt += 1
             forwarded = seal(self.keys, Kind.INFER_REQUEST, forwarded_payload, to=node.pubkey, nonce=True)
+            binding = Binding(self.keys.pubkey, node.pubkey, candidate.model, forwarded, expected_prompt, self.skew_s)
             self.registry.begin(node)
             started = time.perf_counter()
             try:
-                response, metering, record = await self._call(node, candidate, forwarded, expected_prompt)
+                result = await call(node, binding)
             except FedaiError as err:
                 self.registry.end(node)
                 self.metrics.attempts.labels(err.code.value).inc()
                 if err.code not in _RETRYABLE and not isinstance(err, NodeFault):
                     raise
-                latency_ms = (time.perf_counter() - started) * 1000
-                await self._penalise(client_event, node, attempt, err, latency_ms)
+                await self.penalise(origin, node, attempt, err, (time.perf_counter() - started) * 1000)
                 last = err
                 continue
             except BaseException:
                 self.registry.end(node)
                 raise
-            self.registry.end(node)
-            elapsed = time.perf_counter() - started
-            self.metrics.attempts.labels("ok").inc()
-            self.metrics.node_latency.observe(elapsed)
-            await self.registry.succeeded(node, elapsed * 1000)
-            return Served(node, forwarded, response, metering, record, attempt)
+            if not hold:
+                await self.finish(node, started)
+            return Attempted(result, node, binding, attempt, started)
         if last is None:
             raise FedaiError(ErrorCode.NO_CAPACITY, "every eligible node filled up meanwhile", retry_after_ms=1000)
         raise FedaiError(
@@ -148,24 +174,31 @@ class Dispatcher:
             f"{attempt} node(s) tried, none answered correctly; last: {last.message}",
         )
 
-    async def _penalise(self, client_event: Event, node: NodeState, attempt: int, err: FedaiError,
-                        latency_ms: float) -> None:  # fmt: skip
+    async def finish(self, node: NodeState, started: float, latency_s: float | None = None) -> None:
+        """A call (or a held stream) ended well: it leaves the node's in-flight count and its latency is recorded."""
+        self.registry.end(node)
+        elapsed = time.perf_counter() - started if latency_s is None else latency_s
+        self.metrics.attempts.labels("ok").inc()
+        self.metrics.node_latency.observe(elapsed)
+        await self.registry.succeeded(node, elapsed * 1000)
+
+    async def penalise(self, origin: Origin, node: NodeState, attempt: int, err: FedaiError,
+                       latency_ms: float) -> None:  # fmt: skip
         log.info("node attempt failed", extra={"node": node.pubkey[:16], "attempt": attempt, "code": err.code.value})
         retry_s = err.retry_after_ms / 1000 if err.retry_after_ms is not None else None
         await self.registry.failed(node, err.code.value, retry_after_s=retry_s, quarantine=isinstance(err, NodeFault))
-        await record_attempt(self.registry.pool, client_event.id, node.pubkey, attempt, err.code.value, latency_ms)
+        await record_attempt(self.registry.pool, origin.id, node.pubkey, attempt, err.code.value, latency_ms)
 
-    async def _call(
-        self, node: NodeState, candidate: Candidate, forwarded: Event, expected_prompt: str
-    ) -> tuple[Event, Event, MeteringRecord]:
+    async def serve(self, origin: Origin, request: InferenceRequest, candidates: list[Candidate]) -> Served:
+        """The unary path: one `/infer` call per attempt, the node's reply verified before it counts."""
+        done = await self.failover(origin, request, candidates, self._call)
+        v = done.result
+        return Served(done.node, done.binding.forwarded, v.response, v.metering, v.record, done.attempt)
+
+    async def _call(self, node: NodeState, binding: Binding) -> Verified:
         try:
-            reply = await post_event(
-                self.session,
-                node.endpoint + "/infer",
-                forwarded,
-                client_timeout=self.timeout,
-                limit=MAX_NODE_REPLY_BYTES,
-            )
+            reply = await post_event(self.session, node.endpoint + "/infer", binding.forwarded,
+                                     client_timeout=self.timeout, limit=MAX_NODE_REPLY_BYTES)  # fmt: skip
         except ReplyTooLarge:
             raise NodeFault("node reply is too large") from None
         except TimeoutError:
@@ -173,59 +206,5 @@ class Dispatcher:
         except aiohttp.ClientError as exc:
             raise FedaiError(ErrorCode.UPSTREAM_ERROR, f"node unreachable ({type(exc).__name__})") from None
         if reply.status != 200:
-            try:
-                err = FedaiError.from_dict(msgspec.json.decode(reply.body), reply.status)
-            except msgspec.DecodeError:
-                err = FedaiError(ErrorCode.UPSTREAM_ERROR, f"node answered HTTP {reply.status}")
-            if err.retry_after_ms is None and reply.retry_after and reply.retry_after.isdigit():
-                err.retry_after_ms = int(reply.retry_after) * 1000
-            raise err
-        return self._verify(node, candidate, forwarded, expected_prompt, reply.body)
-
-    def _verify(
-        self, node: NodeState, candidate: Candidate, forwarded: Event, expected_prompt: str, body: bytes
-    ) -> tuple[Event, Event, MeteringRecord]:
-        try:
-            reply = _decode_reply(body)
-        except msgspec.DecodeError:
-            raise NodeFault("node reply is not a {response, metering} pair of events") from None
-        try:
-            resp = open_event(
-                reply.response,
-                InferenceResponse,
-                kinds=(Kind.INFER_RESPONSE,),
-                recipient=self.keys.pubkey,
-                signers=(node.pubkey,),
-                reply_to=forwarded.id,
-                skew_s=self.skew_s,
-            )
-            meter = open_event(
-                reply.metering,
-                MeteringRecord,
-                kinds=(Kind.METERING_RECORD,),
-                recipient=self.keys.pubkey,
-                signers=(node.pubkey,),
-                reply_to=forwarded.id,
-                skew_s=self.skew_s,
-            )
-        except FedaiError as err:
-            raise NodeFault(f"node reply failed verification: {err.code.value}: {err.message}") from None
-        record, answer = meter.payload, resp.payload
-        problems = []
-        if record.request != forwarded.id:
-            problems.append("metering.request")
-        if record.response != resp.event.id:
-            problems.append("metering.response")
-        if record.prompt_sha256 != expected_prompt:
-            problems.append("prompt_sha256")
-        if record.output_sha256 != hashlib.sha256(answer.output.encode()).hexdigest():
-            problems.append("output_sha256")
-        if (record.input_tokens, record.output_tokens) != (answer.usage.input_tokens, answer.usage.output_tokens):
-            problems.append("usage")
-        if record.model != candidate.model.id or answer.model != candidate.model.id:
-            problems.append("model")
-        if record.price_msat > price_msat(candidate.model.pricing, record.input_tokens, record.output_tokens):
-            problems.append("price above advertised")
-        if problems:
-            raise NodeFault("node metering does not match its response: " + ", ".join(problems))
-        return resp.event, meter.event, record
+            raise error_from_reply(reply.status, reply.body, reply.retry_after)
+        return verify_reply(reply.body, binding)

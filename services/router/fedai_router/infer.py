@@ -13,7 +13,7 @@ from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import InferenceRequest, InferResult, estimate_tokens, prompt_material
 from fedai.store.metering import MeteringEntry
 from fedai.store.quotes import get_quote, use_quote
-from fedai_router.dispatch import Served
+from fedai_router.dispatch import Origin, Served
 from fedai_router.scheduler import Candidate, Demand, rank
 from fedai_router.service import RouterService
 
@@ -73,7 +73,7 @@ async def _dispatch_while_claiming(
     await svc.claim_locally(client_event)
     claim = asyncio.ensure_future(svc.claim(client_event))
     try:
-        served = await svc.dispatcher.serve(client_event, request, candidates)
+        served = await svc.dispatcher.serve(Origin(client_event.pubkey, client_event.id), request, candidates)
     except BaseException:
         await claim  # a replay outranks the dispatch failure; otherwise the dispatch error stands
         raise

@@ -1,0 +1,99 @@
+"""What the router checks in everything a node signs for a forwarded request. Pure: raises `NodeFault`."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import msgspec
+
+from fedai.protocol.envelope import open_event
+from fedai.protocol.errors import ErrorCode, FedaiError
+from fedai.protocol.event import Event
+from fedai.protocol.kinds import Kind
+from fedai.protocol.messages import (
+    InferenceResponse,
+    MeteringRecord,
+    ModelInfo,
+    NodeReply,
+    StreamChunk,
+    price_msat,
+)
+
+_decode_reply = msgspec.json.Decoder(NodeReply).decode
+
+
+class NodeFault(FedaiError):
+    """A protocol violation by the node: retry elsewhere (before the first byte) and quarantine the node."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(ErrorCode.UPSTREAM_ERROR, message)
+
+
+@dataclass(frozen=True, slots=True)
+class Verified:
+    response: Event
+    metering: Event
+    record: MeteringRecord
+    answer: InferenceResponse
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """Who must have signed what, for one forwarded request."""
+
+    router: str
+    node: str
+    model: ModelInfo
+    forwarded: Event
+    prompt_sha256: str
+    skew_s: int
+
+
+def verify_reply(body: bytes, b: Binding, *, streamed_output: str | None = None) -> Verified:
+    """A node's `{response, metering}`: signed by the node, addressed to us, bound to the forwarded request,
+    agreeing with each other, with the prompt we sent, with the advertised price, and (for a stream) with the
+    deltas we relayed."""
+    try:
+        reply = _decode_reply(body)
+    except msgspec.DecodeError:
+        raise NodeFault("node reply is not a {response, metering} pair of events") from None
+    rules = {"recipient": b.router, "signers": (b.node,), "reply_to": b.forwarded.id, "skew_s": b.skew_s}
+    try:
+        resp = open_event(reply.response, InferenceResponse, kinds=(Kind.INFER_RESPONSE,), **rules)  # type: ignore[arg-type]
+        meter = open_event(reply.metering, MeteringRecord, kinds=(Kind.METERING_RECORD,), **rules)  # type: ignore[arg-type]
+    except FedaiError as err:
+        raise NodeFault(f"node reply failed verification: {err.code.value}: {err.message}") from None
+    record, answer = meter.payload, resp.payload
+    problems = []
+    if record.request != b.forwarded.id:
+        problems.append("metering.request")
+    if record.response != resp.event.id:
+        problems.append("metering.response")
+    if record.prompt_sha256 != b.prompt_sha256:
+        problems.append("prompt_sha256")
+    if record.output_sha256 != hashlib.sha256(answer.output.encode()).hexdigest():
+        problems.append("output_sha256")
+    if (record.input_tokens, record.output_tokens) != (answer.usage.input_tokens, answer.usage.output_tokens):
+        problems.append("usage")
+    if record.model != b.model.id or answer.model != b.model.id:
+        problems.append("model")
+    if record.price_msat > price_msat(b.model.pricing, record.input_tokens, record.output_tokens):
+        problems.append("price above advertised")
+    if streamed_output is not None and answer.output != streamed_output:
+        problems.append("output differs from the streamed deltas")
+    if problems:
+        raise NodeFault("node metering does not match its response: " + ", ".join(problems))
+    return Verified(resp.event, meter.event, record, answer)
+
+
+def verify_chunk(event: Event, b: Binding, expected_seq: int) -> StreamChunk:
+    """One streamed chunk: node-signed, addressed to us, bound to the forwarded request, in sequence."""
+    try:
+        chunk = open_event(event, StreamChunk, kinds=(Kind.STREAM_CHUNK,), recipient=b.router, signers=(b.node,),
+                           reply_to=b.forwarded.id, skew_s=b.skew_s).payload  # fmt: skip
+    except FedaiError as err:
+        raise NodeFault(f"node chunk failed verification: {err.code.value}: {err.message}") from None
+    if chunk.seq != expected_seq:
+        raise NodeFault(f"node chunk out of sequence: got {chunk.seq}, expected {expected_seq}")
+    return chunk
