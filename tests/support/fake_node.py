@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import httpx
 import msgspec
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from fedai.protocol.envelope import open_envelope, seal
@@ -20,7 +21,9 @@ from fedai.protocol.event import Event
 from fedai.protocol.keys import Keys
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import (
+    Ack,
     Capacity,
+    InferCancel,
     InferenceRequest,
     InferenceResponse,
     MeteringRecord,
@@ -28,12 +31,14 @@ from fedai.protocol.messages import (
     NodeDescriptor,
     NodeReply,
     Pricing,
+    StreamChunk,
     Usage,
     encode_payload,
     price_msat,
     prompt_sha256,
 )
 from fedai.service.http import error_response
+from fedai.service.sse import format_sse
 
 BEHAVIOURS = (
     "ok",
@@ -73,7 +78,69 @@ class FakeNode:
         )  # fmt: skip
 
     def app(self) -> Starlette:
-        return Starlette(routes=[Route("/infer", self._infer, methods=["POST"])])
+        return Starlette(
+            routes=[
+                Route("/infer", self._infer, methods=["POST"]),
+                Route("/infer/stream", self._stream, methods=["POST"]),
+                Route("/infer/cancel", self._cancel, methods=["POST"]),
+            ]
+        )
+
+    # ---- streaming (scripted) ----------------------------------------------------------------------------
+
+    words: tuple[str, ...] = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot")
+    word_delay_s: float = 0.05
+    cancelled: set[str] = field(default_factory=set)
+    streams_finished: int = 0
+
+    async def _stream(self, request: Request) -> Response:
+        self.calls += 1
+        body = await request.body()
+        try:
+            opened = open_envelope(body, InferenceRequest, kinds=(Kind.INFER_REQUEST,), recipient=self.keys.pubkey)
+        except FedaiError as err:
+            return error_response(err)
+        if self.behaviour == "error_500":
+            return error_response(FedaiError(ErrorCode.INTERNAL, "scripted failure"))
+        return StreamingResponse(self._events(opened.event, opened.payload), media_type="text/event-stream")
+
+    async def _events(self, forwarded: Event, req: InferenceRequest) -> AsyncIterator[bytes]:
+        router = forwarded.pubkey
+        if self.behaviour == "stream_error_first":
+            yield format_sse("error", b'{"error":{"code":"upstream_error","message":"runner down"}}')
+            return
+        produced: list[str] = []
+        for seq, word in enumerate(self.words):
+            if forwarded.id in self.cancelled:
+                break
+            if seq == 2 and self.behaviour == "stream_error_mid":
+                yield format_sse("error", b'{"error":{"code":"upstream_error","message":"runner died"}}')
+                return
+            if seq == 2 and self.behaviour == "stream_die_mid":
+                raise RuntimeError("scripted connection loss")
+            delta = word if seq == 0 else " " + word
+            chunk = seal(
+                self.keys, Kind.STREAM_CHUNK, StreamChunk(seq=seq, delta=delta), to=router, reply_to=forwarded.id
+            )
+            if seq == 1 and self.behaviour == "bad_chunk":
+                chunk = msgspec.structs.replace(chunk, sig="0" * 128)
+            produced.append(delta)
+            yield format_sse("chunk", chunk.to_json())
+            await asyncio.sleep(self.word_delay_s)
+        finish = "cancelled" if forwarded.id in self.cancelled else "stop"
+        self.streams_finished += 1
+        yield format_sse("done", encode_payload(self.reply(forwarded, req, "".join(produced), finish)))
+
+    async def _cancel(self, request: Request) -> Response:
+        try:
+            opened = open_envelope(await request.body(), InferCancel, kinds=(Kind.INFER_CANCEL,),
+                                   recipient=self.keys.pubkey)  # fmt: skip
+        except FedaiError as err:
+            return error_response(err)
+        self.cancelled.add(opened.payload.request)
+        ack = seal(self.keys, Kind.ACK, Ack(status="ok", detail="cancelled"), to=opened.event.pubkey,
+                   reply_to=opened.event.id)  # fmt: skip
+        return Response(ack.to_json(), media_type="application/json")
 
     async def _infer(self, request: Request) -> Response:
         self.calls += 1
@@ -91,11 +158,15 @@ class FakeNode:
         reply = self.reply(opened.event, opened.payload)
         return Response(encode_payload(reply), media_type="application/json")
 
-    def reply(self, forwarded: Event, req: InferenceRequest) -> NodeReply:
+    def reply(
+        self, forwarded: Event, req: InferenceRequest, output: str | None = None, finish_reason: str = "stop"
+    ) -> NodeReply:
         router = forwarded.pubkey
-        output = f"fake answer {self.calls}" + (" padding" * 50_000 if self.behaviour == "big" else "")
+        if output is None:
+            output = f"fake answer {self.calls}" + (" padding" * 50_000 if self.behaviour == "big" else "")
         usage = Usage(input_tokens=3, output_tokens=3)
-        answer = InferenceResponse(model=req.model, output=output, finish_reason="stop", usage=usage, latency_ms=1.0)
+        answer = InferenceResponse(model=req.model, output=output, finish_reason=finish_reason, usage=usage,
+                                   latency_ms=1.0)  # fmt: skip
         bound_to = "0" * 64 if self.behaviour == "wrong_binding" else forwarded.id
         response = seal(self.keys, Kind.INFER_RESPONSE, answer, to=router, reply_to=bound_to)
         pricing = Pricing(input_msat=self.input_msat, output_msat=self.output_msat)

@@ -20,6 +20,7 @@ from fedai.protocol.keys import Keys, parse_pubkey
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import ChatMessage, InferenceRequest, QuoteRequest, QuoteResponse
 from fedai.sdk.chain import VerifiedChain, verify_chain
+from fedai.sdk.stream import AsyncStream, Stream
 
 MAX_ANSWER_BYTES = 16 * 1024 * 1024
 
@@ -158,6 +159,15 @@ class Client(_Base):
         event = self._infer_event(router, model, prompt, messages, max_tokens, options)
         return verify_chain(event, _answer_event(self._post("/infer", event)), router)
 
+    def stream(
+        self, model: str, prompt: str | None = None, *, messages: list[dict[str, str]] | None = None,
+        max_tokens: int = 256, **options: Any,
+    ) -> Stream:  # fmt: skip
+        """Stream one inference: `with client.stream(...) as s: for delta in s: ...`, then `s.chain`."""
+        router = self.router_pubkey()
+        event = self._infer_event(router, model, prompt, messages, max_tokens, {**options, "stream": True})
+        return Stream(self._http, self.router_url + "/infer/stream", event, router)
+
     def status(self) -> dict[str, Any]:
         return _json(self._get("/status"))
 
@@ -219,6 +229,15 @@ class AsyncClient(_Base):
         router = await self.router_pubkey()
         event = self._infer_event(router, model, prompt, messages, max_tokens, options)
         return verify_chain(event, _answer_event(await self._post("/infer", event)), router)
+
+    async def stream(
+        self, model: str, prompt: str | None = None, *, messages: list[dict[str, str]] | None = None,
+        max_tokens: int = 256, **options: Any,
+    ) -> AsyncStream:  # fmt: skip
+        """`async with await client.stream(...) as s: async for delta in s: ...`, then `s.chain`."""
+        router = await self.router_pubkey()
+        event = self._infer_event(router, model, prompt, messages, max_tokens, {**options, "stream": True})
+        return AsyncStream(self._http, self.router_url + "/infer/stream", event, router)
 
     async def status(self) -> dict[str, Any]:
         return _json(await self._get("/status"))

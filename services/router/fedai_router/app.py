@@ -23,6 +23,7 @@ from fedai_router.manifests import handle_manifest
 from fedai_router.quotes import handle_quote
 from fedai_router.registration import handle_register
 from fedai_router.service import RouterService
+from fedai_router.streaming import handle_infer_stream
 
 log = logging.getLogger("fedai.router")
 
@@ -70,6 +71,7 @@ def create_app(settings: RouterSettings) -> Starlette:
 
     routes = [
         Route("/infer", _signed_endpoint(svc, "infer", handle_infer), methods=["POST"]),
+        Route("/infer/stream", partial(handle_infer_stream, svc), methods=["POST"]),
         Route("/quote", _signed_endpoint(svc, "quote", handle_quote), methods=["POST"]),
         Route("/register-node", _signed_endpoint(svc, "register", handle_register), methods=["POST"]),
         Route("/manifest", _signed_endpoint(svc, "manifest", handle_manifest), methods=["POST"]),

@@ -81,15 +81,12 @@ async def _dispatch_while_claiming(
     return served
 
 
-async def handle_infer(svc: RouterService, body: bytes) -> Event:
-    opened = svc.open_client(body, InferenceRequest, Kind.INFER_REQUEST)
-    client_event, request = opened.event, opened.payload
-    if request.stream:
-        raise FedaiError(ErrorCode.INVALID_REQUEST, "stream=true is not served on /infer")
+async def plan(svc: RouterService, client_event: Event, request: InferenceRequest) -> list[Candidate]:
+    """The ranked nodes for a client's request, after its pins, price cap and quote are checked."""
     demand = demand_for(request, request.max_price_msat)  # refuses bad pins before a quote is spent
     if request.quote_id is not None:
         demand = replace(demand, max_price_msat=await _price_cap(svc, client_event.pubkey, request))
-    candidates = rank(
+    return rank(
         svc.registry.tables.get(demand.model),
         demand,
         now=time.time(),
@@ -97,6 +94,14 @@ async def handle_infer(svc: RouterService, body: bytes) -> Event:
         k=svc.settings.max_attempts + SPARE_CANDIDATES,
         rng=svc.rng,
     )
+
+
+async def handle_infer(svc: RouterService, body: bytes) -> Event:
+    opened = svc.open_client(body, InferenceRequest, Kind.INFER_REQUEST)
+    client_event, request = opened.event, opened.payload
+    if request.stream:
+        raise FedaiError(ErrorCode.INVALID_REQUEST, "stream=true is served on /infer/stream")
+    candidates = await plan(svc, client_event, request)
     served = await _dispatch_while_claiming(svc, client_event, request, candidates)
     record = served.record
     await svc.metering.record(

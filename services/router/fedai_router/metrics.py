@@ -34,3 +34,10 @@ class RouterMetrics:
             "fedai_router_metered_msat", "Sum of verified metering prices", registry=self.registry
         )
         self.tokens = Counter("fedai_router_tokens", "Metered tokens", ["direction"], registry=self.registry)
+        self.ttft = Histogram(
+            "fedai_router_ttft_seconds", "Time to the first streamed chunk, from the request's arrival",
+            buckets=LATENCY_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self.streams = Counter(
+            "fedai_router_streams", "Streams by outcome (done, error, cancelled)", ["outcome"], registry=self.registry
+        )

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 import aiohttp
@@ -58,6 +58,7 @@ class RouterService:
         self.retry_budget = RetryBudget(settings.retry_budget_ratio, settings.retry_budget_min_per_s)
         self.started_at = time.time()
         self._tasks: list[asyncio.Task[None]] = []
+        self._jobs: set[asyncio.Task[None]] = set()
         self.relays: Any = None  # fedai.nostr.RelayPool when ROUTER_RELAYS is set
         # set in start()
         self.pool: asyncpg.Pool
@@ -111,13 +112,26 @@ class RouterService:
         log.info("router started", extra={"pubkey": self.pubkey, "nodes": len(self.registry.nodes)})
 
     async def stop(self) -> None:
-        await cancel_and_wait(self._tasks)
+        await cancel_and_wait([*self._tasks, *self._jobs])
         if self.relays is not None:
             await self.relays.close()
         await self.session.close()
         for writer in self._writers:
             await writer.close()
         await self.pool.close()
+
+    def spawn(self, job: Coroutine[Any, Any, None], what: str) -> None:
+        """Run `job` in the background; it is cancelled at stop and its failure is logged, not lost."""
+        task = asyncio.create_task(job, name=what)
+        self._jobs.add(task)
+        task.add_done_callback(self._job_done)
+
+    def _job_done(self, task: asyncio.Task[None]) -> None:
+        self._jobs.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning(
+                "background job failed", extra={"job": task.get_name(), "error": type(task.exception()).__name__}
+            )
 
     def _every(self, interval_s: float, what: str, job: Callable[[], Awaitable[object]]) -> None:
         """Run `job` every `interval_s` in the background; a database hiccup is logged, never fatal."""

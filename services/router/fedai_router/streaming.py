@@ -1,0 +1,253 @@
+"""POST /infer/stream: the same request as /infer, answered as Server-Sent Events while the node generates.
+
+Events to the client: `chunk` (a router-signed kind-21040 event, `e` = the client's request, content
+`{seq, delta}`), then `done` (the router-signed infer.response with the whole verified chain, as /infer), or
+`error` (`{"error": {code, message}}`). The router fails over to another node only until the node's first
+chunk; after that a failure is an `error` event, never a silent end. If the client goes away, the router
+tells the node to stop (signed infer.cancel), reads what it produced and stores its metering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import aiohttp
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from fedai.protocol.envelope import seal
+from fedai.protocol.errors import ErrorCode, FedaiError
+from fedai.protocol.event import Event, decode_event
+from fedai.protocol.kinds import Kind
+from fedai.protocol.messages import InferCancel, InferenceRequest, InferResult, StreamChunk
+from fedai.service.client import post_event
+from fedai.service.http import error_response, read_body
+from fedai.service.sse import SSEDecoder, SSEError, SSEvent, format_sse
+from fedai.store.metering import MeteringEntry
+from fedai_router.dispatch import Origin, error_from_reply
+from fedai_router.infer import plan
+from fedai_router.node_state import NodeState
+from fedai_router.service import RouterService
+from fedai_router.verify import Binding, NodeFault, Verified, verify_chunk, verify_reply
+
+log = logging.getLogger("fedai.router.streaming")
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+CANCEL_GRACE_S = 10.0
+MAX_CHUNK_EVENT_BYTES = 256 * 1024
+
+
+class RelayResponse(StreamingResponse):
+    """A StreamingResponse that always closes its generator when the response ends, so a client disconnect
+    runs the relay's clean-up (cancel the node, meter what it produced) at once, not at garbage collection."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            close = getattr(self.body_iterator, "aclose", None)
+            if close is not None:
+                await close()
+
+
+@dataclass
+class NodeStream:
+    """An open `/infer/stream` call to a node whose first event has arrived."""
+
+    resp: aiohttp.ClientResponse
+    decoder: SSEDecoder
+    pending: list[SSEvent]
+    node: NodeState | None = None
+    binding: Binding | None = None
+    started: float = 0.0
+    attempt: int = 0
+    deltas: list[str] = field(default_factory=list)
+
+    async def events(self) -> AsyncIterator[SSEvent]:
+        while True:
+            while self.pending:
+                yield self.pending.pop(0)
+            data = await self.resp.content.readany()
+            if not data:
+                return
+            self.pending.extend(self.decoder.feed(data))
+
+    def chunk(self, event: SSEvent) -> StreamChunk:
+        assert self.binding is not None
+        chunk = verify_chunk(decode_event(event.data, MAX_CHUNK_EVENT_BYTES), self.binding, len(self.deltas))
+        self.deltas.append(chunk.delta)
+        return chunk
+
+    def done(self, event: SSEvent) -> Verified:
+        assert self.binding is not None
+        return verify_reply(event.data, self.binding, streamed_output="".join(self.deltas))
+
+    def close(self) -> None:
+        self.resp.close()
+
+
+async def open_node_stream(svc: RouterService, node: NodeState, binding: Binding) -> NodeStream:
+    """Call the node's /infer/stream and wait for its first event: errors until then allow failover."""
+    dispatcher = svc.dispatcher
+    try:
+        resp = await dispatcher.session.post(
+            node.endpoint + "/infer/stream", data=binding.forwarded.to_json(),
+            headers={"Content-Type": "application/json", "Accept": "text/event-stream"},
+            timeout=dispatcher.stream_timeout,
+        )  # fmt: skip
+    except TimeoutError:
+        raise FedaiError(ErrorCode.UPSTREAM_TIMEOUT, "node did not answer in time") from None
+    except aiohttp.ClientError as exc:
+        raise FedaiError(ErrorCode.UPSTREAM_ERROR, f"node unreachable ({type(exc).__name__})") from None
+    stream = NodeStream(resp, SSEDecoder(MAX_CHUNK_EVENT_BYTES + 1024), [])
+    try:
+        if resp.status != 200:
+            body = await resp.content.read(64 * 1024)
+            raise error_from_reply(resp.status, body, resp.headers.get("Retry-After"))
+        async for event in stream.events():
+            if event.event == "error":
+                raise _error_event(event)
+            stream.pending.insert(0, event)  # chunk or done: hand it to the relay
+            return stream
+        raise NodeFault("node stream ended before its first event")
+    except TimeoutError:
+        stream.close()
+        raise FedaiError(ErrorCode.UPSTREAM_TIMEOUT, "node sent nothing in time") from None
+    except (aiohttp.ClientError, SSEError) as exc:
+        stream.close()
+        raise FedaiError(ErrorCode.UPSTREAM_ERROR, f"node stream broke ({type(exc).__name__})") from None
+    except BaseException:
+        stream.close()
+        raise
+
+
+def _error_event(event: SSEvent) -> FedaiError:
+    try:
+        return FedaiError.from_dict(msgspec.json.decode(event.data))
+    except msgspec.DecodeError:
+        return NodeFault("node sent a malformed error event")
+
+
+async def handle_infer_stream(svc: RouterService, request: Request) -> Response:
+    arrived = time.perf_counter()
+    try:
+        body = await read_body(request, svc.settings.max_request_bytes)
+        opened = svc.open_client(body, InferenceRequest, Kind.INFER_REQUEST)
+        client_event, payload = opened.event, opened.payload
+        candidates = await plan(svc, client_event, payload)
+        await svc.claim_locally(client_event)
+        await svc.claim(client_event)
+        origin = Origin(client_event.pubkey, client_event.id)
+
+        async def call(node: NodeState, binding: Binding) -> NodeStream:
+            return await open_node_stream(svc, node, binding)
+
+        attempted = await svc.dispatcher.failover(origin, payload, candidates, call, hold=True)
+    except FedaiError as err:
+        svc.metrics.requests.labels("infer_stream", err.code.value).inc()
+        svc.metrics.errors.labels(err.code.value).inc()
+        return error_response(err)
+    stream = attempted.result
+    stream.node, stream.binding, stream.started, stream.attempt = (
+        attempted.node, attempted.binding, attempted.started, attempted.attempt,
+    )  # fmt: skip
+    svc.metrics.ttft.observe(time.perf_counter() - arrived)
+    return StreamingResponse(_relay(svc, client_event, stream), media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+async def _relay(svc: RouterService, client_event: Event, stream: NodeStream) -> AsyncIterator[bytes]:
+    """Verify each node event, re-sign it for the client, and finish with the stored, verified chain."""
+    assert stream.node is not None and stream.binding is not None
+    node, origin = stream.node, Origin(client_event.pubkey, client_event.id)
+    finished = False
+    first_chunk_at: float | None = None
+    try:
+        async for event in stream.events():
+            if event.event == "chunk":
+                chunk = stream.chunk(event)
+                first_chunk_at = first_chunk_at or time.perf_counter()
+                out = seal(svc.keys, Kind.STREAM_CHUNK, chunk, to=client_event.pubkey, reply_to=client_event.id)
+                yield format_sse("chunk", out.to_json())
+            elif event.event == "done":
+                verified = stream.done(event)
+                answer = await _store_and_answer(svc, client_event, stream, verified)
+                finished = True
+                ttft = (first_chunk_at or time.perf_counter()) - stream.started
+                await svc.dispatcher.finish(node, stream.started, latency_s=ttft)
+                svc.metrics.streams.labels("done").inc()
+                yield format_sse("done", answer.to_json())
+                return
+            elif event.event == "error":
+                raise _error_event(event)
+        raise FedaiError(ErrorCode.UPSTREAM_ERROR, "node stream ended without a result")
+    except (FedaiError, TimeoutError, aiohttp.ClientError, SSEError) as exc:
+        err = exc if isinstance(exc, FedaiError) else _transport_error(exc)
+        finished = True
+        svc.registry.end(node)
+        await svc.dispatcher.penalise(origin, node, stream.attempt, err, (time.perf_counter() - stream.started) * 1000)
+        svc.metrics.streams.labels("error").inc()
+        yield format_sse("error", _json(err.to_dict()))
+    finally:
+        if finished:
+            stream.close()
+        else:  # the client went away mid-stream: stop the node, meter what it produced
+            svc.spawn(_cancel_and_meter(svc, client_event, stream), "stream cancel")
+
+
+def _transport_error(exc: BaseException) -> FedaiError:
+    if isinstance(exc, TimeoutError):
+        return FedaiError(ErrorCode.UPSTREAM_TIMEOUT, "node stopped sending")
+    return FedaiError(ErrorCode.UPSTREAM_ERROR, f"node stream broke ({type(exc).__name__})")
+
+
+def _json(document: object) -> bytes:
+    return msgspec.json.encode(document)
+
+
+async def _store_and_answer(svc: RouterService, client_event: Event, stream: NodeStream, v: Verified) -> Event:
+    assert stream.node is not None and stream.binding is not None
+    await svc.metering.record(
+        MeteringEntry(record=v.record, event=v.metering, origin_id=client_event.id, client=client_event.pubkey,
+                      node=stream.node.pubkey, attempt=stream.attempt)
+    )  # fmt: skip
+    svc.metrics.metering_msat.inc(v.record.price_msat)
+    svc.metrics.tokens.labels("in").inc(v.record.input_tokens)
+    svc.metrics.tokens.labels("out").inc(v.record.output_tokens)
+    result = InferResult(forwarded=stream.binding.forwarded, response=v.response, metering=v.metering,
+                         node=stream.node.pubkey)  # fmt: skip
+    return seal(svc.keys, Kind.INFER_RESPONSE, result, to=client_event.pubkey, reply_to=client_event.id)
+
+
+async def _cancel_and_meter(svc: RouterService, client_event: Event, stream: NodeStream) -> None:
+    """After a client disconnect: signed infer.cancel to the node, then drain its stream to the `done` with the
+    metering of what it produced, and store that. The node leaves our in-flight count when this ends."""
+    assert stream.node is not None and stream.binding is not None
+    node = stream.node
+    try:
+        async with asyncio.timeout(CANCEL_GRACE_S):
+            cancel = seal(svc.keys, Kind.INFER_CANCEL, InferCancel(request=stream.binding.forwarded.id),
+                          to=node.pubkey, nonce=True)  # fmt: skip
+            reply = await post_event(svc.dispatcher.session, node.endpoint + "/infer/cancel", cancel,
+                                     client_timeout=svc.dispatcher.timeout, limit=64 * 1024)  # fmt: skip
+            if reply.status != 200:
+                log.info("node refused the cancel", extra={"node": node.pubkey[:16], "status": reply.status})
+            async for event in stream.events():
+                if event.event == "chunk":
+                    stream.chunk(event)
+                elif event.event == "done":
+                    await _store_and_answer(svc, client_event, stream, stream.done(event))
+                    svc.metrics.streams.labels("cancelled").inc()
+                    return
+                elif event.event == "error":
+                    return
+    except (FedaiError, TimeoutError, aiohttp.ClientError, SSEError) as exc:
+        log.info("cancelled stream not metered", extra={"node": node.pubkey[:16], "error": type(exc).__name__})
+    finally:
+        stream.close()
+        svc.registry.end(node)

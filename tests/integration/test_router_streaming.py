@@ -1,0 +1,119 @@
+"""Router /infer/stream against scripted streaming nodes: chunks relayed as they come, the chain verified at the
+end, failover only before the first chunk, typed error events after it, and cancel-and-meter on disconnect."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import asyncpg
+import httpx
+import pytest
+
+from fedai.protocol.envelope import seal
+from fedai.protocol.errors import FedaiError
+from fedai.protocol.keys import Keys
+from fedai.protocol.kinds import Kind
+from fedai.protocol.messages import InferenceRequest
+from fedai.sdk import AsyncClient
+from fedai.service.sse import SSEDecoder
+from tests.integration.conftest import SpawnNode
+from tests.support.router import RunningRouter
+from tests.support.wait import eventually
+
+
+async def _collect(router: RunningRouter, **options: object) -> tuple[list[tuple[float, str]], object]:
+    async with AsyncClient(router.url, router_pubkey=router.pubkey) as client:
+        stream = await client.stream("fake-model", "hello", max_tokens=16, **options)  # type: ignore[arg-type]
+        started = time.perf_counter()
+        deltas = [(time.perf_counter() - started, d) async for d in stream]
+        return deltas, stream.chain
+
+
+async def test_chunks_arrive_as_generated_and_the_chain_verifies(
+    router: RunningRouter, spawn_node: SpawnNode, db_pool: asyncpg.Pool
+) -> None:
+    node = await spawn_node()
+    node.word_delay_s = 0.1
+    deltas, chain = await _collect(router)
+    text = "".join(d for _, d in deltas)
+    assert text == "alpha bravo charlie delta echo foxtrot" == chain.output  # type: ignore[attr-defined]
+    assert deltas[0][0] < deltas[-1][0] - 0.3  # the first chunk came long before the last (not one block)
+    row = await db_pool.fetchrow("SELECT node, attempt FROM metering_records")
+    assert (row["node"], row["attempt"]) == (node.keys.pubkey, 1)
+    metrics = (await httpx.AsyncClient().get(router.url + "/metrics")).text
+    assert 'fedai_router_streams_total{outcome="done"} 1.0' in metrics
+    assert "fedai_router_ttft_seconds_count 1.0" in metrics
+
+
+async def _drain(stream: object, into: list[str]) -> None:
+    async for delta in stream:  # type: ignore[attr-defined]
+        into.append(delta)
+
+
+@pytest.mark.parametrize("behaviour", ["error_500", "stream_error_first"])
+async def test_failover_before_the_first_chunk(router: RunningRouter, spawn_node: SpawnNode, behaviour: str) -> None:
+    bad = await spawn_node(behaviour=behaviour, input_msat=1, output_msat=1)
+    good = await spawn_node()
+    _, chain = await _collect(router)
+    assert chain.node == good.keys.pubkey  # type: ignore[attr-defined]
+    assert bad.calls == 1
+
+
+@pytest.mark.parametrize(("behaviour", "code"), [("stream_error_mid", "upstream_error"), ("bad_chunk", "upstream_error"),
+                                                  ("stream_die_mid", "upstream_error")])  # fmt: skip
+async def test_failure_after_the_first_chunk_is_a_typed_error_event(
+    router: RunningRouter, spawn_node: SpawnNode, db_pool: asyncpg.Pool, behaviour: str, code: str
+) -> None:
+    bad = await spawn_node(behaviour=behaviour)
+    other = await spawn_node(input_msat=5000, output_msat=5000)
+    received: list[str] = []
+    async with AsyncClient(router.url, router_pubkey=router.pubkey) as client:
+        stream = await client.stream("fake-model", "hello", max_tokens=16)
+        with pytest.raises(FedaiError) as err:
+            await _drain(stream, received)
+    assert err.value.code == code
+    assert received[:1] == ["alpha"]  # the client had the first chunk: no silent failover after it
+    assert other.calls == 0 and bad.calls == 1
+    assert await db_pool.fetchval("SELECT count(*) FROM metering_records") == 0
+    assert router.service.registry.nodes[bad.keys.pubkey].cooldown_until > time.time()
+
+
+async def test_client_disconnect_cancels_the_node_and_meters_what_it_produced(
+    router: RunningRouter, spawn_node: SpawnNode, db_pool: asyncpg.Pool
+) -> None:
+    node = await spawn_node()
+    node.word_delay_s = 0.3
+    keys = Keys.generate()
+    event = seal(keys, Kind.INFER_REQUEST, InferenceRequest(model="fake-model", prompt="hi", max_tokens=16, stream=True),
+                 to=router.pubkey, nonce=True)  # fmt: skip
+    async with (
+        httpx.AsyncClient(timeout=10) as http,
+        http.stream("POST", router.url + "/infer/stream", content=event.to_json()) as resp,
+    ):
+        decoder = SSEDecoder()
+        async for data in resp.aiter_bytes():
+            if any(e.event == "chunk" for e in decoder.feed(data)):
+                break  # leave after the first chunk
+    await eventually(lambda: node.cancelled != set(), within=5, what="router sends infer.cancel")
+    await eventually(lambda: node.streams_finished == 1, within=5, what="node ends the stream")
+    deadline = time.monotonic() + 5
+    while (row := await db_pool.fetchrow("SELECT origin_id, event FROM metering_records")) is None:
+        assert time.monotonic() < deadline, "cancelled stream was not metered"
+        await asyncio.sleep(0.05)
+    assert row["origin_id"] == event.id
+    state = router.service.registry.nodes[node.keys.pubkey]
+    await eventually(lambda: state.in_flight == 0, what="node leaves the in-flight count")
+    metrics = (await httpx.AsyncClient().get(router.url + "/metrics")).text
+    assert 'fedai_router_streams_total{outcome="cancelled"} 1.0' in metrics
+
+
+async def test_stream_bad_input_gets_normal_http_errors(router: RunningRouter, spawn_node: SpawnNode) -> None:
+    await spawn_node()
+    async with httpx.AsyncClient() as http:
+        malformed = await http.post(router.url + "/infer/stream", content=b"{nope")
+        unknown = await http.post(router.url + "/infer/stream", content=seal(
+            Keys.generate(), Kind.INFER_REQUEST, InferenceRequest(model="nope", prompt="x", max_tokens=4),
+            to=router.pubkey).to_json())  # fmt: skip
+    assert (malformed.status_code, malformed.json()["error"]["code"]) == (400, "invalid_json")
+    assert (unknown.status_code, unknown.json()["error"]["code"]) == (404, "unknown_model")
