@@ -79,15 +79,29 @@ def _link(step: str, event: Event, cls: type[Any], **rules: Any) -> Any:
         raise ChainError(step, f"{err.code.value}: {err.message}") from None
 
 
-def verify_chain(request: Event, answer: Event, router_pubkey: str) -> VerifiedChain:
-    """Check every signature and binding from the client's request to the node's metering record."""
-    original = decode_payload(request.content, InferenceRequest)
+def verify_chain(
+    request: Event,
+    answer: Event,
+    router_pubkey: str,
+    *,
+    client: str | None = None,
+    original: InferenceRequest | None = None,
+) -> VerifiedChain:
+    """Check every signature and binding from the client's request to the node's metering record.
+
+    `request` is the event that asked: the client's signed infer.request (then `client` and `original` come
+    from it), or, for the OpenAI-compatible API, the NIP-98 authorization or the router's record of an API-key
+    call, with `client` the caller's key and `original` the request the router derived from the HTTP body.
+    """
+    client = client or request.pubkey
+    if original is None:
+        original = decode_payload(request.content, InferenceRequest)
     chain: InferResult = _link(
         "router answer",
         answer,
         InferResult,
         kinds=(Kind.INFER_RESPONSE,),
-        recipient=request.pubkey,
+        recipient=client,
         signers=(router_pubkey,),
         reply_to=request.id,
     )
@@ -96,7 +110,7 @@ def verify_chain(request: Event, answer: Event, router_pubkey: str) -> VerifiedC
         "forwarded request", chain.forwarded, InferenceRequest, kinds=(Kind.INFER_REQUEST,), recipient=node,
         signers=(router_pubkey,),
     )  # fmt: skip
-    if forwarded.origin != request.id or forwarded.client != request.pubkey:
+    if forwarded.origin != request.id or forwarded.client != client:
         raise ChainError("forwarded request", "origin/client do not point at this request")
     if msgspec.structs.replace(forwarded, origin=None, client=None) != original:
         raise ChainError("forwarded request", "the router changed the request it forwarded")

@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import aiohttp
 import msgspec
@@ -33,6 +34,7 @@ from fedai.store.metering import MeteringEntry
 from fedai_router.dispatch import Origin, error_from_reply
 from fedai_router.infer import plan
 from fedai_router.node_state import NodeState
+from fedai_router.scheduler import Candidate
 from fedai_router.service import RouterService
 from fedai_router.verify import Binding, NodeFault, Verified, verify_chunk, verify_reply
 
@@ -134,6 +136,49 @@ def _error_event(event: SSEvent) -> FedaiError:
         return NodeFault("node sent a malformed error event")
 
 
+class Sink(Protocol):
+    """How a stream is written for the caller: fedai's own SSE events, or OpenAI's chunk format."""
+
+    def chunk(self, chunk: StreamChunk) -> bytes: ...
+
+    def done(self, answer: Event, verified: Verified) -> bytes: ...
+
+    def error(self, err: FedaiError) -> bytes: ...
+
+
+class NativeSink:
+    """fedai's stream: router-signed `chunk` events, the signed chain as `done`, typed `error`."""
+
+    def __init__(self, svc: RouterService, origin: Origin) -> None:
+        self.keys, self.origin = svc.keys, origin
+
+    def chunk(self, chunk: StreamChunk) -> bytes:
+        out = seal(self.keys, Kind.STREAM_CHUNK, chunk, to=self.origin.client, reply_to=self.origin.id)
+        return format_sse("chunk", out.to_json())
+
+    def done(self, answer: Event, verified: Verified) -> bytes:
+        return format_sse("done", answer.to_json())
+
+    def error(self, err: FedaiError) -> bytes:
+        return format_sse("error", msgspec.json.encode(err.to_dict()))
+
+
+async def open_stream(
+    svc: RouterService, origin: Origin, payload: InferenceRequest, candidates: list[Candidate]
+) -> NodeStream:
+    """Open a node stream through the failover loop; the node stays in flight until the relay ends."""
+
+    async def call(node: NodeState, binding: Binding) -> NodeStream:
+        return await open_node_stream(svc, node, binding)
+
+    attempted = await svc.dispatcher.failover(origin, payload, candidates, call, hold=True)
+    stream = attempted.result
+    stream.node, stream.binding, stream.started, stream.attempt = (
+        attempted.node, attempted.binding, attempted.started, attempted.attempt,
+    )  # fmt: skip
+    return stream
+
+
 async def handle_infer_stream(svc: RouterService, request: Request) -> Response:
     arrived = time.perf_counter()
     try:
@@ -144,27 +189,27 @@ async def handle_infer_stream(svc: RouterService, request: Request) -> Response:
         await svc.claim_locally(client_event)
         await svc.claim(client_event)
         origin = Origin(client_event.pubkey, client_event.id)
-
-        async def call(node: NodeState, binding: Binding) -> NodeStream:
-            return await open_node_stream(svc, node, binding)
-
-        attempted = await svc.dispatcher.failover(origin, payload, candidates, call, hold=True)
+        stream = await open_stream(svc, origin, payload, candidates)
     except FedaiError as err:
         svc.metrics.requests.labels("infer_stream", err.code.value).inc()
         svc.metrics.errors.labels(err.code.value).inc()
         return error_response(err)
-    stream = attempted.result
-    stream.node, stream.binding, stream.started, stream.attempt = (
-        attempted.node, attempted.binding, attempted.started, attempted.attempt,
-    )  # fmt: skip
     svc.metrics.ttft.observe(time.perf_counter() - arrived)
-    return StreamingResponse(_relay(svc, client_event, stream), media_type="text/event-stream", headers=SSE_HEADERS)
+    svc.metrics.requests.labels("infer_stream", "ok").inc()
+    return RelayResponse(relay(svc, origin, stream, NativeSink(svc, origin)), media_type="text/event-stream",
+                         headers=SSE_HEADERS)  # fmt: skip
 
 
-async def _relay(svc: RouterService, client_event: Event, stream: NodeStream) -> AsyncIterator[bytes]:
-    """Verify each node event, re-sign it for the client, and finish with the stored, verified chain."""
+async def relay(
+    svc: RouterService,
+    origin: Origin,
+    stream: NodeStream,
+    sink: Sink,
+    on_answer: Callable[[Event], Awaitable[None]] | None = None,
+) -> AsyncIterator[bytes]:
+    """Verify each node event, write it for the caller, and finish with the stored, verified chain."""
     assert stream.node is not None and stream.binding is not None
-    node, origin = stream.node, Origin(client_event.pubkey, client_event.id)
+    node = stream.node
     finished = False
     first_chunk_at: float | None = None
     try:
@@ -172,16 +217,17 @@ async def _relay(svc: RouterService, client_event: Event, stream: NodeStream) ->
             if event.event == "chunk":
                 chunk = stream.chunk(event)
                 first_chunk_at = first_chunk_at or time.perf_counter()
-                out = seal(svc.keys, Kind.STREAM_CHUNK, chunk, to=client_event.pubkey, reply_to=client_event.id)
-                yield format_sse("chunk", out.to_json())
+                yield sink.chunk(chunk)
             elif event.event == "done":
                 verified = stream.done(event)
-                answer = await _store_and_answer(svc, client_event, stream, verified)
+                answer = await store_and_answer(svc, origin, stream, verified)
+                if on_answer is not None:
+                    await on_answer(answer)
                 finished = True
                 ttft = (first_chunk_at or time.perf_counter()) - stream.started
                 await svc.dispatcher.finish(node, stream.started, latency_s=ttft)
                 svc.metrics.streams.labels("done").inc()
-                yield format_sse("done", answer.to_json())
+                yield sink.done(answer, verified)
                 return
             elif event.event == "error":
                 raise _error_event(event)
@@ -192,12 +238,12 @@ async def _relay(svc: RouterService, client_event: Event, stream: NodeStream) ->
         svc.registry.end(node)
         await svc.dispatcher.penalise(origin, node, stream.attempt, err, (time.perf_counter() - stream.started) * 1000)
         svc.metrics.streams.labels("error").inc()
-        yield format_sse("error", _json(err.to_dict()))
+        yield sink.error(err)
     finally:
         if finished:
             stream.close()
-        else:  # the client went away mid-stream: stop the node, meter what it produced
-            svc.spawn(_cancel_and_meter(svc, client_event, stream), "stream cancel")
+        else:  # the caller went away mid-stream: stop the node, meter what it produced
+            svc.spawn(_cancel_and_meter(svc, origin, stream), "stream cancel")
 
 
 def _transport_error(exc: BaseException) -> FedaiError:
@@ -206,14 +252,11 @@ def _transport_error(exc: BaseException) -> FedaiError:
     return FedaiError(ErrorCode.UPSTREAM_ERROR, f"node stream broke ({type(exc).__name__})")
 
 
-def _json(document: object) -> bytes:
-    return msgspec.json.encode(document)
-
-
-async def _store_and_answer(svc: RouterService, client_event: Event, stream: NodeStream, v: Verified) -> Event:
+async def store_and_answer(svc: RouterService, origin: Origin, stream: NodeStream, v: Verified) -> Event:
+    """Store the verified metering, then sign the answer that carries the whole chain."""
     assert stream.node is not None and stream.binding is not None
     await svc.metering.record(
-        MeteringEntry(record=v.record, event=v.metering, origin_id=client_event.id, client=client_event.pubkey,
+        MeteringEntry(record=v.record, event=v.metering, origin_id=origin.id, client=origin.client,
                       node=stream.node.pubkey, attempt=stream.attempt)
     )  # fmt: skip
     svc.metrics.metering_msat.inc(v.record.price_msat)
@@ -221,10 +264,10 @@ async def _store_and_answer(svc: RouterService, client_event: Event, stream: Nod
     svc.metrics.tokens.labels("out").inc(v.record.output_tokens)
     result = InferResult(forwarded=stream.binding.forwarded, response=v.response, metering=v.metering,
                          node=stream.node.pubkey)  # fmt: skip
-    return seal(svc.keys, Kind.INFER_RESPONSE, result, to=client_event.pubkey, reply_to=client_event.id)
+    return seal(svc.keys, Kind.INFER_RESPONSE, result, to=origin.client, reply_to=origin.id)
 
 
-async def _cancel_and_meter(svc: RouterService, client_event: Event, stream: NodeStream) -> None:
+async def _cancel_and_meter(svc: RouterService, origin: Origin, stream: NodeStream) -> None:
     """After a client disconnect: signed infer.cancel to the node, then drain its stream to the `done` with the
     metering of what it produced, and store that. The node leaves our in-flight count when this ends."""
     assert stream.node is not None and stream.binding is not None
@@ -241,7 +284,7 @@ async def _cancel_and_meter(svc: RouterService, client_event: Event, stream: Nod
                 if event.event == "chunk":
                     stream.chunk(event)
                 elif event.event == "done":
-                    await _store_and_answer(svc, client_event, stream, stream.done(event))
+                    await store_and_answer(svc, origin, stream, stream.done(event))
                     svc.metrics.streams.labels("cancelled").inc()
                     return
                 elif event.event == "error":
