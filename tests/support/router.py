@@ -17,6 +17,7 @@ from fedai_router.service import RouterService
 from tests.support.servers import serve_app
 
 TABLES = (
+    "chains",
     "nodes",
     "nonces",
     "metering_records",

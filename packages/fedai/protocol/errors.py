@@ -12,12 +12,14 @@ class ErrorCode(StrEnum):
     INVALID_REQUEST = "invalid_request"
     TOO_LARGE = "too_large"
     INVALID_SIGNATURE = "invalid_signature"
+    UNAUTHORIZED = "unauthorized"
     STALE = "stale"
     EXPIRED = "expired"
     REPLAY = "replay"
     WRONG_RECIPIENT = "wrong_recipient"
     FORBIDDEN = "forbidden"
     UNKNOWN_MODEL = "unknown_model"
+    NOT_FOUND = "not_found"
     QUOTE_INVALID = "quote_invalid"
     RATE_LIMITED = "rate_limited"
     CAPACITY_EXCEEDED = "capacity_exceeded"
@@ -34,12 +36,14 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.INVALID_REQUEST: 400,
     ErrorCode.TOO_LARGE: 413,
     ErrorCode.INVALID_SIGNATURE: 401,
+    ErrorCode.UNAUTHORIZED: 401,
     ErrorCode.STALE: 401,
     ErrorCode.EXPIRED: 401,
     ErrorCode.REPLAY: 409,
     ErrorCode.WRONG_RECIPIENT: 403,
     ErrorCode.FORBIDDEN: 403,
     ErrorCode.UNKNOWN_MODEL: 404,
+    ErrorCode.NOT_FOUND: 404,
     ErrorCode.QUOTE_INVALID: 409,
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.CAPACITY_EXCEEDED: 429,

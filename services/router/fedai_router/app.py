@@ -20,6 +20,7 @@ from fedai_router import ops
 from fedai_router.config import RouterSettings
 from fedai_router.infer import handle_infer
 from fedai_router.manifests import handle_manifest
+from fedai_router.openai_api import routes as openai_routes
 from fedai_router.quotes import handle_quote
 from fedai_router.registration import handle_register
 from fedai_router.service import RouterService
@@ -80,6 +81,10 @@ def create_app(settings: RouterSettings) -> Starlette:
         Route("/status", partial(ops.status, svc), methods=["GET"]),
         Route("/metrics", partial(ops.metrics, svc), methods=["GET"]),
         Route("/route/explain", partial(ops.route_explain, svc), methods=["GET"]),
+        Route("/v1/models", partial(openai_routes.models, svc), methods=["GET"]),
+        Route("/v1/chat/completions", partial(openai_routes.complete, svc, kind="chat"), methods=["POST"]),
+        Route("/v1/completions", partial(openai_routes.complete, svc, kind="text"), methods=["POST"]),
+        Route("/v1/chains/{chain_id}", partial(openai_routes.chain, svc), methods=["GET"]),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.service = svc

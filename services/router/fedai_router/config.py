@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fedai.protocol.keys import Keys
+from fedai.protocol.errors import KeyFormatError
+from fedai.protocol.keys import Keys, parse_pubkey
 from fedai.service.config import ConfigError, Env
 from fedai_router.scheduler.types import Policy, Weights
 
@@ -40,6 +41,9 @@ class RouterSettings:
     sched_top_n: int = 1
     retry_budget_ratio: float = 0.2
     retry_budget_min_per_s: float = 5.0
+    public_url: str | None = None  # the base URL clients use (NIP-98 `u` tags are checked against it)
+    api_keys: dict[str, str] = field(default_factory=dict)  # sha256(key) hex -> client pubkey
+    nip98_window_s: int = 60
 
     @property
     def policy(self) -> Policy:
@@ -89,7 +93,26 @@ class RouterSettings:
             sched_top_n=env.integer("ROUTER_SCHED_TOP_N", 1, minimum=1, maximum=100),
             retry_budget_ratio=env.number("ROUTER_RETRY_BUDGET_RATIO", 0.2, minimum=0, maximum=10),
             retry_budget_min_per_s=env.number("ROUTER_RETRY_BUDGET_MIN_PER_S", 5.0, minimum=0, maximum=1e6),
+            public_url=env.url("ROUTER_PUBLIC_URL") if env.optional("ROUTER_PUBLIC_URL") else None,
+            api_keys=parse_api_keys(env.optional("ROUTER_API_KEYS") or ""),
+            nip98_window_s=env.integer("FEDAI_NIP98_WINDOW_S", 60, minimum=1, maximum=600),
         )
         if settings.client_allowlist & settings.client_blocklist:
             raise ConfigError("ROUTER_CLIENT_ALLOWLIST and ROUTER_CLIENT_BLOCKLIST share keys")
         return settings
+
+
+def parse_api_keys(value: str) -> dict[str, str]:
+    """`ROUTER_API_KEYS`: comma list of `<client npub or hex>:<sha256 hex of the key>` (keys are never stored)."""
+    mapping: dict[str, str] = {}
+    for entry in (part.strip() for part in value.split(",")):
+        if not entry:
+            continue
+        client, sep, digest = entry.rpartition(":")
+        if not sep or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise ConfigError("ROUTER_API_KEYS: each entry is <npub or hex pubkey>:<64 hex sha256 of the key>")
+        try:
+            mapping[digest] = parse_pubkey(client)
+        except KeyFormatError as exc:
+            raise ConfigError(f"ROUTER_API_KEYS: {exc}") from None
+    return mapping

@@ -81,11 +81,11 @@ async def _dispatch_while_claiming(
     return served
 
 
-async def plan(svc: RouterService, client_event: Event, request: InferenceRequest) -> list[Candidate]:
+async def plan(svc: RouterService, client: str, request: InferenceRequest) -> list[Candidate]:
     """The ranked nodes for a client's request, after its pins, price cap and quote are checked."""
     demand = demand_for(request, request.max_price_msat)  # refuses bad pins before a quote is spent
     if request.quote_id is not None:
-        demand = replace(demand, max_price_msat=await _price_cap(svc, client_event.pubkey, request))
+        demand = replace(demand, max_price_msat=await _price_cap(svc, client, request))
     return rank(
         svc.registry.tables.get(demand.model),
         demand,
@@ -101,11 +101,16 @@ async def handle_infer(svc: RouterService, body: bytes) -> Event:
     client_event, request = opened.event, opened.payload
     if request.stream:
         raise FedaiError(ErrorCode.INVALID_REQUEST, "stream=true is served on /infer/stream")
-    candidates = await plan(svc, client_event, request)
+    candidates = await plan(svc, client_event.pubkey, request)
     served = await _dispatch_while_claiming(svc, client_event, request, candidates)
+    return await answer_served(svc, Origin(client_event.pubkey, client_event.id), served)
+
+
+async def answer_served(svc: RouterService, origin: Origin, served: Served) -> Event:
+    """Store the verified metering, then sign the answer carrying the whole chain."""
     record = served.record
     await svc.metering.record(
-        MeteringEntry(record=record, event=served.metering, origin_id=client_event.id, client=client_event.pubkey,
+        MeteringEntry(record=record, event=served.metering, origin_id=origin.id, client=origin.client,
                       node=served.node.pubkey, attempt=served.attempts)
     )  # fmt: skip
     svc.metrics.metering_msat.inc(record.price_msat)
@@ -114,4 +119,4 @@ async def handle_infer(svc: RouterService, body: bytes) -> Event:
     result = InferResult(
         forwarded=served.forwarded, response=served.response, metering=served.metering, node=served.node.pubkey
     )
-    return seal(svc.keys, Kind.INFER_RESPONSE, result, to=client_event.pubkey, reply_to=client_event.id)
+    return seal(svc.keys, Kind.INFER_RESPONSE, result, to=origin.client, reply_to=origin.id)

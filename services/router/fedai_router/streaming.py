@@ -185,7 +185,7 @@ async def handle_infer_stream(svc: RouterService, request: Request) -> Response:
         body = await read_body(request, svc.settings.max_request_bytes)
         opened = svc.open_client(body, InferenceRequest, Kind.INFER_REQUEST)
         client_event, payload = opened.event, opened.payload
-        candidates = await plan(svc, client_event, payload)
+        candidates = await plan(svc, client_event.pubkey, payload)
         await svc.claim_locally(client_event)
         await svc.claim(client_event)
         origin = Origin(client_event.pubkey, client_event.id)
