@@ -141,3 +141,19 @@ def test_hex_pubkey_flag_refuses_an_invalid_point() -> None:
     code, _, err = run("keys", "show", "--public", "f" * 64)
     assert code == 2
     assert "is not a key" in err
+
+
+def test_apikey_new_maps_a_key_to_a_client() -> None:
+    import hashlib
+
+    from fedai_router.config import parse_api_keys
+
+    client = Keys.generate()
+    result = CliRunner().invoke(cli, ["apikey", "new", "--client", client.npub, "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    assert doc["api_key"].startswith("fk-") and doc["client"] == client.pubkey
+    mapping = parse_api_keys(doc["router_api_keys_entry"])
+    assert mapping == {hashlib.sha256(doc["api_key"].encode()).hexdigest(): client.pubkey}
+    bad = CliRunner().invoke(cli, ["apikey", "new", "--client", "npub1nope"])
+    assert bad.exit_code == 2 and "--client" in bad.output

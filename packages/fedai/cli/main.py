@@ -6,9 +6,11 @@ from importlib.metadata import PackageNotFoundError, version
 
 import click
 
+from fedai.cli.apikey import apikey_group
 from fedai.cli.client import infer_cmd, quote_cmd, status_cmd
 from fedai.cli.devnet import devnet_cmd
 from fedai.cli.keys import keys_group
+from fedai.cli.llama import llama_group
 from fedai.cli.manifest import bench_cmd, manifest_cmd, profile_cmd, recommend_cmd
 from fedai.cli.route import route_group
 from fedai.cli.services import migrate_cmd, node_cmd, relay_cmd, router_cmd
@@ -41,7 +43,9 @@ for command in (
     infer_cmd,
     status_cmd,
     devnet_cmd,
+    llama_group,
     route_group,
+    apikey_group,
     *(profile_cmd, bench_cmd, recommend_cmd, manifest_cmd),
     simulate_cmd,
 ):
