@@ -21,6 +21,7 @@ bench: $(STAMP)  ## each benchmark prints one JSON document
 	$(BIN)/python bench/envelope.py
 	$(BIN)/python bench/router_overhead.py
 	$(BIN)/python bench/scheduler.py
+	$(BIN)/python bench/ttft.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,0 +1,133 @@
+"""Time to first token and tokens/s: directly against llama-server, and through a router and a node.
+
+Starts llama.cpp's `llama-server` (built and cached by fedai.llamacpp) on the tiny test model by default
+(`--model smollm2` for the real one), a node in front of it (`NODE_RUNNER=llama_cpp`) and a router, each a
+separate process, PostgreSQL as in router_overhead.py. Each round streams the same request both ways.
+Prints one JSON document; the target (DESIGN/issue 4) is that the router adds ≤ 2 ms to time to first token.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from fedai.cli.processes import Supervisor
+from fedai.llamacpp.models import ensure_model
+from fedai.llamacpp.server import LlamaServer
+from fedai.protocol.keys import Keys
+from fedai.sdk import AsyncClient
+from fedai.service.sse import SSEDecoder
+from support import prepare_database, start_network
+
+PROMPT = "What is 2+2?"
+
+
+async def direct(url: str, max_tokens: int) -> tuple[float, float, int]:
+    """Stream from llama-server's native /completion: (ttft s, total s, tokens)."""
+    body = {"prompt": PROMPT, "n_predict": max_tokens, "stream": True, "temperature": 0, "cache_prompt": False}
+    started = time.perf_counter()
+    first: float | None = None
+    tokens = 0
+    async with httpx.AsyncClient(timeout=120) as http, http.stream("POST", url + "/completion", json=body) as resp:
+        decoder = SSEDecoder()
+        async for data in resp.aiter_bytes():
+            for event in decoder.feed(data):
+                doc = json.loads(event.data)
+                if doc.get("content"):
+                    first = first or time.perf_counter()
+                if doc.get("stop"):
+                    tokens = int(doc.get("tokens_predicted", 0))
+    total = time.perf_counter() - started
+    return (first or time.perf_counter()) - started, total, tokens
+
+
+async def via_router(router_url: str, router_pubkey: str, model: str, max_tokens: int) -> tuple[float, float, int]:
+    async with AsyncClient(router_url, router_pubkey=router_pubkey) as client:
+        started = time.perf_counter()
+        first: float | None = None
+        stream = await client.stream(model, PROMPT, max_tokens=max_tokens, temperature=0)
+        async for _ in stream:
+            first = first or time.perf_counter()
+        total = time.perf_counter() - started
+        return (first or time.perf_counter()) - started, total, stream.chain.record.output_tokens
+
+
+def summarise(samples: list[tuple[float, float, int]]) -> dict[str, Any]:
+    ttft = [s[0] * 1000 for s in samples]
+    rates = [s[2] / (s[1] - s[0]) for s in samples if s[2] > 1 and s[1] > s[0]]
+    return {
+        "ttft_ms": {
+            "median": round(statistics.median(ttft), 3),
+            "p95": round(sorted(ttft)[int(0.95 * (len(ttft) - 1))], 3),
+        },
+        "tokens_per_s_median": round(statistics.median(rates), 1) if rates else None,
+        "tokens_median": statistics.median(s[2] for s in samples),
+    }
+
+
+async def measure(llama_url: str, router_url: str, router_pubkey: str, model: str, rounds: int,
+                  max_tokens: int) -> dict[str, Any]:  # fmt: skip
+    for _ in range(3):  # warm both paths
+        await direct(llama_url, max_tokens)
+        await via_router(router_url, router_pubkey, model, max_tokens)
+    d, r = [], []
+    for _ in range(rounds):  # interleaved so drift affects both alike
+        d.append(await direct(llama_url, max_tokens))
+        r.append(await via_router(router_url, router_pubkey, model, max_tokens))
+    direct_s, router_s = summarise(d), summarise(r)
+    return {
+        "direct_to_llama_server": direct_s,
+        "via_router_and_node": router_s,
+        "added_ttft_ms_median": round(router_s["ttft_ms"]["median"] - direct_s["ttft_ms"]["median"], 3),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", default="tiny", choices=["tiny", "smollm2"])
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
+    args = parser.parse_args()
+    model_id = f"fedai-{args.model}"
+    with tempfile.TemporaryDirectory(prefix="fedai-bench-") as tmp:
+        dsn = args.database_url
+        if not dsn:
+            from fedai.store.embedded import start_embedded
+
+            dsn = start_embedded(Path(tmp) / "pg")
+        asyncio.run(prepare_database(dsn))
+        keys = {name: Keys.generate() for name in ("router", "node")}
+        with LlamaServer(model=ensure_model(args.model), model_id=model_id, parallel=2,
+                         log_path=Path(tmp) / "llama.log") as llama:  # fmt: skip
+            sup = Supervisor()
+            try:
+                router_url, _, _, _ = start_network(sup, dsn, Path(tmp) / "logs", keys, {
+                    "NODE_RUNNER": "llama_cpp", "NODE_RUNNER_URL": llama.url, "NODE_MODEL_ID": model_id,
+                    "NODE_CAPACITY_MAX": "2",
+                })  # fmt: skip
+                results = asyncio.run(measure(llama.url, router_url, keys["router"].pubkey, model_id, args.rounds,
+                                              args.max_tokens))  # fmt: skip
+            finally:
+                sup.stop()
+    print(json.dumps({
+        "benchmark": "ttft",
+        "machine": {"python": platform.python_version(), "arch": platform.machine(), "cpus": os.cpu_count()},
+        "model": args.model, "rounds": args.rounds, "max_tokens": args.max_tokens, "llama_threads": 1,
+        "results": results,
+        "target": {"added_ttft_ms_median_max": 2.0},
+    }, indent=2))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
