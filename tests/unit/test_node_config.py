@@ -7,6 +7,11 @@ import pytest
 from fedai.protocol.keys import Keys
 from fedai.service.config import ConfigError, Env
 from fedai_node.config import MOCK_MODEL_ID, from_env
+from fedai_node.runners import make_runner
+from fedai_node.runners.http import HttpRunner
+from fedai_node.runners.llama_cpp import LlamaCppRunner
+from fedai_node.runners.mock import MockRunner
+from fedai_node.runners.openai import OpenAIRunner
 from fedai_node.sandbox import url_has_prefix
 
 NODE = Keys.generate()
@@ -132,3 +137,47 @@ def test_url_prefix_matching() -> None:
     assert url_has_prefix("http://a:1/v1/chat", "http://a:1/v1/")
     assert not url_has_prefix("http://a:12", "http://a:1")
     assert not url_has_prefix("http://a:1/v10", "http://a:1/v1")
+
+
+def test_real_runners_need_a_url_and_discover_their_model() -> None:
+    for runner in ("llama_cpp", "openai", "http"):
+        message = refusal(NODE_RUNNER=runner)
+        assert "NODE_RUNNER_URL" in message and runner in message
+    s = from_env(Env(base(NODE_RUNNER="llama_cpp", NODE_RUNNER_URL="http://127.0.0.1:8080/")))
+    assert (s.runner, s.runner_url, s.model_id) == ("llama_cpp", "http://127.0.0.1:8080", None)
+    pinned = from_env(Env(base(NODE_RUNNER="openai", NODE_RUNNER_URL="http://vllm:8000", NODE_MODEL_ID="qwen")))
+    assert pinned.model_id == "qwen"
+
+
+def test_runner_api_key_and_mock_pacing() -> None:
+    s = from_env(
+        Env(base(NODE_RUNNER="openai", NODE_RUNNER_URL="http://vllm:8000", NODE_RUNNER_API_KEY="sk-very-secret"))
+    )
+    assert s.runner_api_key == "sk-very-secret"
+    assert "sk-very-secret" not in repr(s)
+    assert from_env(Env(base(NODE_MOCK_TOKEN_MS="25"))).mock_token_ms == 25
+    assert "NODE_MOCK_TOKEN_MS" in refusal(NODE_MOCK_TOKEN_MS="-1")
+
+
+def test_sandbox_applies_to_real_runners() -> None:
+    allowed = {"NODE_SANDBOX_ALLOWED_RUNNERS": "llama_cpp", "NODE_SANDBOX_ALLOWED_ENDPOINTS": "http://127.0.0.1:8080"}
+    message = refusal(NODE_RUNNER="llama_cpp", NODE_RUNNER_URL="http://10.0.0.5:8080", **allowed)
+    assert "NODE_SANDBOX_ALLOWED_ENDPOINTS" in message
+    assert "NODE_SANDBOX_ALLOWED_RUNNERS" in refusal(
+        NODE_RUNNER="openai", NODE_RUNNER_URL="http://127.0.0.1:8080", **allowed
+    )
+    ok = from_env(Env(base(NODE_RUNNER="llama_cpp", NODE_RUNNER_URL="http://127.0.0.1:8080", **allowed)))
+    assert ok.runner == "llama_cpp"
+
+
+def test_make_runner_builds_the_named_runner() -> None:
+    def built(**env: str) -> object:
+        return make_runner(from_env(Env(base(**env))))
+
+    assert isinstance(built(), MockRunner)
+    llama = built(NODE_RUNNER="llama_cpp", NODE_RUNNER_URL="http://127.0.0.1:8080")
+    assert isinstance(llama, LlamaCppRunner) and llama.http.base_url == "http://127.0.0.1:8080"
+    openai = built(NODE_RUNNER="openai", NODE_RUNNER_URL="http://127.0.0.1:8000", NODE_RUNNER_TIMEOUT_MS="1500")
+    assert isinstance(openai, OpenAIRunner) and openai.http.base_url == "http://127.0.0.1:8000/v1"
+    assert openai.http.timeout_s == 1.5
+    assert isinstance(built(NODE_RUNNER="http", NODE_RUNNER_URL="http://127.0.0.1:9000"), HttpRunner)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import time
 
 from fedai.protocol.messages import ChatMessage, InferenceRequest, estimate_tokens
-from fedai_node.runners.mock import MIN_WORDS, VOCABULARY, WORD_SPREAD, MockRunner
+from fedai_node.runners import RunnerResult
+from fedai_node.runners.mock import MIN_WORDS, VOCABULARY, WORD_SPREAD, MockRunner, pieces
 
 PROMPT = "Quixotic zephyrs vex the jabberwock; repeat me if you dare"
 
@@ -80,3 +82,28 @@ async def test_models_estimate_health() -> None:
     assert estimate.max_output_tokens == 5
     assert estimate.latency_ms == 25
     assert await runner.health() is True
+
+
+async def test_stream_yields_words_then_the_infer_result() -> None:
+    runner = MockRunner("fedai-mock-1", 4096)
+    items = [item async for item in runner.stream(request(stop=["zzz"]))]
+    *deltas, result = items
+    assert isinstance(result, RunnerResult)
+    assert result == await runner.infer(request(stop=["zzz"]))
+    assert all(isinstance(d, str) and len(d.split()) == 1 for d in deltas)
+    assert "".join(str(d) for d in deltas) == result.output
+    assert len(deltas) == result.output_tokens
+
+
+def test_pieces_join_back_including_trailing_space() -> None:
+    assert pieces("alpha bravo ") == ["alpha", " bravo "]
+    assert pieces("alpha") == ["alpha"]
+    assert pieces(" ") == [" "]
+    assert pieces("") == []
+
+
+async def test_token_ms_paces_the_words() -> None:
+    runner = MockRunner("fedai-mock-1", 4096, token_ms=30)
+    stamps = [time.perf_counter() async for item in runner.stream(request(max_tokens=5)) if isinstance(item, str)]
+    assert len(stamps) == 5
+    assert stamps[-1] - stamps[0] >= 4 * 0.03 * 0.9

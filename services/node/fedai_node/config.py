@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 
 from fedai.protocol.keys import Keys
 from fedai.service.config import ConfigError, Env
-from fedai_node.runners import RUNNER_NAMES
+from fedai_node.runners import RUNNER_NAMES, URL_RUNNERS
+from fedai_node.runners.mock import MOCK_MODEL_ID
 from fedai_node.sandbox import check_sandbox, parse_mode
 
-MOCK_MODEL_ID = "fedai-mock-1"
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -27,9 +27,10 @@ class NodeSettings:
     endpoint: str = "http://127.0.0.1:8090"
     router_endpoints: tuple[str, ...] = ()
     runner_url: str | None = None
-    model_id: str = MOCK_MODEL_ID
-    model_aliases: tuple[str, ...] = ()  # other names routers may use for NODE_MODEL_ID
-    context_window: int = 4096
+    runner_api_key: str | None = field(default=None, repr=False)  # sent to the runner as a Bearer token
+    model_id: str | None = MOCK_MODEL_ID  # None: advertise the models the runner lists
+    model_aliases: tuple[str, ...] = ()  # other names routers may use for the node's (first) model
+    context_window: int = 4096  # the mock's window; real runners' fallback when the server reports none
     price_input_msat: int = 1000  # msat per 1k input tokens
     price_output_msat: int = 2000  # msat per 1k output tokens
     job_types: tuple[str, ...] = ("text-generation",)
@@ -49,6 +50,7 @@ class NodeSettings:
     db_url: str | None = None
     clock_skew_s: int = 60
     mock_delay_ms: int = 0
+    mock_token_ms: int = 0
     log_level: str = "INFO"
 
 
@@ -75,6 +77,8 @@ def from_env(env: Env | None = None) -> NodeSettings:
     host = env.text("NODE_HOST", "127.0.0.1")
     port = env.integer("NODE_PORT", 8090, minimum=1, maximum=65535)
     runner_url = env.url("NODE_RUNNER_URL") if env.optional("NODE_RUNNER_URL") else None
+    if runner in URL_RUNNERS and runner_url is None:
+        raise ConfigError(f"NODE_RUNNER_URL is required for NODE_RUNNER={runner}")
     sandbox_mode = parse_mode(env.text("NODE_SANDBOX_MODE", "off"))
     allowed_runners = tuple(name.lower() for name in env.items("NODE_SANDBOX_ALLOWED_RUNNERS"))
     allowed_endpoints = tuple(env.urls("NODE_SANDBOX_ALLOWED_ENDPOINTS"))
@@ -93,7 +97,8 @@ def from_env(env: Env | None = None) -> NodeSettings:
         endpoint=env.url("NODE_ENDPOINT", f"http://{host}:{port}"),
         router_endpoints=tuple(url.rstrip("/") for url in env.urls("ROUTER_ENDPOINT")),
         runner_url=runner_url,
-        model_id=env.text("NODE_MODEL_ID", MOCK_MODEL_ID if runner == "mock" else None),
+        runner_api_key=env.optional("NODE_RUNNER_API_KEY"),
+        model_id=env.optional("NODE_MODEL_ID") or (MOCK_MODEL_ID if runner == "mock" else None),
         model_aliases=tuple(env.items("NODE_MODEL_ALIASES")),
         context_window=env.integer("NODE_CONTEXT_WINDOW", 4096, minimum=1),
         price_input_msat=env.integer("NODE_PRICE_INPUT_MSAT", 1000, minimum=0),
@@ -115,6 +120,7 @@ def from_env(env: Env | None = None) -> NodeSettings:
         db_url=env.optional("NODE_DB_URL"),
         clock_skew_s=env.integer("FEDAI_CLOCK_SKEW_S", 60, minimum=1),
         mock_delay_ms=env.integer("NODE_MOCK_DELAY_MS", 0, minimum=0),
+        mock_token_ms=env.integer("NODE_MOCK_TOKEN_MS", 0, minimum=0),
         log_level=_log_level(env),
     )
 
@@ -127,7 +133,7 @@ def log_summary(settings: NodeSettings, log: logging.Logger) -> None:
             "pubkey": settings.keys.pubkey,
             "endpoint": settings.endpoint,
             "runner": settings.runner,
-            "model": settings.model_id,
+            "model": settings.model_id or "(discovered)",
             "routers": len(settings.router_pubkeys),
             "router_endpoints": len(settings.router_endpoints),
             "relays": len(settings.relays),

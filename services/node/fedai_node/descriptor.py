@@ -26,9 +26,12 @@ def build_descriptor(
     models: Sequence[RunnerModel],
     in_flight: int,
     latency_ms: Mapping[str, float] | None = None,
+    primary: str | None = None,
 ) -> NodeDescriptor:
-    """What routers schedule on: `max_tokens` is the node's effective cap, not only the model's."""
+    """What routers schedule on: `max_tokens` is the node's effective cap, not only the model's. `primary` is
+    the model `NODE_MODEL_ALIASES` name (default `NODE_MODEL_ID`)."""
     price = pricing(settings)
+    primary = primary or settings.model_id
     latency_ms = latency_ms or {}
     return NodeDescriptor(
         endpoint=settings.endpoint,
@@ -40,7 +43,7 @@ def build_descriptor(
                 pricing=price,
                 job_types=list(settings.job_types),
                 latency_estimate_ms=round(latency_ms.get(m.id, 0.0), 3),
-                aliases=list(settings.model_aliases) if m.id == settings.model_id else [],
+                aliases=list(settings.model_aliases) if m.id == primary else [],
             )
             for m in models
         ],

@@ -25,8 +25,12 @@ def effective_max_tokens(model: RunnerModel, limits: Limits) -> int:
     return min(limits.max_tokens, model.max_tokens)
 
 
-def check_request(req: InferenceRequest, models: Mapping[str, RunnerModel], limits: Limits) -> RunnerModel:
-    """Validate `req` against the node's limits; return the model it names. Raises `FedaiError`."""
+def check_request(
+    req: InferenceRequest, models: Mapping[str, RunnerModel], limits: Limits, *, streaming: bool = False
+) -> RunnerModel:
+    """Validate `req` against the node's limits; return the model it names. Raises `FedaiError`.
+
+    `stream=true` belongs on `/infer/stream` (`streaming`); `/infer/stream` serves either value."""
     prompt_bytes = len(prompt_material(req))
     if prompt_bytes > limits.max_prompt_bytes:
         raise FedaiError(ErrorCode.TOO_LARGE, f"prompt is {prompt_bytes} bytes, limit is {limits.max_prompt_bytes}")
@@ -44,8 +48,8 @@ def check_request(req: InferenceRequest, models: Mapping[str, RunnerModel], limi
         )
     if req.job_type is not None and req.job_type not in limits.job_types:
         raise FedaiError(ErrorCode.INVALID_REQUEST, f"job_type {req.job_type!r} is not served by this node")
-    if req.stream:
-        raise FedaiError(ErrorCode.INVALID_REQUEST, "this node does not stream; send stream=false")
+    if req.stream and not streaming:
+        raise FedaiError(ErrorCode.INVALID_REQUEST, "stream=true requests go to /infer/stream")
     return model
 
 

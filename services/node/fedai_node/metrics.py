@@ -6,6 +6,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from fedai.observability.metrics import LATENCY_BUCKETS
 
+STREAM_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+
 
 class NodeMetrics:
     def __init__(self) -> None:
@@ -22,6 +24,30 @@ class NodeMetrics:
         )
         self.heartbeats = Counter(
             "fedai_node_heartbeats_total", "Heartbeats sent to routers, by result", ["result"], registry=self.registry
+        )
+        self.streams = Counter(
+            "fedai_node_streams_total",
+            "Streams on /infer/stream by outcome (ok, cancelled, disconnected, or the error code)",
+            ["code"],
+            registry=self.registry,
+        )
+        self.stream_seconds = Histogram(
+            "fedai_node_stream_seconds", "Wall time of /infer/stream", buckets=STREAM_BUCKETS, registry=self.registry
+        )
+        self.ttft_seconds = Histogram(
+            "fedai_node_ttft_seconds",
+            "Time from a stream's request to its first chunk written",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.stream_chunks = Counter(
+            "fedai_node_stream_chunks_total", "Signed chunks written on streams", registry=self.registry
+        )
+        self.cancelled = Counter(
+            "fedai_node_cancelled_total",
+            "Generations stopped early: by the router (cancelled) or because its connection dropped (disconnected)",
+            ["reason"],
+            registry=self.registry,
         )
         self.announces = Counter(
             "fedai_node_announces_total", "node.announce publications, by result", ["result"], registry=self.registry

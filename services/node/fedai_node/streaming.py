@@ -1,0 +1,278 @@
+"""`POST /infer/stream` and `POST /infer/cancel` (contract: docs/runners.md, "Streaming and cancel").
+
+A stream runs the same checks as `/infer` first; a refusal is an ordinary HTTP error. Then each delta the
+runner yields is written at once as `event: chunk` whose data is a node-signed stream.chunk (kind 21040,
+`p` = the router, `e` = the request, content `StreamChunk{seq, delta}`, seq 0, 1, 2, ...). The status line
+goes out with the first chunk, so a runner failure before any output is still an ordinary HTTP error. The
+stream ends with exactly one of:
+
+- `event: done`, data = `NodeReply{response, metering}` as `/infer` answers, output = the concatenated deltas;
+  finish_reason `cancelled` (and usage counting only what was produced) after `/infer/cancel`;
+- `event: error`, data = `{"error": {"code", "message"}}`, when the runner fails or times out mid-stream.
+
+If the router's connection drops, generation stops (the runner's HTTP response is closed), the partial usage
+is counted in the metrics and logs, and the capacity slot is freed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from fedai.protocol.envelope import open_envelope, seal
+from fedai.protocol.errors import ErrorCode, FedaiError
+from fedai.protocol.kinds import Kind
+from fedai.protocol.messages import Ack, InferCancel, StreamChunk
+from fedai.protocol.replay import claim_or_raise
+from fedai.service.http import error_response, event_response, read_body
+from fedai.service.sse import format_sse
+from fedai.service.tasks import cancel_and_wait
+from fedai_node.runners.base import RunnerError, RunnerResult
+from fedai_node.serving import Admitted, as_protocol_error
+
+if TYPE_CHECKING:
+    from fedai_node.app import NodeService
+
+log = logging.getLogger("fedai_node")
+_encode = msgspec.json.Encoder().encode
+
+CANCELLED = "cancelled"  # the router sent /infer/cancel
+DISCONNECTED = "disconnected"  # the router's connection dropped
+END_WRITE_TIMEOUT_S = 10.0
+_HEADERS = [
+    (b"content-type", b"text/event-stream"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),  # nginx and friends: do not buffer
+]
+
+
+class LiveStream(Response):
+    """One `/infer/stream` in progress: the ASGI response that runs the generation and writes its events."""
+
+    def __init__(self, service: NodeService, admitted: Admitted) -> None:
+        super().__init__(media_type="text/event-stream")
+        self.service = service
+        self.admitted = admitted
+        self.request_id = admitted.event.id
+        self.router = admitted.event.pubkey
+        self.parts: list[str] = []  # deltas written, in order: parts[seq]
+        self.stop_reason: str | None = None
+        self.ttft_ms: float | None = None
+        self._task: asyncio.Task[RunnerResult | None] | None = None
+        self._sending = False
+        self._started = False
+
+    def stop(self, reason: str) -> None:
+        """Stop generating (first reason wins). A chunk being written is finished first, so every chunk the
+        router received is part of the final output."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        if self._task is not None and not self._task.done() and not self._sending:
+            self._task.cancel()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        outcome, result = "aborted", None
+        try:
+            outcome, result = await self._serve(scope, receive, send)
+        finally:
+            self.service.streams.remove(self)
+            self.service.release()
+            self._account(outcome, result)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> tuple[str, RunnerResult | None]:
+        service = self.service
+        t0 = time.perf_counter()
+        generation = self._task = asyncio.create_task(self._generate(send), name="fedai-node-stream")
+        if self.stop_reason is not None:  # cancelled before it began
+            generation.cancel()
+        watcher = asyncio.create_task(_disconnect(receive), name="fedai-node-stream-watch")
+        try:
+            await asyncio.wait({generation, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            if not generation.done():
+                self.stop(DISCONNECTED)
+                await asyncio.wait({generation})
+        finally:
+            await cancel_and_wait([watcher])
+            if not generation.done():  # we are being cancelled ourselves (shutdown)
+                generation.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await generation
+        latency_ms = (time.perf_counter() - t0) * 1000
+        result, failure = self._outcome(generation)
+        if failure is not None:
+            if self._started:
+                await self._end(send, "error", _encode(failure.to_dict()))
+            else:  # nothing written yet: an ordinary HTTP error the router can fail over on
+                await error_response(failure)(scope, receive, send)
+            return failure.code.value, self._partial()
+        assert result is not None
+        if self.stop_reason == DISCONNECTED:
+            return DISCONNECTED, result  # nobody left to tell
+        outcome = "ok" if result.finish_reason != CANCELLED else CANCELLED
+        if outcome == "ok":
+            service.observe_latency(self.admitted.req.model, latency_ms)
+        await self._end(send, "done", service.sign_reply(self.admitted, result, latency_ms))
+        return outcome, result
+
+    def _outcome(self, generation: asyncio.Task[RunnerResult | None]) -> tuple[RunnerResult | None, FedaiError | None]:
+        """The result to send (complete, or partial after a stop) or the failure to report."""
+        exc = None if generation.cancelled() else generation.exception()
+        done = None if generation.cancelled() or exc is not None else generation.result()
+        if done is not None:  # finished (even if a stop came too late to matter)
+            return RunnerResult("".join(self.parts), done.finish_reason, done.input_tokens, done.output_tokens), None
+        if self.stop_reason is not None:  # stopped: whatever the runner raised on the way out is ours
+            return self._partial(), None
+        fields = {"request": self.request_id[:12], "model": self.admitted.req.model}
+        return None, as_protocol_error(
+            exc or RunnerError("generation stopped unexpectedly"), self.service.settings.runner_timeout_ms, fields
+        )
+
+    def _partial(self) -> RunnerResult:
+        output = "".join(self.parts)
+        input_tokens, output_tokens = self.service.runner.partial_usage(self.admitted.req, output, len(self.parts))
+        return RunnerResult(output, CANCELLED, input_tokens, output_tokens)
+
+    async def _generate(self, send: Send) -> RunnerResult | None:
+        """Run the runner's stream under NODE_RUNNER_TIMEOUT_MS, writing each delta; None if stopped early."""
+        runner = self.service.runner
+        async with asyncio.timeout(self.service.timeout_s):
+            async with contextlib.aclosing(runner.stream(self.admitted.req)) as items:
+                async for item in items:
+                    if isinstance(item, RunnerResult):
+                        return item
+                    if item:
+                        await self._chunk(send, item)
+                        if self.stop_reason is not None:
+                            return None
+        raise RunnerError(f"runner {runner.name!r} ended its stream without a result")
+
+    async def _chunk(self, send: Send, delta: str) -> None:
+        service = self.service
+        chunk = StreamChunk(seq=len(self.parts), delta=delta)
+        event = seal(service.keys, Kind.STREAM_CHUNK, chunk, to=self.router, reply_to=self.request_id)
+        self._sending = True
+        try:
+            await self._start(send)
+            await send({"type": "http.response.body", "body": format_sse("chunk", event.to_json()), "more_body": True})
+        finally:
+            self._sending = False
+        self.parts.append(delta)
+        service.metrics.stream_chunks.inc()
+        if self.ttft_ms is None:
+            ttft = time.perf_counter() - self.admitted.started
+            self.ttft_ms = ttft * 1000
+            service.metrics.ttft_seconds.observe(ttft)
+
+    async def _start(self, send: Send) -> None:
+        if not self._started:
+            self._started = True
+            await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
+
+    async def _end(self, send: Send, name: str, data: bytes) -> None:
+        """The last event. A router that stopped reading cannot hold the slot: the write is bounded."""
+        try:
+            async with asyncio.timeout(END_WRITE_TIMEOUT_S):
+                await self._start(send)
+                await send({"type": "http.response.body", "body": format_sse(name, data), "more_body": False})
+        except TimeoutError:
+            log.warning("stream end not delivered", extra={"request": self.request_id[:12], "event": name})
+
+    def _account(self, outcome: str, result: RunnerResult | None) -> None:
+        """Metrics and one log line: ids, counts and timings, never the prompt or the output."""
+        metrics = self.service.metrics
+        wall = time.perf_counter() - self.admitted.started
+        metrics.streams.labels(outcome).inc()
+        metrics.stream_seconds.observe(wall)
+        if outcome in (CANCELLED, DISCONNECTED):
+            metrics.cancelled.labels(outcome).inc()
+        fields: dict[str, Any] = {
+            "request": self.request_id[:12],
+            "model": self.admitted.req.model,
+            "code": outcome,
+            "chunks": len(self.parts),
+            "wall_ms": round(wall * 1000, 2),
+            "ttft_ms": round(self.ttft_ms, 2) if self.ttft_ms is not None else None,
+        }
+        if result is not None:
+            self.service.meter(result)
+            fields.update(input_tokens=result.input_tokens, output_tokens=result.output_tokens)
+        log.info("infer_stream", extra=fields)
+
+
+async def _disconnect(receive: Receive) -> None:
+    """Return when the client's connection is gone (the request body has been read already)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+class StreamRegistry:
+    """The streams in progress, by request id, so `/infer/cancel` can find them."""
+
+    def __init__(self) -> None:
+        self._live: dict[str, LiveStream] = {}
+
+    def add(self, live: LiveStream) -> None:
+        self._live[live.request_id] = live
+
+    def remove(self, live: LiveStream) -> None:
+        if self._live.get(live.request_id) is live:
+            del self._live[live.request_id]
+
+    def get(self, request_id: str) -> LiveStream | None:
+        return self._live.get(request_id)
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+
+async def open_stream(service: NodeService, request: Request) -> Response:
+    """`POST /infer/stream`: the checks of `/infer`, then a `LiveStream` (which frees the slot when it ends)."""
+    started = time.perf_counter()
+    fields: dict[str, Any] = {"request": "-", "model": "-"}
+    try:
+        admitted = await service.admit(request, started, fields, streaming=True)
+    except Exception as exc:  # noqa: BLE001 - every refusal is answered with its code
+        err = as_protocol_error(exc, service.settings.runner_timeout_ms, fields)
+        service.metrics.streams.labels(err.code.value).inc()
+        log.info("infer_stream", extra={**fields, "status": err.status, "code": err.code.value})
+        return error_response(err)
+    live = LiveStream(service, admitted)
+    service.streams.add(live)
+    return live
+
+
+async def cancel_stream(service: NodeService, request: Request) -> Response:
+    """`POST /infer/cancel`: a trusted router stops a stream it opened; answered with a signed ACK."""
+    fields: dict[str, Any] = {"request": "-", "cancel": "-"}
+    try:
+        settings = service.settings
+        body = await read_body(request, settings.max_request_bytes)
+        opened = open_envelope(
+            body,
+            InferCancel,
+            kinds={Kind.INFER_CANCEL},
+            recipient=service.keys.pubkey,
+            signers=settings.router_pubkeys,
+            max_bytes=settings.max_request_bytes,
+            skew_s=settings.clock_skew_s,
+        )
+        fields.update(request=opened.payload.request[:12], cancel=opened.event.id[:12])
+        live = service.streams.get(opened.payload.request)
+        if live is None or live.router != opened.event.pubkey:  # another router's stream is not ours to stop
+            raise FedaiError(ErrorCode.INVALID_REQUEST, "no such request in progress")
+        await claim_or_raise(service.guard, opened.event, settings.clock_skew_s)
+        live.stop(CANCELLED)
+        ack = seal(service.keys, Kind.ACK, Ack(detail=CANCELLED), to=opened.event.pubkey, reply_to=opened.event.id)
+        response, code = event_response(ack), "ok"
+    except FedaiError as err:
+        response, code = error_response(err), err.code.value
+    log.info("infer_cancel", extra={**fields, "status": response.status_code, "code": code})
+    return response
