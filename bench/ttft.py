@@ -32,13 +32,14 @@ from support import prepare_database, start_network
 PROMPT = "What is 2+2?"
 
 
-async def direct(url: str, max_tokens: int) -> tuple[float, float, int]:
-    """Stream from llama-server's native /completion: (ttft s, total s, tokens)."""
-    body = {"prompt": PROMPT, "n_predict": max_tokens, "stream": True, "temperature": 0, "cache_prompt": False}
+async def direct(http: httpx.AsyncClient, url: str, max_tokens: int) -> tuple[float, float, int]:
+    """Stream from llama-server's native /completion, with the body the node's llama_cpp runner sends:
+    (ttft s, total s, tokens)."""
+    body = {"prompt": PROMPT, "n_predict": max_tokens, "stream": True, "cache_prompt": True, "temperature": 0}
     started = time.perf_counter()
     first: float | None = None
     tokens = 0
-    async with httpx.AsyncClient(timeout=120) as http, http.stream("POST", url + "/completion", json=body) as resp:
+    async with http.stream("POST", url + "/completion", json=body) as resp:
         decoder = SSEDecoder()
         async for data in resp.aiter_bytes():
             for event in decoder.feed(data):
@@ -51,15 +52,15 @@ async def direct(url: str, max_tokens: int) -> tuple[float, float, int]:
     return (first or time.perf_counter()) - started, total, tokens
 
 
-async def via_router(router_url: str, router_pubkey: str, model: str, max_tokens: int) -> tuple[float, float, int]:
-    async with AsyncClient(router_url, router_pubkey=router_pubkey) as client:
-        started = time.perf_counter()
-        first: float | None = None
-        stream = await client.stream(model, PROMPT, max_tokens=max_tokens, temperature=0)
-        async for _ in stream:
-            first = first or time.perf_counter()
-        total = time.perf_counter() - started
-        return (first or time.perf_counter()) - started, total, stream.chain.record.output_tokens
+async def via_router(client: AsyncClient, model: str, max_tokens: int) -> tuple[float, float, int]:
+    """Stream the same request through router and node with the SDK (every chunk and the chain verified)."""
+    started = time.perf_counter()
+    first: float | None = None
+    stream = await client.stream(model, PROMPT, max_tokens=max_tokens, temperature=0)
+    async for _ in stream:
+        first = first or time.perf_counter()
+    total = time.perf_counter() - started
+    return (first or time.perf_counter()) - started, total, stream.chain.record.output_tokens
 
 
 def summarise(samples: list[tuple[float, float, int]]) -> dict[str, Any]:
@@ -77,13 +78,14 @@ def summarise(samples: list[tuple[float, float, int]]) -> dict[str, Any]:
 
 async def measure(llama_url: str, router_url: str, router_pubkey: str, model: str, rounds: int,
                   max_tokens: int) -> dict[str, Any]:  # fmt: skip
-    for _ in range(3):  # warm both paths
-        await direct(llama_url, max_tokens)
-        await via_router(router_url, router_pubkey, model, max_tokens)
-    d, r = [], []
-    for _ in range(rounds):  # interleaved so drift affects both alike
-        d.append(await direct(llama_url, max_tokens))
-        r.append(await via_router(router_url, router_pubkey, model, max_tokens))
+    async with httpx.AsyncClient(timeout=120) as http, AsyncClient(router_url, router_pubkey=router_pubkey) as client:
+        for _ in range(3):  # warm both paths (connections, prompt cache)
+            await direct(http, llama_url, max_tokens)
+            await via_router(client, model, max_tokens)
+        d, r = [], []
+        for _ in range(rounds):  # interleaved so drift affects both alike
+            d.append(await direct(http, llama_url, max_tokens))
+            r.append(await via_router(client, model, max_tokens))
     direct_s, router_s = summarise(d), summarise(r)
     return {
         "direct_to_llama_server": direct_s,

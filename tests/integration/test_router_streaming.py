@@ -117,3 +117,16 @@ async def test_stream_bad_input_gets_normal_http_errors(router: RunningRouter, s
             to=router.pubkey).to_json())  # fmt: skip
     assert (malformed.status_code, malformed.json()["error"]["code"]) == (400, "invalid_json")
     assert (unknown.status_code, unknown.json()["error"]["code"]) == (404, "unknown_model")
+
+
+async def test_replayed_stream_request_is_409(router: RunningRouter, spawn_node: SpawnNode) -> None:
+    node = await spawn_node()
+    node.word_delay_s = 0.0
+    event = seal(Keys.generate(), Kind.INFER_REQUEST, InferenceRequest(model="fake-model", prompt="hi", max_tokens=8),
+                 to=router.pubkey, nonce=True)  # fmt: skip
+    async with httpx.AsyncClient(timeout=10) as http:
+        first = await http.post(router.url + "/infer/stream", content=event.to_json())
+        again = await http.post(router.url + "/infer/stream", content=event.to_json())
+    assert first.status_code == 200 and b"event: done" in first.content
+    assert (again.status_code, again.json()["error"]["code"]) == (409, "replay")
+    assert node.calls == 1

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from typing import TypeVar
 
 from fedai.protocol.envelope import seal
 from fedai.protocol.errors import ErrorCode, FedaiError
@@ -16,6 +18,8 @@ from fedai.store.quotes import get_quote, use_quote
 from fedai_router.dispatch import Origin, Served
 from fedai_router.scheduler import Candidate, Demand, rank
 from fedai_router.service import RouterService
+
+T = TypeVar("T")
 
 # Extra ranked nodes kept in reserve for when concurrent requests fill the best ones before we call them.
 SPARE_CANDIDATES = 8
@@ -61,24 +65,33 @@ def demand_for(request: InferenceRequest, max_price_msat: int | None) -> Demand:
     )
 
 
-async def _dispatch_while_claiming(
-    svc: RouterService, client_event: Event, request: InferenceRequest, candidates: list[Candidate]
-) -> Served:
-    """Claim the request id in Postgres while the node works, and answer only if the claim succeeded.
+async def while_claiming(
+    svc: RouterService,
+    event: Event,
+    work: Callable[[], Awaitable[T]],
+    release: Callable[[T], Awaitable[None]] | None = None,
+) -> T:
+    """Claim `event`'s id in Postgres while `work` (the node call) runs; give its result only if the claim won.
 
     The database round trip (a synchronous commit) overlaps the node call instead of adding to it. A replay
     to this replica is refused before any work (`claim_locally`); one sent to another replica at the same
-    moment can cost that replica's node one wasted call, but never a second answer or metering record.
+    moment can cost that replica's node one wasted call, but never a second answer or metering record. If the
+    claim loses, `release` undoes what `work` holds (e.g. an open stream).
     """
-    await svc.claim_locally(client_event)
-    claim = asyncio.ensure_future(svc.claim(client_event))
+    await svc.claim_locally(event)
+    claim = asyncio.ensure_future(svc.claim(event))
     try:
-        served = await svc.dispatcher.serve(Origin(client_event.pubkey, client_event.id), request, candidates)
+        result = await work()
     except BaseException:
-        await claim  # a replay outranks the dispatch failure; otherwise the dispatch error stands
+        await claim  # a replay outranks the work's failure; otherwise the work's error stands
         raise
-    await claim
-    return served
+    try:
+        await claim
+    except BaseException:
+        if release is not None:
+            await release(result)
+        raise
+    return result
 
 
 async def plan(svc: RouterService, client: str, request: InferenceRequest) -> list[Candidate]:
@@ -102,8 +115,9 @@ async def handle_infer(svc: RouterService, body: bytes) -> Event:
     if request.stream:
         raise FedaiError(ErrorCode.INVALID_REQUEST, "stream=true is served on /infer/stream")
     candidates = await plan(svc, client_event.pubkey, request)
-    served = await _dispatch_while_claiming(svc, client_event, request, candidates)
-    return await answer_served(svc, Origin(client_event.pubkey, client_event.id), served)
+    origin = Origin(client_event.pubkey, client_event.id)
+    served = await while_claiming(svc, client_event, lambda: svc.dispatcher.serve(origin, request, candidates))
+    return await answer_served(svc, origin, served)
 
 
 async def answer_served(svc: RouterService, origin: Origin, served: Served) -> Event:

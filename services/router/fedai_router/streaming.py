@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Protocol
 
 import aiohttp
@@ -32,7 +33,7 @@ from fedai.service.http import error_response, read_body
 from fedai.service.sse import SSEDecoder, SSEError, SSEvent, format_sse
 from fedai.store.metering import MeteringEntry
 from fedai_router.dispatch import Origin, error_from_reply
-from fedai_router.infer import plan
+from fedai_router.infer import plan, while_claiming
 from fedai_router.node_state import NodeState
 from fedai_router.scheduler import Candidate
 from fedai_router.service import RouterService
@@ -186,10 +187,10 @@ async def handle_infer_stream(svc: RouterService, request: Request) -> Response:
         opened = svc.open_client(body, InferenceRequest, Kind.INFER_REQUEST)
         client_event, payload = opened.event, opened.payload
         candidates = await plan(svc, client_event.pubkey, payload)
-        await svc.claim_locally(client_event)
-        await svc.claim(client_event)
         origin = Origin(client_event.pubkey, client_event.id)
-        stream = await open_stream(svc, origin, payload, candidates)
+        stream = await while_claiming(
+            svc, client_event, lambda: open_stream(svc, origin, payload, candidates), partial(_abandon, svc)
+        )
     except FedaiError as err:
         svc.metrics.requests.labels("infer_stream", err.code.value).inc()
         svc.metrics.errors.labels(err.code.value).inc()
@@ -198,6 +199,13 @@ async def handle_infer_stream(svc: RouterService, request: Request) -> Response:
     svc.metrics.requests.labels("infer_stream", "ok").inc()
     return RelayResponse(relay(svc, origin, stream, NativeSink(svc, origin)), media_type="text/event-stream",
                          headers=SSE_HEADERS)  # fmt: skip
+
+
+async def _abandon(svc: RouterService, stream: NodeStream) -> None:
+    """A stream opened for a request that turned out to be a replay: drop it (the node sees the hang-up)."""
+    stream.close()
+    if stream.node is not None:
+        svc.registry.end(stream.node)
 
 
 async def relay(
