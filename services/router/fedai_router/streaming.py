@@ -92,7 +92,19 @@ class NodeStream:
         return verify_reply(event.data, self.binding, streamed_output="".join(self.deltas))
 
     def close(self) -> None:
+        """Drop the connection (after a failure, or when the node must see a hang-up)."""
         self.resp.close()
+
+    async def release(self) -> None:
+        """After a clean end: read the body's tail so the keep-alive connection goes back to the pool."""
+        try:
+            async with asyncio.timeout(1.0):
+                while await self.resp.content.readany():
+                    pass
+        except (TimeoutError, aiohttp.ClientError):
+            self.resp.close()
+            return
+        self.resp.release()
 
 
 async def open_node_stream(svc: RouterService, node: NodeState, binding: Binding) -> NodeStream:
@@ -218,7 +230,7 @@ async def relay(
     """Verify each node event, write it for the caller, and finish with the stored, verified chain."""
     assert stream.node is not None and stream.binding is not None
     node = stream.node
-    finished = False
+    finished = clean = False
     first_chunk_at: float | None = None
     try:
         async for event in stream.events():
@@ -231,7 +243,7 @@ async def relay(
                 answer = await store_and_answer(svc, origin, stream, verified)
                 if on_answer is not None:
                     await on_answer(answer)
-                finished = True
+                finished = clean = True
                 ttft = (first_chunk_at or time.perf_counter()) - stream.started
                 await svc.dispatcher.finish(node, stream.started, latency_s=ttft)
                 svc.metrics.streams.labels("done").inc()
@@ -248,7 +260,9 @@ async def relay(
         svc.metrics.streams.labels("error").inc()
         yield sink.error(err)
     finally:
-        if finished:
+        if clean:
+            await stream.release()
+        elif finished:
             stream.close()
         else:  # the caller went away mid-stream: stop the node, meter what it produced
             svc.spawn(_cancel_and_meter(svc, origin, stream), "stream cancel")
