@@ -11,6 +11,8 @@ from fedai.nostr.local_relay import start_local_relay
 from fedai.store.db import create_pool
 from tests.support.database import test_database
 
+pytest_plugins = ["tests.support.llama"]  # llama_server_bin, tiny_model, tiny_llama_server
+
 
 @pytest.fixture(scope="session")
 async def database_url() -> AsyncIterator[str]:

@@ -1,4 +1,7 @@
-"""`fedai devnet` as a real process: Postgres, relay, router and two mock nodes, then nothing left behind.
+"""`fedai devnet` as a real process: Postgres, relay, router and two nodes, then nothing left behind.
+
+The nodes are mock nodes (FEDAI_DEVNET_RUNNER=mock in `marked_env`) except in the llama test, where they
+share one real llama-server on the tiny model.
 
 Every process the devnet starts inherits a unique marker in its environment, so the tests can find any
 survivor by scanning /proc, whether or not the devnet recorded its pid.
@@ -33,6 +36,8 @@ def marked_env(marker: str) -> dict[str, str]:
     env.pop("FEDAI_DATA_DIR", None)
     env[MARKER] = marker
     env["COLUMNS"] = "200"
+    env["FEDAI_DEVNET_RUNNER"] = "mock"  # the devnet's default is llama; tests ask for it explicitly
+    env.pop("FEDAI_DEVNET_MODEL", None)
     return env
 
 
@@ -178,3 +183,42 @@ def test_running_devnet_serves_infer_and_status_then_stops_on_sigint(tmp_path: P
         if devnet.poll() is None:
             devnet.kill()
             devnet.wait()
+
+
+def test_devnet_on_llama_cpp_with_the_tiny_model(tmp_path: Path, llama_server_bin: Path, tiny_model: Path) -> None:
+    """`--runner llama`: one llama-server for both nodes (already built and cached by the fixtures)."""
+    data_dir = tmp_path / "net"
+    marker = uuid.uuid4().hex
+    started = time.monotonic()
+    proc = fedai("devnet", "--runner", "llama", "--model", "tiny", "--demo", "--once", "--data-dir", str(data_dir),
+                 env=marked_env(marker), timeout=150)  # fmt: skip
+    took = time.monotonic() - started
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    for text in ("llama.cpp", "fedai-tiny-llama", "What is 2+2?", "chain verified", "finish"):
+        assert text in out, text
+    assert out.count("✓ signature") == 4
+    info = check_devnet_file(data_dir, nodes=2)
+    assert info["runner"] == "llama"
+    llama = info["llama"]
+    assert llama["model"] == "fedai-tiny-llama" and llama["url"].startswith("http://127.0.0.1:")
+    assert Path(llama["log"]) == data_dir / "logs" / "llama.log"
+    assert str(tiny_model) in Path(llama["log"]).read_text(), "llama-server served the cached tiny model"
+    assert all(node["model"] == "fedai-tiny-llama" for node in info["nodes"])
+    assert "llama" in info["pids"]
+    for name, pid in info["pids"].items():
+        assert not _running(pid), f"{name} (pid {pid}) still running"
+    assert wait_until_gone(marker, data_dir / "pg", 0) == []
+    print(f"fedai devnet --runner llama --model tiny --demo --once took {took:.1f} s")
+
+
+def test_devnet_mock_writes_no_llama_entry(tmp_path: Path) -> None:
+    data_dir = tmp_path / "net"
+    marker = uuid.uuid4().hex
+    proc = fedai("devnet", "--runner", "mock", "--nodes", "1", "--once", "--data-dir", str(data_dir),
+                 env=marked_env(marker), timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    info = check_devnet_file(data_dir, nodes=1)
+    assert info["runner"] == "mock" and info["llama"] is None
+    assert "llama" not in info["pids"] and not (data_dir / "logs" / "llama.log").exists()
+    assert wait_until_gone(marker, data_dir / "pg", 10) == []

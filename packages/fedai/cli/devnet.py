@@ -1,8 +1,10 @@
-"""`fedai devnet`: embedded Postgres, an embedded relay, one router and N mock nodes on loopback.
+"""`fedai devnet`: embedded Postgres, an embedded relay, one router and N nodes on loopback.
 
-Every service is its own process with its own log under DATA_DIR/logs/. The devnet writes
-DATA_DIR/devnet.json once everything is ready, optionally runs one verified inference (`--demo`), and
-stops every process it started, and the embedded Postgres, when it exits for any reason.
+The nodes serve a real model by default (`--runner llama`): one shared `llama-server` (built once and
+cached, see fedai.llamacpp) on SmolLM2-135M-Instruct or the tiny test model; `--runner mock` (or any other
+NODE_RUNNER) runs them without it. Every service is its own process with its own log under DATA_DIR/logs/.
+The devnet writes DATA_DIR/devnet.json once everything is ready, optionally runs one verified inference
+(`--demo`), and stops every process it started, and the embedded Postgres, when it exits for any reason.
 """
 
 from __future__ import annotations
@@ -23,10 +25,21 @@ from typing import IO, Any
 import click
 import httpx
 from rich.console import Console
+from rich.markup import escape
+from rich.status import Status
 
 from fedai.cli.chain_view import print_chain
-from fedai.cli.devnet_file import DEFAULT_DATA_DIR, FILE_NAME, DevnetInfo, NodeEntry, RouterEntry, write_devnet
+from fedai.cli.devnet_file import (
+    DEFAULT_DATA_DIR,
+    FILE_NAME,
+    DevnetInfo,
+    LlamaEntry,
+    NodeEntry,
+    RouterEntry,
+    write_devnet,
+)
 from fedai.cli.keyfile import KeyInputError, load_or_create_secret
+from fedai.cli.llama import progress_printer
 from fedai.cli.output import CHECK, CROSS, console, err_console, short_npub
 from fedai.cli.postgres import is_postmaster, postmaster_pid, start_postgres, stop_postgres
 from fedai.cli.processes import (
@@ -44,6 +57,7 @@ from fedai.cli.processes import (
     wait_for_line,
 )
 from fedai.cli.services import NODE_MODULE, RELAY_MODULE, ROUTER_MODULE, node_env, router_env
+from fedai.llamacpp import LlamaBuildError, ModelError, ensure_llama_server, ensure_model, model_spec, server_args
 from fedai.protocol.errors import FedaiError
 from fedai.protocol.keys import Keys
 from fedai.sdk import Client
@@ -52,7 +66,15 @@ HOST = "127.0.0.1"
 HEARTBEAT_MS = 2000
 RELAY_READY = re.compile(r"relay listening on (wss?://\S+)")
 DEMO_PROMPT = "Hello from the fedai devnet!"
-STAGE_RELAY, STAGE_ROUTER, STAGE_NODES = 0, 1, 2  # stop order: nodes, router, relay
+LLAMA = "llama"  # the devnet's own runner name: one shared llama-server, nodes on NODE_RUNNER=llama_cpp
+LLAMA_NODE_RUNNER = "llama_cpp"
+LLAMA_MODELS = ("smollm2", "tiny")
+LLAMA_PROMPT = "What is 2+2?"
+LLAMA_SLOT_CONTEXT = 2048
+DEMO_MAX_TOKENS = 32
+NODE_CAPACITY = 4  # the node's default NODE_CAPACITY_MAX; llama-server gets nodes × capacity slots
+STAGE_RELAY, STAGE_ROUTER, STAGE_NODES = 0, 1, 2  # stop order: nodes, router, relay (and llama-server)
+STAGE_LLAMA = STAGE_RELAY
 
 
 class DevnetError(RuntimeError):
@@ -69,12 +91,38 @@ class DevnetError(RuntimeError):
 class DevnetOptions:
     data_dir: Path = DEFAULT_DATA_DIR
     nodes: int = 2
-    runner: str = "mock"
+    runner: str = LLAMA
+    model: str = "smollm2"
     base_port: int | None = None
     demo: bool = False
     once: bool = False
     timeout: float = 60.0
-    prompt: str = DEMO_PROMPT
+    prompt: str | None = None  # None: a prompt that suits the runner
+
+    @property
+    def uses_llama(self) -> bool:
+        """`llama` (or the node runner's own name, `llama_cpp`): the devnet runs the llama-server."""
+        return self.runner in (LLAMA, LLAMA_NODE_RUNNER)
+
+    @property
+    def node_runner(self) -> str:
+        """NODE_RUNNER for every node."""
+        return LLAMA_NODE_RUNNER if self.uses_llama else self.runner
+
+    @property
+    def demo_prompt(self) -> str:
+        if self.prompt is not None:
+            return self.prompt
+        return LLAMA_PROMPT if self.uses_llama else DEMO_PROMPT
+
+
+@dataclass(frozen=True)
+class LlamaPlan:
+    """What the devnet's llama-server will run: the binary, the model file and the id nodes announce."""
+
+    binary: Path
+    model: Path
+    model_id: str
 
 
 @dataclass(frozen=True)
@@ -82,13 +130,25 @@ class Ports:
     relay: int  # 0: the relay picks a free port and prints its URL
     router: int
     nodes: list[int]
+    llama: int = 0  # 0: not planned
 
 
 def plan_ports(base_port: int | None, nodes: int) -> Ports:
-    """With a base port P: relay P, router P+1, node i at P+2+i; otherwise free ports."""
+    """With a base port P: relay P, router P+1, node i at P+2+i, llama-server after the nodes; else free ports."""
     if base_port is not None:
-        return Ports(base_port, base_port + 1, [base_port + 2 + i for i in range(nodes)])
-    return Ports(0, free_port(HOST), [free_port(HOST) for _ in range(nodes)])
+        return Ports(base_port, base_port + 1, [base_port + 2 + i for i in range(nodes)], base_port + 2 + nodes)
+    return Ports(0, free_port(HOST), [free_port(HOST) for _ in range(nodes)], free_port(HOST))
+
+
+def node_capacity(environ: dict[str, str]) -> int:
+    """Each node's capacity: NODE_CAPACITY_MAX from the environment the nodes inherit, else the default."""
+    value = environ.get("NODE_CAPACITY_MAX", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else NODE_CAPACITY
+
+
+def llama_parallel(nodes: int, capacity: int = NODE_CAPACITY) -> int:
+    """llama-server slots: enough for every node to use its whole capacity at once."""
+    return max(1, nodes * capacity)
 
 
 def node_prices(index: int) -> tuple[int, int]:
@@ -137,6 +197,7 @@ class Devnet:
     pg_started: bool = field(default=False, init=False)
     ready: bool = field(default=False, init=False)
     _stopped: bool = field(default=False, init=False)
+    _status: Status | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.data_dir = self.options.data_dir.expanduser().resolve()
@@ -161,11 +222,13 @@ class Devnet:
         result: dict[str, str] = {}
         started = time.monotonic()
         try:
-            with self.out.status(f"{doing}…"):
+            with self.out.status(f"{doing}…") as self._status:
                 yield result
         except BaseException:
             self.out.print(f"{CROSS} {label}")
             raise
+        finally:
+            self._status = None
         took = time.monotonic() - started
         self.out.print(f"{CHECK} {label:<10} {result.get('detail', '')} [dim]({took:.1f} s)[/dim]")
 
@@ -174,10 +237,10 @@ class Devnet:
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
-    def _spawn(self, name: str, module: str, args: list[str], env: dict[str, str], stage: int) -> Child:
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str], stage: int) -> Child:
         log = self.logs_dir / f"{name}.log"
         log.unlink(missing_ok=True)  # one run per log file: tails show this run only
-        return self.supervisor.spawn(name, python_module(module, *args), env, log, stage=stage)
+        return self.supervisor.spawn(name, argv, env, log, stage=stage)
 
     def _key(self, name: str) -> Keys:
         keys, _created = load_or_create_secret(self.keys_dir / f"{name}.key")
@@ -190,6 +253,7 @@ class Devnet:
             directory.mkdir(parents=True, exist_ok=True)
         self.keys_dir.chmod(0o700)
         ports = plan_ports(opts.base_port, opts.nodes)
+        plan = self._prepare_llama() if opts.uses_llama else None
 
         with self.step("postgres", "starting embedded PostgreSQL and applying migrations") as result:
             from fedai.store.migrations import migrate_dsn
@@ -201,9 +265,12 @@ class Devnet:
 
         base = self._base_env()
         with self.step("relay", "starting the relay") as result:
-            relay = self._spawn("relay", RELAY_MODULE, ["--host", HOST, "--port", str(ports.relay)], base, STAGE_RELAY)
+            argv = python_module(RELAY_MODULE, "--host", HOST, "--port", str(ports.relay))
+            relay = self._spawn("relay", argv, base, STAGE_RELAY)
             relay_url = wait_for_line(relay, RELAY_READY, timeout=opts.timeout).group(1)
             result["detail"] = f"{relay_url} [dim]pid {relay.pid}[/dim]"
+
+        llama = self._start_llama(plan, ports.llama, base) if plan is not None else None
 
         router_keys = self._key("router")
         client_keys = self._key("client")
@@ -220,7 +287,7 @@ class Devnet:
                 allow_private_endpoints=True,
             )
             env["DATABASE_URL"] = dsn
-            router = self._spawn("router", ROUTER_MODULE, [], env, STAGE_ROUTER)
+            router = self._spawn("router", python_module(ROUTER_MODULE), env, STAGE_ROUTER)
             wait_for_http(
                 router,
                 f"{router_url}/health",
@@ -243,13 +310,15 @@ class Devnet:
                     endpoint=url,
                     router_url=router_url,
                     router_pubkey=router_keys.pubkey,
-                    runner=opts.runner,
+                    runner=opts.node_runner,
+                    runner_url=llama.url if llama else None,
+                    model=llama.model if llama else None,
                     heartbeat_ms=HEARTBEAT_MS,
                     relays=(relay_url,),
                     price_input_msat=price_in,
                     price_output_msat=price_out,
                 )
-                children.append(self._spawn(f"node-{index + 1}", NODE_MODULE, [], env, STAGE_NODES))
+                children.append(self._spawn(f"node-{index + 1}", python_module(NODE_MODULE), env, STAGE_NODES))
             for child, url in zip(children, node_urls, strict=True):
                 wait_for_http(child, f"{url}/health", timeout=opts.timeout)
             result["detail"] = f"http://{HOST} ports {', '.join(str(port) for port in ports.nodes)}"
@@ -275,11 +344,39 @@ class Devnet:
             pids=pids,
             data_dir=str(self.data_dir),
             started_at=time.time(),
+            runner=opts.runner,
+            llama=llama,
         )
         path = write_devnet(self.data_dir, info)
         self.out.print(f"{CHECK} {'devnet':<10} {path} [dim](client {short_npub(client_keys.pubkey)})[/dim]")
         self.ready = True
         return info
+
+    def _prepare_llama(self) -> LlamaPlan:
+        """The llama-server binary and the model, built or fetched first if not cached (minutes, once)."""
+        name = self.options.model
+        with self.step("llama.cpp", "looking for the cached llama-server and model") as result:
+            progress = progress_printer(self.out, self._status, prefix="  ")
+            try:
+                binary = ensure_llama_server(progress=progress)
+                model = ensure_model(name, progress=progress)
+            except (LlamaBuildError, ModelError) as exc:
+                raise DevnetError("llama.cpp", f"is not available: {exc}") from None
+            spec = model_spec(name)
+            result["detail"] = f"{spec.model_id} [dim]{model.name}[/dim]"
+        return LlamaPlan(binary, model, spec.model_id)
+
+    def _start_llama(self, plan: LlamaPlan, port: int, env: dict[str, str]) -> LlamaEntry:
+        """One llama-server for every node, with a slot per unit of node capacity; waits for /health 200."""
+        url = f"http://{HOST}:{port}"
+        parallel = llama_parallel(self.options.nodes, node_capacity(env))
+        with self.step("llama", f"starting llama-server ({plan.model_id})") as result:
+            argv = server_args(plan.binary, plan.model, host=HOST, port=port, parallel=parallel,
+                               slot_context=LLAMA_SLOT_CONTEXT, model_id=plan.model_id)  # fmt: skip
+            child = self._spawn("llama", argv, env, STAGE_LLAMA)
+            wait_for_http(child, f"{url}/health", timeout=self.options.timeout, what="llama-server /health")
+            result["detail"] = f"{url} [dim]{parallel} slots pid {child.pid}[/dim]"
+        return LlamaEntry(url=url, model=plan.model_id, log=str(child.log_path))
 
     def _wait_for_registry(self, router: Child, router_url: str, pubkeys: list[str]) -> dict[str, str]:
         """Poll the router's /status until every node is listed and fresh; returns pubkey → first model."""
@@ -314,14 +411,23 @@ class Devnet:
     # -- demo and supervision --------------------------------------------------------------------
 
     def demo(self, info: DevnetInfo) -> bool:
-        """One signed inference through the router as the devnet's client; True if the chain verified."""
+        """One signed inference through the router as the devnet's client; True if the chain verified.
+
+        A real model gets the prompt as a chat message, greedily decoded (so the answer is reproducible).
+        """
         client_keys = self._key("client")
         model = info.nodes[0].model
+        prompt = self.options.demo_prompt
         self.out.print()
         self.out.print(f"[bold]demo[/bold]: one signed inference for {model!r} through {info.router.url}")
+        self.out.print(f"  prompt: {escape(prompt)}", highlight=False)
         try:
-            with Client(info.router.url, client_keys, router_pubkey=info.router.pubkey, timeout=30.0) as client:
-                chain = client.infer(model, self.options.prompt, max_tokens=32)
+            with Client(info.router.url, client_keys, router_pubkey=info.router.pubkey, timeout=60.0) as client:
+                if self.options.uses_llama:
+                    messages = [{"role": "user", "content": prompt}]
+                    chain = client.infer(model, messages=messages, max_tokens=DEMO_MAX_TOKENS, temperature=0.0)
+                else:
+                    chain = client.infer(model, prompt, max_tokens=DEMO_MAX_TOKENS)
         except FedaiError as err:
             step = getattr(err, "step", None)
             where = f" at {step}" if step else ""
@@ -338,7 +444,8 @@ class Devnet:
         self.out.print(f'  fedai infer{devnet_flag} "Why is the sky blue?"')
         self.out.print(f"  fedai status{devnet_flag}")
         self.out.print(f'  fedai quote{devnet_flag} --prompt "hello"')
-        self.out.print(f"  logs:   {self.logs_dir}/{{relay,router,node-N}}.log")
+        llama = ",llama" if info.llama else ""
+        self.out.print(f"  logs:   {self.logs_dir}/{{relay,router,node-N{llama}}}.log")
         self.out.print(f"  file:   {self.data_dir / FILE_NAME}")
         self.out.print("Ctrl-C stops every process the devnet started.")
 
@@ -419,13 +526,22 @@ def run_devnet(options: DevnetOptions, out: Console = console) -> int:
 @click.option("--nodes", type=click.IntRange(1, 32), default=2, show_default=True, help="Number of nodes.")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_DATA_DIR,
               show_default=True, help="Keys, logs, Postgres data and devnet.json live here.")  # fmt: skip
-@click.option("--runner", default="mock", show_default=True, help="NODE_RUNNER for every node.")
+@click.option("--runner", default=LLAMA, show_default=True, envvar="FEDAI_DEVNET_RUNNER",
+              help="`llama`: the nodes share one llama-server (built and cached on first use); `mock`: no model; "
+                   "anything else is passed to the nodes as NODE_RUNNER.")  # fmt: skip
+@click.option("--model", type=click.Choice(LLAMA_MODELS), default="smollm2", show_default=True,
+              envvar="FEDAI_DEVNET_MODEL",
+              help="The llama runner's model: SmolLM2-135M-Instruct, or `tiny` (random weights; tests).")  # fmt: skip
 @click.option("--base-port", type=click.IntRange(1, 65000), help="Relay P, router P+1, nodes P+2… (default: free).")
 @click.option("--timeout", type=click.FloatRange(1), default=60.0, show_default=True,
               help="Seconds to wait for each service to become ready.")  # fmt: skip
-@click.option("--prompt", default=DEMO_PROMPT, show_default=True, help="The demo's prompt.")
+@click.option("--prompt", help=f"The demo's prompt (default: {LLAMA_PROMPT!r} with llama, else {DEMO_PROMPT!r}).")
 def devnet_cmd(**kwargs: Any) -> None:
-    """Run a local network: embedded Postgres, relay, one router and N mock nodes, each its own process.
+    """Run a local network: embedded Postgres, relay, one router and N nodes, each its own process.
+
+    By default the nodes serve SmolLM2-135M-Instruct through one shared llama-server; the first run builds
+    llama-server (a few minutes) and downloads the model (93 MB) into ~/.cache/fedai ($FEDAI_CACHE_DIR).
+    `--runner mock` starts mock nodes instead. FEDAI_DEVNET_RUNNER and FEDAI_DEVNET_MODEL set the defaults.
 
     Writes DATA_DIR/devnet.json for `fedai infer`/`fedai status`. Runs until Ctrl-C or SIGTERM (exit 0),
     or exits after start-up with --once (0 only if the demo's chain verified). Exits 1, naming the

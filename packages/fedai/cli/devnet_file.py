@@ -29,6 +29,14 @@ class NodeEntry(msgspec.Struct, kw_only=True):
     model: str
 
 
+class LlamaEntry(msgspec.Struct, kw_only=True):
+    """The llama-server the devnet's nodes share (runner `llama`)."""
+
+    url: str
+    model: str  # the model id it serves (what nodes announce)
+    log: str
+
+
 class DevnetInfo(msgspec.Struct, kw_only=True):
     """The devnet's addresses, identities, client key path, logs and the pids of what it started."""
 
@@ -41,6 +49,8 @@ class DevnetInfo(msgspec.Struct, kw_only=True):
     pids: dict[str, int]
     data_dir: str = ""
     started_at: float = 0.0
+    runner: str = "mock"  # `llama` (one shared llama-server) or the nodes' NODE_RUNNER
+    llama: LlamaEntry | None = None
 
 
 def devnet_path(location: Path) -> Path:

@@ -1,0 +1,141 @@
+"""`fedai llama build|model|serve`: a local llama.cpp for tests and the demo (see docs/runners.md).
+
+`build` compiles `llama-server` once per version into the cache, `model` caches a test or demo GGUF, and
+`serve` runs `llama-server` on one of them in the foreground until Ctrl-C. Progress goes to stderr, so
+`--json` output on stdout stays one document.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.status import Status
+
+from fedai.cli.output import err_console, fail, print_json
+from fedai.cli.processes import run_foreground
+from fedai.llamacpp import (
+    DEFAULT_VERSION,
+    MODELS,
+    LlamaBuildError,
+    ModelError,
+    ensure_llama_server,
+    ensure_model,
+    model_spec,
+    server_args,
+)
+from fedai.llamacpp.build import build_percent
+from fedai.llamacpp.server import DEFAULT_SLOT_CONTEXT
+
+DEFAULT_PORT = 8085
+PERCENT_STEP = 10  # without a terminal, print every 10% of the build rather than every 1%
+
+
+def progress_printer(console: Console, status: Status | None = None, *, prefix: str = "") -> Callable[[str], None]:
+    """A progress sink: milestones as dim lines; build percentages in `status` on a terminal, else every 10%."""
+    last = -PERCENT_STEP
+
+    def show(line: str) -> None:
+        nonlocal last
+        percent = _percent(line)
+        if percent is None:
+            console.print(f"[dim]{prefix}{escape(line)}[/dim]", highlight=False, soft_wrap=True)
+        elif status is not None and console.is_terminal:
+            status.update(f"{prefix}{line}…")
+        elif percent >= last + PERCENT_STEP or percent == 100:
+            last = percent
+            console.print(f"[dim]{prefix}{escape(line)}[/dim]", highlight=False, soft_wrap=True)
+
+    return show
+
+
+def _percent(line: str) -> int | None:
+    head, _, tail = line.rpartition(": ")
+    if not head.startswith("compiling") or not tail.endswith("%"):
+        return None
+    return build_percent(f"[{tail}]")
+
+
+def resolve_model(model: str) -> tuple[Path, str]:
+    """A model name (`tiny`, `smollm2`) → its cached file and id; a path → itself and its file stem."""
+    if model in MODELS:
+        return ensure_model(model, progress=progress_printer(err_console)), model_spec(model).model_id
+    path = Path(model).expanduser()
+    if not path.is_file():
+        raise ModelError(f"{model!r} is neither a known model ({', '.join(MODELS)}) nor a GGUF file")
+    return path, path.stem
+
+
+@click.group("llama")
+def llama_group() -> None:
+    """Local llama.cpp for tests and the demo: build llama-server, cache models, serve one.
+
+    Everything is cached in $FEDAI_CACHE_DIR (default ~/.cache/fedai); FEDAI_LLAMA_SERVER=/path uses an
+    existing llama-server instead of building one.
+    """
+
+
+@llama_group.command("build")
+@click.option("--version", "version", default=DEFAULT_VERSION, show_default=True,
+              help="llama-cpp-python sdist whose vendored llama.cpp is built.")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def build_cmd(version: str, as_json: bool) -> None:
+    """Build llama-server once (a few minutes) and print the cached binary's path."""
+    try:
+        with err_console.status("building llama-server…") as status:
+            path = ensure_llama_server(version, progress=progress_printer(err_console, status))
+    except LlamaBuildError as exc:
+        fail(str(exc))
+    if as_json:
+        print_json({"path": str(path), "version": version, "bytes": path.stat().st_size})
+    else:
+        click.echo(str(path))
+
+
+@llama_group.command("model")
+@click.argument("name", type=click.Choice(sorted(MODELS)))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def model_cmd(name: str, as_json: bool) -> None:
+    """Cache a model (`tiny`: generated test model; `smollm2`: SmolLM2-135M-Instruct) and print its path."""
+    try:
+        path = ensure_model(name, progress=progress_printer(err_console))
+    except ModelError as exc:
+        fail(str(exc))
+    spec = model_spec(name)
+    if as_json:
+        print_json({"name": name, "model_id": spec.model_id, "path": str(path), "bytes": path.stat().st_size,
+                    "description": spec.description})  # fmt: skip
+    else:
+        click.echo(str(path))
+
+
+@llama_group.command("serve")
+@click.option("--model", "model", default="smollm2", show_default=True,
+              help=f"{' | '.join(sorted(MODELS))} | PATH to a .gguf file.")  # fmt: skip
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=DEFAULT_PORT, show_default=True)
+@click.option("--parallel", type=click.IntRange(1, 256), default=1, show_default=True, help="Concurrent slots.")
+@click.option("--slot-context", type=click.IntRange(64), default=DEFAULT_SLOT_CONTEXT, show_default=True,
+              help="Context of each slot (llama-server's -c is this × --parallel).")  # fmt: skip
+@click.option("--threads", type=click.IntRange(1), default=1, show_default=True, help="-t (1 is best on 2 cores).")
+@click.option("--alias", help="Model id to serve it as (default: the model's id or the file's stem).")
+def serve_cmd(
+    model: str, host: str, port: int, parallel: int, slot_context: int, threads: int, alias: str | None
+) -> None:
+    """Run llama-server on a cached or given model until Ctrl-C (native API and OpenAI API under /v1)."""
+    try:
+        with err_console.status("preparing llama-server…") as status:
+            binary = ensure_llama_server(progress=progress_printer(err_console, status))
+        path, model_id = resolve_model(model)
+    except (LlamaBuildError, ModelError) as exc:
+        fail(str(exc))
+    argv = server_args(binary, path, host=host, port=port, threads=threads, parallel=parallel,
+                       slot_context=slot_context, model_id=alias or model_id)  # fmt: skip
+    err_console.print(f"serving [bold]{alias or model_id}[/bold] at http://{host}:{port} (Ctrl-C stops it)")
+    err_console.print(f"  NODE_RUNNER=llama_cpp NODE_RUNNER_URL=http://{host}:{port}", highlight=False)
+    sys.exit(run_foreground(argv, os.environ))
