@@ -9,6 +9,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
+from rich.text import Text
 
 from fedai.cli.output import CHECK, short_id, short_npub
 from fedai.sdk import VerifiedChain
@@ -65,7 +66,7 @@ def metering_table(chain: VerifiedChain) -> Table:
 
 def print_chain(console: Console, chain: VerifiedChain) -> None:
     """The output, the verified chain and the metering, in that order."""
-    console.print(Panel(chain.output, title="output", title_align="left", expand=False))
+    console.print(Panel(Text(chain.output), title="output", title_align="left", expand=False))  # not markup
     for line in chain_lines(chain):
         console.print(line, highlight=False)
     console.print(metering_table(chain))

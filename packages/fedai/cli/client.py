@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import click
 import msgspec
 from rich.table import Table
+from rich.text import Text
 
 from fedai.cli.chain_view import print_chain
 from fedai.cli.devnet_file import DevnetFileError, DevnetInfo, default_devnet, read_devnet
@@ -117,8 +118,9 @@ def _parse_messages(text: str) -> list[dict[str, str]]:
 @target_options
 @click.option("--model", "-m", help="Model id (default: the first model the router lists).")
 @click.option("--max-tokens", type=click.IntRange(1, 1_000_000), default=256, show_default=True)
-@click.option("--prompt", "prompt_opt", help="The prompt ('-' reads stdin).")
+@click.option("--prompt", "prompt_opt", help="A raw completion prompt, no chat template ('-' reads stdin).")
 @click.option("--messages", help='Chat messages as JSON: [{"role": "user", "content": "…"}].')
+@click.option("--stream", is_flag=True, help="Print the answer as it is generated (every chunk verified).")
 @click.option("--temperature", type=click.FloatRange(0, 2))
 @click.option("--top-p", type=click.FloatRange(0, 1, min_open=True))
 @click.option("--json", "as_json", is_flag=True, help="Print the chain summary as one JSON document.")
@@ -132,18 +134,25 @@ def infer_cmd(
     max_tokens: int,
     prompt_opt: str | None,
     messages: str | None,
+    stream: bool,
     temperature: float | None,
     top_p: float | None,
     as_json: bool,
 ) -> None:
-    """Sign an inference request, send it through the router and verify the returned chain."""
+    """Sign an inference request, send it through the router and verify the returned chain.
+
+    PROMPT is sent as one user chat message (the model's chat template applies); --prompt sends a raw
+    completion prompt; --messages a whole conversation.
+    """
     given = [v for v in (prompt_arg, prompt_opt, messages) if v is not None]
     if len(given) != 1:
         raise click.UsageError("give exactly one of PROMPT, --prompt or --messages")
-    prompt = prompt_arg if prompt_arg is not None else prompt_opt
+    prompt = prompt_opt
     if prompt == "-":
         prompt = sys.stdin.read()
     chat = _parse_messages(messages) if messages is not None else None
+    if prompt_arg is not None:
+        chat = [{"role": "user", "content": sys.stdin.read() if prompt_arg == "-" else prompt_arg}]
     options: dict[str, Any] = {}
     if temperature is not None:
         options["temperature"] = temperature
@@ -153,7 +162,14 @@ def infer_cmd(
     with Client(target.router_url, target.keys, router_pubkey=target.router_pubkey) as client:
         try:
             chosen = model or _default_model(client)
-            chain = client.infer(chosen, prompt, messages=chat, max_tokens=max_tokens, **options)
+            if stream and not as_json:
+                with client.stream(chosen, prompt, messages=chat, max_tokens=max_tokens, **options) as live:
+                    for delta in live:
+                        console.print(Text(delta), end="")
+                    console.print()
+                    chain = live.chain
+            else:
+                chain = client.infer(chosen, prompt, messages=chat, max_tokens=max_tokens, **options)
         except FedaiError as err:
             fail_fedai(err, as_json=as_json, hint=target.hint(err))
     if as_json:
