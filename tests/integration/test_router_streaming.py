@@ -130,3 +130,19 @@ async def test_replayed_stream_request_is_409(router: RunningRouter, spawn_node:
     assert first.status_code == 200 and b"event: done" in first.content
     assert (again.status_code, again.json()["error"]["code"]) == (409, "replay")
     assert node.calls == 1
+
+
+async def test_every_node_failing_before_a_chunk_is_a_typed_error_event(
+    router: RunningRouter, spawn_node: SpawnNode, db_pool: asyncpg.Pool
+) -> None:
+    """The headers go out while the node starts; a failure that depends on the nodes is the stream's error event."""
+    await spawn_node(behaviour="stream_error_first")
+    await spawn_node(behaviour="error_500")
+    async with AsyncClient(router.url, router_pubkey=router.pubkey) as client:
+        stream = await client.stream("fake-model", "hello", max_tokens=16)
+        received: list[str] = []
+        with pytest.raises(FedaiError) as err:
+            await _drain(stream, received)
+    assert (err.value.code, received) == ("upstream_error", [])
+    assert "2 node(s) tried" in err.value.message
+    assert await db_pool.fetchval("SELECT count(*) FROM metering_records") == 0

@@ -70,15 +70,19 @@ async def while_claiming(
     event: Event,
     work: Callable[[], Awaitable[T]],
     release: Callable[[T], Awaitable[None]] | None = None,
+    *,
+    local: bool = True,
 ) -> T:
     """Claim `event`'s id in Postgres while `work` (the node call) runs; give its result only if the claim won.
 
     The database round trip (a synchronous commit) overlaps the node call instead of adding to it. A replay
     to this replica is refused before any work (`claim_locally`); one sent to another replica at the same
     moment can cost that replica's node one wasted call, but never a second answer or metering record. If the
-    claim loses, `release` undoes what `work` holds (e.g. an open stream).
+    claim loses, `release` undoes what `work` holds (e.g. an open stream). `local=False` when the caller has
+    already made the local claim.
     """
-    await svc.claim_locally(event)
+    if local:
+        await svc.claim_locally(event)
     claim = asyncio.ensure_future(svc.claim(event))
     try:
         result = await work()

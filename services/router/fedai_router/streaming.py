@@ -193,24 +193,57 @@ async def open_stream(
 
 
 async def handle_infer_stream(svc: RouterService, request: Request) -> Response:
-    arrived = time.perf_counter()
     try:
         body = await read_body(request, svc.settings.max_request_bytes)
         opened = svc.open_client(body, InferenceRequest, Kind.INFER_REQUEST)
         client_event, payload = opened.event, opened.payload
         candidates = await plan(svc, client_event.pubkey, payload)
-        origin = Origin(client_event.pubkey, client_event.id)
-        stream = await while_claiming(
-            svc, client_event, lambda: open_stream(svc, origin, payload, candidates), partial(_abandon, svc)
-        )
+        await svc.claim_locally(client_event)
     except FedaiError as err:
         svc.metrics.requests.labels("infer_stream", err.code.value).inc()
         svc.metrics.errors.labels(err.code.value).inc()
         return error_response(err)
-    svc.metrics.ttft.observe(time.perf_counter() - arrived)
+    origin = Origin(client_event.pubkey, client_event.id)
     svc.metrics.requests.labels("infer_stream", "ok").inc()
-    return RelayResponse(relay(svc, origin, stream, NativeSink(svc, origin)), media_type="text/event-stream",
-                         headers=SSE_HEADERS)  # fmt: skip
+    return stream_response(svc, origin, payload, candidates, NativeSink(svc, origin), claim=client_event)
+
+
+def stream_response(
+    svc: RouterService,
+    origin: Origin,
+    payload: InferenceRequest,
+    candidates: list[Candidate],
+    sink: Sink,
+    *,
+    claim: Event | None = None,
+    on_answer: Callable[[Event], Awaitable[None]] | None = None,
+) -> Response:
+    """Answer at once with the stream's headers, then open the node stream (claiming `claim`'s id in Postgres
+    meanwhile) and relay it. Everything that depends only on the request was checked before this point and got
+    a plain HTTP error; what depends on the nodes (all failed before a first chunk, a replay caught by another
+    replica) arrives as the stream's typed error event. Sending the headers while the node starts saves their
+    round trip from the time to the first token."""
+
+    async def body() -> AsyncIterator[bytes]:
+        arrived = time.perf_counter()
+        try:
+            if claim is None:
+                stream = await open_stream(svc, origin, payload, candidates)
+            else:
+                stream = await while_claiming(
+                    svc, claim, lambda: open_stream(svc, origin, payload, candidates), partial(_abandon, svc),
+                    local=False,
+                )  # fmt: skip
+        except FedaiError as err:
+            svc.metrics.errors.labels(err.code.value).inc()
+            svc.metrics.streams.labels("error").inc()
+            yield sink.error(err)
+            return
+        svc.metrics.ttft.observe(time.perf_counter() - arrived)
+        async for data in relay(svc, origin, stream, sink, on_answer):
+            yield data
+
+    return RelayResponse(body(), media_type="text/event-stream", headers=SSE_HEADERS)
 
 
 async def _abandon(svc: RouterService, stream: NodeStream) -> None:

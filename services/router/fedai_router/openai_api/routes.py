@@ -25,7 +25,7 @@ from fedai_router.infer import answer_served, plan
 from fedai_router.openai_api.auth import Caller, authenticate
 from fedai_router.openai_api.shapes import Completion, error_body, fedai_field, sse_data
 from fedai_router.service import RouterService
-from fedai_router.streaming import SSE_HEADERS, RelayResponse, open_stream, relay
+from fedai_router.streaming import stream_response
 from fedai_router.verify import Verified
 
 _encode = msgspec.json.Encoder().encode
@@ -92,7 +92,6 @@ async def complete(svc: RouterService, request: Request, kind: str) -> Response:
         candidates = await plan(svc, caller.client, payload)
         completion = Completion(kind, origin.id, payload.model)
         if payload.stream:
-            stream = await open_stream(svc, origin, payload, candidates)
             options = document.get("stream_options") or {}
             sink = OpenAISink(svc, completion, asked, bool(isinstance(options, dict) and options.get("include_usage")))
 
@@ -100,8 +99,7 @@ async def complete(svc: RouterService, request: Request, kind: str) -> Response:
                 await save_chain(svc.pool, origin.id, caller.client, asked, answer)
 
             svc.metrics.requests.labels(route, "ok").inc()
-            return RelayResponse(relay(svc, origin, stream, sink, on_answer=keep), media_type="text/event-stream",
-                                 headers=SSE_HEADERS)  # fmt: skip
+            return stream_response(svc, origin, payload, candidates, sink, on_answer=keep)
         served = await svc.dispatcher.serve(origin, payload, candidates)
         answer = await answer_served(svc, origin, served)
         await save_chain(svc.pool, origin.id, caller.client, asked, answer)
