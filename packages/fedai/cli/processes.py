@@ -8,7 +8,6 @@ SIGTERM, a grace period, then SIGKILL.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import re
 import signal
@@ -23,26 +22,9 @@ from types import FrameType
 
 import httpx
 
+from fedai.service.children import DIE_WITH_PARENT
+
 STOP_GRACE_S = 5.0
-_PR_SET_PDEATHSIG = 1
-
-
-def _parent_death_signal() -> Callable[[], None] | None:
-    """A pre-exec hook asking Linux to SIGTERM the child when its parent dies; None elsewhere."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-    def hook() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-    return hook
-
-
-_DIE_WITH_PARENT = _parent_death_signal()
 
 
 def python_module(module: str, *args: str) -> list[str]:
@@ -126,7 +108,7 @@ def spawn(name: str, argv: Sequence[str], env: Mapping[str, str], log_path: Path
             stdout=log,
             stderr=subprocess.STDOUT,
             close_fds=True,
-            preexec_fn=_DIE_WITH_PARENT,  # only calls prctl(2): no locks, safe after fork
+            preexec_fn=DIE_WITH_PARENT,  # only calls prctl(2): no locks, safe after fork
         )
     return Child(name, popen, log_path, stage)
 
@@ -273,7 +255,7 @@ def run_foreground(argv: Sequence[str], env: Mapping[str, str]) -> int:
 
     The child gets its own process group, so a terminal's Ctrl-C reaches it once (through us), not twice.
     """
-    popen = subprocess.Popen(list(argv), env=dict(env), process_group=0, preexec_fn=_DIE_WITH_PARENT)
+    popen = subprocess.Popen(list(argv), env=dict(env), process_group=0, preexec_fn=DIE_WITH_PARENT)
 
     def forward(signum: int, _frame: FrameType | None) -> None:
         with contextlib.suppress(ProcessLookupError):

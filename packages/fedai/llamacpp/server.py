@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import os
-import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -28,12 +25,12 @@ from typing import Self
 import httpx
 
 from fedai.llamacpp.build import ensure_llama_server
+from fedai.service.children import DIE_WITH_PARENT
 
 HOST = "127.0.0.1"
 DEFAULT_SLOT_CONTEXT = 2048
 STOP_GRACE_S = 5.0
 LOG_TAIL_LINES = 20
-_PR_SET_PDEATHSIG = 1
 
 
 class LlamaServerError(RuntimeError):
@@ -67,21 +64,6 @@ def server_args(
     if model_id:
         argv += ["--alias", model_id]
     return argv + list(extra)
-
-
-def _die_with_parent() -> Callable[[], None] | None:
-    """A pre-exec hook asking Linux to SIGTERM the child when its parent dies; None elsewhere."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-    def hook() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-    return hook
 
 
 def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
@@ -183,7 +165,7 @@ class LlamaServer:
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, close_fds=True,
-                preexec_fn=_DIE_WITH_PARENT,  # only calls prctl(2): safe after fork
+                preexec_fn=DIE_WITH_PARENT,  # only calls prctl(2): safe after fork
             )  # fmt: skip
         atexit.register(self.stop)
         try:
@@ -215,6 +197,3 @@ class LlamaServer:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
-
-
-_DIE_WITH_PARENT = _die_with_parent()

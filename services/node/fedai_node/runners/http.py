@@ -24,10 +24,10 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 from fedai.protocol.messages import InferenceRequest, estimate_tokens, prompt_material
-from fedai_node.runners.base import Estimate, Runner, RunnerError, RunnerModel, RunnerResult, StreamItem
+from fedai_node.runners.base import Estimate, RunnerError, RunnerModel, RunnerResult, StreamItem
 from fedai_node.runners.upstream import (
     MissingEndpoint,
-    Upstream,
+    UpstreamRunner,
     chat_messages,
     count,
     loads,
@@ -63,7 +63,7 @@ def _finish(value: Any) -> str:
     return value
 
 
-class HttpRunner(Runner):
+class HttpRunner(UpstreamRunner):
     name = "http"
 
     def __init__(
@@ -75,9 +75,7 @@ class HttpRunner(Runner):
         context_window: int = 4096,
         api_key: str | None = None,
     ) -> None:
-        self.http = Upstream(url, timeout_s=timeout_s, api_key=api_key)
-        self.model_override = model_id
-        self.fallback_context = context_window
+        super().__init__(url, timeout_s=timeout_s, model_id=model_id, context_window=context_window, api_key=api_key)
         self.upstream_ids: dict[str, str] = {}
         self.streams: bool | None = None  # does the server offer /infer/stream? None until tried
 
@@ -164,12 +162,3 @@ class HttpRunner(Runner):
             max_output_tokens=count(reply, "max_output_tokens") or req.max_tokens,
             latency_ms=float(latency) if isinstance(latency, int | float) and latency >= 0 else 0.0,
         )
-
-    async def health(self) -> bool:
-        try:
-            return await self.http.status("/health") == 200
-        except RunnerError:
-            return False
-
-    async def close(self) -> None:
-        await self.http.close()

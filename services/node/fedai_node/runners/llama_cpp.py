@@ -19,27 +19,21 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 from fedai.protocol.messages import InferenceRequest, estimate_tokens, prompt_material
-from fedai_node.runners.base import Runner, RunnerError, RunnerModel, RunnerResult, StreamItem
-from fedai_node.runners.upstream import Upstream, chat_messages, count, loads, select_models, stream_error
+from fedai_node.runners.base import RunnerError, RunnerModel, RunnerResult, StreamItem
+from fedai_node.runners.upstream import (
+    UpstreamRunner,
+    chat_messages,
+    count,
+    loads,
+    select_models,
+    stream_error,
+)
 
 _FINISH = {"limit": "length", "eos": "stop", "word": "stop"}
 
 
-class LlamaCppRunner(Runner):
+class LlamaCppRunner(UpstreamRunner):
     name = "llama_cpp"
-
-    def __init__(
-        self,
-        url: str,
-        *,
-        timeout_s: float,
-        model_id: str | None = None,
-        context_window: int = 4096,
-        api_key: str | None = None,
-    ) -> None:
-        self.http = Upstream(url, timeout_s=timeout_s, api_key=api_key)
-        self.model_override = model_id
-        self.fallback_context = context_window
 
     async def list_models(self) -> list[RunnerModel]:
         props = await self.http.get_json("/props")
@@ -101,12 +95,3 @@ class LlamaCppRunner(Runner):
         if not isinstance(prompt, str):
             raise RunnerError("llama-server /apply-template returned no prompt")
         return prompt
-
-    async def health(self) -> bool:
-        try:
-            return await self.http.status("/health") == 200
-        except RunnerError:
-            return False
-
-    async def close(self) -> None:
-        await self.http.close()

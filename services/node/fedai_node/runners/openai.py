@@ -21,8 +21,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from fedai.protocol.messages import InferenceRequest, estimate_tokens, prompt_material
-from fedai_node.runners.base import Runner, RunnerError, RunnerModel, RunnerResult, StreamItem
-from fedai_node.runners.upstream import Upstream, chat_messages, count, loads, select_models, stream_error
+from fedai_node.runners.base import RunnerError, RunnerModel, RunnerResult, StreamItem
+from fedai_node.runners.upstream import (
+    UpstreamRunner,
+    chat_messages,
+    count,
+    loads,
+    select_models,
+    stream_error,
+)
 
 DONE = b"[DONE]"
 
@@ -46,8 +53,9 @@ def _context(item: dict[str, Any]) -> int | None:
     return None
 
 
-class OpenAIRunner(Runner):
+class OpenAIRunner(UpstreamRunner):
     name = "openai"
+    health_path = "/models"
 
     def __init__(
         self,
@@ -58,9 +66,7 @@ class OpenAIRunner(Runner):
         context_window: int = 4096,
         api_key: str | None = None,
     ) -> None:
-        self.http = Upstream(api_base(url), timeout_s=timeout_s, api_key=api_key)
-        self.model_override = model_id
-        self.fallback_context = context_window
+        super().__init__(url, timeout_s=timeout_s, model_id=model_id, context_window=context_window, api_key=api_key)
         self.upstream_ids: dict[str, str] = {}  # advertised id -> the server's id
 
     async def list_models(self) -> list[RunnerModel]:
@@ -118,14 +124,9 @@ class OpenAIRunner(Runner):
         input_tokens, output_tokens = usage or (estimate_tokens(len(prompt_material(req))), len(parts))
         yield RunnerResult("".join(parts), finish, input_tokens, output_tokens)
 
-    async def health(self) -> bool:
-        try:
-            return await self.http.status("/models") == 200
-        except RunnerError:
-            return False
-
-    async def close(self) -> None:
-        await self.http.close()
+    @staticmethod
+    def base_url(url: str) -> str:
+        return api_base(url)
 
 
 def _usage(value: Any) -> tuple[int, int] | None:

@@ -19,7 +19,7 @@ from fedai.protocol.errors import ErrorCode
 from fedai.protocol.messages import InferenceRequest
 from fedai.service.client import ReplyTooLarge, read_limited
 from fedai.service.sse import SSEDecoder, SSEError
-from fedai_node.runners.base import RunnerError, RunnerModel
+from fedai_node.runners.base import Runner, RunnerError, RunnerModel
 
 MAX_REPLY_BYTES = 8 * 1024 * 1024  # a whole JSON answer
 MAX_EVENT_BYTES = 1024 * 1024  # one SSE event
@@ -234,3 +234,36 @@ def _maybe_json(data: bytes) -> Any:
         return _decode(data)
     except (msgspec.DecodeError, UnicodeError):
         return None
+
+
+class UpstreamRunner(Runner):
+    """What the HTTP runners share: one `Upstream` to the model server, an optional model id override, the
+    context window to assume when the server does not say, and health as one GET answering 200."""
+
+    health_path = "/health"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout_s: float,
+        model_id: str | None = None,
+        context_window: int = 4096,
+        api_key: str | None = None,
+    ) -> None:
+        self.http = Upstream(self.base_url(url), timeout_s=timeout_s, api_key=api_key)
+        self.model_override = model_id
+        self.fallback_context = context_window
+
+    @staticmethod
+    def base_url(url: str) -> str:
+        return url
+
+    async def health(self) -> bool:
+        try:
+            return await self.http.status(self.health_path) == 200
+        except RunnerError:
+            return False
+
+    async def close(self) -> None:
+        await self.http.close()
