@@ -26,6 +26,9 @@ TABLES = (
     "node_stats",
     "dispatch_attempts",
     "node_manifests",
+    "peers",
+    "federation_jobs",
+    "peer_spend",
 )
 
 

@@ -21,6 +21,7 @@ class Kind(IntEnum):
     ERROR = 21041
     ACK = 21042
     INFER_CANCEL = 21043
+    JOB_RECEIPT = 21044
     # relays, addressable (`d` tag)
     ROUTER_CAPS = 31020
     ROUTER_PRICE = 31021

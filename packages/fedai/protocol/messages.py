@@ -46,6 +46,7 @@ class InferenceRequest(Payload, kw_only=True):
     quote_id: Name | None = None
     max_price_msat: Msat | None = None
     payment_receipts: list[str] | None = None
+    privacy: Annotated[int, msgspec.Meta(ge=0, le=3)] = 0  # federation: how far the job may travel (0-3)
     nodes: Annotated[list[Hex64], msgspec.Meta(max_length=64)] | None = None  # pin: only these nodes
     exclude_nodes: Annotated[list[Hex64], msgspec.Meta(max_length=256)] | None = None
     # added by the router when it forwards the request to a node

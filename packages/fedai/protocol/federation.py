@@ -1,0 +1,157 @@
+"""Payloads of router-to-router federation (kinds in DESIGN.md section 4; flow in docs/federation.md).
+
+On relays (signed, verified by every receiver): `RouterCaps` (31020, d=`caps`), `RouterPrice` (31021, d = job
+type), `RouterStatus` (31022, d=`status`) as addressable announcements; `Rfb` (21020), `Bid` (21021), `Award`
+(21022), `Cancel` (21023) as ephemeral auction messages with an `expiration` tag. Over HTTP, directly to the
+winner: `JobSubmit` (21038) → `JobResult` (21039) carrying a provider-signed `Receipt` (21044).
+A relay never sees a prompt or an output: RFBs carry sizes and a hash only.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+
+from fedai.protocol.event import Event, Hex64
+from fedai.protocol.messages import InferenceRequest, InferResult, Msat, Name, Payload, Usage
+
+PrivacyLevel = Annotated[int, msgspec.Meta(ge=0, le=3)]
+Backpressure = Literal["NORMAL", "BUSY", "SATURATED"]
+
+CAPS_D = "caps"
+STATUS_D = "status"
+
+# Privacy levels: what may leave the router, and how.
+PL0_PUBLIC = 0  # the job travels as plaintext JSON over HTTP(S) to the provider
+PL1_MINIMISED = 1  # client identity stripped, payload NIP-44 encrypted to the provider
+PL2_ENCRYPTED = 2  # full payload and output NIP-44 encrypted end to end between the two routers
+PL3_LOCAL = 3  # never offloaded
+
+
+class RouterLimits(Payload, kw_only=True):
+    max_tokens: Annotated[int, msgspec.Meta(ge=1)]
+    max_request_bytes: Annotated[int, msgspec.Meta(ge=1)]
+
+
+class RouterCaps(Payload, kw_only=True):
+    """What a router offers peers (31020, d=`caps`)."""
+
+    endpoint: Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]  # base URL serving /federation/job
+    job_types: list[Name]
+    models: Annotated[list[Name], msgspec.Meta(max_length=1024)]
+    limits: RouterLimits
+    max_privacy: PrivacyLevel
+    settlement: list[Name] = msgspec.field(default_factory=lambda: ["none"])
+    software_version: str = ""
+
+
+class ModelPrice(Payload, kw_only=True):
+    model: Name
+    input_msat: Msat  # per 1k tokens
+    output_msat: Msat
+
+
+class Sla(Payload, kw_only=True):
+    p95_latency_ms: Annotated[float, msgspec.Meta(ge=0)]
+    availability: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.99
+
+
+class RouterPrice(Payload, kw_only=True):
+    """A price sheet for one job type (31021, d = the job type). Prices include the router's fee; `surge` ≥ 1
+    multiplies them under load."""
+
+    job_type: Name
+    unit: str = "msat_per_1k_tokens"
+    base_msat: Msat = 0
+    surge: Annotated[float, msgspec.Meta(ge=1, le=100)] = 1.0
+    models: Annotated[list[ModelPrice], msgspec.Meta(max_length=1024)]
+    sla: Sla
+
+
+class RouterStatus(Payload, kw_only=True):
+    """Load right now (31022, d=`status`), re-published when `backpressure` changes and on an interval."""
+
+    backpressure: Backpressure
+    queue_depth: Annotated[int, msgspec.Meta(ge=0)]
+    active_jobs: Annotated[int, msgspec.Meta(ge=0)]
+    p95_latency_ms: Annotated[float, msgspec.Meta(ge=0)]
+    nodes: Annotated[int, msgspec.Meta(ge=0)]
+
+
+class Rfb(Payload, kw_only=True):
+    """Request for bids (21020): sizes and a hash, never the prompt."""
+
+    job_type: Name
+    model: Name
+    privacy: PrivacyLevel
+    input_tokens: Annotated[int, msgspec.Meta(ge=0)]
+    max_tokens: Annotated[int, msgspec.Meta(ge=1)]
+    max_price_msat: Msat
+    job_hash: Hex64  # sha256 of the job's canonical request JSON
+    deadline_ms: Annotated[int, msgspec.Meta(ge=0)]  # unix ms by which the job must be done
+
+
+class Bid(Payload, kw_only=True):
+    """A peer's offer (21021), e-tagged to the RFB and addressed to its requester."""
+
+    rfb: Hex64
+    price_msat: Msat  # the most the job will cost, fee included
+    eta_ms: Annotated[int, msgspec.Meta(ge=0)]
+    capacity_token: Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{32}$")]  # what the bidder reserved for it
+
+
+class Award(Payload, kw_only=True):
+    """The requester's choice (21022), addressed to the winner, e-tagged to the winning bid."""
+
+    rfb: Hex64
+    bid: Hex64
+    job_id: Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{32}$")]
+    price_msat: Msat
+    capacity_token: Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{32}$")]
+
+
+class Cancel(Payload, kw_only=True):
+    """Withdraw an RFB (21023)."""
+
+    rfb: Hex64
+    reason: str = ""
+
+
+class JobSubmit(Payload, kw_only=True):
+    """The job itself (21038), over HTTP to the winner, bound to its award."""
+
+    job_id: Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{32}$")]
+    award: Hex64  # the award event's id
+    privacy: PrivacyLevel
+    request: InferenceRequest | None = None  # PL0
+    sealed: str | None = None  # PL1/PL2: NIP-44 v2 ciphertext of the request JSON, to the provider's key
+    input_sha256: Hex64  # sha256 of the canonical request JSON (what the RFB's job_hash promised)
+    max_cost_msat: Msat
+
+
+class Receipt(Payload, kw_only=True):
+    """What the provider attests it did (21044): signed by the provider, stored by both routers."""
+
+    job_id: Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{32}$")]
+    job_submit: Hex64
+    requester: Hex64
+    provider: Hex64
+    input_sha256: Hex64
+    output_sha256: Hex64
+    usage: Usage
+    price_msat: Msat
+    status: Literal["ok", "failed", "cancelled"]
+    started_ms: int
+    finished_ms: int
+
+
+class JobResult(Payload, kw_only=True):
+    """The provider's answer (21039), e-tagged to the job.submit: the output (sealed at PL1/PL2), the signed
+    receipt, and the provider's own verified chain down to its node."""
+
+    job_id: Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{32}$")]
+    output: str | None = None
+    sealed_output: str | None = None
+    receipt: Event
+    chain: InferResult | None = None
