@@ -9,6 +9,7 @@ A relay never sees a prompt or an output: RFBs carry sizes and a hash only.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Annotated, Literal
 
 import msgspec
@@ -146,6 +147,13 @@ class Receipt(Payload, kw_only=True):
     finished_ms: int
 
 
+class SealedOutput(Payload, kw_only=True):
+    """What `JobResult.sealed_output` decrypts to at PL1/PL2: the output and the provider's chain."""
+
+    output: str
+    chain: InferResult
+
+
 class JobResult(Payload, kw_only=True):
     """The provider's answer (21039), e-tagged to the job.submit: the output (sealed at PL1/PL2), the signed
     receipt, and the provider's own verified chain down to its node."""
@@ -155,3 +163,18 @@ class JobResult(Payload, kw_only=True):
     sealed_output: str | None = None
     receipt: Event
     chain: InferResult | None = None
+
+
+def job_request(original: InferenceRequest) -> InferenceRequest:
+    """What leaves the router when a request is offloaded: the model, prompt and sampling options only (no
+    client identity, quote, pins, caps or payment data). The provider, the requester and the client all
+    derive it the same way, so the client can check what was sent on its behalf."""
+    return msgspec.structs.replace(
+        original, client=None, origin=None, quote_id=None, max_price_msat=None, payment_receipts=None,
+        nodes=None, exclude_nodes=None, stream=False,
+    )  # fmt: skip
+
+
+def job_hash(request: InferenceRequest) -> str:
+    """sha256 of the canonical JSON of `job_request(request)`: the RFB's `job_hash` and job.submit's `input_sha256`."""
+    return hashlib.sha256(msgspec.json.encode(job_request(request))).hexdigest()

@@ -174,6 +174,16 @@ class InferCancel(Payload, kw_only=True):
     reason: str = "client_disconnected"
 
 
+class Offload(Payload, kw_only=True):
+    """How an offloaded request was served: the job this router submitted to a peer, the peer's signed result
+    and receipt. The chain beside it is then the peer's, down to the peer's node."""
+
+    submit: Event  # job.submit (21038), signed by this router
+    result: Event  # job.result (21039), signed by the provider
+    receipt: Event  # job.receipt (21044), signed by the provider
+    provider: Hex64
+
+
 class InferResult(Payload, kw_only=True):
     """Content of the router's infer.response: the whole chain the client can check (DESIGN.md section 4)."""
 
@@ -181,6 +191,7 @@ class InferResult(Payload, kw_only=True):
     response: Event
     metering: Event
     node: Hex64
+    offload: Offload | None = None
 
 
 T = TypeVar("T", bound=Payload)

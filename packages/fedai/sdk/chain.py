@@ -16,12 +16,14 @@ import msgspec
 from fedai.protocol.envelope import open_event
 from fedai.protocol.errors import ErrorCode, FedaiError
 from fedai.protocol.event import Event
+from fedai.protocol.federation import JobResult, JobSubmit, Receipt, job_hash, job_request
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import (
     InferenceRequest,
     InferenceResponse,
     InferResult,
     MeteringRecord,
+    Offload,
     decode_payload,
     prompt_sha256,
 )
@@ -48,6 +50,8 @@ class VerifiedChain:
     node: str
     result: InferenceResponse
     record: MeteringRecord
+    provider: str | None = None  # set when the router offloaded the request to this peer router
+    receipt: Receipt | None = None  # the provider's signed receipt for it
 
     @property
     def output(self) -> str:
@@ -105,21 +109,41 @@ def verify_chain(
         signers=(router_pubkey,),
         reply_to=request.id,
     )
+    if chain.offload is not None:
+        return _verify_offloaded(request, answer, router_pubkey, client, original, chain, chain.offload)
+    response, record = _node_chain(chain, router_pubkey, request.id, client, original, original)
+    return VerifiedChain(
+        request=request,
+        answer=answer,
+        forwarded=chain.forwarded,
+        response=chain.response,
+        metering=chain.metering,
+        router=router_pubkey,
+        node=chain.node,
+        result=response,
+        record=record,
+    )
+
+
+def _node_chain(
+    chain: InferResult, forwarder: str, origin: str, client: str, expected: InferenceRequest, original: InferenceRequest
+) -> tuple[InferenceResponse, MeteringRecord]:
+    """forwarded (by `forwarder`, for `origin`/`client`, carrying `expected`) → node response → node metering."""
     node = chain.node
     forwarded: InferenceRequest = _link(
         "forwarded request", chain.forwarded, InferenceRequest, kinds=(Kind.INFER_REQUEST,), recipient=node,
-        signers=(router_pubkey,),
+        signers=(forwarder,),
     )  # fmt: skip
-    if forwarded.origin != request.id or forwarded.client != client:
+    if forwarded.origin != origin or forwarded.client != client:
         raise ChainError("forwarded request", "origin/client do not point at this request")
-    if msgspec.structs.replace(forwarded, origin=None, client=None) != original:
+    if msgspec.structs.replace(forwarded, origin=None, client=None) != expected:
         raise ChainError("forwarded request", "the router changed the request it forwarded")
     response: InferenceResponse = _link(
-        "node response", chain.response, InferenceResponse, kinds=(Kind.INFER_RESPONSE,), recipient=router_pubkey,
+        "node response", chain.response, InferenceResponse, kinds=(Kind.INFER_RESPONSE,), recipient=forwarder,
         signers=(node,), reply_to=chain.forwarded.id,
     )  # fmt: skip
     record: MeteringRecord = _link(
-        "metering", chain.metering, MeteringRecord, kinds=(Kind.METERING_RECORD,), recipient=router_pubkey,
+        "metering", chain.metering, MeteringRecord, kinds=(Kind.METERING_RECORD,), recipient=forwarder,
         signers=(node,), reply_to=chain.forwarded.id,
     )  # fmt: skip
     if record.request != chain.forwarded.id or record.response != chain.response.id:
@@ -130,14 +154,35 @@ def verify_chain(
         raise ChainError("metering", "output hash does not match the output")
     if (record.input_tokens, record.output_tokens) != (response.usage.input_tokens, response.usage.output_tokens):
         raise ChainError("metering", "token counts differ from the response's usage")
+    return response, record
+
+
+def _verify_offloaded(
+    request: Event, answer: Event, router: str, client: str, original: InferenceRequest, chain: InferResult,
+    off: Offload,
+) -> VerifiedChain:  # fmt: skip
+    """The router offloaded the request: its job.submit must carry exactly this request (by hash at PL1/PL2),
+    the provider's result and receipt must answer that submit, and the provider's chain must reach its node."""
+    provider = off.provider
+    submit: JobSubmit = _link("job submit", off.submit, JobSubmit, kinds=(Kind.JOB_SUBMIT,), recipient=provider,
+                              signers=(router,))  # fmt: skip
+    expected = job_request(original)
+    if submit.input_sha256 != job_hash(original) or (submit.request is not None and submit.request != expected):
+        raise ChainError("job submit", "the job sent to the provider is not this request")
+    result: JobResult = _link("job result", off.result, JobResult, kinds=(Kind.JOB_RESULT,), recipient=router,
+                              signers=(provider,), reply_to=off.submit.id)  # fmt: skip
+    receipt: Receipt = _link("receipt", off.receipt, Receipt, kinds=(Kind.JOB_RECEIPT,), recipient=router,
+                             signers=(provider,), reply_to=off.submit.id)  # fmt: skip
+    if result.receipt.id != off.receipt.id or {result.job_id, receipt.job_id} != {submit.job_id}:
+        raise ChainError("receipt", "result, receipt and job do not belong together")
+    if (receipt.requester, receipt.provider, receipt.job_submit) != (router, provider, off.submit.id):
+        raise ChainError("receipt", "receipt names other routers or another job")
+    if receipt.input_sha256 != submit.input_sha256 or receipt.status != "ok":
+        raise ChainError("receipt", "receipt is not for this input, or not a success")
+    response, record = _node_chain(chain, provider, off.submit.id, router, expected, original)
+    if receipt.output_sha256 != record.output_sha256:
+        raise ChainError("receipt", "receipt's output hash is not the node's")
     return VerifiedChain(
-        request=request,
-        answer=answer,
-        forwarded=chain.forwarded,
-        response=chain.response,
-        metering=chain.metering,
-        router=router_pubkey,
-        node=node,
-        result=response,
-        record=record,
-    )
+        request=request, answer=answer, forwarded=chain.forwarded, response=chain.response, metering=chain.metering,
+        router=router, node=chain.node, result=response, record=record, provider=provider, receipt=receipt,
+    )  # fmt: skip

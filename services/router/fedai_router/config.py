@@ -44,6 +44,18 @@ class RouterSettings:
     public_url: str | None = None  # the base URL clients use (NIP-98 `u` tags are checked against it)
     api_keys: dict[str, str] = field(default_factory=dict)  # sha256(key) hex -> client pubkey
     nip98_window_s: int = 60
+    # federation: what we accept and what we spend (docs/federation.md)
+    fed_max_privacy: int = 2  # the highest privacy level we offload or accept from peers (3 never leaves)
+    fed_privacy_by_job: dict[str, int] = field(default_factory=dict)  # per job type, below the maximum
+    fed_max_cost_msat: int = 1_000_000  # per offloaded job, unless the request caps it lower
+    fed_spend_cap_msat: int = 10_000_000  # per peer and window
+    fed_spend_window_s: int = 3600
+    fed_max_attempts: int = 2  # offload attempts (auctions) per request
+    fed_job_timeout_ms: int = 120_000
+
+    def max_privacy(self, job_type: str | None) -> int:
+        """The highest privacy level a job of this type may be offloaded or accepted at."""
+        return min(self.fed_max_privacy, self.fed_privacy_by_job.get(job_type or "text-generation", 3))
 
     @property
     def policy(self) -> Policy:
@@ -96,6 +108,13 @@ class RouterSettings:
             public_url=env.url("ROUTER_PUBLIC_URL") if env.optional("ROUTER_PUBLIC_URL") else None,
             api_keys=parse_api_keys(env.optional("ROUTER_API_KEYS") or ""),
             nip98_window_s=env.integer("FEDAI_NIP98_WINDOW_S", 60, minimum=1, maximum=600),
+            fed_max_privacy=env.integer("ROUTER_FED_MAX_PRIVACY", 2, minimum=0, maximum=2),
+            fed_privacy_by_job=parse_privacy_by_job(env.optional("ROUTER_FED_PRIVACY_BY_JOB_TYPE") or ""),
+            fed_max_cost_msat=env.integer("ROUTER_FED_MAX_COST_MSAT", 1_000_000, minimum=0),
+            fed_spend_cap_msat=env.integer("ROUTER_FED_SPEND_CAP_MSAT", 10_000_000, minimum=0),
+            fed_spend_window_s=env.integer("ROUTER_FED_SPEND_WINDOW_S", 3600, minimum=1),
+            fed_max_attempts=env.integer("ROUTER_FED_MAX_ATTEMPTS", 2, minimum=1, maximum=5),
+            fed_job_timeout_ms=env.integer("ROUTER_FED_JOB_TIMEOUT_MS", 120_000, minimum=100),
         )
         if settings.client_allowlist & settings.client_blocklist:
             raise ConfigError("ROUTER_CLIENT_ALLOWLIST and ROUTER_CLIENT_BLOCKLIST share keys")
@@ -116,3 +135,16 @@ def parse_api_keys(value: str) -> dict[str, str]:
         except KeyFormatError as exc:
             raise ConfigError(f"ROUTER_API_KEYS: {exc}") from None
     return mapping
+
+
+def parse_privacy_by_job(value: str) -> dict[str, int]:
+    """`ROUTER_FED_PRIVACY_BY_JOB_TYPE`: comma list of `<job type>=<level 0-2>`."""
+    levels: dict[str, int] = {}
+    for entry in (part.strip() for part in value.split(",")):
+        if not entry:
+            continue
+        job_type, sep, level = entry.partition("=")
+        if not sep or not job_type or level not in {"0", "1", "2"}:
+            raise ConfigError("ROUTER_FED_PRIVACY_BY_JOB_TYPE: each entry is <job type>=<0, 1 or 2>")
+        levels[job_type.strip()] = int(level)
+    return levels

@@ -38,6 +38,10 @@ class RouterMetrics:
             "fedai_router_ttft_seconds", "Time to the first streamed chunk, from the request's arrival",
             buckets=LATENCY_BUCKETS, registry=self.registry,
         )  # fmt: skip
+        self.offloads = Counter(
+            "fedai_router_offloads", "Requests offloaded to peer routers, by outcome", ["outcome"],
+            registry=self.registry,
+        )  # fmt: skip
         self.streams = Counter(
             "fedai_router_streams", "Streams by outcome (done, error, cancelled)", ["outcome"], registry=self.registry
         )

@@ -44,7 +44,7 @@ class Binding:
 
     router: str
     node: str
-    model: ModelInfo
+    model: ModelInfo | None  # the node's advertised model (None: a peer's node, whose prices we never saw)
     forwarded: Event
     prompt_sha256: str
     skew_s: int
@@ -76,9 +76,11 @@ def verify_reply(body: bytes, b: Binding, *, streamed_output: str | None = None)
         problems.append("output_sha256")
     if (record.input_tokens, record.output_tokens) != (answer.usage.input_tokens, answer.usage.output_tokens):
         problems.append("usage")
-    if record.model != b.model.id or answer.model != b.model.id:
+    if record.model != answer.model or (b.model is not None and answer.model != b.model.id):
         problems.append("model")
-    if record.price_msat > price_msat(b.model.pricing, record.input_tokens, record.output_tokens):
+    if b.model is not None and record.price_msat > price_msat(
+        b.model.pricing, record.input_tokens, record.output_tokens
+    ):
         problems.append("price above advertised")
     if streamed_output is not None and answer.output != streamed_output:
         problems.append("output differs from the streamed deltas")
