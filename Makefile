@@ -22,6 +22,7 @@ bench: $(STAMP)  ## each benchmark prints one JSON document
 	$(BIN)/python bench/router_overhead.py
 	$(BIN)/python bench/scheduler.py
 	$(BIN)/python bench/ttft.py
+	$(BIN)/python bench/auction.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

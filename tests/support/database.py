@@ -49,3 +49,26 @@ async def test_database() -> AsyncIterator[str]:
         if tmp is not None:
             stop_embedded(Path(tmp.name) / "pg")
             tmp.cleanup()
+
+
+@asynccontextmanager
+async def extra_database(base_dsn: str, suffix: str) -> AsyncIterator[str]:
+    """Another migrated database on the same server (a second router must not share the first one's registry)."""
+    parts = urlsplit(base_dsn)
+    name = f"{parts.path.lstrip('/')}_{suffix}"
+    dsn = _with_database(base_dsn, name)
+    admin = await asyncpg.connect(base_dsn)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    await migrate_dsn(dsn)
+    try:
+        yield dsn
+    finally:
+        admin = await asyncpg.connect(base_dsn)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()

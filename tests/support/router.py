@@ -14,7 +14,7 @@ from fedai.protocol.keys import Keys
 from fedai_router.app import create_app
 from fedai_router.config import RouterSettings
 from fedai_router.service import RouterService
-from tests.support.servers import serve_app
+from tests.support.servers import free_port, serve_app
 
 TABLES = (
     "chains",
@@ -50,8 +50,10 @@ async def reset_database(pool: asyncpg.Pool) -> None:
 @asynccontextmanager
 async def running_router(database_url: str, **overrides: Any) -> AsyncIterator[RunningRouter]:
     keys = overrides.pop("keys", None) or Keys.generate()
-    settings = RouterSettings(keys=keys, db_url=database_url, allow_private_endpoints=True, registry_refresh_ms=100)
+    port = overrides.pop("port", None) or free_port()
+    settings = RouterSettings(keys=keys, db_url=database_url, allow_private_endpoints=True, registry_refresh_ms=100,
+                              port=port)  # fmt: skip
     settings = dataclasses.replace(settings, **overrides)
     app = create_app(settings)
-    async with serve_app(app) as url:
+    async with serve_app(app, port=port) as url:
         yield RunningRouter(url=url, service=app.state.service, keys=keys)

@@ -12,6 +12,7 @@ from fedai.cli.devnet import devnet_cmd
 from fedai.cli.keys import keys_group
 from fedai.cli.llama import llama_group
 from fedai.cli.manifest import bench_cmd, manifest_cmd, profile_cmd, recommend_cmd
+from fedai.cli.peers import peers_cmd
 from fedai.cli.route import route_group
 from fedai.cli.services import migrate_cmd, node_cmd, relay_cmd, router_cmd
 from fedai.cli.simulate import simulate_cmd
@@ -48,6 +49,7 @@ for command in (
     apikey_group,
     *(profile_cmd, bench_cmd, recommend_cmd, manifest_cmd),
     simulate_cmd,
+    peers_cmd,
 ):
     cli.add_command(command)
 

@@ -18,6 +18,7 @@ from fedai.protocol.event import Event
 from fedai.service.http import error_response, event_response, read_body
 from fedai_router import ops
 from fedai_router.config import RouterSettings
+from fedai_router.federation.jobs import handle_job
 from fedai_router.infer import handle_infer
 from fedai_router.manifests import handle_manifest
 from fedai_router.openai_api import routes as openai_routes
@@ -74,6 +75,7 @@ def create_app(settings: RouterSettings) -> Starlette:
         Route("/infer", _signed_endpoint(svc, "infer", handle_infer), methods=["POST"]),
         Route("/infer/stream", partial(handle_infer_stream, svc), methods=["POST"]),
         Route("/quote", _signed_endpoint(svc, "quote", handle_quote), methods=["POST"]),
+        Route("/federation/job", _signed_endpoint(svc, "federation_job", handle_job), methods=["POST"]),
         Route("/register-node", _signed_endpoint(svc, "register", handle_register), methods=["POST"]),
         Route("/manifest", _signed_endpoint(svc, "manifest", handle_manifest), methods=["POST"]),
         Route("/health", partial(ops.health, svc), methods=["GET"]),
@@ -81,6 +83,7 @@ def create_app(settings: RouterSettings) -> Starlette:
         Route("/status", partial(ops.status, svc), methods=["GET"]),
         Route("/metrics", partial(ops.metrics, svc), methods=["GET"]),
         Route("/route/explain", partial(ops.route_explain, svc), methods=["GET"]),
+        Route("/federation/peers", partial(ops.federation_peers, svc), methods=["GET"]),
         Route("/v1/models", partial(openai_routes.models, svc), methods=["GET"]),
         Route("/v1/chat/completions", partial(openai_routes.complete, svc, kind="chat"), methods=["POST"]),
         Route("/v1/completions", partial(openai_routes.complete, svc, kind="text"), methods=["POST"]),

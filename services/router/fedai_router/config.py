@@ -52,6 +52,30 @@ class RouterSettings:
     fed_spend_window_s: int = 3600
     fed_max_attempts: int = 2  # offload attempts (auctions) per request
     fed_job_timeout_ms: int = 120_000
+    # auctions (docs/federation.md, "Auctions")
+    auction_ttl_ms: int = 1_500  # how long the requester collects bids
+    posted_ttl_ms: int = 500  # posted-price routing: how long to wait for the chosen peer's bid
+    reauction_cooldown_ms: int = 5_000  # no new auction of the same job within this (retries excepted)
+    peer_breaker_failures: int = 3  # consecutive failed jobs that open a peer's circuit breaker
+    peer_breaker_cooldown_s: int = 60
+    auction_w_price: float = 1.0  # bid score weights (fedai_router.federation.choice)
+    auction_w_eta: float = 1.0  # per second of ETA
+    auction_w_reputation: float = 2.0
+    bidding: bool = True  # answer peers' RFBs (when ROUTER_RELAYS is set)
+    # announcements and peer policy (docs/federation.md, "Announcements", "Peers and policy")
+    announce_s: int = 60  # re-publish caps, prices and status at least this often
+    busy_at: float = 0.7  # fraction of fleet capacity in use from which we announce BUSY
+    saturated_at: float = 0.95  # ... and SATURATED
+    surge_start: float = 0.5  # surge rises above 1.0 from this fraction in use
+    surge_max: float = 2.0  # ... to this at full use
+    peer_allowlist: frozenset[str] = frozenset()  # only these peers (empty: any)
+    peer_blocklist: frozenset[str] = frozenset()  # never these
+    peer_mute: frozenset[str] = frozenset()  # learned, never chosen
+    follow: frozenset[str] = frozenset()  # keys we trust; their kind-3 contact lists feed the web of trust
+    peer_wot_min: int = 0  # a peer must be followed (kind 3) by at least this many keys of `follow`
+    peer_rate: int = 600  # inbound relay events per author and minute (the relay pool's author budget)
+    peer_max_content_bytes: int = 128 * 1024  # announcement content bound, checked before parsing
+    peer_ttl_s: int = 300  # an announcement without `expiration` counts as fresh this long
 
     def max_privacy(self, job_type: str | None) -> int:
         """The highest privacy level a job of this type may be offloaded or accepted at."""
@@ -115,9 +139,32 @@ class RouterSettings:
             fed_spend_window_s=env.integer("ROUTER_FED_SPEND_WINDOW_S", 3600, minimum=1),
             fed_max_attempts=env.integer("ROUTER_FED_MAX_ATTEMPTS", 2, minimum=1, maximum=5),
             fed_job_timeout_ms=env.integer("ROUTER_FED_JOB_TIMEOUT_MS", 120_000, minimum=100),
+            auction_ttl_ms=env.integer("ROUTER_AUCTION_TTL_MS", 1_500, minimum=10, maximum=60_000),
+            posted_ttl_ms=env.integer("ROUTER_POSTED_TTL_MS", 500, minimum=10, maximum=60_000),
+            reauction_cooldown_ms=env.integer("ROUTER_REAUCTION_COOLDOWN_MS", 5_000, minimum=0),
+            peer_breaker_failures=env.integer("ROUTER_PEER_BREAKER_FAILURES", 3, minimum=1, maximum=1000),
+            peer_breaker_cooldown_s=env.integer("ROUTER_PEER_BREAKER_COOLDOWN_S", 60, minimum=0),
+            auction_w_price=env.number("ROUTER_AUCTION_W_PRICE", 1.0, minimum=0, maximum=1000),
+            auction_w_eta=env.number("ROUTER_AUCTION_W_ETA", 1.0, minimum=0, maximum=1000),
+            auction_w_reputation=env.number("ROUTER_AUCTION_W_REPUTATION", 2.0, minimum=0, maximum=1000),
+            bidding=env.flag("ROUTER_BIDDING", True),
+            announce_s=env.integer("ROUTER_ANNOUNCE_S", 60, minimum=1, maximum=86_400),
+            busy_at=env.number("ROUTER_BUSY_AT", 0.7, minimum=0.01, maximum=1),
+            saturated_at=env.number("ROUTER_SATURATED_AT", 0.95, minimum=0.01, maximum=1),
+            surge_start=env.number("ROUTER_SURGE_START", 0.5, minimum=0, maximum=1),
+            surge_max=env.number("ROUTER_SURGE_MAX", 2.0, minimum=1, maximum=100),
+            peer_allowlist=env.pubkeys("ROUTER_PEER_ALLOWLIST", required=False),
+            peer_blocklist=env.pubkeys("ROUTER_PEER_BLOCKLIST", required=False),
+            peer_mute=env.pubkeys("ROUTER_PEER_MUTE", required=False),
+            follow=env.pubkeys("ROUTER_FOLLOW", required=False),
+            peer_wot_min=env.integer("ROUTER_PEER_WOT_MIN", 0, minimum=0, maximum=1000),
+            peer_rate=env.integer("ROUTER_PEER_RATE", 600, minimum=1),
+            peer_max_content_bytes=env.integer("ROUTER_PEER_MAX_CONTENT_BYTES", 128 * 1024, minimum=1024),
+            peer_ttl_s=env.integer("ROUTER_PEER_TTL_S", 300, minimum=1),
         )
         if settings.client_allowlist & settings.client_blocklist:
             raise ConfigError("ROUTER_CLIENT_ALLOWLIST and ROUTER_CLIENT_BLOCKLIST share keys")
+        check_peer_settings(settings)
         return settings
 
 
@@ -148,3 +195,13 @@ def parse_privacy_by_job(value: str) -> dict[str, int]:
             raise ConfigError("ROUTER_FED_PRIVACY_BY_JOB_TYPE: each entry is <job type>=<0, 1 or 2>")
         levels[job_type.strip()] = int(level)
     return levels
+
+
+def check_peer_settings(settings: RouterSettings) -> None:
+    """Announcement thresholds and peer lists that cannot work together fail at start."""
+    if settings.busy_at >= settings.saturated_at:
+        raise ConfigError("ROUTER_BUSY_AT must be below ROUTER_SATURATED_AT")
+    if settings.peer_allowlist & settings.peer_blocklist:
+        raise ConfigError("ROUTER_PEER_ALLOWLIST and ROUTER_PEER_BLOCKLIST share keys")
+    if settings.peer_wot_min > len(settings.follow):
+        raise ConfigError("ROUTER_PEER_WOT_MIN is larger than the number of keys in ROUTER_FOLLOW")

@@ -21,7 +21,12 @@ ANNOUNCE_D_TAG = "fedai-node"
 async def start_discovery(svc: RouterService) -> Any:
     from fedai.nostr import RelayPool
 
-    pool = RelayPool(svc.settings.relays, auth_keys=svc.keys, max_event_bytes=svc.settings.max_request_bytes)
+    pool = RelayPool(
+        svc.settings.relays,
+        auth_keys=svc.keys,
+        max_event_bytes=svc.settings.max_request_bytes,
+        author_budget=(svc.settings.peer_rate, 60.0),  # ROUTER_PEER_RATE: events per author and minute
+    )
     await pool.start()
 
     async def on_announce(event: Event, relay: str) -> None:

@@ -16,6 +16,7 @@ from fedai.protocol.messages import InferenceRequest, InferResult, estimate_toke
 from fedai.store.metering import MeteringEntry
 from fedai.store.quotes import get_quote, use_quote
 from fedai_router.dispatch import Origin, Served
+from fedai_router.federation.offload import can_offload, offload
 from fedai_router.scheduler import Candidate, Demand, rank
 from fedai_router.service import RouterService
 
@@ -118,7 +119,14 @@ async def handle_infer(svc: RouterService, body: bytes) -> Event:
     client_event, request = opened.event, opened.payload
     if request.stream:
         raise FedaiError(ErrorCode.INVALID_REQUEST, "stream=true is served on /infer/stream")
-    candidates = await plan(svc, client_event.pubkey, request)
+    try:
+        candidates = await plan(svc, client_event.pubkey, request)
+    except FedaiError as err:
+        # no node of ours fits, or all are busy: a peer router may serve it (docs/federation.md)
+        if err.code not in (ErrorCode.UNKNOWN_MODEL, ErrorCode.NO_CAPACITY) or not can_offload(svc, request):
+            raise
+        local = err
+        return await while_claiming(svc, client_event, lambda: offload(svc, client_event, request, local))
     origin = Origin(client_event.pubkey, client_event.id)
     served = await while_claiming(svc, client_event, lambda: svc.dispatcher.serve(origin, request, candidates))
     return await answer_served(svc, origin, served)

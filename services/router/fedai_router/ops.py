@@ -1,4 +1,4 @@
-"""Operator endpoints: /health, /ready, /status, /metrics and /route/explain (read-only)."""
+"""Operator endpoints: /health, /ready, /status, /metrics, /route/explain and /federation/peers (read-only)."""
 
 from __future__ import annotations
 
@@ -71,8 +71,24 @@ async def status(svc: RouterService, _: Request) -> Response:
             "uptime_s": round(now - svc.started_at, 1),
             "nodes": nodes,
             "relays": svc.relays.status() if svc.relays is not None else {},
+            "federation": federation_summary(svc, now),
         }
     )
+
+
+def federation_summary(svc: RouterService, now: float) -> dict[str, Any]:
+    load = svc.announcer.load
+    return {
+        "backpressure": svc.backpressure,
+        "utilisation": round(load.utilisation, 4),
+        "surge": svc.announcer.surge,
+        "peers": svc.peers.summaries(now, detail=False),
+    }
+
+
+async def federation_peers(svc: RouterService, _: Request) -> Response:
+    """`GET /federation/peers`: every peer router learned from relays, with its announcements and policy state."""
+    return json_response(svc.peers.summaries(time.time()))
 
 
 async def metrics(svc: RouterService, _: Request) -> Response:

@@ -7,7 +7,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 import asyncpg
@@ -16,6 +16,7 @@ from fedai import __version__
 from fedai.protocol.envelope import Opened, open_envelope
 from fedai.protocol.errors import ErrorCode, FedaiError
 from fedai.protocol.event import Event
+from fedai.protocol.federation import Backpressure
 from fedai.protocol.messages import Payload
 from fedai.protocol.replay import MemoryReplayGuard, claim_or_raise
 from fedai.service.tasks import cancel_and_wait
@@ -24,13 +25,20 @@ from fedai.store.health import prune_stats
 from fedai.store.metering import MeteringStore
 from fedai.store.migrations import migrate
 from fedai.store.nonces import PostgresReplayGuard
+from fedai.store.peers import load_peers
 from fedai_router.config import RouterSettings
 from fedai_router.dispatch import Dispatcher
 from fedai_router.endpoints import EndpointValidator
+from fedai_router.federation.announce import CHECK_INTERVAL_S, Announcer
+from fedai_router.federation.peers import PeerBook
 from fedai_router.metrics import RouterMetrics
 from fedai_router.ratelimit import RateLimiter
 from fedai_router.registry import WINDOW_MINUTES, Registry
 from fedai_router.retry import RetryBudget
+
+if TYPE_CHECKING:
+    from fedai_router.federation.auction import Auctioneer
+    from fedai_router.federation.bidder import Bidder
 
 log = logging.getLogger("fedai.router")
 
@@ -60,6 +68,10 @@ class RouterService:
         self._tasks: list[asyncio.Task[None]] = []
         self._jobs: set[asyncio.Task[None]] = set()
         self.relays: Any = None  # fedai.nostr.RelayPool when ROUTER_RELAYS is set
+        self.auctioneer: Auctioneer | None = None  # auctions (and bidding) when ROUTER_RELAYS is set
+        self.bidder: Bidder | None = None
+        self.peers = PeerBook.for_settings(settings, self.metrics.registry)  # peer routers learned from relays
+        self.announcer = Announcer(self)  # fleet load, backpressure, and our announcements on relays
         # set in start()
         self.pool: asyncpg.Pool
         self.registry: Registry
@@ -105,10 +117,18 @@ class RouterService:
         self._every(NONCE_PRUNE_INTERVAL_S, "nonce prune", self.replay.prune)
         self._every(STATS_INTERVAL_S, "health window exchange", self.registry.exchange_stats)
         self._every(STATS_PRUNE_INTERVAL_S, "health window prune", self._prune_stats)
+        self.peers.restore(await load_peers(self.pool))
+        self.announcer.update(time.time())
+        self._every(CHECK_INTERVAL_S, "federation announce", self.announcer.tick)
         if self.settings.relays:
             from fedai_router.discovery import start_discovery
+            from fedai_router.federation.peers import start_peers
 
             self.relays = await start_discovery(self)
+            await start_peers(self)
+            from fedai_router.federation.auction import start_auctions
+
+            self.auctioneer, self.bidder = await start_auctions(self)
         log.info("router started", extra={"pubkey": self.pubkey, "nodes": len(self.registry.nodes)})
 
     async def stop(self) -> None:
@@ -119,6 +139,11 @@ class RouterService:
         for writer in self._writers:
             await writer.close()
         await self.pool.close()
+
+    @property
+    def backpressure(self) -> Backpressure:
+        """NORMAL / BUSY / SATURATED from the share of fleet capacity in use, updated every second."""
+        return self.announcer.backpressure
 
     def spawn(self, job: Coroutine[Any, Any, None], what: str) -> None:
         """Run `job` in the background; it is cancelled at stop and its failure is logged, not lost."""

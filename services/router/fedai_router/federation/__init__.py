@@ -1,0 +1,1 @@
+"""Federation between routers: announcements, peers, auctions and offloaded jobs over Nostr relays."""

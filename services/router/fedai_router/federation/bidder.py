@@ -1,0 +1,300 @@
+"""The provider side of an auction: bid on peers' RFBs, accept only awards for our own open bids.
+
+Open bids live in memory (bounded, expiring with the RFB): a bid that is never awarded leaves no row. An
+accepted award becomes a `federation_jobs` row (role provider), which is what `POST /federation/job` looks up
+on any replica. Every refused message is counted in `fedai_router_auction_events_total{kind,result}`.
+With several replicas sharing a key, each one bids; the award is accepted by the replica that made the winning
+bid, and the others count it as `unknown_bid`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import math
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from fedai.protocol.envelope import seal
+from fedai.protocol.errors import FedaiError
+from fedai.protocol.event import Event
+from fedai.protocol.federation import PL3_LOCAL, Award, Bid, Cancel, Rfb
+from fedai.protocol.kinds import Kind
+from fedai.protocol.messages import decode_payload
+from fedai.store.federation import NewJob, cancel_awarded, insert_job
+from fedai_router.federation.events import auction_events, check_auction_event, reason
+from fedai_router.pricing import quote_price
+from fedai_router.scheduler import Demand, rank
+
+if TYPE_CHECKING:
+    from fedai.nostr import Subscription
+    from fedai_router.service import RouterService
+
+log = logging.getLogger("fedai.router.bidder")
+
+MAX_OPEN_BIDS = 1_024
+MAX_REMEMBERED = 4_096  # cancelled RFBs and accepted awards kept in memory
+RANK_DEPTH = 64  # nodes looked at when counting free capacity for a bid
+
+QuoteResult = Bid | None
+Quote = Callable[[Event, Rfb], QuoteResult | Awaitable[QuoteResult]]
+
+
+@dataclass(frozen=True, slots=True)
+class OpenBid:
+    bid_id: str
+    rfb_id: str
+    requester: str
+    model: str
+    price_msat: int
+    capacity_token: str
+    privacy: int
+    expires_at: int  # unix s, the RFB's expiration
+
+
+def _remember(store: OrderedDict[str, str], key: str, value: str) -> None:
+    store[key] = value
+    store.move_to_end(key)
+    while len(store) > MAX_REMEMBERED:
+        store.popitem(last=False)
+
+
+class Bidder:
+    def __init__(
+        self, svc: RouterService, quote: Quote | None = None, *, clock: Callable[[], float] = time.time,
+        max_open: int = MAX_OPEN_BIDS,
+    ) -> None:  # fmt: skip
+        self.svc = svc
+        self.quote: Quote = quote if quote is not None else local_quote(svc, held=self.held)
+        self._clock = clock
+        self._max_open = max_open
+        self._open: OrderedDict[str, OpenBid] = OrderedDict()  # bid id -> open bid, oldest first
+        self._cancelled: OrderedDict[str, str] = OrderedDict()  # rfb id -> its requester
+        self._awarded: OrderedDict[str, str] = OrderedDict()  # rfb id -> requester, for awards we accepted
+        self._accepted: OrderedDict[str, str] = OrderedDict()  # job id -> award id
+        self._waiters: dict[str, asyncio.Event] = {}
+        self._events = auction_events(svc.metrics.registry)
+        self._subs: list[Subscription] = []
+
+    async def start(self) -> None:
+        relays: Any = self.svc.relays
+        self._subs = [
+            await relays.subscribe([{"kinds": [int(Kind.RFB)]}, {"kinds": [int(Kind.CANCEL)]}], self._on_market),
+            await relays.subscribe([{"kinds": [int(Kind.AWARD)], "#p": [self.svc.pubkey]}], self._on_award),
+        ]
+
+    async def ready(self, timeout: float = 5.0) -> bool:  # noqa: ASYNC109 - a plain deadline
+        """True once the relays have confirmed (EOSE) both subscriptions: RFBs and awards will reach us."""
+        return bool(self._subs) and all([await sub.wait_eose(timeout) for sub in self._subs])
+
+    async def close(self) -> None:
+        for sub in self._subs:
+            await sub.close()
+
+    def held(self, model: str) -> int:
+        """Open bids on `model` not yet expired: capacity promised but not yet awarded."""
+        now = self._clock()
+        return sum(1 for b in self._open.values() if b.model == model and b.expires_at > now)
+
+    def open_bids(self) -> list[OpenBid]:
+        self._expire(self._clock())
+        return list(self._open.values())
+
+    async def wait_accepted(self, job_id: str, timeout: float) -> bool:  # noqa: ASYNC109 - a plain deadline
+        """True once an award for `job_id` has been accepted (for tests and the benchmark)."""
+        if job_id in self._accepted:
+            return True
+        waiter = self._waiters.setdefault(job_id, asyncio.Event())
+        try:
+            await asyncio.wait_for(waiter.wait(), timeout)
+        except TimeoutError:
+            return job_id in self._accepted
+        finally:
+            self._waiters.pop(job_id, None)
+        return True
+
+    def _expire(self, now: float) -> None:
+        for bid_id in [k for k, b in self._open.items() if b.expires_at <= now]:
+            del self._open[bid_id]
+
+    # -- RFB and CANCEL ------------------------------------------------------------------------------
+
+    async def _on_market(self, event: Event, _relay: str) -> None:
+        if event.kind == Kind.CANCEL:
+            result = await self._take_cancel(event)
+            self._events.labels("cancel", result).inc()
+        elif event.pubkey != self.svc.pubkey:
+            result = await self._take_rfb(event)
+            self._events.labels("rfb", result).inc()
+
+    async def _take_rfb(self, event: Event) -> str:
+        now = self._clock()
+        addressed = bool(event.tag_values("p"))
+        if addressed and self.svc.pubkey not in event.tag_values("p"):
+            return "not_addressed"
+        try:
+            expires = check_auction_event(event, Kind.RFB, recipient=self.svc.pubkey if addressed else None,
+                                          skew_s=self.svc.settings.clock_skew_s, now=now)  # fmt: skip
+            rfb = decode_payload(event.content, Rfb)
+        except FedaiError as err:
+            return reason(err)
+        if rfb.deadline_ms <= now * 1000:
+            return "expired"
+        if self._cancelled.get(event.id) == event.pubkey:
+            return "cancelled"
+        if not choosable(self.svc, event.pubkey):
+            return "blocked"
+        self._expire(now)
+        if len(self._open) >= self._max_open:
+            return "full"
+        quoted = self.quote(event, rfb)
+        bid = await quoted if inspect.isawaitable(quoted) else quoted
+        if bid is None:
+            return "declined"
+        bid = msgspec.structs.replace(bid, rfb=event.id)
+        bid_event = seal(self.svc.keys, Kind.BID, bid, to=event.pubkey, reply_to=event.id, expiration=expires)
+        self._open[bid_event.id] = OpenBid(
+            bid_id=bid_event.id, rfb_id=event.id, requester=event.pubkey, model=rfb.model, price_msat=bid.price_msat,
+            capacity_token=bid.capacity_token, privacy=rfb.privacy, expires_at=expires,
+        )  # fmt: skip
+        # the relays' OKs are awaited off this subscription's queue, so the next RFB is not held up by them
+        self.svc.spawn(self._publish_bid(bid_event), "auction bid")
+        return "bid"
+
+    async def _publish_bid(self, bid_event: Event) -> None:
+        results = await self.svc.relays.publish(bid_event)
+        published = any(r.ok for r in results)
+        self._events.labels("bid", "published" if published else "not_published").inc()
+        if not published:
+            self._open.pop(bid_event.id, None)
+
+    async def _take_cancel(self, event: Event) -> str:
+        try:
+            check_auction_event(event, Kind.CANCEL, recipient=None, skew_s=self.svc.settings.clock_skew_s,
+                                now=self._clock())  # fmt: skip
+            cancel = decode_payload(event.content, Cancel)
+        except FedaiError as err:
+            return reason(err)
+        if event.tag_values("e") != [cancel.rfb]:
+            return "mismatch"
+        _remember(self._cancelled, cancel.rfb, event.pubkey)
+        dropped = [k for k, b in self._open.items() if b.rfb_id == cancel.rfb and b.requester == event.pubkey]
+        for bid_id in dropped:
+            del self._open[bid_id]
+        if self._awarded.get(cancel.rfb) == event.pubkey:
+            jobs = await cancel_awarded(self.svc.pool, cancel.rfb, event.pubkey)
+            log.info("awarded job withdrawn by its requester", extra={"rfb": cancel.rfb, "jobs": len(jobs)})
+        return "dropped" if dropped else "noted"
+
+    # -- AWARD ---------------------------------------------------------------------------------------
+
+    async def _on_award(self, event: Event, _relay: str) -> None:
+        result = await self._take_award(event)
+        self._events.labels("award", result).inc()
+        if result != "accepted":
+            log.info("award refused", extra={"award": event.id, "requester": event.pubkey[:16], "reason": result})
+
+    async def _take_award(self, event: Event) -> str:
+        now = self._clock()
+        targets = event.tag_values("e")
+        held = self._open.get(targets[0]) if len(targets) == 1 else None
+        try:
+            check_auction_event(
+                event, Kind.AWARD, recipient=self.svc.pubkey, skew_s=self.svc.settings.clock_skew_s, now=now,
+                reply_to=held.bid_id if held is not None else None,
+            )  # fmt: skip
+            award = decode_payload(event.content, Award)
+        except FedaiError as err:
+            return reason(err)
+        refusal = _refuse_award(held, event, award, now)
+        if refusal is not None:
+            return refusal
+        assert held is not None
+        stored = await insert_job(
+            self.svc.pool,
+            NewJob(job_id=award.job_id, role="provider", peer=event.pubkey, rfb_id=held.rfb_id, bid_id=held.bid_id,
+                   award_id=event.id, capacity_token=held.capacity_token, price_msat=award.price_msat,
+                   privacy=held.privacy),
+        )  # fmt: skip
+        self._open.pop(held.bid_id, None)  # an open bid is awarded once
+        if not stored:
+            return "duplicate"
+        _remember(self._awarded, held.rfb_id, event.pubkey)
+        _remember(self._accepted, award.job_id, event.id)
+        waiter = self._waiters.get(award.job_id)
+        if waiter is not None:
+            waiter.set()
+        return "accepted"
+
+
+def _refuse_award(held: OpenBid | None, event: Event, award: Award, now: float) -> str | None:
+    """Why an award (already checked as an envelope addressed to us) cannot be accepted, or None. A cancelled
+    RFB has no open bid left (the cancel dropped it), so its award is an `unknown_bid`."""
+    if held is None:
+        return "unknown_bid"
+    if event.pubkey != held.requester:
+        return "wrong_signer"
+    if award.bid != held.bid_id or award.rfb != held.rfb_id:
+        return "mismatch"
+    if award.capacity_token != held.capacity_token:
+        return "wrong_token"
+    if award.price_msat > held.price_msat:
+        return "over_price"
+    if held.expires_at <= now:
+        return "expired"
+    return None
+
+
+def choosable(svc: RouterService, pubkey: str) -> bool:
+    """The peer policy lets us work with `pubkey` (not blocked, not muted, allowed, trusted enough)."""
+    return svc.peers.policy_state(pubkey) == "ok"
+
+
+def local_quote(svc: RouterService, held: Callable[[str], int] | None = None) -> Quote:
+    """The default quote: bid what our cheapest fitting node would charge for the whole job plus our fee,
+    with that node's latency as the ETA. None (no bid) when the privacy level is above what we accept, the
+    router is SATURATED, no fresh node can take the job within the price cap and deadline, or the free
+    slots on fitting nodes are all promised to open bids (`held`)."""
+
+    def quote(event: Event, rfb: Rfb) -> Bid | None:
+        settings = svc.settings
+        if (
+            rfb.privacy >= PL3_LOCAL
+            or rfb.privacy > settings.max_privacy(rfb.job_type)
+            or svc.backpressure == "SATURATED"
+        ):
+            return None
+        now = time.time()
+        demand = Demand(model=rfb.model, input_tokens=rfb.input_tokens, max_tokens=rfb.max_tokens,
+                        job_type=rfb.job_type)  # fmt: skip
+        try:
+            candidates = rank(svc.registry.tables.get(rfb.model), demand, now=now, policy=svc.policy, k=RANK_DEPTH)
+        except FedaiError:
+            return None
+        free = sum(max(0, c.node.capacity - c.node.load) for c in candidates)
+        if held is not None and held(rfb.model) >= free:
+            return None
+        offers = []
+        for c in candidates:
+            price = quote_price(c.model.pricing, rfb.input_tokens, rfb.max_tokens, fee_base_msat=settings.fee_base_msat,
+                                fee_ppm=settings.fee_ppm).total_msat  # fmt: skip
+            health = c.node.health
+            observed = health.latency_ms is not None and health.latency_samples >= svc.policy.min_latency_samples
+            latency = health.latency_ms if observed and health.latency_ms is not None else c.model.latency_estimate_ms
+            offers.append((price, math.ceil(latency)))
+        price, eta = min(offers)
+        if price > rfb.max_price_msat or now * 1000 + eta > rfb.deadline_ms:
+            return None
+        return Bid(rfb=event.id, price_msat=price, eta_ms=eta, capacity_token=secrets.token_hex(16))
+
+    return quote
+
+
+__all__ = ["Bidder", "OpenBid", "Quote", "choosable", "local_quote"]

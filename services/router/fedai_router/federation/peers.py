@@ -1,0 +1,533 @@
+"""Peer routers learned from relays: their latest caps, price sheets and status, under the peer policy.
+
+The relay pool has already checked size, schema, id, signature and the author's rate budget. Here every
+announcement also passes, cheapest first: not our own, content size bound, policy (blocked / not allowed /
+untrusted are refused; muted are learned but never chosen), `created_at` not beyond the clock skew in the
+future, `expiration` (NIP-40) not past, the right `d` tag, newer than what we hold for (peer, kind, d), and its
+payload schema. Each outcome is counted in `fedai_router_peer_events_total{kind,result}`. Accepted ones are
+written to `peers` (the latest wins there too) and kept in the in-memory `PeerBook` the auction reads.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import asyncpg
+import msgspec
+from prometheus_client import CollectorRegistry, Counter
+
+from fedai.protocol.errors import ErrorCode, FedaiError
+from fedai.protocol.event import Event
+from fedai.protocol.federation import CAPS_D, PL3_LOCAL, STATUS_D, RouterCaps, RouterPrice, RouterStatus
+from fedai.protocol.kinds import Kind
+from fedai.protocol.messages import Payload, decode_payload, to_builtins
+from fedai.store import peers as peer_store
+from fedai_router.federation.policy import CONTACTS_KIND, REFUSED, PeerPolicy, PolicyState, newer
+
+if TYPE_CHECKING:
+    from fedai_router.config import RouterSettings
+    from fedai_router.service import RouterService
+
+log = logging.getLogger("fedai.router.peers")
+
+P = TypeVar("P", bound=Payload)
+
+KIND_NAMES = {int(Kind.ROUTER_CAPS): "caps", int(Kind.ROUTER_PRICE): "price", int(Kind.ROUTER_STATUS): "status"}
+ANNOUNCE_KINDS = sorted(KIND_NAMES)
+MAX_REFUSED_TRACKED = 10_000  # keys refused as untrusted, re-queried when a contact list vouches for them
+REQUERY_EOSE_S = 10.0
+POOL_STATS_S = 1.0
+# pool counters mirrored into fedai_router_peer_events_total{kind="any"} (the pool sees no kinds)
+POOL_RESULTS = {"invalid": "invalid", "oversized": "too_large", "over_budget": "over_budget"}
+
+
+@dataclass(frozen=True, slots=True)
+class Held(Generic[P]):
+    """An accepted announcement: its payload and what orders and expires it."""
+
+    event_id: str
+    created_at: int
+    expires_at: int | None
+    payload: P
+
+    def fresh(self, now: float, ttl_s: float) -> bool:
+        """Not expired; one without an `expiration` tag counts as fresh for `ttl_s` after `created_at`."""
+        if self.expires_at is not None:
+            return self.expires_at > now
+        return now - self.created_at <= ttl_s
+
+
+@dataclass(slots=True)
+class PeerRecord:
+    pubkey: str
+    first_seen: float
+    last_seen: float
+    caps: Held[RouterCaps] | None = None
+    prices: dict[str, Held[RouterPrice]] = field(default_factory=dict)
+    status: Held[RouterStatus] | None = None
+
+    def held(self, kind: int, d: str) -> Held[Any] | None:
+        if kind == Kind.ROUTER_CAPS:
+            return self.caps
+        if kind == Kind.ROUTER_STATUS:
+            return self.status
+        return self.prices.get(d)
+
+
+@dataclass(frozen=True, slots=True)
+class PeerView:
+    """A peer that can take a job now, as the auction sees it."""
+
+    pubkey: str
+    endpoint: str
+    caps: RouterCaps
+    status: RouterStatus | None  # None when it has no fresh status
+    last_seen: float  # unix seconds of its latest accepted announcement
+    followed: bool  # listed in ROUTER_FOLLOW
+    endorsements: int  # how many followed keys list it in their contact list
+
+    @property
+    def backpressure(self) -> str:
+        return self.status.backpressure if self.status is not None else "NORMAL"
+
+    @property
+    def p95_latency_ms(self) -> float | None:
+        return self.status.p95_latency_ms if self.status is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class PeerPrice:
+    """A peer's posted price for one model and job type: per 1k tokens, fee and surge included."""
+
+    input_msat: int
+    output_msat: int
+    base_msat: int  # per job
+    surge: float
+
+    def cost(self, input_tokens: int, max_tokens: int) -> int:
+        """The most a job of this size costs at this price (each part rounded up to a whole msat)."""
+        return (
+            self.base_msat
+            + math.ceil(input_tokens * self.input_msat / 1000)
+            + math.ceil(max_tokens * self.output_msat / 1000)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """An announcement that passed every check, ready to store."""
+
+    event: Event
+    d: str
+    expires_at: int | None
+    payload: RouterCaps | RouterPrice | RouterStatus
+
+
+def _expiration(event: Event) -> int | None:
+    """The NIP-40 expiration, or None; raises ValueError when the tag is not an integer."""
+    value = event.tag("expiration")
+    return None if value is None else int(value)
+
+
+def _ts(value: datetime | None) -> float:
+    return value.timestamp() if value is not None else 0.0
+
+
+class PeerBook:
+    """Peers and their latest verified announcements, with the policy that filters them."""
+
+    def __init__(
+        self,
+        self_pubkey: str,
+        policy: PeerPolicy,
+        *,
+        skew_s: int = 60,
+        max_content_bytes: int = 128 * 1024,
+        ttl_s: float = 300.0,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.self_pubkey = self_pubkey
+        self.policy = policy
+        self.skew_s = skew_s
+        self.max_content_bytes = max_content_bytes
+        self.ttl_s = ttl_s
+        self.events = Counter(
+            "fedai_router_peer_events", "Peer announcements and contact lists by kind and result",
+            ["kind", "result"], registry=registry,
+        )  # fmt: skip
+        self._peers: dict[str, PeerRecord] = {}
+        self._refused: OrderedDict[str, None] = OrderedDict()  # refused as untrusted, most recent last
+        self._pool_seen: dict[str, int] = {}
+
+    @classmethod
+    def for_settings(cls, settings: RouterSettings, registry: CollectorRegistry | None = None) -> PeerBook:
+        policy = PeerPolicy(
+            allowlist=settings.peer_allowlist,
+            blocklist=settings.peer_blocklist,
+            mute=settings.peer_mute,
+            follow=settings.follow,
+            wot_min=settings.peer_wot_min,
+        )
+        return cls(
+            settings.keys.pubkey,
+            policy,
+            skew_s=settings.clock_skew_s,
+            max_content_bytes=settings.peer_max_content_bytes,
+            ttl_s=settings.peer_ttl_s,
+            registry=registry,
+        )
+
+    # -- receiving -------------------------------------------------------------------------------
+
+    def check(self, event: Event, now: float) -> tuple[str, Incoming | None]:
+        """Every rule an announcement must pass (no I/O). Returns the result label and, when it may be
+        stored, the decoded announcement (result `accepted`, or `muted` for a muted peer)."""
+        kind = event.kind
+        if kind not in KIND_NAMES:
+            return "unexpected", None
+        if event.pubkey == self.self_pubkey:
+            return "own", None
+        content = event.content
+        if len(content) > self.max_content_bytes or len(content.encode("utf-8", "surrogatepass")) > (
+            self.max_content_bytes
+        ):
+            return "oversized", None
+        state = self.policy.state(event.pubkey)
+        if state in REFUSED:
+            if state == "untrusted":
+                self._note_refused(event.pubkey)
+            return state, None
+        if event.created_at > now + self.skew_s:
+            return "future", None
+        try:
+            expires_at = _expiration(event)
+        except ValueError:
+            return "malformed", None
+        if expires_at is not None and expires_at <= now:
+            return "expired", None
+        d = event.tag("d")
+        if d is None or not _d_fits(kind, d):
+            return "malformed", None
+        record = self._peers.get(event.pubkey)
+        held = record.held(kind, d) if record is not None else None
+        if held is not None:
+            if held.event_id == event.id:
+                return "duplicate", None
+            if not newer(event.created_at, event.id, held.created_at, held.event_id):
+                return "stale", None
+        try:
+            payload = _decode(kind, d, content)
+        except FedaiError:
+            return "malformed", None
+        return ("muted" if state == "muted" else "accepted"), Incoming(event, d, expires_at, payload)
+
+    def remember(self, incoming: Incoming, now: float) -> None:
+        event = incoming.event
+        record = self._peers.get(event.pubkey)
+        if record is None:
+            record = self._peers[event.pubkey] = PeerRecord(event.pubkey, first_seen=now, last_seen=now)
+        held = record.held(event.kind, incoming.d)
+        if held is not None and not newer(event.created_at, event.id, held.created_at, held.event_id):
+            return  # a newer one arrived (on another subscription) while this one was being stored
+        record.last_seen = now
+        payload = incoming.payload
+        if isinstance(payload, RouterCaps):
+            record.caps = Held(event.id, event.created_at, incoming.expires_at, payload)
+        elif isinstance(payload, RouterStatus):
+            record.status = Held(event.id, event.created_at, incoming.expires_at, payload)
+        else:
+            record.prices[incoming.d] = Held(event.id, event.created_at, incoming.expires_at, payload)
+
+    async def handle(self, event: Event, pool: asyncpg.Pool | None, now: float | None = None) -> str:
+        """Check one announcement; store and remember it if it passes. Returns (and counts) the result."""
+        current = time.time() if now is None else now
+        result, incoming = self.check(event, current)
+        if incoming is not None:
+            if pool is not None:
+                await self._store(pool, incoming)
+            self.remember(incoming, current)
+        self.events.labels(KIND_NAMES.get(event.kind, str(event.kind)), result).inc()
+        if incoming is None and result not in ("own", "duplicate"):
+            log.debug("peer announcement refused", extra={"peer": event.pubkey[:16], "kind": event.kind,
+                                                          "result": result, "event": event.id})  # fmt: skip
+        return result
+
+    async def _store(self, pool: asyncpg.Pool, incoming: Incoming) -> None:
+        event = incoming.event
+        try:
+            await peer_store.save_announcement(
+                pool, event.pubkey, kind=event.kind, d=incoming.d, content=to_builtins(incoming.payload),
+                event_id=event.id, created_at=event.created_at, expires_at=incoming.expires_at,
+            )  # fmt: skip
+        except (OSError, asyncpg.PostgresError) as exc:  # memory still learns it; the next announcement retries
+            log.warning("storing a peer announcement failed", extra={"peer": event.pubkey[:16],
+                                                                     "error": type(exc).__name__})  # fmt: skip
+
+    def handle_contacts(self, event: Event, now: float | None = None) -> frozenset[str]:
+        """A followed key's kind-3 contact list. Returns keys refused as untrusted earlier that it now vouches
+        for (their announcements are worth asking the relays for again)."""
+        current = time.time() if now is None else now
+        newly: frozenset[str] | None = None
+        if event.kind != CONTACTS_KIND or not self.policy.followed(event.pubkey):
+            result = "unexpected"
+        elif event.created_at > current + self.skew_s:
+            result = "future"
+        else:
+            newly = self.policy.apply_contacts(event)
+            result = "stale" if newly is None else "accepted"
+        self.events.labels("contacts", result).inc()
+        if not newly:
+            return frozenset()
+        vouched = frozenset(k for k in newly if k in self._refused and self.policy.admits(k))
+        for key in vouched:
+            self._refused.pop(key, None)
+        return vouched
+
+    def _note_refused(self, pubkey: str) -> None:
+        self._refused[pubkey] = None
+        self._refused.move_to_end(pubkey)
+        while len(self._refused) > MAX_REFUSED_TRACKED:
+            self._refused.popitem(last=False)
+
+    def mirror_pool_stats(self, stats: dict[str, int]) -> None:
+        """Copy the relay pool's refusals (forged, oversized, over budget) into the peer events metric."""
+        for name, result in POOL_RESULTS.items():
+            value = stats.get(name, 0)
+            delta = value - self._pool_seen.get(name, 0)
+            if delta > 0:
+                self.events.labels("any", result).inc(delta)
+            self._pool_seen[name] = value
+
+    def restore(self, rows: Iterable[peer_store.PeerRow]) -> int:
+        """Load peers stored earlier (by this or another replica); rows that no longer decode are skipped."""
+        loaded = 0
+        for row in rows:
+            record = PeerRecord(row.pubkey, first_seen=_ts(row.first_seen), last_seen=_ts(row.updated_at))
+            try:
+                if row.caps is not None:
+                    record.caps = _held(row, Kind.ROUTER_CAPS, CAPS_D, row.caps, RouterCaps)
+                if row.status is not None:
+                    record.status = _held(row, Kind.ROUTER_STATUS, STATUS_D, row.status, RouterStatus)
+                for job_type, sheet in row.prices.items():
+                    price = _held(row, Kind.ROUTER_PRICE, job_type, sheet, RouterPrice)
+                    if price is not None:
+                        record.prices[job_type] = price
+            except (msgspec.ValidationError, TypeError, ValueError) as exc:
+                log.warning("skipping a stored peer", extra={"peer": row.pubkey[:16], "error": type(exc).__name__})
+                continue
+            self._peers[row.pubkey] = record
+            loaded += 1
+        return loaded
+
+    # -- reading (the auction's API) -------------------------------------------------------------
+
+    def policy_state(self, pubkey: str) -> PolicyState:
+        return self.policy.state(pubkey)
+
+    def peers_for(self, model: str, job_type: str, privacy: int, now: float | None = None) -> list[PeerView]:
+        """Peers that may take a job now: choosable by policy, fresh caps listing `model` and `job_type`,
+        `max_privacy` ≥ `privacy` (PL3 never leaves), not SATURATED. Cheapest posted price first (peers without
+        a price sheet for it last), then lower p95."""
+        if privacy >= PL3_LOCAL:
+            return []
+        current = time.time() if now is None else now
+        found: list[tuple[tuple[bool, int, float, str], PeerView]] = []
+        for record in self._peers.values():
+            view = self._view(record, current)
+            if view is None or not self.policy.choosable(record.pubkey):
+                continue
+            caps = view.caps
+            if model not in caps.models or job_type not in caps.job_types or caps.max_privacy < privacy:
+                continue
+            if view.backpressure == "SATURATED":
+                continue
+            price = self._price(record, model, job_type, current)
+            p95 = view.p95_latency_ms
+            key = (
+                price is None,
+                price.input_msat + price.output_msat if price is not None else 0,
+                p95 if p95 is not None else math.inf,
+                record.pubkey,
+            )
+            found.append((key, view))
+        found.sort(key=lambda item: item[0])
+        return [view for _, view in found]
+
+    def view(self, peer: str | PeerView, now: float | None = None) -> PeerView | None:
+        """The peer as `peers_for` would show it (fresh caps required), whatever its policy state."""
+        record = self._peers.get(_key(peer))
+        return self._view(record, time.time() if now is None else now) if record is not None else None
+
+    def price(self, peer: str | PeerView, model: str, job_type: str, now: float | None = None) -> PeerPrice | None:
+        """The peer's posted per-1k price for `model` (fee and current surge included), if its fresh caps and
+        price sheet for `job_type` list the model."""
+        record = self._peers.get(_key(peer))
+        if record is None:
+            return None
+        return self._price(record, model, job_type, time.time() if now is None else now)
+
+    def status(self, peer: str | PeerView, now: float | None = None) -> RouterStatus | None:
+        """The peer's latest status, if still fresh."""
+        record = self._peers.get(_key(peer))
+        current = time.time() if now is None else now
+        if record is None or record.status is None or not record.status.fresh(current, self.ttl_s):
+            return None
+        return record.status.payload
+
+    def endpoint(self, peer: str | PeerView) -> str | None:
+        """The base URL (serving /federation/job) in the peer's latest caps, fresh or not."""
+        record = self._peers.get(_key(peer))
+        return record.caps.payload.endpoint if record is not None and record.caps is not None else None
+
+    def known(self) -> list[str]:
+        return sorted(self._peers)
+
+    def summaries(self, now: float | None = None, *, detail: bool = True) -> list[dict[str, Any]]:
+        """Every known peer for operators (`GET /federation/peers`; a short form for `/status`)."""
+        current = time.time() if now is None else now
+        return [self._summary(self._peers[key], current, detail) for key in sorted(self._peers)]
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _view(self, record: PeerRecord, now: float) -> PeerView | None:
+        caps = record.caps
+        if caps is None or not caps.fresh(now, self.ttl_s):
+            return None
+        status = record.status
+        return PeerView(
+            pubkey=record.pubkey,
+            endpoint=caps.payload.endpoint,
+            caps=caps.payload,
+            status=status.payload if status is not None and status.fresh(now, self.ttl_s) else None,
+            last_seen=record.last_seen,
+            followed=self.policy.followed(record.pubkey),
+            endorsements=self.policy.endorsements(record.pubkey),
+        )
+
+    def _price(self, record: PeerRecord, model: str, job_type: str, now: float) -> PeerPrice | None:
+        caps, sheet = record.caps, record.prices.get(job_type)
+        if caps is None or sheet is None or not caps.fresh(now, self.ttl_s) or not sheet.fresh(now, self.ttl_s):
+            return None
+        if model not in caps.payload.models or job_type not in caps.payload.job_types:
+            return None
+        prices = sheet.payload
+        for entry in prices.models:
+            if entry.model == model:
+                return PeerPrice(
+                    input_msat=math.ceil(entry.input_msat * prices.surge),
+                    output_msat=math.ceil(entry.output_msat * prices.surge),
+                    base_msat=prices.base_msat,
+                    surge=prices.surge,
+                )
+        return None
+
+    def _summary(self, record: PeerRecord, now: float, detail: bool) -> dict[str, Any]:
+        caps = record.caps.payload if record.caps is not None else None
+        status = self.status(record.pubkey, now)
+        fresh = record.caps is not None and record.caps.fresh(now, self.ttl_s)
+        summary: dict[str, Any] = {
+            "pubkey": record.pubkey,
+            "policy": self.policy.state(record.pubkey),
+            "fresh": fresh,
+            "backpressure": status.backpressure if status is not None else None,
+            "last_seen_s": round(now - record.last_seen, 1),
+        }
+        if not detail:
+            summary["models"] = len(caps.models) if caps is not None else 0
+            return summary
+        summary.update(
+            {
+                "caps": {
+                    "endpoint": caps.endpoint, "job_types": caps.job_types, "models": caps.models,
+                    "max_privacy": caps.max_privacy, "settlement": caps.settlement,
+                    "limits": to_builtins(caps.limits), "software_version": caps.software_version,
+                } if caps is not None else None,
+                "prices": {
+                    job_type: {**to_builtins(held.payload), "fresh": held.fresh(now, self.ttl_s)}
+                    for job_type, held in sorted(record.prices.items())
+                },
+                "status": to_builtins(status) if status is not None else None,
+                "first_seen": round(record.first_seen, 3),
+                "last_seen": round(record.last_seen, 3),
+                "followed": self.policy.followed(record.pubkey),
+                "endorsements": self.policy.endorsements(record.pubkey),
+            }
+        )  # fmt: skip
+        return summary
+
+
+def _key(peer: str | PeerView) -> str:
+    return peer if isinstance(peer, str) else peer.pubkey
+
+
+def _d_fits(kind: int, d: str) -> bool:
+    if kind == Kind.ROUTER_CAPS:
+        return d == CAPS_D
+    if kind == Kind.ROUTER_STATUS:
+        return d == STATUS_D
+    return 0 < len(d) <= 200
+
+
+def _decode(kind: int, d: str, content: str) -> RouterCaps | RouterPrice | RouterStatus:
+    if kind == Kind.ROUTER_CAPS:
+        return decode_payload(content, RouterCaps)
+    if kind == Kind.ROUTER_STATUS:
+        return decode_payload(content, RouterStatus)
+    sheet = decode_payload(content, RouterPrice)
+    if sheet.job_type != d:
+        raise FedaiError(ErrorCode.INVALID_EVENT, "price sheet job_type does not match its d tag")
+    return sheet
+
+
+def _held(row: peer_store.PeerRow, kind: int, d: str, content: Any, cls: type[P]) -> Held[P] | None:
+    meta = row.announcements.get(peer_store.announcement_key(kind, d))
+    if not isinstance(meta, dict):
+        return None
+    expires = meta.get("expires_at")
+    return Held(
+        event_id=str(meta["id"]),
+        created_at=int(meta["created_at"]),
+        expires_at=int(expires) if expires is not None else None,
+        payload=msgspec.convert(content, cls),
+    )
+
+
+async def start_peers(svc: RouterService) -> None:
+    """Subscribe to peers' announcements (and the followed keys' contact lists) on the router's relays."""
+    book, relays = svc.peers, svc.relays
+
+    async def on_announcement(event: Event, relay: str) -> None:
+        await book.handle(event, svc.pool)
+
+    async def requery(keys: frozenset[str]) -> None:
+        """Ask again for announcements of keys a contact list now vouches for (refused when they came)."""
+        sub = await relays.subscribe([{"kinds": ANNOUNCE_KINDS, "authors": sorted(keys)}], on_announcement)
+        try:
+            await sub.wait_eose(REQUERY_EOSE_S)
+        finally:
+            await sub.close()
+
+    async def on_contacts(event: Event, relay: str) -> None:
+        vouched = book.handle_contacts(event)
+        if vouched:
+            svc.spawn(requery(vouched), "peer requery")
+
+    policy = book.policy
+    announcements: dict[str, Any] = {"kinds": ANNOUNCE_KINDS}
+    if policy.allowlist:
+        announcements["authors"] = sorted(policy.allowlist - policy.blocklist)
+    if policy.follow:
+        await relays.subscribe([{"kinds": [CONTACTS_KIND], "authors": sorted(policy.follow)}], on_contacts)
+    await relays.subscribe([announcements], on_announcement)
+
+    async def mirror() -> None:
+        book.mirror_pool_stats(relays.stats)
+
+    svc._every(POOL_STATS_S, "peer stats", mirror)
