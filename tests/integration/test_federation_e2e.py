@@ -6,6 +6,7 @@ retry goes to the other. PL3 never leaves A; a PL2 job's prompt is nowhere on th
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import time
@@ -138,3 +139,28 @@ async def test_pl2_payload_is_unreadable_on_the_relay_and_in_the_providers_logs(
     on_relay = json.dumps([e.to_dict() for e in seen])
     assert secret not in on_relay
     assert secret not in caplog.text  # no router (B included, in-process here) logged it
+
+
+async def test_spend_cap_keeps_jobs_from_peers(federation: Federation, db_pool: asyncpg.Pool) -> None:
+    f = federation
+    f.a.service.settings = dataclasses.replace(f.a.service.settings, fed_spend_cap_msat=1)  # nothing fits
+    async with AsyncClient(f.a.url, router_pubkey=f.a.pubkey) as client:
+        with pytest.raises(FedaiError) as err:
+            await client.infer(MODEL, "too expensive for the cap", max_tokens=8)
+    assert err.value.code == "unknown_model"
+    assert (f.b_node.calls, f.c_node.calls) == (0, 0)  # no job ran anywhere
+    statuses = {r["status"] for r in await db_pool.fetch("SELECT status FROM federation_jobs")}
+    assert statuses <= {"cancelled"}
+
+
+async def test_two_clients_with_the_same_request_are_both_served(federation: Federation) -> None:
+    """Anti-thrash holds back re-auctions of one request, not the same prompt from another client."""
+    f = federation
+    async with (
+        AsyncClient(f.a.url, router_pubkey=f.a.pubkey) as one,
+        AsyncClient(f.a.url, router_pubkey=f.a.pubkey) as two,
+    ):
+        first, second = await asyncio.gather(
+            one.infer(MODEL, "same", max_tokens=8), two.infer(MODEL, "same", max_tokens=8)
+        )
+    assert first.provider == second.provider == f.b.pubkey

@@ -80,16 +80,24 @@ async def offload(svc: RouterService, client_event: Event, request: InferenceReq
         max_price_msat=cap, job_hash=job_hash(request),
         deadline_ms=int(time.time() * 1000) + settings.fed_job_timeout_ms,
     )  # fmt: skip
-    excluded: set[str] = await _over_cap(svc, cap)
+    spent = await _spent(svc)
+    excluded = {peer for peer, msat in spent.items() if msat >= settings.fed_spend_cap_msat}
     last: FedaiError = local
     for attempt in range(settings.fed_max_attempts):
         deadline = int(time.time() * 1000) + settings.fed_job_timeout_ms  # each attempt gets the full time
         rfb = msgspec.structs.replace(rfb, deadline_ms=deadline)
-        awarded = await auctioneer.auction(
-            rfb, exclude=frozenset(excluded), retry=attempt > 0, origin_id=client_event.id
+        awarded = await auctioneer.auction(  # anti-thrash keyed on this request: other clients are not held back
+            rfb, exclude=frozenset(excluded), retry=attempt > 0, origin_id=client_event.id, key=client_event.id
         )
         if awarded is None:
             break
+        if spent.get(awarded.peer, 0) + awarded.bid_payload.price_msat > settings.fed_spend_cap_msat:
+            # the bid would take this peer past its spend cap for the window: withdraw before anything runs
+            await jobs_store.set_job_status(svc.pool, awarded.job_id, "cancelled")
+            await auctioneer.cancel(awarded.rfb, "spend cap")
+            svc.metrics.offloads.labels("spend_cap").inc()
+            excluded.add(awarded.peer)
+            continue
         try:
             answer = await _run(svc, client_event, request, awarded)
         except FedaiError as err:
@@ -106,13 +114,13 @@ async def offload(svc: RouterService, client_event: Event, request: InferenceReq
     raise last
 
 
-async def _over_cap(svc: RouterService, price: int) -> set[str]:
-    """Peers whose spend in the current window leaves no room for a job of this price."""
+async def _spent(svc: RouterService) -> dict[str, int]:
+    """What each peer has been paid in the current spend window."""
     since = datetime.fromtimestamp(time.time() - svc.settings.fed_spend_window_s, UTC)
     rows = await svc.pool.fetch(
         "SELECT peer, sum(spent_msat)::bigint AS spent FROM peer_spend WHERE window_start > $1 GROUP BY peer", since
     )
-    return {r["peer"] for r in rows if r["spent"] + price > svc.settings.fed_spend_cap_msat}
+    return {r["peer"]: int(r["spent"]) for r in rows}
 
 
 async def _record_spend(svc: RouterService, peer: str, msat: int) -> None:

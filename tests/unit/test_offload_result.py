@@ -1,0 +1,81 @@
+"""The requester's check of a provider's job.result before it pays or answers: signatures, bindings, the
+receipt's hashes and price, and the provider's chain down to its node."""
+
+from __future__ import annotations
+
+import hashlib
+from types import SimpleNamespace
+from typing import Any
+
+import msgspec
+import pytest
+
+from fedai.protocol.envelope import seal
+from fedai.protocol.event import Event
+from fedai.protocol.federation import JobResult, JobSubmit, Receipt, job_hash, job_request
+from fedai.protocol.keys import Keys
+from fedai.protocol.kinds import Kind
+from fedai.protocol.messages import (
+    InferenceRequest,
+    InferenceResponse,
+    InferResult,
+    MeteringRecord,
+    Usage,
+    prompt_sha256,
+)
+from fedai_router.federation.offload import _verify_result
+from fedai_router.verify import NodeFault
+
+A, B, NODE, MALLORY = (Keys.generate() for _ in range(4))
+REQUEST = InferenceRequest(model="m", prompt="offloaded", max_tokens=8)
+JOB = "cd" * 16
+SVC: Any = SimpleNamespace(pubkey=A.pubkey, keys=A, settings=SimpleNamespace(clock_skew_s=60))
+
+
+def scenario(**change: Any) -> tuple[Event, JobSubmit, bytes]:
+    payload = JobSubmit(job_id=JOB, award="e" * 64, privacy=0, request=job_request(REQUEST),
+                        input_sha256=job_hash(REQUEST), max_cost_msat=500)  # fmt: skip
+    submit = seal(A, Kind.JOB_SUBMIT, payload, to=B.pubkey, nonce=True)
+    forwarded = seal(B, Kind.INFER_REQUEST, msgspec.structs.replace(job_request(REQUEST), client=A.pubkey,
+                     origin=change.get("origin", submit.id)), to=NODE.pubkey, nonce=True)  # fmt: skip
+    output = "answer"
+    response = seal(NODE, Kind.INFER_RESPONSE, InferenceResponse(model="m", output=output, finish_reason="stop",
+                    usage=Usage(input_tokens=2, output_tokens=1), latency_ms=1.0), to=B.pubkey,
+                    reply_to=forwarded.id)  # fmt: skip
+    digest = hashlib.sha256(output.encode()).hexdigest()
+    record = MeteringRecord(request=forwarded.id, response=response.id, model="m", input_tokens=2, output_tokens=1,
+                            wall_ms=1.0, bytes_in=1, bytes_out=1, prompt_sha256=prompt_sha256(REQUEST),
+                            output_sha256=digest, price_msat=1)  # fmt: skip
+    metering = seal(NODE, Kind.METERING_RECORD, record, to=B.pubkey, reply_to=forwarded.id)
+    terms = {"job_id": JOB, "job_submit": submit.id, "requester": A.pubkey, "provider": B.pubkey,
+             "input_sha256": job_hash(REQUEST), "output_sha256": digest, "usage": {"input_tokens": 2,
+             "output_tokens": 1}, "price_msat": 100, "status": "ok", "started_ms": 1, "finished_ms": 2,
+             **change.get("receipt", {})}  # fmt: skip
+    receipt = seal(change.get("receipt_signer", B), Kind.JOB_RECEIPT, msgspec.convert(terms, Receipt), to=A.pubkey,
+                   reply_to=submit.id)  # fmt: skip
+    chain = InferResult(forwarded=forwarded, response=response, metering=metering, node=NODE.pubkey)
+    result = JobResult(job_id=JOB, output=change.get("output", output), receipt=receipt, chain=chain)
+    return submit, payload, seal(B, Kind.JOB_RESULT, result, to=A.pubkey, reply_to=submit.id).to_json()
+
+
+def test_a_genuine_result_verifies() -> None:
+    submit, payload, body = scenario()
+    _, _, receipt, chain = _verify_result(SVC, B.pubkey, submit, payload, REQUEST, body, 500)
+    assert (receipt.price_msat, chain.node) == (100, NODE.pubkey)
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        ({"output": "another answer"}, "output hash"),  # the text does not hash to the receipt
+        ({"receipt": {"input_sha256": "0" * 64}}, "input hash"),
+        ({"receipt": {"price_msat": 501}}, "price above the bid"),
+        ({"receipt": {"status": "failed"}}, "status failed"),
+        ({"receipt_signer": MALLORY}, "verification"),  # a receipt signed by another key
+        ({"origin": "f" * 64}, "not for our job"),  # the provider's node ran something else
+    ],
+)
+def test_bad_results_are_refused(change: dict[str, Any], needle: str) -> None:
+    submit, payload, body = scenario(**change)
+    with pytest.raises(NodeFault, match=needle):
+        _verify_result(SVC, B.pubkey, submit, payload, REQUEST, body, 500)
