@@ -30,9 +30,7 @@ from fedai_node.runners.upstream import (
     UpstreamRunner,
     chat_messages,
     count,
-    loads,
     select_models,
-    stream_error,
 )
 
 log = logging.getLogger("fedai_node.runners.http")
@@ -65,19 +63,7 @@ def _finish(value: Any) -> str:
 
 class HttpRunner(UpstreamRunner):
     name = "http"
-
-    def __init__(
-        self,
-        url: str,
-        *,
-        timeout_s: float,
-        model_id: str | None = None,
-        context_window: int = 4096,
-        api_key: str | None = None,
-    ) -> None:
-        super().__init__(url, timeout_s=timeout_s, model_id=model_id, context_window=context_window, api_key=api_key)
-        self.upstream_ids: dict[str, str] = {}
-        self.streams: bool | None = None  # does the server offer /infer/stream? None until tried
+    streams: bool | None = None  # does the server offer /infer/stream? None until tried
 
     async def list_models(self) -> list[RunnerModel]:
         reply = await self.http.get_json("/models")
@@ -129,13 +115,8 @@ class HttpRunner(UpstreamRunner):
 
     async def _stream(self, req: InferenceRequest) -> AsyncGenerator[StreamItem, None]:
         parts: list[str] = []
-        async with contextlib.aclosing(self.http.events("/infer/stream", self._upstream(req))) as events:
-            async for data in events:
-                obj = loads(data, "/infer/stream")
-                if not isinstance(obj, dict):
-                    raise RunnerError("the runner sent a stream event that is not a JSON object")
-                if (error := stream_error(obj, "/infer/stream")) is not None:
-                    raise error
+        async with contextlib.aclosing(self.http.objects("/infer/stream", self._upstream(req))) as objects:
+            async for obj in objects:
                 delta = obj.get("delta", "")
                 if not isinstance(delta, str):
                     raise RunnerError("the runner sent a delta that is not text")

@@ -24,9 +24,7 @@ from fedai_node.runners.upstream import (
     UpstreamRunner,
     chat_messages,
     count,
-    loads,
     select_models,
-    stream_error,
 )
 
 _FINISH = {"limit": "length", "eos": "stop", "word": "stop"}
@@ -60,13 +58,8 @@ class LlamaCppRunner(UpstreamRunner):
         if req.stop:
             body["stop"] = req.stop
         parts: list[str] = []
-        async with contextlib.aclosing(self.http.events("/completion", body)) as events:
-            async for data in events:
-                obj = loads(data, "/completion stream")
-                if not isinstance(obj, dict):
-                    raise RunnerError("llama-server sent a stream event that is not a JSON object")
-                if (error := stream_error(obj, "/completion")) is not None:
-                    raise error
+        async with contextlib.aclosing(self.http.objects("/completion", body)) as objects:
+            async for obj in objects:
                 content = obj.get("content", "")
                 if not isinstance(content, str):
                     raise RunnerError("llama-server sent a stream event whose content is not text")

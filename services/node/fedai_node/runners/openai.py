@@ -26,9 +26,7 @@ from fedai_node.runners.upstream import (
     UpstreamRunner,
     chat_messages,
     count,
-    loads,
     select_models,
-    stream_error,
 )
 
 DONE = b"[DONE]"
@@ -56,18 +54,6 @@ def _context(item: dict[str, Any]) -> int | None:
 class OpenAIRunner(UpstreamRunner):
     name = "openai"
     health_path = "/models"
-
-    def __init__(
-        self,
-        url: str,
-        *,
-        timeout_s: float,
-        model_id: str | None = None,
-        context_window: int = 4096,
-        api_key: str | None = None,
-    ) -> None:
-        super().__init__(url, timeout_s=timeout_s, model_id=model_id, context_window=context_window, api_key=api_key)
-        self.upstream_ids: dict[str, str] = {}  # advertised id -> the server's id
 
     async def list_models(self) -> list[RunnerModel]:
         reply = await self.http.get_json("/models")
@@ -104,15 +90,8 @@ class OpenAIRunner(UpstreamRunner):
         parts: list[str] = []
         finish: str | None = None
         usage: tuple[int, int] | None = None
-        async with contextlib.aclosing(self.http.events(path, body)) as events:
-            async for data in events:
-                if data.strip() == DONE:
-                    break
-                obj = loads(data, f"{path} stream")
-                if not isinstance(obj, dict):
-                    raise RunnerError(f"the runner sent a {path} stream event that is not a JSON object")
-                if (error := stream_error(obj, path)) is not None:
-                    raise error
+        async with contextlib.aclosing(self.http.objects(path, body, done=DONE)) as objects:
+            async for obj in objects:
                 usage = _usage(obj.get("usage")) or usage
                 text, reason = _choice(obj.get("choices"), chat)
                 if text:

@@ -8,6 +8,7 @@ some servers echo parts of the prompt in it.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any
@@ -228,6 +229,20 @@ class Upstream:
         except SSEError:
             raise RunnerError(f"the runner sent malformed Server-Sent Events on {path}") from None
 
+    async def objects(self, path: str, body: Any, *, done: bytes | None = None) -> AsyncGenerator[dict[str, Any], None]:
+        """`events` decoded: each event a JSON object, an error the server sent mid-stream raised as typed.
+        Ends at the `done` sentinel (OpenAI's `[DONE]`) when one is given."""
+        async with contextlib.aclosing(self.events(path, body)) as events:
+            async for data in events:
+                if done is not None and data.strip() == done:
+                    return
+                obj = loads(data, f"{path} stream")
+                if not isinstance(obj, dict):
+                    raise RunnerError(f"the runner sent a {path} stream event that is not a JSON object")
+                if (error := stream_error(obj, path)) is not None:
+                    raise error
+                yield obj
+
 
 def _maybe_json(data: bytes) -> Any:
     try:
@@ -253,6 +268,7 @@ class UpstreamRunner(Runner):
     ) -> None:
         self.http = Upstream(self.base_url(url), timeout_s=timeout_s, api_key=api_key)
         self.model_override = model_id
+        self.upstream_ids: dict[str, str] = {}  # advertised id -> the server's id (http, openai)
         self.fallback_context = context_window
 
     @staticmethod
