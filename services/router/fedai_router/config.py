@@ -23,6 +23,8 @@ class RouterSettings:
     rate_limit_max: int = 120
     rate_limit_window_ms: int = 60_000
     allow_private_endpoints: bool = False
+    dns_concurrency: int = 8  # endpoint lookups at once (heartbeat checks and connecting), in threads of their own
+    dns_timeout_ms: int = 2_000  # per lookup, waiting for a slot included
     client_allowlist: frozenset[str] = frozenset()
     client_blocklist: frozenset[str] = frozenset()
     clock_skew_s: int = 60
@@ -104,6 +106,8 @@ class RouterSettings:
             rate_limit_max=env.integer("ROUTER_RATE_LIMIT_MAX", 120, minimum=1),
             rate_limit_window_ms=env.integer("ROUTER_RATE_LIMIT_WINDOW_MS", 60_000, minimum=1),
             allow_private_endpoints=env.flag("ROUTER_ALLOW_PRIVATE_ENDPOINTS", False),
+            dns_concurrency=env.integer("ROUTER_DNS_CONCURRENCY", 8, minimum=1, maximum=256),
+            dns_timeout_ms=env.integer("ROUTER_DNS_TIMEOUT_MS", 2_000, minimum=10, maximum=60_000),
             client_allowlist=env.pubkeys("ROUTER_CLIENT_ALLOWLIST", required=False),
             client_blocklist=env.pubkeys("ROUTER_CLIENT_BLOCKLIST", required=False),
             clock_skew_s=env.integer("FEDAI_CLOCK_SKEW_S", 60, minimum=1),

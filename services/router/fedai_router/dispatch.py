@@ -23,10 +23,10 @@ from fedai.protocol.event import Event
 from fedai.protocol.keys import Keys
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import InferenceRequest, MeteringRecord, prompt_sha256
-from fedai.service.client import ReplyTooLarge, post_event
 from fedai.store.health import record_attempt
 from fedai_router.metrics import RouterMetrics
 from fedai_router.node_state import NodeState
+from fedai_router.outbound import Outbound
 from fedai_router.registry import Registry
 from fedai_router.retry import RetryBudget
 from fedai_router.scheduler import Candidate
@@ -83,12 +83,19 @@ class Served:
     attempts: int
 
 
-def error_from_reply(status: int, body: bytes, retry_after: str | None) -> FedaiError:
-    """A node's typed error answer (or `upstream_error` if it is not one)."""
+def error_from_reply(status: int, body: bytes, retry_after: str | None, who: str = "node") -> FedaiError:
+    """A node's (or peer's) typed error answer, or a generic `upstream_error` if it is not one: the upstream's
+    HTTP status is not repeated to the client (that would make the router a probe); the router logs it."""
     try:
-        err = FedaiError.from_dict(msgspec.json.decode(body), status)
+        data = msgspec.json.decode(body)
     except msgspec.DecodeError:
-        err = FedaiError(ErrorCode.UPSTREAM_ERROR, f"node answered HTTP {status}")
+        data = None
+    inner = data.get("error") if isinstance(data, dict) else None
+    if isinstance(inner, dict) and inner.get("code") in ErrorCode._value2member_map_:
+        err = FedaiError.from_dict(data)
+    else:
+        log.info("unrecognised upstream answer", extra={"who": who, "status": status})
+        err = FedaiError(ErrorCode.UPSTREAM_ERROR, f"the {who} gave an unrecognised answer")
     if err.retry_after_ms is None and retry_after and retry_after.isdigit():
         err.retry_after_ms = int(retry_after) * 1000
     return err
@@ -98,7 +105,7 @@ class Dispatcher:
     def __init__(
         self,
         keys: Keys,
-        session: aiohttp.ClientSession,
+        outbound: Outbound,
         registry: Registry,
         metrics: RouterMetrics,
         *,
@@ -111,7 +118,7 @@ class Dispatcher:
         self.max_attempts = max_attempts
         self.budget = budget
         self.keys = keys
-        self.session = session
+        self.outbound = outbound
         self.registry = registry
         self.metrics = metrics
         self.timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=connect_timeout_s)
@@ -171,7 +178,7 @@ class Dispatcher:
             raise FedaiError(ErrorCode.NO_CAPACITY, "every eligible node filled up meanwhile", retry_after_ms=1000)
         raise FedaiError(
             last.code if last.code == ErrorCode.UPSTREAM_TIMEOUT else ErrorCode.UPSTREAM_ERROR,
-            f"{attempt} node(s) tried, none answered correctly; last: {last.message}",
+            f"{attempt} node(s) tried, none answered correctly; last: {last.code.value}",  # its words may carry detail
         )
 
     async def finish(self, node: NodeState, started: float, latency_s: float | None = None) -> None:
@@ -196,15 +203,10 @@ class Dispatcher:
         return Served(done.node, done.binding.forwarded, v.response, v.metering, v.record, done.attempt)
 
     async def _call(self, node: NodeState, binding: Binding) -> Verified:
-        try:
-            reply = await post_event(self.session, node.endpoint + "/infer", binding.forwarded,
-                                     client_timeout=self.timeout, limit=MAX_NODE_REPLY_BYTES)  # fmt: skip
-        except ReplyTooLarge:
-            raise NodeFault("node reply is too large") from None
-        except TimeoutError:
-            raise FedaiError(ErrorCode.UPSTREAM_TIMEOUT, "node did not answer in time") from None
-        except aiohttp.ClientError as exc:
-            raise FedaiError(ErrorCode.UPSTREAM_ERROR, f"node unreachable ({type(exc).__name__})") from None
+        url = node.endpoint + "/infer"
+        reply = await self.outbound.post_event(
+            url, binding.forwarded, target="node", client_timeout=self.timeout, limit=MAX_NODE_REPLY_BYTES
+        )
         if reply.status != 200:
             raise error_from_reply(reply.status, reply.body, reply.retry_after)
         return verify_reply(reply.body, binding)

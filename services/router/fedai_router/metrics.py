@@ -42,6 +42,17 @@ class RouterMetrics:
             "fedai_router_offloads", "Requests offloaded to peer routers, by outcome", ["outcome"],
             registry=self.registry,
         )  # fmt: skip
+        self.outbound_failures = Counter(
+            "fedai_router_outbound_failures",
+            "Failed or refused calls to nodes and peers, by target and reason (a fixed set: address_refused, "
+            "redirect, dns_timeout, dns_error, connect_error, timeout, too_large, transport_error, http_Nxx)",
+            ["target", "reason"],
+            registry=self.registry,
+        )
+        self.dns_running = Gauge("fedai_router_dns_running", "Endpoint lookups running now", registry=self.registry)
+        self.dns_waiting = Gauge(
+            "fedai_router_dns_waiting", "Endpoint lookups waiting for a free slot", registry=self.registry
+        )
         self.streams = Counter(
             "fedai_router_streams", "Streams by outcome (done, error, cancelled)", ["outcome"], registry=self.registry
         )

@@ -9,7 +9,6 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import aiohttp
 import asyncpg
 
 from fedai import __version__
@@ -32,8 +31,10 @@ from fedai_router.endpoints import EndpointValidator
 from fedai_router.federation.announce import CHECK_INTERVAL_S, Announcer
 from fedai_router.federation.peers import PeerBook
 from fedai_router.metrics import RouterMetrics
+from fedai_router.outbound import Outbound
 from fedai_router.ratelimit import RateLimiter
 from fedai_router.registry import WINDOW_MINUTES, Registry
+from fedai_router.resolver import BoundedResolver
 from fedai_router.retry import RetryBudget
 
 if TYPE_CHECKING:
@@ -59,7 +60,15 @@ class RouterService:
         self.version = __version__
         self.metrics = RouterMetrics()
         self.limiter = RateLimiter(settings.rate_limit_max, settings.rate_limit_window_ms / 1000)
-        self.endpoints = EndpointValidator(settings.allow_private_endpoints)
+        # one resolver (bounded threads and time) for the heartbeat-time endpoint check and for connecting
+        self.resolver = BoundedResolver(settings.dns_concurrency, settings.dns_timeout_ms / 1000)
+        self.metrics.dns_running.set_function(lambda: self.resolver.running)
+        self.metrics.dns_waiting.set_function(lambda: self.resolver.waiting)
+        self.endpoints = EndpointValidator(settings.allow_private_endpoints, self.resolver)
+        # every call to nodes and peers: connect-time address check, no redirects, generic errors
+        self.outbound = Outbound(
+            self.resolver, self.metrics.outbound_failures, allow_private=settings.allow_private_endpoints
+        )
         self.recent = MemoryReplayGuard()
         self.policy = settings.policy
         self.rng = random.Random()
@@ -70,14 +79,14 @@ class RouterService:
         self.relays: Any = None  # fedai.nostr.RelayPool when ROUTER_RELAYS is set
         self.auctioneer: Auctioneer | None = None  # auctions (and bidding) when ROUTER_RELAYS is set
         self.bidder: Bidder | None = None
-        self.peers = PeerBook.for_settings(settings, self.metrics.registry)  # peer routers learned from relays
+        # peer routers learned from relays
+        self.peers = PeerBook.for_settings(settings, self.metrics.registry, self.endpoints)
         self.announcer = Announcer(self)  # fleet load, backpressure, and our announcements on relays
         # set in start()
         self.pool: asyncpg.Pool
         self.registry: Registry
         self.replay: PostgresReplayGuard
         self.metering: MeteringStore
-        self.session: aiohttp.ClientSession
         self.dispatcher: Dispatcher
 
     async def start(self) -> None:
@@ -98,13 +107,10 @@ class RouterService:
         self._writers = [DedicatedConnection(dsn), DedicatedConnection(dsn)]
         self.replay = PostgresReplayGuard(self.pool, self._writers[0])
         self.metering = MeteringStore(self.pool, self._writers[1])
-        self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, limit_per_host=256, keepalive_timeout=30),
-            auto_decompress=False,
-        )
+        await self.outbound.start()
         self.dispatcher = Dispatcher(
             self.keys,
-            self.session,
+            self.outbound,
             self.registry,
             self.metrics,
             timeout_s=self.settings.node_timeout_ms / 1000,
@@ -135,7 +141,7 @@ class RouterService:
         await cancel_and_wait([*self._tasks, *self._jobs])
         if self.relays is not None:
             await self.relays.close()
-        await self.session.close()
+        await self.outbound.close()
         for writer in self._writers:
             await writer.close()
         await self.pool.close()

@@ -28,7 +28,6 @@ from fedai.protocol.errors import ErrorCode, FedaiError
 from fedai.protocol.event import Event, decode_event
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import InferCancel, InferenceRequest, InferResult, StreamChunk
-from fedai.service.client import post_event
 from fedai.service.http import error_response, read_body
 from fedai.service.sse import SSEDecoder, SSEError, SSEvent, format_sse
 from fedai.store.metering import MeteringEntry
@@ -109,17 +108,8 @@ class NodeStream:
 
 async def open_node_stream(svc: RouterService, node: NodeState, binding: Binding) -> NodeStream:
     """Call the node's /infer/stream and wait for its first event: errors until then allow failover."""
-    dispatcher = svc.dispatcher
-    try:
-        resp = await dispatcher.session.post(
-            node.endpoint + "/infer/stream", data=binding.forwarded.to_json(),
-            headers={"Content-Type": "application/json", "Accept": "text/event-stream"},
-            timeout=dispatcher.stream_timeout,
-        )  # fmt: skip
-    except TimeoutError:
-        raise FedaiError(ErrorCode.UPSTREAM_TIMEOUT, "node did not answer in time") from None
-    except aiohttp.ClientError as exc:
-        raise FedaiError(ErrorCode.UPSTREAM_ERROR, f"node unreachable ({type(exc).__name__})") from None
+    url, body = node.endpoint + "/infer/stream", binding.forwarded.to_json()
+    resp = await svc.outbound.open_stream(url, body, target="node", client_timeout=svc.dispatcher.stream_timeout)
     stream = NodeStream(resp, SSEDecoder(MAX_CHUNK_EVENT_BYTES + 1024), [])
     try:
         if resp.status != 200:
@@ -131,12 +121,9 @@ async def open_node_stream(svc: RouterService, node: NodeState, binding: Binding
             stream.pending.insert(0, event)  # chunk or done: hand it to the relay
             return stream
         raise NodeFault("node stream ended before its first event")
-    except TimeoutError:
+    except (TimeoutError, aiohttp.ClientError, SSEError) as exc:
         stream.close()
-        raise FedaiError(ErrorCode.UPSTREAM_TIMEOUT, "node sent nothing in time") from None
-    except (aiohttp.ClientError, SSEError) as exc:
-        stream.close()
-        raise FedaiError(ErrorCode.UPSTREAM_ERROR, f"node stream broke ({type(exc).__name__})") from None
+        raise _transport_error(svc, exc) from None
     except BaseException:
         stream.close()
         raise
@@ -286,7 +273,7 @@ async def relay(
                 raise _error_event(event)
         raise FedaiError(ErrorCode.UPSTREAM_ERROR, "node stream ended without a result")
     except (FedaiError, TimeoutError, aiohttp.ClientError, SSEError) as exc:
-        err = exc if isinstance(exc, FedaiError) else _transport_error(exc)
+        err = exc if isinstance(exc, FedaiError) else _transport_error(svc, exc)
         finished = True
         svc.registry.end(node)
         await svc.dispatcher.penalise(origin, node, stream.attempt, err, (time.perf_counter() - stream.started) * 1000)
@@ -301,10 +288,11 @@ async def relay(
             svc.spawn(_cancel_and_meter(svc, origin, stream), "stream cancel")
 
 
-def _transport_error(exc: BaseException) -> FedaiError:
-    if isinstance(exc, TimeoutError):
-        return FedaiError(ErrorCode.UPSTREAM_TIMEOUT, "node stopped sending")
-    return FedaiError(ErrorCode.UPSTREAM_ERROR, f"node stream broke ({type(exc).__name__})")
+def _transport_error(svc: RouterService, exc: BaseException) -> FedaiError:
+    """A node stream that broke or went silent: a generic error for the client, the detail logged and counted."""
+    if isinstance(exc, SSEError):
+        return FedaiError(ErrorCode.UPSTREAM_ERROR, "node stream broke")
+    return svc.outbound.failure("node", exc)
 
 
 async def store_and_answer(svc: RouterService, origin: Origin, stream: NodeStream, v: Verified) -> Event:
@@ -331,8 +319,10 @@ async def _cancel_and_meter(svc: RouterService, origin: Origin, stream: NodeStre
         async with asyncio.timeout(CANCEL_GRACE_S):
             cancel = seal(svc.keys, Kind.INFER_CANCEL, InferCancel(request=stream.binding.forwarded.id),
                           to=node.pubkey, nonce=True)  # fmt: skip
-            reply = await post_event(svc.dispatcher.session, node.endpoint + "/infer/cancel", cancel,
-                                     client_timeout=svc.dispatcher.timeout, limit=64 * 1024)  # fmt: skip
+            url = node.endpoint + "/infer/cancel"
+            reply = await svc.outbound.post_event(
+                url, cancel, target="node", client_timeout=svc.dispatcher.timeout, limit=64 * 1024
+            )
             if reply.status != 200:
                 log.info("node refused the cancel", extra={"node": node.pubkey[:16], "status": reply.status})
             async for event in stream.events():

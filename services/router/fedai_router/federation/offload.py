@@ -45,7 +45,6 @@ from fedai.protocol.messages import (
     prompt_material,
     prompt_sha256,
 )
-from fedai.service.client import ReplyTooLarge, post_event
 from fedai.store import federation as jobs_store
 from fedai.store.metering import MeteringEntry
 from fedai_router.dispatch import error_from_reply
@@ -148,19 +147,11 @@ async def _run(svc: RouterService, client_event: Event, request: InferenceReques
         input_sha256=job_hash(request), max_cost_msat=price,
     )  # fmt: skip
     submit = seal(svc.keys, Kind.JOB_SUBMIT, payload, to=peer, nonce=True)
-    try:
-        reply = await post_event(
-            svc.dispatcher.session, _endpoint(svc, peer) + "/federation/job", submit,
-            client_timeout=aiohttp.ClientTimeout(total=svc.settings.fed_job_timeout_ms / 1000), limit=MAX_RESULT_BYTES,
-        )  # fmt: skip
-    except ReplyTooLarge:
-        raise NodeFault("the provider's result is too large") from None
-    except TimeoutError:
-        raise FedaiError(ErrorCode.UPSTREAM_TIMEOUT, "the provider did not answer in time") from None
-    except aiohttp.ClientError as exc:
-        raise FedaiError(ErrorCode.UPSTREAM_ERROR, f"provider unreachable ({type(exc).__name__})") from None
+    timeout = aiohttp.ClientTimeout(total=svc.settings.fed_job_timeout_ms / 1000)
+    url = _endpoint(svc, peer) + "/federation/job"  # judged again where the connection is made (outbound)
+    reply = await svc.outbound.post_event(url, submit, target="peer", client_timeout=timeout, limit=MAX_RESULT_BYTES)
     if reply.status != 200:
-        raise error_from_reply(reply.status, reply.body, reply.retry_after)
+        raise error_from_reply(reply.status, reply.body, reply.retry_after, who="provider")
     result_event, result, receipt, chain = _verify_result(svc, peer, submit, payload, request, reply.body, price)
     await _record_spend(svc, peer, receipt.price_msat)
     await jobs_store.set_job_status(svc.pool, job_id, "done", result.receipt)

@@ -3,9 +3,12 @@
 The relay pool has already checked size, schema, id, signature and the author's rate budget. Here every
 announcement also passes, cheapest first: not our own, content size bound, policy (blocked / not allowed /
 untrusted are refused; muted are learned but never chosen), `created_at` not beyond the clock skew in the
-future, `expiration` (NIP-40) not past, the right `d` tag, newer than what we hold for (peer, kind, d), and its
-payload schema. Each outcome is counted in `fedai_router_peer_events_total{kind,result}`. Accepted ones are
-written to `peers` (the latest wins there too) and kept in the in-memory `PeerBook` the auction reads.
+future, `expiration` (NIP-40) not past, the right `d` tag, newer than what we hold for (peer, kind, d), its
+payload schema, and for caps an endpoint of the right shape whose address (written, or resolved with the
+router's bounded resolver) is public unless ROUTER_ALLOW_PRIVATE_ENDPOINTS is on (`fedai_router.endpoints`; the
+address is judged again when the router connects, in `fedai_router.outbound`). Each outcome is counted in
+`fedai_router_peer_events_total{kind,result}`. Accepted ones are written to `peers` (the latest wins there too)
+and kept in the in-memory `PeerBook` the auction reads.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from fedai.protocol.federation import CAPS_D, PL3_LOCAL, STATUS_D, RouterCaps, R
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import Payload, decode_payload, to_builtins
 from fedai.store import peers as peer_store
+from fedai_router.endpoints import EndpointValidator, check_shape
 from fedai_router.federation.policy import CONTACTS_KIND, REFUSED, PeerPolicy, PolicyState, newer
 
 if TYPE_CHECKING:
@@ -152,8 +156,12 @@ class PeerBook:
         max_content_bytes: int = 128 * 1024,
         ttl_s: float = 300.0,
         registry: CollectorRegistry | None = None,
+        allow_private: bool = False,
+        validator: EndpointValidator | None = None,
     ) -> None:
         self.self_pubkey = self_pubkey
+        self.allow_private = allow_private  # ROUTER_ALLOW_PRIVATE_ENDPOINTS: peer endpoints on private addresses
+        self.validator = validator  # resolves caps endpoints' names (None: only their shape is checked)
         self.policy = policy
         self.skew_s = skew_s
         self.max_content_bytes = max_content_bytes
@@ -167,7 +175,12 @@ class PeerBook:
         self._pool_seen: dict[str, int] = {}
 
     @classmethod
-    def for_settings(cls, settings: RouterSettings, registry: CollectorRegistry | None = None) -> PeerBook:
+    def for_settings(
+        cls,
+        settings: RouterSettings,
+        registry: CollectorRegistry | None = None,
+        validator: EndpointValidator | None = None,
+    ) -> PeerBook:
         policy = PeerPolicy(
             allowlist=settings.peer_allowlist,
             blocklist=settings.peer_blocklist,
@@ -182,6 +195,8 @@ class PeerBook:
             max_content_bytes=settings.peer_max_content_bytes,
             ttl_s=settings.peer_ttl_s,
             registry=registry,
+            allow_private=settings.allow_private_endpoints,
+            validator=validator,
         )
 
     # -- receiving -------------------------------------------------------------------------------
@@ -226,6 +241,8 @@ class PeerBook:
             payload = _decode(kind, d, content)
         except FedaiError:
             return "malformed", None
+        if isinstance(payload, RouterCaps) and not self._endpoint_fits(payload.endpoint):
+            return "endpoint", None
         return ("muted" if state == "muted" else "accepted"), Incoming(event, d, expires_at, payload)
 
     def remember(self, incoming: Incoming, now: float) -> None:
@@ -249,6 +266,11 @@ class PeerBook:
         """Check one announcement; store and remember it if it passes. Returns (and counts) the result."""
         current = time.time() if now is None else now
         result, incoming = self.check(event, current)
+        if incoming is not None and isinstance(incoming.payload, RouterCaps) and self.validator is not None:
+            try:  # a name that resolves to a private address is refused like a node's (bounded, cached lookup)
+                await self.validator.check(incoming.payload.endpoint)
+            except FedaiError:
+                result, incoming = "endpoint", None
         if incoming is not None:
             if pool is not None:
                 await self._store(pool, incoming)
@@ -290,6 +312,14 @@ class PeerBook:
             self._refused.pop(key, None)
         return vouched
 
+    def _endpoint_fits(self, endpoint: str) -> bool:
+        """The endpoint's shape, and a written address's judgement (no DNS). Pure."""
+        try:
+            check_shape(endpoint, self.allow_private)
+        except FedaiError:
+            return False
+        return True
+
     def _note_refused(self, pubkey: str) -> None:
         self._refused[pubkey] = None
         self._refused.move_to_end(pubkey)
@@ -313,6 +343,8 @@ class PeerBook:
             try:
                 if row.caps is not None:
                     record.caps = _held(row, Kind.ROUTER_CAPS, CAPS_D, row.caps, RouterCaps)
+                    if record.caps is not None and not self._endpoint_fits(record.caps.payload.endpoint):
+                        record.caps = None  # stored before the rule, or under ROUTER_ALLOW_PRIVATE_ENDPOINTS
                 if row.status is not None:
                     record.status = _held(row, Kind.ROUTER_STATUS, STATUS_D, row.status, RouterStatus)
                 for job_type, sheet in row.prices.items():
