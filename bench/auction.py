@@ -111,7 +111,13 @@ def rfb() -> Rfb:
 
 
 async def run(relay_url: str, dsn_a: str, dsn_b: str, rounds: int, warmup: int) -> dict[str, Any]:
-    common: dict[str, Any] = {"relays": [relay_url], "peer_rate": 10_000_000, "log_level": "WARNING"}
+    # both routers announce loopback endpoints: allowed as on the devnet (peer caps endpoints are judged)
+    common: dict[str, Any] = {
+        "relays": [relay_url],
+        "peer_rate": 10_000_000,
+        "log_level": "WARNING",
+        "allow_private_endpoints": True,
+    }
     a = RouterService(RouterSettings(keys=Keys.generate(), db_url=dsn_a, **common))
     b = RouterService(RouterSettings(keys=Keys.generate(), db_url=dsn_b, **common))
     await a.start()
