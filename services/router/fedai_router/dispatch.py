@@ -20,6 +20,7 @@ import msgspec
 from fedai.protocol.envelope import seal
 from fedai.protocol.errors import ErrorCode, FedaiError
 from fedai.protocol.event import Event
+from fedai.protocol.jsondepth import decode_json
 from fedai.protocol.keys import Keys
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import InferenceRequest, MeteringRecord, prompt_sha256
@@ -86,8 +87,8 @@ class Served:
 def error_from_reply(status: int, body: bytes, retry_after: str | None) -> FedaiError:
     """A node's typed error answer (or `upstream_error` if it is not one)."""
     try:
-        err = FedaiError.from_dict(msgspec.json.decode(body), status)
-    except msgspec.DecodeError:
+        err = FedaiError.from_dict(decode_json(body), status)
+    except FedaiError:  # not JSON, or nested past the depth bound
         err = FedaiError(ErrorCode.UPSTREAM_ERROR, f"node answered HTTP {status}")
     if err.retry_after_ms is None and retry_after and retry_after.isdigit():
         err.retry_after_ms = int(retry_after) * 1000
