@@ -14,7 +14,7 @@ from fedai.protocol.keys import Keys
 from fedai.sdk import AsyncClient
 from fedai_router.retry import RetryBudget
 from tests.integration.conftest import SpawnNode
-from tests.support.router import RunningRouter, running_router
+from tests.support.router import ADMIN_TOKEN, RunningRouter, running_router
 from tests.support.wait import eventually
 
 
@@ -187,7 +187,7 @@ async def test_fedai_route_explain_command(router: RunningRouter, spawn_node: Sp
 
     node = await spawn_node()
     runner = CliRunner()
-    args = ["route", "explain", "--router", router.url, "--model", "fake-model"]
+    args = ["route", "explain", "--router", router.url, "--admin-token", ADMIN_TOKEN, "--model", "fake-model"]
     as_json = await asyncio.to_thread(runner.invoke, cli, [*args, "--json"])
     assert as_json.exit_code == 0, as_json.output
     assert json.loads(as_json.output)["nodes"][0]["node"] == node.keys.pubkey
