@@ -31,7 +31,7 @@ def start_network(
     router = sup.spawn("router", python_module("fedai_router"), {
         **base, "ROUTER_PRIVATE_KEY": keys["router"].secret_hex, "ROUTER_PORT": str(router_port),
         "DATABASE_URL": dsn, "ROUTER_ALLOW_PRIVATE_ENDPOINTS": "true", "ROUTER_RATE_LIMIT_MAX": "1000000000",
-        "ROUTER_LOG_LEVEL": "WARNING",
+        "ROUTER_ADDR_RATE_LIMIT_MAX": "1000000000", "ROUTER_LOG_LEVEL": "WARNING",
     }, logs / "router.log")  # fmt: skip
     wait_for_http(router, router_url + "/health", timeout=30)
     node = sup.spawn("node", python_module("fedai_node"), {
@@ -41,5 +41,5 @@ def start_network(
     }, logs / "node.log")  # fmt: skip
     wait_for_http(node, node_url + "/health", timeout=60)
     wait_for_http(router, router_url + "/status", timeout=30,
-                  ready=lambda r: any(n["fresh"] for n in r.json()["nodes"]), what="node registered")  # fmt: skip
+                  ready=lambda r: r.json()["nodes"]["fresh"] > 0, what="node registered")  # fmt: skip
     return router_url, node_url, router.pid, node.pid

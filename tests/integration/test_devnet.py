@@ -164,6 +164,8 @@ def test_running_devnet_serves_infer_and_status_then_stops_on_sigint(tmp_path: P
         assert status.returncode == 0, status.stderr
         document = json.loads(status.stdout)
         assert document["pubkey"] == info["router"]["pubkey"]
+        assert document["view"] == "operator"  # the CLI found the devnet's operator token through devnet.json
+        assert Path(info["admin_token_file"]).stat().st_mode & 0o077 == 0
         listed = {n["pubkey"]: n for n in document["nodes"]}
         assert node_keys <= set(listed)
         assert all(listed[key]["fresh"] for key in node_keys)

@@ -29,7 +29,7 @@ from fedai.store.migrations import migrate_dsn
 from fedai.store.peers import load_peers, save_announcement
 from fedai_router.federation.peers import PeerBook
 from tests.support.fake_node import FakeNode, register
-from tests.support.router import RunningRouter, reset_database, running_router
+from tests.support.router import ADMIN_TOKEN, RunningRouter, reset_database, running_router
 from tests.support.servers import free_port
 from tests.support.wait import eventually
 
@@ -157,8 +157,8 @@ async def test_two_routers_learn_each_others_caps_prices_and_status(
         assert set(row["announcements"]) == {"31020:caps", f"31021:{TG}", "31022:status"}
 
         async with httpx.AsyncClient() as http:
-            listed = (await http.get(b.url + "/federation/peers")).json()
-            state = (await http.get(b.url + "/status")).json()["federation"]
+            listed = (await http.get(b.url + "/federation/peers", headers=b.admin)).json()
+            state = (await http.get(b.url + "/status", headers=b.admin)).json()["federation"]
         entry = next(p for p in listed if p["pubkey"] == a.pubkey)
         assert entry["policy"] == "ok" and entry["fresh"] is True
         assert entry["caps"]["endpoint"] == "http://a.example"
@@ -167,10 +167,11 @@ async def test_two_routers_learn_each_others_caps_prices_and_status(
         assert state["backpressure"] == "NORMAL"
         assert a.pubkey in {p["pubkey"] for p in state["peers"]}
 
-        result = await asyncio.to_thread(CliRunner().invoke, cli, ["peers", "--router", b.url, "--json"])
+        operator = ["--admin-token", ADMIN_TOKEN]
+        result = await asyncio.to_thread(CliRunner().invoke, cli, ["peers", "--router", b.url, *operator, "--json"])
         assert result.exit_code == 0, result.output
         assert a.pubkey in {p["pubkey"] for p in json.loads(result.output)}
-        table = await asyncio.to_thread(CliRunner().invoke, cli, ["peers", "--router", b.url])
+        table = await asyncio.to_thread(CliRunner().invoke, cli, ["peers", "--router", b.url, *operator])
         assert table.exit_code == 0 and "a.example" in table.output
 
 
@@ -265,7 +266,7 @@ async def test_forged_expired_future_oversized_and_malformed_announcements_are_i
         assert router.service.relays.stats["invalid"] == 2  # forged id, bad signature: never reach the book
         await eventually(lambda: count(router, "any", "invalid") == 2, what="pool refusals in the metric")
         async with httpx.AsyncClient() as http:
-            text = (await http.get(router.url + "/metrics")).text
+            text = (await http.get(router.url + "/metrics", headers=router.admin)).text
         assert 'fedai_router_peer_events_total{kind="caps",result="future"} 1.0' in text
         assert 'fedai_router_peer_events_total{kind="any",result="invalid"} 2.0' in text
     assert await db_pool.fetchval("SELECT array_agg(pubkey) FROM peers") == [good.pubkey]

@@ -225,6 +225,12 @@ def _payload_missing_fields(to: str) -> bytes:
     return seal(ROUTER, Kind.INFER_REQUEST, '{"model":"fedai-mock-1"}', to=to, nonce=True).to_json()
 
 
+def _deep_content(to: str) -> bytes:
+    deep = "[" * 3000 + "]" * 3000  # deep enough to overflow a recursive parser, small enough for the body limit
+    content = '{"model": "fedai-mock-1", "prompt": "x", "max_tokens": 1, "extra": ' + deep + "}"
+    return seal(ROUTER, Kind.INFER_REQUEST, content, to=to, nonce=True).to_json()
+
+
 now = lambda: int(time.time())  # noqa: E731
 
 REFUSALS: list[tuple[str, Callable[[str], bytes], int, str]] = [
@@ -232,6 +238,8 @@ REFUSALS: list[tuple[str, Callable[[str], bytes], int, str]] = [
     ("truncated json", lambda to: request_event(to).to_json()[:-40], 400, "invalid_json"),
     ("event missing sig", lambda to: _drop_sig(request_event(to)), 400, "invalid_event"),
     ("payload missing fields", _payload_missing_fields, 400, "invalid_event"),
+    ("deep json body", lambda to: b"[" * 3000 + b"]" * 3000, 400, "invalid_json"),
+    ("deep json payload", _deep_content, 400, "invalid_event"),
     ("wrong kind", lambda to: request_event(to, kind=Kind.QUOTE_REQUEST).to_json(), 400, "invalid_event"),
     ("forged id", lambda to: _forged_id(request_event(to)), 400, "invalid_event"),
     ("bad signature", lambda to: _bad_sig(request_event(to)), 401, "invalid_signature"),

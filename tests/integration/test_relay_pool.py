@@ -374,6 +374,34 @@ async def test_only_valid_events_reach_the_handler() -> None:
         assert stats["reconnects"] == 0, "none of this should cost the connection"
 
 
+async def test_deeply_nested_frames_are_dropped_and_the_connection_kept() -> None:
+    author = Keys.generate()
+    valid = note(author, "after-the-deep-ones")
+    deep = "[" * 100_000 + "]" * 100_000
+    tags_deep = json.dumps(note(author, "tags").to_dict()).replace('"tags": [', '"tags": [' + deep + ", ", 1)
+    extra_deep = json.dumps(note(author, "extra").to_dict())[:-1] + ', "extra": ' + deep + "}"
+
+    async def script(relay: FakeRelay, ws: ServerConnection, msg: list[Any]) -> None:
+        if msg[0] != "REQ":
+            return
+        sub_id = msg[1]
+        await send(ws, deep)  # the whole frame
+        await send(ws, f'["EVENT", "{sub_id}", {deep}]')  # the event
+        await send(ws, f'["EVENT", "{sub_id}", {tags_deep}]')  # inside the event's tags
+        await send(ws, f'["EVENT", "{sub_id}", {extra_deep}]')  # in a field a typed decoder would skip
+        await send(ws, ["EVENT", sub_id, valid.to_dict()])
+        await send(ws, ["EOSE", sub_id])
+
+    async with FakeRelay(script).running() as relay, running_pool([relay.url]) as pool:
+        assert await pool.wait_connected(5)
+        got = Collector()
+        sub = await pool.subscribe([build_filter(kinds=[KIND])], got)
+        assert await sub.wait_eose(5)
+        assert got.ids == [valid.id]
+        assert pool.stats["malformed"] == 4
+        assert (pool.stats["reconnects"], relay.connections) == (0, 1), "deep JSON must not cost the connection"
+
+
 async def test_frame_over_library_limit_drops_connection_then_recovers() -> None:
     author = Keys.generate()
     valid = note(author, "after-reconnect")

@@ -14,7 +14,7 @@ from fedai.protocol.keys import Keys
 from fedai.sdk import AsyncClient
 from fedai_router.retry import RetryBudget
 from tests.integration.conftest import SpawnNode
-from tests.support.router import RunningRouter, running_router
+from tests.support.router import ADMIN_TOKEN, RunningRouter, running_router
 from tests.support.wait import eventually
 
 
@@ -72,7 +72,11 @@ async def test_a_flapping_node_loses_share_to_a_steady_one(router: RunningRouter
     flappy = await spawn_node(input_msat=1000, output_msat=1800)  # slightly cheaper: preferred while healthy
     steady = await spawn_node()
     async with httpx.AsyncClient() as http:
-        before = (await http.get(router.url + "/route/explain", params={"model": "fake-model", "max_tokens": 8})).json()
+        before = (
+            await http.get(
+                router.url + "/route/explain", params={"model": "fake-model", "max_tokens": 8}, headers=router.admin
+            )
+        ).json()
     assert before["nodes"][0]["node"] == flappy.keys.pubkey  # healthy, it would win on price
     registry = router.service.registry
     state = registry.nodes[flappy.keys.pubkey]
@@ -105,7 +109,7 @@ async def test_retry_budget_stops_failover_storms(database_url: str, db_pool: as
             await _infer(router)
         assert err.value.code == "upstream_error"
         assert [n.calls for n in nodes] == [1, 0, 0]
-        metrics = (await httpx.AsyncClient().get(router.url + "/metrics")).text
+        metrics = (await httpx.AsyncClient().get(router.url + "/metrics", headers=router.admin)).text
         assert 'fedai_router_failovers_total{reason="budget_exhausted"} 1.0' in metrics
 
 
@@ -157,9 +161,13 @@ async def test_route_explain_endpoint(router: RunningRouter, spawn_node: SpawnNo
     b = await spawn_node(capacity=1, behaviour="slow", delay_s=0.0)
     router.service.registry.index.failed(router.service.registry.nodes[b.keys.pubkey], "upstream_error")
     async with httpx.AsyncClient() as http:
-        resp = await http.get(router.url + "/route/explain", params={"model": "fake-model", "max_tokens": 16})
-        bad = await http.get(router.url + "/route/explain", params={"model": "fake-model", "max_tokens": "x"})
-        missing = await http.get(router.url + "/route/explain")
+        resp = await http.get(
+            router.url + "/route/explain", params={"model": "fake-model", "max_tokens": 16}, headers=router.admin
+        )
+        bad = await http.get(
+            router.url + "/route/explain", params={"model": "fake-model", "max_tokens": "x"}, headers=router.admin
+        )
+        missing = await http.get(router.url + "/route/explain", headers=router.admin)
     body = resp.json()
     assert body["eligible"] == 1
     assert [(n["node"], n["verdict"]) for n in body["nodes"]] == [(a.keys.pubkey, "ok"), (b.keys.pubkey, "cooldown")]
@@ -179,7 +187,7 @@ async def test_fedai_route_explain_command(router: RunningRouter, spawn_node: Sp
 
     node = await spawn_node()
     runner = CliRunner()
-    args = ["route", "explain", "--router", router.url, "--model", "fake-model"]
+    args = ["route", "explain", "--router", router.url, "--admin-token", ADMIN_TOKEN, "--model", "fake-model"]
     as_json = await asyncio.to_thread(runner.invoke, cli, [*args, "--json"])
     assert as_json.exit_code == 0, as_json.output
     assert json.loads(as_json.output)["nodes"][0]["node"] == node.keys.pubkey

@@ -88,7 +88,7 @@ async def test_failover_to_a_good_node(router: RunningRouter, spawn_node: SpawnN
     assert bad.calls == 1 and good.calls == 1
     state = router.service.registry.nodes[bad.keys.pubkey]
     assert state.cooldown_until > time.time()  # the failing node cools down
-    metrics = (await httpx.AsyncClient().get(router.url + "/metrics")).text
+    metrics = (await httpx.AsyncClient().get(router.url + "/metrics", headers=router.admin)).text
     assert "fedai_router_failovers_total" in metrics
 
 

@@ -59,7 +59,7 @@ async def _post(router: RunningRouter, body: bytes) -> httpx.Response:
 
 async def _status_trust(router: RunningRouter, pubkey: str) -> float | None:
     async with httpx.AsyncClient() as http:
-        nodes = (await http.get(router.url + "/status")).json()["nodes"]
+        nodes = (await http.get(router.url + "/status", headers=router.admin)).json()["nodes"]
     return next((float(n["trust"]) for n in nodes if n["pubkey"] == pubkey), None)
 
 
@@ -93,7 +93,7 @@ async def test_manifest_signed_by_the_node_sets_its_trust(router: RunningRouter,
     assert row["event"] == event.to_dict() and row["manifest"]["profile"]["cores"] == "17+"
     assert await _claimed(db_pool, event.id)
     async with httpx.AsyncClient() as http:
-        assert 'route="manifest"' in (await http.get(router.url + "/metrics")).text
+        assert 'route="manifest"' in (await http.get(router.url + "/metrics", headers=router.admin)).text
 
 
 async def test_manifest_before_registration_applies_when_the_node_registers(

@@ -135,11 +135,11 @@ def _header(keys: Keys, url: str, body: bytes, *, method: str = "POST", created_
 @pytest.mark.parametrize(
     ("case", "status", "code"),
     [
-        ("wrong_url", 403, "forbidden"),
-        ("wrong_method", 403, "forbidden"),
-        ("wrong_payload", 403, "forbidden"),
+        ("wrong_url", 401, "auth_url_mismatch"),
+        ("wrong_method", 401, "auth_method_mismatch"),
+        ("wrong_payload", 401, "auth_payload_mismatch"),
         ("stale", 401, "stale"),
-        ("not_base64", 400, "invalid_event"),
+        ("not_base64", 401, "invalid_auth"),
         ("no_header", 401, "unauthorized"),
     ],
 )
@@ -159,7 +159,8 @@ async def test_nip98_failures(edge: tuple[RunningRouter, FakeNode], case: str, s
     async with httpx.AsyncClient() as http:
         resp = await http.post(url, content=body, headers={**headers, "Content-Type": "application/json"})
     assert (resp.status_code, resp.json()["error"]["code"]) == (status, code)
-    assert resp.json()["error"]["type"] in ("authentication_error", "permission_error", "invalid_request_error")
+    assert resp.json()["error"]["type"] == "authentication_error"
+    assert "Nostr" in resp.headers["www-authenticate"]
     assert node.calls == 0
 
 

@@ -210,7 +210,7 @@ async def test_lookups_beyond_the_concurrency_bound_wait(database_url: str, db_p
         await eventually(lambda: (resolver.running, resolver.waiting) == (2, 2), what="two running, two waiting")
         assert dns.entered == 2  # the other two never reached the system resolver
         async with httpx.AsyncClient() as http:
-            metrics = (await http.get(router.url + "/metrics")).text
+            metrics = (await http.get(router.url + "/metrics", headers=router.admin)).text
         assert "fedai_router_dns_running 2.0" in metrics and "fedai_router_dns_waiting 2.0" in metrics
         dns.gate.set()
         responses = await asyncio.gather(*registrations)

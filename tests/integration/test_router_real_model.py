@@ -75,5 +75,5 @@ async def test_unary_stream_and_openai_answers_on_a_real_model(
     assert completion.usage is not None and completion.usage.completion_tokens > 0
     assert fleet["down"] not in router.service.registry.nodes  # a node whose runner is down never registers
     async with httpx.AsyncClient() as http:
-        status = (await http.get(router.url + "/status")).json()
+        status = (await http.get(router.url + "/status", headers=router.admin)).json()
     assert {n["pubkey"] for n in status["nodes"]} == {fleet["native"], fleet["openai"]}

@@ -181,10 +181,10 @@ async def test_ops_endpoints(router: RunningRouter, spawn_node: SpawnNode) -> No
         assert health["pubkey"] == router.pubkey and health["npub"].startswith("npub1")
         ready = await http.get(router.url + "/ready")
         assert ready.status_code == 200 and ready.json()["checks"]["database"] is True
-        status = (await http.get(router.url + "/status")).json()
+        status = (await http.get(router.url + "/status", headers=router.admin)).json()
         assert [n["pubkey"] for n in status["nodes"]] == [node.keys.pubkey]
         assert status["nodes"][0]["fresh"] is True and status["nodes"][0]["models"] == ["fake-model"]
-        metrics = (await http.get(router.url + "/metrics")).text
+        metrics = (await http.get(router.url + "/metrics", headers=router.admin)).text
     assert 'fedai_router_nodes{state="fresh"} 1.0' in metrics
     assert 'fedai_router_requests_total{code="ok",route="register"}' in metrics
 

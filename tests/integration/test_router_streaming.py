@@ -41,7 +41,7 @@ async def test_chunks_arrive_as_generated_and_the_chain_verifies(
     assert deltas[0][0] < deltas[-1][0] - 0.3  # the first chunk came long before the last (not one block)
     row = await db_pool.fetchrow("SELECT node, attempt FROM metering_records")
     assert (row["node"], row["attempt"]) == (node.keys.pubkey, 1)
-    metrics = (await httpx.AsyncClient().get(router.url + "/metrics")).text
+    metrics = (await httpx.AsyncClient().get(router.url + "/metrics", headers=router.admin)).text
     assert 'fedai_router_streams_total{outcome="done"} 1.0' in metrics
     assert "fedai_router_ttft_seconds_count 1.0" in metrics
 
@@ -104,7 +104,7 @@ async def test_client_disconnect_cancels_the_node_and_meters_what_it_produced(
     assert row["origin_id"] == event.id
     state = router.service.registry.nodes[node.keys.pubkey]
     await eventually(lambda: state.in_flight == 0, what="node leaves the in-flight count")
-    metrics = (await httpx.AsyncClient().get(router.url + "/metrics")).text
+    metrics = (await httpx.AsyncClient().get(router.url + "/metrics", headers=router.admin)).text
     assert 'fedai_router_streams_total{outcome="cancelled"} 1.0' in metrics
 
 

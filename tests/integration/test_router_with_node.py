@@ -15,7 +15,7 @@ from fedai_node.config import NodeSettings
 from fedai_node.descriptor import build_descriptor
 from fedai_node.runners import RunnerModel
 from tests.support.fake_node import register
-from tests.support.router import RunningRouter
+from tests.support.router import ADMIN_TOKEN, RunningRouter
 from tests.support.servers import free_port, serve_app
 from tests.support.wait import eventually
 
@@ -43,7 +43,7 @@ async def test_round_trip_through_the_real_node(router: RunningRouter, node: Nod
 async def test_a_model_alias_routes_to_the_node_and_is_answered_by_the_model_id(
     router: RunningRouter, node: NodeSettings
 ) -> None:
-    async with AsyncClient(router.url, router_pubkey=router.pubkey) as client:
+    async with AsyncClient(router.url, router_pubkey=router.pubkey, admin_token=ADMIN_TOKEN) as client:
         chain = await client.infer("mock-small", "What is 2+2?", max_tokens=16)
         status = await client.status()
     assert chain.node == node.keys.pubkey

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -15,6 +16,12 @@ from fedai_router.app import create_app
 from fedai_router.config import RouterSettings
 from fedai_router.service import RouterService
 from tests.support.servers import free_port, serve_app
+
+# the operator token every test router accepts (ROUTER_ADMIN_TOKEN_SHA256 holds its sha256)
+ADMIN_TOKEN = "fo-test-operator-token"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+# test clients share 127.0.0.1: the per-address limit is raised unless a test sets its own
+TEST_ADDR_RATE_LIMIT = 1_000_000
 
 TABLES = (
     "chains",
@@ -42,6 +49,11 @@ class RunningRouter:
     def pubkey(self) -> str:
         return self.keys.pubkey
 
+    @property
+    def admin(self) -> dict[str, str]:
+        """Headers carrying the operator token (for /status in full, /metrics, /route/explain, /federation/peers)."""
+        return dict(ADMIN)
+
 
 async def reset_database(pool: asyncpg.Pool) -> None:
     await pool.execute(f"TRUNCATE {', '.join(TABLES)}")
@@ -52,7 +64,9 @@ async def running_router(database_url: str, **overrides: Any) -> AsyncIterator[R
     keys = overrides.pop("keys", None) or Keys.generate()
     port = overrides.pop("port", None) or free_port()
     settings = RouterSettings(keys=keys, db_url=database_url, allow_private_endpoints=True, registry_refresh_ms=100,
-                              port=port)  # fmt: skip
+                              port=port, public_url=f"http://127.0.0.1:{port}",
+                              admin_token_sha256=frozenset({hashlib.sha256(ADMIN_TOKEN.encode()).hexdigest()}),
+                              addr_rate_limit_max=TEST_ADDR_RATE_LIMIT)  # fmt: skip
     settings = dataclasses.replace(settings, **overrides)
     app = create_app(settings)
     async with serve_app(app, port=port) as url:

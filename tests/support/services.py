@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -10,6 +11,9 @@ from pathlib import Path
 
 from fedai.cli.processes import Child, Supervisor, free_port, python_module, wait_for_http
 from fedai.protocol.keys import Keys
+from tests.support.router import ADMIN, ADMIN_TOKEN, TEST_ADDR_RATE_LIMIT
+
+ADMIN_DIGEST = hashlib.sha256(ADMIN_TOKEN.encode()).hexdigest()
 
 
 def base_env() -> dict[str, str]:
@@ -33,7 +37,9 @@ class Network:
         port = free_port()
         child = self.sup.spawn(name, python_module("fedai_router"), {
             **base_env(), "ROUTER_PRIVATE_KEY": keys.secret_hex, "ROUTER_PORT": str(port),
-            "DATABASE_URL": database_url, "ROUTER_ALLOW_PRIVATE_ENDPOINTS": "true", **env,
+            "DATABASE_URL": database_url, "ROUTER_ALLOW_PRIVATE_ENDPOINTS": "true",
+            "ROUTER_PUBLIC_URL": f"http://127.0.0.1:{port}", "ROUTER_ADMIN_TOKEN_SHA256": ADMIN_DIGEST,
+            "ROUTER_ADDR_RATE_LIMIT_MAX": str(TEST_ADDR_RATE_LIMIT), **env,
         }, self.logs / f"{name}.log")  # fmt: skip
         url = f"http://127.0.0.1:{port}"
         wait_for_http(child, url + "/health", timeout=30)
@@ -67,4 +73,5 @@ def wait_until_node_listed(router: Service, node: Service, timeout: float = 15) 
         timeout=timeout,
         ready=lambda r: any(n["pubkey"] == node.keys.pubkey and n["fresh"] for n in r.json()["nodes"]),
         what=f"{node.child.name} listed by {router.child.name}",
+        headers=ADMIN,
     )

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
+import msgspec
 import pytest
 from click.testing import CliRunner
 
@@ -16,11 +17,27 @@ from fedai.cli.devnet_file import DevnetInfo, NodeEntry, RouterEntry, write_devn
 from fedai.cli.keyfile import write_secret_file
 from fedai.cli.main import cli
 from fedai.cli.processes import free_port
+from fedai.protocol.errors import FedaiError
 from fedai.protocol.keys import Keys
+from fedai.protocol.nip98 import verify_auth_header
 
 ROUTER = Keys.generate()
 NODE = Keys.generate()
+TOKEN = "fo-operator-token"
+OPERATOR = Keys.generate()
+PUBLIC = {
+    "view": "public",
+    "pubkey": ROUTER.pubkey,
+    "version": "0.1.0",
+    "uptime_s": 12.5,
+    "backpressure": "NORMAL",
+    "nodes": {"fresh": 1, "total": 2},
+    "models": 1,
+    "relays": {"configured": 1, "connected": 1},
+    "peers": 0,
+}
 STATUS = {
+    "view": "operator",
     "pubkey": ROUTER.pubkey,
     "version": "0.1.0",
     "uptime_s": 12.5,
@@ -47,17 +64,31 @@ STATUS = {
 def no_ambient_devnet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests run where no .fedai/devnet.json exists and no router is configured."""
     monkeypatch.chdir(tmp_path)
-    for name in ("FEDAI_DATA_DIR", "FEDAI_ROUTER", "FEDAI_KEY"):
+    for name in ("FEDAI_DATA_DIR", "FEDAI_ROUTER", "FEDAI_KEY", "FEDAI_ADMIN_TOKEN", "FEDAI_ADMIN_KEY"):
         monkeypatch.delenv(name, raising=False)
+
+
+def _operator(header: str, url: str) -> bool:
+    """The stand-in router's operator check: the token, or a NIP-98 event by OPERATOR for exactly this URL."""
+    if header == f"Bearer {TOKEN}":
+        return True
+    try:
+        return verify_auth_header(header, method="GET", url=url, body=b"").pubkey == OPERATOR.pubkey
+    except FedaiError:
+        return False
 
 
 @pytest.fixture
 def status_router() -> Iterator[str]:
-    """A stand-in router answering GET /status and /health with canned JSON."""
+    """A stand-in router answering GET /status (operator view with operator credentials, else the public
+    summary) and /health with canned JSON."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            body = json.dumps(STATUS if self.path == "/status" else {"pubkey": ROUTER.pubkey}).encode()
+            url = f"http://127.0.0.1:{self.server.server_address[1]}{self.path}"
+            operator = _operator(self.headers.get("Authorization", ""), url)
+            document = (STATUS if operator else PUBLIC) if self.path == "/status" else {"pubkey": ROUTER.pubkey}
+            body = json.dumps(document).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
@@ -203,13 +234,48 @@ def test_devnet_hint_when_its_router_is_down(tmp_path: Path) -> None:
 
 
 def test_status_json_is_the_router_document(status_router: str) -> None:
-    code, out, _ = invoke("status", "--router", status_router, "--json")
+    code, out, _ = invoke("status", "--router", status_router, "--admin-token", TOKEN, "--json")
     assert code == 0
     assert json.loads(out) == STATUS
 
 
-def test_status_table_for_people(status_router: str) -> None:
+def test_status_without_operator_credentials_shows_the_public_summary(status_router: str) -> None:
     code, out, _ = invoke("status", "--router", status_router)
+    assert code == 0
+    assert ROUTER.pubkey in out and "1 fresh of 2" in out and "public summary" in out
+    assert "127.0.0.1:8090" not in out
+
+
+def test_status_sends_the_token_from_a_file_or_the_environment(
+    status_router: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token_file = tmp_path / "admin.token"
+    token_file.write_text(TOKEN + "\n")
+    code, out, _ = invoke("status", "--router", status_router, "--admin-token", str(token_file), "--json")
+    assert (code, json.loads(out)["view"]) == (0, "operator")
+    monkeypatch.setenv("FEDAI_ADMIN_TOKEN", TOKEN)
+    code, out, _ = invoke("status", "--router", status_router, "--json")
+    assert (code, json.loads(out)["view"]) == (0, "operator")
+
+
+def test_status_signs_nip98_with_an_operator_key(status_router: str) -> None:
+    code, out, _ = invoke("status", "--router", status_router, "--admin-key", OPERATOR.nsec, "--json")
+    assert (code, json.loads(out)["view"]) == (0, "operator")
+    code, out, _ = invoke("status", "--router", status_router, "--admin-key", Keys.generate().nsec, "--json")
+    assert (code, json.loads(out)["view"]) == (0, "public")
+
+
+def test_status_uses_the_devnet_operator_token(status_router: str, tmp_path: Path) -> None:
+    info = make_devnet(tmp_path / "net", status_router)
+    token_file = tmp_path / "net" / "admin.token"
+    token_file.write_text(TOKEN)
+    write_devnet(tmp_path / "net", msgspec.structs.replace(info, admin_token_file=str(token_file)))
+    code, out, _ = invoke("status", "--devnet", str(tmp_path / "net"), "--json")
+    assert (code, json.loads(out)["view"]) == (0, "operator")
+
+
+def test_status_table_for_people(status_router: str) -> None:
+    code, out, _ = invoke("status", "--router", status_router, "--admin-token", TOKEN)
     assert code == 0
     assert ROUTER.npub in out and ROUTER.pubkey in out
     assert "127.0.0.1:8090" in out and "fedai-mock-1" in out and "1/4" in out

@@ -15,6 +15,7 @@ import msgspec
 from rich.table import Table
 from rich.text import Text
 
+from fedai.cli.admin import HINT, admin_options, resolve_admin
 from fedai.cli.chain_view import print_chain
 from fedai.cli.devnet_file import DevnetFileError, DevnetInfo, default_devnet, read_devnet
 from fedai.cli.keyfile import KeyInputError, load_secret
@@ -86,12 +87,10 @@ def resolve_target(router: str | None, router_pubkey: str | None, key: str | Non
 
 
 def _default_model(client: Client) -> str:
-    """The first model a fresh node offers, per the router's /status."""
-    nodes = client.status().get("nodes", [])
-    for node in sorted(nodes, key=lambda n: (not n.get("fresh"), str(n.get("pubkey")))):
-        models = node.get("models") or []
-        if models:
-            return str(models[0])
+    """The first model the router can serve now, per its public `/v1/models`."""
+    models = client.models()
+    if models:
+        return models[0]
     raise FedaiError(ErrorCode.UNKNOWN_MODEL, "the router lists no node with a model; pass --model")
 
 
@@ -256,13 +255,23 @@ def _status_table(status: dict[str, Any]) -> Table:
 
 @click.command("status")
 @target_options
+@admin_options
 @click.option("--json", "as_json", is_flag=True, help="Print the router's /status document.")
 def status_cmd(
-    router: str | None, router_pubkey: str | None, key: str | None, devnet_dir: Path | None, as_json: bool
+    router: str | None,
+    router_pubkey: str | None,
+    key: str | None,
+    devnet_dir: Path | None,
+    admin_token: str | None,
+    admin_key: str | None,
+    as_json: bool,
 ) -> None:
-    """Show the router's identity, uptime and node registry."""
+    """Show the router's identity, uptime and node registry (the public summary without operator credentials)."""
     target = resolve_target(router, router_pubkey, key, devnet_dir)
-    with Client(target.router_url, target.keys, router_pubkey=target.router_pubkey) as client:
+    auth = resolve_admin(admin_token, admin_key, target.devnet)
+    with Client(
+        target.router_url, target.keys, router_pubkey=target.router_pubkey, admin_token=auth.token, admin_keys=auth.keys
+    ) as client:
         try:
             status = client.status()
         except FedaiError as err:
@@ -277,7 +286,23 @@ def status_cmd(
     console.print(f"  npub     {npub(pubkey) if pubkey else '?'}")
     console.print(f"  pubkey   {pubkey or '?'}")
     console.print(f"  version  {status.get('version', '?')}   uptime {status.get('uptime_s', '?')} s")
+    if status.get("view") == "public":
+        _print_public(status)
+        return
     relays = status.get("relays") or {}
     for url, connected in sorted(relays.items()):
         console.print(f"  relay    {url} {mark(bool(connected))}")
     console.print(_status_table(status))
+
+
+def _print_public(status: dict[str, Any]) -> None:
+    nodes = status.get("nodes") or {}
+    relays = status.get("relays") or {}
+    console.print(f"  state    {status.get('backpressure', '?')}")
+    console.print(
+        f"  nodes    {nodes.get('fresh', '?')} fresh of {nodes.get('total', '?')}, "
+        f"{status.get('models', '?')} model(s), {status.get('peers', '?')} peer(s)"
+    )
+    if relays:
+        console.print(f"  relays   {relays.get('connected', '?')} of {relays.get('configured', '?')} connected")
+    console.print(f"[dim]public summary; {HINT}[/dim]")

@@ -28,6 +28,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.status import Status
 
+from fedai.cli.admin import load_or_create_token, token_digest
 from fedai.cli.chain_view import print_chain
 from fedai.cli.devnet_file import (
     DEFAULT_DATA_DIR,
@@ -214,6 +215,10 @@ class Devnet:
     def keys_dir(self) -> Path:
         return self.data_dir / "keys"
 
+    @property
+    def admin_token_file(self) -> Path:
+        return self.keys_dir / "admin.token"
+
     # -- start-up --------------------------------------------------------------------------------
 
     @contextlib.contextmanager
@@ -274,6 +279,7 @@ class Devnet:
 
         router_keys = self._key("router")
         client_keys = self._key("client")
+        admin_token = load_or_create_token(self.admin_token_file)
         router_url = f"http://{HOST}:{ports.router}"
         with self.step("router", "starting the router") as result:
             env = router_env(
@@ -285,6 +291,9 @@ class Devnet:
                 data_dir=self.data_dir,
                 relays=(relay_url,),
                 allow_private_endpoints=True,
+                # the devnet is its own dev mode: NIP-98 checks against this URL, the CLI reads status with the token
+                public_url=router_url,
+                admin_token_sha256=token_digest(admin_token),
             )
             env["DATABASE_URL"] = dsn
             router = self._spawn("router", python_module(ROUTER_MODULE), env, STAGE_ROUTER)
@@ -324,7 +333,7 @@ class Devnet:
             result["detail"] = f"http://{HOST} ports {', '.join(str(port) for port in ports.nodes)}"
 
         with self.step("registry", "waiting for the router to list every node as fresh") as result:
-            models = self._wait_for_registry(router, router_url, [k.pubkey for k in node_keys])
+            models = self._wait_for_registry(router, router_url, [k.pubkey for k in node_keys], admin_token)
             result["detail"] = f"{opts.nodes} fresh node(s) serving {', '.join(sorted(set(models.values())))}"
 
         pids = {"devnet": os.getpid(), **{c.name: c.pid for c in self.supervisor.children}}
@@ -346,6 +355,7 @@ class Devnet:
             started_at=time.time(),
             runner=opts.runner,
             llama=llama,
+            admin_token_file=str(self.admin_token_file),
         )
         path = write_devnet(self.data_dir, info)
         self.out.print(f"{CHECK} {'devnet':<10} {path} [dim](client {short_npub(client_keys.pubkey)})[/dim]")
@@ -378,8 +388,9 @@ class Devnet:
             result["detail"] = f"{url} [dim]{parallel} slots pid {child.pid}[/dim]"
         return LlamaEntry(url=url, model=plan.model_id, log=str(child.log_path))
 
-    def _wait_for_registry(self, router: Child, router_url: str, pubkeys: list[str]) -> dict[str, str]:
-        """Poll the router's /status until every node is listed and fresh; returns pubkey → first model."""
+    def _wait_for_registry(self, router: Child, router_url: str, pubkeys: list[str], token: str) -> dict[str, str]:
+        """Poll the router's /status (operator view) until every node is listed and fresh; returns pubkey → first
+        model."""
         found: dict[str, str] = {}
 
         def all_fresh(response: httpx.Response) -> bool:
@@ -396,7 +407,8 @@ class Devnet:
 
         try:
             wait_for_http(router, f"{router_url}/status", timeout=self.options.timeout, ready=all_fresh,
-                          what="router /status listing every node as fresh")  # fmt: skip
+                          what="router /status listing every node as fresh",
+                          headers={"Authorization": f"Bearer {token}"})  # fmt: skip
         except ProcessFailed:
             self._raise_if_a_child_died()
             raise

@@ -51,6 +51,7 @@ class DevnetInfo(msgspec.Struct, kw_only=True):
     started_at: float = 0.0
     runner: str = "mock"  # `llama` (one shared llama-server) or the nodes' NODE_RUNNER
     llama: LlamaEntry | None = None
+    admin_token_file: str = ""  # the router's operator token (mode 0600): `fedai status` etc. send it
 
 
 def devnet_path(location: Path) -> Path:

@@ -6,6 +6,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 import click
 
+from fedai.cli.admin import admin_token_group
 from fedai.cli.apikey import apikey_group
 from fedai.cli.client import infer_cmd, quote_cmd, status_cmd
 from fedai.cli.devnet import devnet_cmd
@@ -47,6 +48,7 @@ for command in (
     llama_group,
     route_group,
     apikey_group,
+    admin_token_group,
     *(profile_cmd, bench_cmd, recommend_cmd, manifest_cmd),
     simulate_cmd,
     peers_cmd,

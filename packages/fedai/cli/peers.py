@@ -6,28 +6,13 @@ from pathlib import Path
 from typing import Any
 
 import click
-import httpx
 from rich.table import Table
 
+from fedai.cli.admin import admin_options, ops_hint, resolve_admin
 from fedai.cli.client import resolve_target, target_options
-from fedai.cli.output import console, fail, mark, print_json, short_npub
-
-
-def fetch_peers(router_url: str, timeout: float = 10.0) -> list[dict[str, Any]]:
-    """The router's `/federation/peers` document; raises `click.ClickException` on any failure."""
-    try:
-        response = httpx.get(router_url.rstrip("/") + "/federation/peers", timeout=timeout)
-    except httpx.HTTPError as exc:
-        raise click.ClickException(f"router at {router_url} unreachable: {type(exc).__name__}") from None
-    if response.status_code != 200:
-        raise click.ClickException(f"router answered {response.status_code} for /federation/peers")
-    try:
-        document = response.json()
-    except ValueError:
-        raise click.ClickException("router answered /federation/peers with something that is not JSON") from None
-    if not isinstance(document, list):
-        raise click.ClickException("router answered /federation/peers with something that is not a list")
-    return [peer for peer in document if isinstance(peer, dict)]
+from fedai.cli.output import console, fail_fedai, mark, print_json, short_npub
+from fedai.protocol.errors import FedaiError
+from fedai.sdk import Client
 
 
 def _prices(peer: dict[str, Any]) -> str:
@@ -65,16 +50,28 @@ def peers_table(peers: list[dict[str, Any]]) -> Table:
 
 @click.command("peers")
 @target_options
+@admin_options
 @click.option("--json", "as_json", is_flag=True, help="Print the router's /federation/peers document.")
 def peers_cmd(
-    router: str | None, router_pubkey: str | None, key: str | None, devnet_dir: Path | None, as_json: bool
+    router: str | None,
+    router_pubkey: str | None,
+    key: str | None,
+    devnet_dir: Path | None,
+    admin_token: str | None,
+    admin_key: str | None,
+    as_json: bool,
 ) -> None:
-    """Show the peer routers the router learned from relays: caps, prices, status, policy state."""
+    """Show the peer routers the router learned from relays: caps, prices, status, policy state.
+    Needs operator credentials (the devnet's are found through devnet.json)."""
     target = resolve_target(router, router_pubkey, key, devnet_dir)
-    try:
-        peers = fetch_peers(target.router_url)
-    except click.ClickException as exc:
-        fail(exc.message)
+    auth = resolve_admin(admin_token, admin_key, target.devnet)
+    with Client(
+        target.router_url, target.keys, router_pubkey=target.router_pubkey, admin_token=auth.token, admin_keys=auth.keys
+    ) as client:
+        try:
+            peers = client.peers()
+        except FedaiError as err:
+            fail_fedai(err, as_json=as_json, hint=target.hint(err) or ops_hint(err, auth))
     if as_json:
         print_json(peers)
         return

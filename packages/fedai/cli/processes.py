@@ -138,8 +138,10 @@ def wait_for_http(
     timeout: float,
     ready: Callable[[httpx.Response], bool] = lambda r: r.status_code == 200,
     what: str | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> httpx.Response:
-    """Poll `url` until `ready(response)`; raise `ProcessFailed` if the child exits or time runs out."""
+    """Poll `url` (sending `headers`) until `ready(response)`; raise `ProcessFailed` if the child exits or time
+    runs out."""
     deadline = time.monotonic() + timeout
     last = "no answer yet"
     with httpx.Client(timeout=2.0) as http:
@@ -148,7 +150,7 @@ def wait_for_http(
             if returncode is not None:
                 raise ProcessFailed(child, describe_exit(returncode) + " before it was ready")
             try:
-                response = http.get(url)
+                response = http.get(url, headers=headers)
             except httpx.HTTPError as exc:
                 last = type(exc).__name__
             else:

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
+from fedai.cli.admin import admin_options, ops_hint, resolve_admin
 from fedai.cli.client import resolve_target, target_options
 from fedai.cli.output import console, fail_fedai, print_json, short_npub
 from fedai.protocol.errors import FedaiError
@@ -20,6 +21,7 @@ def route_group() -> None:
 
 @route_group.command("explain")
 @target_options
+@admin_options
 @click.option("--model", "-m", required=True, help="Model id or alias.")
 @click.option("--max-tokens", type=click.IntRange(1), default=256, show_default=True)
 @click.option("--input-tokens", type=click.IntRange(0), default=0, show_default=True)
@@ -31,6 +33,8 @@ def explain_cmd(
     router_pubkey: str | None,
     key: str | None,
     devnet_dir: Path | None,
+    admin_token: str | None,
+    admin_key: str | None,
     model: str,
     max_tokens: int,
     input_tokens: int,
@@ -38,14 +42,18 @@ def explain_cmd(
     max_price_msat: int | None,
     as_json: bool,
 ) -> None:
-    """Each node serving MODEL with its filter verdict and, when eligible, its score parts (lower wins)."""
+    """Each node serving MODEL with its filter verdict and, when eligible, its score parts (lower wins).
+    Needs operator credentials (the devnet's are found through devnet.json)."""
     target = resolve_target(router, router_pubkey, key, devnet_dir)
-    with Client(target.router_url, target.keys, router_pubkey=target.router_pubkey) as client:
+    auth = resolve_admin(admin_token, admin_key, target.devnet)
+    with Client(
+        target.router_url, target.keys, router_pubkey=target.router_pubkey, admin_token=auth.token, admin_keys=auth.keys
+    ) as client:
         try:
             answer = client.explain_route(model, max_tokens=max_tokens, input_tokens=input_tokens,
                                           job_type=job_type, max_price_msat=max_price_msat)  # fmt: skip
         except FedaiError as err:
-            fail_fedai(err, as_json=as_json, hint=target.hint(err))
+            fail_fedai(err, as_json=as_json, hint=target.hint(err) or ops_hint(err, auth))
     if as_json:
         print_json(answer)
         return

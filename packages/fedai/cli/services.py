@@ -81,6 +81,8 @@ def router_env(
     relays: tuple[str, ...] = (),
     allow_private_endpoints: bool | None = None,
     log_level: str | None = None,
+    public_url: str | None = None,
+    admin_token_sha256: str | None = None,
 ) -> dict[str, str]:
     """The router's environment: `base` plus the variables the flags set."""
     return with_overrides(
@@ -94,6 +96,8 @@ def router_env(
             "ROUTER_RELAYS": list(relays),
             "ROUTER_ALLOW_PRIVATE_ENDPOINTS": allow_private_endpoints,
             "ROUTER_LOG_LEVEL": log_level,
+            "ROUTER_PUBLIC_URL": public_url,
+            "ROUTER_ADMIN_TOKEN_SHA256": admin_token_sha256,
         },
     )
 
@@ -108,6 +112,7 @@ def router_env(
 @click.option("--allow-private-endpoints/--no-allow-private-endpoints", default=None,
               help="ROUTER_ALLOW_PRIVATE_ENDPOINTS (loopback/private node endpoints; for local networks).")  # fmt: skip
 @click.option("--log-level", help="ROUTER_LOG_LEVEL.")
+@click.option("--public-url", help="ROUTER_PUBLIC_URL: the base URL clients use (NIP-98 is refused without it).")
 def router_cmd(
     key_file: Path | None,
     host: str | None,
@@ -117,6 +122,7 @@ def router_cmd(
     relays: tuple[str, ...],
     allow_private_endpoints: bool | None,
     log_level: str | None,
+    public_url: str | None,
 ) -> None:
     """Run a router (`python -m fedai_router`) configured by ROUTER_* variables and these flags."""
     env = router_env(
@@ -129,6 +135,7 @@ def router_cmd(
         relays=relays,
         allow_private_endpoints=allow_private_endpoints,
         log_level=log_level,
+        public_url=public_url,
     )
     sys.exit(run_foreground(python_module(ROUTER_MODULE), env))
 

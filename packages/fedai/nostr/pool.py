@@ -4,8 +4,9 @@ Relays are not trusted: every event a relay sends is size-checked before parsing
 the subscription's filters, verified (id recomputed, BIP-340 signature), charged to a per-author budget and
 de-duplicated before a handler sees it. Connections reconnect on their own with capped exponential backoff and
 full jitter, and open subscriptions are re-sent after every reconnect. NIP-42 AUTH challenges are answered when
-the pool has keys. Logs carry relay URLs, subscription ids, event ids and relay-supplied reasons, never event
-content or keys.
+the pool has keys. Logs carry relay URLs (without userinfo or query, which may hold tokens), subscription ids,
+event ids and relay-supplied reasons, never event content or keys. Frames nested deeper than the JSON depth bound
+are dropped before parsing (the connection stays up).
 """
 
 from __future__ import annotations
@@ -28,8 +29,10 @@ from websockets.exceptions import ConnectionClosed, InvalidURI, WebSocketExcepti
 from websockets.uri import parse_uri
 
 from fedai.nostr.filters import matches_any
+from fedai.observability.logging import redact_url
 from fedai.protocol.errors import ErrorCode, FedaiError
 from fedai.protocol.event import DEFAULT_MAX_EVENT_BYTES, Event, decode_event, sign_event, verify_event
+from fedai.protocol.jsondepth import too_deep
 from fedai.protocol.keys import Keys
 
 log = logging.getLogger("fedai.nostr")
@@ -266,7 +269,11 @@ class Subscription:
         except Exception as exc:  # noqa: BLE001 - a handler bug must not stop delivery; logged without content
             self._pool._count("handler_errors")
             log.warning(
-                "subscription %s: handler raised %s on event %s from %s", self.id, type(exc).__name__, event.id, url
+                "subscription %s: handler raised %s on event %s from %s",
+                self.id,
+                type(exc).__name__,
+                event.id,
+                redact_url(url),
             )
 
 
@@ -275,6 +282,7 @@ class _Relay:
 
     def __init__(self, pool: RelayPool, url: str) -> None:
         self.url = url
+        self.label = redact_url(url)  # what logs show: no userinfo, no query (relay URLs may carry tokens)
         self._pool = pool
         self._ws: ClientConnection | None = None
         self._sock: Any = None
@@ -290,7 +298,7 @@ class _Relay:
         return self._ws is not None
 
     def start(self) -> asyncio.Task[None]:
-        self._task = asyncio.create_task(self._run(), name=f"fedai.nostr.relay.{self.url}")
+        self._task = asyncio.create_task(self._run(), name=f"fedai.nostr.relay.{self.label}")
         return self._task
 
     # -- connection lifecycle -----------------------------------------------------------------------
@@ -311,9 +319,9 @@ class _Relay:
                     await self._read(ws)
             except (OSError, TimeoutError, WebSocketException) as exc:
                 what = "disconnected" if self.connected else "connection failed"
-                log.info("relay %s: %s: %s: %s", self.url, what, type(exc).__name__, _short(str(exc)))
+                log.info("relay %s: %s: %s: %s", self.label, what, type(exc).__name__, _short(str(exc)))
             except Exception:
-                log.exception("relay %s: unexpected error; reconnecting", self.url)
+                log.exception("relay %s: unexpected error; reconnecting", self.label)
             finally:
                 self._on_lost()
             delay = random.uniform(0, min(pool.backoff_max, pool.backoff_initial * 2 ** min(attempt, 32)))
@@ -329,7 +337,7 @@ class _Relay:
         self._auth_retried.clear()
         if self._connections > 1:
             self._pool._count("reconnects")
-        log.info("relay %s: connected", self.url)
+        log.info("relay %s: connected", self.label)
         self._pool._relay_up()
         for sub in self._pool._open_subscriptions():
             await self._send_req(ws, sub)
@@ -370,7 +378,7 @@ class _Relay:
         """Send the event and wait for OK; on auth-required, authenticate and retry once."""
         result = await self._send_event(event, deadline)
         if not result.ok and _is_auth_required(result.message) and self._pool.auth_keys is not None:
-            log.info("relay %s: publish needs AUTH; authenticating and retrying", self.url)
+            log.info("relay %s: publish needs AUTH; authenticating and retrying", self.label)
             if await self.wait_authenticated(deadline):
                 result = await self._send_event(event, deadline)
         return result
@@ -424,7 +432,7 @@ class _Relay:
     async def _answer_challenge(self, ws: ClientConnection, challenge: str) -> None:
         keys = self._pool.auth_keys
         if keys is None:
-            log.info("relay %s: AUTH challenge received but the pool has no auth keys", self.url)
+            log.info("relay %s: AUTH challenge received but the pool has no auth keys", self.label)
             return
         self._supersede_auth()
         auth = sign_event(keys, AUTH_KIND, "", [["relay", self.url], ["challenge", challenge]])
@@ -449,9 +457,9 @@ class _Relay:
             return
         ok, message = fut.result()
         if ok:
-            log.info("relay %s: authenticated", self.url)
+            log.info("relay %s: authenticated", self.label)
         else:
-            log.warning("relay %s: AUTH refused: %r", self.url, _short(message))
+            log.warning("relay %s: AUTH refused: %r", self.label, _short(message))
 
     async def _resubscribe_after_auth(self, ws: ClientConnection, sub: Subscription) -> None:
         deadline = asyncio.get_running_loop().time() + self._pool.connect_timeout
@@ -459,7 +467,7 @@ class _Relay:
             try:
                 await self._send_req(ws, sub)
             except ConnectionClosed:
-                log.info("relay %s: connection lost before re-sending %s", self.url, sub.id)
+                log.info("relay %s: connection lost before re-sending %s", self.label, sub.id)
             return
         sub._relay_gone(self.url)
 
@@ -471,13 +479,15 @@ class _Relay:
             data = raw.encode() if isinstance(raw, str) else raw
             if len(data) > self._pool.max_message_bytes:
                 self._pool._count("oversized")
-                log.info("relay %s: dropped a %d-byte message", self.url, len(data))
+                log.info("relay %s: dropped a %d-byte message", self.label, len(data))
                 continue
             try:
+                if too_deep(data):  # msgspec recurses per level, even into a Raw: refuse before parsing
+                    raise _Malformed("nested too deep")
                 await self._handle(ws, _decode_frame(data))
             except (_Malformed, msgspec.DecodeError):
                 self._pool._count("malformed")
-                log.debug("relay %s: malformed message", self.url)
+                log.debug("relay %s: malformed message", self.label)
 
     async def _handle(self, ws: ClientConnection, frame: list[msgspec.Raw]) -> None:
         _quick_ack(self._sock)
@@ -490,14 +500,14 @@ class _Relay:
             self._on_ok(_field(frame, 1, str), _field(frame, 2, bool), _field(frame, 3, str) if len(frame) > 3 else "")
         elif kind == "NOTICE":
             self._pool._count("notices")
-            log.info("relay %s: NOTICE %r", self.url, _short(_field(frame, 1, str)))
+            log.info("relay %s: NOTICE %r", self.label, _short(_field(frame, 1, str)))
         elif kind == "CLOSED":
             self._on_closed(ws, _field(frame, 1, str), _field(frame, 2, str) if len(frame) > 2 else "")
         elif kind == "AUTH":
             await self._answer_challenge(ws, _field(frame, 1, str))
         else:
             self._pool._count("unknown")
-            log.debug("relay %s: unknown message type %r", self.url, _short(kind))
+            log.debug("relay %s: unknown message type %r", self.label, _short(kind))
 
     def _on_ok(self, event_id: str, ok: bool, message: str) -> None:
         futures = self._pending_ok.pop(event_id, [])
@@ -505,10 +515,10 @@ class _Relay:
             if not fut.done():
                 fut.set_result((ok, message))
         if not futures:
-            log.debug("relay %s: OK for an event we are not waiting on: %s", self.url, _short(event_id))
+            log.debug("relay %s: OK for an event we are not waiting on: %s", self.label, _short(event_id))
 
     def _on_closed(self, ws: ClientConnection, sub_id: str, reason: str) -> None:
-        log.info("relay %s: closed subscription %r: %r", self.url, _short(sub_id), _short(reason))
+        log.info("relay %s: closed subscription %r: %r", self.label, _short(sub_id), _short(reason))
         sub = self._pool._subscription(sub_id)
         if sub is None:
             return
@@ -541,8 +551,8 @@ class RelayPool:
         for url in unique:
             try:
                 parse_uri(url)
-            except InvalidURI as exc:
-                raise ValueError(f"not a ws:// or wss:// relay URL: {url!r}") from exc
+            except InvalidURI:
+                raise ValueError(f"not a ws:// or wss:// relay URL: {redact_url(url)!r}") from None
         if max_event_bytes < 1 or connect_timeout <= 0 or backoff_initial <= 0 or backoff_max < backoff_initial:
             raise ValueError("max_event_bytes, connect_timeout and backoff must be positive (max >= initial)")
         self.auth_keys = auth_keys
@@ -711,13 +721,13 @@ class RelayPool:
             raise _Malformed("EVENT without an event")
         sub = self._subscription(sub_id)
         if sub is None:
-            log.debug("relay %s: event for a subscription that is not open: %r", url, _short(sub_id))
+            log.debug("relay %s: event for a subscription that is not open: %r", redact_url(url), _short(sub_id))
             return
         try:
             event = decode_event(frame[2], self.max_event_bytes)
         except FedaiError as err:
             self._count("oversized" if err.code is ErrorCode.TOO_LARGE else "invalid")
-            log.debug("relay %s: rejected an event: %s", url, err.code.value)
+            log.debug("relay %s: rejected an event: %s", redact_url(url), err.code.value)
             return
         delivered_at = sub._delivered_at(event.id)
         if delivered_at is not None:
@@ -726,7 +736,7 @@ class RelayPool:
             return
         if not matches_any(sub.filters, event):
             self._count("unmatched")
-            log.debug("relay %s: event %s does not match subscription %s", url, event.id, sub.id)
+            log.debug("relay %s: event %s does not match subscription %s", redact_url(url), event.id, sub.id)
             return
         if not self._verified(url, event) or not self._within_budget(url, event):
             return
@@ -740,7 +750,7 @@ class RelayPool:
             verify_event(event)
         except FedaiError as err:
             self._count("invalid")
-            log.info("relay %s: event %s failed verification: %s", url, event.id, err.code.value)
+            log.info("relay %s: event %s failed verification: %s", redact_url(url), event.id, err.code.value)
             return False
         return True
 
@@ -750,7 +760,9 @@ class RelayPool:
             return True
         if not self._budget.allow(event.pubkey, time.monotonic()):
             self._count("over_budget")
-            log.info("relay %s: author %s is over budget; dropped event %s", url, event.pubkey[:16], event.id)
+            log.info(
+                "relay %s: author %s is over budget; dropped event %s", redact_url(url), event.pubkey[:16], event.id
+            )
             return False
         self._accepted.add(event.id)
         return True

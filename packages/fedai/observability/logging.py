@@ -7,6 +7,7 @@ import logging
 import sys
 import time
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 # Fields that may carry user content or secrets. Anything passed under these names via `extra=` is masked.
 SENSITIVE_FIELDS = frozenset(
@@ -15,6 +16,22 @@ SENSITIVE_FIELDS = frozenset(
 REDACTED = "[redacted]"
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+
+
+def redact_url(url: str) -> str:
+    """A URL safe to log or show: userinfo and query string dropped (relay URLs may carry tokens in either)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return "[unparseable URL]"
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{host}:{port}" if port is not None else host
+    if parts.username is not None or parts.password is not None:
+        netloc = "***@" + netloc
+    return urlunsplit((parts.scheme, netloc, parts.path, "***" if parts.query else "", ""))
 
 
 class RedactingFilter(logging.Filter):

@@ -13,6 +13,12 @@ class ErrorCode(StrEnum):
     TOO_LARGE = "too_large"
     INVALID_SIGNATURE = "invalid_signature"
     UNAUTHORIZED = "unauthorized"
+    # NIP-98 (HTTP auth) failures: always 401 with WWW-Authenticate, one code per check
+    INVALID_AUTH = "invalid_auth"  # not `Nostr <base64 event>`, not an event, too large, wrong kind, id mismatch
+    AUTH_URL_MISMATCH = "auth_url_mismatch"  # the `u` tag names another URL (another router, path or query)
+    AUTH_METHOD_MISMATCH = "auth_method_mismatch"
+    AUTH_PAYLOAD_MISMATCH = "auth_payload_mismatch"  # body without `payload` tag, or its sha256 differs
+    AUTH_NOT_CONFIGURED = "auth_not_configured"  # NIP-98 needs ROUTER_PUBLIC_URL on this router
     STALE = "stale"
     EXPIRED = "expired"
     REPLAY = "replay"
@@ -37,6 +43,11 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.TOO_LARGE: 413,
     ErrorCode.INVALID_SIGNATURE: 401,
     ErrorCode.UNAUTHORIZED: 401,
+    ErrorCode.INVALID_AUTH: 401,
+    ErrorCode.AUTH_URL_MISMATCH: 401,
+    ErrorCode.AUTH_METHOD_MISMATCH: 401,
+    ErrorCode.AUTH_PAYLOAD_MISMATCH: 401,
+    ErrorCode.AUTH_NOT_CONFIGURED: 401,
     ErrorCode.STALE: 401,
     ErrorCode.EXPIRED: 401,
     ErrorCode.REPLAY: 409,

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import msgspec
 
 from fedai.protocol.errors import ErrorCode, FedaiError
+from fedai.protocol.jsondepth import check_depth
 from fedai.protocol.keys import Keys, schnorr_verify
 
 Hex64 = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
@@ -99,8 +100,8 @@ def is_valid(event: Event) -> bool:
     return True
 
 
-def decode_event(raw: bytes | str, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> Event:
-    """Parse an event from JSON, checking the size before parsing and the schema while parsing.
+def decode_event(raw: bytes | str | msgspec.Raw, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> Event:
+    """Parse an event from JSON, checking the size and nesting depth before parsing and the schema while parsing.
 
     Does not verify the id or signature: call `verify_event` (or use `fedai.protocol.envelope.open_envelope`).
     """
@@ -109,6 +110,7 @@ def decode_event(raw: bytes | str, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> 
         size = len(raw.encode("utf-8", "surrogatepass"))  # the limit is in bytes, not characters
     if size > max_bytes:
         raise FedaiError(ErrorCode.TOO_LARGE, f"event is {size} bytes, limit is {max_bytes}")
+    check_depth(raw)  # the parsers recurse per level: refuse [[[[…]]]] before it reaches them
     try:
         return _decode_event(raw)
     except msgspec.ValidationError as exc:
@@ -119,7 +121,7 @@ def decode_event(raw: bytes | str, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> 
         raise FedaiError(ErrorCode.INVALID_JSON, "body is not valid JSON") from None
 
 
-def _is_json(raw: bytes | str) -> bool:
+def _is_json(raw: bytes | str | msgspec.Raw) -> bool:
     try:
         msgspec.json.decode(raw)
     except (msgspec.DecodeError, UnicodeError):

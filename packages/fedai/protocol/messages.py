@@ -11,6 +11,7 @@ import msgspec
 
 from fedai.protocol.errors import ErrorCode, FedaiError
 from fedai.protocol.event import Event, Hex64
+from fedai.protocol.jsondepth import check_depth
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Count = Annotated[int, msgspec.Meta(ge=0)]
@@ -210,7 +211,8 @@ def encode_payload(payload: Payload) -> str:
 
 
 def decode_payload(content: str | bytes, cls: type[T]) -> T:
-    """Decode and validate a payload; schema failures become `invalid_event` with the reason."""
+    """Decode and validate a payload; schema failures (and nesting past the depth bound) become `invalid_event`."""
+    check_depth(content, ErrorCode.INVALID_EVENT, f"{cls.__name__} content")
     try:
         result: T = _decoder(cls).decode(content)
         return result

@@ -29,30 +29,41 @@ def auth_header(keys: Keys, method: str, url: str, body: bytes = b"") -> str:
 def verify_auth_header(
     header: str, *, method: str, url: str, body: bytes, window_s: int = DEFAULT_WINDOW_S, now: float | None = None
 ) -> Event:
-    """The verified authorization event, or a typed error saying what is wrong with it."""
+    """The verified authorization event, or a typed 401 saying which check failed (NIP-98 answers every failed
+    check with 401): `invalid_auth`, `stale`, `auth_url_mismatch`, `auth_method_mismatch`,
+    `auth_payload_mismatch` or `invalid_signature`. The event stays acceptable for `window_s` on either side of
+    its `created_at`: a caller's replay memory must keep its id at least that long."""
     scheme, _, token = header.strip().partition(" ")
     if scheme.lower() != "nostr" or not token:
-        raise FedaiError(ErrorCode.FORBIDDEN, "Authorization must be 'Nostr <base64 event>' or 'Bearer <api key>'")
+        raise FedaiError(ErrorCode.INVALID_AUTH, "Authorization must be 'Nostr <base64 event>' or 'Bearer <api key>'")
     if len(token) > MAX_HEADER_BYTES:
-        raise FedaiError(ErrorCode.TOO_LARGE, "authorization event too large")
+        raise FedaiError(ErrorCode.INVALID_AUTH, f"authorization event larger than {MAX_HEADER_BYTES} bytes")
     try:
         raw = base64.b64decode(token, validate=True)
     except (binascii.Error, ValueError):
-        raise FedaiError(ErrorCode.INVALID_EVENT, "authorization is not valid base64") from None
-    event = decode_event(raw, MAX_HEADER_BYTES)
+        raise FedaiError(ErrorCode.INVALID_AUTH, "authorization is not valid base64") from None
+    try:
+        event = decode_event(raw, MAX_HEADER_BYTES)
+    except FedaiError as err:
+        raise FedaiError(ErrorCode.INVALID_AUTH, f"authorization is not an event: {err.message}") from None
     if event.kind != KIND_HTTP_AUTH:
-        raise FedaiError(ErrorCode.INVALID_EVENT, f"authorization event must be kind {KIND_HTTP_AUTH}")
+        raise FedaiError(ErrorCode.INVALID_AUTH, f"authorization event must be kind {KIND_HTTP_AUTH}")
     current = time.time() if now is None else now
     if abs(current - event.created_at) > window_s:
         raise FedaiError(ErrorCode.STALE, f"authorization created_at is more than {window_s}s from the server's clock")
     if event.tag("u") != url:
-        raise FedaiError(ErrorCode.FORBIDDEN, "authorization is for another URL")
+        raise FedaiError(ErrorCode.AUTH_URL_MISMATCH, f"authorization is for another URL (this is {url})")
     if (event.tag("method") or "").upper() != method.upper():
-        raise FedaiError(ErrorCode.FORBIDDEN, "authorization is for another HTTP method")
+        raise FedaiError(ErrorCode.AUTH_METHOD_MISMATCH, f"authorization is for another HTTP method (this is {method})")
     payload = event.tag("payload")
     if body and payload is None:
-        raise FedaiError(ErrorCode.FORBIDDEN, "authorization must carry the body's sha256 in a payload tag")
+        raise FedaiError(ErrorCode.AUTH_PAYLOAD_MISMATCH, "authorization must carry the body's sha256 in a payload tag")
     if payload is not None and payload != hashlib.sha256(body).hexdigest():
-        raise FedaiError(ErrorCode.FORBIDDEN, "authorization payload hash does not match the body")
-    verify_event(event)
+        raise FedaiError(ErrorCode.AUTH_PAYLOAD_MISMATCH, "authorization payload hash does not match the body")
+    try:
+        verify_event(event)
+    except FedaiError as err:
+        if err.code is ErrorCode.INVALID_SIGNATURE:
+            raise
+        raise FedaiError(ErrorCode.INVALID_AUTH, f"authorization event: {err.message}") from None
     return event

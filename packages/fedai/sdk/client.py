@@ -19,6 +19,7 @@ from fedai.protocol.event import Event, decode_event
 from fedai.protocol.keys import Keys, parse_pubkey
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import ChatMessage, InferenceRequest, QuoteRequest, QuoteResponse
+from fedai.protocol.nip98 import auth_header
 from fedai.sdk.chain import VerifiedChain, verify_chain
 from fedai.sdk.stream import AsyncStream, Stream
 
@@ -60,6 +61,19 @@ def _json(response: httpx.Response) -> dict[str, Any]:
     return msgspec.json.decode(response.content)  # type: ignore[no-any-return]
 
 
+def _json_list(response: httpx.Response) -> list[dict[str, Any]]:
+    _raise_for(response)
+    document = msgspec.json.decode(response.content)
+    if not isinstance(document, list):
+        raise FedaiError(ErrorCode.UPSTREAM_ERROR, "router answered with something that is not a list")
+    return [item for item in document if isinstance(item, dict)]
+
+
+def _model_ids(document: dict[str, Any]) -> list[str]:
+    data = document.get("data")
+    return [str(m["id"]) for m in data if isinstance(m, dict) and "id" in m] if isinstance(data, list) else []
+
+
 def _explain_query(model: str, demand: dict[str, Any]) -> str:
     params: dict[str, str] = {"model": model}
     for name, value in demand.items():
@@ -89,10 +103,28 @@ def _keys(keys: Keys | str | None) -> Keys:
 
 
 class _Base:
-    def __init__(self, router_url: str, keys: Keys | str | None, router_pubkey: str | None) -> None:
+    def __init__(
+        self,
+        router_url: str,
+        keys: Keys | str | None,
+        router_pubkey: str | None,
+        admin_token: str | None,
+        admin_keys: Keys | None,
+    ) -> None:
         self.router_url = router_url.rstrip("/")
         self.keys = _keys(keys)
         self._router = parse_pubkey(router_pubkey) if router_pubkey else None
+        self._admin_token = admin_token
+        self._admin_keys = admin_keys
+
+    def _ops_headers(self, path: str) -> dict[str, str]:
+        """Operator credentials for the ops views, when configured: the token, else a NIP-98 event for this URL
+        (the router checks it against its ROUTER_PUBLIC_URL, so `router_url` must be that URL)."""
+        if self._admin_token:
+            return {"Authorization": f"Bearer {self._admin_token}"}
+        if self._admin_keys is not None:
+            return {"Authorization": auth_header(self._admin_keys, "GET", self.router_url + path)}
+        return {}
 
     def _quote_event(self, router: str, model: str, max_tokens: int, **fields: Any) -> Event:
         messages = fields.pop("messages", None)
@@ -114,13 +146,14 @@ class _Base:
 
 
 class Client(_Base):
-    """Synchronous client. Pin `router_pubkey` in production; without it the key is read from `/health` once."""
+    """Synchronous client. Pin `router_pubkey` in production; without it the key is read from `/health` once.
+    `admin_token` or `admin_keys` (an operator's) unlock the operator views of `status` and `explain_route`."""
 
     def __init__(
         self, router_url: str, keys: Keys | str | None = None, *, router_pubkey: str | None = None,
-        timeout: float = 120.0,
+        timeout: float = 120.0, admin_token: str | None = None, admin_keys: Keys | None = None,
     ) -> None:  # fmt: skip
-        super().__init__(router_url, keys, router_pubkey)
+        super().__init__(router_url, keys, router_pubkey, admin_token, admin_keys)
         self._http = httpx.Client(timeout=timeout)
 
     def router_pubkey(self) -> str:
@@ -128,9 +161,9 @@ class Client(_Base):
             self._router = self._pubkey_from_health(self._get("/health"))
         return self._router
 
-    def _get(self, path: str) -> httpx.Response:
+    def _get(self, path: str, headers: dict[str, str] | None = None) -> httpx.Response:
         try:
-            return self._http.get(self.router_url + path)
+            return self._http.get(self.router_url + path, headers=headers)
         except httpx.HTTPError as exc:
             raise FedaiError(ErrorCode.UPSTREAM_ERROR, f"router unreachable: {type(exc).__name__}") from None
 
@@ -169,12 +202,23 @@ class Client(_Base):
         return Stream(self._http, self.router_url + "/infer/stream", event, router)
 
     def status(self) -> dict[str, Any]:
-        return _json(self._get("/status"))
+        """`GET /status`: the operator view with operator credentials (`"view": "operator"`), else the public
+        summary (`"view": "public"`)."""
+        return _json(self._get("/status", self._ops_headers("/status")))
 
     def explain_route(self, model: str, **demand: Any) -> dict[str, Any]:
-        """How the router would route `model` now: each node's verdict and score parts (GET /route/explain).
-        `demand`: input_tokens, max_tokens, job_type, max_price_msat, nodes, exclude_nodes."""
-        return _json(self._get("/route/explain?" + _explain_query(model, demand)))
+        """How the router would route `model` now: each node's verdict and score parts (GET /route/explain,
+        operators only). `demand`: input_tokens, max_tokens, job_type, max_price_msat, nodes, exclude_nodes."""
+        path = "/route/explain?" + _explain_query(model, demand)
+        return _json(self._get(path, self._ops_headers(path)))
+
+    def peers(self) -> list[dict[str, Any]]:
+        """`GET /federation/peers` (operators only): the peer routers learned from relays."""
+        return _json_list(self._get("/federation/peers", self._ops_headers("/federation/peers")))
+
+    def models(self) -> list[str]:
+        """The model names the router can serve now (`GET /v1/models`, public)."""
+        return _model_ids(_json(self._get("/v1/models")))
 
     def close(self) -> None:
         self._http.close()
@@ -191,9 +235,9 @@ class AsyncClient(_Base):
 
     def __init__(
         self, router_url: str, keys: Keys | str | None = None, *, router_pubkey: str | None = None,
-        timeout: float = 120.0,
+        timeout: float = 120.0, admin_token: str | None = None, admin_keys: Keys | None = None,
     ) -> None:  # fmt: skip
-        super().__init__(router_url, keys, router_pubkey)
+        super().__init__(router_url, keys, router_pubkey, admin_token, admin_keys)
         self._http = httpx.AsyncClient(timeout=timeout)
 
     async def router_pubkey(self) -> str:
@@ -201,9 +245,9 @@ class AsyncClient(_Base):
             self._router = self._pubkey_from_health(await self._get("/health"))
         return self._router
 
-    async def _get(self, path: str) -> httpx.Response:
+    async def _get(self, path: str, headers: dict[str, str] | None = None) -> httpx.Response:
         try:
-            return await self._http.get(self.router_url + path)
+            return await self._http.get(self.router_url + path, headers=headers)
         except httpx.HTTPError as exc:
             raise FedaiError(ErrorCode.UPSTREAM_ERROR, f"router unreachable: {type(exc).__name__}") from None
 
@@ -240,10 +284,17 @@ class AsyncClient(_Base):
         return AsyncStream(self._http, self.router_url + "/infer/stream", event, router)
 
     async def status(self) -> dict[str, Any]:
-        return _json(await self._get("/status"))
+        return _json(await self._get("/status", self._ops_headers("/status")))
 
     async def explain_route(self, model: str, **demand: Any) -> dict[str, Any]:
-        return _json(await self._get("/route/explain?" + _explain_query(model, demand)))
+        path = "/route/explain?" + _explain_query(model, demand)
+        return _json(await self._get(path, self._ops_headers(path)))
+
+    async def peers(self) -> list[dict[str, Any]]:
+        return _json_list(await self._get("/federation/peers", self._ops_headers("/federation/peers")))
+
+    async def models(self) -> list[str]:
+        return _model_ids(_json(await self._get("/v1/models")))
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -10,6 +10,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from fedai.observability.logging import redact_url
 from fedai.protocol.event import Event
 from fedai.protocol.keys import Keys
 from fedai.service.tasks import cancel_and_wait
@@ -84,7 +85,7 @@ class Announcer:
         accepted = sum(1 for r in results if r.ok)
         for r in results:
             if not r.ok:
-                log.warning("relay refused announce", extra={"relay": r.url, "reason": r.message})
+                log.warning("relay refused announce", extra={"relay": redact_url(r.url), "reason": r.message})
         self._on_result("ok" if accepted else "failed")
         log.info("announced", extra={"accepted": accepted, "relays": len(results)})
         return accepted > 0

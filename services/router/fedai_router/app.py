@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from functools import partial
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -17,6 +18,7 @@ from fedai.protocol.errors import ErrorCode, FedaiError
 from fedai.protocol.event import Event
 from fedai.service.http import error_response, event_response, read_body
 from fedai_router import ops
+from fedai_router.address import AddressLimit
 from fedai_router.config import RouterSettings
 from fedai_router.federation.jobs import handle_job
 from fedai_router.infer import handle_infer
@@ -89,6 +91,8 @@ def create_app(settings: RouterSettings) -> Starlette:
         Route("/v1/completions", partial(openai_routes.complete, svc, kind="text"), methods=["POST"]),
         Route("/v1/chains/{chain_id}", partial(openai_routes.chain, svc), methods=["GET"]),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    # every route, ops and OpenAI ones included, is charged to its source address before anything else runs
+    guards = [Middleware(AddressLimit, settings=settings, metrics=svc.metrics)]
+    app = Starlette(routes=routes, middleware=guards, lifespan=lifespan)
     app.state.service = svc
     return app

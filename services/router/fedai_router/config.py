@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -9,6 +10,8 @@ from fedai.protocol.errors import KeyFormatError
 from fedai.protocol.keys import Keys, parse_pubkey
 from fedai.service.config import ConfigError, Env
 from fedai_router.scheduler.types import Policy, Weights
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True)
@@ -43,9 +46,16 @@ class RouterSettings:
     sched_top_n: int = 1
     retry_budget_ratio: float = 0.2
     retry_budget_min_per_s: float = 5.0
-    public_url: str | None = None  # the base URL clients use (NIP-98 `u` tags are checked against it)
+    # the edge: who may call what, from where (docs/security.d/edge.md)
+    public_url: str | None = None  # the base URL clients use; NIP-98 is refused without it (`u` tags name it)
     api_keys: dict[str, str] = field(default_factory=dict)  # sha256(key) hex -> client pubkey
-    nip98_window_s: int = 60
+    nip98_window_s: int = 60  # NIP-98 created_at tolerance; the replay store keeps ids at least this long
+    admin_token_sha256: frozenset[str] = frozenset()  # sha256 hex of operator tokens (Authorization: Bearer)
+    admin_keys: frozenset[str] = frozenset()  # pubkeys whose NIP-98 signature opens the operator view
+    metrics_public: bool = False  # serve /metrics without operator credentials
+    trusted_proxies: tuple[IPNetwork, ...] = ()  # peers whose X-Forwarded-For is believed
+    addr_rate_limit_max: int = 1200  # requests per source address (IPv6: per /64) and window, every route
+    addr_rate_limit_window_ms: int = 60_000
     # federation: what we accept and what we spend (docs/federation.md)
     fed_max_privacy: int = 2  # the highest privacy level we offload or accept from peers (3 never leaves)
     fed_privacy_by_job: dict[str, int] = field(default_factory=dict)  # per job type, below the maximum
@@ -136,6 +146,12 @@ class RouterSettings:
             public_url=env.url("ROUTER_PUBLIC_URL") if env.optional("ROUTER_PUBLIC_URL") else None,
             api_keys=parse_api_keys(env.optional("ROUTER_API_KEYS") or ""),
             nip98_window_s=env.integer("FEDAI_NIP98_WINDOW_S", 60, minimum=1, maximum=600),
+            admin_token_sha256=parse_digests("ROUTER_ADMIN_TOKEN_SHA256", env.items("ROUTER_ADMIN_TOKEN_SHA256")),
+            admin_keys=env.pubkeys("ROUTER_ADMIN_KEYS", required=False),
+            metrics_public=env.flag("ROUTER_METRICS_PUBLIC", False),
+            trusted_proxies=parse_networks("ROUTER_TRUSTED_PROXIES", env.items("ROUTER_TRUSTED_PROXIES")),
+            addr_rate_limit_max=env.integer("ROUTER_ADDR_RATE_LIMIT_MAX", 1200, minimum=1),
+            addr_rate_limit_window_ms=env.integer("ROUTER_ADDR_RATE_LIMIT_WINDOW_MS", 60_000, minimum=1),
             fed_max_privacy=env.integer("ROUTER_FED_MAX_PRIVACY", 2, minimum=0, maximum=2),
             fed_privacy_by_job=parse_privacy_by_job(env.optional("ROUTER_FED_PRIVACY_BY_JOB_TYPE") or ""),
             fed_max_cost_msat=env.integer("ROUTER_FED_MAX_COST_MSAT", 1_000_000, minimum=0),
@@ -186,6 +202,25 @@ def parse_api_keys(value: str) -> dict[str, str]:
         except KeyFormatError as exc:
             raise ConfigError(f"ROUTER_API_KEYS: {exc}") from None
     return mapping
+
+
+def parse_digests(name: str, values: list[str]) -> frozenset[str]:
+    """Comma list of sha256 hex digests (of tokens that are never stored)."""
+    for value in values:
+        if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+            raise ConfigError(f"{name}: each entry is the 64 lowercase hex sha256 of a token (`fedai admin-token new`)")
+    return frozenset(values)
+
+
+def parse_networks(name: str, values: list[str]) -> tuple[IPNetwork, ...]:
+    """Comma list of addresses or CIDR blocks (`10.0.0.0/8`, `::1`)."""
+    networks: list[IPNetwork] = []
+    for value in values:
+        try:
+            networks.append(ipaddress.ip_network(value, strict=False))
+        except ValueError:
+            raise ConfigError(f"{name}: {value!r} is not an IP address or CIDR block") from None
+    return tuple(networks)
 
 
 def parse_privacy_by_job(value: str) -> dict[str, int]:

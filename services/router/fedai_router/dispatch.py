@@ -20,6 +20,7 @@ import msgspec
 from fedai.protocol.envelope import seal
 from fedai.protocol.errors import ErrorCode, FedaiError
 from fedai.protocol.event import Event
+from fedai.protocol.jsondepth import decode_json
 from fedai.protocol.keys import Keys
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import InferenceRequest, MeteringRecord, prompt_sha256
@@ -87,8 +88,8 @@ def error_from_reply(status: int, body: bytes, retry_after: str | None, who: str
     """A node's (or peer's) typed error answer, or a generic `upstream_error` if it is not one: the upstream's
     HTTP status is not repeated to the client (that would make the router a probe); the router logs it."""
     try:
-        data = msgspec.json.decode(body)
-    except msgspec.DecodeError:
+        data = decode_json(body)
+    except FedaiError:  # not JSON, or nested past the depth bound
         data = None
     inner = data.get("error") if isinstance(data, dict) else None
     if isinstance(inner, dict) and inner.get("code") in ErrorCode._value2member_map_:

@@ -1,4 +1,6 @@
-"""Operator endpoints: /health, /ready, /status, /metrics, /route/explain and /federation/peers (read-only)."""
+"""Ops endpoints (read-only). Anyone: /health, /ready and the public /status summary (bounded: identity,
+version, backpressure, counts; no endpoints, relay URLs or credentials). Operators (fedai_router.admin): the
+full /status, /route/explain, /federation/peers and /metrics (public with ROUTER_METRICS_PUBLIC=true)."""
 
 from __future__ import annotations
 
@@ -10,11 +12,13 @@ import asyncpg
 from starlette.requests import Request
 from starlette.responses import Response
 
+from fedai.observability.logging import redact_url
 from fedai.observability.metrics import metrics_response
 from fedai.protocol.errors import ErrorCode, FedaiError, KeyFormatError
 from fedai.protocol.keys import npub, parse_pubkey
 from fedai.protocol.messages import DEFAULT_JOB_TYPE
 from fedai.service.http import error_response, json_response
+from fedai_router.admin import is_operator, refusal, require_operator
 from fedai_router.node_state import NodeState
 from fedai_router.scheduler import Demand, explain
 from fedai_router.service import RouterService
@@ -61,19 +65,46 @@ def node_summary(svc: RouterService, n: NodeState, now: float) -> dict[str, Any]
     }
 
 
-async def status(svc: RouterService, _: Request) -> Response:
+async def status(svc: RouterService, request: Request) -> Response:
+    """The public summary, or the operator view with operator credentials (wrong ones: 401, not a downgrade)."""
+    try:
+        operator = await is_operator(svc, request)
+    except FedaiError as err:
+        return refusal(svc, "status", err)
+    return json_response(operator_status(svc) if operator else public_status(svc))
+
+
+def public_status(svc: RouterService) -> dict[str, Any]:
+    """What anyone may see: O(1) to build, a few hundred bytes whatever the fleet."""
+    counts = svc.node_counts
+    relays = svc.relays
+    return {
+        "view": "public",
+        "pubkey": svc.pubkey,
+        "npub": npub(svc.pubkey),
+        "version": svc.version,
+        "uptime_s": round(time.time() - svc.started_at, 1),
+        "backpressure": svc.backpressure,
+        "nodes": {"fresh": counts.get("fresh", 0), "total": counts.get("fresh", 0) + counts.get("stale", 0)},
+        "models": len(svc.registry.tables),
+        "relays": {"configured": len(relays.urls), "connected": relays.connected} if relays is not None else None,
+        "peers": len(svc.peers.known()),
+    }
+
+
+def operator_status(svc: RouterService) -> dict[str, Any]:
     now = time.time()
     nodes = [node_summary(svc, n, now) for n in sorted(svc.registry.nodes.values(), key=lambda n: n.pubkey)]
-    return json_response(
-        {
-            "pubkey": svc.pubkey,
-            "version": svc.version,
-            "uptime_s": round(now - svc.started_at, 1),
-            "nodes": nodes,
-            "relays": svc.relays.status() if svc.relays is not None else {},
-            "federation": federation_summary(svc, now),
-        }
-    )
+    relays = svc.relays.status() if svc.relays is not None else {}
+    return {
+        "view": "operator",
+        "pubkey": svc.pubkey,
+        "version": svc.version,
+        "uptime_s": round(now - svc.started_at, 1),
+        "nodes": nodes,
+        "relays": {redact_url(url): connected for url, connected in relays.items()},
+        "federation": federation_summary(svc, now),
+    }
 
 
 def federation_summary(svc: RouterService, now: float) -> dict[str, Any]:
@@ -86,12 +117,24 @@ def federation_summary(svc: RouterService, now: float) -> dict[str, Any]:
     }
 
 
-async def federation_peers(svc: RouterService, _: Request) -> Response:
-    """`GET /federation/peers`: every peer router learned from relays, with its announcements and policy state."""
+async def federation_peers(svc: RouterService, request: Request) -> Response:
+    """`GET /federation/peers` (operators): every peer router learned from relays, with its announcements and
+    policy state."""
+    try:
+        await require_operator(svc, request)
+    except FedaiError as err:
+        return refusal(svc, "federation_peers", err)
     return json_response(svc.peers.summaries(time.time()))
 
 
-async def metrics(svc: RouterService, _: Request) -> Response:
+async def metrics(svc: RouterService, request: Request) -> Response:
+    """`GET /metrics` (Prometheus): operators only (a scraper sends `Authorization: Bearer <operator token>`),
+    unless ROUTER_METRICS_PUBLIC=true."""
+    if not svc.settings.metrics_public:
+        try:
+            await require_operator(svc, request)
+        except FedaiError as err:
+            return refusal(svc, "metrics", err)
     svc.update_node_gauges()
     return metrics_response(svc.metrics.registry)
 
@@ -119,7 +162,11 @@ def _keys_param(request: Request, name: str) -> frozenset[str]:
 
 async def route_explain(svc: RouterService, request: Request) -> Response:
     """`GET /route/explain?model=M[&input_tokens&max_tokens&job_type&max_price_msat&nodes&exclude_nodes]`:
-    every node serving M with its filter verdict and, if eligible, its score parts; best first."""
+    every node serving M with its filter verdict and, if eligible, its score parts; best first. Operators only."""
+    try:
+        await require_operator(svc, request)
+    except FedaiError as err:
+        return refusal(svc, "route_explain", err)
     try:
         model = request.query_params.get("model", "").strip()
         if not model:

@@ -70,6 +70,9 @@ class RouterService:
             self.resolver, self.metrics.outbound_failures, allow_private=settings.allow_private_endpoints
         )
         self.recent = MemoryReplayGuard()
+        # ids are kept as long as the most lenient check accepts an event: envelopes (clock skew) or NIP-98
+        self.replay_window_s = max(settings.clock_skew_s, settings.nip98_window_s)
+        self.node_counts: dict[str, int] = {}  # fresh/stale/unverified/cooldown, updated with the gauges
         self.policy = settings.policy
         self.rng = random.Random()
         self.retry_budget = RetryBudget(settings.retry_budget_ratio, settings.retry_budget_min_per_s)
@@ -103,6 +106,7 @@ class RouterService:
             log.info("applied migrations", extra={"migrations": applied})
         self.registry = Registry(self.pool)
         await self.registry.refresh()
+        self.update_node_gauges()
         # the two hot-path writers each keep one connection (their flushes are serialized by group commit)
         self._writers = [DedicatedConnection(dsn), DedicatedConnection(dsn)]
         self.replay = PostgresReplayGuard(self.pool, self._writers[0])
@@ -135,6 +139,10 @@ class RouterService:
             from fedai_router.federation.auction import start_auctions
 
             self.auctioneer, self.bidder = await start_auctions(self)
+        if not self.settings.public_url:
+            log.warning("ROUTER_PUBLIC_URL is not set: NIP-98 authorization is refused (API keys still work)")
+        if not (self.settings.admin_token_sha256 or self.settings.admin_keys):
+            log.warning("no ROUTER_ADMIN_TOKEN_SHA256 or ROUTER_ADMIN_KEYS: only the public /status summary is served")
         log.info("router started", extra={"pubkey": self.pubkey, "nodes": len(self.registry.nodes)})
 
     async def stop(self) -> None:
@@ -195,6 +203,7 @@ class RouterService:
             counts["cooldown"] += node.cooldown_until > now
         for state, n in counts.items():
             self.metrics.nodes.labels(state).set(n)
+        self.node_counts = counts
 
     def node_is_fresh(self, last_seen: float, heartbeat: bool, now: float) -> bool:
         ttl = self.settings.heartbeat_ttl_ms / 1000 if heartbeat else self.settings.announce_ttl_s
@@ -230,9 +239,10 @@ class RouterService:
         return opened
 
     async def claim(self, event: Event) -> None:
-        """Record the event id in Postgres (authoritative across replicas) or raise `replay`."""
-        await claim_or_raise(self.replay, event, self.settings.clock_skew_s)
+        """Record the event id in Postgres (authoritative across replicas) or raise `replay`. It is kept until
+        no check of this router would accept the event any more (`replay_window_s` past its created_at)."""
+        await claim_or_raise(self.replay, event, self.replay_window_s)
 
     async def claim_locally(self, event: Event) -> None:
         """This replica's memory of accepted ids: refuses a replay before any work is started for it."""
-        await claim_or_raise(self.recent, event, self.settings.clock_skew_s)
+        await claim_or_raise(self.recent, event, self.replay_window_s)

@@ -26,6 +26,7 @@ from starlette.types import Receive, Scope, Send
 from fedai.protocol.envelope import seal
 from fedai.protocol.errors import ErrorCode, FedaiError
 from fedai.protocol.event import Event, decode_event
+from fedai.protocol.jsondepth import decode_json
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import InferCancel, InferenceRequest, InferResult, StreamChunk
 from fedai.service.http import error_response, read_body
@@ -131,8 +132,8 @@ async def open_node_stream(svc: RouterService, node: NodeState, binding: Binding
 
 def _error_event(event: SSEvent) -> FedaiError:
     try:
-        return FedaiError.from_dict(msgspec.json.decode(event.data))
-    except msgspec.DecodeError:
+        return FedaiError.from_dict(decode_json(event.data))
+    except FedaiError:  # not JSON, or nested past the depth bound
         return NodeFault("node sent a malformed error event")
 
 

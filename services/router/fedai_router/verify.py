@@ -10,6 +10,7 @@ import msgspec
 from fedai.protocol.envelope import open_event
 from fedai.protocol.errors import ErrorCode, FedaiError
 from fedai.protocol.event import Event
+from fedai.protocol.jsondepth import too_deep
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import (
     InferenceResponse,
@@ -55,6 +56,8 @@ def verify_reply(body: bytes, b: Binding, *, streamed_output: str | None = None)
     agreeing with each other, with the prompt we sent, with the advertised price, and (for a stream) with the
     deltas we relayed."""
     try:
+        if too_deep(body):
+            raise msgspec.DecodeError("nested too deep")
         reply = _decode_reply(body)
     except msgspec.DecodeError:
         raise NodeFault("node reply is not a {response, metering} pair of events") from None

@@ -12,6 +12,11 @@ from fedai.protocol.event import Event
 from fedai.protocol.nip98 import verify_auth_header
 from fedai_router.service import RouterService
 
+NOT_CONFIGURED = (
+    "NIP-98 authorization is off on this router: ROUTER_PUBLIC_URL is not configured (the URL a NIP-98 event "
+    "names cannot be checked without it); use an API key, or ask the operator to set ROUTER_PUBLIC_URL"
+)
+
 
 @dataclass(frozen=True, slots=True)
 class Caller:
@@ -20,11 +25,29 @@ class Caller:
 
 
 def request_url(svc: RouterService, request: Request) -> str:
-    """The full URL the client called, as NIP-98 `u` tags name it (ROUTER_PUBLIC_URL behind a proxy)."""
-    if svc.settings.public_url:
-        query = f"?{request.url.query}" if request.url.query else ""
-        return svc.settings.public_url + request.url.path + query
-    return str(request.url)
+    """The full URL the client called, as NIP-98 `u` tags name it: always ROUTER_PUBLIC_URL + path + query.
+
+    Never derived from the Host header: that would let a header captured by one router be replayed to another
+    (the attacker picks the Host). Without ROUTER_PUBLIC_URL, NIP-98 is refused (`auth_not_configured`)."""
+    if not svc.settings.public_url:
+        raise FedaiError(ErrorCode.AUTH_NOT_CONFIGURED, NOT_CONFIGURED)
+    query = f"?{request.url.query}" if request.url.query else ""
+    return svc.settings.public_url + request.url.path + query
+
+
+def check_nip98(svc: RouterService, request: Request, body: bytes) -> Event:
+    """A NIP-98 `Authorization` header checked against this router's public URL (every failure a typed 401).
+    Not yet claimed: call `claim_auth` once the caller is known to be allowed."""
+    header = request.headers.get("authorization", "")
+    url = request_url(svc, request)
+    return verify_auth_header(header, method=request.method, url=url, body=body, window_s=svc.settings.nip98_window_s)
+
+
+async def claim_auth(svc: RouterService, event: Event) -> None:
+    """Claim a NIP-98 event in the replay store (this replica first, then Postgres, shared by every replica);
+    a replay is 409 `replay`. The store keeps it at least as long as `FEDAI_NIP98_WINDOW_S` accepts it."""
+    await svc.claim_locally(event)
+    await svc.claim(event)
 
 
 async def authenticate(svc: RouterService, request: Request, body: bytes) -> Caller:
@@ -39,12 +62,9 @@ async def authenticate(svc: RouterService, request: Request, body: bytes) -> Cal
             raise FedaiError(ErrorCode.UNAUTHORIZED, "unknown API key")
         _client_policy(svc, client)
         return Caller(client, None)
-    event = verify_auth_header(
-        header, method=request.method, url=request_url(svc, request), body=body, window_s=svc.settings.nip98_window_s
-    )
+    event = check_nip98(svc, request, body)
     _client_policy(svc, event.pubkey)
-    await svc.claim_locally(event)
-    await svc.claim(event)
+    await claim_auth(svc, event)
     return Caller(event.pubkey, event)
 
 

@@ -15,6 +15,7 @@ from starlette.responses import Response
 from fedai.protocol.envelope import seal
 from fedai.protocol.errors import ErrorCode, FedaiError
 from fedai.protocol.event import Event
+from fedai.protocol.jsondepth import decode_json
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import InferenceRequest, InferenceResponse, StreamChunk, decode_payload
 from fedai.protocol.openai_map import chat_request, completion_request
@@ -41,7 +42,7 @@ def _error(svc: RouterService, route: str, err: FedaiError) -> Response:
     headers = {}
     if err.retry_after_ms is not None:
         headers["Retry-After"] = str(max(1, math.ceil(err.retry_after_ms / 1000)))
-    if err.status == 401:
+    if err.status == 401:  # every NIP-98 or API-key failure (NIP-98: "401 if any of the checks fail")
         headers["WWW-Authenticate"] = 'Nostr, Bearer realm="fedai"'
     return _json(error_body(err), err.status, headers)
 
@@ -72,10 +73,7 @@ def answer_node(answer: Event) -> str:
 async def _call(svc: RouterService, request: Request, route: str) -> tuple[Caller, InferenceRequest, dict[str, Any]]:
     body = await read_body(request, svc.settings.max_request_bytes)
     caller = await authenticate(svc, request, body)
-    try:
-        document = msgspec.json.decode(body)
-    except msgspec.DecodeError:
-        raise FedaiError(ErrorCode.INVALID_JSON, "body is not valid JSON") from None
+    document = decode_json(body)  # depth-bounded: `[[[[…]]]]` is a 400, not a RecursionError
     payload = chat_request(document) if route == "chat" else completion_request(document)
     return caller, payload, document
 

@@ -1,0 +1,109 @@
+"""fedai.protocol.jsondepth and the decoders that use it: deep JSON is a typed 400, never a RecursionError."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import msgspec
+import pytest
+
+from fedai.protocol.envelope import seal
+from fedai.protocol.errors import ErrorCode, FedaiError
+from fedai.protocol.event import decode_event, sign_event
+from fedai.protocol.jsondepth import MAX_JSON_DEPTH, check_depth, decode_json, too_deep
+from fedai.protocol.keys import Keys
+from fedai.protocol.kinds import Kind
+from fedai.protocol.messages import InferenceRequest, decode_payload
+
+DEEP = 100_000  # far past any recursion limit
+
+
+def nested(depth: int, opener: str = "[", closer: str = "]") -> str:
+    return opener * depth + closer * depth
+
+
+def objects(depth: int) -> str:
+    return '{"a":' * depth + "1" + "}" * depth
+
+
+@pytest.mark.parametrize("make", [nested, objects])
+def test_the_bound_is_exact(make: Callable[[int], str]) -> None:
+    assert not too_deep(make(MAX_JSON_DEPTH))
+    assert too_deep(make(MAX_JSON_DEPTH + 1))
+    assert too_deep(make(DEEP))
+
+
+def test_brackets_inside_strings_do_not_count() -> None:
+    text = json.dumps(["[" * 1000, "{" * 1000, 'quote " and [[[', "\\[[[["])
+    assert text.count("[") > MAX_JSON_DEPTH
+    assert not too_deep(text) and not too_deep(text.encode())
+
+
+def test_an_escaped_quote_does_not_end_a_string() -> None:
+    assert not too_deep('["\\"' + "[" * 200 + '"]')
+    assert too_deep('["\\\\"' + ", " + nested(MAX_JSON_DEPTH + 1) + "]")  # \\ is a backslash; the string ends
+
+
+def test_many_shallow_brackets_are_fine() -> None:
+    wide = "[" + ",".join(["[]"] * 10_000) + "]"
+    assert not too_deep(wide)
+
+
+def test_unterminated_strings_and_raw_values_are_handled() -> None:
+    assert not too_deep('["unterminated ' + "[" * 500)
+    assert not too_deep('"' + '\\"' * 5000)
+    raw = msgspec.json.decode(b"[1," + nested(MAX_JSON_DEPTH + 1).encode() + b"]", type=list[msgspec.Raw])[1]
+    assert too_deep(raw)
+
+
+def test_decode_json_gives_typed_errors() -> None:
+    assert decode_json(b'{"a": [1, 2]}') == {"a": [1, 2]}
+    for bad in (nested(DEEP).encode(), b"{not json", b"\xff"):
+        with pytest.raises(FedaiError) as info:
+            decode_json(bad)
+        assert (info.value.code, info.value.status) == (ErrorCode.INVALID_JSON, 400)
+    with pytest.raises(FedaiError) as event_err:
+        check_depth(nested(DEEP), ErrorCode.INVALID_EVENT, "content")
+    assert event_err.value.code is ErrorCode.INVALID_EVENT
+
+
+def _event_with(field: str, value: str) -> str:
+    keys = Keys.generate()
+    event = sign_event(keys, 1, "").to_dict()
+    document = json.dumps(event)
+    return document[:-1] + f', "{field}": {value}' + "}"
+
+
+@pytest.mark.parametrize("depth", [MAX_JSON_DEPTH + 1, DEEP])
+def test_decode_event_refuses_deep_json_anywhere(depth: int) -> None:
+    # in an unknown field, which the typed decoder would otherwise skip (and recurse into)
+    for raw in (_event_with("extra", nested(depth)), _event_with("tags2", objects(depth))):
+        with pytest.raises(FedaiError) as info:
+            decode_event(raw, max_bytes=10_000_000)
+        assert info.value.code is ErrorCode.INVALID_JSON
+    # in the tags themselves
+    tags = json.dumps(sign_event(Keys.generate(), 1, "").to_dict()).replace('"tags": []', f'"tags": {nested(depth)}')
+    with pytest.raises(FedaiError) as tag_err:
+        decode_event(tags, max_bytes=10_000_000)
+    assert tag_err.value.code is ErrorCode.INVALID_JSON
+
+
+def test_an_event_at_ordinary_depth_still_decodes() -> None:
+    event = sign_event(Keys.generate(), 1, "[[[[x]]]]", [["t", "a"], ["e", "b", "c"]])
+    assert decode_event(event.to_json()) == event
+
+
+@pytest.mark.parametrize("depth", [MAX_JSON_DEPTH + 1, DEEP])
+def test_decode_payload_refuses_deep_content(depth: int) -> None:
+    content = '{"model": "m", "prompt": "x", "max_tokens": 1, "extra": ' + nested(depth) + "}"
+    with pytest.raises(FedaiError) as info:
+        decode_payload(content, InferenceRequest)
+    assert (info.value.code, info.value.status) == (ErrorCode.INVALID_EVENT, 400)
+
+
+def test_a_sealed_payload_round_trips() -> None:
+    keys = Keys.generate()
+    payload = InferenceRequest(model="m", prompt="[[[[", max_tokens=3)
+    event = seal(keys, Kind.INFER_REQUEST, payload, to=keys.pubkey)
+    assert decode_payload(event.content, InferenceRequest) == payload
