@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from fedai.llamacpp import provide
-from fedai.llamacpp.build import Flavor, LlamaBuildError, binary_path, legacy_binary_path
-from fedai.llamacpp.cache import Progress, no_progress
+from fedai.llamacpp.build import Flavor, LlamaBuildError, binary_path, legacy_binary_path, version_lock
+from fedai.llamacpp.cache import Progress, file_lock, no_progress
 from fedai.llamacpp.models import model_path
 from fedai.llamacpp.provide import SIGILL_MARKER, ensure_llama_server
 from fedai.llamacpp.smoke import SmokeResult, smoke_test, stamped
@@ -99,6 +99,18 @@ def test_the_default_build_is_portable_smoke_tested_then_cached_and_stamped(env:
     assert any("smoke-testing it on model.gguf" in line for line in env.said)
     assert env.ensure() == path
     assert env.builds.calls == ["portable"] and len(env.smoked) == 1, "stamped: no second build nor smoke test"
+
+
+def test_a_stamped_binary_is_returned_without_waiting_for_the_lock(env: Env) -> None:
+    """Another process may hold the version's lock for minutes (building another flavor): a checked binary is
+    returned at once."""
+    path = env.ensure()
+    results: list[Path] = []
+    with file_lock(version_lock(V)):
+        caller = threading.Thread(target=lambda: results.append(env.ensure()), daemon=True)
+        caller.start()
+        caller.join(10)
+        assert results == [path], "returned while the lock was held"
 
 
 def test_fedai_llama_native_builds_for_this_cpu_only(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
