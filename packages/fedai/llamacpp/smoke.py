@@ -116,6 +116,7 @@ def write_stamp(binary: Path, model: Path, fingerprint: str, *, cpu: str) -> Pat
     fd, name = tempfile.mkstemp(prefix=".stamp.", suffix=".tmp", dir=path.parent)
     with os.fdopen(fd, "w") as handle:
         json.dump(record, handle)
+    os.chmod(name, 0o644)  # readable like the binary beside it (mkstemp makes it 0600)
     os.replace(name, path)
     return path
 
