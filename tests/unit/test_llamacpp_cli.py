@@ -45,7 +45,7 @@ def test_llama_model_refuses_unknown_names() -> None:
     assert result.exit_code == 2 and "gpt5" in result.output
 
 
-def test_llama_build_uses_fedai_llama_server(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_llama_build_uses_fedai_llama_server(cache: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     binary = tmp_path / "llama-server"
     binary.write_text("#!/bin/sh\n")
     binary.chmod(0o755)
@@ -56,6 +56,35 @@ def test_llama_build_uses_fedai_llama_server(monkeypatch: pytest.MonkeyPatch, tm
     monkeypatch.setenv("FEDAI_LLAMA_SERVER", str(tmp_path / "missing"))
     failed = CliRunner().invoke(cli, ["llama", "build"])
     assert failed.exit_code == 1 and "is not an executable file" in failed.output
+
+
+def test_llama_build_is_portable_unless_asked_and_smoke_tests_on_the_model(
+    cache: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    calls: list[dict[str, object]] = []
+    binary = tmp_path / "llama-server"
+    binary.write_text("#!/bin/sh\n")
+
+    def fake_ensure(version: str, **options: object) -> Path:
+        calls.append(options)
+        return binary
+
+    monkeypatch.setattr("fedai.cli.llama.ensure_llama_server", fake_ensure)
+    monkeypatch.delenv("FEDAI_LLAMA_NATIVE", raising=False)
+    plain = CliRunner().invoke(cli, ["llama", "build", "--json"])
+    assert plain.exit_code == 0, plain.output
+    assert (
+        calls[-1]["native"] is False and calls[-1]["model"] == cache / "models" / "tiny" / "1" / "fedai-tiny-llama.gguf"
+    )
+    assert json.loads(plain.stdout)["native"] is False and len(json.loads(plain.stdout)["cpu_fingerprint"]) == 16
+    assert CliRunner().invoke(cli, ["llama", "build", "--native"]).exit_code == 0
+    assert calls[-1]["native"] is True
+    monkeypatch.setenv("FEDAI_LLAMA_NATIVE", "1")
+    assert CliRunner().invoke(cli, ["llama", "build"]).exit_code == 0 and calls[-1]["native"] is True
+    assert CliRunner().invoke(cli, ["llama", "build", "--portable"]).exit_code == 0 and calls[-1]["native"] is False
+    monkeypatch.setenv("FEDAI_LLAMA_NATIVE", "maybe")
+    refused = CliRunner().invoke(cli, ["llama", "build"])
+    assert refused.exit_code == 1 and "FEDAI_LLAMA_NATIVE must be 1 or 0" in refused.output
 
 
 def test_resolve_model_takes_names_and_paths(cache: Path, tmp_path: Path) -> None:

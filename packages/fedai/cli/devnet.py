@@ -368,8 +368,8 @@ class Devnet:
         with self.step("llama.cpp", "looking for the cached llama-server and model") as result:
             progress = progress_printer(self.out, self._status, prefix="  ")
             try:
-                binary = ensure_llama_server(progress=progress)
                 model = ensure_model(name, progress=progress)
+                binary = ensure_llama_server(model=model, progress=progress)  # smoke-tested on this model here
             except (LlamaBuildError, ModelError) as exc:
                 raise DevnetError("llama.cpp", f"is not available: {exc}") from None
             spec = model_spec(name)

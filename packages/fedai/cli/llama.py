@@ -1,7 +1,8 @@
 """`fedai llama build|model|serve`: a local llama.cpp for tests and the demo (see docs/runners.md).
 
-`build` compiles `llama-server` once per version into the cache, `model` caches a test or demo GGUF, and
-`serve` runs `llama-server` on one of them in the foreground until Ctrl-C. Progress goes to stderr, so
+`build` compiles `llama-server` once per version into the cache (portable unless `--native`) and smoke-tests
+it on a model, `model` caches a test or demo GGUF, and `serve` runs `llama-server` on one of them in the
+foreground until Ctrl-C. Progress goes to stderr, so
 `--json` output on stdout stays one document.
 """
 
@@ -29,7 +30,8 @@ from fedai.llamacpp import (
     model_spec,
     server_args,
 )
-from fedai.llamacpp.build import build_percent
+from fedai.llamacpp.build import NATIVE_ENV, build_percent, native_requested
+from fedai.llamacpp.cpu import cpu_fingerprint
 from fedai.llamacpp.server import DEFAULT_SLOT_CONTEXT
 
 DEFAULT_PORT = 8085
@@ -76,23 +78,51 @@ def llama_group() -> None:
     """Local llama.cpp for tests and the demo: build llama-server, cache models, serve one.
 
     Everything is cached in $FEDAI_CACHE_DIR (default ~/.cache/fedai); FEDAI_LLAMA_SERVER=/path uses an
-    existing llama-server instead of building one.
+    existing llama-server instead of building one; FEDAI_LLAMA_NATIVE=1 builds for this CPU only.
     """
+
+
+native_option = click.option(
+    "--native/--portable",
+    "native",
+    default=None,
+    help=f"Build with -march=native for this CPU only, or portable (default: ${NATIVE_ENV}, else portable).",
+)
 
 
 @llama_group.command("build")
 @click.option("--version", "version", default=DEFAULT_VERSION, show_default=True,
               help="llama-cpp-python sdist whose vendored llama.cpp is built.")  # fmt: skip
+@native_option
+@click.option(
+    "--model",
+    "model",
+    default="tiny",
+    show_default=True,
+    help=f"Smoke-test the binary on this model: {' | '.join(sorted(MODELS))} | PATH to a .gguf file.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-def build_cmd(version: str, as_json: bool) -> None:
-    """Build llama-server once (a few minutes) and print the cached binary's path."""
+def build_cmd(version: str, native: bool | None, model: str, as_json: bool) -> None:
+    """Build llama-server once (a few minutes), smoke-test it on a model, print the cached binary's path."""
     try:
+        wants_native = native_requested() if native is None else native
+        path_to_model, _ = resolve_model(model)
         with err_console.status("building llama-server…") as status:
-            path = ensure_llama_server(version, progress=progress_printer(err_console, status))
-    except LlamaBuildError as exc:
+            say = progress_printer(err_console, status)
+            path = ensure_llama_server(version, model=path_to_model, native=wants_native, progress=say)
+    except (LlamaBuildError, ModelError) as exc:
         fail(str(exc))
     if as_json:
-        print_json({"path": str(path), "version": version, "bytes": path.stat().st_size})
+        print_json(
+            {
+                "path": str(path),
+                "version": version,
+                "bytes": path.stat().st_size,
+                "native": wants_native,
+                "cpu_fingerprint": cpu_fingerprint(),
+                "model": str(path_to_model),
+            }
+        )
     else:
         click.echo(str(path))
 
@@ -124,14 +154,22 @@ def model_cmd(name: str, as_json: bool) -> None:
               help="Context of each slot (llama-server's -c is this × --parallel).")  # fmt: skip
 @click.option("--threads", type=click.IntRange(1), default=1, show_default=True, help="-t (1 is best on 2 cores).")
 @click.option("--alias", help="Model id to serve it as (default: the model's id or the file's stem).")
+@native_option
 def serve_cmd(
-    model: str, host: str, port: int, parallel: int, slot_context: int, threads: int, alias: str | None
+    model: str,
+    host: str,
+    port: int,
+    parallel: int,
+    slot_context: int,
+    threads: int,
+    alias: str | None,
+    native: bool | None,
 ) -> None:
     """Run llama-server on a cached or given model until Ctrl-C (native API and OpenAI API under /v1)."""
     try:
-        with err_console.status("preparing llama-server…") as status:
-            binary = ensure_llama_server(progress=progress_printer(err_console, status))
         path, model_id = resolve_model(model)
+        with err_console.status("preparing llama-server…") as status:
+            binary = ensure_llama_server(model=path, native=native, progress=progress_printer(err_console, status))
     except (LlamaBuildError, ModelError) as exc:
         fail(str(exc))
     argv = server_args(binary, path, host=host, port=port, threads=threads, parallel=parallel,

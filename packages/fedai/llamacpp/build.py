@@ -1,38 +1,34 @@
-"""Build llama.cpp's `llama-server` once per version, from the source vendored in PyPI's llama-cpp-python sdist.
+"""Build llama.cpp's `llama-server` from the source vendored in PyPI's llama-cpp-python sdist.
 
 Only PyPI is needed: `pip download --no-binary :all: llama-cpp-python==VERSION` fetches the sdist, whose
 `vendor/llama.cpp` is configured for the CPU only (no CUDA/Metal/Vulkan/BLAS, no OpenSSL, no web-UI
-download) and statically linked. The binary is cached under `<cache>/llama-server/<version>/llama-server`;
-`FEDAI_LLAMA_SERVER=/path/to/llama-server` uses an existing binary instead.
+download) and statically linked. Builds are portable by default (`GGML_NATIVE=OFF`; on x86_64 the AVX2
+baseline, pinned); `FEDAI_LLAMA_NATIVE=1` asks for `-march=native`. Each flavor has its own cache directory,
+`<cache>/llama-server/<version>/<flavor.key>/`: `portable-<machine>` or `native-<CPU fingerprint>`.
+`fedai.llamacpp.provide` decides what to build and checks it before it is cached.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import platform
 import re
 import shutil
 import signal
 import subprocess
 import sys
 import tarfile
-import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from fedai.llamacpp.cache import (
-    Progress,
-    cache_root,
-    file_lock,
-    install_file,
-    lock_path,
-    no_progress,
-    scratch_dir,
-)
+from fedai.llamacpp.cache import Progress, cache_root, no_progress
 
 DEFAULT_VERSION = "0.3.36"
 BINARY_ENV = "FEDAI_LLAMA_SERVER"
+NATIVE_ENV = "FEDAI_LLAMA_NATIVE"
 SDIST_PACKAGE = "llama-cpp-python"
 TARGET = "llama-server"
 LOG_TAIL_LINES = 30
@@ -53,20 +49,93 @@ CMAKE_OPTIONS: dict[str, str] = {
     "LLAMA_BUILD_EXAMPLES": "OFF",
     "LLAMA_BUILD_APP": "OFF",
 }
+# A portable x86_64 build: what ggml's CMakeLists.txt enables by itself with GGML_NATIVE=OFF (SSE4.2, AVX,
+# AVX2, BMI2, FMA, F16C: any x86_64 CPU since Haswell / Zen), pinned because ggml turns them off too when
+# SOURCE_DATE_EPOCH is set; AVX-512, AVX-VNNI and AMX stay off (they are what differs between servers).
+X86_PORTABLE_OPTIONS: dict[str, str] = {
+    **dict.fromkeys(("GGML_SSE42", "GGML_AVX", "GGML_AVX2", "GGML_BMI2", "GGML_FMA", "GGML_F16C"), "ON"),
+    **dict.fromkeys(
+        (
+            "GGML_AVX_VNNI",
+            "GGML_AVX512",
+            "GGML_AVX512_VBMI",
+            "GGML_AVX512_VNNI",
+            "GGML_AVX512_BF16",
+            "GGML_AMX_TILE",
+            "GGML_AMX_INT8",
+            "GGML_AMX_BF16",
+        ),
+        "OFF",
+    ),
+}
+X86_MACHINES = frozenset({"x86_64", "amd64"})
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"", "0", "false", "no", "off"})
 
 _PERCENT = re.compile(r"^\[\s*(\d{1,3})%\]")  # make: "[ 42%] Building CXX object …"
 _STEPS = re.compile(r"^\[(\d+)/(\d+)\]")  # ninja: "[12/180] Building CXX object …"
 _VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+-]*$")
+_UNSAFE = re.compile(r"[^0-9A-Za-z_.-]")
 
 
 class LlamaBuildError(RuntimeError):
-    """`llama-server` cannot be provided: a tool is missing, the download or the build failed."""
+    """`llama-server` cannot be provided: a tool is missing, the download or the build failed, or it does not run."""
 
 
-def binary_path(version: str = DEFAULT_VERSION, root: Path | None = None) -> Path:
-    """Where the cached binary for `version` lives (it may not exist yet)."""
+@dataclass(frozen=True)
+class Flavor:
+    """What a build is: portable (`GGML_NATIVE=OFF`), or native for one CPU; `key` names its cache directory."""
+
+    native: bool
+    key: str
+
+    @classmethod
+    def portable(cls, machine: str | None = None) -> Flavor:
+        return cls(False, f"portable-{_UNSAFE.sub('_', machine or platform.machine()) or 'unknown'}")
+
+    @classmethod
+    def native_for(cls, fingerprint: str) -> Flavor:
+        if not fingerprint or _UNSAFE.search(fingerprint):
+            raise LlamaBuildError(f"not a CPU fingerprint: {fingerprint!r}")
+        return cls(True, f"native-{fingerprint}")
+
+
+def native_requested(environ: Mapping[str, str] | None = None) -> bool:
+    """`FEDAI_LLAMA_NATIVE`: 1/true/yes/on asks for a `-march=native` build; unset, 0/false/no/off: portable."""
+    value = (os.environ if environ is None else environ).get(NATIVE_ENV, "").strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise LlamaBuildError(f"{NATIVE_ENV} must be 1 or 0 (true/false, yes/no, on/off), not {value!r}")
+
+
+def versions_dir(root: Path | None = None) -> Path:
+    """`<cache>/llama-server`: one directory per version, and its lock beside it."""
+    return (root or cache_root()) / "llama-server"
+
+
+def build_dir(version: str, flavor: Flavor, root: Path | None = None) -> Path:
+    """`<cache>/llama-server/<version>/<flavor.key>`: the binary, its build.log and its smoke-test stamps."""
     _check_version(version)
-    return (root or cache_root()) / "llama-server" / version / TARGET
+    return versions_dir(root) / version / flavor.key
+
+
+def binary_path(version: str, flavor: Flavor, root: Path | None = None) -> Path:
+    """Where the cached binary of this version and flavor lives (it may not exist yet)."""
+    return build_dir(version, flavor, root) / TARGET
+
+
+def legacy_binary_path(version: str, root: Path | None = None) -> Path:
+    """Where fedai before CPU keying cached an unkeyed `-march=native` binary: never used, only reported."""
+    _check_version(version)
+    return versions_dir(root) / version / TARGET
+
+
+def version_lock(version: str, root: Path | None = None) -> Path:
+    """The lock held while any flavor of `version` is checked or built (the one older fedai took too)."""
+    _check_version(version)
+    return versions_dir(root) / f"{version}.lock"
 
 
 def _check_version(version: str) -> None:
@@ -74,34 +143,8 @@ def _check_version(version: str) -> None:
         raise LlamaBuildError(f"not a version: {version!r}")
 
 
-def _executable(path: Path) -> bool:
+def executable(path: Path) -> bool:
     return path.is_file() and os.access(path, os.X_OK)
-
-
-def ensure_llama_server(version: str = DEFAULT_VERSION, *, progress: Progress | None = None) -> Path:
-    """The path of a working `llama-server`: `$FEDAI_LLAMA_SERVER`, the cached build, or a fresh build.
-
-    Two processes never build at once: the second waits on the lock and then uses the first one's binary.
-    """
-    say = progress or no_progress
-    explicit = os.environ.get(BINARY_ENV, "").strip()
-    if explicit:
-        path = Path(explicit).expanduser()
-        if not _executable(path):
-            raise LlamaBuildError(f"{BINARY_ENV}={explicit} is not an executable file")
-        return path
-    target = binary_path(version)
-    if _executable(target):
-        return target
-    with file_lock(lock_path(target.parent), progress=say, what=f"building llama-server {version}"):
-        if _executable(target):  # built by the process we waited for
-            return target
-        remove_stale_scratch(target.parent.parent, version)
-        started = time.monotonic()
-        say(f"building llama-server {version} (once; cached in {target.parent})")
-        build_into(version, target, progress=say)
-        say(f"built llama-server {version} in {time.monotonic() - started:.0f} s: {target}")
-    return target
 
 
 def remove_stale_scratch(directory: Path, version: str) -> None:
@@ -111,24 +154,24 @@ def remove_stale_scratch(directory: Path, version: str) -> None:
             shutil.rmtree(stale, ignore_errors=True)
 
 
-def build_into(version: str, target: Path, *, progress: Progress = no_progress) -> None:
-    """Download, configure and build; install the binary atomically at `target` (lock held by the caller)."""
+def compile_llama_server(
+    version: str, work: Path, log_path: Path, *, native: bool = False, progress: Progress = no_progress
+) -> Path:
+    """Download, configure and build in the scratch directory `work`; returns the built binary (not installed)."""
     cmake, generator = _toolchain()
-    log_path = target.parent / "build.log"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with scratch_dir(target.parent.parent, f".build-{version}-") as work:
-        source = fetch_source(version, work, progress=progress)
-        build_dir = work / "build"
-        jobs = cpu_count()
-        with log_path.open("w") as log:
-            progress("configuring llama.cpp (cmake)")
-            _run(configure_command(cmake, generator, source, build_dir), log, log_path, "cmake configure")
-            progress(f"compiling {TARGET} with {jobs} job(s)")
-            _run(build_command(cmake, build_dir, jobs), log, log_path, "cmake build", progress=progress)
-        built = build_dir / "bin" / TARGET
-        if not _executable(built):
-            raise LlamaBuildError(f"the build finished but {built} is missing\n{_tail(log_path)}")
-        install_file(built, target, mode=0o755)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    source = fetch_source(version, work, progress=progress)
+    build_root = work / "build"
+    jobs = cpu_count()
+    with log_path.open("w") as log:
+        progress(f"configuring llama.cpp (cmake, {'GGML_NATIVE=ON: this CPU only' if native else 'portable'})")
+        _run(configure_command(cmake, generator, source, build_root, native=native), log, log_path, "cmake configure")
+        progress(f"compiling {TARGET} with {jobs} job(s)")
+        _run(build_command(cmake, build_root, jobs), log, log_path, "cmake build", progress=progress)
+    built = build_root / "bin" / TARGET
+    if not executable(built):
+        raise LlamaBuildError(f"the build finished but {built} is missing\n{tail_of(log_path)}")
+    return built
 
 
 def _toolchain() -> tuple[str, str]:
@@ -160,15 +203,20 @@ def cpu_count() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def configure_command(cmake: str, generator: str, source: Path, build_dir: Path) -> list[str]:
-    """`cmake -S … -B … -G …` with the CPU-only, static, offline options."""
-    return [cmake, "-S", str(source), "-B", str(build_dir), "-G", generator,
-            *(f"-D{name}={value}" for name, value in CMAKE_OPTIONS.items())]  # fmt: skip
+def configure_command(
+    cmake: str, generator: str, source: Path, build_root: Path, *, native: bool = False, machine: str | None = None
+) -> list[str]:
+    """`cmake -S … -B … -G …` with the CPU-only, static, offline options; portable unless `native`."""
+    options = {**CMAKE_OPTIONS, "GGML_NATIVE": "ON" if native else "OFF"}
+    if not native and (machine or platform.machine()).lower() in X86_MACHINES:
+        options |= X86_PORTABLE_OPTIONS
+    defines = [f"-D{name}={value}" for name, value in options.items()]
+    return [cmake, "-S", str(source), "-B", str(build_root), "-G", generator, *defines]
 
 
-def build_command(cmake: str, build_dir: Path, jobs: int) -> list[str]:
+def build_command(cmake: str, build_root: Path, jobs: int) -> list[str]:
     """`cmake --build` for the one target, with `jobs` parallel jobs."""
-    return [cmake, "--build", str(build_dir), "--target", TARGET, "--config", "Release", "-j", str(jobs)]
+    return [cmake, "--build", str(build_root), "--target", TARGET, "--config", "Release", "-j", str(jobs)]
 
 
 def fetch_source(version: str, work: Path, *, progress: Progress = no_progress) -> Path:
@@ -240,10 +288,10 @@ def _run(command: Sequence[str], log: TextIO, log_path: Path, what: str, *, prog
     finally:
         log.flush()
     if process.wait() != 0:
-        raise LlamaBuildError(f"{what} failed (exit {process.returncode}); full log: {log_path}\n{_tail(log_path)}")
+        raise LlamaBuildError(f"{what} failed (exit {process.returncode}); full log: {log_path}\n{tail_of(log_path)}")
 
 
-def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+def tail_of(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     try:
         text = path.read_text(errors="replace")
     except OSError as exc:

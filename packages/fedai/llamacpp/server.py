@@ -5,6 +5,7 @@
 with one thread by default (`-t 1`: on 2-core machines more threads made generation erratic, DESIGN.md §11).
 The process never outlives its owner: `stop()` (also at interpreter exit) and, on Linux, a parent-death
 signal. Start it from a long-lived thread: Linux sends that signal when the *thread* that forked it ends.
+A death is reported with how it died: SIGILL (a binary built for another CPU) is named as such.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import tempfile
@@ -24,7 +26,6 @@ from typing import Self
 
 import httpx
 
-from fedai.llamacpp.build import ensure_llama_server
 from fedai.service.children import DIE_WITH_PARENT
 
 HOST = "127.0.0.1"
@@ -34,7 +35,39 @@ LOG_TAIL_LINES = 20
 
 
 class LlamaServerError(RuntimeError):
-    """llama-server exited or did not become healthy in time; the message ends with its log's tail."""
+    """llama-server exited or did not become healthy in time; the message ends with its log's tail.
+
+    `returncode` is the process's exit status when it died (negative: killed by that signal), else None.
+    """
+
+    def __init__(self, message: str, returncode: int | None = None) -> None:
+        super().__init__(message)
+        self.returncode = returncode
+
+    @property
+    def sigill(self) -> bool:
+        """It died of an illegal instruction: a binary built for a CPU with instructions this one lacks."""
+        return died_of_sigill(self.returncode)
+
+
+def died_of_sigill(returncode: int | None) -> bool:
+    """Killed by SIGILL (-4 from subprocess), or a shell's report of it (128 + 4 = 132)."""
+    return returncode in (-signal.SIGILL, 128 + signal.SIGILL)
+
+
+def describe_exit(returncode: int | None) -> str:
+    """How a process ended, in words: "killed by SIGILL (illegal instruction)", "exited with status 1"."""
+    if returncode is None:
+        return "still running"
+    if died_of_sigill(returncode):
+        how = "killed by" if returncode < 0 else f"exited with status {returncode}:"
+        return f"{how} SIGILL (illegal instruction)"
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exited with status {returncode}"
 
 
 def free_port(host: str = HOST) -> int:
@@ -110,8 +143,8 @@ def wait_healthy(
 class LlamaServer:
     """One `llama-server` process serving one model on loopback; a context manager too.
 
-    `binary` defaults to `ensure_llama_server()` (building it once if needed); `port` to a free one;
-    `log_path` to a temporary file that is kept for diagnosis.
+    `binary` defaults to `ensure_llama_server(model=model)` (built and smoke-tested on the model once if
+    needed); `port` to a free one; `log_path` to a temporary file that is kept for diagnosis.
     """
 
     model: Path
@@ -142,7 +175,10 @@ class LlamaServer:
     def argv(self) -> list[str]:
         """The command line `start()` runs (binary and port resolved)."""
         if self.binary is None:
-            self.binary = ensure_llama_server()
+            # Imported here: provide.py smoke-tests binaries with this class.
+            from fedai.llamacpp.provide import ensure_llama_server
+
+            self.binary = ensure_llama_server(model=self.model)
         if self.port is None:
             self.port = free_port(self.host)
         return server_args(self.binary, self.model, host=self.host, port=self.port, threads=self.threads,
@@ -151,6 +187,15 @@ class LlamaServer:
 
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
+
+    def exit_status(self, wait: float = 0.0) -> int | None:
+        """The process's exit status once it has ended (waiting up to `wait` seconds), else None."""
+        if self._process is None:
+            return None
+        try:
+            return self._process.wait(timeout=wait) if wait > 0 else self._process.poll()
+        except subprocess.TimeoutExpired:
+            return None
 
     def start(self) -> Self:
         """Start the process and wait until `/health` answers 200; `LlamaServerError` with the log's tail if not."""
@@ -171,8 +216,10 @@ class LlamaServer:
         try:
             wait_healthy(self.url, timeout=self.ready_timeout, alive=self.running, statuses=self.health_statuses)
         except (TimeoutError, ProcessLookupError) as exc:
+            returncode = self.exit_status()  # read before stop(): None if it was alive (a timeout)
             self.stop()
-            raise LlamaServerError(f"{exc}; log {self.log_path}:\n{tail(self.log_path)}") from None
+            how = f" ({describe_exit(returncode)})" if returncode is not None else ""
+            raise LlamaServerError(f"{exc}{how}; log {self.log_path}:\n{tail(self.log_path)}", returncode) from None
         return self
 
     def stop(self, grace: float = STOP_GRACE_S) -> None:
