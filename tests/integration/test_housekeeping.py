@@ -16,6 +16,7 @@ import pytest
 from fedai.protocol.errors import FedaiError
 from fedai.protocol.keys import Keys
 from fedai.sdk import AsyncClient
+from fedai.store import nodes as node_store
 from fedai.store import retention as store
 from fedai_router.config import Retention
 from fedai_router.housekeeping import MEMORY
@@ -99,11 +100,7 @@ async def test_old_rows_go_recent_rows_stay_and_metering_and_nonces_are_never_to
     recent = await _aged(db_pool, 1)
     known = await _aged(db_pool, 40)  # old manifest and health of a node that is still registered
     for pubkey in (known["manifest"], known["health"]):
-        await db_pool.execute(
-            "INSERT INTO nodes (pubkey, endpoint, descriptor, source, last_heartbeat) VALUES ($1, 'e', '{}'::jsonb,"
-            " 'heartbeat', now())",
-            pubkey,
-        )
+        await node_store.upsert_heartbeat(db_pool, pubkey, FakeNode(endpoint="http://127.0.0.1:9").descriptor())
     await db_pool.execute(
         "INSERT INTO metering_records (request_id, origin_id, client, node, model, input_tokens, output_tokens,"
         " wall_ms, bytes_in, bytes_out, prompt_sha256, price_msat, event, created_at)"
@@ -155,6 +152,18 @@ async def test_replicas_pruning_at_once_split_the_rows_without_errors(db_pool: a
     results = await asyncio.gather(*(store.prune(db_pool, rule, 7 * DAY, batch=7, max_batches=1000) for _ in range(3)))
     assert sum(results) == 300
     assert await db_pool.fetchval("SELECT count(*) FROM dispatch_attempts") == 0
+
+
+async def test_a_pruner_skips_rows_another_transaction_holds_instead_of_waiting(db_pool: asyncpg.Pool) -> None:
+    await reset_database(db_pool)
+    for i in range(4):
+        await _quote(db_pool, f"held{i}" if i < 2 else f"free{i}", 30)
+    async with db_pool.acquire() as holder, holder.transaction():
+        await holder.execute("SELECT id FROM quotes WHERE id LIKE 'held%' FOR UPDATE")
+        # would wait for the holder's commit without SKIP LOCKED: the holder commits only after this returns
+        pruning = store.prune(db_pool, store.RULES["quotes"], 7 * DAY, batch=10, max_batches=10)
+        assert await asyncio.wait_for(pruning, 30) == 2
+    assert sorted(r["id"] for r in await db_pool.fetch("SELECT id FROM quotes")) == ["held0", "held1"]
 
 
 async def test_a_stale_node_leaves_postgres_and_memory_and_the_router_keeps_answering(

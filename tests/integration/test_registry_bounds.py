@@ -206,6 +206,7 @@ async def test_relay_announcements_meet_the_same_bounds_and_keep_the_verified_re
             return await handle_announce(svc, event, relay)
 
         assert not await announce("over", "wss://a", widest("over", RegistryLimits(max_models=2, max_aliases=1)))
+        assert not await announce("huge", "wss://a", huge("huge"))  # its size is refused before it is parsed
         # fresh keys on one relay: 3 fill the unverified share of the names (6 of 8), the 4th is refused
         assert [await announce(f"a{i}", "wss://a") for i in range(4)] == [True, True, True, False]
         assert len(svc.registry.tables) == 6
@@ -218,6 +219,7 @@ async def test_relay_announcements_meet_the_same_bounds_and_keep_the_verified_re
         metrics = await _metrics(router.url)
     assert await db_pool.fetchval("SELECT count(*) FROM nodes WHERE source = 'announce'") == 5
     assert 'fedai_router_registry_refused_total{reason="models",source="announce"} 1.0' in metrics
+    assert 'fedai_router_registry_refused_total{reason="descriptor_bytes",source="announce"} 1.0' in metrics
     assert 'fedai_router_registry_refused_total{reason="model_names",source="announce"} 1.0' in metrics
     assert 'fedai_router_registry_refused_total{reason="rate_relay",source="announce"} 1.0' in metrics
 
@@ -228,10 +230,10 @@ async def test_a_replica_reloads_only_what_its_budget_holds_verified_first(
     await reset_database(db_pool)
     async with running_router(database_url) as big:
         desc = widest("r", RegistryLimits(max_models=1, max_aliases=0))
+        verified = Keys.generate()  # the oldest row, loaded first all the same
+        assert (await register(big.url, big.pubkey, verified, desc)).status_code == 200
         for _ in range(9):
             assert await handle_announce(big.service, announcement(Keys.generate(), desc), "wss://r")
-        verified = Keys.generate()  # registered last, loaded first all the same
-        assert (await register(big.url, big.pubkey, verified, desc)).status_code == 200
     small = RegistryLimits(max_nodes=4, verified_reserve=0.25)  # unverified nodes join while fewer than 3 are held
     async with running_router(database_url, keys=big.keys, registry_limits=small) as replica:
         await eventually(lambda: len(replica.service.registry.nodes) == 3, what="the replica loaded its budget")
