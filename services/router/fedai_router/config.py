@@ -19,9 +19,9 @@ class RegistryLimits:
 
     max_models: int = 8  # ROUTER_NODE_MAX_MODELS: models in one descriptor
     max_aliases: int = 4  # ROUTER_NODE_MAX_ALIASES: aliases of one model
-    max_job_types: int = 8  # ROUTER_NODE_MAX_JOB_TYPES: job types of one model
-    max_name_chars: int = 128  # ROUTER_MODEL_NAME_MAX_CHARS: model ids, aliases, job types, region, version
-    max_descriptor_bytes: int = 32 * 1024  # ROUTER_NODE_MAX_DESCRIPTOR_BYTES: heartbeat/announce event, pre-parse
+    max_job_types: int = 4  # ROUTER_NODE_MAX_JOB_TYPES: job types of one model
+    max_name_chars: int = 96  # ROUTER_MODEL_NAME_MAX_CHARS: model ids, aliases, job types, region, version
+    max_descriptor_bytes: int = 16 * 1024  # ROUTER_NODE_MAX_DESCRIPTOR_BYTES: heartbeat/announce event, pre-parse
     max_names: int = 2_000  # ROUTER_MAX_MODEL_NAMES: distinct model names (ids and aliases) overall
     max_nodes: int = 5_000  # ROUTER_MAX_NODES: nodes held in memory
     verified_reserve: float = 0.25  # ROUTER_REGISTRY_VERIFIED_RESERVE: share of both budgets only verified nodes use
@@ -35,10 +35,10 @@ class RegistryLimits:
         return cls(
             max_models=env.integer("ROUTER_NODE_MAX_MODELS", 8, minimum=1, maximum=256),
             max_aliases=env.integer("ROUTER_NODE_MAX_ALIASES", 4, minimum=0, maximum=32),
-            max_job_types=env.integer("ROUTER_NODE_MAX_JOB_TYPES", 8, minimum=1, maximum=64),
-            max_name_chars=env.integer("ROUTER_MODEL_NAME_MAX_CHARS", 128, minimum=8, maximum=200),
+            max_job_types=env.integer("ROUTER_NODE_MAX_JOB_TYPES", 4, minimum=1, maximum=64),
+            max_name_chars=env.integer("ROUTER_MODEL_NAME_MAX_CHARS", 96, minimum=8, maximum=200),
             max_descriptor_bytes=env.integer(
-                "ROUTER_NODE_MAX_DESCRIPTOR_BYTES", 32 * 1024, minimum=1024, maximum=1024 * 1024
+                "ROUTER_NODE_MAX_DESCRIPTOR_BYTES", 16 * 1024, minimum=1024, maximum=1024 * 1024
             ),
             max_names=env.integer("ROUTER_MAX_MODEL_NAMES", 2_000, minimum=1, maximum=1_000_000),
             max_nodes=env.integer("ROUTER_MAX_NODES", 5_000, minimum=1, maximum=1_000_000),
