@@ -58,10 +58,19 @@ async def mark_verified(pool: asyncpg.Pool, pubkey: str) -> None:
     await pool.execute("UPDATE nodes SET verified = true WHERE pubkey = $1 AND NOT verified", pubkey)
 
 
-async def load_nodes(pool: asyncpg.Pool, since: datetime | None = None) -> list[NodeRow]:
-    """All nodes, or those changed after `since` (for incremental registry refresh)."""
+async def load_nodes(
+    pool: asyncpg.Pool, since: datetime | None = None, seen_within_s: float | None = None
+) -> list[NodeRow]:
+    """All nodes, or those changed after `since` (for incremental registry refresh); only those heard from within
+    `seen_within_s` if given. Verified and recently seen nodes first, so a bounded registry keeps those."""
     query = "SELECT pubkey, descriptor, verified, source, last_heartbeat, last_announce, updated_at FROM nodes"
-    rows = await (pool.fetch(query + " WHERE updated_at > $1", since) if since else pool.fetch(query))
+    query += " WHERE ($1::float8 IS NULL"
+    query += " OR greatest(last_heartbeat, last_announce) > now() - make_interval(secs => $1))"
+    args: list[object] = [seen_within_s]
+    if since is not None:  # a separate condition, so the incremental load uses the index on updated_at
+        query += " AND updated_at > $2"
+        args.append(since)
+    rows = await pool.fetch(query + " ORDER BY verified DESC, updated_at DESC", *args)
     return [
         NodeRow(
             pubkey=r["pubkey"],

@@ -18,7 +18,7 @@ from fedai.protocol.errors import ErrorCode, FedaiError
 from fedai.protocol.event import Event
 from fedai.service.http import error_response, event_response, read_body
 from fedai_router import ops
-from fedai_router.address import AddressLimit
+from fedai_router.address import AddressLimit, client_address, rate_key
 from fedai_router.config import RouterSettings
 from fedai_router.federation.jobs import handle_job
 from fedai_router.infer import handle_infer
@@ -32,10 +32,14 @@ from fedai_router.streaming import handle_infer_stream
 log = logging.getLogger("fedai.router")
 
 Handler = Callable[[RouterService, bytes], Awaitable[Event]]
+SourcedHandler = Callable[[RouterService, bytes, str], Awaitable[Event]]  # also given the caller's address
 
 
-def _signed_endpoint(svc: RouterService, route: str, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
-    """Wrap a handler: bounded body, typed errors, metrics per route and outcome."""
+def _signed_endpoint(
+    svc: RouterService, route: str, handler: Handler | None = None, *, sourced: SourcedHandler | None = None
+) -> Callable[[Request], Awaitable[Response]]:
+    """Wrap a handler: bounded body, typed errors, metrics per route and outcome. A `sourced` handler is
+    also given the caller's source address (`client_address`)."""
     latency = svc.metrics.latency.labels(route)
     ok = svc.metrics.requests.labels(route, "ok")
 
@@ -43,7 +47,12 @@ def _signed_endpoint(svc: RouterService, route: str, handler: Handler) -> Callab
         started = time.perf_counter()
         try:
             body = await read_body(request, svc.settings.max_request_bytes)
-            response = event_response(await handler(svc, body))
+            if sourced is not None:
+                answer = await sourced(svc, body, rate_key(client_address(request, svc.settings)))
+            else:
+                assert handler is not None
+                answer = await handler(svc, body)
+            response = event_response(answer)
             ok.inc()
         except FedaiError as err:
             response = _error(svc, route, err)
@@ -78,7 +87,7 @@ def create_app(settings: RouterSettings) -> Starlette:
         Route("/infer/stream", partial(handle_infer_stream, svc), methods=["POST"]),
         Route("/quote", _signed_endpoint(svc, "quote", handle_quote), methods=["POST"]),
         Route("/federation/job", _signed_endpoint(svc, "federation_job", handle_job), methods=["POST"]),
-        Route("/register-node", _signed_endpoint(svc, "register", handle_register), methods=["POST"]),
+        Route("/register-node", _signed_endpoint(svc, "register", sourced=handle_register), methods=["POST"]),
         Route("/manifest", _signed_endpoint(svc, "manifest", handle_manifest), methods=["POST"]),
         Route("/health", partial(ops.health, svc), methods=["GET"]),
         Route("/ready", partial(ops.ready, svc), methods=["GET"]),

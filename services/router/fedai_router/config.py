@@ -13,6 +13,76 @@ from fedai_router.scheduler.types import Policy, Weights
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
+# --- the bounded registry and scheduled pruning (docs/security.d/registry.md) ---------------------------------
+
+
+@dataclass(frozen=True)
+class RegistryLimits:
+    """What one node may register, and what all nodes together may make a replica hold."""
+
+    max_models: int = 8  # ROUTER_NODE_MAX_MODELS: models in one descriptor
+    max_aliases: int = 4  # ROUTER_NODE_MAX_ALIASES: aliases of one model
+    max_job_types: int = 4  # ROUTER_NODE_MAX_JOB_TYPES: job types of one model
+    max_name_chars: int = 96  # ROUTER_MODEL_NAME_MAX_CHARS: model ids, aliases, job types, region, version
+    max_descriptor_bytes: int = 16 * 1024  # ROUTER_NODE_MAX_DESCRIPTOR_BYTES: heartbeat/announce event, pre-parse
+    max_names: int = 2_000  # ROUTER_MAX_MODEL_NAMES: distinct model names (ids and aliases) overall
+    max_nodes: int = 5_000  # ROUTER_MAX_NODES: nodes held in memory
+    verified_reserve: float = 0.25  # ROUTER_REGISTRY_VERIFIED_RESERVE: share of both budgets only verified nodes use
+    register_window_s: int = 600  # ROUTER_REGISTER_WINDOW_S
+    register_per_key: int = 10  # ROUTER_REGISTER_PER_KEY: registrations (new key or new names) per key and window
+    register_per_address: int = 20  # ROUTER_REGISTER_PER_ADDRESS: ... per source address and window
+    announce_per_relay: int = 200  # ROUTER_ANNOUNCE_NEW_PER_RELAY: ... learned from one relay per window
+
+    @classmethod
+    def from_env(cls, env: Env) -> RegistryLimits:
+        return cls(
+            max_models=env.integer("ROUTER_NODE_MAX_MODELS", 8, minimum=1, maximum=256),
+            max_aliases=env.integer("ROUTER_NODE_MAX_ALIASES", 4, minimum=0, maximum=32),
+            max_job_types=env.integer("ROUTER_NODE_MAX_JOB_TYPES", 4, minimum=1, maximum=64),
+            max_name_chars=env.integer("ROUTER_MODEL_NAME_MAX_CHARS", 96, minimum=8, maximum=200),
+            max_descriptor_bytes=env.integer(
+                "ROUTER_NODE_MAX_DESCRIPTOR_BYTES", 16 * 1024, minimum=1024, maximum=1024 * 1024
+            ),
+            max_names=env.integer("ROUTER_MAX_MODEL_NAMES", 2_000, minimum=1, maximum=1_000_000),
+            max_nodes=env.integer("ROUTER_MAX_NODES", 5_000, minimum=1, maximum=1_000_000),
+            verified_reserve=env.number("ROUTER_REGISTRY_VERIFIED_RESERVE", 0.25, minimum=0, maximum=0.9),
+            register_window_s=env.integer("ROUTER_REGISTER_WINDOW_S", 600, minimum=1, maximum=86_400),
+            register_per_key=env.integer("ROUTER_REGISTER_PER_KEY", 10, minimum=1, maximum=100_000),
+            register_per_address=env.integer("ROUTER_REGISTER_PER_ADDRESS", 20, minimum=1, maximum=1_000_000),
+            announce_per_relay=env.integer("ROUTER_ANNOUNCE_NEW_PER_RELAY", 200, minimum=1, maximum=1_000_000),
+        )
+
+
+DAY_S = 86_400
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long rows are kept before the housekeeping job deletes them (0: keep; never for nodes)."""
+
+    interval_s: int = 300  # ROUTER_PRUNE_INTERVAL_S: how often the job runs
+    batch: int = 1_000  # ROUTER_PRUNE_BATCH: rows per DELETE (each its own short transaction)
+    max_batches: int = 100  # ROUTER_PRUNE_MAX_BATCHES: per table and run; the rest waits for the next run
+    nodes_s: int = DAY_S  # ROUTER_NODE_RETENTION_S: since the last heartbeat or announcement
+    quotes_s: int = 7 * DAY_S  # ROUTER_QUOTE_RETENTION_S: after the quote expired
+    chains_s: int = 7 * DAY_S  # ROUTER_CHAIN_RETENTION_S
+    attempts_s: int = 7 * DAY_S  # ROUTER_ATTEMPT_RETENTION_S: failed dispatch attempts
+    manifests_s: int = 30 * DAY_S  # ROUTER_MANIFEST_RETENTION_S: manifests (and health) of nodes no longer known
+
+    @classmethod
+    def from_env(cls, env: Env) -> Retention:
+        year = 366 * DAY_S
+        return cls(
+            interval_s=env.integer("ROUTER_PRUNE_INTERVAL_S", 300, minimum=1, maximum=DAY_S),
+            batch=env.integer("ROUTER_PRUNE_BATCH", 1_000, minimum=1, maximum=100_000),
+            max_batches=env.integer("ROUTER_PRUNE_MAX_BATCHES", 100, minimum=1, maximum=100_000),
+            nodes_s=env.integer("ROUTER_NODE_RETENTION_S", DAY_S, minimum=60, maximum=year),
+            quotes_s=env.integer("ROUTER_QUOTE_RETENTION_S", 7 * DAY_S, minimum=0, maximum=10 * year),
+            chains_s=env.integer("ROUTER_CHAIN_RETENTION_S", 7 * DAY_S, minimum=0, maximum=10 * year),
+            attempts_s=env.integer("ROUTER_ATTEMPT_RETENTION_S", 7 * DAY_S, minimum=0, maximum=10 * year),
+            manifests_s=env.integer("ROUTER_MANIFEST_RETENTION_S", 30 * DAY_S, minimum=0, maximum=10 * year),
+        )
+
 
 @dataclass(frozen=True)
 class RouterSettings:
@@ -40,6 +110,8 @@ class RouterSettings:
     fee_base_msat: int = 0
     fee_ppm: int = 0
     registry_refresh_ms: int = 1_000
+    registry_limits: RegistryLimits = field(default_factory=RegistryLimits)  # bounded registry
+    retention: Retention = field(default_factory=Retention)  # scheduled pruning
     db_pool_max: int = 10
     log_level: str = "INFO"
     weights: Weights = field(default_factory=Weights)
@@ -130,6 +202,8 @@ class RouterSettings:
             fee_base_msat=env.integer("ROUTER_FEE_BASE_MSAT", 0, minimum=0),
             fee_ppm=env.integer("ROUTER_FEE_PPM", 0, minimum=0, maximum=1_000_000),
             registry_refresh_ms=env.integer("ROUTER_REGISTRY_REFRESH_MS", 1_000, minimum=50),
+            registry_limits=RegistryLimits.from_env(env),
+            retention=Retention.from_env(env),
             db_pool_max=env.integer("ROUTER_DB_POOL_MAX", 10, minimum=2),
             log_level=env.text("ROUTER_LOG_LEVEL", "INFO"),
             weights=Weights(
@@ -185,6 +259,7 @@ class RouterSettings:
         if settings.client_allowlist & settings.client_blocklist:
             raise ConfigError("ROUTER_CLIENT_ALLOWLIST and ROUTER_CLIENT_BLOCKLIST share keys")
         check_peer_settings(settings)
+        check_retention(settings)
         return settings
 
 
@@ -244,3 +319,13 @@ def check_peer_settings(settings: RouterSettings) -> None:
         raise ConfigError("ROUTER_PEER_ALLOWLIST and ROUTER_PEER_BLOCKLIST share keys")
     if settings.peer_wot_min > len(settings.follow):
         raise ConfigError("ROUTER_PEER_WOT_MIN is larger than the number of keys in ROUTER_FOLLOW")
+
+
+def check_retention(settings: RouterSettings) -> None:
+    """A node must stay known at least as long as it can count as fresh."""
+    fresh_s = max(settings.heartbeat_ttl_ms / 1000, settings.announce_ttl_s)
+    if settings.retention.nodes_s < fresh_s:
+        raise ConfigError(
+            f"ROUTER_NODE_RETENTION_S ({settings.retention.nodes_s}) is shorter than a node stays fresh "
+            f"(ROUTER_HEARTBEAT_TTL_MS / ROUTER_ANNOUNCE_TTL_S: {fresh_s:g} s)"
+        )

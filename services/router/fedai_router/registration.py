@@ -1,4 +1,8 @@
-"""POST /register-node: a node's signed heartbeat. The node id is the signer; nobody registers another key."""
+"""POST /register-node: a node's signed heartbeat. The node id is the signer; nobody registers another key.
+
+Before anything is claimed or stored: the descriptor's size and caps (`invalid_event`/`too_large` naming the
+variable); for a registration (a new key, or new names) room in the registry (`capacity_exceeded`) and the
+per-address and per-key registration rates (`rate_limited` with Retry-After); then the endpoint check."""
 
 from __future__ import annotations
 
@@ -6,13 +10,27 @@ from fedai.protocol.envelope import seal
 from fedai.protocol.event import Event
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import Ack, NodeDescriptor
+from fedai_router.admission import check_descriptor, check_size
+from fedai_router.index import RegistryRefusal
 from fedai_router.service import RouterService
 
 
-async def handle_register(svc: RouterService, body: bytes) -> Event:
-    opened = svc.open_addressed(body, NodeDescriptor, Kind.NODE_HEARTBEAT)
-    event, descriptor = opened.event, opened.payload
-    await svc.endpoints.check(descriptor.endpoint)
-    await svc.claim(event)
-    await svc.registry.record_heartbeat(event.pubkey, descriptor)
+async def handle_register(svc: RouterService, body: bytes, source: str) -> Event:
+    """`source`: the caller's address (`fedai_router.address`, IPv6 grouped per /64), for the registration rate."""
+    registry, limits = svc.registry, svc.settings.registry_limits
+    try:
+        check_size(len(body), limits)
+        opened = svc.open_addressed(body, NodeDescriptor, Kind.NODE_HEARTBEAT)
+        event, descriptor = opened.event, opened.payload
+        check_descriptor(descriptor, limits)
+        if registry.index.changes_names(event.pubkey, descriptor):
+            registry.index.check_room(event.pubkey, descriptor, verified=True)
+            registry.gate.check(event.pubkey, address=source)
+        await svc.endpoints.check(descriptor.endpoint)
+        async with registry.registering(event.pubkey, descriptor, verified=True):
+            await svc.claim(event)
+            await registry.record_heartbeat(event.pubkey, descriptor)
+    except RegistryRefusal as err:
+        registry.refused("heartbeat", err)
+        raise
     return seal(svc.keys, Kind.ACK, Ack(status="ok", detail="registered"), to=event.pubkey, reply_to=event.id)

@@ -4,22 +4,34 @@ Truth lives in Postgres (heartbeats, announcements and failures are written ther
 summed per minute and exchanged every few seconds); every replica refreshes incrementally. Live load
 (`in_flight`) is what this router has outstanding right now, so the scheduler never waits for the next
 heartbeat to learn that a node is busy (DESIGN.md section 10).
+
+The index is bounded (`RegistryLimits`): rows beyond its budget are not loaded, registrations that would pass it
+are refused, and nodes not seen for `ROUTER_NODE_RETENTION_S` are forgotten (docs/security.d/registry.md).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections import defaultdict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 
 import asyncpg
+from prometheus_client import CollectorRegistry
 
 from fedai.protocol.messages import NodeDescriptor
 from fedai.store import health as health_store
 from fedai.store import manifests as manifest_store
 from fedai.store import nodes as node_store
-from fedai_router.index import NodeIndex
+from fedai_router.admission import RegistrationGate, budget
+from fedai_router.config import RegistryLimits, Retention
+from fedai_router.index import NodeIndex, RegistryFull, RegistryRefusal
 from fedai_router.node_state import NodeState
+
+log = logging.getLogger("fedai.router.registry")
 
 WINDOW_MINUTES = 15
 # Incremental loads read this far behind their watermark: a row stamped now() by a transaction that commits
@@ -40,27 +52,46 @@ def _zero() -> list[float]:
 
 
 class Registry:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        limits: RegistryLimits | None = None,
+        retention: Retention | None = None,
+        metrics: CollectorRegistry | None = None,
+    ) -> None:
         self.pool = pool
-        self.index = NodeIndex()
+        self.limits = limits or RegistryLimits()
+        self.retention = retention or Retention()
+        self.index = NodeIndex(budget(self.limits))
         self.nodes = self.index.nodes
         self.tables = self.index.tables
+        self.gate = RegistrationGate(self.limits, metrics)
+        self._registering = asyncio.Lock()
         self._node_mark: datetime | None = None
         self._health_mark: datetime | None = None
         self._manifest_mark: datetime | None = None
         self.manifest_trust: dict[str, float] = {}  # pubkey -> trust from its stored manifest (node known or not)
+        self._manifest_seen: dict[str, float] = {}  # pubkey -> when its manifest was stored (unix s)
         # this replica's outcomes not yet added to node_stats: pubkey -> [successes, failures, latency_ms_sum]
         self._deltas: defaultdict[str, list[float]] = defaultdict(_zero)
 
     async def refresh(self) -> int:
         """Pull node and health rows changed since the last refresh; returns how many nodes changed."""
-        rows = await node_store.load_nodes(self.pool, since=_since(self._node_mark))
+        rows = await node_store.load_nodes(
+            self.pool, since=_since(self._node_mark), seen_within_s=self.retention.nodes_s
+        )
         for row in rows:
+            self._node_mark = max(self._node_mark or row.updated_at, row.updated_at)
             heartbeat = row.last_heartbeat is not None
             seen = _ts(row.last_heartbeat) if heartbeat else _ts(row.last_announce)
-            state = self.index.upsert(row.pubkey, row.descriptor, verified=row.verified, heartbeat=heartbeat, seen=seen)
+            try:
+                state = self.index.upsert(
+                    row.pubkey, row.descriptor, verified=row.verified, heartbeat=heartbeat, seen=seen
+                )
+            except RegistryFull as err:  # stored by a replica with room (or before a restart): not held here
+                self.refused("refresh", err)
+                continue
             self._apply_manifest(state)
-            self._node_mark = max(self._node_mark or row.updated_at, row.updated_at)
         for h in await health_store.load_health(self.pool, since=_since(self._health_mark)):
             node = self.nodes.get(h.pubkey)
             if node is not None:
@@ -71,13 +102,45 @@ class Registry:
                 self.index.sync(node)
             self._health_mark = max(self._health_mark or h.updated_at, h.updated_at)
         for m in await manifest_store.load_trust(self.pool, since=_since(self._manifest_mark)):
-            self.apply_manifest(m.pubkey, m.trust)
+            self.apply_manifest(m.pubkey, m.trust, stored_at=m.updated_at.timestamp())
             self._manifest_mark = max(self._manifest_mark or m.updated_at, m.updated_at)
         return len(rows)
 
-    def apply_manifest(self, pubkey: str, trust: float) -> bool:
+    def refused(self, source: str, err: RegistryRefusal) -> None:
+        """Count a registration refused by a registry bound (`source`: heartbeat, announce or refresh)."""
+        self.gate.refused.labels(source, err.reason).inc()
+        log.debug("registration refused", extra={"source": source, "code": err.code.value, "reason": err.reason})
+
+    def prune(self, now: float) -> int:
+        """Forget nodes not seen within `ROUTER_NODE_RETENTION_S`, and manifests of unknown nodes older than
+        `ROUTER_MANIFEST_RETENTION_S` (Postgres is pruned by the housekeeping job); returns the nodes forgotten."""
+        removed = self.index.prune(now - self.retention.nodes_s)
+        for pubkey in removed:
+            self._deltas.pop(pubkey, None)
+        if self.retention.manifests_s:
+            cutoff = now - self.retention.manifests_s
+            old = [k for k, at in self._manifest_seen.items() if at < cutoff and k not in self.nodes]
+            for pubkey in old:
+                del self._manifest_seen[pubkey]
+                self.manifest_trust.pop(pubkey, None)
+        return len(removed)
+
+    @asynccontextmanager
+    async def registering(self, pubkey: str, descriptor: NodeDescriptor, *, verified: bool) -> AsyncIterator[None]:
+        """Around claiming and storing a registration (a new key, or new names): one at a time, with the budget
+        checked again under the lock, so concurrent registrations cannot overshoot it. A heartbeat of a known
+        node with the same names passes straight through."""
+        if not self.index.changes_names(pubkey, descriptor):
+            yield
+            return
+        async with self._registering:
+            self.index.check_room(pubkey, descriptor, verified=verified)
+            yield
+
+    def apply_manifest(self, pubkey: str, trust: float, *, stored_at: float | None = None) -> bool:
         """Remember a node's manifest trust and apply it if the node is known; True if it is."""
         self.manifest_trust[pubkey] = trust
+        self._manifest_seen[pubkey] = time.time() if stored_at is None else stored_at
         node = self.nodes.get(pubkey)
         if node is not None:
             self._apply_manifest(node)

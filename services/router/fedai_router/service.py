@@ -30,6 +30,7 @@ from fedai_router.dispatch import Dispatcher
 from fedai_router.endpoints import EndpointValidator
 from fedai_router.federation.announce import CHECK_INTERVAL_S, Announcer
 from fedai_router.federation.peers import PeerBook
+from fedai_router.housekeeping import Housekeeper
 from fedai_router.metrics import RouterMetrics
 from fedai_router.outbound import Outbound
 from fedai_router.ratelimit import RateLimiter
@@ -104,7 +105,8 @@ class RouterService:
             applied = await migrate(conn)
         if applied:
             log.info("applied migrations", extra={"migrations": applied})
-        self.registry = Registry(self.pool)
+        limits, retention = self.settings.registry_limits, self.settings.retention
+        self.registry = Registry(self.pool, limits, retention, self.metrics.registry)
         await self.registry.refresh()
         self.update_node_gauges()
         # the two hot-path writers each keep one connection (their flushes are serialized by group commit)
@@ -127,6 +129,8 @@ class RouterService:
         self._every(NONCE_PRUNE_INTERVAL_S, "nonce prune", self.replay.prune)
         self._every(STATS_INTERVAL_S, "health window exchange", self.registry.exchange_stats)
         self._every(STATS_PRUNE_INTERVAL_S, "health window prune", self._prune_stats)
+        self.housekeeper = Housekeeper(self.pool, self.registry, retention, self.metrics.registry)
+        self._every(retention.interval_s, "housekeeping", self.housekeeper.run)
         self.peers.restore(await load_peers(self.pool))
         self.announcer.update(time.time())
         self._every(CHECK_INTERVAL_S, "federation announce", self.announcer.tick)

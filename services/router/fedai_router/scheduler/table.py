@@ -23,8 +23,12 @@ def _grow(column: npt.NDArray[np.generic], size: int) -> npt.NDArray[np.generic]
     return out
 
 
+COMPACT_ABOVE = 64  # rows in use (live or freed) from which a mostly empty table is packed
+
+
 class ModelTable:
-    """One row per node serving `model` (by id or alias). Freed rows are reused; `alive` marks the live ones."""
+    """One row per node serving `model` (by id or alias). Freed rows are reused; `alive` marks the live ones.
+    A table that falls below a quarter full is packed, so its columns shrink with the nodes it holds."""
 
     # descriptor columns
     input_msat: F
@@ -56,7 +60,7 @@ class ModelTable:
         "default_job": np.bool_, "alive": np.bool_, "announced": np.bool_, "verified": np.bool_, "tiebreak": np.uint64,
     }  # fmt: skip
 
-    def __init__(self, model: str, size: int = 64) -> None:
+    def __init__(self, model: str, size: int = 4) -> None:
         self.model = model
         self.n = 0  # rows in use (live or freed)
         self.nodes: list[NodeState | None] = []
@@ -124,3 +128,20 @@ class ModelTable:
             self.nodes[row] = None
             self.infos[row] = None
             self._free.append(row)
+            if self.n > COMPACT_ABOVE and 4 * len(self.row_of) < self.n:
+                self.compact()
+
+    def compact(self) -> None:
+        """Move the live rows to the front, in order, and shrink the columns to twice their number."""
+        live = sorted(self.row_of.values())
+        size = max(4, 2 * len(live))
+        for name in self._COLUMNS:
+            column = getattr(self, name)
+            packed = np.zeros(size, dtype=column.dtype)
+            packed[: len(live)] = column[live]
+            setattr(self, name, packed)
+        self.nodes = [self.nodes[r] for r in live]
+        self.infos = [self.infos[r] for r in live]
+        self.row_of = {node.pubkey: row for row, node in enumerate(self.nodes) if node is not None}
+        self._free = []
+        self.n = len(live)

@@ -1,0 +1,66 @@
+"""Deleting rows past their retention, in small batches.
+
+Each batch is one short `DELETE` of at most `limit` rows picked with `FOR UPDATE SKIP LOCKED`, so a large backlog
+never holds locks for long, and several router replicas pruning at once split the rows between them instead of
+waiting on each other. The row lock also re-checks the condition: a node that heartbeats while it is being
+pruned keeps its row. Metering records and nonces are not pruned here (nonces have their own pruning in
+`fedai.store.nonces`; metering records are accounting).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import asyncpg
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """Which rows of `table` are past retention: `condition` on the row, with `$1` = retention in seconds."""
+
+    table: str
+    key: str  # the primary key column
+    condition: str
+
+
+_UNKNOWN_NODE = "NOT EXISTS (SELECT 1 FROM nodes n WHERE n.pubkey = {table}.pubkey)"
+_BEFORE = "now() - make_interval(secs => $1)"
+
+RULES: dict[str, Rule] = {
+    # no heartbeat and no announcement within the retention (updated_at is set by both)
+    "nodes": Rule("nodes", "pubkey", f"updated_at < {_BEFORE}"),
+    # expired more than the retention ago (used or not)
+    "quotes": Rule("quotes", "id", f"expires_at < {_BEFORE}"),
+    "chains": Rule("chains", "id", f"created_at < {_BEFORE}"),
+    "dispatch_attempts": Rule("dispatch_attempts", "id", f"created_at < {_BEFORE}"),
+    # a manifest or health record outlives its node by the retention (a manifest may come before the node)
+    "node_manifests": Rule(
+        "node_manifests", "pubkey", f"updated_at < {_BEFORE} AND " + _UNKNOWN_NODE.format(table="node_manifests")
+    ),
+    "node_health": Rule(
+        "node_health", "pubkey", f"updated_at < {_BEFORE} AND " + _UNKNOWN_NODE.format(table="node_health")
+    ),
+}
+
+
+def delete_statement(rule: Rule) -> str:
+    """One batch: `$1` retention in seconds, `$2` the most rows to delete."""
+    # table, key and condition come from RULES above, never from input
+    pick = f"SELECT {rule.key} FROM {rule.table} WHERE {rule.condition} LIMIT $2 FOR UPDATE SKIP LOCKED"  # noqa: S608
+    return f"DELETE FROM {rule.table} WHERE {rule.key} IN ({pick})"  # noqa: S608
+
+
+async def prune(pool: asyncpg.Pool, rule: Rule, retention_s: float, *, batch: int, max_batches: int) -> int:
+    """Delete rows past `retention_s`, `batch` at a time, for at most `max_batches` batches; returns how many.
+    A batch smaller than `batch` means the backlog is done (or the rest is locked by another replica)."""
+    statement = delete_statement(rule)
+    total = 0
+    for _ in range(max_batches):
+        status = await pool.execute(statement, float(retention_s), batch)
+        deleted = int(status.split()[-1])
+        total += deleted
+        if deleted < batch:
+            break
+        await asyncio.sleep(0)  # let the hot path have the pool between batches
+    return total
