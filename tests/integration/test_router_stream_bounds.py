@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import socket
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -15,12 +16,17 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionChunk
 
+from fedai.protocol.envelope import seal
 from fedai.protocol.errors import FedaiError
+from fedai.protocol.keys import Keys
+from fedai.protocol.kinds import Kind
+from fedai.protocol.messages import InferenceRequest
 from fedai.sdk import AsyncClient, AsyncStream
 from fedai.service.stream_limits import CHUNK_SLACK, CHUNKS_PER_TOKEN
 from tests.integration.conftest import SpawnNode
-from tests.support.fake_node import FakeNode
+from tests.support.fake_node import FakeNode, register
 from tests.support.router import RunningRouter, reset_database, running_router
+from tests.support.servers import serve_app
 from tests.support.wait import eventually
 
 IDLE_S = 0.5
@@ -151,3 +157,27 @@ async def test_openai_edge_gets_the_typed_error_in_its_own_shape(router: Running
     assert deltas == ["alpha"]
     assert err.value.code == "upstream_timeout"
     await _settled(router, node)
+
+
+async def test_a_client_that_stops_reading_cannot_hold_the_node(database_url: str, db_pool: asyncpg.Pool) -> None:
+    """The node streams fast, the client never reads: the router's writes block, so the node stream's own bounds
+    are never checked; the response's deadline (total + idle) abandons it and the node is stopped."""
+    await reset_database(db_pool)
+    bounds = {"stream_idle_s": IDLE_S, "stream_max_s": MAX_S, "stream_max_output_bytes": 4 * 1024 * 1024 * 1024}
+    node = FakeNode(behaviour="forever", word_delay_s=0.002, forever_delta="z" * 16 * 1024)
+    async with running_router(database_url, node_timeout_ms=1500, **bounds) as router, serve_app(node.app()) as url:
+        node.endpoint = url
+        assert (await register(router.url, router.pubkey, node.keys, node.descriptor())).status_code == 200
+        payload = InferenceRequest(model="fake-model", prompt="hi", max_tokens=1024, stream=True)
+        request = seal(Keys.generate(), Kind.INFER_REQUEST, payload, to=router.pubkey, nonce=True).to_json()
+        head = f"POST /infer/stream HTTP/1.1\r\nHost: x\r\nContent-Length: {len(request)}\r\n\r\n".encode()
+        loop = asyncio.get_running_loop()
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: a small window
+            sock.setblocking(False)
+            await loop.sock_connect(sock, ("127.0.0.1", int(router.url.rsplit(":", 1)[1])))
+            await loop.sock_sendall(sock, head + request)
+            state = router.service.registry.nodes[node.keys.pubkey]
+            await eventually(lambda: state.in_flight == 1, what="the stream is open")
+            await eventually(lambda: node.cancelled != set(), within=MAX_S + IDLE_S + 5, what="infer.cancel sent")
+            await _settled(router, node)

@@ -98,6 +98,7 @@ class FakeNode:
     streams_finished: int = 0
     flood_bytes: int = 0
     flood_delta: str = "x" * 1024
+    forever_delta: str = " word"
 
     async def _stream(self, request: Request) -> Response:
         self.calls += 1
@@ -158,7 +159,7 @@ class FakeNode:
                 await asyncio.sleep(KEEPALIVE_S)
         if self.behaviour == "forever":
             while forwarded.id not in self.cancelled:
-                yield chunk(" word")
+                yield chunk(self.forever_delta)
                 await asyncio.sleep(self.word_delay_s)
         if self.behaviour == "flood":
             while len(produced) * len(self.flood_delta) < self.flood_bytes:

@@ -54,11 +54,25 @@ MAX_CHUNK_EVENT_BYTES = 256 * 1024
 
 class RelayResponse(StreamingResponse):
     """A StreamingResponse that always closes its generator when the response ends, so a client disconnect
-    runs the relay's clean-up (cancel the node, meter what it produced) at once, not at garbage collection."""
+    runs the relay's clean-up (cancel the node, meter what it produced) at once, not at garbage collection.
+
+    The whole response lasts at most `deadline_s`: a client that stops reading blocks our writes, where the
+    node stream's own bounds are never checked; past the deadline the response is abandoned and the relay's
+    clean-up stops the node."""
+
+    def __init__(self, body: AsyncIterator[bytes], deadline_s: float) -> None:
+        super().__init__(body, media_type="text/event-stream", headers=SSE_HEADERS)
+        self.deadline_s = deadline_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        deadline = asyncio.timeout(self.deadline_s)
         try:
-            await super().__call__(scope, receive, send)
+            async with deadline:
+                await super().__call__(scope, receive, send)
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            log.info("stream response abandoned: the client stopped reading", extra={"deadline_s": self.deadline_s})
         finally:
             close = getattr(self.body_iterator, "aclose", None)
             if close is not None:
@@ -273,7 +287,8 @@ def stream_response(
         async for data in relay(svc, origin, stream, sink, on_answer):
             yield data
 
-    return RelayResponse(body(), media_type="text/event-stream", headers=SSE_HEADERS)
+    limits = svc.settings.stream_limits
+    return RelayResponse(body(), deadline_s=limits.max_s + limits.idle_s)
 
 
 async def _abandon(svc: RouterService, stream: NodeStream) -> None:
