@@ -23,6 +23,7 @@ bench: $(STAMP)  ## each benchmark prints one JSON document
 	$(BIN)/python bench/scheduler.py
 	$(BIN)/python bench/ttft.py
 	$(BIN)/python bench/auction.py
+	$(BIN)/python bench/sse_decode.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -38,7 +38,8 @@ WORDS = [f" w{i}" for i in range(40)]
 
 @dataclass
 class FakeLlama:
-    """Just enough llama-server: /health, /props and a paced /completion stream, scripted by `mode`."""
+    """Just enough llama-server: /health, /props and a paced /completion stream, scripted by `mode` (ok, loading,
+    context, slow, die, and keepalive/empty: one token, then comments or empty events forever)."""
 
     mode: str = "ok"
     token_s: float = 0.0
@@ -82,6 +83,11 @@ class FakeLlama:
             for i, word in enumerate(words):
                 if self.mode == "die" and i == 2:
                     raise ConnectionResetError("llama-server crashed")
+                if self.mode in ("keepalive", "empty") and i == 1:  # one token, then only keep-alives
+                    beat = b": ping\n\n" if self.mode == "keepalive" else b'data: {"content": "", "stop": false}\n\n'
+                    while True:
+                        yield beat
+                        await asyncio.sleep(0.05)
                 await asyncio.sleep(self.token_s)
                 yield b"data: " + msgspec.json.encode({"content": word, "stop": False}) + b"\n\n"
             final = {"content": "", "stop": True, "stop_type": "limit", "tokens_predicted": len(words),

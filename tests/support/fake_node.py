@@ -51,6 +51,10 @@ BEHAVIOURS = (
     "error_500",
     "busy",
 )
+# streaming misbehaviour (router stream bounds): keep-alive comments forever before or after a first chunk
+# (cancel ignored), chunks forever (cancel honoured), `flood_bytes` of output at once, then waiting for the cancel
+STREAM_BEHAVIOURS = ("keepalive_first", "keepalive_mid", "forever", "flood")
+KEEPALIVE_S = 0.05
 
 
 @dataclass
@@ -92,6 +96,9 @@ class FakeNode:
     word_delay_s: float = 0.05
     cancelled: set[str] = field(default_factory=set)
     streams_finished: int = 0
+    flood_bytes: int = 0
+    flood_delta: str = "x" * 1024
+    forever_delta: str = " word"
 
     async def _stream(self, request: Request) -> Response:
         self.calls += 1
@@ -108,6 +115,10 @@ class FakeNode:
         router = forwarded.pubkey
         if self.behaviour == "stream_error_first":
             yield format_sse("error", b'{"error":{"code":"upstream_error","message":"runner down"}}')
+            return
+        if self.behaviour in STREAM_BEHAVIOURS:
+            async for data in self._misbehave(forwarded, req):
+                yield data
             return
         produced: list[str] = []
         for seq, word in enumerate(self.words):
@@ -130,6 +141,35 @@ class FakeNode:
         finish = "cancelled" if forwarded.id in self.cancelled else "stop"
         self.streams_finished += 1
         yield format_sse("done", encode_payload(self.reply(forwarded, req, "".join(produced), finish)))
+
+    async def _misbehave(self, forwarded: Event, req: InferenceRequest) -> AsyncIterator[bytes]:
+        produced: list[str] = []
+
+        def chunk(delta: str) -> bytes:
+            payload = StreamChunk(seq=len(produced), delta=delta)
+            event = seal(self.keys, Kind.STREAM_CHUNK, payload, to=forwarded.pubkey, reply_to=forwarded.id)
+            produced.append(delta)
+            return format_sse("chunk", event.to_json())
+
+        if self.behaviour == "keepalive_mid":
+            yield chunk("alpha")
+        if self.behaviour.startswith("keepalive"):
+            while True:  # the router's cancel changes nothing
+                yield b": ping\n\n"
+                await asyncio.sleep(KEEPALIVE_S)
+        if self.behaviour == "forever":
+            while forwarded.id not in self.cancelled:
+                yield chunk(self.forever_delta)
+                await asyncio.sleep(self.word_delay_s)
+        if self.behaviour == "flood":
+            while len(produced) * len(self.flood_delta) < self.flood_bytes:
+                yield chunk(self.flood_delta)
+            for _ in range(100):  # then wait (silently) for the cancel
+                if forwarded.id in self.cancelled:
+                    break
+                await asyncio.sleep(0.05)
+        self.streams_finished += 1
+        yield format_sse("done", encode_payload(self.reply(forwarded, req, "".join(produced), "cancelled")))
 
     async def _cancel(self, request: Request) -> Response:
         try:

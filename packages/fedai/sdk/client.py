@@ -21,7 +21,8 @@ from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import ChatMessage, InferenceRequest, QuoteRequest, QuoteResponse
 from fedai.protocol.nip98 import auth_header
 from fedai.sdk.chain import VerifiedChain, verify_chain
-from fedai.sdk.stream import AsyncStream, Stream
+from fedai.sdk.stream import DEFAULT_STREAM_LIMITS, AsyncStream, Stream
+from fedai.service.stream_limits import StreamLimits
 
 MAX_ANSWER_BYTES = 16 * 1024 * 1024
 
@@ -110,10 +111,12 @@ class _Base:
         router_pubkey: str | None,
         admin_token: str | None,
         admin_keys: Keys | None,
+        stream_limits: StreamLimits | None,
     ) -> None:
         self.router_url = router_url.rstrip("/")
         self.keys = _keys(keys)
         self._router = parse_pubkey(router_pubkey) if router_pubkey else None
+        self.stream_limits = stream_limits or DEFAULT_STREAM_LIMITS
         self._admin_token = admin_token
         self._admin_keys = admin_keys
 
@@ -152,8 +155,10 @@ class Client(_Base):
     def __init__(
         self, router_url: str, keys: Keys | str | None = None, *, router_pubkey: str | None = None,
         timeout: float = 120.0, admin_token: str | None = None, admin_keys: Keys | None = None,
+        stream_limits: StreamLimits | None = None,
     ) -> None:  # fmt: skip
-        super().__init__(router_url, keys, router_pubkey, admin_token, admin_keys)
+        """`stream_limits` bounds each stream (duration, idle time, output, chunks); default DEFAULT_STREAM_LIMITS."""
+        super().__init__(router_url, keys, router_pubkey, admin_token, admin_keys, stream_limits)
         self._http = httpx.Client(timeout=timeout)
 
     def router_pubkey(self) -> str:
@@ -199,7 +204,7 @@ class Client(_Base):
         """Stream one inference: `with client.stream(...) as s: for delta in s: ...`, then `s.chain`."""
         router = self.router_pubkey()
         event = self._infer_event(router, model, prompt, messages, max_tokens, {**options, "stream": True})
-        return Stream(self._http, self.router_url + "/infer/stream", event, router)
+        return Stream(self._http, self.router_url + "/infer/stream", event, router, self.stream_limits)
 
     def status(self) -> dict[str, Any]:
         """`GET /status`: the operator view with operator credentials (`"view": "operator"`), else the public
@@ -236,8 +241,9 @@ class AsyncClient(_Base):
     def __init__(
         self, router_url: str, keys: Keys | str | None = None, *, router_pubkey: str | None = None,
         timeout: float = 120.0, admin_token: str | None = None, admin_keys: Keys | None = None,
+        stream_limits: StreamLimits | None = None,
     ) -> None:  # fmt: skip
-        super().__init__(router_url, keys, router_pubkey, admin_token, admin_keys)
+        super().__init__(router_url, keys, router_pubkey, admin_token, admin_keys, stream_limits)
         self._http = httpx.AsyncClient(timeout=timeout)
 
     async def router_pubkey(self) -> str:
@@ -281,7 +287,7 @@ class AsyncClient(_Base):
         """`async with await client.stream(...) as s: async for delta in s: ...`, then `s.chain`."""
         router = await self.router_pubkey()
         event = self._infer_event(router, model, prompt, messages, max_tokens, {**options, "stream": True})
-        return AsyncStream(self._http, self.router_url + "/infer/stream", event, router)
+        return AsyncStream(self._http, self.router_url + "/infer/stream", event, router, self.stream_limits)
 
     async def status(self) -> dict[str, Any]:
         return _json(await self._get("/status", self._ops_headers("/status")))

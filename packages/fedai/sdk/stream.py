@@ -3,10 +3,16 @@
 A chunk must be a router-signed kind-21040 event addressed to the client, e-tagged to its request, in
 sequence. The final `done` event is the same chain `/infer` returns, and the concatenated chunks must be
 exactly the output the node signed and metered.
+
+Every stream is bounded (`StreamLimits`, set with the clients' `stream_limits`): total duration, time waiting for
+the router's next delta, output bytes, chunks and bytes read. The defaults sit above a default router's own
+bounds, so a router's typed error event normally arrives first; a bound tripped here raises `FedaiError`
+(`upstream_timeout` for time, `upstream_error` for size) and closes the connection.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -19,10 +25,13 @@ from fedai.protocol.event import Event, decode_event
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import StreamChunk
 from fedai.sdk.chain import ChainError, VerifiedChain, verify_chain
-from fedai.service.sse import SSEDecoder, SSEvent
+from fedai.service.sse import SSEDecoder, SSEError, SSEvent
+from fedai.service.stream_limits import StreamBudget, StreamLimits
 
 MAX_STREAM_EVENT_BYTES = 16 * 1024 * 1024
 STREAM_HEADERS = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+# above the router's defaults (600 s, 60 s, 1 MiB, 32768 chunks): the router's own typed error comes first
+DEFAULT_STREAM_LIMITS = StreamLimits(max_s=660.0, idle_s=90.0, max_output_bytes=2 * 1024 * 1024, max_chunks=65_536)
 
 
 class StreamVerifier:
@@ -82,12 +91,64 @@ def _raise_for_status(response: httpx.Response, body: bytes) -> None:
         raise FedaiError.from_dict(document, response.status_code)
 
 
+def _read_timeout(http: httpx.Client | httpx.AsyncClient, limits: StreamLimits) -> httpx.Timeout:
+    """The client's timeouts, but no read may wait longer than the stream's idle bound."""
+    t = http.timeout
+    return httpx.Timeout(
+        connect=t.connect, read=min(t.read or limits.idle_s, limits.idle_s), write=t.write, pool=t.pool
+    )
+
+
+def _stream_limits(request: Event, limits: StreamLimits) -> StreamLimits:
+    try:
+        max_tokens = msgspec.json.decode(request.content).get("max_tokens")
+    except (msgspec.DecodeError, AttributeError):
+        max_tokens = None
+    return limits.for_request(max_tokens) if isinstance(max_tokens, int) else limits
+
+
+def _broken(exc: Exception, budget: StreamBudget) -> FedaiError:
+    """A failure while reading the router's stream, as a typed error."""
+    if isinstance(exc, FedaiError):
+        return exc
+    if isinstance(exc, TimeoutError):  # the budget's own window ran out
+        return budget.timed_out()
+    if isinstance(exc, httpx.TimeoutException):
+        return FedaiError(ErrorCode.UPSTREAM_TIMEOUT, "router sent nothing within the read timeout")
+    if isinstance(exc, SSEError):
+        return FedaiError(ErrorCode.UPSTREAM_ERROR, "router sent malformed Server-Sent Events")
+    return FedaiError(ErrorCode.UPSTREAM_ERROR, f"router stream broke: {type(exc).__name__}")
+
+
+class _Reader:
+    """What both stream flavours do with the bytes they read: decode, verify, count against the bounds."""
+
+    def __init__(self, request: Event, router: str, limits: StreamLimits) -> None:
+        self.verifier = StreamVerifier(request, router)
+        self.budget = StreamBudget(_stream_limits(request, limits), what="router stream")
+        self.decoder = SSEDecoder(MAX_STREAM_EVENT_BYTES)
+
+    def deltas(self, data: bytes) -> list[str]:
+        self.budget.received(len(data))
+        found = []
+        for event in self.decoder.feed(data):
+            delta = self.verifier.handle(event)
+            if delta is not None:
+                self.budget.delta(delta)
+                found.append(delta)
+        return found
+
+
 class Stream:
     """Iterate for text deltas; `chain` holds the verified chain once the iteration ends."""
 
-    def __init__(self, http: httpx.Client, url: str, request: Event, router: str) -> None:
-        self._context = http.stream("POST", url, content=request.to_json(), headers=STREAM_HEADERS)
-        self._verifier = StreamVerifier(request, router)
+    def __init__(
+        self, http: httpx.Client, url: str, request: Event, router: str, limits: StreamLimits = DEFAULT_STREAM_LIMITS
+    ) -> None:
+        timeout = _read_timeout(http, limits)
+        self._context = http.stream("POST", url, content=request.to_json(), headers=STREAM_HEADERS, timeout=timeout)
+        self._reader = _Reader(request, router, limits)
+        self._verifier = self._reader.verifier
         self.request = request
 
     def __enter__(self) -> Stream:
@@ -102,12 +163,22 @@ class Stream:
         except httpx.HTTPError as exc:
             raise FedaiError(ErrorCode.UPSTREAM_ERROR, f"router unreachable: {type(exc).__name__}") from None
         _raise_for_status(response, response.read() if response.status_code != 200 else b"")
-        decoder = SSEDecoder(MAX_STREAM_EVENT_BYTES)
-        for data in response.iter_bytes():
-            for event in decoder.feed(data):
-                delta = self._verifier.handle(event)
-                if delta is not None:
-                    yield delta
+        reader, budget = self._reader, self._reader.budget
+        chunks = response.iter_bytes()
+        while True:
+            began = budget.clock()
+            try:
+                budget.check_time()
+                data = next(chunks, b"")
+                budget.waited(budget.clock() - began)
+                found = reader.deltas(data) if data else []
+            except (FedaiError, httpx.HTTPError, SSEError) as exc:
+                budget.waited(budget.clock() - began)
+                response.close()
+                raise _broken(exc, budget) from None
+            if not data:
+                break
+            yield from found
         self._verifier.finished()
 
     @property
@@ -118,9 +189,18 @@ class Stream:
 class AsyncStream:
     """`async for` text deltas; `chain` holds the verified chain once the iteration ends."""
 
-    def __init__(self, http: httpx.AsyncClient, url: str, request: Event, router: str) -> None:
-        self._context = http.stream("POST", url, content=request.to_json(), headers=STREAM_HEADERS)
-        self._verifier = StreamVerifier(request, router)
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        url: str,
+        request: Event,
+        router: str,
+        limits: StreamLimits = DEFAULT_STREAM_LIMITS,
+    ) -> None:
+        timeout = _read_timeout(http, limits)
+        self._context = http.stream("POST", url, content=request.to_json(), headers=STREAM_HEADERS, timeout=timeout)
+        self._reader = _Reader(request, router, limits)
+        self._verifier = self._reader.verifier
         self.request = request
 
     async def __aenter__(self) -> AsyncStream:
@@ -135,12 +215,24 @@ class AsyncStream:
         except httpx.HTTPError as exc:
             raise FedaiError(ErrorCode.UPSTREAM_ERROR, f"router unreachable: {type(exc).__name__}") from None
         _raise_for_status(response, await response.aread() if response.status_code != 200 else b"")
-        decoder = SSEDecoder(MAX_STREAM_EVENT_BYTES)
-        async for data in response.aiter_bytes():
-            for event in decoder.feed(data):
-                delta = self._verifier.handle(event)
-                if delta is not None:
-                    yield delta
+        reader, budget = self._reader, self._reader.budget
+        chunks = response.aiter_bytes()
+        while True:
+            began = budget.clock()
+            try:
+                window = asyncio.timeout(budget.window())
+                async with window:
+                    data = await anext(chunks, b"")
+                budget.waited(budget.clock() - began)
+                found = reader.deltas(data) if data else []
+            except (FedaiError, TimeoutError, httpx.HTTPError, SSEError) as exc:
+                budget.waited(budget.clock() - began)
+                await response.aclose()
+                raise _broken(exc, budget) from None
+            if not data:
+                break
+            for delta in found:
+                yield delta
         self._verifier.finished()
 
     @property

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from fedai.protocol.keys import Keys
 from fedai.service.config import ConfigError, Env
+from fedai.service.stream_limits import StreamLimits
 from fedai_node.runners import RUNNER_NAMES, URL_RUNNERS
 from fedai_node.runners.mock import MOCK_MODEL_ID
 from fedai_node.sandbox import check_sandbox, parse_mode
@@ -39,7 +40,10 @@ class NodeSettings:
     capacity_max: int = 4
     max_prompt_bytes: int = 65536
     max_tokens: int = 1024
-    runner_timeout_ms: int = 60_000
+    runner_timeout_ms: int = 60_000  # also the total duration of one stream
+    stream_idle_s: float = 60.0  # waiting for the runner's next delta (keep-alives and empty events do not count)
+    stream_max_output_bytes: int = 1024 * 1024  # UTF-8 bytes of all deltas of one stream
+    stream_max_chunks: int = 32_768  # lowered per request to 4 x max_tokens + 16
     max_request_bytes: int = 262_144
     sandbox_mode: str = "off"
     sandbox_allowed_runners: tuple[str, ...] = ()
@@ -52,6 +56,13 @@ class NodeSettings:
     mock_delay_ms: int = 0
     mock_token_ms: int = 0
     log_level: str = "INFO"
+
+    @property
+    def stream_limits(self) -> StreamLimits:
+        """One stream's bounds: the total is NODE_RUNNER_TIMEOUT_MS, as for `/infer`."""
+        return StreamLimits(
+            self.runner_timeout_ms / 1000, self.stream_idle_s, self.stream_max_output_bytes, self.stream_max_chunks
+        )
 
 
 def _runner(env: Env) -> str:
@@ -110,6 +121,11 @@ def from_env(env: Env | None = None) -> NodeSettings:
         max_prompt_bytes=env.integer("NODE_MAX_PROMPT_BYTES", 65536, minimum=1),
         max_tokens=env.integer("NODE_MAX_TOKENS", 1024, minimum=1),
         runner_timeout_ms=env.integer("NODE_RUNNER_TIMEOUT_MS", 60_000, minimum=1),
+        stream_idle_s=env.number("NODE_STREAM_IDLE_S", 60.0, minimum=1, maximum=3600),
+        stream_max_output_bytes=env.integer(
+            "NODE_STREAM_MAX_OUTPUT_BYTES", 1024 * 1024, minimum=1024, maximum=4 * 1024 * 1024
+        ),
+        stream_max_chunks=env.integer("NODE_STREAM_MAX_CHUNKS", 32_768, minimum=16, maximum=1_000_000),
         max_request_bytes=env.integer("NODE_MAX_REQUEST_BYTES", 262_144, minimum=1024),
         sandbox_mode=sandbox_mode,
         sandbox_allowed_runners=allowed_runners,

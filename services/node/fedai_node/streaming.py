@@ -8,7 +8,10 @@ stream ends with exactly one of:
 
 - `event: done`, data = `NodeReply{response, metering}` as `/infer` answers, output = the concatenated deltas;
   finish_reason `cancelled` (and usage counting only what was produced) after `/infer/cancel`;
-- `event: error`, data = `{"error": {"code", "message"}}`, when the runner fails or times out mid-stream.
+- `event: error`, data = `{"error": {"code", "message"}}`, when the runner fails or times out mid-stream, or
+  crosses a stream bound: NODE_STREAM_IDLE_S without a delta (keep-alive comments and empty events from the
+  model server are not deltas), NODE_STREAM_MAX_OUTPUT_BYTES or NODE_STREAM_MAX_CHUNKS (the total is
+  NODE_RUNNER_TIMEOUT_MS). The runner is stopped; a delta that would cross a bound is not sent.
 
 If the router's connection drops, generation stops (the runner's HTTP response is closed), the partial usage
 is counted in the metrics and logs, and the capacity slot is freed.
@@ -34,6 +37,7 @@ from fedai.protocol.messages import Ack, InferCancel, StreamChunk
 from fedai.protocol.replay import claim_or_raise
 from fedai.service.http import error_response, event_response, read_body
 from fedai.service.sse import format_sse
+from fedai.service.stream_limits import StreamBudget
 from fedai.service.tasks import cancel_and_wait
 from fedai_node.runners.base import RunnerError, RunnerResult
 from fedai_node.serving import Admitted, as_protocol_error
@@ -141,14 +145,30 @@ class LiveStream(Response):
         return RunnerResult(output, CANCELLED, input_tokens, output_tokens)
 
     async def _generate(self, send: Send) -> RunnerResult | None:
-        """Run the runner's stream under NODE_RUNNER_TIMEOUT_MS, writing each delta; None if stopped early."""
+        """Run the runner's stream under NODE_RUNNER_TIMEOUT_MS and the stream bounds, writing each delta; None
+        if stopped early. Only the wait for the runner's next item counts as idle (not writing to the router)."""
         runner = self.service.runner
+        limits = self.service.settings.stream_limits.for_request(self.admitted.req.max_tokens)
+        budget = StreamBudget(limits, what="the runner's stream")
         async with asyncio.timeout(self.service.timeout_s):
             async with contextlib.aclosing(runner.stream(self.admitted.req)) as items:
-                async for item in items:
+                while True:
+                    window = asyncio.timeout(budget.window())
+                    began = budget.clock()
+                    try:
+                        async with window:
+                            item = await anext(items)
+                    except StopAsyncIteration:
+                        break
+                    except TimeoutError:
+                        if window.expired():
+                            raise budget.timed_out() from None
+                        raise
+                    budget.waited(budget.clock() - began)
                     if isinstance(item, RunnerResult):
                         return item
                     if item:
+                        budget.delta(item)  # raises before a delta that crosses a bound is written
                         await self._chunk(send, item)
                         if self.stop_reason is not None:
                             return None

@@ -9,6 +9,7 @@ from pathlib import Path
 from fedai.protocol.errors import KeyFormatError
 from fedai.protocol.keys import Keys, parse_pubkey
 from fedai.service.config import ConfigError, Env
+from fedai.service.stream_limits import StreamLimits
 from fedai_router.scheduler.types import Policy, Weights
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -103,6 +104,11 @@ class RouterSettings:
     clock_skew_s: int = 60
     node_timeout_ms: int = 60_000
     node_connect_timeout_ms: int = 2_000
+    # streams read from nodes (docs/security.d/streams.md)
+    stream_max_s: float = 600.0  # total duration of one stream
+    stream_idle_s: float = 60.0  # waiting for the node's next delta (keep-alive comments do not count)
+    stream_max_output_bytes: int = 1024 * 1024  # UTF-8 bytes of all deltas
+    stream_max_chunks: int = 32_768  # lowered per request to 4 x max_tokens + 16
     max_attempts: int = 3
     heartbeat_ttl_ms: int = 30_000
     announce_ttl_s: int = 900
@@ -166,6 +172,10 @@ class RouterSettings:
         return min(self.fed_max_privacy, self.fed_privacy_by_job.get(job_type or "text-generation", 3))
 
     @property
+    def stream_limits(self) -> StreamLimits:
+        return StreamLimits(self.stream_max_s, self.stream_idle_s, self.stream_max_output_bytes, self.stream_max_chunks)
+
+    @property
     def policy(self) -> Policy:
         return Policy(
             heartbeat_ttl_s=self.heartbeat_ttl_ms / 1000,
@@ -195,6 +205,12 @@ class RouterSettings:
             clock_skew_s=env.integer("FEDAI_CLOCK_SKEW_S", 60, minimum=1),
             node_timeout_ms=env.integer("ROUTER_NODE_TIMEOUT_MS", 60_000, minimum=10),
             node_connect_timeout_ms=env.integer("ROUTER_NODE_CONNECT_TIMEOUT_MS", 2_000, minimum=10),
+            stream_max_s=env.number("ROUTER_STREAM_MAX_S", 600.0, minimum=1, maximum=86_400),
+            stream_idle_s=env.number("ROUTER_STREAM_IDLE_S", 60.0, minimum=1, maximum=3600),
+            stream_max_output_bytes=env.integer(
+                "ROUTER_STREAM_MAX_OUTPUT_BYTES", 1024 * 1024, minimum=1024, maximum=4 * 1024 * 1024
+            ),
+            stream_max_chunks=env.integer("ROUTER_STREAM_MAX_CHUNKS", 32_768, minimum=16, maximum=1_000_000),
             max_attempts=env.integer("ROUTER_MAX_ATTEMPTS", 3, minimum=1, maximum=10),
             heartbeat_ttl_ms=env.integer("ROUTER_HEARTBEAT_TTL_MS", 30_000, minimum=100),
             announce_ttl_s=env.integer("ROUTER_ANNOUNCE_TTL_S", 900, minimum=1),

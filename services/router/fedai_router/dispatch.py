@@ -123,7 +123,8 @@ class Dispatcher:
         self.registry = registry
         self.metrics = metrics
         self.timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=connect_timeout_s)
-        # streams: no total limit, but each read (first chunk, next chunk) must come within the node timeout
+        # streams: each socket read within the node timeout; the stream's own bounds (total, idle, output) are
+        # kept by fedai_router.streaming (ROUTER_STREAM_*), since keep-alive comments reset this one
         self.stream_timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout_s, sock_read=timeout_s)
         self.skew_s = skew_s
 

@@ -5,6 +5,11 @@ Events to the client: `chunk` (a router-signed kind-21040 event, `e` = the clien
 `error` (`{"error": {code, message}}`). The router fails over to another node only until the node's first
 chunk; after that a failure is an `error` event, never a silent end. If the client goes away, the router
 tells the node to stop (signed infer.cancel), reads what it produced and stores its metering.
+
+Every node stream is bounded (`ROUTER_STREAM_*`, fedai.service.stream_limits): total duration, idle time
+(keep-alive comments are not activity), output bytes, chunks and bytes on the wire. Before the first chunk a
+tripped bound is a node failure like a timeout (failover); after it, the client gets a typed `error` event and
+the node is stopped and metered as on a disconnect.
 """
 
 from __future__ import annotations
@@ -31,8 +36,9 @@ from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import InferCancel, InferenceRequest, InferResult, StreamChunk
 from fedai.service.http import error_response, read_body
 from fedai.service.sse import SSEDecoder, SSEError, SSEvent, format_sse
+from fedai.service.stream_limits import StreamBudget, StreamCapExceeded
 from fedai.store.metering import MeteringEntry
-from fedai_router.dispatch import Origin, error_from_reply
+from fedai_router.dispatch import MAX_NODE_REPLY_BYTES, Origin, error_from_reply
 from fedai_router.infer import plan, while_claiming
 from fedai_router.node_state import NodeState
 from fedai_router.scheduler import Candidate
@@ -48,11 +54,25 @@ MAX_CHUNK_EVENT_BYTES = 256 * 1024
 
 class RelayResponse(StreamingResponse):
     """A StreamingResponse that always closes its generator when the response ends, so a client disconnect
-    runs the relay's clean-up (cancel the node, meter what it produced) at once, not at garbage collection."""
+    runs the relay's clean-up (cancel the node, meter what it produced) at once, not at garbage collection.
+
+    The whole response lasts at most `deadline_s`: a client that stops reading blocks our writes, where the
+    node stream's own bounds are never checked; past the deadline the response is abandoned and the relay's
+    clean-up stops the node."""
+
+    def __init__(self, body: AsyncIterator[bytes], deadline_s: float) -> None:
+        super().__init__(body, media_type="text/event-stream", headers=SSE_HEADERS)
+        self.deadline_s = deadline_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        deadline = asyncio.timeout(self.deadline_s)
         try:
-            await super().__call__(scope, receive, send)
+            async with deadline:
+                await super().__call__(scope, receive, send)
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            log.info("stream response abandoned: the client stopped reading", extra={"deadline_s": self.deadline_s})
         finally:
             close = getattr(self.body_iterator, "aclose", None)
             if close is not None:
@@ -65,7 +85,8 @@ class NodeStream:
 
     resp: aiohttp.ClientResponse
     decoder: SSEDecoder
-    pending: list[SSEvent]
+    budget: StreamBudget
+    pending: list[SSEvent] = field(default_factory=list)
     node: NodeState | None = None
     binding: Binding | None = None
     started: float = 0.0
@@ -73,18 +94,38 @@ class NodeStream:
     deltas: list[str] = field(default_factory=list)
 
     async def events(self) -> AsyncIterator[SSEvent]:
+        """The node's events; raises `StreamCapExceeded` when the time or wire bound runs out."""
         while True:
             while self.pending:
                 yield self.pending.pop(0)
-            data = await self.resp.content.readany()
+            data = await self._read()
             if not data:
                 return
+            self.budget.received(len(data))
             self.pending.extend(self.decoder.feed(data))
 
+    async def _read(self) -> bytes:
+        """The next bytes, waiting no longer than the budget allows (only this wait counts as idle time)."""
+        budget = self.budget
+        window = asyncio.timeout(budget.window())
+        began = budget.clock()
+        try:
+            async with window:
+                return await self.resp.content.readany()
+        except TimeoutError:
+            if window.expired():
+                raise budget.timed_out() from None
+            raise
+        finally:
+            budget.waited(budget.clock() - began)
+
     def chunk(self, event: SSEvent) -> StreamChunk:
+        """A verified chunk, counted against the output bounds (it joins `deltas` even when it trips one, so the
+        node's final output can still be checked against everything it sent)."""
         assert self.binding is not None
         chunk = verify_chunk(decode_event(event.data, MAX_CHUNK_EVENT_BYTES), self.binding, len(self.deltas))
         self.deltas.append(chunk.delta)
+        self.budget.delta(chunk.delta)
         return chunk
 
     def done(self, event: SSEvent) -> Verified:
@@ -107,11 +148,12 @@ class NodeStream:
         self.resp.release()
 
 
-async def open_node_stream(svc: RouterService, node: NodeState, binding: Binding) -> NodeStream:
+async def open_node_stream(svc: RouterService, node: NodeState, binding: Binding, budget: StreamBudget) -> NodeStream:
     """Call the node's /infer/stream and wait for its first event: errors until then allow failover."""
     url, body = node.endpoint + "/infer/stream", binding.forwarded.to_json()
     resp = await svc.outbound.open_stream(url, body, target="node", client_timeout=svc.dispatcher.stream_timeout)
-    stream = NodeStream(resp, SSEDecoder(MAX_CHUNK_EVENT_BYTES + 1024), [])
+    # one event at most as large as a whole /infer reply: the final event carries the output
+    stream = NodeStream(resp, SSEDecoder(MAX_NODE_REPLY_BYTES), budget)
     try:
         if resp.status != 200:
             body = await resp.content.read(64 * 1024)
@@ -165,12 +207,16 @@ class NativeSink:
 
 
 async def open_stream(
-    svc: RouterService, origin: Origin, payload: InferenceRequest, candidates: list[Candidate]
+    svc: RouterService, origin: Origin, payload: InferenceRequest, candidates: list[Candidate], started: float
 ) -> NodeStream:
-    """Open a node stream through the failover loop; the node stays in flight until the relay ends."""
+    """Open a node stream through the failover loop; the node stays in flight until the relay ends. The total
+    duration counts from `started` (the request's arrival, monotonic clock) across attempts; idle time restarts
+    with each attempt."""
+    limits = svc.settings.stream_limits.for_request(payload.max_tokens)
 
     async def call(node: NodeState, binding: Binding) -> NodeStream:
-        return await open_node_stream(svc, node, binding)
+        budget = StreamBudget(limits, what="node stream", started=started)
+        return await open_node_stream(svc, node, binding, budget)
 
     attempted = await svc.dispatcher.failover(origin, payload, candidates, call, hold=True)
     stream = attempted.result
@@ -213,15 +259,13 @@ def stream_response(
     round trip from the time to the first token."""
 
     async def body() -> AsyncIterator[bytes]:
-        arrived = time.perf_counter()
+        arrived, started = time.perf_counter(), time.monotonic()
+        opening = partial(open_stream, svc, origin, payload, candidates, started)
         try:
             if claim is None:
-                stream = await open_stream(svc, origin, payload, candidates)
+                stream = await opening()
             else:
-                stream = await while_claiming(
-                    svc, claim, lambda: open_stream(svc, origin, payload, candidates), partial(_abandon, svc),
-                    local=False,
-                )  # fmt: skip
+                stream = await while_claiming(svc, claim, opening, partial(_abandon, svc), local=False)
         except FedaiError as err:
             svc.metrics.errors.labels(err.code.value).inc()
             svc.metrics.streams.labels("error").inc()
@@ -231,7 +275,8 @@ def stream_response(
         async for data in relay(svc, origin, stream, sink, on_answer):
             yield data
 
-    return RelayResponse(body(), media_type="text/event-stream", headers=SSE_HEADERS)
+    limits = svc.settings.stream_limits
+    return RelayResponse(body(), deadline_s=limits.max_s + limits.idle_s)
 
 
 async def _abandon(svc: RouterService, stream: NodeStream) -> None:
@@ -251,7 +296,7 @@ async def relay(
     """Verify each node event, write it for the caller, and finish with the stored, verified chain."""
     assert stream.node is not None and stream.binding is not None
     node = stream.node
-    finished = clean = False
+    ending = "cancel"  # how the node stream ends: release (clean), close (failed), cancel (stop and meter)
     first_chunk_at: float | None = None
     try:
         async for event in stream.events():
@@ -264,7 +309,7 @@ async def relay(
                 answer = await store_and_answer(svc, origin, stream, verified)
                 if on_answer is not None:
                     await on_answer(answer)
-                finished = clean = True
+                ending = "release"
                 ttft = (first_chunk_at or time.perf_counter()) - stream.started
                 await svc.dispatcher.finish(node, stream.started, latency_s=ttft)
                 svc.metrics.streams.labels("done").inc()
@@ -273,19 +318,25 @@ async def relay(
             elif event.event == "error":
                 raise _error_event(event)
         raise FedaiError(ErrorCode.UPSTREAM_ERROR, "node stream ended without a result")
+    except StreamCapExceeded as capped:  # the node stays in flight until it is stopped and metered
+        log.info("node stream bound reached", extra={"node": node.pubkey[:16], "cap": capped.cap})
+        elapsed_ms = (time.perf_counter() - stream.started) * 1000
+        await svc.dispatcher.penalise(origin, node, stream.attempt, capped, elapsed_ms)
+        svc.metrics.streams.labels("capped").inc()
+        yield sink.error(capped)
     except (FedaiError, TimeoutError, aiohttp.ClientError, SSEError) as exc:
         err = exc if isinstance(exc, FedaiError) else _transport_error(svc, exc)
-        finished = True
+        ending = "close"
         svc.registry.end(node)
         await svc.dispatcher.penalise(origin, node, stream.attempt, err, (time.perf_counter() - stream.started) * 1000)
         svc.metrics.streams.labels("error").inc()
         yield sink.error(err)
     finally:
-        if clean:
+        if ending == "release":
             await stream.release()
-        elif finished:
+        elif ending == "close":
             stream.close()
-        else:  # the caller went away mid-stream: stop the node, meter what it produced
+        else:  # the caller went away mid-stream, or a bound tripped: stop the node, meter what it produced
             svc.spawn(_cancel_and_meter(svc, origin, stream), "stream cancel")
 
 
@@ -312,10 +363,13 @@ async def store_and_answer(svc: RouterService, origin: Origin, stream: NodeStrea
 
 
 async def _cancel_and_meter(svc: RouterService, origin: Origin, stream: NodeStream) -> None:
-    """After a client disconnect: signed infer.cancel to the node, then drain its stream to the `done` with the
-    metering of what it produced, and store that. The node leaves our in-flight count when this ends."""
+    """After a client disconnect or a tripped bound: signed infer.cancel to the node, then drain its stream to the
+    `done` with the metering of what it produced, and store that. The drain gets CANCEL_GRACE_S and doubled count
+    bounds (what was already in flight); the node leaves our in-flight count when this ends."""
     assert stream.node is not None and stream.binding is not None
     node = stream.node
+    capped = stream.budget.tripped
+    stream.budget.grace(CANCEL_GRACE_S)
     try:
         async with asyncio.timeout(CANCEL_GRACE_S):
             cancel = seal(svc.keys, Kind.INFER_CANCEL, InferCancel(request=stream.binding.forwarded.id),
@@ -331,7 +385,8 @@ async def _cancel_and_meter(svc: RouterService, origin: Origin, stream: NodeStre
                     stream.chunk(event)
                 elif event.event == "done":
                     await store_and_answer(svc, origin, stream, stream.done(event))
-                    svc.metrics.streams.labels("cancelled").inc()
+                    if not capped:  # a capped stream was counted as such already
+                        svc.metrics.streams.labels("cancelled").inc()
                     return
                 elif event.event == "error":
                     return
