@@ -28,7 +28,6 @@ TABLES = (
     "node_manifests",
     "peers",
     "federation_jobs",
-    "peer_spend",
 )
 
 
