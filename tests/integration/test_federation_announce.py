@@ -151,6 +151,8 @@ async def test_two_routers_learn_each_others_caps_prices_and_status(
         assert peer_status is not None and (peer_status.backpressure, peer_status.nodes) == ("NORMAL", 1)
         assert a.pubkey not in peer_keys(a.service.peers, "alpha")  # never itself
 
+        # B's status follows its caps once B's load check sees its node (up to a second later)
+        await eventually(lambda: a.service.peers.status(b.pubkey) is not None, within=10, what="a has b's status")
         row = await db_pool.fetchrow("SELECT * FROM peers WHERE pubkey = $1", b.pubkey)
         assert row["caps"]["models"] == ["beta"] and list(row["prices"]) == [TG]
         assert row["status"]["backpressure"] == "NORMAL"

@@ -244,22 +244,24 @@ class PeerBook:
             return "malformed", None
         return ("muted" if state == "muted" else "accepted"), Incoming(event, d, expires_at, payload)
 
-    def remember(self, incoming: Incoming, now: float) -> None:
+    def remember(self, incoming: Incoming, now: float) -> bool:
+        """Hold a checked announcement in memory; False when it no longer fits (the book or the peer's sheets
+        filled up since `check`) or a newer one is already held."""
         event = incoming.event
         record = self._peers.get(event.pubkey)
         if record is None:
             if len(self._peers) >= self.max_peers:
                 victim = self._room_for(event.pubkey, now)
                 if victim is None:
-                    return  # the book filled up while this one was being stored
+                    return False
                 del self._peers[victim]
                 self._evicted.append(victim)
             record = self._peers[event.pubkey] = PeerRecord(event.pubkey, first_seen=now, last_seen=now)
         if event.kind == Kind.ROUTER_PRICE and self._sheets_full(record, incoming.d):
-            return
+            return False
         held = record.held(event.kind, incoming.d)
         if held is not None and not newer(event.created_at, event.id, held.created_at, held.event_id):
-            return  # a newer one arrived (on another subscription) while this one was being stored
+            return False  # a newer one arrived (on another subscription) meanwhile
         record.last_seen = now
         payload = incoming.payload
         if isinstance(payload, RouterCaps):
@@ -268,17 +270,21 @@ class PeerBook:
             record.status = Held(event.id, event.created_at, incoming.expires_at, payload)
         else:
             record.prices[incoming.d] = Held(event.id, event.created_at, incoming.expires_at, payload)
+        return True
 
     async def handle(self, event: Event, pool: asyncpg.Pool | None, now: float | None = None) -> str:
-        """Check one announcement; store and remember it if it passes. Returns (and counts) the result."""
+        """Check one announcement; remember and store it if it passes. Returns (and counts) the result."""
         current = time.time() if now is None else now
         result, incoming = self.check(event, current)
         if incoming is not None:
             if pool is not None:
-                await self._store(pool, incoming)
+                await self._store(pool, incoming)  # first, so what the book shows is in the table
             self.remember(incoming, current)
-            if pool is not None and self._evicted:
-                await self._forget(pool)
+            if pool is not None:
+                if event.pubkey not in self._peers:  # refused, or evicted while it was being stored
+                    self._evicted.append(event.pubkey)
+                if self._evicted:
+                    await self._forget(pool)
         self.events.labels(KIND_NAMES.get(event.kind, str(event.kind)), result).inc()
         if incoming is None and result not in ("own", "duplicate"):
             log.debug("peer announcement refused", extra={"peer": event.pubkey[:16], "kind": event.kind,
