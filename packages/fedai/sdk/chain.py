@@ -170,9 +170,8 @@ def _verify_offloaded(
     expected = job_request(original)
     if off.salt is None:
         raise ChainError("job submit", "the answer does not give the salt of the job's hash")
-    if submit.input_sha256 != job_hash(original, off.salt) or (
-        submit.request is not None and (submit.request != expected or submit.salt != off.salt)
-    ):
+    sent = submit.request
+    if submit.input_sha256 != job_hash(original, off.salt) or (sent is not None and sent != expected):
         raise ChainError("job submit", "the job sent to the provider is not this request")
     if submit.privacy < original.privacy:
         raise ChainError("job submit", "the job left at a lower privacy level than the request asked for")
