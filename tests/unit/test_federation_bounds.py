@@ -4,21 +4,29 @@ job against what was bid, and which peer gives way when the peer book is full.""
 from __future__ import annotations
 
 import hashlib
+import time
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 import msgspec
 import pytest
 from prometheus_client import CollectorRegistry
 
-from fedai.protocol.federation import Rfb, job_hash, job_request, new_salt
+from fedai.protocol.envelope import seal
+from fedai.protocol.event import Event
+from fedai.protocol.federation import Bid, Rfb, job_hash, job_request, new_salt
 from fedai.protocol.keys import Keys
+from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import ChatMessage, InferenceRequest, estimate_tokens, prompt_material
 from fedai.store.federation import JobTerms
 from fedai.store.peers import PeerRow
+from fedai_router.config import RouterSettings
+from fedai_router.federation.bidder import Bidder
 from fedai_router.federation.jobs import binding_problems
 from fedai_router.federation.peers import PeerBook
 from fedai_router.federation.policy import PeerPolicy
+from fedai_router.metrics import RouterMetrics
 from tests.unit.test_peer_policy import NOW, announce, caps, sheet, status
 
 REQUEST = InferenceRequest(model="m", prompt="the guessable prompt", max_tokens=16)
@@ -140,3 +148,67 @@ def test_restore_keeps_the_most_recent_peers_up_to_the_cap() -> None:
             for i in range(5)]  # fmt: skip
     b = book(max_peers=2)
     assert b.restore(rows) == 2 and b.known() == [f"{3:064x}", f"{4:064x}"]
+
+
+async def test_peers_silent_for_a_day_are_pruned() -> None:
+    b, silent, alive = book(), Keys.generate(), Keys.generate()
+    assert await b.handle(announce(silent, caps()), None, now=NOW) == "accepted"
+    later = NOW + 86_400 + 300
+    assert await b.handle(announce(alive, caps(), created_at=later, expires=later + 180), None, now=later) == "accepted"
+    assert await b.prune(None, now=later) == 1
+    assert b.known() == [alive.pubkey]
+
+
+# -- the bidder's bounds ---------------------------------------------------------------------------
+
+
+def bidder(**settings: Any) -> tuple[Bidder, list[Any]]:
+    keys = Keys.generate()
+    spawned: list[Any] = []
+
+    def spawn(coro: Any, _what: str) -> None:
+        spawned.append(coro)
+        coro.close()  # the bid is not published anywhere in these tests
+
+    svc = SimpleNamespace(settings=RouterSettings(keys=keys, **settings), keys=keys, pubkey=keys.pubkey,
+                          metrics=RouterMetrics(), peers=SimpleNamespace(policy_state=lambda key: "ok"),
+                          spawn=spawn)  # fmt: skip
+
+    def quote(event: Event, rfb: Rfb) -> Bid:
+        return Bid(rfb=event.id, price_msat=10, eta_ms=10, capacity_token="1" * 32)
+
+    return Bidder(svc, quote), spawned  # type: ignore[arg-type]
+
+
+def rfb_event(requester: Keys, *, expires_in: int = 30, deadline_in_s: int = 60) -> Event:
+    now = time.time()
+    rfb = Rfb(job_type="text-generation", model="m", privacy=1, input_tokens=1, max_tokens=1, max_price_msat=100,
+              job_hash="a" * 64, deadline_ms=int((now + deadline_in_s) * 1000))  # fmt: skip
+    return seal(requester, Kind.RFB, rfb, nonce=True, expiration=int(now) + expires_in)
+
+
+async def test_an_open_bid_holds_capacity_no_longer_than_the_cap() -> None:
+    b, _ = bidder(fed_bid_hold_s=30)
+    assert await b._take_rfb(rfb_event(Keys.generate(), expires_in=3_600)) == "bid"
+    [held] = b.open_bids()
+    assert held.expires_at <= time.time() + 30
+    assert held.terms.max_tokens == 1 and held.terms.job_hash == "a" * 64  # what the bid was for
+
+
+async def test_no_bid_on_a_far_deadline_or_past_the_requesters_share() -> None:
+    b, _ = bidder(fed_max_deadline_s=600, fed_max_open_bids_per_peer=2)
+    greedy = Keys.generate()
+    assert await b._take_rfb(rfb_event(greedy, deadline_in_s=3_600)) == "too_long"
+    assert [await b._take_rfb(rfb_event(greedy)) for _ in range(3)] == ["bid", "bid", "peer_full"]
+    assert await b._take_rfb(rfb_event(Keys.generate())) == "bid"  # another requester still gets one
+    assert b.bids_for(greedy.pubkey) == 2
+
+
+async def test_award_waits_only_for_requesters_we_hold_bids_for() -> None:
+    b, _ = bidder()
+    requester = Keys.generate()
+    assert not b.begin_award_wait(requester.pubkey)  # no open bid: nothing is on its way
+    await b._take_rfb(rfb_event(requester))
+    assert b.begin_award_wait(requester.pubkey) and not b.begin_award_wait(requester.pubkey)  # one per open bid
+    b.end_award_wait(requester.pubkey)
+    assert b.begin_award_wait(requester.pubkey)
