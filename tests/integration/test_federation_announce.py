@@ -403,3 +403,19 @@ async def test_store_keeps_the_latest_announcement_per_peer_kind_and_d(db_pool: 
     assert (row.caps, row.status) == ({"v": "a"}, {"v": "d"})
     assert row.prices == {TG: {"v": "b"}, "embedding": {"v": "c"}}
     assert row.announcements["31020:caps"] == {"id": "a" * 64, "created_at": 100, "expires_at": 160}
+
+
+async def test_store_keeps_at_most_the_bound_of_price_sheets_per_peer(db_pool: asyncpg.Pool) -> None:
+    """The table enforces the sheet bound itself: another replica's memory cannot take a peer past it."""
+    await reset_database(db_pool)
+    peer = "b" * 64
+
+    async def sheet(d: str, created_at: int = 100) -> bool:
+        return await save_announcement(db_pool, peer, kind=31021, d=d, content={"v": d}, event_id=f"{created_at:064x}",
+                                       created_at=created_at, expires_at=None, max_price_sheets=2)  # fmt: skip
+
+    assert [await sheet(d) for d in ("one", "two", "three")] == [True, True, False]
+    assert await sheet("two", created_at=101)  # a held job type still updates
+    (row,) = await load_peers(db_pool)
+    assert row.prices == {"one": {"v": "one"}, "two": {"v": "two"}}
+    assert set(row.announcements) == {"31021:one", "31021:two"}
