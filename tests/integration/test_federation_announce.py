@@ -151,6 +151,8 @@ async def test_two_routers_learn_each_others_caps_prices_and_status(
         assert peer_status is not None and (peer_status.backpressure, peer_status.nodes) == ("NORMAL", 1)
         assert a.pubkey not in peer_keys(a.service.peers, "alpha")  # never itself
 
+        # B's status follows its caps once B's load check sees its node (up to a second later)
+        await eventually(lambda: a.service.peers.status(b.pubkey) is not None, within=10, what="a has b's status")
         row = await db_pool.fetchrow("SELECT * FROM peers WHERE pubkey = $1", b.pubkey)
         assert row["caps"]["models"] == ["beta"] and list(row["prices"]) == [TG]
         assert row["status"]["backpressure"] == "NORMAL"
@@ -402,3 +404,19 @@ async def test_store_keeps_the_latest_announcement_per_peer_kind_and_d(db_pool: 
     assert (row.caps, row.status) == ({"v": "a"}, {"v": "d"})
     assert row.prices == {TG: {"v": "b"}, "embedding": {"v": "c"}}
     assert row.announcements["31020:caps"] == {"id": "a" * 64, "created_at": 100, "expires_at": 160}
+
+
+async def test_store_keeps_at_most_the_bound_of_price_sheets_per_peer(db_pool: asyncpg.Pool) -> None:
+    """The table enforces the sheet bound itself: another replica's memory cannot take a peer past it."""
+    await reset_database(db_pool)
+    peer = "b" * 64
+
+    async def sheet(d: str, created_at: int = 100) -> bool:
+        return await save_announcement(db_pool, peer, kind=31021, d=d, content={"v": d}, event_id=f"{created_at:064x}",
+                                       created_at=created_at, expires_at=None, max_price_sheets=2)  # fmt: skip
+
+    assert [await sheet(d) for d in ("one", "two", "three")] == [True, True, False]
+    assert await sheet("two", created_at=101)  # a held job type still updates
+    (row,) = await load_peers(db_pool)
+    assert row.prices == {"one": {"v": "one"}, "two": {"v": "two"}}
+    assert set(row.announcements) == {"31021:one", "31021:two"}

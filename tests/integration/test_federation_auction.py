@@ -100,6 +100,9 @@ async def pair_factory(
             await ready(b)
             # a router without nodes announces SATURATED; B leaves it at its next load check
             await eventually(lambda: b.service.backpressure == "NORMAL", 5, "B has capacity")
+            # only a peer with fresh caps listing the model may win an award
+            await eventually(lambda: b.pubkey in {p.pubkey for p in a.service.peers.peers_for(
+                MODEL, "text-generation", 0)}, 10, "A learned B's caps")  # fmt: skip
             return Pair(a, b, node, relay_url)
 
         yield make

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 import httpx
@@ -16,11 +18,20 @@ import pytest
 from fedai.protocol import nip44
 from fedai.protocol.envelope import open_event, seal
 from fedai.protocol.event import Event, decode_event
-from fedai.protocol.federation import JobResult, JobSubmit, Receipt, SealedOutput, job_hash, job_request
+from fedai.protocol.federation import (
+    JobResult,
+    JobSubmit,
+    Receipt,
+    SealedJob,
+    SealedOutput,
+    job_hash,
+    job_request,
+    new_salt,
+)
 from fedai.protocol.keys import Keys
 from fedai.protocol.kinds import Kind
-from fedai.protocol.messages import InferenceRequest, decode_payload, encode_payload
-from fedai.store.federation import NewJob, insert_job
+from fedai.protocol.messages import InferenceRequest, decode_payload, encode_payload, estimate_tokens, prompt_material
+from fedai.store.federation import JobTerms, NewJob, insert_job
 from tests.integration.conftest import SpawnNode
 from tests.support.router import RunningRouter
 
@@ -34,13 +45,26 @@ REQUEST = InferenceRequest(model="fake-model", prompt="offloaded prompt", max_to
 class Awarded:
     job_id: str
     award_id: str
+    salt: str
 
 
-async def _award(pool: asyncpg.Pool, privacy: int = 0, requester: Keys = REQUESTER) -> Awarded:
-    job = Awarded(secrets.token_hex(16), secrets.token_hex(32))
+def terms_for(request: InferenceRequest, salt: str, **over: Any) -> JobTerms:
+    """What an honest RFB for `request` declares (as `offload` builds it)."""
+    fields: dict[str, Any] = dict(
+        job_type="text-generation", model=request.model, input_tokens=estimate_tokens(len(prompt_material(request))),
+        max_tokens=request.max_tokens, job_hash=job_hash(request, salt), deadline_ms=int(time.time() * 1000) + 60_000,
+    )  # fmt: skip
+    fields.update(over)
+    return JobTerms(**fields)
+
+
+async def _award(pool: asyncpg.Pool, privacy: int = 0, requester: Keys = REQUESTER, *,
+                 request: InferenceRequest = REQUEST, **terms: Any) -> Awarded:  # fmt: skip
+    job = Awarded(secrets.token_hex(16), secrets.token_hex(32), new_salt())
     stored = await insert_job(pool, NewJob(job_id=job.job_id, role="provider", peer=requester.pubkey,
                                            rfb_id="1" * 64, bid_id="2" * 64, award_id=job.award_id,
-                                           capacity_token="3" * 32, price_msat=10_000, privacy=privacy))  # fmt: skip
+                                           capacity_token="3" * 32, price_msat=10_000, privacy=privacy,
+                                           terms=terms_for(request, job.salt, **terms)))  # fmt: skip
     assert stored
     return job
 
@@ -48,11 +72,12 @@ async def _award(pool: asyncpg.Pool, privacy: int = 0, requester: Keys = REQUEST
 def _submit(router: RunningRouter, awarded: Awarded, *, privacy: int = 0, request: InferenceRequest = REQUEST,
             input_sha256: str | None = None, signer: Keys = REQUESTER, raw: bool = False) -> Event:  # fmt: skip
     job = request if raw else job_request(request)
+    sealed = SealedJob(request=job, salt=awarded.salt)
     payload = JobSubmit(
         job_id=awarded.job_id, award=awarded.award_id, privacy=privacy,
-        request=job if privacy == 0 else None,
-        sealed=None if privacy == 0 else nip44.encrypt(signer, router.pubkey, encode_payload(job)),
-        input_sha256=input_sha256 or job_hash(request), max_cost_msat=10_000,
+        request=job if privacy == 0 else None, salt=awarded.salt if privacy == 0 else None,
+        sealed=None if privacy == 0 else nip44.encrypt(signer, router.pubkey, encode_payload(sealed)),
+        input_sha256=input_sha256 or job_hash(request, awarded.salt), max_cost_msat=10_000,
     )  # fmt: skip
     return seal(signer, Kind.JOB_SUBMIT, payload, to=router.pubkey, nonce=True)
 
@@ -85,7 +110,7 @@ async def test_a_pl0_job_runs_once_with_a_signed_receipt(provider: RunningRouter
     assert result.output is not None and result.chain is not None
     assert receipt.output_sha256 == hashlib.sha256(result.output.encode()).hexdigest()
     assert (receipt.requester, receipt.provider, receipt.status) == (REQUESTER.pubkey, provider.pubkey, "ok")
-    assert receipt.input_sha256 == job_hash(REQUEST) and receipt.price_msat <= 10_000
+    assert receipt.input_sha256 == job_hash(REQUEST, awarded.salt) and receipt.price_msat <= 10_000
     row = await db_pool.fetchrow("SELECT status, receipt FROM federation_jobs WHERE job_id = $1", awarded.job_id)
     assert row["status"] == "done" and row["receipt"]["id"] == result.receipt.id
     again = await _post(provider, submit)
@@ -112,7 +137,7 @@ async def test_refusals_change_nothing(provider: RunningRouter, db_pool: asyncpg
     awarded = await _award(db_pool)
     stranger = Keys.generate()
     cases = [
-        ("unknown award", _submit(provider, Awarded(awarded.job_id, "9" * 64)), 403, "forbidden"),
+        ("unknown award", _submit(provider, Awarded(awarded.job_id, "9" * 64, awarded.salt)), 403, "forbidden"),
         ("another requester", _submit(provider, awarded, signer=stranger), 403, "forbidden"),
         ("PL3", _submit(provider, awarded, privacy=3), 403, "forbidden"),
         ("other privacy than awarded", _submit(provider, awarded, privacy=1), 400, "invalid_request"),

@@ -35,7 +35,6 @@ TABLES = (
     "node_manifests",
     "peers",
     "federation_jobs",
-    "peer_spend",
 )
 
 

@@ -14,7 +14,7 @@ from fedai.nostr import PublishResult
 from fedai.protocol.envelope import seal
 from fedai.protocol.errors import ErrorCode, FedaiError
 from fedai.protocol.event import Event
-from fedai.protocol.federation import Bid, Cancel, Rfb
+from fedai.protocol.federation import Bid, Cancel, Rfb, RouterCaps, RouterLimits
 from fedai.protocol.keys import Keys
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import decode_payload
@@ -54,12 +54,35 @@ class Clock:
         return self.now
 
 
+def caps(endpoint: str = "https://peer.example", models: tuple[str, ...] = ("m",)) -> RouterCaps:
+    return RouterCaps(endpoint=endpoint, job_types=["text-generation"], models=list(models),
+                      limits=RouterLimits(max_tokens=100, max_request_bytes=1024), max_privacy=2)  # fmt: skip
+
+
+@dataclass
+class FakeBook:
+    """The peer book as the auction reads it: every peer has fresh caps for model `m` unless `caps` says else."""
+
+    states: dict[str, str] = field(default_factory=dict)
+    caps: dict[str, RouterCaps | None] = field(default_factory=dict)
+
+    def policy_state(self, key: str) -> str:
+        return self.states.get(key, "ok")
+
+    def peers_for(self, *args: Any) -> list[Any]:
+        return []
+
+    def view(self, key: str, now: float | None = None) -> Any:
+        held = self.caps.get(key, caps())
+        return None if held is None else SimpleNamespace(pubkey=key, caps=held)
+
+
 def make(**settings: Any) -> tuple[Auctioneer, FakeRelays, Clock]:
     keys = Keys.generate()
     relays = FakeRelays()
     svc = SimpleNamespace(
         settings=RouterSettings(keys=keys, **settings), keys=keys, pubkey=keys.pubkey, metrics=RouterMetrics(),
-        relays=relays, pool=None, peers=SimpleNamespace(policy_state=lambda key: "ok", peers_for=lambda *a: []),
+        relays=relays, pool=None, peers=FakeBook(),
     )  # fmt: skip
     clock = Clock()
     auctioneer = Auctioneer(svc, clock=clock)  # type: ignore[arg-type]
@@ -228,9 +251,7 @@ async def test_the_breaker_skips_a_failing_peer_until_its_cooldown_ends() -> Non
 async def test_a_blocked_or_muted_peer_bid_is_ignored() -> None:
     auctioneer, relays, _ = make()
     states = {PEER.pubkey: "blocked", OTHER.pubkey: "muted"}
-    auctioneer.svc.peers = SimpleNamespace(  # type: ignore[attr-defined]
-        policy_state=lambda key: states.get(key, "ok"), peers_for=lambda *a: []
-    )
+    auctioneer.svc.peers = FakeBook(states=states)  # type: ignore[attr-defined]
     relays.respond = lambda e: [bid_on(e), bid_on(e, OTHER)]
     seen = Seen()
     await auctioneer.auction(rfb(), ttl_s=0.02, choose=seen)
@@ -254,3 +275,26 @@ async def test_a_deadline_already_past_is_refused() -> None:
     with pytest.raises(FedaiError) as err:
         await auctioneer.auction(rfb(deadline_ms=int(time.time() * 1000) - 5_000), ttl_s=0.01)
     assert err.value.code is ErrorCode.INVALID_REQUEST and relays.published == []
+
+
+@pytest.mark.parametrize(
+    ("book", "settings", "result"),
+    [
+        (FakeBook(caps={PEER.pubkey: None}), {}, "no_caps"),  # a fresh key that never announced caps
+        (FakeBook(caps={PEER.pubkey: caps(models=("other",))}), {}, "no_caps"),  # caps without the model
+        (FakeBook(caps={PEER.pubkey: caps(endpoint="ftp://peer.example")}), {}, "bad_endpoint"),
+        (FakeBook(caps={PEER.pubkey: caps(endpoint="https://user:pw@peer.example")}), {}, "bad_endpoint"),
+        (FakeBook(), {"fed_min_reputation": 0.6}, "low_reputation"),  # a stranger scores 0.5
+    ],
+)
+async def test_a_zero_bid_from_a_peer_unfit_for_an_award_is_never_offered(
+    book: FakeBook, settings: dict[str, Any], result: str
+) -> None:
+    auctioneer, relays, _ = make(**settings)
+    auctioneer.svc.peers = book  # type: ignore[attr-defined]
+    relays.respond = lambda e: [bid_on(e, price=0), bid_on(e, OTHER, price=900)]
+    seen = Seen()
+    await auctioneer.auction(rfb(), ttl_s=0.05, choose=seen, expect={PEER.pubkey, OTHER.pubkey})
+    offered = [v.peer for v in seen.offered[0]] if seen.offered else []
+    expected_other = [] if result == "low_reputation" else [OTHER.pubkey]  # the minimum applies to every stranger
+    assert offered == expected_other and count(auctioneer, "bid", result) >= 1

@@ -12,7 +12,7 @@ import pytest
 
 from fedai.protocol.envelope import seal
 from fedai.protocol.event import Event
-from fedai.protocol.federation import JobResult, JobSubmit, Receipt, job_hash, job_request
+from fedai.protocol.federation import JobResult, JobSubmit, Receipt, job_hash, job_request, new_salt
 from fedai.protocol.keys import Keys
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import (
@@ -29,12 +29,13 @@ from fedai_router.verify import NodeFault
 A, B, NODE, MALLORY = (Keys.generate() for _ in range(4))
 REQUEST = InferenceRequest(model="m", prompt="offloaded", max_tokens=8)
 JOB = "cd" * 16
+SALT = new_salt()
 SVC: Any = SimpleNamespace(pubkey=A.pubkey, keys=A, settings=SimpleNamespace(clock_skew_s=60))
 
 
 def scenario(**change: Any) -> tuple[Event, JobSubmit, bytes]:
-    payload = JobSubmit(job_id=JOB, award="e" * 64, privacy=0, request=job_request(REQUEST),
-                        input_sha256=job_hash(REQUEST), max_cost_msat=500)  # fmt: skip
+    payload = JobSubmit(job_id=JOB, award="e" * 64, privacy=0, request=job_request(REQUEST), salt=SALT,
+                        input_sha256=job_hash(REQUEST, SALT), max_cost_msat=500)  # fmt: skip
     submit = seal(A, Kind.JOB_SUBMIT, payload, to=B.pubkey, nonce=True)
     forwarded = seal(B, Kind.INFER_REQUEST, msgspec.structs.replace(job_request(REQUEST), client=A.pubkey,
                      origin=change.get("origin", submit.id)), to=NODE.pubkey, nonce=True)  # fmt: skip
@@ -48,7 +49,7 @@ def scenario(**change: Any) -> tuple[Event, JobSubmit, bytes]:
                             output_sha256=digest, price_msat=1)  # fmt: skip
     metering = seal(NODE, Kind.METERING_RECORD, record, to=B.pubkey, reply_to=forwarded.id)
     terms = {"job_id": JOB, "job_submit": submit.id, "requester": A.pubkey, "provider": B.pubkey,
-             "input_sha256": job_hash(REQUEST), "output_sha256": digest, "usage": {"input_tokens": 2,
+             "input_sha256": job_hash(REQUEST, SALT), "output_sha256": digest, "usage": {"input_tokens": 2,
              "output_tokens": 1}, "price_msat": 100, "status": "ok", "started_ms": 1, "finished_ms": 2,
              **change.get("receipt", {})}  # fmt: skip
     receipt = seal(change.get("receipt_signer", B), Kind.JOB_RECEIPT, msgspec.convert(terms, Receipt), to=A.pubkey,

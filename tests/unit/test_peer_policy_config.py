@@ -23,6 +23,20 @@ def test_defaults() -> None:
     assert (s.peer_rate, s.peer_max_content_bytes, s.peer_ttl_s) == (600, 128 * 1024, 300)
 
 
+def test_federation_bounds_defaults_and_overrides() -> None:
+    s = settings()
+    assert (s.fed_min_privacy, s.fed_bid_hold_s, s.fed_max_deadline_s, s.fed_max_open_bids_per_peer) == (1, 30, 600, 32)
+    assert (s.fed_min_reputation, s.peer_max, s.peer_max_price_sheets) == (0.0, 1_000, 16)
+    assert [s.offload_privacy(level) for level in (0, 1, 2, 3)] == [1, 1, 2, 3]  # raised, never lowered
+    plain = settings(ROUTER_FED_MIN_PRIVACY="0", ROUTER_FED_MAX_PRIVACY="0", ROUTER_FED_MIN_REPUTATION="0.4",
+                     ROUTER_PEER_MAX="10", ROUTER_PEER_MAX_PRICE_SHEETS="2")  # fmt: skip
+    assert (plain.offload_privacy(0), plain.fed_min_reputation, plain.peer_max, plain.peer_max_price_sheets) == (
+        0, 0.4, 10, 2,
+    )  # fmt: skip
+    book = PeerBook.for_settings(plain)
+    assert (book.max_peers, book.max_price_sheets) == (10, 2)
+
+
 def test_lists_accept_npub_and_hex_and_reach_the_policy() -> None:
     a, b, c, f1, f2 = (Keys.generate().pubkey for _ in range(5))
     s = settings(
@@ -54,6 +68,16 @@ def test_lists_accept_npub_and_hex_and_reach_the_policy() -> None:
         ({"ROUTER_PEER_RATE": "many"}, "ROUTER_PEER_RATE"),
         ({"ROUTER_PEER_BLOCKLIST": "npub1nope"}, "ROUTER_PEER_BLOCKLIST"),
         ({"ROUTER_PEER_WOT_MIN": "1"}, "ROUTER_PEER_WOT_MIN"),  # nobody followed: nobody could ever pass
+        ({"ROUTER_FED_MAX_PRIVACY": "0"}, "ROUTER_FED_MIN_PRIVACY"),  # the default floor (PL1) above it
+        ({"ROUTER_FED_MIN_PRIVACY": "3"}, "ROUTER_FED_MIN_PRIVACY"),
+        ({"ROUTER_FED_BID_HOLD_S": "0"}, "ROUTER_FED_BID_HOLD_S"),
+        ({"ROUTER_FED_BID_HOLD_S": "601"}, "ROUTER_FED_BID_HOLD_S"),
+        ({"ROUTER_FED_MAX_DEADLINE_S": "86401"}, "ROUTER_FED_MAX_DEADLINE_S"),
+        ({"ROUTER_FED_MAX_OPEN_BIDS_PER_PEER": "0"}, "ROUTER_FED_MAX_OPEN_BIDS_PER_PEER"),
+        ({"ROUTER_FED_MIN_REPUTATION": "1.5"}, "ROUTER_FED_MIN_REPUTATION"),
+        ({"ROUTER_PEER_MAX": "0"}, "ROUTER_PEER_MAX"),
+        ({"ROUTER_PEER_MAX_PRICE_SHEETS": "2000"}, "ROUTER_PEER_MAX_PRICE_SHEETS"),
+        ({"ROUTER_FED_JOB_TIMEOUT_MS": "86400001"}, "ROUTER_FED_JOB_TIMEOUT_MS"),
     ],
 )
 def test_unworkable_values_fail_at_start_naming_the_variable(env: dict[str, str], names: str) -> None:

@@ -4,12 +4,16 @@ On relays (signed, verified by every receiver): `RouterCaps` (31020, d=`caps`), 
 type), `RouterStatus` (31022, d=`status`) as addressable announcements; `Rfb` (21020), `Bid` (21021), `Award`
 (21022), `Cancel` (21023) as ephemeral auction messages with an `expiration` tag. Over HTTP, directly to the
 winner: `JobSubmit` (21038) → `JobResult` (21039) carrying a provider-signed `Receipt` (21044).
-A relay never sees a prompt or an output: RFBs carry sizes and a hash only.
+A relay never sees a prompt or an output: RFBs carry sizes and a salted hash only (`job_hash`: HMAC-SHA256 of
+the job under a random per-auction salt that only the two routers and the client learn), so a relay reader
+cannot confirm a guessed prompt.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
+import secrets
 from typing import Annotated, Literal
 
 import msgspec
@@ -30,6 +34,11 @@ PL2_ENCRYPTED = 2  # full payload and output NIP-44 encrypted end to end between
 PL3_LOCAL = 3  # never offloaded
 
 
+MAX_TOKENS = 1_000_000  # as `InferenceRequest.max_tokens`
+MAX_INPUT_TOKENS = 2**31 - 1  # what the `federation_jobs` columns hold
+MAX_DEADLINE_MS = 2**53  # unix ms; far beyond any real deadline, within what JSON numbers carry exactly
+
+
 class RouterLimits(Payload, kw_only=True):
     max_tokens: Annotated[int, msgspec.Meta(ge=1)]
     max_request_bytes: Annotated[int, msgspec.Meta(ge=1)]
@@ -39,7 +48,7 @@ class RouterCaps(Payload, kw_only=True):
     """What a router offers peers (31020, d=`caps`)."""
 
     endpoint: Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]  # base URL serving /federation/job
-    job_types: list[Name]
+    job_types: Annotated[list[Name], msgspec.Meta(max_length=64)]
     models: Annotated[list[Name], msgspec.Meta(max_length=1024)]
     limits: RouterLimits
     max_privacy: PrivacyLevel
@@ -81,16 +90,18 @@ class RouterStatus(Payload, kw_only=True):
 
 
 class Rfb(Payload, kw_only=True):
-    """Request for bids (21020): sizes and a hash, never the prompt."""
+    """Request for bids (21020): sizes and a salted hash, never the prompt. A provider's bid is for exactly this:
+    the job submitted against its award must have this model, job type and privacy level, at most these sizes,
+    and hash to `job_hash` under the salt the submit carries."""
 
     job_type: Name
     model: Name
     privacy: PrivacyLevel
-    input_tokens: Annotated[int, msgspec.Meta(ge=0)]
-    max_tokens: Annotated[int, msgspec.Meta(ge=1)]
+    input_tokens: Annotated[int, msgspec.Meta(ge=0, le=MAX_INPUT_TOKENS)]  # estimate_tokens of the prompt
+    max_tokens: Annotated[int, msgspec.Meta(ge=1, le=MAX_TOKENS)]
     max_price_msat: Msat
-    job_hash: Hex64  # sha256 of the job's canonical request JSON
-    deadline_ms: Annotated[int, msgspec.Meta(ge=0)]  # unix ms by which the job must be done
+    job_hash: Hex64  # job_hash(job, salt): HMAC-SHA256 of the job's canonical JSON under a secret salt
+    deadline_ms: Annotated[int, msgspec.Meta(ge=0, le=MAX_DEADLINE_MS)]  # unix ms by which the job must be done
 
 
 class Bid(Payload, kw_only=True):
@@ -119,15 +130,25 @@ class Cancel(Payload, kw_only=True):
     reason: str = ""
 
 
+class SealedJob(Payload, kw_only=True):
+    """What `JobSubmit.sealed` decrypts to at PL1/PL2: the job and the salt of its hash."""
+
+    request: InferenceRequest
+    salt: Hex64
+
+
 class JobSubmit(Payload, kw_only=True):
-    """The job itself (21038), over HTTP to the winner, bound to its award."""
+    """The job itself (21038), over HTTP to the winner, bound to its award. At PL0 the job and its salt travel
+    in clear; at PL1/PL2 both are inside `sealed` (a `SealedJob`), so nothing in clear lets an observer of the
+    link confirm a guessed prompt from `input_sha256`."""
 
     job_id: Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{32}$")]
     award: Hex64  # the award event's id
     privacy: PrivacyLevel
     request: InferenceRequest | None = None  # PL0
-    sealed: str | None = None  # PL1/PL2: NIP-44 v2 ciphertext of the request JSON, to the provider's key
-    input_sha256: Hex64  # sha256 of the canonical request JSON (what the RFB's job_hash promised)
+    salt: Hex64 | None = None  # PL0: the salt of `input_sha256`
+    sealed: str | None = None  # PL1/PL2: NIP-44 v2 ciphertext of a `SealedJob` JSON, to the provider's key
+    input_sha256: Hex64  # job_hash(job, salt): equal to the RFB's job_hash the bid was for
     max_cost_msat: Msat
 
 
@@ -138,7 +159,7 @@ class Receipt(Payload, kw_only=True):
     job_submit: Hex64
     requester: Hex64
     provider: Hex64
-    input_sha256: Hex64
+    input_sha256: Hex64  # the submit's (salted) input_sha256
     output_sha256: Hex64
     usage: Usage
     price_msat: Msat
@@ -175,6 +196,17 @@ def job_request(original: InferenceRequest) -> InferenceRequest:
     )  # fmt: skip
 
 
-def job_hash(request: InferenceRequest) -> str:
-    """sha256 of the canonical JSON of `job_request(request)`: the RFB's `job_hash` and job.submit's `input_sha256`."""
-    return hashlib.sha256(msgspec.json.encode(job_request(request))).hexdigest()
+def new_salt() -> str:
+    """A fresh secret salt for one auction's `job_hash` (32 random bytes, hex)."""
+    return secrets.token_hex(32)
+
+
+def job_hash(request: InferenceRequest, salt: str) -> str:
+    """HMAC-SHA256, keyed by the hex `salt`, of the canonical JSON of `job_request(request)`: the RFB's `job_hash`,
+    the job.submit's and the receipt's `input_sha256`. Published on relays, it confirms nothing about the prompt
+    to anyone without the salt; the provider (from the submit) and the client (from the answer's `offload`) can
+    recompute it."""
+    key = bytes.fromhex(salt)
+    if len(key) != 32:
+        raise ValueError("a job salt is 32 bytes of hex")
+    return hmac.new(key, msgspec.json.encode(job_request(request)), hashlib.sha256).hexdigest()

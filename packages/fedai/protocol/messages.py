@@ -183,6 +183,7 @@ class Offload(Payload, kw_only=True):
     result: Event  # job.result (21039), signed by the provider
     receipt: Event  # job.receipt (21044), signed by the provider
     provider: Hex64
+    salt: Hex64 | None = None  # the secret salt of the job's hash (`fedai.protocol.federation.job_hash`)
 
 
 class InferResult(Payload, kw_only=True):

@@ -161,14 +161,20 @@ def _verify_offloaded(
     request: Event, answer: Event, router: str, client: str, original: InferenceRequest, chain: InferResult,
     off: Offload,
 ) -> VerifiedChain:  # fmt: skip
-    """The router offloaded the request: its job.submit must carry exactly this request (by hash at PL1/PL2),
-    the provider's result and receipt must answer that submit, and the provider's chain must reach its node."""
+    """The router offloaded the request: its job.submit must carry exactly this request (by its salted hash at
+    PL1/PL2) at no lower privacy level than the client asked for, the provider's result and receipt must answer
+    that submit, and the provider's chain must reach its node."""
     provider = off.provider
     submit: JobSubmit = _link("job submit", off.submit, JobSubmit, kinds=(Kind.JOB_SUBMIT,), recipient=provider,
                               signers=(router,))  # fmt: skip
     expected = job_request(original)
-    if submit.input_sha256 != job_hash(original) or (submit.request is not None and submit.request != expected):
+    if off.salt is None:
+        raise ChainError("job submit", "the answer does not give the salt of the job's hash")
+    sent = submit.request
+    if submit.input_sha256 != job_hash(original, off.salt) or (sent is not None and sent != expected):
         raise ChainError("job submit", "the job sent to the provider is not this request")
+    if submit.privacy < original.privacy:
+        raise ChainError("job submit", "the job left at a lower privacy level than the request asked for")
     result: JobResult = _link("job result", off.result, JobResult, kinds=(Kind.JOB_RESULT,), recipient=router,
                               signers=(provider,), reply_to=off.submit.id)  # fmt: skip
     receipt: Receipt = _link("receipt", off.receipt, Receipt, kinds=(Kind.JOB_RECEIPT,), recipient=router,

@@ -1,5 +1,12 @@
 """Federation jobs (`federation_jobs`): one row per awarded job on each side, written when the award is made
-(requester) or accepted (provider), so any replica can find it by its award or job id."""
+(requester) or accepted (provider), so any replica can find it by its award or job id.
+
+Each row keeps the terms the bid was for (`JobTerms`): the provider runs a submitted job only if it matches
+them. On the requester side the rows are also the spend ledger: `reserve_job` inserts a row only if the peer's
+spend in the window plus this bid stays within the cap, under a per-peer lock, so parallel requests and other
+replicas cannot overspend; `settle_job` then counts the receipt's price, and a failed or cancelled job counts
+nothing.
+"""
 
 from __future__ import annotations
 
@@ -18,8 +25,22 @@ JOB_STATUSES: tuple[JobStatus, ...] = ("awarded", "running", "done", "failed", "
 
 _SELECT = (
     "SELECT job_id, role, peer, rfb_id, bid_id, award_id, capacity_token, price_msat, privacy, status, origin_id,"
-    " receipt, created_at, updated_at FROM federation_jobs"
+    " receipt, created_at, updated_at, job_type, model, input_tokens, max_tokens, job_hash, deadline_ms,"
+    " spent_msat FROM federation_jobs"
 )
+_TERMS = ("job_type", "model", "input_tokens", "max_tokens", "job_hash", "deadline_ms")
+
+
+@dataclass(frozen=True, slots=True)
+class JobTerms:
+    """What the RFB asked and the bid was for: a submitted job must match these."""
+
+    job_type: str
+    model: str
+    input_tokens: int
+    max_tokens: int
+    job_hash: str  # salted (fedai.protocol.federation.job_hash)
+    deadline_ms: int  # unix ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +56,7 @@ class NewJob:
     capacity_token: str
     price_msat: int
     privacy: int
+    terms: JobTerms
     origin_id: str | None = None
 
 
@@ -56,38 +78,73 @@ class AwardRow:
     receipt: dict[str, Any] | None
     created_at: datetime
     updated_at: datetime
+    terms: JobTerms | None  # None only for rows written before migration 0009
+    spent_msat: int | None = None  # requester side: the receipt's price once settled
 
 
-async def insert_job(pool: asyncpg.Pool, job: NewJob) -> bool:
+def _row(record: asyncpg.Record | None) -> AwardRow | None:
+    if record is None:
+        return None
+    data = dict(record)
+    terms = {name: data.pop(name) for name in _TERMS}
+    bound = None if any(value is None for value in terms.values()) else JobTerms(**terms)
+    return AwardRow(**data, terms=bound)
+
+
+_INSERT = (
+    "INSERT INTO federation_jobs (job_id, role, peer, rfb_id, bid_id, award_id, capacity_token, price_msat,"
+    " privacy, status, origin_id, job_type, model, input_tokens, max_tokens, job_hash, deadline_ms)"
+    " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,'awarded',$10,$11,$12,$13,$14,$15,$16)"
+    " ON CONFLICT DO NOTHING RETURNING job_id"
+)
+
+
+def _insert_args(job: NewJob) -> tuple[Any, ...]:
+    t = job.terms
+    return (job.job_id, job.role, job.peer, job.rfb_id, job.bid_id, job.award_id, job.capacity_token,
+            job.price_msat, job.privacy, job.origin_id, t.job_type, t.model, t.input_tokens, t.max_tokens,
+            t.job_hash, t.deadline_ms)  # fmt: skip
+
+
+async def insert_job(pool: asyncpg.Pool | asyncpg.Connection, job: NewJob) -> bool:
     """Insert the row with status `awarded`; False if the job or its award is already stored (a replay, or
     another replica got there first)."""
-    row = await pool.fetchrow(
-        "INSERT INTO federation_jobs (job_id, role, peer, rfb_id, bid_id, award_id, capacity_token, price_msat,"
-        " privacy, status, origin_id) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,'awarded',$10)"
-        " ON CONFLICT DO NOTHING RETURNING job_id",
-        job.job_id,
-        job.role,
-        job.peer,
-        job.rfb_id,
-        job.bid_id,
-        job.award_id,
-        job.capacity_token,
-        job.price_msat,
-        job.privacy,
-        job.origin_id,
-    )
-    return row is not None
+    return await pool.fetchval(_INSERT, *_insert_args(job)) is not None
+
+
+# What the requester owes a peer in the window: settled jobs at the receipt's price, open ones at the bid.
+_SPENT = (
+    "SELECT COALESCE(sum(CASE WHEN status = 'done' THEN COALESCE(spent_msat, price_msat)"
+    " WHEN status IN ('awarded', 'running') THEN price_msat ELSE 0 END), 0)::bigint FROM federation_jobs"
+    " WHERE role = 'requester' AND peer = $1 AND created_at > now() - make_interval(secs => $2)"
+)
+
+
+async def reserve_job(pool: asyncpg.Pool, job: NewJob, *, cap_msat: int, window_s: float) -> bool:
+    """Requester side: insert `job` (its `price_msat` reserved against the peer's spend cap) only if what the
+    peer has been paid or promised in the last `window_s` plus this price stays within `cap_msat`. Serialized
+    per peer by a transaction-scoped advisory lock, so concurrent reservations (any replica) cannot overspend.
+    False when the cap refuses it (nothing is written)."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", "fedai.peer_spend:" + job.peer)
+        spent = await conn.fetchval(_SPENT, job.peer, float(window_s))
+        if spent + job.price_msat > cap_msat:
+            return False
+        return await insert_job(conn, job)
+
+
+async def spent(pool: asyncpg.Pool, peer: str, window_s: float) -> int:
+    """What `reserve_job` counts for `peer` right now (settled plus reserved, msat)."""
+    return int(await pool.fetchval(_SPENT, peer, float(window_s)))
 
 
 async def find_award(pool: asyncpg.Pool, award_id: str) -> AwardRow | None:
     """The job an award id belongs to (award ids are unique), or None."""
-    row = await pool.fetchrow(_SELECT + " WHERE award_id = $1", award_id)
-    return AwardRow(**dict(row)) if row else None
+    return _row(await pool.fetchrow(_SELECT + " WHERE award_id = $1", award_id))
 
 
 async def get_job(pool: asyncpg.Pool, job_id: str) -> AwardRow | None:
-    row = await pool.fetchrow(_SELECT + " WHERE job_id = $1", job_id)
-    return AwardRow(**dict(row)) if row else None
+    return _row(await pool.fetchrow(_SELECT + " WHERE job_id = $1", job_id))
 
 
 async def set_job_status(
@@ -111,6 +168,18 @@ async def set_job_status(
         status,
         receipt,
         allowed,
+    )
+    return row is not None
+
+
+async def settle_job(pool: asyncpg.Pool, job_id: str, receipt: Event, spent_msat: int) -> bool:
+    """Requester side: the job is done; what counts against the peer's spend cap is now the receipt's price."""
+    row = await pool.fetchrow(
+        "UPDATE federation_jobs SET status = 'done', receipt = $2, spent_msat = $3, updated_at = now()"
+        " WHERE job_id = $1 AND role = 'requester' AND status = 'awarded' RETURNING job_id",
+        job_id,
+        receipt,
+        spent_msat,
     )
     return row is not None
 

@@ -49,17 +49,21 @@ INSERT INTO peers AS p (pubkey, {columns}, announcements, updated_at)
 VALUES ($1, {values}, jsonb_build_object($4::text, $5::jsonb), now())
 ON CONFLICT (pubkey) DO UPDATE SET {update}, announcements = p.announcements || EXCLUDED.announcements,
     updated_at = now()
-WHERE NOT (p.announcements ? $4::text)
+WHERE (NOT (p.announcements ? $4::text)
    OR (p.announcements -> $4::text ->> 'created_at')::bigint < $3::bigint
    OR ((p.announcements -> $4::text ->> 'created_at')::bigint = $3::bigint
-       AND (p.announcements -> $4::text ->> 'id') > $6::text)
+       AND (p.announcements -> $4::text ->> 'id') > $6::text)){extra}
 RETURNING pubkey
 """
+# a price sheet for a new job type only while the peer holds fewer than $8 sheets
+_SHEET_BOUND = "\n  AND ((p.prices ? $7::text) OR (SELECT count(*) FROM jsonb_object_keys(p.prices)) < $8::int)"
 
 _QUERIES = {
-    kind: _UPSERT.format(columns=columns, values=values, update=update)
+    kind: _UPSERT.format(columns=columns, values=values, update=update,
+                         extra=_SHEET_BOUND if kind == PRICE_KIND else "")
     for kind, (columns, values, update) in _COLUMNS.items()
-}
+}  # fmt: skip
+MAX_PRICE_SHEETS = 16
 
 
 async def save_announcement(
@@ -72,20 +76,37 @@ async def save_announcement(
     event_id: str,
     created_at: int,
     expires_at: int | None,
+    max_price_sheets: int = MAX_PRICE_SHEETS,
 ) -> bool:
-    """Store a verified announcement unless a newer one for the same (peer, kind, d) is already stored."""
+    """Store a verified announcement unless a newer one for the same (peer, kind, d) is already stored, or it is
+    a price sheet for a new job type of a peer that already has `max_price_sheets`."""
     key = announcement_key(kind, d)
     meta = {"id": event_id, "created_at": created_at, "expires_at": expires_at}
     args: list[Any] = [pubkey, content, created_at, key, meta, event_id]
     if kind == PRICE_KIND:
-        args.append(d)  # the job type keys the sheet inside `prices`
+        args += [d, max_price_sheets]  # the job type keys the sheet inside `prices`
     row = await pool.fetchrow(_QUERIES[kind], *args)
     return row is not None
 
 
-async def load_peers(pool: asyncpg.Pool) -> list[PeerRow]:
+async def delete_peers(pool: asyncpg.Pool, pubkeys: list[str]) -> int:
+    """Forget these peers (evicted to make room, or stale). Returns how many rows went."""
+    result = await pool.execute("DELETE FROM peers WHERE pubkey = ANY($1::text[])", pubkeys)
+    return int(result.split()[-1])
+
+
+async def prune_peers(pool: asyncpg.Pool, idle_s: float) -> int:
+    """Forget peers that announced nothing for `idle_s` (a restart would find all of it expired anyway)."""
+    result = await pool.execute("DELETE FROM peers WHERE updated_at < now() - make_interval(secs => $1)", idle_s)
+    return int(result.split()[-1])
+
+
+async def load_peers(pool: asyncpg.Pool, limit: int | None = None) -> list[PeerRow]:
+    """The stored peers, most recently updated first (at most `limit`)."""
     rows = await pool.fetch(
-        "SELECT pubkey, caps, prices, status, announcements, first_seen, updated_at FROM peers ORDER BY pubkey"
+        "SELECT pubkey, caps, prices, status, announcements, first_seen, updated_at FROM peers"
+        " ORDER BY updated_at DESC, pubkey LIMIT $1",
+        limit,
     )
     return [
         PeerRow(

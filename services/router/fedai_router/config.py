@@ -166,10 +166,22 @@ class RouterSettings:
     peer_rate: int = 600  # inbound relay events per author and minute (the relay pool's author budget)
     peer_max_content_bytes: int = 128 * 1024  # announcement content bound, checked before parsing
     peer_ttl_s: int = 300  # an announcement without `expiration` counts as fresh this long
+    # federation bounds (docs/security.d/federation.md)
+    fed_min_privacy: int = 1  # offloaded jobs leave at least at this level (PL1: sealed to the provider)
+    fed_bid_hold_s: int = 30  # an open bid holds capacity at most this long, whatever the RFB's expiration
+    fed_max_deadline_s: int = 600  # no bid on an RFB whose deadline is further away than this
+    fed_max_open_bids_per_peer: int = 32  # open bids held for one requester
+    fed_min_reputation: float = 0.0  # a peer below this smoothed success rate wins no award (0: off)
+    peer_max: int = 1_000  # peers kept (memory and table); stale first, then strangers make room for trusted keys
+    peer_max_price_sheets: int = 16  # price sheets (distinct `d` tags) kept per peer
 
     def max_privacy(self, job_type: str | None) -> int:
         """The highest privacy level a job of this type may be offloaded or accepted at."""
         return min(self.fed_max_privacy, self.fed_privacy_by_job.get(job_type or "text-generation", 3))
+
+    def offload_privacy(self, requested: int) -> int:
+        """The level a job leaves at: what the client asked, raised to `fed_min_privacy` (never lowered)."""
+        return max(requested, self.fed_min_privacy)
 
     @property
     def stream_limits(self) -> StreamLimits:
@@ -248,7 +260,7 @@ class RouterSettings:
             fed_spend_cap_msat=env.integer("ROUTER_FED_SPEND_CAP_MSAT", 10_000_000, minimum=0),
             fed_spend_window_s=env.integer("ROUTER_FED_SPEND_WINDOW_S", 3600, minimum=1),
             fed_max_attempts=env.integer("ROUTER_FED_MAX_ATTEMPTS", 2, minimum=1, maximum=5),
-            fed_job_timeout_ms=env.integer("ROUTER_FED_JOB_TIMEOUT_MS", 120_000, minimum=100),
+            fed_job_timeout_ms=env.integer("ROUTER_FED_JOB_TIMEOUT_MS", 120_000, minimum=100, maximum=86_400_000),
             auction_ttl_ms=env.integer("ROUTER_AUCTION_TTL_MS", 1_500, minimum=10, maximum=60_000),
             posted_ttl_ms=env.integer("ROUTER_POSTED_TTL_MS", 500, minimum=10, maximum=60_000),
             reauction_cooldown_ms=env.integer("ROUTER_REAUCTION_COOLDOWN_MS", 5_000, minimum=0),
@@ -271,6 +283,14 @@ class RouterSettings:
             peer_rate=env.integer("ROUTER_PEER_RATE", 600, minimum=1),
             peer_max_content_bytes=env.integer("ROUTER_PEER_MAX_CONTENT_BYTES", 128 * 1024, minimum=1024),
             peer_ttl_s=env.integer("ROUTER_PEER_TTL_S", 300, minimum=1),
+            # federation bounds
+            fed_min_privacy=env.integer("ROUTER_FED_MIN_PRIVACY", 1, minimum=0, maximum=2),
+            fed_bid_hold_s=env.integer("ROUTER_FED_BID_HOLD_S", 30, minimum=1, maximum=600),
+            fed_max_deadline_s=env.integer("ROUTER_FED_MAX_DEADLINE_S", 600, minimum=1, maximum=86_400),
+            fed_max_open_bids_per_peer=env.integer("ROUTER_FED_MAX_OPEN_BIDS_PER_PEER", 32, minimum=1, maximum=1024),
+            fed_min_reputation=env.number("ROUTER_FED_MIN_REPUTATION", 0.0, minimum=0, maximum=1),
+            peer_max=env.integer("ROUTER_PEER_MAX", 1_000, minimum=1, maximum=100_000),
+            peer_max_price_sheets=env.integer("ROUTER_PEER_MAX_PRICE_SHEETS", 16, minimum=1, maximum=1024),
         )
         if settings.client_allowlist & settings.client_blocklist:
             raise ConfigError("ROUTER_CLIENT_ALLOWLIST and ROUTER_CLIENT_BLOCKLIST share keys")
@@ -335,6 +355,11 @@ def check_peer_settings(settings: RouterSettings) -> None:
         raise ConfigError("ROUTER_PEER_ALLOWLIST and ROUTER_PEER_BLOCKLIST share keys")
     if settings.peer_wot_min > len(settings.follow):
         raise ConfigError("ROUTER_PEER_WOT_MIN is larger than the number of keys in ROUTER_FOLLOW")
+    if settings.fed_min_privacy > settings.fed_max_privacy:
+        raise ConfigError(
+            "ROUTER_FED_MIN_PRIVACY is above ROUTER_FED_MAX_PRIVACY: nothing could be offloaded"
+            " (set ROUTER_FED_MIN_PRIVACY=0 to let jobs leave in plaintext)"
+        )
 
 
 def check_retention(settings: RouterSettings) -> None:

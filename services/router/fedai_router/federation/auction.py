@@ -1,10 +1,12 @@
 """The requester side of an auction: RFB → bids → AWARD over relays (docs/federation.md, "Auctions").
 
 `Auctioneer.auction(rfb)` publishes a signed RFB, collects the bids addressed to us for `ttl_s` (or until
-every peer we expected has bid), lets a pure `choose` function pick one, stores the job and publishes the
-AWARD. `award_posted` is posted-price routing: the RFB goes to one peer chosen from its price sheet and its
-first valid bid is awarded at once. Anti-thrash: a job is not auctioned again within a cooldown unless the
-caller retries after a failure, and at most `fed_max_attempts` auctions run per job within that window.
+every peer we expected has bid) from peers eligible for an award (`eligibility.award_refusal`), lets a pure
+`choose` function pick one, reserves its price against the peer's spend cap and stores the job in one
+serialized step (`reserve_job`; a winner over its cap gives way to the next best bid), and publishes the AWARD.
+`award_posted` is posted-price routing: the RFB goes to one peer chosen from its price sheet and its first valid
+bid is awarded at once. Anti-thrash: a job is not auctioned again within a cooldown unless the caller retries
+after a failure, and at most `fed_max_attempts` auctions run per job within that window.
 """
 
 from __future__ import annotations
@@ -28,14 +30,16 @@ from fedai.protocol.event import Event
 from fedai.protocol.federation import Award, Bid, Cancel, Rfb
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import decode_payload
-from fedai.store.federation import NewJob, insert_job, set_job_status
-from fedai_router.federation.bidder import Bidder, choosable
+from fedai.store.federation import NewJob, reserve_job, set_job_status
+from fedai_router.federation.bidder import Bidder, choosable, terms_of
 from fedai_router.federation.choice import BidView, ChoiceWeights, Choose, PostedPeer, choose_posted, make_choice
+from fedai_router.federation.eligibility import award_refusal
 from fedai_router.federation.events import auction_events, check_auction_event, reason
 from fedai_router.federation.reputation import Reputation
 
 if TYPE_CHECKING:
     from fedai.nostr import Subscription
+    from fedai_router.config import RouterSettings
     from fedai_router.service import RouterService
 
 log = logging.getLogger("fedai.router.auction")
@@ -44,6 +48,13 @@ AWARD_GRACE_S = 5.0  # an RFB (and the bids on it) stay valid this long after bi
 MAX_JOBS_TRACKED = 10_000  # anti-thrash memory (job keys), least recently auctioned forgotten first
 MAX_CLOSED_TRACKED = 1_024
 UNKNOWN_ETA_MS = 60_000  # a peer that has not announced its p95 latency ranks behind those that have
+
+
+class _OverCap:
+    """`_award`'s answer when the winner's spend cap refuses the reservation."""
+
+
+OVER_CAP = _OverCap()
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +95,6 @@ class _History:
 class Auctioneer:
     def __init__(self, svc: RouterService, *, clock: Callable[[], float] = time.time) -> None:
         self.svc = svc
-        self.settings = svc.settings
         self.reputation = Reputation(
             failures=self.settings.peer_breaker_failures, cooldown_s=self.settings.peer_breaker_cooldown_s, clock=clock
         )
@@ -96,6 +106,10 @@ class Auctioneer:
         self._history: OrderedDict[str, _History] = OrderedDict()
         self._events = auction_events(svc.metrics.registry)
         self._sub: Subscription | None = None
+
+    @property
+    def settings(self) -> RouterSettings:
+        return self.svc.settings
 
     @property
     def relays(self) -> Any:
@@ -166,13 +180,16 @@ class Auctioneer:
             self._closed[event.id] = None
             while len(self._closed) > MAX_CLOSED_TRACKED:
                 self._closed.popitem(last=False)
-        winner = (choose or self.choose)([view for _, _, view in state.bids], self._clock())
-        if winner is None:
-            if state.bids:
-                await self.cancel(event, "no acceptable bid")
-            return None
-        bid_event, bid, _ = next(b for b in state.bids if b[2].event_id == winner.event_id)
-        return await self._award(state, bid_event, bid, origin_id)
+        views = [view for _, _, view in state.bids]
+        while (winner := (choose or self.choose)(views, self._clock())) is not None:
+            bid_event, bid, _ = next(b for b in state.bids if b[2].event_id == winner.event_id)
+            awarded = await self._award(state, bid_event, bid, origin_id)
+            if not isinstance(awarded, _OverCap):
+                return awarded
+            views = [v for v in views if v.peer != winner.peer]  # that peer's spend cap is reached: next best
+        if state.bids:
+            await self.cancel(event, "no acceptable bid")
+        return None
 
     def _admit(self, key: str, now: float, *, retry: bool, exclude: Collection[str]) -> frozenset[str]:
         """Apply the anti-thrash rules for one more auction of `key`; returns every peer excluded for it."""
@@ -223,8 +240,12 @@ class Auctioneer:
             log.warning("no relay took the RFB", extra={"rfb": state.event.id, "relays": len(results)})
             state.done.set()
 
-    async def _award(self, state: _Open, bid_event: Event, bid: Bid, origin_id: str | None) -> Awarded | None:
-        """Store the job, then publish the award (a failure to store leaves nothing published)."""
+    async def _award(
+        self, state: _Open, bid_event: Event, bid: Bid, origin_id: str | None
+    ) -> Awarded | _OverCap | None:
+        """Reserve the bid's price against the peer's spend cap and store the job in one serialized step, then
+        publish the award (a refused reservation or a failure to store leaves nothing published). `OVER_CAP`
+        when the peer's cap refuses it; None when no relay took the award (the reservation is released)."""
         job_id = secrets.token_hex(16)
         payload = Award(
             rfb=state.event.id, bid=bid_event.id, job_id=job_id, price_msat=bid.price_msat,
@@ -233,12 +254,14 @@ class Auctioneer:
         expires = int(bid_event.tag("expiration") or state.event.tag("expiration") or 0)
         award = seal(self.svc.keys, Kind.AWARD, payload, to=bid_event.pubkey, reply_to=bid_event.id,
                      expiration=expires)  # fmt: skip
-        await insert_job(
-            self.svc.pool,
-            NewJob(job_id=job_id, role="requester", peer=bid_event.pubkey, rfb_id=state.event.id, bid_id=bid_event.id,
-                   award_id=award.id, capacity_token=bid.capacity_token, price_msat=bid.price_msat,
-                   privacy=state.rfb.privacy, origin_id=origin_id),
-        )  # fmt: skip
+        job = NewJob(job_id=job_id, role="requester", peer=bid_event.pubkey, rfb_id=state.event.id,
+                     bid_id=bid_event.id, award_id=award.id, capacity_token=bid.capacity_token,
+                     price_msat=bid.price_msat, privacy=state.rfb.privacy, terms=terms_of(state.rfb),
+                     origin_id=origin_id)  # fmt: skip
+        s = self.settings
+        if not await reserve_job(self.svc.pool, job, cap_msat=s.fed_spend_cap_msat, window_s=s.fed_spend_window_s):
+            self._events.labels("award", "spend_cap").inc()
+            return OVER_CAP
         results = await self.relays.publish(award)
         if not any(r.ok for r in results):
             self._events.labels("award", "not_published").inc()
@@ -267,7 +290,7 @@ class Auctioneer:
         found = []
         for view in book.peers_for(rfb.model, rfb.job_type, rfb.privacy, current):
             price = book.price(view, rfb.model, rfb.job_type, current)
-            if price is None:
+            if price is None or self._ineligible(view.pubkey, rfb, current) is not None:
                 continue
             p95 = view.p95_latency_ms
             found.append(
@@ -345,7 +368,12 @@ class Auctioneer:
             return "over_cap"
         if now * 1000 + bid.eta_ms > state.rfb.deadline_ms:
             return "too_slow"
-        return None
+        return self._ineligible(peer, state.rfb, now)
+
+    def _ineligible(self, peer: str, rfb: Rfb, now: float) -> str | None:
+        """Why `peer` may not win `rfb` (no fresh caps for it, a bad endpoint, too low a reputation), or None."""
+        return award_refusal(self.svc.peers, peer, rfb, reputation=self.reputation.score(peer),
+                             min_reputation=self.settings.fed_min_reputation, now=now)  # fmt: skip
 
 
 def _capped(rfb: Rfb, price_msat: int) -> Rfb:

@@ -1,8 +1,12 @@
 """The provider side of an auction: bid on peers' RFBs, accept only awards for our own open bids.
 
-Open bids live in memory (bounded, expiring with the RFB): a bid that is never awarded leaves no row. An
-accepted award becomes a `federation_jobs` row (role provider), which is what `POST /federation/job` looks up
-on any replica. Every refused message is counted in `fedai_router_auction_events_total{kind,result}`.
+Open bids live in memory (bounded in number, per requester, and in time: an open bid holds capacity until the
+RFB expires but never longer than `ROUTER_FED_BID_HOLD_S`, and an RFB whose deadline is further away than
+`ROUTER_FED_MAX_DEADLINE_S` gets no bid): a bid that is never awarded leaves no row. Each open bid keeps what it
+was for (`JobTerms`: model, job type, sizes, salted job hash, deadline). An accepted award becomes a
+`federation_jobs` row (role provider) carrying those terms, which is what `POST /federation/job` looks up on
+any replica and checks the submitted job against. Every refused message is counted in
+`fedai_router_auction_events_total{kind,result}`.
 With several replicas sharing a key, each one bids; the award is accepted by the replica that made the winning
 bid, and the others count it as `unknown_bid`.
 """
@@ -28,7 +32,7 @@ from fedai.protocol.event import Event
 from fedai.protocol.federation import PL3_LOCAL, Award, Bid, Cancel, Rfb
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import decode_payload
-from fedai.store.federation import NewJob, cancel_awarded, insert_job
+from fedai.store.federation import JobTerms, NewJob, cancel_awarded, insert_job
 from fedai_router.federation.events import auction_events, check_auction_event, reason
 from fedai_router.pricing import quote_price
 from fedai_router.scheduler import Demand, rank
@@ -40,6 +44,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("fedai.router.bidder")
 
 MAX_OPEN_BIDS = 1_024
+MAX_AWARD_WAITS = 256  # job submits waiting for their award to arrive, all requesters together
 MAX_REMEMBERED = 4_096  # cancelled RFBs and accepted awards kept in memory
 RANK_DEPTH = 64  # nodes looked at when counting free capacity for a bid
 
@@ -52,11 +57,20 @@ class OpenBid:
     bid_id: str
     rfb_id: str
     requester: str
-    model: str
     price_msat: int
     capacity_token: str
     privacy: int
-    expires_at: int  # unix s, the RFB's expiration
+    expires_at: int  # unix s: the RFB's expiration, capped at ROUTER_FED_BID_HOLD_S from when we bid
+    terms: JobTerms  # what the RFB asked: the submitted job must match
+
+    @property
+    def model(self) -> str:
+        return self.terms.model
+
+
+def terms_of(rfb: Rfb) -> JobTerms:
+    return JobTerms(job_type=rfb.job_type, model=rfb.model, input_tokens=rfb.input_tokens,
+                    max_tokens=rfb.max_tokens, job_hash=rfb.job_hash, deadline_ms=rfb.deadline_ms)  # fmt: skip
 
 
 def _remember(store: OrderedDict[str, str], key: str, value: str) -> None:
@@ -80,6 +94,7 @@ class Bidder:
         self._awarded: OrderedDict[str, str] = OrderedDict()  # rfb id -> requester, for awards we accepted
         self._accepted: OrderedDict[str, str] = OrderedDict()  # job id -> award id
         self._waiters: dict[str, asyncio.Event] = {}
+        self._award_waits: dict[str, int] = {}  # requester -> job submits waiting for its award to arrive
         self._events = auction_events(svc.metrics.registry)
         self._subs: list[Subscription] = []
 
@@ -106,6 +121,27 @@ class Bidder:
     def open_bids(self) -> list[OpenBid]:
         self._expire(self._clock())
         return list(self._open.values())
+
+    def bids_for(self, requester: str) -> int:
+        """Open bids (not yet expired) we hold for `requester`: awards from it may still be on their way."""
+        now = self._clock()
+        return sum(1 for b in self._open.values() if b.requester == requester and b.expires_at > now)
+
+    def begin_award_wait(self, requester: str) -> bool:
+        """May a job submit from `requester` wait for its award to arrive? Only while we hold an open bid for it,
+        at most one waiting submit per such bid, and `MAX_AWARD_WAITS` in all. Pair with `end_award_wait`."""
+        waiting = self._award_waits.get(requester, 0)
+        if sum(self._award_waits.values()) >= MAX_AWARD_WAITS or waiting >= self.bids_for(requester):
+            return False
+        self._award_waits[requester] = waiting + 1
+        return True
+
+    def end_award_wait(self, requester: str) -> None:
+        left = self._award_waits.get(requester, 0) - 1
+        if left > 0:
+            self._award_waits[requester] = left
+        else:
+            self._award_waits.pop(requester, None)
 
     async def wait_accepted(self, job_id: str, timeout: float) -> bool:  # noqa: ASYNC109 - a plain deadline
         """True once an award for `job_id` has been accepted (for tests and the benchmark)."""
@@ -145,8 +181,11 @@ class Bidder:
             rfb = decode_payload(event.content, Rfb)
         except FedaiError as err:
             return reason(err)
+        settings = self.svc.settings
         if rfb.deadline_ms <= now * 1000:
             return "expired"
+        if rfb.deadline_ms > (now + settings.fed_max_deadline_s) * 1000:
+            return "too_long"  # an award for it could sit unused that long
         if self._cancelled.get(event.id) == event.pubkey:
             return "cancelled"
         if not choosable(self.svc, event.pubkey):
@@ -154,15 +193,18 @@ class Bidder:
         self._expire(now)
         if len(self._open) >= self._max_open:
             return "full"
+        if sum(1 for b in self._open.values() if b.requester == event.pubkey) >= settings.fed_max_open_bids_per_peer:
+            return "peer_full"
         quoted = self.quote(event, rfb)
         bid = await quoted if inspect.isawaitable(quoted) else quoted
         if bid is None:
             return "declined"
         bid = msgspec.structs.replace(bid, rfb=event.id)
-        bid_event = seal(self.svc.keys, Kind.BID, bid, to=event.pubkey, reply_to=event.id, expiration=expires)
+        hold = min(expires, math.floor(now) + settings.fed_bid_hold_s)  # a far-future RFB holds us this long only
+        bid_event = seal(self.svc.keys, Kind.BID, bid, to=event.pubkey, reply_to=event.id, expiration=hold)
         self._open[bid_event.id] = OpenBid(
-            bid_id=bid_event.id, rfb_id=event.id, requester=event.pubkey, model=rfb.model, price_msat=bid.price_msat,
-            capacity_token=bid.capacity_token, privacy=rfb.privacy, expires_at=expires,
+            bid_id=bid_event.id, rfb_id=event.id, requester=event.pubkey, price_msat=bid.price_msat,
+            capacity_token=bid.capacity_token, privacy=rfb.privacy, expires_at=hold, terms=terms_of(rfb),
         )  # fmt: skip
         # the relays' OKs are awaited off this subscription's queue, so the next RFB is not held up by them
         self.svc.spawn(self._publish_bid(bid_event), "auction bid")
@@ -221,7 +263,7 @@ class Bidder:
             self.svc.pool,
             NewJob(job_id=award.job_id, role="provider", peer=event.pubkey, rfb_id=held.rfb_id, bid_id=held.bid_id,
                    award_id=event.id, capacity_token=held.capacity_token, price_msat=award.price_msat,
-                   privacy=held.privacy),
+                   privacy=held.privacy, terms=held.terms),
         )  # fmt: skip
         self._open.pop(held.bid_id, None)  # an open bid is awarded once
         if not stored:

@@ -1,17 +1,19 @@
 """POST /federation/job — the provider side of an offloaded job.
 
-A peer router that won our auction sends a signed job.submit bound to its award. We check the award is ours
-and unused, open the payload (NIP-44 at PL1/PL2), check it hashes to what the auction promised, run it on our
+A peer router that won our auction sends a signed job.submit bound to its award. We check the award is ours,
+unused and not past its deadline, open the payload (NIP-44 at PL1/PL2), check it is exactly the job the bid was
+for (`binding_problems`: the RFB's salted hash, model, job type, privacy and at most its sizes), run it on our
 own nodes through the normal scheduler and verified dispatch, and answer with a signed job.result carrying the
-output (sealed back at PL1/PL2), our signed receipt and our chain down to the node. Nothing about the job's
-content is ever logged.
+output (sealed back at PL1/PL2), our signed receipt and our chain down to the node. A refused submit writes
+nothing and leaves the award usable: only the awarded requester can get that far (its signature is checked
+first), and the award's deadline bounds how long it stays usable. Nothing about the job's content is logged.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import time
+from typing import TYPE_CHECKING
 
 from fedai.protocol import nip44
 from fedai.protocol.envelope import seal
@@ -23,67 +25,128 @@ from fedai.protocol.federation import (
     JobResult,
     JobSubmit,
     Receipt,
+    SealedJob,
     SealedOutput,
     job_hash,
     job_request,
 )
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import (
+    DEFAULT_JOB_TYPE,
     InferenceRequest,
     InferenceResponse,
     InferResult,
     Usage,
     decode_payload,
     encode_payload,
+    estimate_tokens,
     price_msat,
+    prompt_material,
 )
 from fedai.store import federation as jobs_store
 from fedai.store.metering import MeteringEntry
 from fedai_router.dispatch import Origin
+from fedai_router.federation.events import auction_events
 from fedai_router.infer import plan
 from fedai_router.service import RouterService
 
-
-def _open_payload(svc: RouterService, event: Event, submit: JobSubmit) -> InferenceRequest:
-    if submit.privacy == PL0_PUBLIC:
-        if submit.request is None or submit.sealed is not None:
-            raise FedaiError(ErrorCode.INVALID_REQUEST, "a PL0 job carries `request` and no `sealed`")
-        request = submit.request
-    else:
-        if submit.sealed is None or submit.request is not None:
-            raise FedaiError(ErrorCode.INVALID_REQUEST, "a PL1/PL2 job carries `sealed` and no `request`")
-        request = decode_payload(nip44.decrypt(svc.keys, event.pubkey, submit.sealed), InferenceRequest)
-    if request != job_request(request):
-        raise FedaiError(ErrorCode.INVALID_REQUEST, "a job may carry only the model, prompt and sampling options")
-    if job_hash(request) != submit.input_sha256:
-        raise FedaiError(ErrorCode.INVALID_REQUEST, "the job does not hash to its input_sha256")
-    return request
-
+if TYPE_CHECKING:
+    from fedai_router.federation.bidder import Bidder
 
 AWARD_WAIT_S = 2.0  # the award travels by relay, the job by HTTP: the job may arrive first
+FIRST_POLL_S = 0.02  # then doubling up to MAX_POLL_S: about a dozen lookups in AWARD_WAIT_S
+MAX_POLL_S = 0.25
 
 
-async def _award_for(svc: RouterService, award_id: str) -> jobs_store.AwardRow | None:
-    """Our stored award, waiting briefly for it to arrive from the relay if the job overtook it."""
-    deadline = time.monotonic() + AWARD_WAIT_S
-    while (award := await jobs_store.find_award(svc.pool, award_id)) is None and time.monotonic() < deadline:  # noqa: ASYNC110 - another replica may store it: poll the database
-        await asyncio.sleep(0.02)
-    return award
+def _open_payload(svc: RouterService, event: Event, submit: JobSubmit) -> tuple[InferenceRequest, str]:
+    """The job and the salt of its hash, checked to hash to the submit's `input_sha256`."""
+    if submit.privacy == PL0_PUBLIC:
+        if submit.request is None or submit.salt is None or submit.sealed is not None:
+            raise FedaiError(ErrorCode.INVALID_REQUEST, "a PL0 job carries `request` and `salt` and no `sealed`")
+        request, salt = submit.request, submit.salt
+    else:
+        if submit.sealed is None or submit.request is not None or submit.salt is not None:
+            raise FedaiError(ErrorCode.INVALID_REQUEST, "a PL1/PL2 job carries only `sealed` (the job and its salt)")
+        opened = decode_payload(nip44.decrypt(svc.keys, event.pubkey, submit.sealed), SealedJob)
+        request, salt = opened.request, opened.salt
+    if request != job_request(request):
+        raise FedaiError(ErrorCode.INVALID_REQUEST, "a job may carry only the model, prompt and sampling options")
+    if job_hash(request, salt) != submit.input_sha256:
+        raise FedaiError(ErrorCode.INVALID_REQUEST, "the job does not hash to its input_sha256")
+    return request, salt
+
+
+def binding_problems(terms: jobs_store.JobTerms, request: InferenceRequest, input_sha256: str) -> list[str]:
+    """How a submitted job (already checked to hash to `input_sha256`) differs from what the bid was for; empty
+    when it is that job. The hash binds the job to the RFB's own hash; the fields bind it to what the RFB
+    declared (an RFB may declare a small job and hash a large one). Pure."""
+    problems = []
+    if input_sha256 != terms.job_hash:
+        problems.append("job hash")
+    if request.model != terms.model:
+        problems.append("model")
+    if (request.job_type or DEFAULT_JOB_TYPE) != terms.job_type:
+        problems.append("job type")
+    if request.max_tokens > terms.max_tokens:
+        problems.append("max_tokens")
+    if estimate_tokens(len(prompt_material(request))) > terms.input_tokens:
+        problems.append("input size")
+    return problems
+
+
+async def _award_for(svc: RouterService, submit: JobSubmit, requester: str) -> jobs_store.AwardRow | None:
+    """Our stored award. When it is not stored yet, wait briefly for it to arrive from the relay, but only if we
+    hold an open bid for this requester (an award from it may be on its way) and within its waiting budget (one
+    wait per open bid, `Bidder.begin_award_wait`): a submit naming a random award costs one lookup."""
+    award = await jobs_store.find_award(svc.pool, submit.award)
+    bidder: Bidder | None = getattr(svc, "bidder", None)
+    if award is not None or bidder is None or not bidder.begin_award_wait(requester):
+        return award
+    try:
+        deadline, pause = time.monotonic() + AWARD_WAIT_S, FIRST_POLL_S
+        while (left := deadline - time.monotonic()) > 0:
+            accepted_here = await bidder.wait_accepted(submit.job_id, min(pause, left))  # wakes when we accept it
+            award = await jobs_store.find_award(svc.pool, submit.award)  # another replica may have accepted it
+            if award is not None or accepted_here:
+                return award
+            pause = min(pause * 2, MAX_POLL_S)
+        return None
+    finally:
+        bidder.end_award_wait(requester)
 
 
 async def handle_job(svc: RouterService, body: bytes) -> Event:
+    counter = auction_events(svc.metrics.registry)
+    try:
+        answer = await _handle_job(svc, body)
+    except FedaiError as err:
+        counter.labels("submit", err.code.value).inc()
+        raise
+    counter.labels("submit", "ok").inc()
+    return answer
+
+
+async def _handle_job(svc: RouterService, body: bytes) -> Event:
     opened = svc.open_addressed(body, JobSubmit, Kind.JOB_SUBMIT)
     event, submit = opened.event, opened.payload
-    award = await _award_for(svc, submit.award)
+    award = await _award_for(svc, submit, event.pubkey)
     if award is None or award.role != "provider" or award.peer != event.pubkey or award.job_id != submit.job_id:
         raise FedaiError(ErrorCode.FORBIDDEN, "no award of this router matches this job and sender")
+    bid_terms = award.terms
+    if bid_terms is None:
+        raise FedaiError(ErrorCode.FORBIDDEN, "this award was stored without the terms of its bid")
+    if time.time() * 1000 > bid_terms.deadline_ms:
+        raise FedaiError(ErrorCode.EXPIRED, "the award's deadline has passed")
     if submit.privacy >= PL3_LOCAL:
         raise FedaiError(ErrorCode.FORBIDDEN, "a PL3 job is never offloaded")
-    request = _open_payload(svc, event, submit)
-    if submit.privacy > svc.settings.max_privacy(request.job_type):
-        raise FedaiError(ErrorCode.FORBIDDEN, f"privacy level {submit.privacy} is above what this router accepts")
     if submit.privacy != award.privacy:
         raise FedaiError(ErrorCode.INVALID_REQUEST, "the job's privacy level is not the one awarded")
+    request, _salt = _open_payload(svc, event, submit)
+    if submit.privacy > svc.settings.max_privacy(request.job_type):
+        raise FedaiError(ErrorCode.FORBIDDEN, f"privacy level {submit.privacy} is above what this router accepts")
+    problems = binding_problems(bid_terms, request, submit.input_sha256)
+    if problems:
+        raise FedaiError(ErrorCode.FORBIDDEN, "the job is not the one bid on: " + ", ".join(problems) + " differ")
     await svc.claim(event)
     if not await jobs_store.start_job(svc.pool, submit.job_id):
         raise FedaiError(ErrorCode.REPLAY, "this award's job was already submitted")

@@ -1,8 +1,11 @@
 """Offloading a request this router cannot serve: auction it to peers, send the job to the winner, verify the
 result, its receipt and the provider's chain down to its node, and answer the client with all of it.
 
-Only requests at privacy PL0-PL2 (and within this router's maximum for the job type) leave; PL3 never does.
-Spend per peer is capped per window and per job; a peer that fails is excluded from the retry, which runs a
+Only requests at privacy PL0-PL2 (and within this router's maximum for the job type) leave; PL3 never does. A
+job leaves at the client's level raised to `ROUTER_FED_MIN_PRIVACY` (PL1 by default: sealed to the provider),
+never lower. Each auction gets a fresh secret salt for the job's hash; the client gets it in the answer's
+`offload` to check the hash. Spend per peer is capped per window (reserved before the award, settled to the
+receipt's price, released on failure) and per job; a peer that fails is excluded from the retry, which runs a
 new auction within the per-request attempt budget.
 """
 
@@ -11,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from datetime import UTC, datetime
 
 import aiohttp
 import msgspec
@@ -27,9 +29,11 @@ from fedai.protocol.federation import (
     JobSubmit,
     Receipt,
     Rfb,
+    SealedJob,
     SealedOutput,
     job_hash,
     job_request,
+    new_salt,
 )
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import (
@@ -59,10 +63,11 @@ MAX_RESULT_BYTES = 16 * 1024 * 1024
 
 def can_offload(svc: RouterService, request: InferenceRequest) -> bool:
     """Federation is on and the request may leave this router."""
+    privacy = svc.settings.offload_privacy(request.privacy)
     return (
         getattr(svc, "auctioneer", None) is not None
-        and request.privacy < PL3_LOCAL
-        and request.privacy <= svc.settings.max_privacy(request.job_type)
+        and privacy < PL3_LOCAL
+        and privacy <= svc.settings.max_privacy(request.job_type)
     )
 
 
@@ -73,32 +78,25 @@ async def offload(svc: RouterService, client_event: Event, request: InferenceReq
     if auctioneer is None:
         raise local
     cap = min(request.max_price_msat or settings.fed_max_cost_msat, settings.fed_max_cost_msat)
-    rfb = Rfb(
-        job_type=request.job_type or DEFAULT_JOB_TYPE, model=request.model, privacy=request.privacy,
-        input_tokens=estimate_tokens(len(prompt_material(request))), max_tokens=request.max_tokens,
-        max_price_msat=cap, job_hash=job_hash(request),
-        deadline_ms=int(time.time() * 1000) + settings.fed_job_timeout_ms,
-    )  # fmt: skip
-    spent = await _spent(svc)
-    excluded = {peer for peer, msat in spent.items() if msat >= settings.fed_spend_cap_msat}
+    excluded: set[str] = set()
     last: FedaiError = local
     for attempt in range(settings.fed_max_attempts):
-        deadline = int(time.time() * 1000) + settings.fed_job_timeout_ms  # each attempt gets the full time
-        rfb = msgspec.structs.replace(rfb, deadline_ms=deadline)
+        salt = new_salt()  # per auction: retries of one request cannot be linked on relays by their hash
+        rfb = Rfb(
+            job_type=request.job_type or DEFAULT_JOB_TYPE, model=request.model,
+            privacy=settings.offload_privacy(request.privacy),
+            input_tokens=estimate_tokens(len(prompt_material(request))), max_tokens=request.max_tokens,
+            max_price_msat=cap, job_hash=job_hash(request, salt),
+            deadline_ms=int(time.time() * 1000) + settings.fed_job_timeout_ms,  # each attempt gets the full time
+        )  # fmt: skip
+        # the winner's price is reserved against its spend cap before the award (Auctioneer._award)
         awarded = await auctioneer.auction(  # anti-thrash keyed on this request: other clients are not held back
             rfb, exclude=frozenset(excluded), retry=attempt > 0, origin_id=client_event.id, key=client_event.id
         )
         if awarded is None:
             break
-        if spent.get(awarded.peer, 0) + awarded.bid_payload.price_msat > settings.fed_spend_cap_msat:
-            # the bid would take this peer past its spend cap for the window: withdraw before anything runs
-            await jobs_store.set_job_status(svc.pool, awarded.job_id, "cancelled")
-            await auctioneer.cancel(awarded.rfb, "spend cap")
-            svc.metrics.offloads.labels("spend_cap").inc()
-            excluded.add(awarded.peer)
-            continue
         try:
-            answer = await _run(svc, client_event, request, awarded)
+            answer = await _run(svc, client_event, request, awarded, salt)
         except FedaiError as err:
             log.info("offloaded job failed", extra={"peer": awarded.peer[:16], "code": err.code.value})
             auctioneer.record_outcome(awarded.peer, ok=False)
@@ -113,23 +111,6 @@ async def offload(svc: RouterService, client_event: Event, request: InferenceReq
     raise last
 
 
-async def _spent(svc: RouterService) -> dict[str, int]:
-    """What each peer has been paid in the current spend window."""
-    since = datetime.fromtimestamp(time.time() - svc.settings.fed_spend_window_s, UTC)
-    rows = await svc.pool.fetch(
-        "SELECT peer, sum(spent_msat)::bigint AS spent FROM peer_spend WHERE window_start > $1 GROUP BY peer", since
-    )
-    return {r["peer"]: int(r["spent"]) for r in rows}
-
-
-async def _record_spend(svc: RouterService, peer: str, msat: int) -> None:
-    await svc.pool.execute(
-        "INSERT INTO peer_spend (peer, window_start, spent_msat) VALUES ($1, date_trunc('minute', now()), $2)"
-        " ON CONFLICT (peer, window_start) DO UPDATE SET spent_msat = peer_spend.spent_msat + EXCLUDED.spent_msat",
-        peer, msat,
-    )  # fmt: skip
-
-
 def _endpoint(svc: RouterService, peer: str) -> str:
     endpoint = svc.peers.endpoint(peer)
     if endpoint is None:
@@ -137,14 +118,16 @@ def _endpoint(svc: RouterService, peer: str) -> str:
     return endpoint.rstrip("/")
 
 
-async def _run(svc: RouterService, client_event: Event, request: InferenceRequest, awarded: Awarded) -> Event:
+async def _run(
+    svc: RouterService, client_event: Event, request: InferenceRequest, awarded: Awarded, salt: str
+) -> Event:
     peer, job_id, price = awarded.peer, awarded.job_id, awarded.bid_payload.price_msat
-    job = job_request(request)
+    job, privacy = job_request(request), svc.settings.offload_privacy(request.privacy)
+    clear = privacy == PL0_PUBLIC  # at PL1/PL2 the job and its salt are sealed to the provider
+    sealed = None if clear else nip44.encrypt(svc.keys, peer, encode_payload(SealedJob(request=job, salt=salt)))
     payload = JobSubmit(
-        job_id=job_id, award=awarded.award.id, privacy=request.privacy,
-        request=job if request.privacy == PL0_PUBLIC else None,
-        sealed=None if request.privacy == PL0_PUBLIC else nip44.encrypt(svc.keys, peer, encode_payload(job)),
-        input_sha256=job_hash(request), max_cost_msat=price,
+        job_id=job_id, award=awarded.award.id, privacy=privacy, request=job if clear else None,
+        salt=salt if clear else None, sealed=sealed, input_sha256=job_hash(request, salt), max_cost_msat=price,
     )  # fmt: skip
     submit = seal(svc.keys, Kind.JOB_SUBMIT, payload, to=peer, nonce=True)
     timeout = aiohttp.ClientTimeout(total=svc.settings.fed_job_timeout_ms / 1000)
@@ -153,13 +136,12 @@ async def _run(svc: RouterService, client_event: Event, request: InferenceReques
     if reply.status != 200:
         raise error_from_reply(reply.status, reply.body, reply.retry_after, who="provider")
     result_event, result, receipt, chain = _verify_result(svc, peer, submit, payload, request, reply.body, price)
-    await _record_spend(svc, peer, receipt.price_msat)
-    await jobs_store.set_job_status(svc.pool, job_id, "done", result.receipt)
+    await jobs_store.settle_job(svc.pool, job_id, result.receipt, receipt.price_msat)  # the reservation -> the price
     await svc.metering.record(
         MeteringEntry(record=decode_payload(chain.metering.content, MeteringRecord), event=chain.metering,
                       origin_id=client_event.id, client=client_event.pubkey, node=chain.node)
     )  # fmt: skip
-    offloaded = Offload(submit=submit, result=result_event, receipt=result.receipt, provider=peer)
+    offloaded = Offload(submit=submit, result=result_event, receipt=result.receipt, provider=peer, salt=salt)
     answer = msgspec.structs.replace(chain, offload=offloaded)
     return seal(svc.keys, Kind.INFER_RESPONSE, answer, to=client_event.pubkey, reply_to=client_event.id)
 

@@ -8,7 +8,9 @@ payload schema, and for caps an endpoint of the right shape whose address (writt
 router's bounded resolver) is public unless ROUTER_ALLOW_PRIVATE_ENDPOINTS is on (`fedai_router.endpoints`; the
 address is judged again when the router connects, in `fedai_router.outbound`). Each outcome is counted in
 `fedai_router_peer_events_total{kind,result}`. Accepted ones are written to `peers` (the latest wins there too)
-and kept in the in-memory `PeerBook` the auction reads.
+and kept in the in-memory `PeerBook` the auction reads. The book holds at most `ROUTER_PEER_MAX` peers
+(`peer_limits`: stale ones give way first, `full` otherwise) and `ROUTER_PEER_MAX_PRICE_SHEETS` price sheets per
+peer (`too_many_sheets`); peers silent for a day are pruned.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import Payload, decode_payload, to_builtins
 from fedai.store import peers as peer_store
 from fedai_router.endpoints import EndpointValidator, check_shape
+from fedai_router.federation.peer_limits import is_stale, room_for
 from fedai_router.federation.policy import CONTACTS_KIND, REFUSED, PeerPolicy, PolicyState, newer
 
 if TYPE_CHECKING:
@@ -48,6 +51,8 @@ ANNOUNCE_KINDS = sorted(KIND_NAMES)
 MAX_REFUSED_TRACKED = 10_000  # keys refused as untrusted, re-queried when a contact list vouches for them
 REQUERY_EOSE_S = 10.0
 POOL_STATS_S = 1.0
+PRUNE_S = 60.0  # how often silent peers are pruned
+PEER_IDLE_S = 86_400.0  # a peer that announced nothing for this long is forgotten (memory and table)
 # pool counters mirrored into fedai_router_peer_events_total{kind="any"} (the pool sees no kinds)
 POOL_RESULTS = {"invalid": "invalid", "oversized": "too_large", "over_budget": "over_budget"}
 
@@ -158,6 +163,8 @@ class PeerBook:
         registry: CollectorRegistry | None = None,
         allow_private: bool = False,
         validator: EndpointValidator | None = None,
+        max_peers: int = 1_000,
+        max_price_sheets: int = peer_store.MAX_PRICE_SHEETS,
     ) -> None:
         self.self_pubkey = self_pubkey
         self.allow_private = allow_private  # ROUTER_ALLOW_PRIVATE_ENDPOINTS: peer endpoints on private addresses
@@ -166,6 +173,9 @@ class PeerBook:
         self.skew_s = skew_s
         self.max_content_bytes = max_content_bytes
         self.ttl_s = ttl_s
+        self.max_peers = max_peers
+        self.max_price_sheets = max_price_sheets
+        self._evicted: list[str] = []  # forgotten in memory, still to delete from the table
         self.events = Counter(
             "fedai_router_peer_events", "Peer announcements and contact lists by kind and result",
             ["kind", "result"], registry=registry,
@@ -197,6 +207,8 @@ class PeerBook:
             registry=registry,
             allow_private=settings.allow_private_endpoints,
             validator=validator,
+            max_peers=settings.peer_max,
+            max_price_sheets=settings.peer_max_price_sheets,
         )
 
     # -- receiving -------------------------------------------------------------------------------
@@ -231,6 +243,10 @@ class PeerBook:
         if d is None or not _d_fits(kind, d):
             return "malformed", None
         record = self._peers.get(event.pubkey)
+        if record is None and len(self._peers) >= self.max_peers and self._room_for(event.pubkey, now) is None:
+            return "full", None
+        if kind == Kind.ROUTER_PRICE and record is not None and self._sheets_full(record, d):
+            return "too_many_sheets", None
         held = record.held(kind, d) if record is not None else None
         if held is not None:
             if held.event_id == event.id:
@@ -245,14 +261,24 @@ class PeerBook:
             return "endpoint", None
         return ("muted" if state == "muted" else "accepted"), Incoming(event, d, expires_at, payload)
 
-    def remember(self, incoming: Incoming, now: float) -> None:
+    def remember(self, incoming: Incoming, now: float) -> bool:
+        """Hold a checked announcement in memory; False when it no longer fits (the book or the peer's sheets
+        filled up since `check`) or a newer one is already held."""
         event = incoming.event
         record = self._peers.get(event.pubkey)
         if record is None:
+            if len(self._peers) >= self.max_peers:
+                victim = self._room_for(event.pubkey, now)
+                if victim is None:
+                    return False
+                del self._peers[victim]
+                self._evicted.append(victim)
             record = self._peers[event.pubkey] = PeerRecord(event.pubkey, first_seen=now, last_seen=now)
+        if event.kind == Kind.ROUTER_PRICE and self._sheets_full(record, incoming.d):
+            return False
         held = record.held(event.kind, incoming.d)
         if held is not None and not newer(event.created_at, event.id, held.created_at, held.event_id):
-            return  # a newer one arrived (on another subscription) while this one was being stored
+            return False  # a newer one arrived (on another subscription) meanwhile
         record.last_seen = now
         payload = incoming.payload
         if isinstance(payload, RouterCaps):
@@ -261,9 +287,10 @@ class PeerBook:
             record.status = Held(event.id, event.created_at, incoming.expires_at, payload)
         else:
             record.prices[incoming.d] = Held(event.id, event.created_at, incoming.expires_at, payload)
+        return True
 
     async def handle(self, event: Event, pool: asyncpg.Pool | None, now: float | None = None) -> str:
-        """Check one announcement; store and remember it if it passes. Returns (and counts) the result."""
+        """Check one announcement; remember and store it if it passes. Returns (and counts) the result."""
         current = time.time() if now is None else now
         result, incoming = self.check(event, current)
         if incoming is not None and isinstance(incoming.payload, RouterCaps) and self.validator is not None:
@@ -273,8 +300,13 @@ class PeerBook:
                 result, incoming = "endpoint", None
         if incoming is not None:
             if pool is not None:
-                await self._store(pool, incoming)
+                await self._store(pool, incoming)  # first, so what the book shows is in the table
             self.remember(incoming, current)
+            if pool is not None:
+                if event.pubkey not in self._peers:  # refused, or evicted while it was being stored
+                    self._evicted.append(event.pubkey)
+                if self._evicted:
+                    await self._forget(pool)
         self.events.labels(KIND_NAMES.get(event.kind, str(event.kind)), result).inc()
         if incoming is None and result not in ("own", "duplicate"):
             log.debug("peer announcement refused", extra={"peer": event.pubkey[:16], "kind": event.kind,
@@ -287,10 +319,43 @@ class PeerBook:
             await peer_store.save_announcement(
                 pool, event.pubkey, kind=event.kind, d=incoming.d, content=to_builtins(incoming.payload),
                 event_id=event.id, created_at=event.created_at, expires_at=incoming.expires_at,
+                max_price_sheets=self.max_price_sheets,
             )  # fmt: skip
         except (OSError, asyncpg.PostgresError) as exc:  # memory still learns it; the next announcement retries
             log.warning("storing a peer announcement failed", extra={"peer": event.pubkey[:16],
                                                                      "error": type(exc).__name__})  # fmt: skip
+
+    def _room_for(self, newcomer: str, now: float) -> str | None:
+        """The peer that gives way to `newcomer` at the cap (`peer_limits.room_for`), or None."""
+        return room_for(self._peers.values(), newcomer_trusted=self._trusted(newcomer), trusted=self._trusted,
+                        now=now, ttl_s=self.ttl_s)  # fmt: skip
+
+    def _sheets_full(self, record: PeerRecord, d: str) -> bool:
+        """A price sheet for a new job type would take the peer past `max_price_sheets`."""
+        return d not in record.prices and len(record.prices) >= self.max_price_sheets
+
+    def _trusted(self, pubkey: str) -> bool:
+        return self.policy.followed(pubkey) or self.policy.endorsements(pubkey) > 0
+
+    async def _forget(self, pool: asyncpg.Pool) -> None:
+        evicted, self._evicted = self._evicted, []
+        try:
+            await peer_store.delete_peers(pool, evicted)
+        except (OSError, asyncpg.PostgresError) as exc:  # the next prune removes them from the table
+            log.warning("forgetting peers failed", extra={"peers": len(evicted), "error": type(exc).__name__})
+
+    async def prune(self, pool: asyncpg.Pool | None, now: float | None = None) -> int:
+        """Forget peers that announced nothing for `PEER_IDLE_S` (memory, then the table). Returns how many."""
+        current = time.time() if now is None else now
+        idle = [k for k, r in self._peers.items() if is_stale(r, current, self.ttl_s)
+                and current - r.last_seen > PEER_IDLE_S]  # fmt: skip
+        for key in idle:
+            del self._peers[key]
+        if pool is not None:
+            self._evicted.extend(idle)
+            await self._forget(pool)
+            await peer_store.prune_peers(pool, PEER_IDLE_S)
+        return len(idle)
 
     def handle_contacts(self, event: Event, now: float | None = None) -> frozenset[str]:
         """A followed key's kind-3 contact list. Returns keys refused as untrusted earlier that it now vouches
@@ -338,7 +403,9 @@ class PeerBook:
     def restore(self, rows: Iterable[peer_store.PeerRow]) -> int:
         """Load peers stored earlier (by this or another replica); rows that no longer decode are skipped."""
         loaded = 0
-        for row in rows:
+        for row in sorted(rows, key=lambda r: r.updated_at, reverse=True):  # the most recent, up to the cap
+            if len(self._peers) >= self.max_peers:
+                break
             record = PeerRecord(row.pubkey, first_seen=_ts(row.first_seen), last_seen=_ts(row.updated_at))
             try:
                 if row.caps is not None:
@@ -347,7 +414,7 @@ class PeerBook:
                         record.caps = None  # stored before the rule, or under ROUTER_ALLOW_PRIVATE_ENDPOINTS
                 if row.status is not None:
                     record.status = _held(row, Kind.ROUTER_STATUS, STATUS_D, row.status, RouterStatus)
-                for job_type, sheet in row.prices.items():
+                for job_type, sheet in list(row.prices.items())[: self.max_price_sheets]:
                     price = _held(row, Kind.ROUTER_PRICE, job_type, sheet, RouterPrice)
                     if price is not None:
                         record.prices[job_type] = price
@@ -562,4 +629,8 @@ async def start_peers(svc: RouterService) -> None:
     async def mirror() -> None:
         book.mirror_pool_stats(relays.stats)
 
+    async def prune() -> None:
+        await book.prune(svc.pool)
+
     svc._every(POOL_STATS_S, "peer stats", mirror)
+    svc._every(PRUNE_S, "peer prune", prune)
