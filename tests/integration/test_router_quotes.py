@@ -142,3 +142,14 @@ async def test_a_stream_that_fails_after_its_first_chunk_keeps_its_quote_spent(
             await _drain(stream, received)
     assert received[:1] == ["alpha"]  # the node served part of it
     assert await _used(db_pool, q.quote_id)
+
+
+async def test_a_quote_for_more_input_tokens_than_storage_holds_is_a_typed_error(
+    router: RunningRouter, spawn_node: SpawnNode
+) -> None:
+    await spawn_node()
+    async with AsyncClient(router.url, router_pubkey=router.pubkey) as client:
+        with pytest.raises(FedaiError) as err:
+            await client.quote("fake-model", max_tokens=8, input_tokens=2**31)  # quotes.input_tokens is `integer`
+        assert err.value.code == "invalid_event"
+        assert (await client.quote("fake-model", max_tokens=8, input_tokens=3)).quote.input_tokens == 3

@@ -71,8 +71,7 @@ async def release_quote(pool: asyncpg.Pool, quote_id: str, spender: str) -> bool
     """Give a quote back after no node served the request that spent it. Only its spender can: a request
     that did not spend the quote (or spent it and was released already) changes nothing."""
     row = await pool.fetchrow(
-        "UPDATE quotes SET used_at = NULL, used_by = NULL WHERE id = $1 AND used_by = $2 AND used_at IS NOT NULL"
-        " RETURNING id",
+        "UPDATE quotes SET used_at = NULL, used_by = NULL WHERE id = $1 AND used_by = $2 RETURNING id",
         quote_id,
         spender,
     )
