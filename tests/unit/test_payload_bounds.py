@@ -25,7 +25,9 @@ from fedai.protocol.messages import (
     StreamChunk,
     Usage,
     decode_payload,
+    price_msat,
 )
+from fedai_router.pricing import MAX_FEE_BASE_MSAT, quote_price
 
 H = "ab" * 32
 
@@ -141,3 +143,12 @@ def test_a_metered_token_count_decodes_exactly_when_an_integer_column_holds_it(t
         with pytest.raises(FedaiError) as err:
             decode_payload(body, MeteringRecord)
         assert err.value.code == ErrorCode.INVALID_EVENT
+
+
+def test_the_largest_price_and_quote_fit_bigint() -> None:
+    """Bounded rates and token counts keep every computed price storable (`quotes`, `metering_records`)."""
+    top = Pricing(input_msat=MAX_RATE_MSAT, output_msat=MAX_RATE_MSAT)
+    assert price_msat(top, INT4_MAX, INT4_MAX) <= INT8_MAX
+    quote = quote_price(top, INT4_MAX, INT4_MAX, fee_base_msat=MAX_FEE_BASE_MSAT, fee_ppm=1_000_000)
+    assert quote.total_msat <= INT8_MAX
+    assert quote.input_msat == -(-INT4_MAX * MAX_RATE_MSAT // 1000)  # exact: no float rounding

@@ -27,6 +27,7 @@ from fedai.protocol.messages import (
     prompt_sha256,
 )
 from fedai_router.verify import (
+    AboveAgreedPrice,
     Binding,
     NodeFault,
     ReplyLimits,
@@ -154,8 +155,17 @@ def test_price_up_to_what_the_client_agreed_and_no_more() -> None:
     at_cap = reply_limits(REQUEST, price, tokens_per_byte=1, overhead=OVERHEAD)
     assert verify_reply(reply(fwd), binding(fwd, at_cap)).record.price_msat == price
     below = reply_limits(REQUEST, price - 1, tokens_per_byte=1, overhead=OVERHEAD)
-    with pytest.raises(NodeFault, match="price above what the client agreed"):
+    with pytest.raises(AboveAgreedPrice, match="price above what the client agreed"):
         verify_reply(reply(fwd), binding(fwd, below))
+
+
+def test_a_lie_above_the_cap_is_a_fault_not_only_an_over_price() -> None:
+    """Over the cap alone is AboveAgreedPrice (not penalised); with any lie besides, a plain NodeFault."""
+    fwd = forwarded()
+    cap = reply_limits(REQUEST, 1, tokens_per_byte=1, overhead=OVERHEAD)
+    with pytest.raises(NodeFault) as err:
+        verify_reply(reply(fwd, usage=(3, REQUEST.max_tokens + 1)), binding(fwd, cap))
+    assert not isinstance(err.value, AboveAgreedPrice) and "output tokens above max_tokens" in err.value.message
 
 
 def test_a_zero_cap_means_zero() -> None:

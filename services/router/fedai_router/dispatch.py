@@ -30,7 +30,7 @@ from fedai_router.node_state import NodeState
 from fedai_router.registry import Registry
 from fedai_router.retry import RetryBudget
 from fedai_router.scheduler import Candidate
-from fedai_router.verify import Binding, NodeFault, ReplyLimits, Verified, verify_reply
+from fedai_router.verify import AboveAgreedPrice, Binding, NodeFault, ReplyLimits, Verified, verify_reply
 
 log = logging.getLogger("fedai.router.dispatch")
 
@@ -189,8 +189,11 @@ class Dispatcher:
     async def penalise(self, origin: Origin, node: NodeState, attempt: int, err: FedaiError,
                        latency_ms: float) -> None:  # fmt: skip
         log.info("node attempt failed", extra={"node": node.pubkey[:16], "attempt": attempt, "code": err.code.value})
-        retry_s = err.retry_after_ms / 1000 if err.retry_after_ms is not None else None
-        await self.registry.failed(node, err.code.value, retry_after_s=retry_s, quarantine=isinstance(err, NodeFault))
+        if not isinstance(err, AboveAgreedPrice):  # the client's cap, not the node's health (verify.py)
+            retry_s = err.retry_after_ms / 1000 if err.retry_after_ms is not None else None
+            await self.registry.failed(
+                node, err.code.value, retry_after_s=retry_s, quarantine=isinstance(err, NodeFault)
+            )
         await record_attempt(self.registry.pool, origin.id, node.pubkey, attempt, err.code.value, latency_ms)
 
     async def serve(

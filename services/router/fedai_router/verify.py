@@ -32,6 +32,12 @@ class NodeFault(FedaiError):
         super().__init__(ErrorCode.UPSTREAM_ERROR, message)
 
 
+class AboveAgreedPrice(NodeFault):
+    """A reply otherwise correct whose price is above what the client agreed to. Refused and retried elsewhere
+    like any fault, but the node is not penalised: an honest node can bill more than the router's prompt-size
+    estimate (a chat template's tokens), so a client choosing a tight cap must not be able to quarantine it."""
+
+
 @dataclass(frozen=True, slots=True)
 class Verified:
     response: Event
@@ -89,8 +95,6 @@ def _over_limits(record: MeteringRecord, limits: ReplyLimits) -> list[str]:
         problems.append("input tokens above what the prompt can hold")
     if record.output_tokens > limits.max_output_tokens:
         problems.append("output tokens above max_tokens")
-    if limits.max_price_msat is not None and record.price_msat > limits.max_price_msat:
-        problems.append("price above what the client agreed")
     return problems
 
 
@@ -133,6 +137,9 @@ def verify_reply(body: bytes, b: Binding, *, streamed_output: str | None = None)
         problems.append("NUL character")
     if problems:
         raise NodeFault("node metering does not match its response: " + ", ".join(problems))
+    cap = b.limits.max_price_msat
+    if cap is not None and record.price_msat > cap:
+        raise AboveAgreedPrice(f"node metering: price above what the client agreed ({record.price_msat} > {cap} msat)")
     return Verified(resp.event, meter.event, record, answer)
 
 
