@@ -68,6 +68,9 @@ class FakeNode:
     keys: Keys = field(default_factory=Keys.generate)
     calls: int = 0
     endpoint: str = ""
+    # (input, output) tokens the node claims in its response and metering, billed at its advertised rates:
+    # consistent with itself, so only the router's bounds on what the client agreed to can catch it
+    report_tokens: tuple[int, int] = (3, 3)
 
     def descriptor(self) -> NodeDescriptor:
         return NodeDescriptor(
@@ -204,18 +207,19 @@ class FakeNode:
         router = forwarded.pubkey
         if output is None:
             output = f"fake answer {self.calls}" + (" padding" * 50_000 if self.behaviour == "big" else "")
-        usage = Usage(input_tokens=3, output_tokens=3)
+        tokens_in, tokens_out = self.report_tokens
+        usage = Usage(input_tokens=tokens_in, output_tokens=tokens_out)
         answer = InferenceResponse(model=req.model, output=output, finish_reason=finish_reason, usage=usage,
                                    latency_ms=1.0)  # fmt: skip
         bound_to = "0" * 64 if self.behaviour == "wrong_binding" else forwarded.id
         response = seal(self.keys, Kind.INFER_RESPONSE, answer, to=router, reply_to=bound_to)
         pricing = Pricing(input_msat=self.input_msat, output_msat=self.output_msat)
         record = MeteringRecord(
-            request=forwarded.id, response=response.id, model=req.model, input_tokens=3, output_tokens=3,
-            wall_ms=1.0, bytes_in=0, bytes_out=0,
+            request=forwarded.id, response=response.id, model=req.model, input_tokens=tokens_in,
+            output_tokens=tokens_out, wall_ms=1.0, bytes_in=0, bytes_out=0,
             prompt_sha256="f" * 64 if self.behaviour == "wrong_prompt_hash" else prompt_sha256(req),
             output_sha256=hashlib.sha256(output.encode()).hexdigest(),
-            price_msat=price_msat(pricing, 3, 3) * (10 if self.behaviour == "overcharge" else 1),
+            price_msat=price_msat(pricing, tokens_in, tokens_out) * (10 if self.behaviour == "overcharge" else 1),
         )  # fmt: skip
         metering = seal(self.keys, Kind.METERING_RECORD, record, to=router, reply_to=forwarded.id)
         if self.behaviour == "bad_signature":

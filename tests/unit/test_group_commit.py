@@ -64,3 +64,35 @@ async def test_cancelled_leader_hands_over_to_a_task() -> None:
     with pytest.raises(asyncio.CancelledError):
         await leader
     assert await asyncio.wait_for(follower, 1) == 20
+
+
+class Poisoned:
+    """A flush that fails whenever the batch holds a negative item (like a row a column cannot hold)."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+
+    async def flush(self, items: list[int]) -> list[int]:
+        self.batches.append(items)
+        await asyncio.sleep(0.01)
+        if any(i < 0 for i in items):
+            raise ValueError("a value out of range")
+        return [i * 10 for i in items]
+
+
+async def test_an_isolated_failure_fails_only_the_bad_item() -> None:
+    rec = Poisoned()
+    writer: GroupCommit[int, int] = GroupCommit(rec.flush, isolate=lambda exc: isinstance(exc, ValueError))
+    results = await asyncio.gather(*(writer.submit(i) for i in (1, 2, -3, 4)), return_exceptions=True)
+    assert results[:2] == [10, 20] and results[3] == 40
+    assert isinstance(results[2], ValueError)
+    assert rec.batches[:2] == [[1], [2, -3, 4]]  # the failed batch, then each of its items alone
+    assert rec.batches[2:] == [[2], [-3], [4]]
+
+
+async def test_a_failure_not_isolated_reaches_the_whole_batch_at_once() -> None:
+    rec = Poisoned()
+    writer: GroupCommit[int, int] = GroupCommit(rec.flush, isolate=lambda exc: isinstance(exc, KeyError))
+    results = await asyncio.gather(*(writer.submit(i) for i in (1, 2, -3, 4)), return_exceptions=True)
+    assert results[0] == 10 and all(isinstance(r, ValueError) for r in results[1:])
+    assert len(rec.batches) == 2  # no retries: a database that is down is not asked once per item

@@ -30,7 +30,11 @@ A, B, NODE, MALLORY = (Keys.generate() for _ in range(4))
 REQUEST = InferenceRequest(model="m", prompt="offloaded", max_tokens=8)
 JOB = "cd" * 16
 SALT = new_salt()
-SVC: Any = SimpleNamespace(pubkey=A.pubkey, keys=A, settings=SimpleNamespace(clock_skew_s=60))
+SVC: Any = SimpleNamespace(
+    pubkey=A.pubkey,
+    keys=A,
+    settings=SimpleNamespace(clock_skew_s=60, input_tokens_per_byte=1, input_tokens_overhead=1024),
+)
 
 
 def scenario(**change: Any) -> tuple[Event, JobSubmit, bytes]:
@@ -40,17 +44,19 @@ def scenario(**change: Any) -> tuple[Event, JobSubmit, bytes]:
     forwarded = seal(B, Kind.INFER_REQUEST, msgspec.structs.replace(job_request(REQUEST), client=A.pubkey,
                      origin=change.get("origin", submit.id)), to=NODE.pubkey, nonce=True)  # fmt: skip
     output = "answer"
+    tokens_in, tokens_out = change.get("usage", (2, 1))  # what the provider's node metered
     response = seal(NODE, Kind.INFER_RESPONSE, InferenceResponse(model="m", output=output, finish_reason="stop",
-                    usage=Usage(input_tokens=2, output_tokens=1), latency_ms=1.0), to=B.pubkey,
+                    usage=Usage(input_tokens=tokens_in, output_tokens=tokens_out), latency_ms=1.0), to=B.pubkey,
                     reply_to=forwarded.id)  # fmt: skip
     digest = hashlib.sha256(output.encode()).hexdigest()
-    record = MeteringRecord(request=forwarded.id, response=response.id, model="m", input_tokens=2, output_tokens=1,
-                            wall_ms=1.0, bytes_in=1, bytes_out=1, prompt_sha256=prompt_sha256(REQUEST),
-                            output_sha256=digest, price_msat=1)  # fmt: skip
+    record = MeteringRecord(request=forwarded.id, response=response.id, model="m", input_tokens=tokens_in,
+                            output_tokens=tokens_out, wall_ms=1.0, bytes_in=1, bytes_out=1,
+                            prompt_sha256=prompt_sha256(REQUEST), output_sha256=digest,
+                            price_msat=change.get("node_price", 1))  # fmt: skip
     metering = seal(NODE, Kind.METERING_RECORD, record, to=B.pubkey, reply_to=forwarded.id)
     terms = {"job_id": JOB, "job_submit": submit.id, "requester": A.pubkey, "provider": B.pubkey,
-             "input_sha256": job_hash(REQUEST, SALT), "output_sha256": digest, "usage": {"input_tokens": 2,
-             "output_tokens": 1}, "price_msat": 100, "status": "ok", "started_ms": 1, "finished_ms": 2,
+             "input_sha256": job_hash(REQUEST, SALT), "output_sha256": digest, "usage": {"input_tokens": tokens_in,
+             "output_tokens": tokens_out}, "price_msat": 100, "status": "ok", "started_ms": 1, "finished_ms": 2,
              **change.get("receipt", {})}  # fmt: skip
     receipt = seal(change.get("receipt_signer", B), Kind.JOB_RECEIPT, msgspec.convert(terms, Receipt), to=A.pubkey,
                    reply_to=submit.id)  # fmt: skip
@@ -74,6 +80,11 @@ def test_a_genuine_result_verifies() -> None:
         ({"receipt": {"status": "failed"}}, "status failed"),
         ({"receipt_signer": MALLORY}, "verification"),  # a receipt signed by another key
         ({"origin": "f" * 64}, "not for our job"),  # the provider's node ran something else
+        # the provider's node metered more than the client agreed to (the bid is 500, max_tokens 8)
+        ({"node_price": 501}, "price above what the client agreed"),
+        ({"usage": (2, 9)}, "output tokens above max_tokens"),
+        ({"usage": (2 + 1024 + len("offloaded"), 1)}, "input tokens above what the prompt can hold"),
+        ({"receipt": {"usage": {"input_tokens": 3, "output_tokens": 1}}}, "usage is not its node's"),
     ],
 )
 def test_bad_results_are_refused(change: dict[str, Any], needle: str) -> None:

@@ -19,9 +19,22 @@ from typing import Annotated, Literal
 import msgspec
 
 from fedai.protocol.event import Event, Hex64
-from fedai.protocol.messages import InferenceRequest, InferResult, Msat, Name, Payload, Usage
+from fedai.protocol.messages import (
+    INT4_MAX,
+    MAX_UNIX_MS,
+    Count,
+    InferenceRequest,
+    InferResult,
+    Msat,
+    Name,
+    Payload,
+    Rate,
+    Usage,
+)
 
 PrivacyLevel = Annotated[int, msgspec.Meta(ge=0, le=3)]
+UnixMs = Annotated[int, msgspec.Meta(ge=0, le=MAX_UNIX_MS)]  # a time or a duration in ms
+Size = Annotated[int, msgspec.Meta(ge=1, le=INT4_MAX)]
 Backpressure = Literal["NORMAL", "BUSY", "SATURATED"]
 
 CAPS_D = "caps"
@@ -35,13 +48,11 @@ PL3_LOCAL = 3  # never offloaded
 
 
 MAX_TOKENS = 1_000_000  # as `InferenceRequest.max_tokens`
-MAX_INPUT_TOKENS = 2**31 - 1  # what the `federation_jobs` columns hold
-MAX_DEADLINE_MS = 2**53  # unix ms; far beyond any real deadline, within what JSON numbers carry exactly
 
 
 class RouterLimits(Payload, kw_only=True):
-    max_tokens: Annotated[int, msgspec.Meta(ge=1)]
-    max_request_bytes: Annotated[int, msgspec.Meta(ge=1)]
+    max_tokens: Size
+    max_request_bytes: Size
 
 
 class RouterCaps(Payload, kw_only=True):
@@ -58,8 +69,8 @@ class RouterCaps(Payload, kw_only=True):
 
 class ModelPrice(Payload, kw_only=True):
     model: Name
-    input_msat: Msat  # per 1k tokens
-    output_msat: Msat
+    input_msat: Rate  # per 1k tokens
+    output_msat: Rate
 
 
 class Sla(Payload, kw_only=True):
@@ -83,10 +94,10 @@ class RouterStatus(Payload, kw_only=True):
     """Load right now (31022, d=`status`), re-published when `backpressure` changes and on an interval."""
 
     backpressure: Backpressure
-    queue_depth: Annotated[int, msgspec.Meta(ge=0)]
-    active_jobs: Annotated[int, msgspec.Meta(ge=0)]
+    queue_depth: Count
+    active_jobs: Count
     p95_latency_ms: Annotated[float, msgspec.Meta(ge=0)]
-    nodes: Annotated[int, msgspec.Meta(ge=0)]
+    nodes: Count
 
 
 class Rfb(Payload, kw_only=True):
@@ -97,11 +108,11 @@ class Rfb(Payload, kw_only=True):
     job_type: Name
     model: Name
     privacy: PrivacyLevel
-    input_tokens: Annotated[int, msgspec.Meta(ge=0, le=MAX_INPUT_TOKENS)]  # estimate_tokens of the prompt
+    input_tokens: Count  # estimate_tokens of the prompt
     max_tokens: Annotated[int, msgspec.Meta(ge=1, le=MAX_TOKENS)]
     max_price_msat: Msat
     job_hash: Hex64  # job_hash(job, salt): HMAC-SHA256 of the job's canonical JSON under a secret salt
-    deadline_ms: Annotated[int, msgspec.Meta(ge=0, le=MAX_DEADLINE_MS)]  # unix ms by which the job must be done
+    deadline_ms: UnixMs  # unix ms by which the job must be done
 
 
 class Bid(Payload, kw_only=True):
@@ -109,7 +120,7 @@ class Bid(Payload, kw_only=True):
 
     rfb: Hex64
     price_msat: Msat  # the most the job will cost, fee included
-    eta_ms: Annotated[int, msgspec.Meta(ge=0)]
+    eta_ms: UnixMs
     capacity_token: Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{32}$")]  # what the bidder reserved for it
 
 
@@ -164,8 +175,8 @@ class Receipt(Payload, kw_only=True):
     usage: Usage
     price_msat: Msat
     status: Literal["ok", "failed", "cancelled"]
-    started_ms: int
-    finished_ms: int
+    started_ms: UnixMs
+    finished_ms: UnixMs
 
 
 class SealedOutput(Payload, kw_only=True):

@@ -13,9 +13,18 @@ from fedai.protocol.errors import ErrorCode, FedaiError
 from fedai.protocol.event import Event, Hex64
 from fedai.protocol.jsondepth import check_depth
 
+# Integer bounds are what storage holds (docs/protocol.md, "Payload bounds"): a value out of range is a typed
+# `invalid_event` when the payload is decoded, never a failed database write after a node did the work.
+INT4_MAX = 2**31 - 1  # Postgres `integer`: token counts (metering_records, quotes)
+INT8_MAX = 2**63 - 1  # Postgres `bigint`: msat amounts, byte counts
+MAX_RATE_MSAT = 10**12  # msat per 1k tokens: a rate times any INT4 token count stays far inside INT8
+MAX_UNIX_MS = 2**53  # timestamps and deadlines in ms: exact in a JSON double
+
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-Count = Annotated[int, msgspec.Meta(ge=0)]
-Msat = Annotated[int, msgspec.Meta(ge=0)]
+Count = Annotated[int, msgspec.Meta(ge=0, le=INT4_MAX)]
+ByteCount = Annotated[int, msgspec.Meta(ge=0, le=INT8_MAX)]
+Msat = Annotated[int, msgspec.Meta(ge=0, le=INT8_MAX)]
+Rate = Annotated[int, msgspec.Meta(ge=0, le=MAX_RATE_MSAT)]  # msat per 1k tokens
 
 DEFAULT_JOB_TYPE = "text-generation"
 
@@ -76,8 +85,8 @@ class MeteringRecord(Payload, kw_only=True):
     input_tokens: Count
     output_tokens: Count
     wall_ms: Annotated[float, msgspec.Meta(ge=0)]
-    bytes_in: Count
-    bytes_out: Count
+    bytes_in: ByteCount
+    bytes_out: ByteCount
     prompt_sha256: Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
     output_sha256: Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")] | None = None
     price_msat: Msat
@@ -85,14 +94,14 @@ class MeteringRecord(Payload, kw_only=True):
 
 class Pricing(Payload, kw_only=True):
     unit: str = "msat_per_1k_tokens"
-    input_msat: Msat
-    output_msat: Msat
+    input_msat: Rate
+    output_msat: Rate
 
 
 class ModelInfo(Payload, kw_only=True):
     id: Name
-    context_window: Annotated[int, msgspec.Meta(ge=1)]
-    max_tokens: Annotated[int, msgspec.Meta(ge=1)]
+    context_window: Annotated[int, msgspec.Meta(ge=1, le=INT4_MAX)]
+    max_tokens: Annotated[int, msgspec.Meta(ge=1, le=INT4_MAX)]
     pricing: Pricing
     job_types: list[Name] = msgspec.field(default_factory=lambda: [DEFAULT_JOB_TYPE])
     latency_estimate_ms: Annotated[float, msgspec.Meta(ge=0)] = 0.0
@@ -100,7 +109,7 @@ class ModelInfo(Payload, kw_only=True):
 
 
 class Capacity(Payload, kw_only=True):
-    max_concurrent: Annotated[int, msgspec.Meta(ge=1)]
+    max_concurrent: Annotated[int, msgspec.Meta(ge=1, le=INT4_MAX)]
     in_flight: Count = 0
 
 
@@ -145,7 +154,7 @@ class QuoteResponse(Payload, kw_only=True):
     input_tokens: Count
     max_output_tokens: Count
     price: PriceBreakdown
-    expires_at: int
+    expires_at: Annotated[int, msgspec.Meta(ge=0, le=2**53)]
 
 
 class Ack(Payload, kw_only=True):
@@ -163,7 +172,7 @@ class NodeReply(Payload, kw_only=True):
 class StreamChunk(Payload, kw_only=True):
     """One piece of a streamed answer (kind 21040), e-tagged to the request it answers. `seq` counts from 0."""
 
-    seq: Annotated[int, msgspec.Meta(ge=0)]
+    seq: Count
     delta: str
 
 

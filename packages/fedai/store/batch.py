@@ -4,6 +4,10 @@ Nothing is write-behind: `submit` returns only after the batch holding the item 
 writer to arrive when no flush is running flushes inline (no extra task, no extra loop iteration), so at
 concurrency 1 a write costs one round trip, as a plain insert would; writers arriving during a flush
 wait and go together in the next batch.
+
+One bad item cannot fail the others: when a batch fails with an error that `isolate` says may be one item's
+fault (a value the column cannot hold, a violated constraint), each item is written again on its own, so only
+the bad one gets the error. Other failures (the database is down) reach every waiter of the batch at once.
 """
 
 from __future__ import annotations
@@ -21,9 +25,16 @@ class WriteInterrupted(RuntimeError):
 
 
 class GroupCommit(Generic[T, R]):
-    def __init__(self, flush: Callable[[list[T]], Awaitable[Sequence[R]]], max_batch: int = 512) -> None:
+    def __init__(
+        self,
+        flush: Callable[[list[T]], Awaitable[Sequence[R]]],
+        max_batch: int = 512,
+        *,
+        isolate: Callable[[Exception], bool] = lambda _: False,
+    ) -> None:
         self._flush = flush
         self._max_batch = max_batch
+        self._isolate = isolate
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
         self._flushing = False
         self.batches = 0
@@ -60,6 +71,10 @@ class GroupCommit(Generic[T, R]):
         try:
             results = await self._flush([item for item, _ in batch])
         except BaseException as exc:  # every waiter of this batch gets the failure
+            if len(batch) > 1 and isinstance(exc, Exception) and self._isolate(exc):
+                for one in batch:  # the batch wrote nothing: write each alone, so only the bad item fails
+                    await self._flush_batch([one])
+                return
             failure = exc if isinstance(exc, Exception) else WriteInterrupted("the batch's write was interrupted")
             for _, fut in batch:
                 if not fut.done():

@@ -33,11 +33,17 @@ ON CONFLICT (request_id) DO NOTHING
 """
 
 
+def one_rows_fault(exc: Exception) -> bool:
+    """A failure one row can cause (a value out of its column's range, a violated constraint, text Postgres
+    cannot hold): the batch is retried row by row so the other rows still commit."""
+    return isinstance(exc, asyncpg.DataError | asyncpg.IntegrityConstraintViolationError)
+
+
 class MeteringStore:
     def __init__(self, pool: asyncpg.Pool, writer: Executor | None = None) -> None:
         self._pool = pool
         self._db: Executor = writer or pool
-        self._writer: GroupCommit[MeteringEntry, None] = GroupCommit(self._flush)
+        self._writer: GroupCommit[MeteringEntry, None] = GroupCommit(self._flush, isolate=one_rows_fault)
 
     async def record(self, entry: MeteringEntry) -> None:
         await self._writer.submit(entry)

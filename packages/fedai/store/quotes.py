@@ -56,9 +56,23 @@ async def get_quote(pool: asyncpg.Pool, quote_id: str) -> QuoteRow | None:
     return QuoteRow(**dict(r)) if r else None
 
 
-async def use_quote(pool: asyncpg.Pool, quote_id: str) -> bool:
-    """Mark a quote used; False if it was already used (quotes are single-use)."""
+async def use_quote(pool: asyncpg.Pool, quote_id: str, spender: str) -> bool:
+    """Mark a quote used by `spender` (a token unique to one request); False if it was already used (quotes are
+    single-use: of concurrent spenders, exactly one wins)."""
     row = await pool.fetchrow(
-        "UPDATE quotes SET used_at = now() WHERE id = $1 AND used_at IS NULL RETURNING id", quote_id
+        "UPDATE quotes SET used_at = now(), used_by = $2 WHERE id = $1 AND used_at IS NULL RETURNING id",
+        quote_id,
+        spender,
+    )
+    return row is not None
+
+
+async def release_quote(pool: asyncpg.Pool, quote_id: str, spender: str) -> bool:
+    """Give a quote back after no node served the request that spent it. Only its spender can: a request
+    that did not spend the quote (or spent it and was released already) changes nothing."""
+    row = await pool.fetchrow(
+        "UPDATE quotes SET used_at = NULL, used_by = NULL WHERE id = $1 AND used_by = $2 RETURNING id",
+        quote_id,
+        spender,
     )
     return row is not None

@@ -9,6 +9,7 @@ import logging
 from dataclasses import dataclass, field
 
 from fedai.protocol.keys import Keys
+from fedai.protocol.messages import INT4_MAX, MAX_RATE_MSAT
 from fedai.service.config import ConfigError, Env
 from fedai.service.stream_limits import StreamLimits
 from fedai_node.runners import RUNNER_NAMES, URL_RUNNERS
@@ -111,15 +112,15 @@ def from_env(env: Env | None = None) -> NodeSettings:
         runner_api_key=env.optional("NODE_RUNNER_API_KEY"),
         model_id=env.optional("NODE_MODEL_ID") or (MOCK_MODEL_ID if runner == "mock" else None),
         model_aliases=tuple(env.items("NODE_MODEL_ALIASES")),
-        context_window=env.integer("NODE_CONTEXT_WINDOW", 4096, minimum=1),
-        price_input_msat=env.integer("NODE_PRICE_INPUT_MSAT", 1000, minimum=0),
-        price_output_msat=env.integer("NODE_PRICE_OUTPUT_MSAT", 2000, minimum=0),
+        context_window=env.integer("NODE_CONTEXT_WINDOW", 4096, minimum=1, maximum=INT4_MAX),
+        price_input_msat=env.integer("NODE_PRICE_INPUT_MSAT", 1000, minimum=0, maximum=MAX_RATE_MSAT),
+        price_output_msat=env.integer("NODE_PRICE_OUTPUT_MSAT", 2000, minimum=0, maximum=MAX_RATE_MSAT),
         job_types=job_types,
         region=env.optional("NODE_REGION") or "",
         heartbeat_ms=env.integer("NODE_HEARTBEAT_MS", 5000, minimum=100),
-        capacity_max=env.integer("NODE_CAPACITY_MAX", 4, minimum=1),
+        capacity_max=env.integer("NODE_CAPACITY_MAX", 4, minimum=1, maximum=INT4_MAX),
         max_prompt_bytes=env.integer("NODE_MAX_PROMPT_BYTES", 65536, minimum=1),
-        max_tokens=env.integer("NODE_MAX_TOKENS", 1024, minimum=1),
+        max_tokens=env.integer("NODE_MAX_TOKENS", 1024, minimum=1, maximum=INT4_MAX),
         runner_timeout_ms=env.integer("NODE_RUNNER_TIMEOUT_MS", 60_000, minimum=1),
         stream_idle_s=env.number("NODE_STREAM_IDLE_S", 60.0, minimum=1, maximum=3600),
         stream_max_output_bytes=env.integer(

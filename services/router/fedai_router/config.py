@@ -10,6 +10,7 @@ from fedai.protocol.errors import KeyFormatError
 from fedai.protocol.keys import Keys, parse_pubkey
 from fedai.service.config import ConfigError, Env
 from fedai.service.stream_limits import StreamLimits
+from fedai_router.pricing import MAX_FEE_BASE_MSAT
 from fedai_router.scheduler.types import Policy, Weights
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -113,6 +114,9 @@ class RouterSettings:
     heartbeat_ttl_ms: int = 30_000
     announce_ttl_s: int = 900
     quote_ttl_s: int = 120
+    # a node may meter at most this many input tokens: tokens_per_byte x prompt bytes + overhead (verify.py)
+    input_tokens_per_byte: int = 1
+    input_tokens_overhead: int = 1024
     fee_base_msat: int = 0
     fee_ppm: int = 0
     registry_refresh_ms: int = 1_000
@@ -227,7 +231,9 @@ class RouterSettings:
             heartbeat_ttl_ms=env.integer("ROUTER_HEARTBEAT_TTL_MS", 30_000, minimum=100),
             announce_ttl_s=env.integer("ROUTER_ANNOUNCE_TTL_S", 900, minimum=1),
             quote_ttl_s=env.integer("ROUTER_QUOTE_TTL_S", 120, minimum=1),
-            fee_base_msat=env.integer("ROUTER_FEE_BASE_MSAT", 0, minimum=0),
+            input_tokens_per_byte=env.integer("ROUTER_INPUT_TOKENS_PER_BYTE", 1, minimum=1, maximum=16),
+            input_tokens_overhead=env.integer("ROUTER_INPUT_TOKENS_OVERHEAD", 1024, minimum=0, maximum=1_000_000),
+            fee_base_msat=env.integer("ROUTER_FEE_BASE_MSAT", 0, minimum=0, maximum=MAX_FEE_BASE_MSAT),
             fee_ppm=env.integer("ROUTER_FEE_PPM", 0, minimum=0, maximum=1_000_000),
             registry_refresh_ms=env.integer("ROUTER_REGISTRY_REFRESH_MS", 1_000, minimum=50),
             registry_limits=RegistryLimits.from_env(env),

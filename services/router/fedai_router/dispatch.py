@@ -31,7 +31,7 @@ from fedai_router.outbound import Outbound
 from fedai_router.registry import Registry
 from fedai_router.retry import RetryBudget
 from fedai_router.scheduler import Candidate
-from fedai_router.verify import Binding, NodeFault, Verified, verify_reply
+from fedai_router.verify import AboveAgreedPrice, Binding, NodeFault, ReplyLimits, Verified, verify_reply
 
 log = logging.getLogger("fedai.router.dispatch")
 
@@ -135,10 +135,12 @@ class Dispatcher:
         candidates: list[Candidate],
         call: Callable[[NodeState, Binding], Awaitable[T]],
         *,
+        limits: ReplyLimits,
         hold: bool = False,
     ) -> Attempted[T]:
-        """Try candidates in order until `call` succeeds. With `hold`, the node stays counted in flight and the
-        caller reports the outcome later (`finish`); otherwise success is recorded here."""
+        """Try candidates in order until `call` succeeds. Every node's metering is held to `limits`. With `hold`,
+        the node stays counted in flight and the caller reports the outcome later (`finish`); otherwise success
+        is recorded here."""
         forwarded_payload = msgspec.structs.replace(request, client=origin.client, origin=origin.id)
         expected_prompt = prompt_sha256(request)
         self.budget.on_request()
@@ -157,7 +159,9 @@ class Dispatcher:
                 self.metrics.failovers.labels(last.code.value).inc()
             attempt += 1
             forwarded = seal(self.keys, Kind.INFER_REQUEST, forwarded_payload, to=node.pubkey, nonce=True)
-            binding = Binding(self.keys.pubkey, node.pubkey, candidate.model, forwarded, expected_prompt, self.skew_s)
+            binding = Binding(
+                self.keys.pubkey, node.pubkey, candidate.model, forwarded, expected_prompt, self.skew_s, limits
+            )
             self.registry.begin(node)
             started = time.perf_counter()
             try:
@@ -193,14 +197,23 @@ class Dispatcher:
 
     async def penalise(self, origin: Origin, node: NodeState, attempt: int, err: FedaiError,
                        latency_ms: float) -> None:  # fmt: skip
-        log.info("node attempt failed", extra={"node": node.pubkey[:16], "attempt": attempt, "code": err.code.value})
-        retry_s = err.retry_after_ms / 1000 if err.retry_after_ms is not None else None
-        await self.registry.failed(node, err.code.value, retry_after_s=retry_s, quarantine=isinstance(err, NodeFault))
+        # the reason stays in the operator's log: clients get only the code (no probing oracle, docs/security.md)
+        log.info(
+            "node attempt failed",
+            extra={"node": node.pubkey[:16], "attempt": attempt, "code": err.code.value, "reason": err.message},
+        )
+        if not isinstance(err, AboveAgreedPrice):  # the client's cap, not the node's health (verify.py)
+            retry_s = err.retry_after_ms / 1000 if err.retry_after_ms is not None else None
+            await self.registry.failed(
+                node, err.code.value, retry_after_s=retry_s, quarantine=isinstance(err, NodeFault)
+            )
         await record_attempt(self.registry.pool, origin.id, node.pubkey, attempt, err.code.value, latency_ms)
 
-    async def serve(self, origin: Origin, request: InferenceRequest, candidates: list[Candidate]) -> Served:
+    async def serve(
+        self, origin: Origin, request: InferenceRequest, candidates: list[Candidate], *, limits: ReplyLimits
+    ) -> Served:
         """The unary path: one `/infer` call per attempt, the node's reply verified before it counts."""
-        done = await self.failover(origin, request, candidates, self._call)
+        done = await self.failover(origin, request, candidates, self._call, limits=limits)
         v = done.result
         return Served(done.node, done.binding.forwarded, v.response, v.metering, v.record, done.attempt)
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TypeVar
+
+import msgspec
 
 from fedai.protocol.envelope import seal
 from fedai.protocol.errors import ErrorCode, FedaiError
@@ -14,11 +17,12 @@ from fedai.protocol.event import Event
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import InferenceRequest, InferResult, estimate_tokens, prompt_material
 from fedai.store.metering import MeteringEntry
-from fedai.store.quotes import get_quote, use_quote
+from fedai.store.quotes import QuoteRow, get_quote, release_quote, use_quote
 from fedai_router.dispatch import Origin, Served
 from fedai_router.federation.offload import can_offload, offload
 from fedai_router.scheduler import Candidate, Demand, rank
 from fedai_router.service import RouterService
+from fedai_router.verify import ReplyLimits, reply_limits
 
 T = TypeVar("T")
 
@@ -26,12 +30,30 @@ T = TypeVar("T")
 SPARE_CANDIDATES = 8
 
 
-async def _price_cap(svc: RouterService, client: str, request: InferenceRequest) -> int | None:
-    """The most the client agreed to pay: its own cap, and a valid quote's total if it names one. A quote is
-    single-use: it is spent here, before dispatch, so two requests cannot both ride on it."""
+@dataclass(frozen=True, slots=True)
+class SpentQuote:
+    """A quote this request spent; `spender` (random, one per request) is what lets only it give the quote back."""
+
+    id: str
+    spender: str
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """How a request will be served: the ranked nodes, what every node's metering is held to, and the quote it
+    spent (given back if no node serves it)."""
+
+    candidates: list[Candidate]
+    limits: ReplyLimits
+    quote: SpentQuote | None = None
+
+
+async def _agreed(svc: RouterService, client: str, request: InferenceRequest) -> tuple[int | None, QuoteRow | None]:
+    """The most the client agreed to pay the node: its own cap (0 means 0), and a valid quote's node total if it
+    names one, whichever is lower. Checks the quote without spending it."""
     cap = request.max_price_msat
     if request.quote_id is None:
-        return cap
+        return cap, None
     quote = await get_quote(svc.pool, request.quote_id)
     if quote is None or quote.client != client:
         raise FedaiError(ErrorCode.QUOTE_INVALID, "unknown quote for this client (quotes are per router and client)")
@@ -43,10 +65,41 @@ async def _price_cap(svc: RouterService, client: str, request: InferenceRequest)
         raise FedaiError(ErrorCode.QUOTE_INVALID, "request does not match the quote (model or max_tokens)")
     if estimate_tokens(len(prompt_material(request))) > quote.input_tokens:
         raise FedaiError(ErrorCode.QUOTE_INVALID, "prompt is longer than the quote priced")
-    if quote.used_at is not None or not await use_quote(svc.pool, quote.id):
+    if quote.used_at is not None:
         raise FedaiError(ErrorCode.QUOTE_INVALID, "quote has already been used")
     node_total = quote.total_msat - quote.router_fee_msat
-    return node_total if cap is None else min(cap, node_total)
+    return (node_total if cap is None else min(cap, node_total)), quote
+
+
+async def _spend(svc: RouterService, quote: QuoteRow | None) -> SpentQuote | None:
+    """Spend a quote before dispatch, so two requests cannot both ride on it (the database picks one)."""
+    if quote is None:
+        return None
+    spent = SpentQuote(quote.id, secrets.token_hex(16))
+    if not await use_quote(svc.pool, spent.id, spent.spender):
+        raise FedaiError(ErrorCode.QUOTE_INVALID, "quote has already been used")
+    return spent
+
+
+async def give_back(svc: RouterService, quote: SpentQuote | None) -> None:
+    """No node served the request that spent `quote`: it may be used again (until it expires)."""
+    if quote is not None:
+        await release_quote(svc.pool, quote.id, quote.spender)
+
+
+async def unless_served(svc: RouterService, quote: SpentQuote | None, work: Callable[[], Awaitable[T]]) -> T:
+    """Run `work` (everything up to a node's accepted answer); if it fails, the request was not served and its
+    quote is given back. A request a node served keeps its quote spent."""
+    try:
+        return await work()
+    except FedaiError:
+        await give_back(svc, quote)
+        raise
+
+
+def limits_for(svc: RouterService, request: InferenceRequest, max_price_msat: int | None) -> ReplyLimits:
+    per_byte, overhead = svc.settings.input_tokens_per_byte, svc.settings.input_tokens_overhead
+    return reply_limits(request, max_price_msat, tokens_per_byte=per_byte, overhead=overhead)
 
 
 def demand_for(request: InferenceRequest, max_price_msat: int | None) -> Demand:
@@ -99,19 +152,20 @@ async def while_claiming(
     return result
 
 
-async def plan(svc: RouterService, client: str, request: InferenceRequest) -> list[Candidate]:
-    """The ranked nodes for a client's request, after its pins, price cap and quote are checked."""
-    demand = demand_for(request, request.max_price_msat)  # refuses bad pins before a quote is spent
-    if request.quote_id is not None:
-        demand = replace(demand, max_price_msat=await _price_cap(svc, client, request))
-    return rank(
+async def plan(svc: RouterService, client: str, request: InferenceRequest) -> Plan:
+    """The ranked nodes for a client's request, after its pins, price cap and quote are checked. The quote is
+    spent only once a node was found for it; the caller gives it back (`unless_served`) if none serves."""
+    demand = demand_for(request, request.max_price_msat)  # refuses bad pins before a quote is read
+    cap, quote = await _agreed(svc, client, request)
+    candidates = rank(
         svc.registry.tables.get(demand.model),
-        demand,
+        replace(demand, max_price_msat=cap),
         now=time.time(),
         policy=svc.policy,
         k=svc.settings.max_attempts + SPARE_CANDIDATES,
         rng=svc.rng,
     )
+    return Plan(candidates, limits_for(svc, request, cap), await _spend(svc, quote))
 
 
 async def handle_infer(svc: RouterService, body: bytes) -> Event:
@@ -120,16 +174,31 @@ async def handle_infer(svc: RouterService, body: bytes) -> Event:
     if request.stream:
         raise FedaiError(ErrorCode.INVALID_REQUEST, "stream=true is served on /infer/stream")
     try:
-        candidates = await plan(svc, client_event.pubkey, request)
+        p = await plan(svc, client_event.pubkey, request)
     except FedaiError as err:
         # no node of ours fits, or all are busy: a peer router may serve it (docs/federation.md)
         if err.code not in (ErrorCode.UNKNOWN_MODEL, ErrorCode.NO_CAPACITY) or not can_offload(svc, request):
             raise
-        local = err
-        return await while_claiming(svc, client_event, lambda: offload(svc, client_event, request, local))
+        return await _offload(svc, client_event, request, err)
     origin = Origin(client_event.pubkey, client_event.id)
-    served = await while_claiming(svc, client_event, lambda: svc.dispatcher.serve(origin, request, candidates))
+
+    async def serve() -> Served:
+        return await svc.dispatcher.serve(origin, request, p.candidates, limits=p.limits)
+
+    served = await unless_served(svc, p.quote, lambda: while_claiming(svc, client_event, serve))
     return await answer_served(svc, origin, served)
+
+
+async def _offload(svc: RouterService, client_event: Event, request: InferenceRequest, local: FedaiError) -> Event:
+    """Offload under the same price cap and quote as a local dispatch (the job sent strips the cap itself)."""
+    cap, quote = await _agreed(svc, client_event.pubkey, request)
+    spent = await _spend(svc, quote)
+    capped = msgspec.structs.replace(request, max_price_msat=cap)
+
+    async def run() -> Event:
+        return await offload(svc, client_event, capped, local)
+
+    return await unless_served(svc, spent, lambda: while_claiming(svc, client_event, run))
 
 
 async def answer_served(svc: RouterService, origin: Origin, served: Served) -> Event:

@@ -39,9 +39,8 @@ from fedai.service.sse import SSEDecoder, SSEError, SSEvent, format_sse
 from fedai.service.stream_limits import StreamBudget, StreamCapExceeded
 from fedai.store.metering import MeteringEntry
 from fedai_router.dispatch import MAX_NODE_REPLY_BYTES, Origin, error_from_reply
-from fedai_router.infer import plan, while_claiming
+from fedai_router.infer import Plan, give_back, plan, unless_served, while_claiming
 from fedai_router.node_state import NodeState
-from fedai_router.scheduler import Candidate
 from fedai_router.service import RouterService
 from fedai_router.verify import Binding, NodeFault, Verified, verify_chunk, verify_reply
 
@@ -207,18 +206,19 @@ class NativeSink:
 
 
 async def open_stream(
-    svc: RouterService, origin: Origin, payload: InferenceRequest, candidates: list[Candidate], started: float
+    svc: RouterService, origin: Origin, payload: InferenceRequest, p: Plan, started: float
 ) -> NodeStream:
     """Open a node stream through the failover loop; the node stays in flight until the relay ends. The total
     duration counts from `started` (the request's arrival, monotonic clock) across attempts; idle time restarts
-    with each attempt."""
-    limits = svc.settings.stream_limits.for_request(payload.max_tokens)
+    with each attempt. Its metering is held to the plan's limits (a breach after the first chunk is the
+    stream's typed error)."""
+    stream_limits = svc.settings.stream_limits.for_request(payload.max_tokens)
 
     async def call(node: NodeState, binding: Binding) -> NodeStream:
-        budget = StreamBudget(limits, what="node stream", started=started)
+        budget = StreamBudget(stream_limits, what="node stream", started=started)
         return await open_node_stream(svc, node, binding, budget)
 
-    attempted = await svc.dispatcher.failover(origin, payload, candidates, call, hold=True)
+    attempted = await svc.dispatcher.failover(origin, payload, p.candidates, call, limits=p.limits, hold=True)
     stream = attempted.result
     stream.node, stream.binding, stream.started, stream.attempt = (
         attempted.node, attempted.binding, attempted.started, attempted.attempt,
@@ -231,22 +231,22 @@ async def handle_infer_stream(svc: RouterService, request: Request) -> Response:
         body = await read_body(request, svc.settings.max_request_bytes)
         opened = svc.open_client(body, InferenceRequest, Kind.INFER_REQUEST)
         client_event, payload = opened.event, opened.payload
-        candidates = await plan(svc, client_event.pubkey, payload)
-        await svc.claim_locally(client_event)
+        p = await plan(svc, client_event.pubkey, payload)
+        await unless_served(svc, p.quote, lambda: svc.claim_locally(client_event))
     except FedaiError as err:
         svc.metrics.requests.labels("infer_stream", err.code.value).inc()
         svc.metrics.errors.labels(err.code.value).inc()
         return error_response(err)
     origin = Origin(client_event.pubkey, client_event.id)
     svc.metrics.requests.labels("infer_stream", "ok").inc()
-    return stream_response(svc, origin, payload, candidates, NativeSink(svc, origin), claim=client_event)
+    return stream_response(svc, origin, payload, p, NativeSink(svc, origin), claim=client_event)
 
 
 def stream_response(
     svc: RouterService,
     origin: Origin,
     payload: InferenceRequest,
-    candidates: list[Candidate],
+    p: Plan,
     sink: Sink,
     *,
     claim: Event | None = None,
@@ -255,18 +255,19 @@ def stream_response(
     """Answer at once with the stream's headers, then open the node stream (claiming `claim`'s id in Postgres
     meanwhile) and relay it. Everything that depends only on the request was checked before this point and got
     a plain HTTP error; what depends on the nodes (all failed before a first chunk, a replay caught by another
-    replica) arrives as the stream's typed error event. Sending the headers while the node starts saves their
-    round trip from the time to the first token."""
+    replica) arrives as the stream's typed error event, and gives back the quote the request spent. Sending the
+    headers while the node starts saves their round trip from the time to the first token."""
 
     async def body() -> AsyncIterator[bytes]:
         arrived, started = time.perf_counter(), time.monotonic()
-        opening = partial(open_stream, svc, origin, payload, candidates, started)
+        opening = partial(open_stream, svc, origin, payload, p, started)
         try:
             if claim is None:
                 stream = await opening()
             else:
                 stream = await while_claiming(svc, claim, opening, partial(_abandon, svc), local=False)
         except FedaiError as err:
+            await give_back(svc, p.quote)  # no node served it
             svc.metrics.errors.labels(err.code.value).inc()
             svc.metrics.streams.labels("error").inc()
             yield sink.error(err)

@@ -13,12 +13,14 @@ from fedai.protocol.event import Event
 from fedai.protocol.jsondepth import too_deep
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import (
+    InferenceRequest,
     InferenceResponse,
     MeteringRecord,
     ModelInfo,
     NodeReply,
     StreamChunk,
     price_msat,
+    prompt_material,
 )
 
 _decode_reply = msgspec.json.Decoder(NodeReply).decode
@@ -31,6 +33,12 @@ class NodeFault(FedaiError):
         super().__init__(ErrorCode.UPSTREAM_ERROR, message)
 
 
+class AboveAgreedPrice(NodeFault):
+    """A reply otherwise correct whose price is above what the client agreed to. Refused and retried elsewhere
+    like any fault, but the node is not penalised: an honest node can bill more than the router's prompt-size
+    estimate (a chat template's tokens), so a client choosing a tight cap must not be able to quarantine it."""
+
+
 @dataclass(frozen=True, slots=True)
 class Verified:
     response: Event
@@ -40,8 +48,33 @@ class Verified:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplyLimits:
+    """What the client agreed to: a node's metering above any of these is refused (docs/security.d/metering.md)."""
+
+    max_input_tokens: int  # a generous bound from the prompt's size (`input_token_bound`)
+    max_output_tokens: int  # the request's max_tokens
+    max_price_msat: int | None  # the client's max_price_msat and its quote, whichever is lower (None: no cap)
+
+
+def input_token_bound(prompt_bytes: int, tokens_per_byte: int, overhead: int) -> int:
+    """The most input tokens a node may meter for a prompt of `prompt_bytes` (the UTF-8 prompt, or the compact
+    JSON of `messages`, whose keys and quotes already cover each message's role markers). A byte-level tokenizer
+    makes at most one token per byte; `overhead` covers a chat template's fixed text (BOS, a default system
+    prompt). Pure."""
+    return prompt_bytes * tokens_per_byte + overhead
+
+
+def reply_limits(
+    request: InferenceRequest, max_price_msat: int | None, *, tokens_per_byte: int, overhead: int
+) -> ReplyLimits:
+    """The limits a node's reply to `request` is held to, under the price cap the client agreed to. Pure."""
+    bound = input_token_bound(len(prompt_material(request)), tokens_per_byte, overhead)
+    return ReplyLimits(max_input_tokens=bound, max_output_tokens=request.max_tokens, max_price_msat=max_price_msat)
+
+
+@dataclass(frozen=True, slots=True)
 class Binding:
-    """Who must have signed what, for one forwarded request."""
+    """Who must have signed what, for one forwarded request, and what its metering may not exceed."""
 
     router: str
     node: str
@@ -49,12 +82,27 @@ class Binding:
     forwarded: Event
     prompt_sha256: str
     skew_s: int
+    limits: ReplyLimits
+
+
+def _storable(event: Event, record: MeteringRecord) -> bool:
+    """Postgres text and jsonb cannot hold U+0000: a record carrying one would fail its write, not its check."""
+    return "\x00" not in record.model and not any("\x00" in value for tag in event.tags for value in tag)
+
+
+def _over_limits(record: MeteringRecord, limits: ReplyLimits) -> list[str]:
+    problems = []
+    if record.input_tokens > limits.max_input_tokens:
+        problems.append("input tokens above what the prompt can hold")
+    if record.output_tokens > limits.max_output_tokens:
+        problems.append("output tokens above max_tokens")
+    return problems
 
 
 def verify_reply(body: bytes, b: Binding, *, streamed_output: str | None = None) -> Verified:
     """A node's `{response, metering}`: signed by the node, addressed to us, bound to the forwarded request,
-    agreeing with each other, with the prompt we sent, with the advertised price, and (for a stream) with the
-    deltas we relayed."""
+    agreeing with each other, with the prompt we sent, with the advertised price, within what the client agreed
+    to (`ReplyLimits`), storable, and (for a stream) with the deltas we relayed."""
     try:
         if too_deep(body):
             raise msgspec.DecodeError("nested too deep")
@@ -87,8 +135,14 @@ def verify_reply(body: bytes, b: Binding, *, streamed_output: str | None = None)
         problems.append("price above advertised")
     if streamed_output is not None and answer.output != streamed_output:
         problems.append("output differs from the streamed deltas")
+    problems.extend(_over_limits(record, b.limits))
+    if not _storable(meter.event, record):
+        problems.append("NUL character")
     if problems:
         raise NodeFault("node metering does not match its response: " + ", ".join(problems))
+    cap = b.limits.max_price_msat
+    if cap is not None and record.price_msat > cap:
+        raise AboveAgreedPrice(f"node metering: price above what the client agreed ({record.price_msat} > {cap} msat)")
     return Verified(resp.event, meter.event, record, answer)
 
 

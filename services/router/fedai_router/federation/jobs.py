@@ -152,8 +152,8 @@ async def _handle_job(svc: RouterService, body: bytes) -> Event:
         raise FedaiError(ErrorCode.REPLAY, "this award's job was already submitted")
     started_ms = int(time.time() * 1000)
     try:
-        candidates = await plan(svc, event.pubkey, request)
-        served = await svc.dispatcher.serve(Origin(event.pubkey, event.id), request, candidates)
+        p = await plan(svc, event.pubkey, request)
+        served = await svc.dispatcher.serve(Origin(event.pubkey, event.id), request, p.candidates, limits=p.limits)
     except FedaiError:
         await jobs_store.set_job_status(svc.pool, submit.job_id, "failed")
         raise

@@ -54,7 +54,7 @@ from fedai.store.metering import MeteringEntry
 from fedai_router.dispatch import error_from_reply
 from fedai_router.federation.auction import Awarded
 from fedai_router.service import RouterService
-from fedai_router.verify import Binding, NodeFault, verify_reply
+from fedai_router.verify import Binding, NodeFault, reply_limits, verify_reply
 
 log = logging.getLogger("fedai.router.federation")
 
@@ -77,7 +77,10 @@ async def offload(svc: RouterService, client_event: Event, request: InferenceReq
     auctioneer = svc.auctioneer
     if auctioneer is None:
         raise local
-    cap = min(request.max_price_msat or settings.fed_max_cost_msat, settings.fed_max_cost_msat)
+    # the client's cap (0 means 0, not "unset"), never above what this router spends per job
+    cap = settings.fed_max_cost_msat
+    if request.max_price_msat is not None:
+        cap = min(request.max_price_msat, cap)
     excluded: set[str] = set()
     last: FedaiError = local
     for attempt in range(settings.fed_max_attempts):
@@ -184,16 +187,18 @@ def _verify_result(
         problems.append(f"status {receipt.status}")
     if problems:
         raise NodeFault("provider receipt does not match: " + ", ".join(problems))
-    _verify_provider_chain(svc, peer, submit, request, chain, output, receipt)
+    _verify_provider_chain(svc, peer, submit, request, chain, output, receipt, price)
     return event, result, receipt, chain
 
 
 def _verify_provider_chain(
     svc: RouterService, peer: str, submit: Event, request: InferenceRequest, chain: InferResult, output: str,
-    receipt: Receipt,
+    receipt: Receipt, price: int,
 ) -> None:  # fmt: skip
     """The provider's chain: its forwarded request (for our submit, carrying exactly the job), the node's signed
-    response and metering agreeing with the output and with the receipt."""
+    response and metering agreeing with the output and with the receipt, and within what the client agreed to:
+    tokens within the job's bounds and a node price no higher than the bid (`price`), itself within the
+    client's cap. The provider's node pricing is never announced to us, so the bid is the price bound."""
     try:
         forwarded = open_event(chain.forwarded, InferenceRequest, kinds=(Kind.INFER_REQUEST,), recipient=chain.node,
                                signers=(peer,), skew_s=svc.settings.clock_skew_s).payload  # fmt: skip
@@ -203,8 +208,14 @@ def _verify_provider_chain(
         raise NodeFault("provider chain is not for our job")
     if msgspec.structs.replace(forwarded, origin=None, client=None) != job_request(request):
         raise NodeFault("provider ran another request than the job")
-    binding = Binding(peer, chain.node, None, chain.forwarded, prompt_sha256(request), svc.settings.clock_skew_s)
+    settings = svc.settings
+    limits = reply_limits(
+        request, price, tokens_per_byte=settings.input_tokens_per_byte, overhead=settings.input_tokens_overhead
+    )
+    binding = Binding(peer, chain.node, None, chain.forwarded, prompt_sha256(request), settings.clock_skew_s, limits)
     reply = encode_payload(NodeReply(response=chain.response, metering=chain.metering)).encode()
-    verified = verify_reply(reply, binding, streamed_output=output)
-    if verified.record.output_sha256 != receipt.output_sha256:
+    record = verify_reply(reply, binding, streamed_output=output).record
+    if record.output_sha256 != receipt.output_sha256:
         raise NodeFault("provider receipt's output hash is not its node's")
+    if (record.input_tokens, record.output_tokens) != (receipt.usage.input_tokens, receipt.usage.output_tokens):
+        raise NodeFault("provider receipt's usage is not its node's")

@@ -22,7 +22,7 @@ from fedai.protocol.openai_map import chat_request, completion_request
 from fedai.service.http import JSON, read_body
 from fedai.store.chains import load_chain, save_chain
 from fedai_router.dispatch import Origin
-from fedai_router.infer import answer_served, plan
+from fedai_router.infer import answer_served, plan, unless_served
 from fedai_router.openai_api.auth import Caller, authenticate
 from fedai_router.openai_api.shapes import Completion, error_body, fedai_field, sse_data
 from fedai_router.service import RouterService
@@ -87,7 +87,7 @@ async def complete(svc: RouterService, request: Request, kind: str) -> Response:
         asked = caller.auth_event or seal(svc.keys, Kind.INFER_REQUEST, payload, to=svc.pubkey, nonce=True,
                                           extra_tags=[["client", caller.client]])  # fmt: skip
         origin = Origin(caller.client, asked.id)
-        candidates = await plan(svc, caller.client, payload)
+        p = await plan(svc, caller.client, payload)
         completion = Completion(kind, origin.id, payload.model)
         if payload.stream:
             options = document.get("stream_options") or {}
@@ -97,8 +97,10 @@ async def complete(svc: RouterService, request: Request, kind: str) -> Response:
                 await save_chain(svc.pool, origin.id, caller.client, asked, answer)
 
             svc.metrics.requests.labels(route, "ok").inc()
-            return stream_response(svc, origin, payload, candidates, sink, on_answer=keep)
-        served = await svc.dispatcher.serve(origin, payload, candidates)
+            return stream_response(svc, origin, payload, p, sink, on_answer=keep)
+        served = await unless_served(
+            svc, p.quote, lambda: svc.dispatcher.serve(origin, payload, p.candidates, limits=p.limits)
+        )
         answer = await answer_served(svc, origin, served)
         await save_chain(svc.pool, origin.id, caller.client, asked, answer)
     except FedaiError as err:
