@@ -32,3 +32,11 @@ async def relay_url() -> AsyncIterator[str]:
     handle = await start_local_relay()
     yield handle.url
     handle.shutdown()
+
+
+@pytest.fixture
+async def own_relay_url() -> AsyncIterator[str]:
+    """A relay of this test's own: nothing another test published (stored announcements) is replayed to it."""
+    handle = await start_local_relay()
+    yield handle.url
+    handle.shutdown()

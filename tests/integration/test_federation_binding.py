@@ -54,7 +54,7 @@ def rfb_for(request: InferenceRequest, salt: str, **declared: int) -> Rfb:
                **sizes)  # fmt: skip
 
 
-SMALL = InferenceRequest(model=MODEL, prompt="hi", max_tokens=1)
+SMALL = InferenceRequest(model=MODEL, prompt="hi", max_tokens=3)  # the fake node reports 3 output tokens
 LARGE = InferenceRequest(model=MODEL, prompt="x" * 8_000, max_tokens=1_000)  # fits the node, not the bid
 
 

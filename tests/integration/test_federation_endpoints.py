@@ -44,7 +44,7 @@ def caps_event(keys: Keys, endpoint: str, model: str) -> Event:
 
 
 async def test_caps_with_a_private_or_malformed_endpoint_are_refused(
-    database_url: str, db_pool: asyncpg.Pool, relay_url: str
+    database_url: str, db_pool: asyncpg.Pool, own_relay_url: str
 ) -> None:
     dns = FakeDNS({"good.test": PUBLIC, "inside.test": "10.0.0.7"})
     bad_endpoints = [
@@ -58,10 +58,10 @@ async def test_caps_with_a_private_or_malformed_endpoint_are_refused(
     bad = [Keys.generate() for _ in bad_endpoints]
     good = Keys.generate()
     await reset_database(db_pool)
-    async with running_router(database_url, relays=[relay_url], allow_private_endpoints=False) as router:
+    async with running_router(database_url, relays=[own_relay_url], allow_private_endpoints=False) as router:
         router.service.resolver.lookup = dns
         book = router.service.peers
-        async with RelayPool([relay_url]) as pool:
+        async with RelayPool([own_relay_url]) as pool:
             assert await pool.wait_connected(5)
             for keys, endpoint in zip(bad, bad_endpoints, strict=True):
                 assert all(r.ok for r in await pool.publish(caps_event(keys, endpoint, "ssrf-m")))

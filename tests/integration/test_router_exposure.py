@@ -36,12 +36,12 @@ async def eventually(check: Callable[[], Awaitable[bool]], within: float = 10.0)
 
 @pytest.fixture
 async def exposed(
-    database_url: str, db_pool: asyncpg.Pool, relay_url: str, caplog: pytest.LogCaptureFixture
+    database_url: str, db_pool: asyncpg.Pool, own_relay_url: str, caplog: pytest.LogCaptureFixture
 ) -> AsyncIterator[tuple[RunningRouter, FakeNode]]:
     """A router whose relay URL carries credentials (userinfo and a query token), with one registered node."""
     await reset_database(db_pool)
     caplog.set_level(logging.DEBUG, logger="fedai")
-    parts = urlsplit(relay_url)
+    parts = urlsplit(own_relay_url)
     relay_with_token = f"{parts.scheme}://operator:{SECRET}@{parts.netloc}/?token={SECRET}"
     async with running_router(database_url, relays=[relay_with_token]) as router:
         node = FakeNode()
@@ -52,10 +52,10 @@ async def exposed(
 
 
 async def test_the_public_status_is_a_summary_without_endpoints_relays_or_credentials(
-    exposed: tuple[RunningRouter, FakeNode], relay_url: str, caplog: pytest.LogCaptureFixture
+    exposed: tuple[RunningRouter, FakeNode], own_relay_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     router, node = exposed
-    relay_host = urlsplit(relay_url).netloc
+    relay_host = urlsplit(own_relay_url).netloc
     async with httpx.AsyncClient() as http:
 
         async def counted() -> bool:

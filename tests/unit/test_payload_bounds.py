@@ -99,7 +99,7 @@ CASES: list[tuple[type[Payload], dict[str, Any], tuple[str, ...], int]] = [
     (QuoteResponse, QUOTE_RESPONSE, ("expires_at",), 2**53),
     (StreamChunk, {"seq": 1, "delta": ""}, ("seq",), INT4_MAX),
     (Rfb, RFB, ("input_tokens",), INT4_MAX),
-    (Rfb, RFB, ("max_tokens",), INT4_MAX),
+    (Rfb, RFB, ("max_tokens",), 1_000_000),  # as InferenceRequest.max_tokens (the job it binds)
     (Rfb, RFB, ("max_price_msat",), INT8_MAX),  # federation_jobs.price_msat bigint
     (Rfb, RFB, ("deadline_ms",), MAX_UNIX_MS),
     (Bid, BID, ("eta_ms",), MAX_UNIX_MS),
