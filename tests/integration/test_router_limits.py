@@ -16,6 +16,7 @@ from fedai.protocol.event import sign_event
 from fedai.protocol.keys import Keys
 from fedai.protocol.kinds import Kind
 from fedai.protocol.nip98 import auth_header
+from tests.support.fake_node import FakeNode, register
 from tests.support.router import reset_database, running_router
 
 pytestmark = pytest.mark.integration
@@ -102,3 +103,20 @@ async def test_deep_json_is_a_typed_400_everywhere_and_the_router_keeps_serving(
     assert (content.status_code, content.json()["error"]["code"]) == (400, "invalid_event")
     assert "nested" in content.json()["error"]["message"], content.text
     assert still.status_code == 200
+
+
+async def test_a_nul_character_is_a_typed_400_and_nothing_is_stored(database_url: str, db_pool: asyncpg.Pool) -> None:
+    """PostgreSQL cannot store U+0000: without the guard, these reached a text/jsonb write and answered 500."""
+    await reset_database(db_pool)
+    node = FakeNode()
+    node.model = "nul\x00model"
+    async with running_router(database_url, api_keys=API_KEYS) as router, httpx.AsyncClient() as http:
+        heartbeat = await register(router.url, router.pubkey, node.keys, node.descriptor())
+        chat = await http.post(
+            router.url + "/v1/chat/completions",
+            json={"model": "m", "messages": [{"role": "user", "content": "hi\x00"}]},
+            headers={"Authorization": f"Bearer {API_KEY}"},
+        )
+    assert (heartbeat.status_code, heartbeat.json()["error"]["code"]) == (400, "invalid_event")
+    assert (chat.status_code, chat.json()["error"]["code"]) == (400, "invalid_json")
+    assert await db_pool.fetchval("SELECT count(*) FROM nodes") == 0

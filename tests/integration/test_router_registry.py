@@ -194,3 +194,20 @@ async def test_second_replica_sees_heartbeats_through_the_database(router: Runni
         keys = Keys.generate()
         assert (await register(router.url, router.pubkey, keys, _descriptor("http://127.0.0.1:9"))).status_code == 200
         await eventually(lambda: keys.pubkey in replica.service.registry.nodes, what="replica loads the node")
+
+
+async def test_a_background_loop_survives_an_unexpected_failure(database_url: str, db_pool: asyncpg.Pool) -> None:
+    """One bad run (here a bug-like ValueError in the registry refresh) is logged; the loop keeps running."""
+    await reset_database(db_pool)
+    async with running_router(database_url, registry_refresh_ms=50) as router:
+        registry = router.service.registry
+        real, runs = registry.refresh, []
+
+        async def flaky() -> int:
+            runs.append(time.monotonic())
+            if len(runs) == 1:
+                raise ValueError("a row that does not parse")
+            return await real()
+
+        registry.refresh = flaky  # type: ignore[method-assign]
+        await eventually(lambda: len(runs) >= 3, 5, "the refresh loop ran again after the failure")

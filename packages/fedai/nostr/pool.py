@@ -32,7 +32,7 @@ from fedai.nostr.filters import matches_any
 from fedai.observability.logging import redact_url
 from fedai.protocol.errors import ErrorCode, FedaiError
 from fedai.protocol.event import DEFAULT_MAX_EVENT_BYTES, Event, decode_event, sign_event, verify_event
-from fedai.protocol.jsondepth import too_deep
+from fedai.protocol.jsonguard import too_deep
 from fedai.protocol.keys import Keys
 
 log = logging.getLogger("fedai.nostr")

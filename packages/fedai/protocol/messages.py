@@ -11,7 +11,7 @@ import msgspec
 
 from fedai.protocol.errors import ErrorCode, FedaiError
 from fedai.protocol.event import Event, Hex64
-from fedai.protocol.jsondepth import check_depth
+from fedai.protocol.jsonguard import check_json
 
 # Integer bounds are what storage holds (docs/protocol.md, "Payload bounds"): a value out of range is a typed
 # `invalid_event` when the payload is decoded, never a failed database write after a node did the work.
@@ -221,8 +221,9 @@ def encode_payload(payload: Payload) -> str:
 
 
 def decode_payload(content: str | bytes, cls: type[T]) -> T:
-    """Decode and validate a payload; schema failures (and nesting past the depth bound) become `invalid_event`."""
-    check_depth(content, ErrorCode.INVALID_EVENT, f"{cls.__name__} content")
+    """Decode and validate a payload; schema failures (and nesting past the depth bound, or a NUL character)
+    become `invalid_event`."""
+    check_json(content, ErrorCode.INVALID_EVENT, f"{cls.__name__} content")
     try:
         result: T = _decoder(cls).decode(content)
         return result

@@ -20,7 +20,7 @@ import msgspec
 from fedai.protocol.envelope import seal
 from fedai.protocol.errors import ErrorCode, FedaiError
 from fedai.protocol.event import Event
-from fedai.protocol.jsondepth import decode_json
+from fedai.protocol.jsonguard import decode_json
 from fedai.protocol.keys import Keys
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import InferenceRequest, MeteringRecord, prompt_sha256

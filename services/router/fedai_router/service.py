@@ -177,7 +177,8 @@ class RouterService:
             )
 
     def _every(self, interval_s: float, what: str, job: Callable[[], Awaitable[object]]) -> None:
-        """Run `job` every `interval_s` in the background; a database hiccup is logged, never fatal."""
+        """Run `job` every `interval_s` in the background. A database hiccup is logged as a warning; any other
+        failure (a bug, a row that does not parse) is logged as an error; neither stops the loop."""
 
         async def loop() -> None:
             while True:
@@ -186,6 +187,8 @@ class RouterService:
                     await job()
                 except (OSError, asyncpg.PostgresError) as exc:
                     log.warning(f"{what} failed", extra={"error": type(exc).__name__})
+                except Exception as exc:  # noqa: BLE001 - one bad run must not end the loop for good
+                    log.error(f"{what} failed unexpectedly", extra={"error": type(exc).__name__})
 
         self._tasks.append(asyncio.create_task(loop(), name=what))
 

@@ -31,7 +31,7 @@ from starlette.types import Receive, Scope, Send
 from fedai.protocol.envelope import seal
 from fedai.protocol.errors import ErrorCode, FedaiError
 from fedai.protocol.event import Event, decode_event
-from fedai.protocol.jsondepth import decode_json
+from fedai.protocol.jsonguard import decode_json
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import InferCancel, InferenceRequest, InferResult, StreamChunk
 from fedai.service.http import error_response, read_body

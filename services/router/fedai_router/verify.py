@@ -10,7 +10,7 @@ import msgspec
 from fedai.protocol.envelope import open_event
 from fedai.protocol.errors import ErrorCode, FedaiError
 from fedai.protocol.event import Event
-from fedai.protocol.jsondepth import too_deep
+from fedai.protocol.jsonguard import too_deep
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import (
     InferenceRequest,

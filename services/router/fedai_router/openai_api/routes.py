@@ -15,7 +15,7 @@ from starlette.responses import Response
 from fedai.protocol.envelope import seal
 from fedai.protocol.errors import ErrorCode, FedaiError
 from fedai.protocol.event import Event
-from fedai.protocol.jsondepth import decode_json
+from fedai.protocol.jsonguard import decode_json
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import InferenceRequest, InferenceResponse, StreamChunk, decode_payload
 from fedai.protocol.openai_map import chat_request, completion_request

@@ -1,4 +1,4 @@
-"""fedai.protocol.jsondepth and the decoders that use it: deep JSON is a typed 400, never a RecursionError."""
+"""fedai.protocol.jsonguard and the decoders that use it: deep JSON is a typed 400, never a RecursionError."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from fedai.protocol.envelope import seal
 from fedai.protocol.errors import ErrorCode, FedaiError
 from fedai.protocol.event import decode_event, sign_event
-from fedai.protocol.jsondepth import MAX_JSON_DEPTH, check_depth, decode_json, too_deep
+from fedai.protocol.jsonguard import MAX_JSON_DEPTH, check_depth, decode_json, has_nul, too_deep
 from fedai.protocol.keys import Keys
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import InferenceRequest, decode_payload
@@ -107,3 +107,40 @@ def test_a_sealed_payload_round_trips() -> None:
     payload = InferenceRequest(model="m", prompt="[[[[", max_tokens=3)
     event = seal(keys, Kind.INFER_REQUEST, payload, to=keys.pubkey)
     assert decode_payload(event.content, InferenceRequest) == payload
+
+
+# -- NUL characters (PostgreSQL's text and jsonb cannot hold U+0000) ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "nul"),
+    [
+        ('{"a":"x\\u0000y"}', True),  # an escaped NUL
+        ('{"a":"x\\\\\\u0000y"}', True),  # an escaped backslash, then an escaped NUL
+        ('{"a":"x\\\\u0000y"}', False),  # an escaped backslash, then the text "u0000"
+        ('{"a":"\\\\\\\\u0000"}', False),  # two escaped backslashes, then text
+        ('{"a":"x\\u00001"}', True),
+        ('{"a":"x\\u0001"}', False),
+        ('{"a":"x"}', False),
+        ('{"a":"x\x00"}', True),  # a raw NUL byte (invalid JSON, refused all the same)
+    ],
+)
+def test_nul_is_found_only_where_a_string_holds_one(text: str, nul: bool) -> None:
+    assert has_nul(text) is nul and has_nul(text.encode()) is nul
+    if not nul and "\x00" not in text:
+        assert "\x00" not in json.dumps(json.loads(text))  # the decoded value indeed holds no NUL
+
+
+def test_a_nul_anywhere_in_an_event_or_payload_is_a_typed_400() -> None:
+    keys = Keys.generate()
+    in_tag = sign_event(keys, Kind.INFER_REQUEST, "{}", [["x", "a\x00b"]]).to_json()
+    with pytest.raises(FedaiError) as err:
+        decode_event(in_tag)
+    assert err.value.code == ErrorCode.INVALID_EVENT and "NUL" in err.value.message
+    payload = json.dumps({"model": "m\x00", "prompt": "p", "max_tokens": 1})
+    with pytest.raises(FedaiError) as err:
+        decode_payload(payload, InferenceRequest)
+    assert err.value.code == ErrorCode.INVALID_EVENT and "NUL" in err.value.message
+    with pytest.raises(FedaiError) as err:
+        decode_json(json.dumps({"messages": [{"role": "user", "content": "hi\x00"}]}))
+    assert err.value.code == ErrorCode.INVALID_JSON and "NUL" in err.value.message
