@@ -82,9 +82,12 @@ def test_valid_envelopes_round_trip_and_freshness_is_exactly_the_skew(
     event = seal(CLIENT, Kind.INFER_REQUEST, req, to=ROUTER.pubkey, reply_to=REQUEST_ID, created_at=NOW + offset)
     now = NOW + fraction
     result = opened(event.to_json(), skew_s=skew, now=now)
+    from_event = attempt(open_event, event, InferenceRequest, kinds=KINDS, skew_s=skew, now=now)
     if abs(now - event.created_at) > skew:
         assert result is None and code_of(event.to_json(), skew_s=skew, now=now) is ErrorCode.STALE
+        assert from_event[1] is ErrorCode.STALE
     else:
+        assert from_event[0] is not None and from_event[0].payload == req
         assert result is not None and result.payload == req and result.event == event
         assert encode_payload(result.payload) == encode_payload(req)
 

@@ -99,6 +99,16 @@ def test_valid_json_that_is_not_an_event_is_invalid_event_never_invalid_json(val
     assert info.value.code is ErrorCode.INVALID_EVENT
 
 
+@given(obj=event_like, data=st.data())
+@example(obj={"id": 1, "pubkey": "x"}, data=None)  # a schema error comes before the syntax error
+def test_a_truncated_object_is_invalid_json_even_after_a_schema_error(obj: dict[str, Any], data: Any) -> None:
+    raw = dumps(obj)
+    cut = len(raw) - 1 if data is None else data.draw(st.integers(0, len(raw) - 1), label="cut")
+    with pytest.raises(FedaiError) as info:
+        decode_event(raw[:cut])
+    assert info.value.code is ErrorCode.INVALID_JSON
+
+
 @given(obj=event_like)
 @example(obj={"created_at": -1})
 @example(obj={"kind": 65536})

@@ -48,6 +48,33 @@ def test_arbitrary_headers_are_refused_with_a_typed_error(header: str) -> None:
     assert check(header) is None
 
 
+@pytest.mark.parametrize("header", ["Nostr", "Nostr ", "  nostr  ", "Bearer", "Basic abc", ""])
+def test_a_header_without_a_nostr_token_is_an_authorization_refusal(header: str) -> None:
+    """Refused as an authorization problem (403 today, 401 once NIP-98's codes are settled), not a parse error."""
+    assert attempt(verify_auth_header, header, method="GET", url=URLS[0], body=b"")[1] in {
+        ErrorCode.FORBIDDEN, ErrorCode.UNAUTHORIZED,
+    }  # fmt: skip
+
+
+@given(data=st.data())
+def test_a_token_with_a_character_outside_base64_is_refused(data: st.DataObject) -> None:
+    token = auth_header(KEYS, "GET", URLS[0]).removeprefix("Nostr ")
+    position = data.draw(st.integers(0, len(token)), label="position")
+    junk = data.draw(st.sampled_from(["!", "*", "\n", " ", ".", "-", "_", "\x00", "é"]), label="junk")
+    assert check("Nostr " + token[:position] + junk + token[position:], "GET") is None
+
+
+def test_the_token_size_limit_is_inclusive() -> None:
+    event = sign_event(KEYS, KIND_HTTP_AUTH, "", [["u", URLS[0]], ["method", "GET"]])
+    raw = event.to_json()
+    at_limit = raw[:-1] + b" " * (MAX_HEADER_BYTES * 3 // 4 - len(raw)) + b"}"  # 8 KiB of base64 exactly
+    token = base64.b64encode(at_limit).decode()
+    assert len(token) == MAX_HEADER_BYTES
+    assert check("Nostr " + token, "GET") == event
+    over = base64.b64encode(at_limit + b"   ").decode()
+    assert attempt(verify_auth_header, "Nostr " + over, method="GET", url=URLS[0], body=b"")[1] is ErrorCode.TOO_LARGE
+
+
 @given(signed=st.tuples(st.sampled_from(METHODS), st.sampled_from(URLS), st.binary(max_size=16)),
        asked=st.tuples(st.sampled_from(METHODS), st.sampled_from(URLS), st.binary(max_size=16)))  # fmt: skip
 @example(signed=("POST", URLS[0], b""), asked=("POST", URLS[0], b"body"))  # body sent, no payload tag
