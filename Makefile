@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint fmt clean
+.PHONY: demo test bench soak mutants lint fmt clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -24,6 +24,23 @@ bench: $(STAMP)  ## each benchmark prints one JSON document
 	$(BIN)/python bench/ttft.py
 	$(BIN)/python bench/auction.py
 	$(BIN)/python bench/sse_decode.py
+
+SOAK_MINUTES ?= 10
+soak: $(STAMP)  ## N minutes through a router and two nodes with abusive traffic mixed in (not CI); prints JSON
+	$(BIN)/python bench/soak.py --minutes $(SOAK_MINUTES)
+
+# mutmut 3 wants the code under src/: run it in a copy laid out that way (config: [tool.mutmut] in pyproject.toml).
+# MUTANTS narrows the run to mutant names, e.g. MUTANTS='fedai.protocol.nip98*' (docs/security.d/mutants.md).
+MUTANTS_DIR := build/mutants-work
+MUTANTS ?=
+mutants: $(STAMP)  ## mutation testing of the security-critical modules (slow, not CI); lists the survivors
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev,mutants]'
+	rm -rf $(MUTANTS_DIR) && mkdir -p $(MUTANTS_DIR)/src
+	cp -r packages/fedai services/router/fedai_router services/node/fedai_node $(MUTANTS_DIR)/src/
+	cp -r tests migrations pyproject.toml $(MUTANTS_DIR)/
+	find $(MUTANTS_DIR) -name __pycache__ -prune -exec rm -rf {} +
+	cd $(MUTANTS_DIR) && $(CURDIR)/$(BIN)/mutmut run $(MUTANTS)
+	cd $(MUTANTS_DIR) && $(CURDIR)/$(BIN)/mutmut results
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -71,8 +71,8 @@ def test_bids_the_cheapest_node_for_the_whole_job_plus_the_fee() -> None:
     ],
 )
 def test_no_bid(over: dict[str, Any], svc_over: dict[str, Any]) -> None:
-    backpressure = svc_over.pop("backpressure", "NORMAL")
-    svc = provider(nodes=[(500, 1000, 900.0)], backpressure=backpressure, **svc_over)
+    settings = {k: v for k, v in svc_over.items() if k != "backpressure"}  # the parameter is shared: don't mutate it
+    svc = provider(nodes=[(500, 1000, 900.0)], backpressure=svc_over.get("backpressure", "NORMAL"), **settings)
     assert local_quote(svc)(*rfb(**over)) is None
 
 

@@ -74,7 +74,7 @@ _FALSE = frozenset({"", "0", "false", "no", "off"})
 
 _PERCENT = re.compile(r"^\[\s*(\d{1,3})%\]")  # make: "[ 42%] Building CXX object …"
 _STEPS = re.compile(r"^\[(\d+)/(\d+)\]")  # ninja: "[12/180] Building CXX object …"
-_VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+-]*$")
+_VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+-]*\Z")
 _UNSAFE = re.compile(r"[^0-9A-Za-z_.-]")
 
 

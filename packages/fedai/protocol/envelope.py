@@ -77,6 +77,8 @@ def check_event(
     """
     if event.kind not in kinds:
         raise FedaiError(ErrorCode.INVALID_EVENT, f"kind {event.kind} is not accepted here")
+    if any("\x00" in value for tag in event.tags for value in tag):  # NIP-01 allows it; PostgreSQL cannot store it
+        raise FedaiError(ErrorCode.INVALID_EVENT, "a tag holds a NUL character (U+0000), which is not accepted")
     current = time.time() if now is None else now
     if skew_s is not None and abs(current - event.created_at) > skew_s:
         raise FedaiError(ErrorCode.STALE, f"created_at is more than {skew_s}s from the receiver's clock")

@@ -10,11 +10,11 @@ from typing import Annotated, Any
 import msgspec
 
 from fedai.protocol.errors import ErrorCode, FedaiError
-from fedai.protocol.jsonguard import check_depth, has_nul
+from fedai.protocol.jsonguard import check_depth
 from fedai.protocol.keys import Keys, schnorr_verify
 
-Hex64 = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
-Hex128 = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{128}$")]
+Hex64 = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}\Z")]
+Hex128 = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{128}\Z")]
 
 DEFAULT_MAX_EVENT_BYTES = 256 * 1024
 
@@ -111,8 +111,6 @@ def decode_event(raw: bytes | str | msgspec.Raw, max_bytes: int = DEFAULT_MAX_EV
     if size > max_bytes:
         raise FedaiError(ErrorCode.TOO_LARGE, f"event is {size} bytes, limit is {max_bytes}")
     check_depth(raw)  # the parsers recurse per level: refuse [[[[…]]]] before it reaches them
-    if has_nul(raw):  # PostgreSQL cannot store U+0000: refused here rather than failing a write later
-        raise FedaiError(ErrorCode.INVALID_EVENT, "event holds a NUL character (U+0000), which is not accepted")
     try:
         return _decode_event(raw)
     except msgspec.ValidationError as exc:

@@ -121,7 +121,7 @@ class Bid(Payload, kw_only=True):
     rfb: Hex64
     price_msat: Msat  # the most the job will cost, fee included
     eta_ms: UnixMs
-    capacity_token: Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{32}$")]  # what the bidder reserved for it
+    capacity_token: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{32}\Z")]  # what the bidder reserved for it
 
 
 class Award(Payload, kw_only=True):
@@ -129,9 +129,9 @@ class Award(Payload, kw_only=True):
 
     rfb: Hex64
     bid: Hex64
-    job_id: Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{32}$")]
+    job_id: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{32}\Z")]
     price_msat: Msat
-    capacity_token: Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{32}$")]
+    capacity_token: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{32}\Z")]
 
 
 class Cancel(Payload, kw_only=True):
@@ -153,7 +153,7 @@ class JobSubmit(Payload, kw_only=True):
     in clear; at PL1/PL2 both are inside `sealed` (a `SealedJob`), so nothing in clear lets an observer of the
     link confirm a guessed prompt from `input_sha256`."""
 
-    job_id: Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{32}$")]
+    job_id: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{32}\Z")]
     award: Hex64  # the award event's id
     privacy: PrivacyLevel
     request: InferenceRequest | None = None  # PL0
@@ -166,7 +166,7 @@ class JobSubmit(Payload, kw_only=True):
 class Receipt(Payload, kw_only=True):
     """What the provider attests it did (21044): signed by the provider, stored by both routers."""
 
-    job_id: Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{32}$")]
+    job_id: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{32}\Z")]
     job_submit: Hex64
     requester: Hex64
     provider: Hex64
@@ -190,7 +190,7 @@ class JobResult(Payload, kw_only=True):
     """The provider's answer (21039), e-tagged to the job.submit: the output (sealed at PL1/PL2), the signed
     receipt, and the provider's own verified chain down to its node."""
 
-    job_id: Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{32}$")]
+    job_id: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{32}\Z")]
     output: str | None = None
     sealed_output: str | None = None
     receipt: Event

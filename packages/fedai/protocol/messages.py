@@ -87,8 +87,8 @@ class MeteringRecord(Payload, kw_only=True):
     wall_ms: Annotated[float, msgspec.Meta(ge=0)]
     bytes_in: ByteCount
     bytes_out: ByteCount
-    prompt_sha256: Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
-    output_sha256: Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")] | None = None
+    prompt_sha256: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}\Z")]
+    output_sha256: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}\Z")] | None = None
     price_msat: Msat
 
 
@@ -262,7 +262,7 @@ def price_msat(pricing: Pricing, input_tokens: int, output_tokens: int) -> int:
 
 # --- node manifests (docs/manifests.md): coarse hardware bands, a short benchmark, what the node can run ---
 
-Band = Annotated[str, msgspec.Meta(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9 <>+._/-]+$")]
+Band = Annotated[str, msgspec.Meta(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9 <>+._/-]+\Z")]
 Score = Annotated[float, msgspec.Meta(ge=0, le=1e12)]
 
 

@@ -85,11 +85,6 @@ class Binding:
     limits: ReplyLimits
 
 
-def _storable(event: Event, record: MeteringRecord) -> bool:
-    """Postgres text and jsonb cannot hold U+0000: a record carrying one would fail its write, not its check."""
-    return "\x00" not in record.model and not any("\x00" in value for tag in event.tags for value in tag)
-
-
 def _over_limits(record: MeteringRecord, limits: ReplyLimits) -> list[str]:
     problems = []
     if record.input_tokens > limits.max_input_tokens:
@@ -102,7 +97,7 @@ def _over_limits(record: MeteringRecord, limits: ReplyLimits) -> list[str]:
 def verify_reply(body: bytes, b: Binding, *, streamed_output: str | None = None) -> Verified:
     """A node's `{response, metering}`: signed by the node, addressed to us, bound to the forwarded request,
     agreeing with each other, with the prompt we sent, with the advertised price, within what the client agreed
-    to (`ReplyLimits`), storable, and (for a stream) with the deltas we relayed."""
+    to (`ReplyLimits`), and (for a stream) with the deltas we relayed."""
     try:
         if too_deep(body):
             raise msgspec.DecodeError("nested too deep")
@@ -136,8 +131,6 @@ def verify_reply(body: bytes, b: Binding, *, streamed_output: str | None = None)
     if streamed_output is not None and answer.output != streamed_output:
         problems.append("output differs from the streamed deltas")
     problems.extend(_over_limits(record, b.limits))
-    if not _storable(meter.event, record):
-        problems.append("NUL character")
     if problems:
         raise NodeFault("node metering does not match its response: " + ", ".join(problems))
     cap = b.limits.max_price_msat

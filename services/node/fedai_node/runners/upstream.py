@@ -29,7 +29,7 @@ CONTROL_TIMEOUT_S = 10.0  # models, props, health, templates: small answers
 CONNECT_TIMEOUT_S = 5.0
 LOADING_RETRY_MS = 1000
 
-_IDENTIFIER = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_IDENTIFIER = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")
 _CONTEXT_WORDS = ("context length", "context size", "context window", "maximum context", "n_ctx", "too many tokens")
 _CONTEXT_TYPES = ("exceed_context_size_error", "context_length_exceeded")
 _decode = msgspec.json.Decoder().decode

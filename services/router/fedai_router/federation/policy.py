@@ -19,7 +19,7 @@ REFUSED: frozenset[str] = frozenset({"blocked", "not_allowed", "untrusted"})
 CONTACTS_KIND = 3  # NIP-02 contact list
 MAX_CONTACTS = 10_000  # p tags read from one contact list
 
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
 
 
 @dataclass(frozen=True, slots=True)
