@@ -164,12 +164,6 @@ def test_every_request_gets_one_typed_answer_and_none_hangs(restart_run: Restart
         assert outcome.code != "untyped", f"HTTP {outcome.status} without a typed error body"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="with the database down, /infer answers 500 `internal` (the asyncpg/OSError from the replay claim "
-    "reaches the endpoint's catch-all) instead of a typed 503 with Retry-After; the node has already run "
-    "the request by then (the claim overlaps the node call)",
-)
 def test_requests_during_the_outage_get_a_typed_503_with_retry_after(restart_run: RestartRun) -> None:
     failed = restart_run.record.failed()
     assert failed

@@ -33,6 +33,7 @@ class ErrorCode(StrEnum):
     PAYMENT_REQUIRED = "payment_required"
     UPSTREAM_ERROR = "upstream_error"
     UPSTREAM_TIMEOUT = "upstream_timeout"
+    UNAVAILABLE = "unavailable"  # the service's own database is down or restarting: retry after Retry-After
     INTERNAL = "internal"
 
 
@@ -62,6 +63,7 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.PAYMENT_REQUIRED: 402,
     ErrorCode.UPSTREAM_ERROR: 502,
     ErrorCode.UPSTREAM_TIMEOUT: 504,
+    ErrorCode.UNAVAILABLE: 503,
     ErrorCode.INTERNAL: 500,
 }
 

@@ -106,3 +106,17 @@ class DedicatedConnection:
         conn, self._conn = self._conn, None
         if conn is not None and not conn.is_closed():
             conn.terminate()
+
+
+# What a lost or refused database connection raises: the server is down, restarting or unreachable.
+UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,  # refused, reset, unreachable (asyncpg's own ConnectionResetError / ConnectionRefusedError)
+    asyncpg.PostgresConnectionError,  # SQLSTATE class 08
+    asyncpg.InterfaceError,  # connection closed under a query, pool closing
+    asyncpg.exceptions.OperatorInterventionError,  # class 57: admin shutdown, crash, "starting up"
+)
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """True if `exc` says the database cannot be reached right now (worth a typed 503 and a retry)."""
+    return isinstance(exc, UNAVAILABLE)

@@ -14,12 +14,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from fedai.protocol.errors import ErrorCode, FedaiError
+from fedai.protocol.errors import FedaiError
 from fedai.protocol.event import Event
 from fedai.service.http import error_response, event_response, read_body
 from fedai_router import ops
 from fedai_router.address import AddressLimit, client_address, rate_key
 from fedai_router.config import RouterSettings
+from fedai_router.failure import typed_failure
 from fedai_router.federation.jobs import handle_job
 from fedai_router.infer import handle_infer
 from fedai_router.manifests import handle_manifest
@@ -56,9 +57,8 @@ def _signed_endpoint(
             ok.inc()
         except FedaiError as err:
             response = _error(svc, route, err)
-        except Exception as exc:  # noqa: BLE001 - any bug becomes a typed 500, never a traceback to the client
-            log.error("unhandled error", extra={"route": route, "error": type(exc).__name__}, exc_info=False)
-            response = _error(svc, route, FedaiError(ErrorCode.INTERNAL, "internal error"))
+        except Exception as exc:  # noqa: BLE001 - a database outage is a typed 503, a bug a typed 500
+            response = _error(svc, route, typed_failure(exc, route))
         latency.observe(time.perf_counter() - started)
         return response
 

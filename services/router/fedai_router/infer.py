@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -16,6 +17,7 @@ from fedai.protocol.errors import ErrorCode, FedaiError
 from fedai.protocol.event import Event
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import InferenceRequest, InferResult, estimate_tokens, prompt_material
+from fedai.store.db import UNAVAILABLE
 from fedai.store.metering import MeteringEntry
 from fedai.store.quotes import QuoteRow, get_quote, release_quote, use_quote
 from fedai_router.dispatch import Origin, Served
@@ -23,6 +25,8 @@ from fedai_router.federation.offload import can_offload, offload
 from fedai_router.scheduler import Candidate, Demand, rank
 from fedai_router.service import RouterService
 from fedai_router.verify import ReplyLimits, reply_limits
+
+log = logging.getLogger("fedai.router")
 
 T = TypeVar("T")
 
@@ -82,9 +86,14 @@ async def _spend(svc: RouterService, quote: QuoteRow | None) -> SpentQuote | Non
 
 
 async def give_back(svc: RouterService, quote: SpentQuote | None) -> None:
-    """No node served the request that spent `quote`: it may be used again (until it expires)."""
-    if quote is not None:
+    """No node served the request that spent `quote`: it may be used again (until it expires). With the database
+    down it stays spent (logged): the request's own error is what the client must hear."""
+    if quote is None:
+        return
+    try:
         await release_quote(svc.pool, quote.id, quote.spender)
+    except UNAVAILABLE as exc:
+        log.warning("quote not given back: database unavailable", extra={"error": type(exc).__name__})
 
 
 async def unless_served(svc: RouterService, quote: SpentQuote | None, work: Callable[[], Awaitable[T]]) -> T:

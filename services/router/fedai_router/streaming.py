@@ -39,6 +39,7 @@ from fedai.service.sse import SSEDecoder, SSEError, SSEvent, format_sse
 from fedai.service.stream_limits import StreamBudget, StreamCapExceeded
 from fedai.store.metering import MeteringEntry
 from fedai_router.dispatch import MAX_NODE_REPLY_BYTES, Origin, error_from_reply
+from fedai_router.failure import typed_failure
 from fedai_router.infer import Plan, give_back, plan, unless_served, while_claiming
 from fedai_router.node_state import NodeState
 from fedai_router.service import RouterService
@@ -233,7 +234,8 @@ async def handle_infer_stream(svc: RouterService, request: Request) -> Response:
         client_event, payload = opened.event, opened.payload
         p = await plan(svc, client_event.pubkey, payload)
         await unless_served(svc, p.quote, lambda: svc.claim_locally(client_event))
-    except FedaiError as err:
+    except Exception as exc:  # noqa: BLE001 - typed: FedaiError as is, a database outage 503, a bug 500
+        err = typed_failure(exc, "infer_stream")
         svc.metrics.requests.labels("infer_stream", err.code.value).inc()
         svc.metrics.errors.labels(err.code.value).inc()
         return error_response(err)
@@ -266,7 +268,8 @@ def stream_response(
                 stream = await opening()
             else:
                 stream = await while_claiming(svc, claim, opening, partial(_abandon, svc), local=False)
-        except FedaiError as err:
+        except Exception as exc:  # noqa: BLE001 - the stream's typed error event, whatever failed
+            err = typed_failure(exc, "infer_stream")
             await give_back(svc, p.quote)  # no node served it
             svc.metrics.errors.labels(err.code.value).inc()
             svc.metrics.streams.labels("error").inc()

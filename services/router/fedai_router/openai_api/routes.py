@@ -22,6 +22,7 @@ from fedai.protocol.openai_map import chat_request, completion_request
 from fedai.service.http import JSON, read_body
 from fedai.store.chains import load_chain, save_chain
 from fedai_router.dispatch import Origin
+from fedai_router.failure import typed_failure
 from fedai_router.infer import answer_served, plan, unless_served
 from fedai_router.openai_api.auth import Caller, authenticate
 from fedai_router.openai_api.shapes import Completion, error_body, fedai_field, sse_data
@@ -103,8 +104,8 @@ async def complete(svc: RouterService, request: Request, kind: str) -> Response:
         )
         answer = await answer_served(svc, origin, served)
         await save_chain(svc.pool, origin.id, caller.client, asked, answer)
-    except FedaiError as err:
-        return _error(svc, route, err)
+    except Exception as exc:  # noqa: BLE001 - typed: FedaiError as is, a database outage 503, a bug 500
+        return _error(svc, route, typed_failure(exc, route))
     result = decode_payload(served.response.content, InferenceResponse)
     fedai = fedai_field(svc.pubkey, asked, answer, served.record, served.node.pubkey)
     body = completion.full(result, served.record, fedai)
@@ -142,7 +143,7 @@ async def chain(svc: RouterService, request: Request) -> Response:
         found = await load_chain(svc.pool, request.path_params["chain_id"])
         if found is None or found["client"] != caller.client:
             raise FedaiError(ErrorCode.NOT_FOUND, "no chain with this id for this client")
-    except FedaiError as err:
-        return _error(svc, "openai_chain", err)
+    except Exception as exc:  # noqa: BLE001 - typed: FedaiError as is, a database outage 503, a bug 500
+        return _error(svc, "openai_chain", typed_failure(exc, "openai_chain"))
     return _json({"router": svc.pubkey, "client": found["client"], "request": found["request"],
                   "answer": found["answer"]})  # fmt: skip
