@@ -114,6 +114,7 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.PostgresConnectionError,  # SQLSTATE class 08
     asyncpg.InterfaceError,  # connection closed under a query, pool closing
     asyncpg.exceptions.OperatorInterventionError,  # class 57: admin shutdown, crash, "starting up"
+    asyncpg.InternalClientError,  # the protocol state a connection lost mid-query leaves behind
 )
 
 
