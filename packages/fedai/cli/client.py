@@ -15,7 +15,7 @@ import msgspec
 from rich.table import Table
 from rich.text import Text
 
-from fedai.cli.admin import HINT, admin_options, resolve_admin
+from fedai.cli.admin import HINT, OpsAuth, admin_options, resolve_admin
 from fedai.cli.chain_view import print_chain
 from fedai.cli.devnet_file import DevnetFileError, DevnetInfo, default_devnet, read_devnet
 from fedai.cli.keyfile import KeyInputError, load_secret
@@ -35,6 +35,13 @@ class Target:
     router_pubkey: str | None
     keys: Keys | None
     devnet: DevnetInfo | None
+
+    def client(self, auth: OpsAuth | None = None, **options: Any) -> Client:
+        """An SDK client for this target, carrying operator credentials for the ops views when given."""
+        token, keys = (auth.token, auth.keys) if auth is not None else (None, None)
+        return Client(
+            self.router_url, self.keys, router_pubkey=self.router_pubkey, admin_token=token, admin_keys=keys, **options
+        )
 
     def hint(self, err: FedaiError) -> str | None:
         if err.code is ErrorCode.UPSTREAM_ERROR and "unreachable" in err.message:
@@ -158,7 +165,7 @@ def infer_cmd(
     if top_p is not None:
         options["top_p"] = top_p
     target = resolve_target(router, router_pubkey, key, devnet_dir)
-    with Client(target.router_url, target.keys, router_pubkey=target.router_pubkey) as client:
+    with target.client() as client:
         try:
             chosen = model or _default_model(client)
             if stream and not as_json:
@@ -200,7 +207,7 @@ def quote_cmd(
         raise click.UsageError("give exactly one of --prompt or --input-tokens")
     fields: dict[str, Any] = {"prompt": prompt} if prompt is not None else {"input_tokens": input_tokens}
     target = resolve_target(router, router_pubkey, key, devnet_dir)
-    with Client(target.router_url, target.keys, router_pubkey=target.router_pubkey) as client:
+    with target.client() as client:
         try:
             chosen = model or _default_model(client)
             quote = client.quote(chosen, max_tokens=max_tokens, **fields)
@@ -269,9 +276,7 @@ def status_cmd(
     """Show the router's identity, uptime and node registry (the public summary without operator credentials)."""
     target = resolve_target(router, router_pubkey, key, devnet_dir)
     auth = resolve_admin(admin_token, admin_key, target.devnet)
-    with Client(
-        target.router_url, target.keys, router_pubkey=target.router_pubkey, admin_token=auth.token, admin_keys=auth.keys
-    ) as client:
+    with target.client(auth) as client:
         try:
             status = client.status()
         except FedaiError as err:

@@ -12,7 +12,6 @@ from fedai.cli.admin import admin_options, ops_hint, resolve_admin
 from fedai.cli.client import resolve_target, target_options
 from fedai.cli.output import console, fail_fedai, mark, print_json, short_npub
 from fedai.protocol.errors import FedaiError
-from fedai.sdk import Client
 
 
 def _prices(peer: dict[str, Any]) -> str:
@@ -65,9 +64,7 @@ def peers_cmd(
     Needs operator credentials (the devnet's are found through devnet.json)."""
     target = resolve_target(router, router_pubkey, key, devnet_dir)
     auth = resolve_admin(admin_token, admin_key, target.devnet)
-    with Client(
-        target.router_url, target.keys, router_pubkey=target.router_pubkey, admin_token=auth.token, admin_keys=auth.keys
-    ) as client:
+    with target.client(auth) as client:
         try:
             peers = client.peers()
         except FedaiError as err:

@@ -11,7 +11,6 @@ from fedai.cli.admin import admin_options, ops_hint, resolve_admin
 from fedai.cli.client import resolve_target, target_options
 from fedai.cli.output import console, fail_fedai, print_json, short_npub
 from fedai.protocol.errors import FedaiError
-from fedai.sdk import Client
 
 
 @click.group("route")
@@ -46,9 +45,7 @@ def explain_cmd(
     Needs operator credentials (the devnet's are found through devnet.json)."""
     target = resolve_target(router, router_pubkey, key, devnet_dir)
     auth = resolve_admin(admin_token, admin_key, target.devnet)
-    with Client(
-        target.router_url, target.keys, router_pubkey=target.router_pubkey, admin_token=auth.token, admin_keys=auth.keys
-    ) as client:
+    with target.client(auth) as client:
         try:
             answer = client.explain_route(model, max_tokens=max_tokens, input_tokens=input_tokens,
                                           job_type=job_type, max_price_msat=max_price_msat)  # fmt: skip
