@@ -34,10 +34,11 @@ import aiohttp
 import asyncpg
 import psutil
 
-from fedai.cli.processes import Supervisor, free_port, python_module, wait_for_http
+from fedai.cli.processes import Supervisor
 from fedai.protocol.keys import Keys
 from fedai.store.migrations import migrate_dsn
 from soak_traffic import MODEL, Tally, Traffic
+from support import spawn_node, spawn_router
 
 MAX_REQUEST_BYTES = 256 * 1024  # the router's default ROUTER_MAX_REQUEST_BYTES (the oversized bodies pass it)
 MIB = 1024 * 1024
@@ -83,29 +84,13 @@ async def soak_database(configured: str | None, tmp: Path) -> AsyncIterator[str]
 
 
 def start_services(sup: Supervisor, dsn: str, logs: Path, keys: dict[str, Keys]) -> tuple[str, int, list[int]]:
-    """A router and two mock nodes as processes; returns the router URL, its pid and the nodes' pids."""
-    router_port = free_port()
-    router_url = f"http://127.0.0.1:{router_port}"
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("ROUTER_", "NODE_"))}
-    router = sup.spawn("router", python_module("fedai_router"), {
-        **base, "ROUTER_PRIVATE_KEY": keys["router"].secret_hex, "ROUTER_PORT": str(router_port),
-        "DATABASE_URL": dsn, "ROUTER_ALLOW_PRIVATE_ENDPOINTS": "true", "ROUTER_RATE_LIMIT_MAX": "1000000000",
-        # every client here is 127.0.0.1: the per-address limit would throttle the good traffic to 20/s; the
-        # registration limits per address and key stay at their defaults (the flood must meet them)
-        "ROUTER_ADDR_RATE_LIMIT_MAX": "1000000000", "ROUTER_LOG_LEVEL": "WARNING",
-    }, logs / "router.log")  # fmt: skip
-    wait_for_http(router, router_url + "/health", timeout=30)
-    node_pids = []
-    for name in ("node-1", "node-2"):
-        port = free_port()
-        node = sup.spawn(name, python_module("fedai_node"), {
-            **base, "NODE_PRIVATE_KEY": keys[name].secret_hex, "NODE_PORT": str(port), "NODE_RUNNER": "mock",
-            "ROUTER_ENDPOINT": router_url, "ROUTER_PUBLIC_KEY": keys["router"].pubkey, "NODE_CAPACITY_MAX": "256",
-            "NODE_HEARTBEAT_MS": "1000", "NODE_LOG_LEVEL": "WARNING",
-        }, logs / f"{name}.log")  # fmt: skip
-        wait_for_http(node, f"http://127.0.0.1:{port}/health", timeout=60)
-        node_pids.append(node.pid)
-    return router_url, router.pid, node_pids
+    """A router and two mock nodes as processes; returns the router URL, its pid and the nodes' pids. The
+    registration limits (per address and key) stay at their defaults: the flood must meet them."""
+    router_url, router = spawn_router(sup, dsn, logs, keys["router"])
+    nodes = [
+        spawn_node(sup, name, router_url, keys["router"].pubkey, logs, keys[name])[1] for name in ("node-1", "node-2")
+    ]
+    return router_url, router.pid, [node.pid for node in nodes]
 
 
 async def wait_until_serving(dsn: str, traffic: Traffic, node_keys: list[str], within_s: float = 60) -> None:
