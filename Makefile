@@ -36,7 +36,7 @@ MUTANTS ?=
 mutants: $(STAMP)  ## mutation testing of the security-critical modules (slow, not CI); lists the survivors
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev,mutants]'
 	rm -rf $(MUTANTS_DIR) && mkdir -p $(MUTANTS_DIR)/src
-	cp -r packages/fedai services/router/fedai_router services/node/fedai_node $(MUTANTS_DIR)/src/
+	cp -r packages/fedai services/router/fedai_router services/node/fedai_node tools/simulator/fedai_sim $(MUTANTS_DIR)/src/
 	cp -r tests migrations pyproject.toml $(MUTANTS_DIR)/
 	find $(MUTANTS_DIR) -name __pycache__ -prune -exec rm -rf {} +
 	cd $(MUTANTS_DIR) && $(CURDIR)/$(BIN)/mutmut run $(MUTANTS)

@@ -1,4 +1,4 @@
-"""`fedai simulate` as a real process: it runs `python -m fedai_router.simulate`, writes the report and the
+"""`fedai simulate` as a real process: it runs `python -m fedai_sim`, writes the report and the
 plots, and passes exit statuses and messages through."""
 
 from __future__ import annotations

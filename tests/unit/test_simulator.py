@@ -12,10 +12,10 @@ import pytest
 from fedai.protocol.messages import Pricing, price_msat
 from fedai_router.config import RouterSettings
 from fedai_router.infer import SPARE_CANDIDATES
-from fedai_router.simulate import RunResult, ScenarioError, builtin, builtin_names, parse, simulate
-from fedai_router.simulate.fleet import SimNode
-from fedai_router.simulate.report import document, markdown
-from fedai_router.simulate.scenario import RouterConfig, from_dict
+from fedai_sim import RunResult, ScenarioError, builtin, builtin_names, parse, simulate
+from fedai_sim.fleet import SimNode
+from fedai_sim.report import document, markdown
+from fedai_sim.scenario import RouterConfig, from_dict
 
 
 def nodes(run: RunResult) -> dict[str, SimNode]:

@@ -39,6 +39,7 @@ from fedai.cli.devnet_file import (
     RouterEntry,
     write_devnet,
 )
+from fedai.cli.extras import needs_extra
 from fedai.cli.keyfile import KeyInputError, load_or_create_secret
 from fedai.cli.llama import progress_printer
 from fedai.cli.output import CHECK, CROSS, console, err_console, short_npub
@@ -548,6 +549,7 @@ def run_devnet(options: DevnetOptions, out: Console = console) -> int:
 @click.option("--timeout", type=click.FloatRange(1), default=60.0, show_default=True,
               help="Seconds to wait for each service to become ready.")  # fmt: skip
 @click.option("--prompt", help=f"The demo's prompt (default: {LLAMA_PROMPT!r} with llama, else {DEMO_PROMPT!r}).")
+@needs_extra("devnet")
 def devnet_cmd(**kwargs: Any) -> None:
     """Run a local network: embedded Postgres, relay, one router and N nodes, each its own process.
 

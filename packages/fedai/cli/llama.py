@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.status import Status
 
+from fedai.cli.extras import needs_extra
 from fedai.cli.output import err_console, fail, print_json
 from fedai.cli.processes import run_foreground
 from fedai.llamacpp import (
@@ -102,6 +103,7 @@ native_option = click.option(
     help=f"Smoke-test the binary on this model: {' | '.join(sorted(MODELS))} | PATH to a .gguf file.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@needs_extra("llama")
 def build_cmd(version: str, native: bool | None, model: str, as_json: bool) -> None:
     """Build llama-server once (a few minutes), smoke-test it on a model, print the cached binary's path."""
     try:
@@ -130,6 +132,7 @@ def build_cmd(version: str, native: bool | None, model: str, as_json: bool) -> N
 @llama_group.command("model")
 @click.argument("name", type=click.Choice(sorted(MODELS)))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@needs_extra("llama")
 def model_cmd(name: str, as_json: bool) -> None:
     """Cache a model (`tiny`: generated test model; `smollm2`: SmolLM2-135M-Instruct) and print its path."""
     try:
@@ -155,6 +158,7 @@ def model_cmd(name: str, as_json: bool) -> None:
 @click.option("--threads", type=click.IntRange(1), default=1, show_default=True, help="-t (1 is best on 2 cores).")
 @click.option("--alias", help="Model id to serve it as (default: the model's id or the file's stem).")
 @native_option
+@needs_extra("llama")
 def serve_cmd(
     model: str,
     host: str,

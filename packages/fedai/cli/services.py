@@ -16,6 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import click
 
+from fedai.cli.extras import needs_extra
 from fedai.cli.keyfile import KeyInputError, load_secret
 from fedai.cli.output import console, fail, print_json
 from fedai.cli.postgres import start_postgres
@@ -64,6 +65,7 @@ def redact_dsn(dsn: str) -> str:
 @click.command("relay")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(0, 65535), default=7777, show_default=True, help="0 picks a free one.")
+@needs_extra("relay")
 def relay_cmd(host: str, port: int) -> None:
     """Run the embedded Nostr relay (nostr-sdk LocalRelay) until Ctrl-C."""
     argv = python_module(RELAY_MODULE, "--host", host, "--port", str(port))
@@ -113,6 +115,7 @@ def router_env(
               help="ROUTER_ALLOW_PRIVATE_ENDPOINTS (loopback/private node endpoints; for local networks).")  # fmt: skip
 @click.option("--log-level", help="ROUTER_LOG_LEVEL.")
 @click.option("--public-url", help="ROUTER_PUBLIC_URL: the base URL clients use (NIP-98 is refused without it).")
+@needs_extra("router")
 def router_cmd(
     key_file: Path | None,
     host: str | None,
@@ -198,6 +201,7 @@ def node_env(
 @click.option("--price-output-msat", type=click.IntRange(0), help="NODE_PRICE_OUTPUT_MSAT (per 1k tokens).")
 @click.option("--capacity", type=click.IntRange(1), help="NODE_CAPACITY_MAX.")
 @click.option("--log-level", help="NODE_LOG_LEVEL.")
+@needs_extra("node")
 def node_cmd(
     key_file: Path | None,
     host: str | None,
@@ -250,6 +254,7 @@ def migration_target(database_url: str | None, environ: Mapping[str, str]) -> st
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), envvar="FEDAI_DATA_DIR",
               default=Path(".fedai"), show_default=True, help="Where the embedded server lives.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@needs_extra("router")
 def migrate_cmd(database_url: str | None, data_dir: Path, as_json: bool) -> None:
     """Apply pending SQL migrations (in order, each in a transaction, under an advisory lock)."""
     from fedai.store.migrations import migrate_dsn

@@ -1,7 +1,7 @@
-"""`fedai simulate …`: run the router's simulator (`python -m fedai_router.simulate`) as a child process.
+"""`fedai simulate …`: run the simulator (`python -m fedai_sim`, the `sim` extra) as a child process.
 
-The CLI never imports router code: every argument, `--help` included, goes to the simulator unchanged, and its
-exit status comes back (docs/simulator.md)."""
+The CLI never imports the simulator or router code: every argument, `--help` included, goes to the simulator
+unchanged, and its exit status comes back (docs/simulator.md)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import sys
 
 import click
 
+from fedai.cli.extras import needs_extra
 from fedai.cli.processes import python_module, run_foreground
 
-SIMULATOR_MODULE = "fedai_router.simulate"
+SIMULATOR_MODULE = "fedai_sim"
 
 
 @click.command(
@@ -21,6 +22,7 @@ SIMULATOR_MODULE = "fedai_router.simulate"
     context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
 )
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@needs_extra("sim")
 def simulate_cmd(args: tuple[str, ...]) -> None:
     """Simulate a fleet behind the real scheduler: --scenario NAME | --file TOML, --mode router|seed|both,
     --seed N, --out DIR, --json (`fedai simulate --help` for all options)."""

@@ -1,4 +1,4 @@
-"""`python -m fedai_router.simulate` (and `fedai simulate`): run a scenario in one or both modes, write
+"""`python -m fedai_sim` (and `fedai simulate`): run a scenario in one or both modes, write
 report.json, report.md and the PNG plots, print a short summary (or, with --json, the report)."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
-from fedai_router.simulate.engine import MODES, Mode, RunResult, simulate
-from fedai_router.simulate.plots import write_plots
-from fedai_router.simulate.report import document, markdown
-from fedai_router.simulate.scenario import ScenarioError, builtin, builtin_names, load_file
+from fedai_sim.engine import MODES, Mode, RunResult, simulate
+from fedai_sim.plots import write_plots
+from fedai_sim.report import document, markdown
+from fedai_sim.scenario import ScenarioError, builtin, builtin_names, load_file
 
 DEFAULT_OUT = Path(".fedai") / "sim"
 

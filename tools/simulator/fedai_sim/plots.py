@@ -7,8 +7,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from fedai_router.simulate.engine import RunResult
-from fedai_router.simulate.report import band_label, band_of, percentile, price_bands, unit_price
+from fedai_sim.engine import RunResult
+from fedai_sim.report import band_label, band_of, percentile, price_bands, unit_price
 
 LOAD_LINES = 6  # nodes drawn in the load plot
 COLOURS = {"router": "#1f77b4", "seed": "#d62728"}

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from fedai.protocol.messages import Capacity, ModelInfo, NodeDescriptor, Pricing
 from fedai_router.scheduler.types import Candidate
-from fedai_router.simulate.scenario import NodeGroup, Range, Scenario
+from fedai_sim.scenario import NodeGroup, Range, Scenario
 
 
 def draw(value: Range, rng: random.Random) -> float:

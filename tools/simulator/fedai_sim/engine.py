@@ -26,8 +26,8 @@ from fedai_router.index import NodeIndex
 from fedai_router.node_state import NodeState
 from fedai_router.retry import RetryBudget
 from fedai_router.scheduler import Demand, rank
-from fedai_router.simulate.fleet import Attempt, Request, SimNode, build_fleet, build_requests
-from fedai_router.simulate.scenario import Down, Flap, PriceChange, Scenario, Up
+from fedai_sim.fleet import Attempt, Request, SimNode, build_fleet, build_requests
+from fedai_sim.scenario import Down, Flap, PriceChange, Scenario, Up
 
 Mode = Literal["router", "seed"]
 MODES: tuple[Mode, ...] = ("router", "seed")

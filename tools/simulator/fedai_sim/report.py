@@ -8,8 +8,8 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from fedai_router.simulate.engine import RunResult
-from fedai_router.simulate.fleet import Request
+from fedai_sim.engine import RunResult
+from fedai_sim.fleet import Request
 
 PRICE_BANDS = 5
 TOP_NODES_IN_MARKDOWN = 12
