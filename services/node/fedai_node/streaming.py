@@ -112,22 +112,9 @@ class LiveStream(Response):
             self._account(outcome, result)
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> tuple[str, RunnerResult | None]:
+        """Generate, then end the stream: (the outcome, the usage to count)."""
         t0 = time.perf_counter()
-        generation = self._task = asyncio.create_task(self._generate(send), name="fedai-node-stream")
-        if self.stop_reason is not None:  # cancelled before it began
-            generation.cancel()
-        watcher = asyncio.create_task(_disconnect(receive), name="fedai-node-stream-watch")
-        try:
-            await asyncio.wait({generation, watcher}, return_when=asyncio.FIRST_COMPLETED)
-            if not generation.done():
-                self.stop(DISCONNECTED)
-                await asyncio.wait({generation})
-        finally:
-            await cancel_and_wait([watcher])
-            if not generation.done():  # we are being cancelled ourselves (shutdown)
-                generation.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await generation
+        generation = await self._run(receive, send)
         latency_ms = (time.perf_counter() - t0) * 1000
         result, failure = self._outcome(generation)
         if failure is not None:
@@ -144,6 +131,25 @@ class LiveStream(Response):
             self._catalog.observe_latency(self.admitted.req.model, latency_ms)
         await self._end(send, "done", self._signer.reply(self.admitted, result, latency_ms))
         return outcome, result
+
+    async def _run(self, receive: Receive, send: Send) -> asyncio.Task[RunnerResult | None]:
+        """The generation, run until it ends or the router's connection drops (which stops it)."""
+        generation = self._task = asyncio.create_task(self._generate(send), name="fedai-node-stream")
+        if self.stop_reason is not None:  # cancelled before it began
+            generation.cancel()
+        watcher = asyncio.create_task(_disconnect(receive), name="fedai-node-stream-watch")
+        try:
+            await asyncio.wait({generation, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            if not generation.done():
+                self.stop(DISCONNECTED)
+                await asyncio.wait({generation})
+        finally:
+            await cancel_and_wait([watcher])
+            if not generation.done():  # we are being cancelled ourselves (shutdown)
+                generation.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await generation
+        return generation
 
     def _outcome(self, generation: asyncio.Task[RunnerResult | None]) -> tuple[RunnerResult | None, FedaiError | None]:
         """The result to send (complete, or partial after a stop) or the failure to report."""
