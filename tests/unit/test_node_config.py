@@ -172,7 +172,7 @@ def test_sandbox_applies_to_real_runners() -> None:
 
 def test_make_runner_builds_the_named_runner() -> None:
     def built(**env: str) -> object:
-        return make_runner(from_env(Env(base(**env))))
+        return make_runner(from_env(Env(base(**env))).runner_spec)
 
     assert isinstance(built(), MockRunner)
     llama = built(NODE_RUNNER="llama_cpp", NODE_RUNNER_URL="http://127.0.0.1:8080")

@@ -12,7 +12,7 @@ from fedai.protocol.keys import Keys
 from fedai.protocol.messages import INT4_MAX, MAX_RATE_MSAT
 from fedai.service.config import ConfigError, Env
 from fedai.service.stream_limits import StreamLimits
-from fedai_node.runners import RUNNER_NAMES, URL_RUNNERS
+from fedai_node.runners import RUNNER_NAMES, URL_RUNNERS, RunnerSpec
 from fedai_node.runners.mock import MOCK_MODEL_ID
 from fedai_node.sandbox import check_sandbox, parse_mode
 
@@ -63,6 +63,20 @@ class NodeSettings:
         """One stream's bounds: the total is NODE_RUNNER_TIMEOUT_MS, as for `/infer`."""
         return StreamLimits(
             self.runner_timeout_ms / 1000, self.stream_idle_s, self.stream_max_output_bytes, self.stream_max_chunks
+        )
+
+    @property
+    def runner_spec(self) -> RunnerSpec:
+        """What `make_runner` builds: NODE_RUNNER and the settings of its model server."""
+        return RunnerSpec(
+            name=self.runner,
+            url=self.runner_url,
+            timeout_s=self.runner_timeout_ms / 1000,
+            model_id=self.model_id,
+            context_window=self.context_window,
+            api_key=self.runner_api_key,
+            mock_delay_ms=self.mock_delay_ms,
+            mock_token_ms=self.mock_token_ms,
         )
 
 

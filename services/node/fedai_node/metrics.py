@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from fedai.observability.metrics import LATENCY_BUCKETS
+from fedai_node.runners.base import RunnerResult
 
 STREAM_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
@@ -52,3 +53,8 @@ class NodeMetrics:
         self.announces = Counter(
             "fedai_node_announces_total", "node.announce publications, by result", ["result"], registry=self.registry
         )
+
+    def count_usage(self, result: RunnerResult) -> None:
+        """Count a served (or partly served) request's tokens."""
+        self.tokens.labels("in").inc(result.input_tokens)
+        self.tokens.labels("out").inc(result.output_tokens)

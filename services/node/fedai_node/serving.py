@@ -1,4 +1,5 @@
-"""What `/infer` and `/infer/stream` share: an admitted request, and runner failures as protocol errors."""
+"""What `/infer` and `/infer/stream` share: an admitted request, and any failure as the protocol error (and
+typed response) the router gets."""
 
 from __future__ import annotations
 
@@ -6,9 +7,12 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from starlette.responses import Response
+
 from fedai.protocol.errors import ErrorCode, FedaiError
 from fedai.protocol.event import Event
 from fedai.protocol.messages import InferenceRequest
+from fedai.service.http import error_response
 from fedai_node.runners.base import RunnerError
 
 log = logging.getLogger("fedai_node")
@@ -44,3 +48,9 @@ def as_protocol_error(exc: BaseException, timeout_ms: int, fields: Mapping[str, 
         return timeout_error(timeout_ms)
     log.error("serving failed", extra={**fields, "error_type": type(exc).__name__})
     return FedaiError(ErrorCode.INTERNAL, "internal error")
+
+
+def failure_response(exc: BaseException, timeout_ms: int, fields: Mapping[str, object]) -> tuple[Response, str]:
+    """The typed error response for any failure (see `as_protocol_error`), and its code for metrics and logs."""
+    err = as_protocol_error(exc, timeout_ms, fields)
+    return error_response(err), err.code.value

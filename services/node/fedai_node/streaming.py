@@ -23,27 +23,27 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from fedai.protocol.envelope import open_envelope, seal
 from fedai.protocol.errors import ErrorCode, FedaiError
 from fedai.protocol.kinds import Kind
-from fedai.protocol.messages import Ack, InferCancel, StreamChunk
-from fedai.protocol.replay import claim_or_raise
-from fedai.service.http import error_response, event_response, read_body
+from fedai.protocol.messages import InferCancel
+from fedai.service.http import error_response, event_response
 from fedai.service.sse import format_sse
-from fedai.service.stream_limits import StreamBudget
+from fedai.service.stream_limits import StreamBudget, StreamLimits
 from fedai.service.tasks import cancel_and_wait
-from fedai_node.runners.base import RunnerError, RunnerResult
-from fedai_node.serving import Admitted, as_protocol_error
-
-if TYPE_CHECKING:
-    from fedai_node.app import NodeService
+from fedai_node.admission import Admission
+from fedai_node.catalog import ModelCatalog
+from fedai_node.metrics import NodeMetrics
+from fedai_node.reply import ReplySigner
+from fedai_node.runners.base import Runner, RunnerError, RunnerResult
+from fedai_node.serving import Admitted, as_protocol_error, failure_response
 
 log = logging.getLogger("fedai_node")
 _encode = msgspec.json.Encoder().encode
@@ -51,6 +51,7 @@ _encode = msgspec.json.Encoder().encode
 CANCELLED = "cancelled"  # the router sent /infer/cancel
 DISCONNECTED = "disconnected"  # the router's connection dropped
 END_WRITE_TIMEOUT_S = 10.0
+_CANCEL_KINDS = frozenset({Kind.INFER_CANCEL})
 _HEADERS = [
     (b"content-type", b"text/event-stream"),
     (b"cache-control", b"no-cache"),
@@ -59,17 +60,37 @@ _HEADERS = [
 
 
 class LiveStream(Response):
-    """One `/infer/stream` in progress: the ASGI response that runs the generation and writes its events."""
+    """One `/infer/stream` in progress: the ASGI response that runs the generation and writes its events.
 
-    def __init__(self, service: NodeService, admitted: Admitted) -> None:
+    `on_end` runs once when it is over, whatever happened (the endpoint forgets the stream and frees its slot).
+    """
+
+    def __init__(
+        self,
+        admitted: Admitted,
+        *,
+        runner: Runner,
+        signer: ReplySigner,
+        catalog: ModelCatalog,
+        metrics: NodeMetrics,
+        limits: StreamLimits,
+        timeout_ms: int,
+        on_end: Callable[[LiveStream], None],
+    ) -> None:
         super().__init__(media_type="text/event-stream")
-        self.service = service
         self.admitted = admitted
         self.request_id = admitted.event.id
         self.router = admitted.event.pubkey
         self.parts: list[str] = []  # deltas written, in order: parts[seq]
         self.stop_reason: str | None = None
         self.ttft_ms: float | None = None
+        self._runner = runner
+        self._signer = signer
+        self._catalog = catalog
+        self._metrics = metrics
+        self._limits = limits.for_request(admitted.req.max_tokens)
+        self._timeout_ms = timeout_ms
+        self._on_end = on_end
         self._task: asyncio.Task[RunnerResult | None] | None = None
         self._sending = False
         self._started = False
@@ -87,13 +108,32 @@ class LiveStream(Response):
         try:
             outcome, result = await self._serve(scope, receive, send)
         finally:
-            self.service.streams.remove(self)
-            self.service.release()
+            self._on_end(self)
             self._account(outcome, result)
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> tuple[str, RunnerResult | None]:
-        service = self.service
+        """Generate, then end the stream: (the outcome, the usage to count)."""
         t0 = time.perf_counter()
+        generation = await self._run(receive, send)
+        latency_ms = (time.perf_counter() - t0) * 1000
+        result, failure = self._outcome(generation)
+        if failure is not None:
+            if self._started:
+                await self._end(send, "error", _encode(failure.to_dict()))
+            else:  # nothing written yet: an ordinary HTTP error the router can fail over on
+                await error_response(failure)(scope, receive, send)
+            return failure.code.value, self._partial()
+        assert result is not None
+        if self.stop_reason == DISCONNECTED:
+            return DISCONNECTED, result  # nobody left to tell
+        outcome = "ok" if result.finish_reason != CANCELLED else CANCELLED
+        if outcome == "ok":
+            self._catalog.observe_latency(self.admitted.req.model, latency_ms)
+        await self._end(send, "done", self._signer.reply(self.admitted, result, latency_ms))
+        return outcome, result
+
+    async def _run(self, receive: Receive, send: Send) -> asyncio.Task[RunnerResult | None]:
+        """The generation, run until it ends or the router's connection drops (which stops it)."""
         generation = self._task = asyncio.create_task(self._generate(send), name="fedai-node-stream")
         if self.stop_reason is not None:  # cancelled before it began
             generation.cancel()
@@ -109,22 +149,7 @@ class LiveStream(Response):
                 generation.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await generation
-        latency_ms = (time.perf_counter() - t0) * 1000
-        result, failure = self._outcome(generation)
-        if failure is not None:
-            if self._started:
-                await self._end(send, "error", _encode(failure.to_dict()))
-            else:  # nothing written yet: an ordinary HTTP error the router can fail over on
-                await error_response(failure)(scope, receive, send)
-            return failure.code.value, self._partial()
-        assert result is not None
-        if self.stop_reason == DISCONNECTED:
-            return DISCONNECTED, result  # nobody left to tell
-        outcome = "ok" if result.finish_reason != CANCELLED else CANCELLED
-        if outcome == "ok":
-            service.observe_latency(self.admitted.req.model, latency_ms)
-        await self._end(send, "done", service.sign_reply(self.admitted, result, latency_ms))
-        return outcome, result
+        return generation
 
     def _outcome(self, generation: asyncio.Task[RunnerResult | None]) -> tuple[RunnerResult | None, FedaiError | None]:
         """The result to send (complete, or partial after a stop) or the failure to report."""
@@ -135,22 +160,19 @@ class LiveStream(Response):
         if self.stop_reason is not None:  # stopped: whatever the runner raised on the way out is ours
             return self._partial(), None
         fields = {"request": self.request_id[:12], "model": self.admitted.req.model}
-        return None, as_protocol_error(
-            exc or RunnerError("generation stopped unexpectedly"), self.service.settings.runner_timeout_ms, fields
-        )
+        return None, as_protocol_error(exc or RunnerError("generation stopped unexpectedly"), self._timeout_ms, fields)
 
     def _partial(self) -> RunnerResult:
         output = "".join(self.parts)
-        input_tokens, output_tokens = self.service.runner.partial_usage(self.admitted.req, output, len(self.parts))
+        input_tokens, output_tokens = self._runner.partial_usage(self.admitted.req, output, len(self.parts))
         return RunnerResult(output, CANCELLED, input_tokens, output_tokens)
 
     async def _generate(self, send: Send) -> RunnerResult | None:
         """Run the runner's stream under NODE_RUNNER_TIMEOUT_MS and the stream bounds, writing each delta; None
         if stopped early. Only the wait for the runner's next item counts as idle (not writing to the router)."""
-        runner = self.service.runner
-        limits = self.service.settings.stream_limits.for_request(self.admitted.req.max_tokens)
-        budget = StreamBudget(limits, what="the runner's stream")
-        async with asyncio.timeout(self.service.timeout_s):
+        runner = self._runner
+        budget = StreamBudget(self._limits, what="the runner's stream")
+        async with asyncio.timeout(self._timeout_ms / 1000):
             async with contextlib.aclosing(runner.stream(self.admitted.req)) as items:
                 while True:
                     window = asyncio.timeout(budget.window())
@@ -175,9 +197,7 @@ class LiveStream(Response):
         raise RunnerError(f"runner {runner.name!r} ended its stream without a result")
 
     async def _chunk(self, send: Send, delta: str) -> None:
-        service = self.service
-        chunk = StreamChunk(seq=len(self.parts), delta=delta)
-        event = seal(service.keys, Kind.STREAM_CHUNK, chunk, to=self.router, reply_to=self.request_id)
+        event = self._signer.chunk(self.admitted, len(self.parts), delta)
         self._sending = True
         try:
             await self._start(send)
@@ -185,11 +205,11 @@ class LiveStream(Response):
         finally:
             self._sending = False
         self.parts.append(delta)
-        service.metrics.stream_chunks.inc()
+        self._metrics.stream_chunks.inc()
         if self.ttft_ms is None:
             ttft = time.perf_counter() - self.admitted.started
             self.ttft_ms = ttft * 1000
-            service.metrics.ttft_seconds.observe(ttft)
+            self._metrics.ttft_seconds.observe(ttft)
 
     async def _start(self, send: Send) -> None:
         if not self._started:
@@ -207,7 +227,7 @@ class LiveStream(Response):
 
     def _account(self, outcome: str, result: RunnerResult | None) -> None:
         """Metrics and one log line: ids, counts and timings, never the prompt or the output."""
-        metrics = self.service.metrics
+        metrics = self._metrics
         wall = time.perf_counter() - self.admitted.started
         metrics.streams.labels(outcome).inc()
         metrics.stream_seconds.observe(wall)
@@ -222,7 +242,7 @@ class LiveStream(Response):
             "ttft_ms": round(self.ttft_ms, 2) if self.ttft_ms is not None else None,
         }
         if result is not None:
-            self.service.meter(result)
+            metrics.count_usage(result)
             fields.update(input_tokens=result.input_tokens, output_tokens=result.output_tokens)
         log.info("infer_stream", extra=fields)
 
@@ -253,46 +273,70 @@ class StreamRegistry:
         return len(self._live)
 
 
-async def open_stream(service: NodeService, request: Request) -> Response:
-    """`POST /infer/stream`: the checks of `/infer`, then a `LiveStream` (which frees the slot when it ends)."""
-    started = time.perf_counter()
-    fields: dict[str, Any] = {"request": "-", "model": "-"}
-    try:
-        admitted = await service.admit(request, started, fields, streaming=True)
-    except Exception as exc:  # noqa: BLE001 - every refusal is answered with its code
-        err = as_protocol_error(exc, service.settings.runner_timeout_ms, fields)
-        service.metrics.streams.labels(err.code.value).inc()
-        log.info("infer_stream", extra={**fields, "status": err.status, "code": err.code.value})
-        return error_response(err)
-    live = LiveStream(service, admitted)
-    service.streams.add(live)
-    return live
+class StreamEndpoints:
+    """`POST /infer/stream` and `POST /infer/cancel`, and the streams in progress between them."""
 
+    def __init__(
+        self,
+        *,
+        admission: Admission,
+        runner: Runner,
+        catalog: ModelCatalog,
+        signer: ReplySigner,
+        metrics: NodeMetrics,
+        limits: StreamLimits,
+        timeout_ms: int,
+    ) -> None:
+        self._admission = admission
+        self._runner = runner
+        self._catalog = catalog
+        self._signer = signer
+        self._metrics = metrics
+        self._limits = limits
+        self._timeout_ms = timeout_ms
+        self.live = StreamRegistry()
 
-async def cancel_stream(service: NodeService, request: Request) -> Response:
-    """`POST /infer/cancel`: a trusted router stops a stream it opened; answered with a signed ACK."""
-    fields: dict[str, Any] = {"request": "-", "cancel": "-"}
-    try:
-        settings = service.settings
-        body = await read_body(request, settings.max_request_bytes)
-        opened = open_envelope(
-            body,
-            InferCancel,
-            kinds={Kind.INFER_CANCEL},
-            recipient=service.keys.pubkey,
-            signers=settings.router_pubkeys,
-            max_bytes=settings.max_request_bytes,
-            skew_s=settings.clock_skew_s,
+    async def open(self, request: Request) -> Response:
+        """The checks of `/infer`, then a `LiveStream` (which frees the slot when it ends)."""
+        started = time.perf_counter()
+        fields: dict[str, Any] = {"request": "-", "model": "-"}
+        try:
+            admitted = await self._admission.admit(request, started, fields, streaming=True)
+        except Exception as exc:  # noqa: BLE001 - every refusal is answered with its code
+            response, code = failure_response(exc, self._timeout_ms, fields)
+            self._metrics.streams.labels(code).inc()
+            log.info("infer_stream", extra={**fields, "status": response.status_code, "code": code})
+            return response
+        live = LiveStream(
+            admitted,
+            runner=self._runner,
+            signer=self._signer,
+            catalog=self._catalog,
+            metrics=self._metrics,
+            limits=self._limits,
+            timeout_ms=self._timeout_ms,
+            on_end=self._ended,
         )
-        fields.update(request=opened.payload.request[:12], cancel=opened.event.id[:12])
-        live = service.streams.get(opened.payload.request)
-        if live is None or live.router != opened.event.pubkey:  # another router's stream is not ours to stop
-            raise FedaiError(ErrorCode.INVALID_REQUEST, "no such request in progress")
-        await claim_or_raise(service.guard, opened.event, settings.clock_skew_s)
-        live.stop(CANCELLED)
-        ack = seal(service.keys, Kind.ACK, Ack(detail=CANCELLED), to=opened.event.pubkey, reply_to=opened.event.id)
-        response, code = event_response(ack), "ok"
-    except FedaiError as err:
-        response, code = error_response(err), err.code.value
-    log.info("infer_cancel", extra={**fields, "status": response.status_code, "code": code})
-    return response
+        self.live.add(live)
+        return live
+
+    def _ended(self, live: LiveStream) -> None:
+        self.live.remove(live)
+        self._admission.release()
+
+    async def cancel(self, request: Request) -> Response:
+        """A trusted router stops a stream it opened; answered with a signed ACK."""
+        fields: dict[str, Any] = {"request": "-", "cancel": "-"}
+        try:
+            opened, _ = await self._admission.open(request, InferCancel, _CANCEL_KINDS)
+            fields.update(request=opened.payload.request[:12], cancel=opened.event.id[:12])
+            live = self.live.get(opened.payload.request)
+            if live is None or live.router != opened.event.pubkey:  # another router's stream is not ours to stop
+                raise FedaiError(ErrorCode.INVALID_REQUEST, "no such request in progress")
+            await self._admission.claim(opened.event)
+            live.stop(CANCELLED)
+            response, code = event_response(self._signer.ack(opened.event, CANCELLED)), "ok"
+        except Exception as exc:  # noqa: BLE001 - every refusal is answered with its code
+            response, code = failure_response(exc, self._timeout_ms, fields)
+        log.info("infer_cancel", extra={**fields, "status": response.status_code, "code": code})
+        return response

@@ -54,6 +54,11 @@ class RunnerError(Exception):
 StreamItem = str | RunnerResult
 
 
+def estimated_input_tokens(req: InferenceRequest) -> int:
+    """The request's input tokens when the server does not count them: 4 bytes a token of the prompt material."""
+    return estimate_tokens(len(prompt_material(req)))
+
+
 class Runner(ABC):
     """A model backend. The node enforces `NODE_RUNNER_TIMEOUT_MS` around every call; runners only bound
     their own reads (a stalled socket) and map the server's errors to `RunnerError`."""
@@ -80,9 +85,7 @@ class Runner(ABC):
 
     async def estimate(self, req: InferenceRequest) -> Estimate:
         """A local estimate (4 bytes a token); runners with a cheaper exact answer override it."""
-        return Estimate(
-            input_tokens=estimate_tokens(len(prompt_material(req))), max_output_tokens=req.max_tokens, latency_ms=0.0
-        )
+        return Estimate(input_tokens=estimated_input_tokens(req), max_output_tokens=req.max_tokens, latency_ms=0.0)
 
     def partial_usage(self, req: InferenceRequest, output: str, chunks: int) -> tuple[int, int]:
         """(input, output) tokens of a generation stopped early, when the server never sent its usage.
@@ -90,7 +93,7 @@ class Runner(ABC):
         Input: 4 bytes a token of the prompt material. Output: one token per streamed delta (llama-server and
         vLLM send one token per event; the mock one word).
         """
-        return estimate_tokens(len(prompt_material(req))), chunks
+        return estimated_input_tokens(req), chunks
 
     @abstractmethod
     async def health(self) -> bool: ...

@@ -23,8 +23,8 @@ import logging
 from collections.abc import AsyncGenerator
 from typing import Any
 
-from fedai.protocol.messages import InferenceRequest, estimate_tokens, prompt_material
-from fedai_node.runners.base import Estimate, RunnerError, RunnerModel, RunnerResult, StreamItem
+from fedai.protocol.messages import InferenceRequest, estimate_tokens
+from fedai_node.runners.base import Estimate, RunnerError, RunnerModel, RunnerResult, StreamItem, estimated_input_tokens
 from fedai_node.runners.upstream import (
     MissingEndpoint,
     UpstreamRunner,
@@ -90,7 +90,7 @@ class HttpRunner(UpstreamRunner):
         output: str = reply["output"]
         used = _usage(reply.get("usage"))
         input_tokens, output_tokens = used or (
-            estimate_tokens(len(prompt_material(req))),
+            estimated_input_tokens(req),
             estimate_tokens(len(output.encode())),
         )
         return RunnerResult(output, _finish(reply.get("finish_reason")), input_tokens, output_tokens)
@@ -125,7 +125,7 @@ class HttpRunner(UpstreamRunner):
                     yield delta
                 if obj.get("done") is True:
                     used = _usage(obj.get("usage"))
-                    input_tokens, output_tokens = used or (estimate_tokens(len(prompt_material(req))), len(parts))
+                    input_tokens, output_tokens = used or (estimated_input_tokens(req), len(parts))
                     yield RunnerResult("".join(parts), _finish(obj.get("finish_reason")), input_tokens, output_tokens)
                     return
         raise RunnerError("the runner ended /infer/stream before its `done` event")
@@ -139,7 +139,7 @@ class HttpRunner(UpstreamRunner):
             raise RunnerError("the runner's /estimate answer is not a JSON object")
         latency = reply.get("latency_ms", 0.0)
         return Estimate(
-            input_tokens=count(reply, "input_tokens") or estimate_tokens(len(prompt_material(req))),
+            input_tokens=count(reply, "input_tokens") or estimated_input_tokens(req),
             max_output_tokens=count(reply, "max_output_tokens") or req.max_tokens,
             latency_ms=float(latency) if isinstance(latency, int | float) and latency >= 0 else 0.0,
         )

@@ -18,8 +18,8 @@ import posixpath
 from collections.abc import AsyncGenerator
 from typing import Any
 
-from fedai.protocol.messages import InferenceRequest, estimate_tokens, prompt_material
-from fedai_node.runners.base import RunnerError, RunnerModel, RunnerResult, StreamItem
+from fedai.protocol.messages import InferenceRequest
+from fedai_node.runners.base import RunnerError, RunnerModel, RunnerResult, StreamItem, estimated_input_tokens
 from fedai_node.runners.upstream import (
     UpstreamRunner,
     chat_messages,
@@ -77,7 +77,7 @@ class LlamaCppRunner(UpstreamRunner):
         return RunnerResult(
             output="".join(parts),
             finish_reason=_FINISH.get(str(final.get("stop_type")), "stop"),
-            input_tokens=prompt_tokens if prompt_tokens is not None else estimate_tokens(len(prompt_material(req))),
+            input_tokens=prompt_tokens if prompt_tokens is not None else estimated_input_tokens(req),
             output_tokens=generated if generated is not None else len(parts),
         )
 

@@ -10,7 +10,7 @@ import re
 from collections.abc import AsyncGenerator
 
 from fedai.protocol.messages import InferenceRequest, estimate_tokens, prompt_material
-from fedai_node.runners.base import Estimate, Runner, RunnerModel, RunnerResult, StreamItem
+from fedai_node.runners.base import Estimate, Runner, RunnerModel, RunnerResult, StreamItem, estimated_input_tokens
 
 MOCK_MODEL_ID = "fedai-mock-1"
 VOCABULARY = (
@@ -87,7 +87,7 @@ class MockRunner(Runner):
 
     async def estimate(self, req: InferenceRequest) -> Estimate:
         return Estimate(
-            input_tokens=estimate_tokens(len(prompt_material(req))),
+            input_tokens=estimated_input_tokens(req),
             max_output_tokens=min(req.max_tokens, MIN_WORDS + WORD_SPREAD - 1),
             latency_ms=float(self.delay_ms),
         )

@@ -20,8 +20,8 @@ from collections.abc import AsyncGenerator
 from typing import Any
 from urllib.parse import urlsplit
 
-from fedai.protocol.messages import InferenceRequest, estimate_tokens, prompt_material
-from fedai_node.runners.base import RunnerError, RunnerModel, RunnerResult, StreamItem
+from fedai.protocol.messages import InferenceRequest
+from fedai_node.runners.base import RunnerError, RunnerModel, RunnerResult, StreamItem, estimated_input_tokens
 from fedai_node.runners.upstream import (
     UpstreamRunner,
     chat_messages,
@@ -100,7 +100,7 @@ class OpenAIRunner(UpstreamRunner):
                 finish = reason or finish
         if finish is None:
             raise RunnerError(f"the runner's {path} stream ended without a finish_reason")
-        input_tokens, output_tokens = usage or (estimate_tokens(len(prompt_material(req))), len(parts))
+        input_tokens, output_tokens = usage or (estimated_input_tokens(req), len(parts))
         yield RunnerResult("".join(parts), finish, input_tokens, output_tokens)
 
     @staticmethod

@@ -72,21 +72,34 @@ def _error_fields(body: Any) -> tuple[str, str, dict[str, Any]]:
     return kind, message.lower() if isinstance(message, str) else "", err
 
 
+def _names_missing_model(kind: str, message: str) -> bool:
+    """Does the server's error say the model is unknown?"""
+    if kind in ("model_not_found", "unknown_model"):
+        return True
+    return "model" in message and ("not found" in message or "does not exist" in message or "unknown" in message)
+
+
+def _refused(kind: str, message: str, err: dict[str, Any], label: str, model_error: bool) -> RunnerError:
+    """A request the server refused as invalid (400, 413, 422): too long for the context, an unknown model, or
+    otherwise invalid."""
+    if kind in _CONTEXT_TYPES or any(word in message for word in _CONTEXT_WORDS):
+        counts = ", ".join(f"{k}={v}" for k in ("n_prompt_tokens", "n_ctx") if (v := count(err, k)) is not None)
+        detail = f" ({counts})" if counts else ""
+        return RunnerError(
+            f"the prompt plus max_tokens exceed the runner's context window{detail}", ErrorCode.INVALID_REQUEST
+        )
+    if model_error:
+        return RunnerError(f"the runner does not serve this model ({label})", ErrorCode.UNKNOWN_MODEL)
+    return RunnerError(f"the runner refused the request as invalid ({label})", ErrorCode.INVALID_REQUEST)
+
+
 def error_from_body(status: int, body: Any, retry_after: str | None = None, *, path: str = "") -> RunnerError:
     """The typed error for a server's error answer (an HTTP status, or an error object inside a stream)."""
     kind, message, err = _error_fields(body)
     label = f"HTTP {status}" + (f", {kind}" if kind else "")
-    model_error = "model" in message and ("not found" in message or "does not exist" in message or "unknown" in message)
-    model_error = model_error or kind in ("model_not_found", "unknown_model")
+    model_error = _names_missing_model(kind, message)
     if status in (400, 413, 422) or kind in _CONTEXT_TYPES:
-        if kind in _CONTEXT_TYPES or any(word in message for word in _CONTEXT_WORDS):
-            counts = ", ".join(f"{k}={v}" for k in ("n_prompt_tokens", "n_ctx") if (v := count(err, k)) is not None)
-            detail = f" ({counts})" if counts else ""
-            return RunnerError(f"the prompt plus max_tokens exceed the runner's context window{detail}",
-                               ErrorCode.INVALID_REQUEST)  # fmt: skip
-        if model_error:
-            return RunnerError(f"the runner does not serve this model ({label})", ErrorCode.UNKNOWN_MODEL)
-        return RunnerError(f"the runner refused the request as invalid ({label})", ErrorCode.INVALID_REQUEST)
+        return _refused(kind, message, err, label, model_error)
     if status == 404 and model_error:
         return RunnerError(f"the runner does not serve this model ({label})", ErrorCode.UNKNOWN_MODEL)
     if status in (404, 405):

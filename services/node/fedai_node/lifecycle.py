@@ -1,0 +1,140 @@
+"""What runs beside the node's routes, started and stopped with the app: the replay store, model discovery
+(retried until the runner is ready), heartbeats to routers and announcements on relays."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import aiohttp
+
+from fedai.protocol.event import Event
+from fedai.protocol.messages import NodeDescriptor
+from fedai.service.tasks import cancel_and_wait
+from fedai_node.admission import Admission
+from fedai_node.announce import Announcer
+from fedai_node.catalog import ModelCatalog
+from fedai_node.config import NodeSettings, log_summary
+from fedai_node.heartbeat import BeatResult, Heartbeat
+from fedai_node.metrics import NodeMetrics
+from fedai_node.runners.base import Runner, RunnerError
+
+if TYPE_CHECKING:
+    import asyncpg
+
+log = logging.getLogger("fedai_node")
+
+DISCOVERY_FIRST_S = 0.25  # retry model discovery after this long, doubling up to DISCOVERY_MAX_S
+DISCOVERY_MAX_S = 5.0
+
+
+class NodeLifecycle:
+    """`start` opens the replay store and learns the runner's models (heartbeats and announcements begin once it
+    knows them); `stop` releases everything, also after a failed start. A runner it `owns_runner` it closes."""
+
+    def __init__(
+        self,
+        settings: NodeSettings,
+        *,
+        runner: Runner,
+        owns_runner: bool,
+        catalog: ModelCatalog,
+        admission: Admission,
+        metrics: NodeMetrics,
+        describe: Callable[[], NodeDescriptor],
+        announce: Callable[[], Event],
+    ) -> None:
+        self._settings = settings
+        self._runner = runner
+        self._owns_runner = owns_runner
+        self._catalog = catalog
+        self._admission = admission
+        self._metrics = metrics
+        self._describe = describe
+        self._announce = announce
+        self._session: aiohttp.ClientSession | None = None
+        self._heartbeat: Heartbeat | None = None
+        self._announcer: Announcer | None = None
+        self._discovery: asyncio.Task[None] | None = None
+        self._db: asyncpg.Pool | None = None
+
+    async def start(self) -> None:
+        s = self._settings
+        log_summary(s, log)
+        if s.db_url:
+            from fedai.store import PostgresReplayGuard, create_pool, migrate_dsn
+
+            await migrate_dsn(s.db_url)
+            self._db = await create_pool(s.db_url, min_size=1, max_size=4)
+            self._admission.guard = PostgresReplayGuard(self._db)
+        self._session = aiohttp.ClientSession()
+        if await self._try_load_models():
+            await self._start_loops()
+        else:  # the runner is down or loading: serve /health (503) and keep trying
+            self._discovery = asyncio.create_task(self._discover(), name="fedai-node-discovery")
+
+    async def stop(self) -> None:
+        await cancel_and_wait([self._discovery])
+        if self._announcer is not None:
+            await self._announcer.stop()
+        if self._heartbeat is not None:
+            await self._heartbeat.stop()
+        if self._session is not None:
+            await self._session.close()
+        if self._db is not None:
+            await self._db.close()
+        if self._owns_runner:
+            await self._runner.close()
+
+    async def _start_loops(self) -> None:
+        """Heartbeats and announcements begin once the node knows what it serves."""
+        s = self._settings
+        assert self._session is not None
+        self._heartbeat = Heartbeat(
+            keys=s.keys,
+            endpoints=s.router_endpoints,
+            trusted=s.router_pubkeys,
+            interval_ms=s.heartbeat_ms,
+            skew_s=s.clock_skew_s,
+            session=self._session,
+            describe=self._describe,
+            on_result=self._count_beat,
+        )
+        self._heartbeat.start()
+        if s.relays:
+            self._announcer = Announcer(
+                keys=s.keys,
+                relays=s.relays,
+                interval_s=s.announce_s,
+                build=self._announce,
+                on_result=lambda result: self._metrics.announces.labels(result).inc(),
+            )
+            await self._announcer.start()
+
+    def _count_beat(self, result: BeatResult) -> None:
+        self._metrics.heartbeats.labels(result.value).inc()
+
+    async def _discover(self) -> None:
+        delay = DISCOVERY_FIRST_S
+        while True:
+            await asyncio.sleep(delay)
+            if await self._try_load_models():
+                await self._start_loops()
+                return
+            delay = min(delay * 2, DISCOVERY_MAX_S)
+
+    async def _try_load_models(self) -> bool:
+        name = self._runner.name
+        try:
+            async with asyncio.timeout(self._settings.runner_timeout_ms / 1000):
+                await self._catalog.load()
+        except RunnerError as exc:  # its message names no content: safe to log
+            log.warning("runner not ready", extra={"runner": name, "code": exc.code.value, "reason": str(exc)})
+            return False
+        except Exception as exc:  # noqa: BLE001 - keep trying; log the type only
+            log.warning("runner not ready", extra={"runner": name, "error_type": type(exc).__name__})
+            return False
+        log.info("runner ready", extra={"runner": name, "models": sorted(self._catalog.models)})
+        return True
