@@ -12,8 +12,6 @@ import httpx
 import msgspec
 import pytest
 
-from fedai.cli.client import Target
-from fedai.cli.output import as_fedai_error
 from fedai.protocol.envelope import seal
 from fedai.protocol.errors import FedaiError
 from fedai.protocol.event import Event, decode_event
@@ -407,15 +405,3 @@ def test_a_completion_checked_against_an_invalid_request() -> None:
     fedai = {"request": request.to_dict(), "answer": answer.to_dict()}
     with pytest.raises(InvalidRequest):
         verify_completion({"fedai": fedai}, ROUTER.pubkey, {"model": "m"})
-
-
-# -- the CLI reports by class --------------------------------------------------------------------------------
-
-
-def test_the_cli_hints_at_a_stopped_router_only_when_it_could_not_connect() -> None:
-    target = Target(URL, None, None, None)
-    assert target.hint(RouterUnreachable("router unreachable: ConnectError")) is not None
-    assert target.hint(RouterTimeout("router did not answer in time")) is None
-    assert target.hint(RouterError("upstream_error", "router unreachable: every node")) is None
-    assert as_fedai_error(RouterTimeout("slow")).code == "upstream_timeout"
-    assert as_fedai_error(ConnectionLost("broke")).code == "upstream_error"
