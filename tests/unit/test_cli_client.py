@@ -12,14 +12,16 @@ import msgspec
 import pytest
 from click.testing import CliRunner
 
-from fedai.cli.client import resolve_target
+from fedai.cli.client import Target, resolve_target
 from fedai.cli.devnet_file import DevnetInfo, NodeEntry, RouterEntry, write_devnet
 from fedai.cli.keyfile import write_secret_file
 from fedai.cli.main import cli
+from fedai.cli.output import as_fedai_error
 from fedai.cli.processes import free_port
 from fedai.protocol.errors import FedaiError
 from fedai.protocol.keys import Keys
 from fedai.protocol.nip98 import verify_auth_header
+from fedai.sdk import ConnectionLost, RouterError, RouterTimeout, RouterUnreachable
 
 ROUTER = Keys.generate()
 NODE = Keys.generate()
@@ -287,3 +289,12 @@ def test_status_refuses_a_router_with_another_key(status_router: str) -> None:
     code, _, err = invoke("status", "--router", status_router, "--router-pubkey", other.npub)
     assert code == 1
     assert "not the pinned one" in err
+
+
+def test_the_cli_hints_at_a_stopped_router_only_when_it_could_not_connect() -> None:
+    target = Target("http://127.0.0.1:9", None, None, None)
+    assert target.hint(RouterUnreachable("router unreachable: ConnectError")) is not None
+    assert target.hint(RouterTimeout("router did not answer in time")) is None
+    assert target.hint(RouterError("upstream_error", "router unreachable: every node")) is None
+    assert as_fedai_error(RouterTimeout("slow")).code == "upstream_timeout"
+    assert as_fedai_error(ConnectionLost("broke")).code == "upstream_error"

@@ -17,6 +17,7 @@ from fedai.protocol.messages import (
     InferResult,
     MeteringRecord,
     Usage,
+    decode_payload,
     prompt_sha256,
 )
 from fedai.sdk.chain import ChainError, verify_chain
@@ -31,16 +32,19 @@ def build(
     metering_overrides: dict[str, object] | None = None,
     node_keys: Keys = NODE,
     router_keys: Keys = ROUTER,
+    request: Event | None = None,
 ) -> tuple[Event, Event]:
-    request = seal(CLIENT, Kind.INFER_REQUEST, REQUEST, to=ROUTER.pubkey, nonce=True)
-    payload = msgspec.structs.replace(REQUEST, client=CLIENT.pubkey, origin=request.id)
+    """A client request (CLIENT asking REQUEST, unless `request` is given) and the router's answer to it."""
+    asked = REQUEST if request is None else decode_payload(request.content, InferenceRequest)
+    request = request or seal(CLIENT, Kind.INFER_REQUEST, REQUEST, to=ROUTER.pubkey, nonce=True)
+    payload = msgspec.structs.replace(asked, client=CLIENT.pubkey, origin=request.id)
     forwarded = seal(router_keys, Kind.INFER_REQUEST, payload, to=NODE.pubkey, nonce=True)
     usage = Usage(input_tokens=4, output_tokens=1)
     answer = InferenceResponse(model="m", output=output, finish_reason="stop", usage=usage, latency_ms=2.0)
     response = seal(node_keys, Kind.INFER_RESPONSE, answer, to=ROUTER.pubkey, reply_to=forwarded.id)
     fields: dict[str, object] = {
         "request": forwarded.id, "response": response.id, "model": "m", "input_tokens": 4, "output_tokens": 1,
-        "wall_ms": 2.0, "bytes_in": 10, "bytes_out": 10, "prompt_sha256": prompt_sha256(REQUEST),
+        "wall_ms": 2.0, "bytes_in": 10, "bytes_out": 10, "prompt_sha256": prompt_sha256(asked),
         "output_sha256": hashlib.sha256(output.encode()).hexdigest(), "price_msat": 1,
     }  # fmt: skip
     fields.update(metering_overrides or {})

@@ -18,6 +18,7 @@ from fedai.cli.keyfile import MAX_KEY_FILE_BYTES, SECRET_FILE_MODE, KeyInputErro
 from fedai.cli.output import console, fail, print_json
 from fedai.protocol.errors import FedaiError
 from fedai.protocol.keys import Keys
+from fedai.sdk.errors import FedaiClientError, RouterError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -36,9 +37,9 @@ class OpsAuth:
         return self.token is not None or self.keys is not None
 
 
-def ops_hint(err: FedaiError, auth: OpsAuth) -> str | None:
+def ops_hint(err: FedaiError | FedaiClientError, auth: OpsAuth) -> str | None:
     """What to do about a refused ops request."""
-    if err.status == 401 and not auth.given:
+    if isinstance(err, RouterError) and err.status == 401 and not auth.given:
         return HINT
     return None
 

@@ -22,7 +22,7 @@ from fedai.cli.keyfile import KeyInputError, load_secret
 from fedai.cli.output import console, fail, fail_fedai, mark, print_json, short_npub
 from fedai.protocol.errors import ErrorCode, FedaiError, KeyFormatError
 from fedai.protocol.keys import Keys, npub, parse_pubkey
-from fedai.sdk import Client
+from fedai.sdk import Client, FedaiClientError, RouterUnreachable
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -43,8 +43,8 @@ class Target:
             self.router_url, self.keys, router_pubkey=self.router_pubkey, admin_token=token, admin_keys=keys, **options
         )
 
-    def hint(self, err: FedaiError) -> str | None:
-        if err.code is ErrorCode.UPSTREAM_ERROR and "unreachable" in err.message:
+    def hint(self, err: FedaiError | FedaiClientError) -> str | None:
+        if isinstance(err, RouterUnreachable):
             where = "the devnet's router" if self.devnet is not None else "the router"
             return f"is {where} at {self.router_url} running? (`fedai devnet` starts a local network)"
         return None
@@ -176,7 +176,7 @@ def infer_cmd(
                     chain = live.chain
             else:
                 chain = client.infer(chosen, prompt, messages=chat, max_tokens=max_tokens, **options)
-        except FedaiError as err:
+        except (FedaiError, FedaiClientError) as err:
             fail_fedai(err, as_json=as_json, hint=target.hint(err))
     if as_json:
         print_json({**chain.summary(), "verified": True})
@@ -211,7 +211,7 @@ def quote_cmd(
         try:
             chosen = model or _default_model(client)
             quote = client.quote(chosen, max_tokens=max_tokens, **fields)
-        except FedaiError as err:
+        except (FedaiError, FedaiClientError) as err:
             fail_fedai(err, as_json=as_json, hint=target.hint(err))
     document: dict[str, Any] = msgspec.to_builtins(quote.quote)
     document["event"] = quote.event.id
@@ -279,7 +279,7 @@ def status_cmd(
     with target.client(auth) as client:
         try:
             status = client.status()
-        except FedaiError as err:
+        except FedaiClientError as err:
             fail_fedai(err, as_json=as_json, hint=target.hint(err))
     if target.router_pubkey and status.get("pubkey") != target.router_pubkey:
         fail(f"the router at {target.router_url} is not the pinned one (pubkey {status.get('pubkey')})")

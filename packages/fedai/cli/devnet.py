@@ -42,7 +42,7 @@ from fedai.cli.devnet_file import (
 from fedai.cli.extras import needs_extra
 from fedai.cli.keyfile import KeyInputError, load_or_create_secret
 from fedai.cli.llama import progress_printer
-from fedai.cli.output import CHECK, CROSS, console, err_console, short_npub
+from fedai.cli.output import CHECK, CROSS, as_fedai_error, console, err_console, short_npub
 from fedai.cli.postgres import is_postmaster, postmaster_pid, start_postgres, stop_postgres
 from fedai.cli.processes import (
     Child,
@@ -60,9 +60,8 @@ from fedai.cli.processes import (
 )
 from fedai.cli.services import NODE_MODULE, RELAY_MODULE, ROUTER_MODULE, node_env, router_env
 from fedai.llamacpp import LlamaBuildError, ModelError, ensure_llama_server, ensure_model, model_spec, server_args
-from fedai.protocol.errors import FedaiError
 from fedai.protocol.keys import Keys
-from fedai.sdk import Client
+from fedai.sdk import Client, FedaiClientError
 
 HOST = "127.0.0.1"
 HEARTBEAT_MS = 2000
@@ -441,10 +440,11 @@ class Devnet:
                     chain = client.infer(model, messages=messages, max_tokens=DEMO_MAX_TOKENS, temperature=0.0)
                 else:
                     chain = client.infer(model, prompt, max_tokens=DEMO_MAX_TOKENS)
-        except FedaiError as err:
+        except FedaiClientError as err:
             step = getattr(err, "step", None)
             where = f" at {step}" if step else ""
-            err_console.print(f"{CROSS} [red]chain NOT verified{where}[/red]: {err.code.value}: {err.message}")
+            why = as_fedai_error(err)
+            err_console.print(f"{CROSS} [red]chain NOT verified{where}[/red]: {why.code.value}: {why.message}")
             return False
         print_chain(self.out, chain)
         return True

@@ -9,8 +9,9 @@ from typing import Any, NoReturn
 import click
 from rich.console import Console
 
-from fedai.protocol.errors import FedaiError
+from fedai.protocol.errors import ErrorCode, FedaiError
 from fedai.protocol.keys import npub
+from fedai.sdk.errors import FedaiClientError, RouterTimeout
 
 console = Console(highlight=False, soft_wrap=False)
 err_console = Console(stderr=True, highlight=False)
@@ -45,16 +46,27 @@ def fail(message: str, *, code: int = 1) -> NoReturn:
     sys.exit(code)
 
 
-def fail_fedai(err: FedaiError, *, as_json: bool, hint: str | None = None) -> NoReturn:
+def as_fedai_error(err: FedaiError | FedaiClientError) -> FedaiError:
+    """The error as the CLI reports it. The router's answers and the SDK's checks carry their code; a router
+    that could not be reached is reported as it always was, `upstream_timeout` for a timeout, else
+    `upstream_error`, with the SDK's message."""
+    if isinstance(err, FedaiError):
+        return err
+    code = ErrorCode.UPSTREAM_TIMEOUT if isinstance(err, RouterTimeout) else ErrorCode.UPSTREAM_ERROR
+    return FedaiError(code, str(err))
+
+
+def fail_fedai(err: FedaiError | FedaiClientError, *, as_json: bool, hint: str | None = None) -> NoReturn:
     """Report a protocol error: `error <code>: <message>` on stderr, or `{"error": {...}}` with `--json`; exit 1."""
+    reported = as_fedai_error(err)
     if as_json:
-        document = err.to_dict()
+        document = reported.to_dict()
         step = getattr(err, "step", None)
         if step is not None:
             document["error"]["step"] = step
         print_json(document)
     else:
-        click.echo(f"error {err.code.value}: {err.message}", err=True)
+        click.echo(f"error {reported.code.value}: {reported.message}", err=True)
         if hint:
             click.echo(f"hint: {hint}", err=True)
     sys.exit(1)

@@ -11,7 +11,7 @@ from rich.table import Table
 from fedai.cli.admin import admin_options, ops_hint, resolve_admin
 from fedai.cli.client import resolve_target, target_options
 from fedai.cli.output import console, fail_fedai, mark, print_json, short_npub
-from fedai.protocol.errors import FedaiError
+from fedai.sdk import FedaiClientError
 
 
 def _prices(peer: dict[str, Any]) -> str:
@@ -67,7 +67,7 @@ def peers_cmd(
     with target.client(auth) as client:
         try:
             peers = client.peers()
-        except FedaiError as err:
+        except FedaiClientError as err:
             fail_fedai(err, as_json=as_json, hint=target.hint(err) or ops_hint(err, auth))
     if as_json:
         print_json(peers)

@@ -10,7 +10,7 @@ from rich.table import Table
 from fedai.cli.admin import admin_options, ops_hint, resolve_admin
 from fedai.cli.client import resolve_target, target_options
 from fedai.cli.output import console, fail_fedai, print_json, short_npub
-from fedai.protocol.errors import FedaiError
+from fedai.sdk import FedaiClientError
 
 
 @click.group("route")
@@ -49,7 +49,7 @@ def explain_cmd(
         try:
             answer = client.explain_route(model, max_tokens=max_tokens, input_tokens=input_tokens,
                                           job_type=job_type, max_price_msat=max_price_msat)  # fmt: skip
-        except FedaiError as err:
+        except FedaiClientError as err:
             fail_fedai(err, as_json=as_json, hint=target.hint(err) or ops_hint(err, auth))
     if as_json:
         print_json(answer)

@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 
 from fedai.protocol.envelope import open_event
-from fedai.protocol.errors import ErrorCode, FedaiError
+from fedai.protocol.errors import FedaiError
 from fedai.protocol.event import Event
 from fedai.protocol.federation import JobResult, JobSubmit, Receipt, job_hash, job_request
 from fedai.protocol.kinds import Kind
@@ -27,14 +27,9 @@ from fedai.protocol.messages import (
     decode_payload,
     prompt_sha256,
 )
+from fedai.sdk.errors import ChainError, Link
 
-
-class ChainError(FedaiError):
-    """The returned chain does not verify; `step` names the link that failed."""
-
-    def __init__(self, step: str, message: str) -> None:
-        super().__init__(ErrorCode.INVALID_EVENT, f"{step}: {message}")
-        self.step = step
+__all__ = ["ChainError", "Link", "VerifiedChain", "verify_chain"]
 
 
 @dataclass(frozen=True)
@@ -76,11 +71,11 @@ class VerifiedChain:
         }
 
 
-def _link(step: str, event: Event, cls: type[Any], **rules: Any) -> Any:
+def _link(link: Link, event: Event, cls: type[Any], **rules: Any) -> Any:
     try:
         return open_event(event, cls, skew_s=None, **rules).payload
     except FedaiError as err:
-        raise ChainError(step, f"{err.code.value}: {err.message}") from None
+        raise ChainError.wrap(link, err) from None
 
 
 def verify_chain(
@@ -101,7 +96,7 @@ def verify_chain(
     if original is None:
         original = decode_payload(request.content, InferenceRequest)
     chain: InferResult = _link(
-        "router answer",
+        Link.ROUTER_ANSWER,
         answer,
         InferResult,
         kinds=(Kind.INFER_RESPONSE,),
@@ -131,29 +126,29 @@ def _node_chain(
     """forwarded (by `forwarder`, for `origin`/`client`, carrying `expected`) → node response → node metering."""
     node = chain.node
     forwarded: InferenceRequest = _link(
-        "forwarded request", chain.forwarded, InferenceRequest, kinds=(Kind.INFER_REQUEST,), recipient=node,
+        Link.FORWARDED, chain.forwarded, InferenceRequest, kinds=(Kind.INFER_REQUEST,), recipient=node,
         signers=(forwarder,),
     )  # fmt: skip
     if forwarded.origin != origin or forwarded.client != client:
-        raise ChainError("forwarded request", "origin/client do not point at this request")
+        raise ChainError(Link.FORWARDED, "origin/client do not point at this request")
     if msgspec.structs.replace(forwarded, origin=None, client=None) != expected:
-        raise ChainError("forwarded request", "the router changed the request it forwarded")
+        raise ChainError(Link.FORWARDED, "the router changed the request it forwarded")
     response: InferenceResponse = _link(
-        "node response", chain.response, InferenceResponse, kinds=(Kind.INFER_RESPONSE,), recipient=forwarder,
+        Link.RESPONSE, chain.response, InferenceResponse, kinds=(Kind.INFER_RESPONSE,), recipient=forwarder,
         signers=(node,), reply_to=chain.forwarded.id,
     )  # fmt: skip
     record: MeteringRecord = _link(
-        "metering", chain.metering, MeteringRecord, kinds=(Kind.METERING_RECORD,), recipient=forwarder,
+        Link.METERING, chain.metering, MeteringRecord, kinds=(Kind.METERING_RECORD,), recipient=forwarder,
         signers=(node,), reply_to=chain.forwarded.id,
     )  # fmt: skip
     if record.request != chain.forwarded.id or record.response != chain.response.id:
-        raise ChainError("metering", "not bound to the forwarded request and its response")
+        raise ChainError(Link.METERING, "not bound to the forwarded request and its response")
     if record.prompt_sha256 != prompt_sha256(original):
-        raise ChainError("metering", "prompt hash is not the hash of this request's prompt")
+        raise ChainError(Link.METERING, "prompt hash is not the hash of this request's prompt")
     if record.output_sha256 != hashlib.sha256(response.output.encode()).hexdigest():
-        raise ChainError("metering", "output hash does not match the output")
+        raise ChainError(Link.METERING, "output hash does not match the output")
     if (record.input_tokens, record.output_tokens) != (response.usage.input_tokens, response.usage.output_tokens):
-        raise ChainError("metering", "token counts differ from the response's usage")
+        raise ChainError(Link.METERING, "token counts differ from the response's usage")
     return response, record
 
 
@@ -165,29 +160,34 @@ def _verify_offloaded(
     PL1/PL2) at no lower privacy level than the client asked for, the provider's result and receipt must answer
     that submit, and the provider's chain must reach its node."""
     provider = off.provider
-    submit: JobSubmit = _link("job submit", off.submit, JobSubmit, kinds=(Kind.JOB_SUBMIT,), recipient=provider,
-                              signers=(router,))  # fmt: skip
+    submit: JobSubmit = _link(
+        Link.OFFLOAD_SUBMIT, off.submit, JobSubmit, kinds=(Kind.JOB_SUBMIT,), recipient=provider, signers=(router,)
+    )
     expected = job_request(original)
     if off.salt is None:
-        raise ChainError("job submit", "the answer does not give the salt of the job's hash")
+        raise ChainError(Link.OFFLOAD_SUBMIT, "the answer does not give the salt of the job's hash")
     sent = submit.request
     if submit.input_sha256 != job_hash(original, off.salt) or (sent is not None and sent != expected):
-        raise ChainError("job submit", "the job sent to the provider is not this request")
+        raise ChainError(Link.OFFLOAD_SUBMIT, "the job sent to the provider is not this request")
     if submit.privacy < original.privacy:
-        raise ChainError("job submit", "the job left at a lower privacy level than the request asked for")
-    result: JobResult = _link("job result", off.result, JobResult, kinds=(Kind.JOB_RESULT,), recipient=router,
-                              signers=(provider,), reply_to=off.submit.id)  # fmt: skip
-    receipt: Receipt = _link("receipt", off.receipt, Receipt, kinds=(Kind.JOB_RECEIPT,), recipient=router,
-                             signers=(provider,), reply_to=off.submit.id)  # fmt: skip
+        raise ChainError(Link.OFFLOAD_SUBMIT, "the job left at a lower privacy level than the request asked for")
+    result: JobResult = _link(
+        Link.OFFLOAD_RESULT, off.result, JobResult, kinds=(Kind.JOB_RESULT,), recipient=router, signers=(provider,),
+        reply_to=off.submit.id,
+    )  # fmt: skip
+    receipt: Receipt = _link(
+        Link.OFFLOAD_RECEIPT, off.receipt, Receipt, kinds=(Kind.JOB_RECEIPT,), recipient=router, signers=(provider,),
+        reply_to=off.submit.id,
+    )  # fmt: skip
     if result.receipt.id != off.receipt.id or {result.job_id, receipt.job_id} != {submit.job_id}:
-        raise ChainError("receipt", "result, receipt and job do not belong together")
+        raise ChainError(Link.OFFLOAD_RECEIPT, "result, receipt and job do not belong together")
     if (receipt.requester, receipt.provider, receipt.job_submit) != (router, provider, off.submit.id):
-        raise ChainError("receipt", "receipt names other routers or another job")
+        raise ChainError(Link.OFFLOAD_RECEIPT, "receipt names other routers or another job")
     if receipt.input_sha256 != submit.input_sha256 or receipt.status != "ok":
-        raise ChainError("receipt", "receipt is not for this input, or not a success")
+        raise ChainError(Link.OFFLOAD_RECEIPT, "receipt is not for this input, or not a success")
     response, record = _node_chain(chain, provider, off.submit.id, router, expected, original)
     if receipt.output_sha256 != record.output_sha256:
-        raise ChainError("receipt", "receipt's output hash is not the node's")
+        raise ChainError(Link.OFFLOAD_RECEIPT, "receipt's output hash is not the node's")
     return VerifiedChain(
         request=request, answer=answer, forwarded=chain.forwarded, response=chain.response, metering=chain.metering,
         router=router, node=chain.node, result=response, record=record, provider=provider, receipt=receipt,

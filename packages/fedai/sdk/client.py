@@ -1,7 +1,9 @@
 """Clients for a fedai router: sign requests with the client's key, verify what comes back.
 
 `Client` is synchronous, `AsyncClient` asynchronous; both share request building and answer checking.
-Errors from the router arrive as `FedaiError` carrying the protocol code.
+What they raise is a `FedaiClientError` (`fedai.sdk.errors`): a `TransportError` when the router could not be
+reached, a `RouterError` with the protocol code when it answered with an error, a `ChainError` naming the link
+when its answer does not verify.
 """
 
 from __future__ import annotations
@@ -14,13 +16,14 @@ import httpx
 import msgspec
 
 from fedai.protocol.envelope import open_envelope, seal
-from fedai.protocol.errors import ErrorCode, FedaiError
+from fedai.protocol.errors import FedaiError, KeyFormatError
 from fedai.protocol.event import Event, decode_event
 from fedai.protocol.keys import Keys, parse_pubkey
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import ChatMessage, InferenceRequest, QuoteRequest, QuoteResponse
 from fedai.protocol.nip98 import auth_header
 from fedai.sdk.chain import VerifiedChain, verify_chain
+from fedai.sdk.errors import ChainError, InvalidRequest, Link, UnexpectedResponse, error_from_response, transport_error
 from fedai.sdk.stream import DEFAULT_STREAM_LIMITS, AsyncStream, Stream
 from fedai.service.stream_limits import StreamLimits
 
@@ -43,30 +46,35 @@ def _infer_request(
     try:
         return InferenceRequest(model=model, prompt=prompt, messages=_messages(messages), max_tokens=max_tokens,
                                 **options)  # fmt: skip
-    except (TypeError, ValueError) as exc:
-        raise FedaiError(ErrorCode.INVALID_REQUEST, str(exc)) from None
+    except (TypeError, ValueError, KeyError) as exc:
+        raise InvalidRequest(str(exc)) from None
 
 
 def _raise_for(response: httpx.Response) -> None:
-    if response.status_code == 200:
-        return
+    """Raise the router's error (`RouterError`, or `UnexpectedResponse` for an untyped one) unless it said 200."""
+    if response.status_code != 200:
+        raise error_from_response(response.status_code, response.content)
+
+
+def _document(response: httpx.Response) -> Any:
+    _raise_for(response)
     try:
-        body = response.json()
-    except ValueError:
-        body = None
-    raise FedaiError.from_dict(body, response.status_code)
+        return msgspec.json.decode(response.content)
+    except msgspec.DecodeError:
+        raise UnexpectedResponse("router answered with something that is not JSON", http_status=200) from None
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:
-    _raise_for(response)
-    return msgspec.json.decode(response.content)  # type: ignore[no-any-return]
+    document = _document(response)
+    if not isinstance(document, dict):
+        raise UnexpectedResponse("router answered with something that is not a JSON object", http_status=200)
+    return document
 
 
 def _json_list(response: httpx.Response) -> list[dict[str, Any]]:
-    _raise_for(response)
-    document = msgspec.json.decode(response.content)
+    document = _document(response)
     if not isinstance(document, list):
-        raise FedaiError(ErrorCode.UPSTREAM_ERROR, "router answered with something that is not a list")
+        raise UnexpectedResponse("router answered with something that is not a list", http_status=200)
     return [item for item in document if isinstance(item, dict)]
 
 
@@ -85,15 +93,21 @@ def _explain_query(model: str, demand: dict[str, Any]) -> str:
 
 def _answer_event(response: httpx.Response) -> Event:
     _raise_for(response)
-    return decode_event(response.content, MAX_ANSWER_BYTES)
+    try:
+        return decode_event(response.content, MAX_ANSWER_BYTES)
+    except FedaiError as err:
+        raise ChainError.wrap(Link.ROUTER_ANSWER, err) from None
 
 
 def _open_quote(keys: Keys, router: str, request: Event, response: httpx.Response) -> Quote:
     _raise_for(response)
-    opened = open_envelope(
-        response.content, QuoteResponse, kinds=(Kind.QUOTE_RESPONSE,), recipient=keys.pubkey, signers=(router,),
-        reply_to=request.id, max_bytes=MAX_ANSWER_BYTES, skew_s=None,
-    )  # fmt: skip
+    try:
+        opened = open_envelope(
+            response.content, QuoteResponse, kinds=(Kind.QUOTE_RESPONSE,), recipient=keys.pubkey, signers=(router,),
+            reply_to=request.id, max_bytes=MAX_ANSWER_BYTES, skew_s=None,
+        )  # fmt: skip
+    except FedaiError as err:
+        raise ChainError.wrap(Link.QUOTE, err) from None
     return Quote(opened.event, opened.payload)
 
 
@@ -133,8 +147,8 @@ class _Base:
         messages = fields.pop("messages", None)
         try:
             payload = QuoteRequest(model=model, max_tokens=max_tokens, messages=_messages(messages), **fields)
-        except (TypeError, ValueError) as exc:
-            raise FedaiError(ErrorCode.INVALID_REQUEST, str(exc)) from None
+        except (TypeError, ValueError, KeyError) as exc:
+            raise InvalidRequest(str(exc)) from None
         return seal(self.keys, Kind.QUOTE_REQUEST, payload, to=router, nonce=True)
 
     def _infer_event(self, router: str, model: str, prompt: str | None, messages: Any, max_tokens: int,
@@ -144,8 +158,11 @@ class _Base:
 
     @staticmethod
     def _pubkey_from_health(response: httpx.Response) -> str:
-        _raise_for(response)
-        return parse_pubkey(str(response.json()["pubkey"]))
+        document = _json(response)
+        try:
+            return parse_pubkey(str(document["pubkey"]))
+        except (KeyError, KeyFormatError):
+            raise UnexpectedResponse("router's /health names no valid pubkey", http_status=200) from None
 
 
 class Client(_Base):
@@ -155,11 +172,12 @@ class Client(_Base):
     def __init__(
         self, router_url: str, keys: Keys | str | None = None, *, router_pubkey: str | None = None,
         timeout: float = 120.0, admin_token: str | None = None, admin_keys: Keys | None = None,
-        stream_limits: StreamLimits | None = None,
+        stream_limits: StreamLimits | None = None, transport: httpx.BaseTransport | None = None,
     ) -> None:  # fmt: skip
-        """`stream_limits` bounds each stream (duration, idle time, output, chunks); default DEFAULT_STREAM_LIMITS."""
+        """`stream_limits` bounds each stream (duration, idle time, output, chunks); default DEFAULT_STREAM_LIMITS.
+        `transport` replaces httpx's network transport, e.g. `httpx.MockTransport(handler)` in tests."""
         super().__init__(router_url, keys, router_pubkey, admin_token, admin_keys, stream_limits)
-        self._http = httpx.Client(timeout=timeout)
+        self._http = httpx.Client(timeout=timeout, transport=transport)
 
     def router_pubkey(self) -> str:
         if self._router is None:
@@ -170,17 +188,15 @@ class Client(_Base):
         try:
             return self._http.get(self.router_url + path, headers=headers)
         except httpx.HTTPError as exc:
-            raise FedaiError(ErrorCode.UPSTREAM_ERROR, f"router unreachable: {type(exc).__name__}") from None
+            raise transport_error(exc) from exc
 
     def _post(self, path: str, event: Event) -> httpx.Response:
         try:
             return self._http.post(
                 self.router_url + path, content=event.to_json(), headers={"Content-Type": "application/json"}
             )
-        except httpx.TimeoutException:
-            raise FedaiError(ErrorCode.UPSTREAM_TIMEOUT, "router did not answer in time") from None
         except httpx.HTTPError as exc:
-            raise FedaiError(ErrorCode.UPSTREAM_ERROR, f"router unreachable: {type(exc).__name__}") from None
+            raise transport_error(exc) from exc
 
     def quote(self, model: str, *, max_tokens: int, **fields: Any) -> Quote:
         """Ask for a signed price. `fields`: prompt, messages, input_tokens, job_type."""
@@ -236,15 +252,15 @@ class Client(_Base):
 
 
 class AsyncClient(_Base):
-    """Asynchronous client with the same methods as `Client`."""
+    """Asynchronous client with the same methods as `Client` (`transport`: an `httpx.AsyncBaseTransport`)."""
 
     def __init__(
         self, router_url: str, keys: Keys | str | None = None, *, router_pubkey: str | None = None,
         timeout: float = 120.0, admin_token: str | None = None, admin_keys: Keys | None = None,
-        stream_limits: StreamLimits | None = None,
+        stream_limits: StreamLimits | None = None, transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:  # fmt: skip
         super().__init__(router_url, keys, router_pubkey, admin_token, admin_keys, stream_limits)
-        self._http = httpx.AsyncClient(timeout=timeout)
+        self._http = httpx.AsyncClient(timeout=timeout, transport=transport)
 
     async def router_pubkey(self) -> str:
         if self._router is None:
@@ -255,17 +271,15 @@ class AsyncClient(_Base):
         try:
             return await self._http.get(self.router_url + path, headers=headers)
         except httpx.HTTPError as exc:
-            raise FedaiError(ErrorCode.UPSTREAM_ERROR, f"router unreachable: {type(exc).__name__}") from None
+            raise transport_error(exc) from exc
 
     async def _post(self, path: str, event: Event) -> httpx.Response:
         try:
             return await self._http.post(
                 self.router_url + path, content=event.to_json(), headers={"Content-Type": "application/json"}
             )
-        except httpx.TimeoutException:
-            raise FedaiError(ErrorCode.UPSTREAM_TIMEOUT, "router did not answer in time") from None
         except httpx.HTTPError as exc:
-            raise FedaiError(ErrorCode.UPSTREAM_ERROR, f"router unreachable: {type(exc).__name__}") from None
+            raise transport_error(exc) from exc
 
     async def quote(self, model: str, *, max_tokens: int, **fields: Any) -> Quote:
         router = await self.router_pubkey()

@@ -14,11 +14,13 @@ from typing import Any
 
 import httpx
 
+from fedai.protocol.errors import FedaiError
 from fedai.protocol.event import event_from_obj
 from fedai.protocol.keys import Keys
 from fedai.protocol.nip98 import KIND_HTTP_AUTH, auth_header
 from fedai.protocol.openai_map import chat_request, completion_request
-from fedai.sdk.chain import ChainError, VerifiedChain, verify_chain
+from fedai.sdk.chain import VerifiedChain, verify_chain
+from fedai.sdk.errors import ChainError, InvalidRequest, Link
 
 
 class NostrAuth(httpx.Auth):
@@ -45,27 +47,37 @@ def verify_completion(
     """Check a chat/text completion (or the last chunk of a stream, with the concatenated `output`).
 
     `request` is what was sent: the JSON body bytes (then a NIP-98 `payload` hash is checked too) or the
-    parameters as a dict. Raises `ChainError` naming the link that failed.
+    parameters as a dict. Raises `ChainError` naming the link that failed (`InvalidRequest` if `request` is not a
+    valid request).
     """
     fedai = response.get("fedai")
     if not isinstance(fedai, Mapping):
-        raise ChainError("fedai field", "the answer carries no fedai chain")
-    asked = event_from_obj(fedai["request"])
-    answer = event_from_obj(fedai["answer"])
+        raise ChainError(Link.COMPLETION_FEDAI, "the answer carries no fedai chain")
+    try:
+        asked = event_from_obj(fedai.get("request"))
+        answer = event_from_obj(fedai.get("answer"))
+    except FedaiError as err:
+        raise ChainError.wrap(Link.COMPLETION_FEDAI, err) from None
     params = json.loads(request) if isinstance(request, bytes) else dict(request)
-    original = chat_request(params) if kind == "chat" else completion_request(params)
+    try:
+        original = chat_request(params) if kind == "chat" else completion_request(params)
+    except FedaiError as err:
+        raise InvalidRequest(err.message) from None
     if asked.kind == KIND_HTTP_AUTH:
         client = asked.pubkey
         if isinstance(request, bytes) and asked.tag("payload") != hashlib.sha256(request).hexdigest():
-            raise ChainError("authorization", "the signed payload hash is not this request body")
+            raise ChainError(Link.COMPLETION_AUTHORIZATION, "the signed payload hash is not this request body")
     else:  # an API-key call: the router's own signed record of it
         client = asked.tag("client") or ""
         if asked.pubkey != router_pubkey or not client:
-            raise ChainError("request record", "not a record signed by this router")
+            raise ChainError(Link.COMPLETION_RECORD, "not a record signed by this router")
     chain = verify_chain(asked, answer, router_pubkey, client=client, original=original)
     if output is None:
-        choice = (response.get("choices") or [{}])[0]
-        output = choice["message"]["content"] if kind == "chat" else choice["text"]
+        try:
+            choice = (response.get("choices") or [{}])[0]
+            output = choice["message"]["content"] if kind == "chat" else choice["text"]
+        except (KeyError, IndexError, TypeError):
+            raise ChainError(Link.COMPLETION_OUTPUT, "the answer carries no text") from None
     if output != chain.output:
-        raise ChainError("answer", "the text returned is not the output the node signed")
+        raise ChainError(Link.COMPLETION_OUTPUT, "the text returned is not the output the node signed")
     return chain

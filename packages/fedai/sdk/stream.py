@@ -6,27 +6,41 @@ exactly the output the node signed and metered.
 
 Every stream is bounded (`StreamLimits`, set with the clients' `stream_limits`): total duration, time waiting for
 the router's next delta, output bytes, chunks and bytes read. The defaults sit above a default router's own
-bounds, so a router's typed error event normally arrives first; a bound tripped here raises `FedaiError`
-(`upstream_timeout` for time, `upstream_error` for size) and closes the connection.
+bounds, so a router's typed error event normally arrives first; a bound tripped here raises
+`StreamLimitExceeded` (`upstream_timeout` for time, `upstream_error` for size) and closes the connection.
+Everything else raised while streaming is the same as for a unary call (`fedai.sdk.errors`): a `RouterError`
+for the router's error event, a `ChainError` for a chunk or final event that does not verify, a
+`TransportError` when the connection fails.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import NoReturn
 
 import httpx
 import msgspec
 
 from fedai.protocol.envelope import open_event
-from fedai.protocol.errors import ErrorCode, FedaiError
+from fedai.protocol.errors import FedaiError
 from fedai.protocol.event import Event, decode_event
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import StreamChunk
-from fedai.sdk.chain import ChainError, VerifiedChain, verify_chain
+from fedai.sdk.chain import VerifiedChain, verify_chain
+from fedai.sdk.errors import (
+    ChainError,
+    FedaiClientError,
+    Link,
+    StreamLimitExceeded,
+    TransportError,
+    UnexpectedResponse,
+    error_from_body,
+    error_from_response,
+    transport_error,
+)
 from fedai.service.sse import SSEDecoder, SSEError, SSEvent
-from fedai.service.stream_limits import StreamBudget, StreamLimits
+from fedai.service.stream_limits import StreamBudget, StreamCapExceeded, StreamLimits
 
 MAX_STREAM_EVENT_BYTES = 16 * 1024 * 1024
 STREAM_HEADERS = {"Content-Type": "application/json", "Accept": "text/event-stream"}
@@ -50,45 +64,41 @@ class StreamVerifier:
             return None
         if event.event == "error":
             try:
-                raise FedaiError.from_dict(msgspec.json.decode(event.data))
+                body = msgspec.json.decode(event.data)
             except msgspec.DecodeError:
-                raise FedaiError(ErrorCode.UPSTREAM_ERROR, "malformed error event") from None
-        raise ChainError("stream", f"unexpected event {event.event!r}")
+                raise UnexpectedResponse("malformed error event") from None
+            raise error_from_body(body)
+        raise ChainError(Link.STREAM, f"unexpected event {event.event!r}")
 
     def _chunk(self, data: bytes) -> str:
         if self.chain is not None:
-            raise ChainError("stream", "chunk after the final event")
+            raise ChainError(Link.STREAM, "chunk after the final event")
         try:
             chunk = open_event(
                 decode_event(data, MAX_STREAM_EVENT_BYTES), StreamChunk, kinds=(Kind.STREAM_CHUNK,),
                 recipient=self.request.pubkey, signers=(self.router,), reply_to=self.request.id, skew_s=None,
             ).payload  # fmt: skip
         except FedaiError as err:
-            raise ChainError("stream chunk", f"{err.code.value}: {err.message}") from None
+            raise ChainError.wrap(Link.STREAM_CHUNK, err) from None
         if chunk.seq != len(self.deltas):
-            raise ChainError("stream chunk", f"out of sequence: {chunk.seq}, expected {len(self.deltas)}")
+            raise ChainError(Link.STREAM_CHUNK, f"out of sequence: {chunk.seq}, expected {len(self.deltas)}")
         self.deltas.append(chunk.delta)
         return chunk.delta
 
     def _done(self, data: bytes) -> None:
-        chain = verify_chain(self.request, decode_event(data, MAX_STREAM_EVENT_BYTES), self.router)
+        try:
+            answer = decode_event(data, MAX_STREAM_EVENT_BYTES)
+        except FedaiError as err:
+            raise ChainError.wrap(Link.ROUTER_ANSWER, err) from None
+        chain = verify_chain(self.request, answer, self.router)
         if "".join(self.deltas) != chain.output:
-            raise ChainError("stream", "the streamed chunks are not the output the node signed")
+            raise ChainError(Link.STREAM_OUTPUT, "the streamed chunks are not the output the node signed")
         self.chain = chain
 
     def finished(self) -> VerifiedChain:
         if self.chain is None:
-            raise FedaiError(ErrorCode.UPSTREAM_ERROR, "stream ended without a result")
+            raise UnexpectedResponse("stream ended without a result")
         return self.chain
-
-
-def _raise_for_status(response: httpx.Response, body: bytes) -> None:
-    if response.status_code != 200:
-        try:
-            document: Any = msgspec.json.decode(body)
-        except msgspec.DecodeError:
-            document = None
-        raise FedaiError.from_dict(document, response.status_code)
 
 
 def _read_timeout(http: httpx.Client | httpx.AsyncClient, limits: StreamLimits) -> httpx.Timeout:
@@ -107,17 +117,24 @@ def _stream_limits(request: Event, limits: StreamLimits) -> StreamLimits:
     return limits.for_request(max_tokens) if isinstance(max_tokens, int) else limits
 
 
-def _broken(exc: Exception, budget: StreamBudget) -> FedaiError:
+def _broken(exc: Exception, budget: StreamBudget, read_is_idle_bound: bool) -> FedaiClientError:
     """A failure while reading the router's stream, as a typed error."""
-    if isinstance(exc, FedaiError):
+    if isinstance(exc, FedaiClientError):
         return exc
-    if isinstance(exc, TimeoutError):  # the budget's own window ran out
-        return budget.timed_out()
-    if isinstance(exc, httpx.TimeoutException):
-        return FedaiError(ErrorCode.UPSTREAM_TIMEOUT, "router sent nothing within the read timeout")
+    if isinstance(exc, StreamCapExceeded):
+        return StreamLimitExceeded.of(exc)
+    if isinstance(exc, TimeoutError) or (isinstance(exc, httpx.ReadTimeout) and read_is_idle_bound):
+        return StreamLimitExceeded.of(budget.timed_out())  # the stream's own time bound ran out
+    if isinstance(exc, httpx.HTTPError):
+        return transport_error(exc, streaming=True)
     if isinstance(exc, SSEError):
-        return FedaiError(ErrorCode.UPSTREAM_ERROR, "router sent malformed Server-Sent Events")
-    return FedaiError(ErrorCode.UPSTREAM_ERROR, f"router stream broke: {type(exc).__name__}")
+        return UnexpectedResponse("router sent malformed Server-Sent Events")
+    raise TypeError(f"not a stream failure: {type(exc).__name__}") from exc
+
+
+def _raise_broken(exc: Exception, budget: StreamBudget, read_is_idle_bound: bool) -> NoReturn:
+    err = _broken(exc, budget, read_is_idle_bound)
+    raise err from (exc if isinstance(err, TransportError) else None)
 
 
 class _Reader:
@@ -147,6 +164,7 @@ class Stream:
     ) -> None:
         timeout = _read_timeout(http, limits)
         self._context = http.stream("POST", url, content=request.to_json(), headers=STREAM_HEADERS, timeout=timeout)
+        self._idle_read = timeout.read == limits.idle_s  # a read timeout is then the stream's idle bound
         self._reader = _Reader(request, router, limits)
         self._verifier = self._reader.verifier
         self.request = request
@@ -157,12 +175,17 @@ class Stream:
     def __exit__(self, *_: object) -> None:
         self._context.__exit__(None, None, None)
 
-    def __iter__(self) -> Iterator[str]:
+    def _open(self) -> httpx.Response:
         try:
             response = self._context.__enter__()
+            if response.status_code != 200:
+                raise error_from_response(response.status_code, response.read())
         except httpx.HTTPError as exc:
-            raise FedaiError(ErrorCode.UPSTREAM_ERROR, f"router unreachable: {type(exc).__name__}") from None
-        _raise_for_status(response, response.read() if response.status_code != 200 else b"")
+            raise transport_error(exc) from exc
+        return response
+
+    def __iter__(self) -> Iterator[str]:
+        response = self._open()
         reader, budget = self._reader, self._reader.budget
         chunks = response.iter_bytes()
         while True:
@@ -172,10 +195,10 @@ class Stream:
                 data = next(chunks, b"")
                 budget.waited(budget.clock() - began)
                 found = reader.deltas(data) if data else []
-            except (FedaiError, httpx.HTTPError, SSEError) as exc:
+            except (FedaiClientError, StreamCapExceeded, httpx.HTTPError, SSEError) as exc:
                 budget.waited(budget.clock() - began)
                 response.close()
-                raise _broken(exc, budget) from None
+                _raise_broken(exc, budget, self._idle_read)
             if not data:
                 break
             yield from found
@@ -199,6 +222,7 @@ class AsyncStream:
     ) -> None:
         timeout = _read_timeout(http, limits)
         self._context = http.stream("POST", url, content=request.to_json(), headers=STREAM_HEADERS, timeout=timeout)
+        self._idle_read = timeout.read == limits.idle_s  # a read timeout is then the stream's idle bound
         self._reader = _Reader(request, router, limits)
         self._verifier = self._reader.verifier
         self.request = request
@@ -209,12 +233,17 @@ class AsyncStream:
     async def __aexit__(self, *_: object) -> None:
         await self._context.__aexit__(None, None, None)
 
-    async def __aiter__(self) -> AsyncIterator[str]:
+    async def _open(self) -> httpx.Response:
         try:
             response = await self._context.__aenter__()
+            if response.status_code != 200:
+                raise error_from_response(response.status_code, await response.aread())
         except httpx.HTTPError as exc:
-            raise FedaiError(ErrorCode.UPSTREAM_ERROR, f"router unreachable: {type(exc).__name__}") from None
-        _raise_for_status(response, await response.aread() if response.status_code != 200 else b"")
+            raise transport_error(exc) from exc
+        return response
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        response = await self._open()
         reader, budget = self._reader, self._reader.budget
         chunks = response.aiter_bytes()
         while True:
@@ -225,10 +254,10 @@ class AsyncStream:
                     data = await anext(chunks, b"")
                 budget.waited(budget.clock() - began)
                 found = reader.deltas(data) if data else []
-            except (FedaiError, TimeoutError, httpx.HTTPError, SSEError) as exc:
+            except (FedaiClientError, StreamCapExceeded, TimeoutError, httpx.HTTPError, SSEError) as exc:
                 budget.waited(budget.clock() - began)
                 await response.aclose()
-                raise _broken(exc, budget) from None
+                _raise_broken(exc, budget, self._idle_read)
             if not data:
                 break
             for delta in found:
