@@ -20,7 +20,7 @@ import asyncpg
 import msgspec
 import pytest
 
-import fedai.store.federation as jobs_store
+import fedai_router.store.federation as jobs_store
 from fedai.protocol.errors import FedaiError
 from fedai.protocol.event import Event
 from fedai.protocol.federation import Bid, ModelPrice, RouterPrice, Sla, new_salt

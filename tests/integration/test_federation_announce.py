@@ -26,8 +26,8 @@ from fedai.protocol.keys import Keys
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import NodeDescriptor, Payload
 from fedai.store.migrations import migrate_dsn
-from fedai.store.peers import load_peers, save_announcement
 from fedai_router.federation.peers import PeerBook
+from fedai_router.store.peers import load_peers, save_announcement
 from tests.support.fake_node import FakeNode, register
 from tests.support.router import ADMIN_TOKEN, RunningRouter, reset_database, running_router
 from tests.support.servers import free_port

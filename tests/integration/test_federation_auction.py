@@ -24,10 +24,10 @@ from fedai.protocol.federation import Award, Bid, Cancel, Rfb
 from fedai.protocol.keys import Keys
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import decode_payload
-from fedai.store.federation import find_award, get_job, set_job_status, start_job
 from fedai_router.federation.auction import Auctioneer
 from fedai_router.federation.bidder import Bidder, OpenBid
 from fedai_router.service import RouterService
+from fedai_router.store.federation import find_award, get_job, set_job_status, start_job
 from tests.support.database import extra_database
 from tests.support.fake_node import FakeNode, register
 from tests.support.router import RunningRouter, reset_database, running_router

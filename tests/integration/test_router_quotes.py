@@ -12,7 +12,7 @@ import pytest
 import fedai_router.infer as infer_module
 from fedai.protocol.errors import FedaiError
 from fedai.sdk import AsyncClient
-from fedai.store.quotes import QuoteRow
+from fedai_router.store.quotes import QuoteRow
 from tests.integration.conftest import SpawnNode
 from tests.support.router import RunningRouter
 

@@ -19,14 +19,14 @@ from fedai.protocol.federation import Bid, Rfb, job_hash, job_request, new_salt
 from fedai.protocol.keys import Keys
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import ChatMessage, InferenceRequest, estimate_tokens, prompt_material
-from fedai.store.federation import JobTerms
-from fedai.store.peers import PeerRow
 from fedai_router.config import RouterSettings
 from fedai_router.federation.bidder import Bidder
 from fedai_router.federation.jobs import binding_problems
 from fedai_router.federation.peers import PeerBook
 from fedai_router.federation.policy import PeerPolicy
 from fedai_router.metrics import RouterMetrics
+from fedai_router.store.federation import JobTerms
+from fedai_router.store.peers import PeerRow
 from tests.unit.test_peer_policy import NOW, announce, caps, sheet, status
 
 REQUEST = InferenceRequest(model="m", prompt="the guessable prompt", max_tokens=16)

@@ -24,13 +24,13 @@ from fedai.protocol.jsonguard import decode_json
 from fedai.protocol.keys import Keys
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import InferenceRequest, MeteringRecord, prompt_sha256
-from fedai.store.health import record_attempt
 from fedai_router.metrics import RouterMetrics
 from fedai_router.node_state import NodeState
 from fedai_router.outbound import Outbound
 from fedai_router.registry import Registry
 from fedai_router.retry import RetryBudget
 from fedai_router.scheduler import Candidate
+from fedai_router.store.health import record_attempt
 from fedai_router.verify import AboveAgreedPrice, Binding, NodeFault, ReplyLimits, Verified, verify_reply
 
 log = logging.getLogger("fedai.router.dispatch")

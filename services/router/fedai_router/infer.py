@@ -18,12 +18,12 @@ from fedai.protocol.event import Event
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import InferenceRequest, InferResult, estimate_tokens, prompt_material
 from fedai.store.db import UNAVAILABLE
-from fedai.store.metering import MeteringEntry
-from fedai.store.quotes import QuoteRow, get_quote, release_quote, use_quote
 from fedai_router.dispatch import Origin, Served
 from fedai_router.federation.offload import can_offload, offload
 from fedai_router.scheduler import Candidate, Demand, rank
 from fedai_router.service import RouterService
+from fedai_router.store.metering import MeteringEntry
+from fedai_router.store.quotes import QuoteRow, get_quote, release_quote, use_quote
 from fedai_router.verify import ReplyLimits, reply_limits
 
 log = logging.getLogger("fedai.router")

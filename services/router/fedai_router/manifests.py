@@ -15,9 +15,9 @@ from fedai.protocol.errors import ErrorCode, FedaiError
 from fedai.protocol.event import Event
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import Ack, BenchScores, HardwareProfile, NodeManifest, to_builtins
-from fedai.store import manifests as manifest_store
 from fedai_router.node_state import DEFAULT_TRUST
 from fedai_router.service import RouterService
+from fedai_router.store import manifests as manifest_store
 
 MAX_MANIFEST_BYTES = 16 * 1024
 

@@ -10,10 +10,10 @@ from fedai.protocol.envelope import seal
 from fedai.protocol.event import Event
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import QuoteRequest, QuoteResponse, estimate_tokens, prompt_material
-from fedai.store.quotes import QuoteRow, insert_quote
 from fedai_router.pricing import quote_price
 from fedai_router.scheduler import Demand, rank
 from fedai_router.service import RouterService
+from fedai_router.store.quotes import QuoteRow, insert_quote
 
 
 async def handle_quote(svc: RouterService, body: bytes) -> Event:

@@ -23,13 +23,13 @@ import asyncpg
 from prometheus_client import CollectorRegistry
 
 from fedai.protocol.messages import NodeDescriptor
-from fedai.store import health as health_store
-from fedai.store import manifests as manifest_store
-from fedai.store import nodes as node_store
 from fedai_router.admission import RegistrationGate, budget
 from fedai_router.config import RegistryLimits, Retention
 from fedai_router.index import NodeIndex, RegistryFull, RegistryRefusal
 from fedai_router.node_state import NodeState
+from fedai_router.store import health as health_store
+from fedai_router.store import manifests as manifest_store
+from fedai_router.store import nodes as node_store
 
 log = logging.getLogger("fedai.router.registry")
 

@@ -20,11 +20,8 @@ from fedai.protocol.messages import Payload
 from fedai.protocol.replay import MemoryReplayGuard, claim_or_raise
 from fedai.service.tasks import cancel_and_wait
 from fedai.store.db import DedicatedConnection, create_pool
-from fedai.store.health import prune_stats
-from fedai.store.metering import MeteringStore
 from fedai.store.migrations import migrate
 from fedai.store.nonces import PostgresReplayGuard
-from fedai.store.peers import load_peers
 from fedai_router.config import RouterSettings
 from fedai_router.dispatch import Dispatcher
 from fedai_router.endpoints import EndpointValidator
@@ -37,6 +34,9 @@ from fedai_router.ratelimit import RateLimiter
 from fedai_router.registry import WINDOW_MINUTES, Registry
 from fedai_router.resolver import BoundedResolver
 from fedai_router.retry import RetryBudget
+from fedai_router.store.health import prune_stats
+from fedai_router.store.metering import MeteringStore
+from fedai_router.store.peers import load_peers
 
 if TYPE_CHECKING:
     from fedai_router.federation.auction import Auctioneer

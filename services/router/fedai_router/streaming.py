@@ -37,12 +37,12 @@ from fedai.protocol.messages import InferCancel, InferenceRequest, InferResult, 
 from fedai.service.http import error_response, read_body
 from fedai.service.sse import SSEDecoder, SSEError, SSEvent, format_sse
 from fedai.service.stream_limits import StreamBudget, StreamCapExceeded
-from fedai.store.metering import MeteringEntry
 from fedai_router.dispatch import MAX_NODE_REPLY_BYTES, Origin, error_from_reply
 from fedai_router.failure import typed_failure
 from fedai_router.infer import Plan, give_back, plan, unless_served, while_claiming
 from fedai_router.node_state import NodeState
 from fedai_router.service import RouterService
+from fedai_router.store.metering import MeteringEntry
 from fedai_router.verify import Binding, NodeFault, Verified, verify_chunk, verify_reply
 
 log = logging.getLogger("fedai.router.streaming")

@@ -30,12 +30,12 @@ from fedai.protocol.event import Event
 from fedai.protocol.federation import Award, Bid, Cancel, Rfb
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import decode_payload
-from fedai.store.federation import NewJob, reserve_job, set_job_status
 from fedai_router.federation.bidder import Bidder, choosable, terms_of
 from fedai_router.federation.choice import BidView, ChoiceWeights, Choose, PostedPeer, choose_posted, make_choice
 from fedai_router.federation.eligibility import award_refusal
 from fedai_router.federation.events import auction_events, check_auction_event, reason
 from fedai_router.federation.reputation import Reputation
+from fedai_router.store.federation import NewJob, reserve_job, set_job_status
 
 if TYPE_CHECKING:
     from fedai.nostr import Subscription

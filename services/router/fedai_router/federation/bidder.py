@@ -32,10 +32,10 @@ from fedai.protocol.event import Event
 from fedai.protocol.federation import PL3_LOCAL, Award, Bid, Cancel, Rfb
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import decode_payload
-from fedai.store.federation import JobTerms, NewJob, cancel_awarded, insert_job
 from fedai_router.federation.events import auction_events, check_auction_event, reason
 from fedai_router.pricing import quote_price
 from fedai_router.scheduler import Demand, rank
+from fedai_router.store.federation import JobTerms, NewJob, cancel_awarded, insert_job
 
 if TYPE_CHECKING:
     from fedai.nostr import Subscription

@@ -43,12 +43,12 @@ from fedai.protocol.messages import (
     price_msat,
     prompt_material,
 )
-from fedai.store import federation as jobs_store
-from fedai.store.metering import MeteringEntry
 from fedai_router.dispatch import Origin
 from fedai_router.federation.events import auction_events
 from fedai_router.infer import plan
 from fedai_router.service import RouterService
+from fedai_router.store import federation as jobs_store
+from fedai_router.store.metering import MeteringEntry
 
 if TYPE_CHECKING:
     from fedai_router.federation.bidder import Bidder

@@ -49,11 +49,11 @@ from fedai.protocol.messages import (
     prompt_material,
     prompt_sha256,
 )
-from fedai.store import federation as jobs_store
-from fedai.store.metering import MeteringEntry
 from fedai_router.dispatch import error_from_reply
 from fedai_router.federation.auction import Awarded
 from fedai_router.service import RouterService
+from fedai_router.store import federation as jobs_store
+from fedai_router.store.metering import MeteringEntry
 from fedai_router.verify import Binding, NodeFault, reply_limits, verify_reply
 
 log = logging.getLogger("fedai.router.federation")

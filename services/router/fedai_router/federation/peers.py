@@ -33,10 +33,10 @@ from fedai.protocol.event import Event
 from fedai.protocol.federation import CAPS_D, PL3_LOCAL, STATUS_D, RouterCaps, RouterPrice, RouterStatus
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import Payload, decode_payload, to_builtins
-from fedai.store import peers as peer_store
 from fedai_router.endpoints import EndpointValidator, check_shape
 from fedai_router.federation.peer_limits import is_stale, room_for
 from fedai_router.federation.policy import CONTACTS_KIND, REFUSED, PeerPolicy, PolicyState, newer
+from fedai_router.store import peers as peer_store
 
 if TYPE_CHECKING:
     from fedai_router.config import RouterSettings

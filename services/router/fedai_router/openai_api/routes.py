@@ -20,13 +20,13 @@ from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import InferenceRequest, InferenceResponse, StreamChunk, decode_payload
 from fedai.protocol.openai_map import chat_request, completion_request
 from fedai.service.http import JSON, read_body
-from fedai.store.chains import load_chain, save_chain
 from fedai_router.dispatch import Origin
 from fedai_router.failure import typed_failure
 from fedai_router.infer import answer_served, plan, unless_served
 from fedai_router.openai_api.auth import Caller, authenticate
 from fedai_router.openai_api.shapes import Completion, error_body, fedai_field, sse_data
 from fedai_router.service import RouterService
+from fedai_router.store.chains import load_chain, save_chain
 from fedai_router.streaming import stream_response
 from fedai_router.verify import Verified
 
