@@ -64,7 +64,7 @@ async def federation(database_url: str, db_pool: asyncpg.Pool) -> AsyncIterator[
         c_node = FakeNode(model=MODEL, input_msat=3000, output_msat=3000)
         await _serve_node(stack, b, b_node)
         await _serve_node(stack, c, c_node)
-        await eventually(lambda: {b.pubkey, c.pubkey} <= {p.pubkey for p in a.service.peers.peers_for(
+        await eventually(lambda: {b.pubkey, c.pubkey} <= {p.pubkey for p in a.service.federation.peers.peers_for(
             MODEL, "text-generation", 2)}, within=15, what="A learns B and C from the relay")  # fmt: skip
         yield Federation(relay.url, a, b, c, b_node, c_node)
     relay.shutdown()

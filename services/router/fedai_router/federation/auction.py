@@ -20,27 +20,28 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import asyncpg
 import msgspec
+from prometheus_client import CollectorRegistry
 
+from fedai.nostr import RelayPool, Subscription
 from fedai.protocol.envelope import seal
 from fedai.protocol.errors import ErrorCode, FedaiError
 from fedai.protocol.event import Event
 from fedai.protocol.federation import Award, Bid, Cancel, Rfb
+from fedai.protocol.keys import Keys
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import decode_payload
-from fedai_router.federation.bidder import Bidder, choosable, terms_of
+from fedai_router.config import RouterSettings
+from fedai_router.federation.bidder import terms_of
 from fedai_router.federation.choice import BidView, ChoiceWeights, Choose, PostedPeer, choose_posted, make_choice
-from fedai_router.federation.eligibility import award_refusal
+from fedai_router.federation.eligibility import award_refusal, choosable
 from fedai_router.federation.events import auction_events, check_auction_event, reason
+from fedai_router.federation.peers import PeerBook
 from fedai_router.federation.reputation import Reputation
 from fedai_router.store.federation import NewJob, reserve_job, set_job_status
-
-if TYPE_CHECKING:
-    from fedai.nostr import Subscription
-    from fedai_router.config import RouterSettings
-    from fedai_router.service import RouterService
 
 log = logging.getLogger("fedai.router.auction")
 
@@ -93,32 +94,39 @@ class _History:
 
 
 class Auctioneer:
-    def __init__(self, svc: RouterService, *, clock: Callable[[], float] = time.time) -> None:
-        self.svc = svc
+    def __init__(
+        self,
+        *,
+        keys: Keys,
+        settings: RouterSettings,
+        relays: RelayPool,
+        pool: asyncpg.Pool,
+        peers: PeerBook,
+        metrics: CollectorRegistry,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.keys = keys  # signs RFBs, awards and cancels
+        self.settings = settings  # ROUTER_AUCTION_*, ROUTER_FED_*, ROUTER_PEER_BREAKER_*
+        self.relays = relays
+        self.pool = pool  # federation_jobs: reputation, reservations
+        self.peers = peers  # who may bid and win
+        self.metrics = metrics
+        s = settings
         self.reputation = Reputation(
-            failures=self.settings.peer_breaker_failures, cooldown_s=self.settings.peer_breaker_cooldown_s, clock=clock
+            failures=s.peer_breaker_failures, cooldown_s=s.peer_breaker_cooldown_s, clock=clock
         )
-        s = self.settings
         self.choose: Choose = make_choice(ChoiceWeights(s.auction_w_price, s.auction_w_eta, s.auction_w_reputation))
         self._clock = clock
         self._open: dict[str, _Open] = {}
         self._closed: OrderedDict[str, None] = OrderedDict()  # recently closed auctions (to count late bids)
         self._history: OrderedDict[str, _History] = OrderedDict()
-        self._events = auction_events(svc.metrics.registry)
+        self._events = auction_events(metrics)
         self._sub: Subscription | None = None
-
-    @property
-    def settings(self) -> RouterSettings:
-        return self.svc.settings
-
-    @property
-    def relays(self) -> Any:
-        return self.svc.relays
 
     async def start(self) -> None:
         """Warm the reputation from stored jobs and subscribe to bids addressed to us."""
-        await self.reputation.load(self.svc.pool)
-        flt = {"kinds": [int(Kind.BID)], "#p": [self.svc.pubkey]}
+        await self.reputation.load(self.pool)
+        flt = {"kinds": [int(Kind.BID)], "#p": [self.keys.pubkey]}
         self._sub = await self.relays.subscribe([flt], self._on_bid)
 
     async def ready(self, timeout: float = 5.0) -> bool:  # noqa: ASYNC109 - a plain deadline
@@ -221,7 +229,7 @@ class Auctioneer:
 
     def _expected(self, rfb: Rfb) -> frozenset[str]:
         """The peers whose fresh announcements say they can take the job (and so may bid)."""
-        return frozenset(p.pubkey for p in self.svc.peers.peers_for(rfb.model, rfb.job_type, rfb.privacy))
+        return frozenset(p.pubkey for p in self.peers.peers_for(rfb.model, rfb.job_type, rfb.privacy))
 
     def _seal_rfb(self, rfb: Rfb, now: float, ttl: float, to: str | None) -> Event:
         """Expires when bidding closes plus a grace for the award, never after the job's deadline."""
@@ -229,7 +237,7 @@ class Auctioneer:
         if expires <= now:
             raise FedaiError(ErrorCode.INVALID_REQUEST, "the job's deadline has passed")
         tags = [["t", rfb.job_type], ["model", rfb.model]]
-        return seal(self.svc.keys, Kind.RFB, rfb, to=to, nonce=True, expiration=expires, extra_tags=tags)
+        return seal(self.keys, Kind.RFB, rfb, to=to, nonce=True, expiration=expires, extra_tags=tags)
 
     async def _publish_rfb(self, state: _Open, timeout: float) -> None:  # noqa: ASYNC109 - the pool's publish timeout
         """Publish the RFB; if no relay takes it, end the auction at once."""
@@ -252,20 +260,20 @@ class Auctioneer:
             capacity_token=bid.capacity_token,
         )  # fmt: skip
         expires = int(bid_event.tag("expiration") or state.event.tag("expiration") or 0)
-        award = seal(self.svc.keys, Kind.AWARD, payload, to=bid_event.pubkey, reply_to=bid_event.id,
+        award = seal(self.keys, Kind.AWARD, payload, to=bid_event.pubkey, reply_to=bid_event.id,
                      expiration=expires)  # fmt: skip
         job = NewJob(job_id=job_id, role="requester", peer=bid_event.pubkey, rfb_id=state.event.id,
                      bid_id=bid_event.id, award_id=award.id, capacity_token=bid.capacity_token,
                      price_msat=bid.price_msat, privacy=state.rfb.privacy, terms=terms_of(state.rfb),
                      origin_id=origin_id)  # fmt: skip
         s = self.settings
-        if not await reserve_job(self.svc.pool, job, cap_msat=s.fed_spend_cap_msat, window_s=s.fed_spend_window_s):
+        if not await reserve_job(self.pool, job, cap_msat=s.fed_spend_cap_msat, window_s=s.fed_spend_window_s):
             self._events.labels("award", "spend_cap").inc()
             return OVER_CAP
         results = await self.relays.publish(award)
         if not any(r.ok for r in results):
             self._events.labels("award", "not_published").inc()
-            await set_job_status(self.svc.pool, job_id, "cancelled", expect=("awarded",))
+            await set_job_status(self.pool, job_id, "cancelled", expect=("awarded",))
             return None
         self._events.labels("award", "published").inc()
         return Awarded(job_id=job_id, award=award, bid=bid_event, bid_payload=bid, peer=bid_event.pubkey,
@@ -274,7 +282,7 @@ class Auctioneer:
     async def cancel(self, rfb_event: Event, reason: str = "") -> bool:
         """Withdraw an RFB: bidders drop their open bids and refuse an award for it. True if a relay took it."""
         cancel = seal(
-            self.svc.keys, Kind.CANCEL, Cancel(rfb=rfb_event.id, reason=reason[:200]), reply_to=rfb_event.id,
+            self.keys, Kind.CANCEL, Cancel(rfb=rfb_event.id, reason=reason[:200]), reply_to=rfb_event.id,
             expiration=int(rfb_event.tag("expiration") or 0) or math.ceil(self._clock() + AWARD_GRACE_S),
         )  # fmt: skip
         ok = any(r.ok for r in await self.relays.publish(cancel))
@@ -285,7 +293,7 @@ class Auctioneer:
 
     def posted_peers(self, rfb: Rfb, now: float | None = None) -> list[PostedPeer]:
         """The peers that could take `rfb`, priced from their latest price sheets."""
-        book = self.svc.peers
+        book = self.peers
         current = self._clock() if now is None else now
         found = []
         for view in book.peers_for(rfb.model, rfb.job_type, rfb.privacy, current):
@@ -333,7 +341,7 @@ class Auctioneer:
             return "late" if targets and targets[0] in self._closed else "unknown_rfb"
         try:
             expires = check_auction_event(
-                event, Kind.BID, recipient=self.svc.pubkey, reply_to=state.event.id,
+                event, Kind.BID, recipient=self.keys.pubkey, reply_to=state.event.id,
                 skew_s=self.settings.clock_skew_s, now=now,
             )  # fmt: skip
             bid = decode_payload(event.content, Bid)
@@ -358,7 +366,7 @@ class Auctioneer:
             return "mismatch"
         if state.only is not None and peer not in state.only:
             return "not_addressed"
-        if not choosable(self.svc, peer):
+        if not choosable(self.peers, peer):
             return "blocked"
         if peer in state.excluded:
             return "excluded"
@@ -372,21 +380,10 @@ class Auctioneer:
 
     def _ineligible(self, peer: str, rfb: Rfb, now: float) -> str | None:
         """Why `peer` may not win `rfb` (no fresh caps for it, a bad endpoint, too low a reputation), or None."""
-        return award_refusal(self.svc.peers, peer, rfb, reputation=self.reputation.score(peer),
+        return award_refusal(self.peers, peer, rfb, reputation=self.reputation.score(peer),
                              min_reputation=self.settings.fed_min_reputation, now=now)  # fmt: skip
 
 
 def _capped(rfb: Rfb, price_msat: int) -> Rfb:
     """The RFB with its cap lowered to the posted price: the peer's bid must honour its own sheet."""
     return msgspec.structs.replace(rfb, max_price_msat=min(rfb.max_price_msat, price_msat))
-
-
-async def start_auctions(svc: RouterService) -> tuple[Auctioneer, Bidder | None]:
-    """Subscribe to bids addressed to us, and (unless `ROUTER_BIDDING=false`) to peers' RFBs and awards."""
-    auctioneer = Auctioneer(svc)
-    await auctioneer.start()
-    bidder = None
-    if svc.settings.bidding:
-        bidder = Bidder(svc)
-        await bidder.start()
-    return auctioneer, bidder

@@ -6,14 +6,15 @@ Web-of-trust and allow/block lists are the peer policy's part (`choosable`), che
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from fedai.protocol.errors import FedaiError
 from fedai.protocol.federation import Rfb
 from fedai_router.endpoints import parse_endpoint
+from fedai_router.federation.peers import PeerBook
 
-if TYPE_CHECKING:
-    from fedai_router.federation.peers import PeerBook
+
+def choosable(book: PeerBook, pubkey: str) -> bool:
+    """The peer policy lets us work with `pubkey` (not blocked, not muted, allowed, trusted enough)."""
+    return book.policy_state(pubkey) == "ok"
 
 
 def award_refusal(book: PeerBook, peer: str, rfb: Rfb, *, reputation: float, min_reputation: float,

@@ -22,7 +22,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import asyncpg
 import msgspec
@@ -33,14 +33,11 @@ from fedai.protocol.event import Event
 from fedai.protocol.federation import CAPS_D, PL3_LOCAL, STATUS_D, RouterCaps, RouterPrice, RouterStatus
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import Payload, decode_payload, to_builtins
+from fedai_router.config import RouterSettings
 from fedai_router.endpoints import EndpointValidator, check_shape
 from fedai_router.federation.peer_limits import is_stale, room_for
 from fedai_router.federation.policy import CONTACTS_KIND, REFUSED, PeerPolicy, PolicyState, newer
 from fedai_router.store import peers as peer_store
-
-if TYPE_CHECKING:
-    from fedai_router.config import RouterSettings
-    from fedai_router.service import RouterService
 
 log = logging.getLogger("fedai.router.peers")
 
@@ -49,9 +46,6 @@ P = TypeVar("P", bound=Payload)
 KIND_NAMES = {int(Kind.ROUTER_CAPS): "caps", int(Kind.ROUTER_PRICE): "price", int(Kind.ROUTER_STATUS): "status"}
 ANNOUNCE_KINDS = sorted(KIND_NAMES)
 MAX_REFUSED_TRACKED = 10_000  # keys refused as untrusted, re-queried when a contact list vouches for them
-REQUERY_EOSE_S = 10.0
-POOL_STATS_S = 1.0
-PRUNE_S = 60.0  # how often silent peers are pruned
 PEER_IDLE_S = 86_400.0  # a peer that announced nothing for this long is forgotten (memory and table)
 # pool counters mirrored into fedai_router_peer_events_total{kind="any"} (the pool sees no kinds)
 POOL_RESULTS = {"invalid": "invalid", "oversized": "too_large", "over_budget": "over_budget"}
@@ -596,41 +590,3 @@ def _held(row: peer_store.PeerRow, kind: int, d: str, content: Any, cls: type[P]
         expires_at=int(expires) if expires is not None else None,
         payload=msgspec.convert(content, cls),
     )
-
-
-async def start_peers(svc: RouterService) -> None:
-    """Subscribe to peers' announcements (and the followed keys' contact lists) on the router's relays."""
-    book, relays = svc.peers, svc.relays
-
-    async def on_announcement(event: Event, relay: str) -> None:
-        await book.handle(event, svc.pool)
-
-    async def requery(keys: frozenset[str]) -> None:
-        """Ask again for announcements of keys a contact list now vouches for (refused when they came)."""
-        sub = await relays.subscribe([{"kinds": ANNOUNCE_KINDS, "authors": sorted(keys)}], on_announcement)
-        try:
-            await sub.wait_eose(REQUERY_EOSE_S)
-        finally:
-            await sub.close()
-
-    async def on_contacts(event: Event, relay: str) -> None:
-        vouched = book.handle_contacts(event)
-        if vouched:
-            svc.spawn(requery(vouched), "peer requery")
-
-    policy = book.policy
-    announcements: dict[str, Any] = {"kinds": ANNOUNCE_KINDS}
-    if policy.allowlist:
-        announcements["authors"] = sorted(policy.allowlist - policy.blocklist)
-    if policy.follow:
-        await relays.subscribe([{"kinds": [CONTACTS_KIND], "authors": sorted(policy.follow)}], on_contacts)
-    await relays.subscribe([announcements], on_announcement)
-
-    async def mirror() -> None:
-        book.mirror_pool_stats(relays.stats)
-
-    async def prune() -> None:
-        await book.prune(svc.pool)
-
-    svc._every(POOL_STATS_S, "peer stats", mirror)
-    svc._every(PRUNE_S, "peer prune", prune)
