@@ -22,7 +22,8 @@ from fedai.protocol.federation import (
 from fedai.protocol.keys import Keys
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import Payload, to_builtins
-from fedai_router.federation.peers import PeerBook, PeerPrice
+from fedai_router.federation.peer_views import PeerPrice
+from fedai_router.federation.peers import PeerBook
 from fedai_router.federation.policy import PeerPolicy
 from fedai_router.store.peers import PeerRow
 

@@ -11,7 +11,8 @@ import asyncpg
 from fedai.nostr import RelayPool
 from fedai.protocol.event import Event
 from fedai_router.background import Background
-from fedai_router.federation.peers import ANNOUNCE_KINDS, PeerBook
+from fedai_router.federation.announcements import ANNOUNCE_KINDS
+from fedai_router.federation.peers import PeerBook
 from fedai_router.federation.policy import CONTACTS_KIND
 
 REQUERY_EOSE_S = 10.0
