@@ -46,9 +46,15 @@ class Completion:
         """Store the verified metering for `origin`, then count its price and tokens."""
         record = metered.record
         await self.metering.record(
-            MeteringEntry(record=record, event=metered.metering, origin_id=origin.id, client=origin.client,
-                          node=metered.node, attempt=metered.attempt)
-        )  # fmt: skip
+            MeteringEntry(
+                record=record,
+                event=metered.metering,
+                origin_id=origin.id,
+                client=origin.client,
+                node=metered.node,
+                attempt=metered.attempt,
+            )
+        )
         self.metrics.metering_msat.inc(record.price_msat)
         self.metrics.tokens.labels("in").inc(record.input_tokens)
         self.metrics.tokens.labels("out").inc(record.output_tokens)
@@ -57,6 +63,11 @@ class Completion:
         """Record the metering, then sign the infer.response carrying the whole chain (and, for a request served
         by a peer router, the offload that proves it)."""
         await self.record(origin, metered)
-        result = InferResult(forwarded=metered.forwarded, response=metered.response, metering=metered.metering,
-                             node=metered.node, offload=offload)  # fmt: skip
+        result = InferResult(
+            forwarded=metered.forwarded,
+            response=metered.response,
+            metering=metered.metering,
+            node=metered.node,
+            offload=offload,
+        )
         return seal(self.keys, Kind.INFER_RESPONSE, result, to=origin.client, reply_to=origin.id)

@@ -212,8 +212,7 @@ class Dispatcher:
         stopped): it leaves the node's in-flight count."""
         self.registry.end(node)
 
-    async def penalise(self, origin: Origin, node: NodeState, attempt: int, err: FedaiError,
-                       latency_ms: float) -> None:  # fmt: skip
+    async def penalise(self, origin: Origin, node: NodeState, attempt: int, err: FedaiError, latency_ms: float) -> None:
         # the reason stays in the operator's log: clients get only the code (no probing oracle, docs/security.md)
         log.info(
             "node attempt failed",

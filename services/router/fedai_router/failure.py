@@ -25,8 +25,9 @@ def typed_failure(exc: BaseException, route: str) -> FedaiError:
         return exc
     if is_unavailable(exc):
         log.warning("database unavailable", extra={"route": route, "error": type(exc).__name__})
-        return FedaiError(ErrorCode.UNAVAILABLE, "the router's database is unavailable; retry shortly",
-                          retry_after_ms=RETRY_AFTER_MS)  # fmt: skip
+        return FedaiError(
+            ErrorCode.UNAVAILABLE, "the router's database is unavailable; retry shortly", retry_after_ms=RETRY_AFTER_MS
+        )
     log.error("unhandled error", extra={"route": route, "error": type(exc).__name__})
     return FedaiError(ErrorCode.INTERNAL, "internal error")
 

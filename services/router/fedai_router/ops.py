@@ -122,8 +122,9 @@ class Ops:
         self.metrics_public = metrics_public  # ROUTER_METRICS_PUBLIC
 
     async def health(self, _: Request) -> Response:
-        return json_response({"status": "ok", "pubkey": self.pubkey, "npub": npub(self.pubkey),
-                              "version": self.version})  # fmt: skip
+        return json_response(
+            {"status": "ok", "pubkey": self.pubkey, "npub": npub(self.pubkey), "version": self.version}
+        )
 
     async def ready(self, _: Request) -> Response:
         checks: dict[str, bool] = {}
@@ -231,16 +232,21 @@ class Ops:
         return json_response(
             {
                 "demand": {
-                    "model": demand.model, "input_tokens": demand.input_tokens, "max_tokens": demand.max_tokens,
-                    "job_type": demand.job_type or DEFAULT_JOB_TYPE, "max_price_msat": demand.max_price_msat,
-                    "nodes": sorted(demand.pin), "exclude_nodes": sorted(demand.exclude),
+                    "model": demand.model,
+                    "input_tokens": demand.input_tokens,
+                    "max_tokens": demand.max_tokens,
+                    "job_type": demand.job_type or DEFAULT_JOB_TYPE,
+                    "max_price_msat": demand.max_price_msat,
+                    "nodes": sorted(demand.pin),
+                    "exclude_nodes": sorted(demand.exclude),
                 },
                 "policy": {
                     "weights": {name: getattr(policy.weights, name) for name in policy.weights.__slots__},
-                    "heartbeat_ttl_s": policy.heartbeat_ttl_s, "announce_ttl_s": policy.announce_ttl_s,
+                    "heartbeat_ttl_s": policy.heartbeat_ttl_s,
+                    "announce_ttl_s": policy.announce_ttl_s,
                     "random_top_n": policy.random_top_n,
                 },
                 "eligible": sum(1 for e in judged if e.verdict == "ok"),
                 "nodes": [e.to_dict() for e in judged],
             }
-        )  # fmt: skip
+        )

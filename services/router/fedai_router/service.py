@@ -81,9 +81,13 @@ class RouterService:
         )
         self.recent = MemoryReplayGuard()
         self.intake = Intake(
-            self.pubkey, self.limiter, settings.max_request_bytes, settings.clock_skew_s,
-            settings.client_allowlist, settings.client_blocklist,
-        )  # fmt: skip
+            self.pubkey,
+            self.limiter,
+            settings.max_request_bytes,
+            settings.clock_skew_s,
+            settings.client_allowlist,
+            settings.client_blocklist,
+        )
         self.relays: RelayPool | None = None  # with ROUTER_RELAYS
         # set in start()
         self.database: Database
@@ -137,55 +141,119 @@ class RouterService:
         self.metering = MeteringStore(pool, database.metering_writer)
         self.completion = Completion(keys, self.metering, self.metrics)
         self.planner = Planner(
-            pool, registry.tables, router=self.pubkey, policy=self.policy, max_attempts=settings.max_attempts,
-            tokens_per_byte=settings.input_tokens_per_byte, tokens_overhead=settings.input_tokens_overhead,
-        )  # fmt: skip
+            pool,
+            registry.tables,
+            router=self.pubkey,
+            policy=self.policy,
+            max_attempts=settings.max_attempts,
+            tokens_per_byte=settings.input_tokens_per_byte,
+            tokens_overhead=settings.input_tokens_overhead,
+        )
         self.federation = Federation(
-            keys=keys, settings=settings, version=self.version, pool=pool, registry=registry, policy=self.policy,
-            intake=self.intake, claims=self.claims, planner=self.planner, dispatcher=self.dispatcher,
-            completion=self.completion, outbound=self.outbound, endpoints=self.endpoints, metrics=self.metrics,
+            keys=keys,
+            settings=settings,
+            version=self.version,
+            pool=pool,
+            registry=registry,
+            policy=self.policy,
+            intake=self.intake,
+            claims=self.claims,
+            planner=self.planner,
+            dispatcher=self.dispatcher,
+            completion=self.completion,
+            outbound=self.outbound,
+            endpoints=self.endpoints,
+            metrics=self.metrics,
             background=self.background,
-        )  # fmt: skip
+        )
         self.infer = Infer(
-            intake=self.intake, claims=self.claims, planner=self.planner, dispatcher=self.dispatcher,
-            completion=self.completion, offloader=self.federation,
-        )  # fmt: skip
+            intake=self.intake,
+            claims=self.claims,
+            planner=self.planner,
+            dispatcher=self.dispatcher,
+            completion=self.completion,
+            offloader=self.federation,
+        )
         self.relay = StreamRelay(
-            keys=keys, dispatcher=self.dispatcher, outbound=self.outbound, planner=self.planner, claims=self.claims,
-            completion=self.completion, failures=self.failures, metrics=self.metrics, background=self.background,
+            keys=keys,
+            dispatcher=self.dispatcher,
+            outbound=self.outbound,
+            planner=self.planner,
+            claims=self.claims,
+            completion=self.completion,
+            failures=self.failures,
+            metrics=self.metrics,
+            background=self.background,
             limits=settings.stream_limits,
-        )  # fmt: skip
+        )
         self.infer_stream = InferStream(
-            keys=keys, intake=self.intake, planner=self.planner, claims=self.claims, relay=self.relay,
-            failures=self.failures, metrics=self.metrics,
-        )  # fmt: skip
+            keys=keys,
+            intake=self.intake,
+            planner=self.planner,
+            claims=self.claims,
+            relay=self.relay,
+            failures=self.failures,
+            metrics=self.metrics,
+        )
         self.discovery = Discovery(registry, self.endpoints, settings.registry_limits)
         self.quotes = Quotes(
-            keys, self.intake, self.claims, pool, registry.tables, self.policy, settings.fee_base_msat,
-            settings.fee_ppm, settings.quote_ttl_s,
-        )  # fmt: skip
-        self.registration = Registration(keys, self.intake, self.claims, registry, self.endpoints,
-                                         settings.registry_limits)  # fmt: skip
-        self.manifests = Manifests(keys, self.intake, self.claims, pool, registry, settings.max_request_bytes,
-                                   settings.clock_skew_s)  # fmt: skip
+            keys,
+            self.intake,
+            self.claims,
+            pool,
+            registry.tables,
+            self.policy,
+            settings.fee_base_msat,
+            settings.fee_ppm,
+            settings.quote_ttl_s,
+        )
+        self.registration = Registration(
+            keys, self.intake, self.claims, registry, self.endpoints, settings.registry_limits
+        )
+        self.manifests = Manifests(
+            keys, self.intake, self.claims, pool, registry, settings.max_request_bytes, settings.clock_skew_s
+        )
         self.auth = Authenticator(
-            self.claims, self.limiter, settings.public_url, settings.nip98_window_s, settings.api_keys,
-            settings.client_allowlist, settings.client_blocklist,
-        )  # fmt: skip
+            self.claims,
+            self.limiter,
+            settings.public_url,
+            settings.nip98_window_s,
+            settings.api_keys,
+            settings.client_allowlist,
+            settings.client_blocklist,
+        )
         self.operators = Operators(self.auth, self.failures, settings.admin_token_sha256, settings.admin_keys)
         self.openai = OpenAI(
-            keys=keys, auth=self.auth, planner=self.planner, dispatcher=self.dispatcher, completion=self.completion,
-            relay=self.relay, pool=pool, tables=registry.tables, policy=self.policy, failures=self.failures,
-            metrics=self.metrics, max_request_bytes=settings.max_request_bytes,
-        )  # fmt: skip
+            keys=keys,
+            auth=self.auth,
+            planner=self.planner,
+            dispatcher=self.dispatcher,
+            completion=self.completion,
+            relay=self.relay,
+            pool=pool,
+            tables=registry.tables,
+            policy=self.policy,
+            failures=self.failures,
+            metrics=self.metrics,
+            max_request_bytes=settings.max_request_bytes,
+        )
 
     def _ops(self) -> Ops:
         return Ops(
-            pubkey=self.pubkey, version=self.version, started_at=self.started_at, pool=self.pool, relays=self.relays,
-            nodes=self.registry.nodes, tables=self.registry.tables, counts=self.node_counts,
-            federation=self.federation, policy=self.policy, operators=self.operators,
-            metrics=self.metrics.registry, metrics_public=self.settings.metrics_public,
-        )  # fmt: skip
+            pubkey=self.pubkey,
+            version=self.version,
+            started_at=self.started_at,
+            pool=self.pool,
+            relays=self.relays,
+            nodes=self.registry.nodes,
+            tables=self.registry.tables,
+            counts=self.node_counts,
+            federation=self.federation,
+            policy=self.policy,
+            operators=self.operators,
+            metrics=self.metrics.registry,
+            metrics_public=self.settings.metrics_public,
+        )
 
     def _every_loop(self) -> None:
         """The background loops every replica runs."""

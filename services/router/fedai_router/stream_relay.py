@@ -159,8 +159,9 @@ class StreamRelay:
             budget = StreamBudget(limits, what="node stream", started=started)
             return await open_node_stream(self.outbound, timeout, node, binding, budget)
 
-        attempted = await self.dispatcher.failover(origin, payload, plan.candidates, call, limits=plan.limits,
-                                                   hold=True)  # fmt: skip
+        attempted = await self.dispatcher.failover(
+            origin, payload, plan.candidates, call, limits=plan.limits, hold=True
+        )
         stream = attempted.result
         stream.started, stream.attempt = attempted.started, attempted.attempt
         return stream
@@ -253,12 +254,16 @@ class StreamRelay:
 
     async def _cancel(self, stream: NodeStream) -> None:
         node = stream.node
-        cancel = seal(self.keys, Kind.INFER_CANCEL, InferCancel(request=stream.binding.forwarded.id),
-                      to=node.pubkey, nonce=True)  # fmt: skip
+        cancel = seal(
+            self.keys, Kind.INFER_CANCEL, InferCancel(request=stream.binding.forwarded.id), to=node.pubkey, nonce=True
+        )
         reply = await self.outbound.post_event(
-            node.endpoint + "/infer/cancel", cancel, target="node", client_timeout=self.dispatcher.timeout,
+            node.endpoint + "/infer/cancel",
+            cancel,
+            target="node",
+            client_timeout=self.dispatcher.timeout,
             limit=64 * 1024,
-        )  # fmt: skip
+        )
         if reply.status != 200:
             log.info("node refused the cancel", extra={"node": node.pubkey[:16], "status": reply.status})
 

@@ -150,8 +150,15 @@ def verify_reply(body: bytes, b: Binding, *, streamed_output: str | None = None)
 def verify_chunk(event: Event, b: Binding, expected_seq: int) -> StreamChunk:
     """One streamed chunk: node-signed, addressed to us, bound to the forwarded request, in sequence."""
     try:
-        chunk = open_event(event, StreamChunk, kinds=(Kind.STREAM_CHUNK,), recipient=b.router, signers=(b.node,),
-                           reply_to=b.forwarded.id, skew_s=b.skew_s).payload  # fmt: skip
+        chunk = open_event(
+            event,
+            StreamChunk,
+            kinds=(Kind.STREAM_CHUNK,),
+            recipient=b.router,
+            signers=(b.node,),
+            reply_to=b.forwarded.id,
+            skew_s=b.skew_s,
+        ).payload
     except FedaiError as err:
         raise NodeFault(f"node chunk failed verification: {err.code.value}: {err.message}") from None
     if chunk.seq != expected_seq:

@@ -272,9 +272,11 @@ class Announcer:
         self._reconnects = 0
         self.latency = LatencyWindow(latency)  # the node calls' latency histogram
         self.counter = Counter(
-            "fedai_router_announcements", "Announcements published, by kind and result (ok: a relay accepted it)",
-            ["kind", "result"], registry=metrics,
-        )  # fmt: skip
+            "fedai_router_announcements",
+            "Announcements published, by kind and result (ok: a relay accepted it)",
+            ["kind", "result"],
+            registry=metrics,
+        )
 
     def _is_fresh(self, now: float) -> Callable[[NodeState], bool]:
         return lambda node: self.policy.fresh(node.last_seen, node.heartbeat, now)
@@ -289,8 +291,9 @@ class Announcer:
         self.backpressure = classify(u, previous, settings.busy_at, settings.saturated_at)
         self.surge = surge_for(u, settings.surge_start, settings.surge_max)
         if self.backpressure != previous:
-            log.info("backpressure changed", extra={"from": previous, "to": self.backpressure,
-                                                    "utilisation": round(u, 3)})  # fmt: skip
+            log.info(
+                "backpressure changed", extra={"from": previous, "to": self.backpressure, "utilisation": round(u, 3)}
+            )
 
     async def tick(self) -> None:
         now = time.time()
@@ -317,8 +320,14 @@ class Announcer:
         )
         out = [_Wanted((int(Kind.ROUTER_CAPS), CAPS_D), caps, caps)]
         for job_type in offer.job_types:
-            sheet = price_sheet(job_type, offer, fee_ppm=settings.fee_ppm, fee_base_msat=settings.fee_base_msat,
-                                surge=self.surge, p95_ms=p95_ms)  # fmt: skip
+            sheet = price_sheet(
+                job_type,
+                offer,
+                fee_ppm=settings.fee_ppm,
+                fee_base_msat=settings.fee_base_msat,
+                surge=self.surge,
+                p95_ms=p95_ms,
+            )
             out.append(_Wanted((int(Kind.ROUTER_PRICE), job_type), sheet, (sheet.base_msat, sheet.surge, sheet.models)))
         status = status_of(self.load, self.backpressure, p95_ms)
         out.append(_Wanted((int(Kind.ROUTER_STATUS), STATUS_D), status, status.backpressure))
@@ -354,8 +363,9 @@ class Announcer:
         created = max(int(now), self._created.get(w.key, 0) + 1)  # strictly newer: relays keep the latest
         self._created[w.key] = created
         expires = created + EXPIRY_INTERVALS * self.settings.announce_s
-        return seal(self.keys, kind, w.payload, expiration=expires, extra_tags=[["d", d], ["t", "fedai"]],
-                    created_at=created)  # fmt: skip
+        return seal(
+            self.keys, kind, w.payload, expiration=expires, extra_tags=[["d", d], ["t", "fedai"]], created_at=created
+        )
 
 
 _MISSING = object()

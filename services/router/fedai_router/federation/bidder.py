@@ -72,8 +72,14 @@ class OpenBid:
 
 
 def terms_of(rfb: Rfb) -> JobTerms:
-    return JobTerms(job_type=rfb.job_type, model=rfb.model, input_tokens=rfb.input_tokens,
-                    max_tokens=rfb.max_tokens, job_hash=rfb.job_hash, deadline_ms=rfb.deadline_ms)  # fmt: skip
+    return JobTerms(
+        job_type=rfb.job_type,
+        model=rfb.model,
+        input_tokens=rfb.input_tokens,
+        max_tokens=rfb.max_tokens,
+        job_hash=rfb.job_hash,
+        deadline_ms=rfb.deadline_ms,
+    )
 
 
 def _remember(store: OrderedDict[str, str], key: str, value: str) -> None:
@@ -201,8 +207,13 @@ class Bidder:
         if addressed and self.pubkey not in event.tag_values("p"):
             return "not_addressed"
         try:
-            expires = check_auction_event(event, Kind.RFB, recipient=self.pubkey if addressed else None,
-                                          skew_s=self.settings.clock_skew_s, now=now)  # fmt: skip
+            expires = check_auction_event(
+                event,
+                Kind.RFB,
+                recipient=self.pubkey if addressed else None,
+                skew_s=self.settings.clock_skew_s,
+                now=now,
+            )
             rfb = decode_payload(event.content, Rfb)
         except FedaiError as err:
             return reason(err)
@@ -228,9 +239,15 @@ class Bidder:
         hold = min(expires, math.floor(now) + settings.fed_bid_hold_s)  # a far-future RFB holds us this long only
         bid_event = seal(self.keys, Kind.BID, bid, to=event.pubkey, reply_to=event.id, expiration=hold)
         self._open[bid_event.id] = OpenBid(
-            bid_id=bid_event.id, rfb_id=event.id, requester=event.pubkey, price_msat=bid.price_msat,
-            capacity_token=bid.capacity_token, privacy=rfb.privacy, expires_at=hold, terms=terms_of(rfb),
-        )  # fmt: skip
+            bid_id=bid_event.id,
+            rfb_id=event.id,
+            requester=event.pubkey,
+            price_msat=bid.price_msat,
+            capacity_token=bid.capacity_token,
+            privacy=rfb.privacy,
+            expires_at=hold,
+            terms=terms_of(rfb),
+        )
         # the relays' OKs are awaited off this subscription's queue, so the next RFB is not held up by them
         self.spawn(self._publish_bid(bid_event), "auction bid")
         return "bid"
@@ -244,8 +261,9 @@ class Bidder:
 
     async def _take_cancel(self, event: Event) -> str:
         try:
-            check_auction_event(event, Kind.CANCEL, recipient=None, skew_s=self.settings.clock_skew_s,
-                                now=self._clock())  # fmt: skip
+            check_auction_event(
+                event, Kind.CANCEL, recipient=None, skew_s=self.settings.clock_skew_s, now=self._clock()
+            )
             cancel = decode_payload(event.content, Cancel)
         except FedaiError as err:
             return reason(err)
@@ -274,9 +292,13 @@ class Bidder:
         held = self._open.get(targets[0]) if len(targets) == 1 else None
         try:
             check_auction_event(
-                event, Kind.AWARD, recipient=self.pubkey, skew_s=self.settings.clock_skew_s, now=now,
+                event,
+                Kind.AWARD,
+                recipient=self.pubkey,
+                skew_s=self.settings.clock_skew_s,
+                now=now,
                 reply_to=held.bid_id if held is not None else None,
-            )  # fmt: skip
+            )
             award = decode_payload(event.content, Award)
         except FedaiError as err:
             return reason(err)
@@ -286,10 +308,19 @@ class Bidder:
         assert held is not None
         stored = await insert_job(
             self.pool,
-            NewJob(job_id=award.job_id, role="provider", peer=event.pubkey, rfb_id=held.rfb_id, bid_id=held.bid_id,
-                   award_id=event.id, capacity_token=held.capacity_token, price_msat=award.price_msat,
-                   privacy=held.privacy, terms=held.terms),
-        )  # fmt: skip
+            NewJob(
+                job_id=award.job_id,
+                role="provider",
+                peer=event.pubkey,
+                rfb_id=held.rfb_id,
+                bid_id=held.bid_id,
+                award_id=event.id,
+                capacity_token=held.capacity_token,
+                price_msat=award.price_msat,
+                privacy=held.privacy,
+                terms=held.terms,
+            ),
+        )
         self._open.pop(held.bid_id, None)  # an open bid is awarded once
         if not stored:
             return "duplicate"
@@ -336,8 +367,9 @@ def local_quote(
         if too_private or backpressure() == "SATURATED":
             return None
         now = time.time()
-        demand = Demand(model=rfb.model, input_tokens=rfb.input_tokens, max_tokens=rfb.max_tokens,
-                        job_type=rfb.job_type)  # fmt: skip
+        demand = Demand(
+            model=rfb.model, input_tokens=rfb.input_tokens, max_tokens=rfb.max_tokens, job_type=rfb.job_type
+        )
         try:
             candidates = rank(tables.get(rfb.model), demand, now=now, policy=policy, k=RANK_DEPTH)
         except FedaiError:
@@ -347,8 +379,13 @@ def local_quote(
             return None
         offers = []
         for c in candidates:
-            price = quote_price(c.model.pricing, rfb.input_tokens, rfb.max_tokens, fee_base_msat=settings.fee_base_msat,
-                                fee_ppm=settings.fee_ppm).total_msat  # fmt: skip
+            price = quote_price(
+                c.model.pricing,
+                rfb.input_tokens,
+                rfb.max_tokens,
+                fee_base_msat=settings.fee_base_msat,
+                fee_ppm=settings.fee_ppm,
+            ).total_msat
             health = c.node.health
             observed = health.latency_ms is not None and health.latency_samples >= policy.min_latency_samples
             latency = health.latency_ms if observed and health.latency_ms is not None else c.model.latency_estimate_ms

@@ -17,8 +17,9 @@ def choosable(book: PeerBook, pubkey: str) -> bool:
     return book.policy_state(pubkey) == "ok"
 
 
-def award_refusal(book: PeerBook, peer: str, rfb: Rfb, *, reputation: float, min_reputation: float,
-                  now: float) -> str | None:  # fmt: skip
+def award_refusal(
+    book: PeerBook, peer: str, rfb: Rfb, *, reputation: float, min_reputation: float, now: float
+) -> str | None:
     """Why `peer` may not win an award for `rfb` (a metric label), or None when it may. Pure over the book."""
     view = book.view(peer, now)
     if view is None:

@@ -69,8 +69,9 @@ class Offloading:
         self.pool = pool  # federation_jobs
         self.completion = completion
         self.metrics = metrics
-        self.check = ResultCheck(keys, settings.clock_skew_s, settings.input_tokens_per_byte,
-                                 settings.input_tokens_overhead)  # fmt: skip
+        self.check = ResultCheck(
+            keys, settings.clock_skew_s, settings.input_tokens_per_byte, settings.input_tokens_overhead
+        )
 
     def may_leave(self, request: InferenceRequest) -> bool:
         """The request's privacy lets it leave this router."""
@@ -90,9 +91,12 @@ class Offloading:
             salt = new_salt()  # per auction: retries of one request cannot be linked on relays by their hash
             # the winner's price is reserved against its spend cap before the award (Auctioneer._award)
             awarded = await auctioneer.auction(  # anti-thrash keyed on this request: other clients are not held back
-                self._rfb(request, cap, salt), exclude=frozenset(excluded), retry=attempt > 0,
-                origin_id=client_event.id, key=client_event.id,
-            )  # fmt: skip
+                self._rfb(request, cap, salt),
+                exclude=frozenset(excluded),
+                retry=attempt > 0,
+                origin_id=client_event.id,
+                key=client_event.id,
+            )
             if awarded is None:
                 break
             try:
@@ -113,12 +117,15 @@ class Offloading:
     def _rfb(self, request: InferenceRequest, cap: int, salt: str) -> Rfb:
         settings = self.settings
         return Rfb(
-            job_type=request.job_type or DEFAULT_JOB_TYPE, model=request.model,
+            job_type=request.job_type or DEFAULT_JOB_TYPE,
+            model=request.model,
             privacy=settings.offload_privacy(request.privacy),
-            input_tokens=estimate_tokens(len(prompt_material(request))), max_tokens=request.max_tokens,
-            max_price_msat=cap, job_hash=job_hash(request, salt),
+            input_tokens=estimate_tokens(len(prompt_material(request))),
+            max_tokens=request.max_tokens,
+            max_price_msat=cap,
+            job_hash=job_hash(request, salt),
             deadline_ms=int(time.time() * 1000) + settings.fed_job_timeout_ms,  # each attempt gets the full time
-        )  # fmt: skip
+        )
 
     def _endpoint(self, peer: str) -> str:
         endpoint = self.peers.endpoint(peer)
@@ -133,9 +140,15 @@ class Offloading:
         clear = privacy == PL0_PUBLIC  # at PL1/PL2 the job and its salt are sealed to the provider
         sealed = None if clear else nip44.encrypt(self.keys, peer, encode_payload(SealedJob(request=job, salt=salt)))
         payload = JobSubmit(
-            job_id=awarded.job_id, award=awarded.award.id, privacy=privacy, request=job if clear else None,
-            salt=salt if clear else None, sealed=sealed, input_sha256=job_hash(request, salt), max_cost_msat=price,
-        )  # fmt: skip
+            job_id=awarded.job_id,
+            award=awarded.award.id,
+            privacy=privacy,
+            request=job if clear else None,
+            salt=salt if clear else None,
+            sealed=sealed,
+            input_sha256=job_hash(request, salt),
+            max_cost_msat=price,
+        )
         submit = seal(self.keys, Kind.JOB_SUBMIT, payload, to=peer, nonce=True)
         return Submitted(peer, submit, payload, request, price)
 
@@ -143,13 +156,15 @@ class Offloading:
         job = self._submit(request, awarded, salt)
         timeout = aiohttp.ClientTimeout(total=self.settings.fed_job_timeout_ms / 1000)
         url = self._endpoint(job.peer) + "/federation/job"  # judged again where the connection is made (outbound)
-        body = await self.outbound.exchange(url, job.submit, target="peer", client_timeout=timeout,
-                                            limit=MAX_RESULT_BYTES)  # fmt: skip
+        body = await self.outbound.exchange(
+            url, job.submit, target="peer", client_timeout=timeout, limit=MAX_RESULT_BYTES
+        )
         checked = self.check.verify(job, body)
         receipt, chain = checked.receipt, checked.chain
         await jobs_store.settle_job(self.pool, awarded.job_id, checked.result.receipt, receipt.price_msat)
         record = decode_payload(chain.metering.content, MeteringRecord)
         metered = Metered(chain.node, chain.forwarded, chain.response, chain.metering, record)
-        offloaded = Offload(submit=job.submit, result=checked.event, receipt=checked.result.receipt,
-                            provider=job.peer, salt=salt)  # fmt: skip
+        offloaded = Offload(
+            submit=job.submit, result=checked.event, receipt=checked.result.receipt, provider=job.peer, salt=salt
+        )
         return await self.completion.answer(Origin(client_event.pubkey, client_event.id), metered, offload=offloaded)

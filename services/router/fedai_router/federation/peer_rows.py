@@ -28,13 +28,20 @@ async def save_incoming(pool: asyncpg.Pool, incoming: Incoming, max_price_sheets
     event = incoming.event
     try:
         await peer_store.save_announcement(
-            pool, event.pubkey, kind=event.kind, d=incoming.d, content=to_builtins(incoming.payload),
-            event_id=event.id, created_at=event.created_at, expires_at=incoming.expires_at,
+            pool,
+            event.pubkey,
+            kind=event.kind,
+            d=incoming.d,
+            content=to_builtins(incoming.payload),
+            event_id=event.id,
+            created_at=event.created_at,
+            expires_at=incoming.expires_at,
             max_price_sheets=max_price_sheets,
-        )  # fmt: skip
+        )
     except (OSError, asyncpg.PostgresError) as exc:  # memory still learns it; the next announcement retries
-        log.warning("storing a peer announcement failed", extra={"peer": event.pubkey[:16],
-                                                                 "error": type(exc).__name__})  # fmt: skip
+        log.warning(
+            "storing a peer announcement failed", extra={"peer": event.pubkey[:16], "error": type(exc).__name__}
+        )
 
 
 async def forget_peers(pool: asyncpg.Pool, keys: list[str]) -> None:

@@ -107,10 +107,16 @@ def summary_of(
     summary.update(
         {
             "caps": {
-                "endpoint": caps.endpoint, "job_types": caps.job_types, "models": caps.models,
-                "max_privacy": caps.max_privacy, "settlement": caps.settlement,
-                "limits": to_builtins(caps.limits), "software_version": caps.software_version,
-            } if caps is not None else None,
+                "endpoint": caps.endpoint,
+                "job_types": caps.job_types,
+                "models": caps.models,
+                "max_privacy": caps.max_privacy,
+                "settlement": caps.settlement,
+                "limits": to_builtins(caps.limits),
+                "software_version": caps.software_version,
+            }
+            if caps is not None
+            else None,
             "prices": {
                 job_type: {**to_builtins(held.payload), "fresh": held.fresh(now, ttl_s)}
                 for job_type, held in sorted(record.prices.items())
@@ -121,5 +127,5 @@ def summary_of(
             "followed": policy.followed(record.pubkey),
             "endorsements": policy.endorsements(record.pubkey),
         }
-    )  # fmt: skip
+    )
     return summary

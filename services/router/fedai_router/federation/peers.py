@@ -82,9 +82,11 @@ class PeerBook:
         self.max_price_sheets = max_price_sheets
         self._evicted: list[str] = []  # forgotten in memory, still to delete from the table
         self.events = Counter(
-            "fedai_router_peer_events", "Peer announcements and contact lists by kind and result",
-            ["kind", "result"], registry=registry,
-        )  # fmt: skip
+            "fedai_router_peer_events",
+            "Peer announcements and contact lists by kind and result",
+            ["kind", "result"],
+            registry=registry,
+        )
         self._peers: dict[str, PeerRecord] = {}
         self._refused: OrderedDict[str, None] = OrderedDict()  # refused as untrusted, most recent last
         self._pool_seen: dict[str, int] = {}
@@ -220,14 +222,21 @@ class PeerBook:
                     await self._forget(pool)
         self.events.labels(KIND_NAMES.get(event.kind, str(event.kind)), result).inc()
         if incoming is None and result not in ("own", "duplicate"):
-            log.debug("peer announcement refused", extra={"peer": event.pubkey[:16], "kind": event.kind,
-                                                          "result": result, "event": event.id})  # fmt: skip
+            log.debug(
+                "peer announcement refused",
+                extra={"peer": event.pubkey[:16], "kind": event.kind, "result": result, "event": event.id},
+            )
         return result
 
     def _room_for(self, newcomer: str, now: float) -> str | None:
         """The peer that gives way to `newcomer` at the cap (`peer_limits.room_for`), or None."""
-        return room_for(self._peers.values(), newcomer_trusted=self._trusted(newcomer), trusted=self._trusted,
-                        now=now, ttl_s=self.ttl_s)  # fmt: skip
+        return room_for(
+            self._peers.values(),
+            newcomer_trusted=self._trusted(newcomer),
+            trusted=self._trusted,
+            now=now,
+            ttl_s=self.ttl_s,
+        )
 
     def _sheets_full(self, record: PeerRecord, d: str) -> bool:
         """A price sheet for a new job type would take the peer past `max_price_sheets`."""
@@ -239,8 +248,11 @@ class PeerBook:
     async def prune(self, pool: asyncpg.Pool | None, now: float | None = None) -> int:
         """Forget peers that announced nothing for `PEER_IDLE_S` (memory, then the table). Returns how many."""
         current = time.time() if now is None else now
-        idle = [k for k, r in self._peers.items() if is_stale(r, current, self.ttl_s)
-                and current - r.last_seen > PEER_IDLE_S]  # fmt: skip
+        idle = [
+            k
+            for k, r in self._peers.items()
+            if is_stale(r, current, self.ttl_s) and current - r.last_seen > PEER_IDLE_S
+        ]
         for key in idle:
             del self._peers[key]
         if pool is not None:

@@ -124,8 +124,14 @@ class ResultCheck:
         client's cap. The provider's node pricing is never announced to us, so the bid is the price bound."""
         peer, request = job.peer, job.request
         try:
-            forwarded = open_event(chain.forwarded, InferenceRequest, kinds=(Kind.INFER_REQUEST,),
-                                   recipient=chain.node, signers=(peer,), skew_s=self.skew_s).payload  # fmt: skip
+            forwarded = open_event(
+                chain.forwarded,
+                InferenceRequest,
+                kinds=(Kind.INFER_REQUEST,),
+                recipient=chain.node,
+                signers=(peer,),
+                skew_s=self.skew_s,
+            ).payload
         except FedaiError as err:
             raise NodeFault(f"provider chain: {err.code.value}: {err.message}") from None
         if forwarded.origin != job.submit.id or forwarded.client != self.keys.pubkey:

@@ -72,13 +72,27 @@ class Federation:
         self.background = background
         self.peers = PeerBook.for_settings(settings, metrics.registry, endpoints)
         self.announcer = Announcer(
-            keys=keys, settings=settings, version=version, nodes=registry.nodes, tables=registry.tables,
-            policy=policy, latency=metrics.node_latency, metrics=metrics.registry,
-        )  # fmt: skip
+            keys=keys,
+            settings=settings,
+            version=version,
+            nodes=registry.nodes,
+            tables=registry.tables,
+            policy=policy,
+            latency=metrics.node_latency,
+            metrics=metrics.registry,
+        )
         self.provider = Provider(
-            keys=keys, settings=settings, intake=intake, claims=claims, planner=planner, dispatcher=dispatcher,
-            completion=completion, pool=pool, metrics=metrics.registry, bidder=lambda: self.bidder,
-        )  # fmt: skip
+            keys=keys,
+            settings=settings,
+            intake=intake,
+            claims=claims,
+            planner=planner,
+            dispatcher=dispatcher,
+            completion=completion,
+            pool=pool,
+            metrics=metrics.registry,
+            bidder=lambda: self.bidder,
+        )
         self.auctioneer: Auctioneer | None = None  # with relays
         self.bidder: Bidder | None = None  # with relays, unless ROUTER_BIDDING=false
         self._offloading: Offloading | None = None  # with relays
@@ -94,20 +108,40 @@ class Federation:
         self.announcer.relays = relays
         await feed_peers(self.peers, relays, self.pool, self.background)
         keys, settings, pool, peers, registry = self.keys, self.settings, self.pool, self.peers, self.metrics.registry
-        self.auctioneer = Auctioneer(keys=keys, settings=settings, relays=relays, pool=pool, peers=peers,
-                                     metrics=registry)  # fmt: skip
+        self.auctioneer = Auctioneer(
+            keys=keys, settings=settings, relays=relays, pool=pool, peers=peers, metrics=registry
+        )
         await self.auctioneer.start()
         if settings.bidding:
-            quote = local_quote(settings, self.registry.tables, self.policy, lambda: self.announcer.backpressure,
-                                held=lambda model: bidder.held(model))  # fmt: skip
-            bidder = Bidder(keys=keys, settings=settings, relays=relays, pool=pool, peers=peers, metrics=registry,
-                            spawn=self.background.spawn, quote=quote)  # fmt: skip
+            quote = local_quote(
+                settings,
+                self.registry.tables,
+                self.policy,
+                lambda: self.announcer.backpressure,
+                held=lambda model: bidder.held(model),
+            )
+            bidder = Bidder(
+                keys=keys,
+                settings=settings,
+                relays=relays,
+                pool=pool,
+                peers=peers,
+                metrics=registry,
+                spawn=self.background.spawn,
+                quote=quote,
+            )
             await bidder.start()
             self.bidder = bidder
         self._offloading = Offloading(
-            keys=keys, settings=settings, auctioneer=self.auctioneer, peers=peers, outbound=self.outbound, pool=pool,
-            completion=self.completion, metrics=self.metrics,
-        )  # fmt: skip
+            keys=keys,
+            settings=settings,
+            auctioneer=self.auctioneer,
+            peers=peers,
+            outbound=self.outbound,
+            pool=pool,
+            completion=self.completion,
+            metrics=self.metrics,
+        )
 
     async def stop(self) -> None:
         """Its loops and jobs end with the router's background; relays are closed by the router."""

@@ -118,8 +118,9 @@ class OpenAI:
         try:
             caller, payload, document = await self._call(request, kind)
             # the event that asked: the caller's NIP-98 authorization, or the router's own record of an API-key call
-            asked = caller.auth_event or seal(self.keys, Kind.INFER_REQUEST, payload, to=pubkey, nonce=True,
-                                              extra_tags=[["client", caller.client]])  # fmt: skip
+            asked = caller.auth_event or seal(
+                self.keys, Kind.INFER_REQUEST, payload, to=pubkey, nonce=True, extra_tags=[["client", caller.client]]
+            )
             origin = Origin(caller.client, asked.id)
             plan = await self.planner.plan(caller.client, payload)
             completion = Completion(kind, origin.id, payload.model)
@@ -151,21 +152,29 @@ class OpenAI:
         now = time.time()
         data = []
         for name, table in sorted(self.tables.items()):
-            live = [(node, info) for _, node, info in table.rows()
-                    if self.policy.fresh(node.last_seen, node.heartbeat, now)]  # fmt: skip
+            live = [
+                (node, info) for _, node, info in table.rows() if self.policy.fresh(node.last_seen, node.heartbeat, now)
+            ]
             if not live:
                 continue
-            data.append({
-                "id": name, "object": "model", "created": 0, "owned_by": "fedai",
-                "fedai": {
-                    "nodes": len(live),
-                    "canonical": sorted({info.id for _, info in live}),
-                    "context_window": max(info.context_window for _, info in live),
-                    "pricing": {"unit": "msat_per_1k_tokens",
-                                "input_msat": min(info.pricing.input_msat for _, info in live),
-                                "output_msat": min(info.pricing.output_msat for _, info in live)},
-                },
-            })  # fmt: skip
+            data.append(
+                {
+                    "id": name,
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": "fedai",
+                    "fedai": {
+                        "nodes": len(live),
+                        "canonical": sorted({info.id for _, info in live}),
+                        "context_window": max(info.context_window for _, info in live),
+                        "pricing": {
+                            "unit": "msat_per_1k_tokens",
+                            "input_msat": min(info.pricing.input_msat for _, info in live),
+                            "output_msat": min(info.pricing.output_msat for _, info in live),
+                        },
+                    },
+                }
+            )
         return _json({"object": "list", "data": data})
 
     async def chain(self, request: Request) -> Response:
@@ -177,5 +186,11 @@ class OpenAI:
                 raise FedaiError(ErrorCode.NOT_FOUND, "no chain with this id for this client")
         except Exception as exc:  # noqa: BLE001 - typed: FedaiError as is, a database outage 503, a bug 500
             return _error(self.failures.refused("openai_chain", exc))
-        return _json({"router": self.keys.pubkey, "client": found["client"], "request": found["request"],
-                      "answer": found["answer"]})  # fmt: skip
+        return _json(
+            {
+                "router": self.keys.pubkey,
+                "client": found["client"],
+                "request": found["request"],
+                "answer": found["answer"],
+            }
+        )
