@@ -53,4 +53,4 @@ fmt: $(STAMP)
 	$(BIN)/ruff format .
 
 clean:
-	rm -rf $(VENV) .fedai .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .fedai .mypy_cache .ruff_cache .pytest_cache .import_linter_cache

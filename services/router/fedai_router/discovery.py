@@ -60,9 +60,7 @@ class Discovery:
         check_size(len(event.content.encode()), limits)
         descriptor = decode_payload(event.content, NodeDescriptor)
         check_descriptor(descriptor, limits)
-        if registry.index.changes_names(event.pubkey, descriptor):
-            registry.index.check_room(event.pubkey, descriptor, verified=False)
-            registry.gate.check(event.pubkey, relay=relay)
+        registry.admit(event.pubkey, descriptor, verified=False, relay=relay)
         await self.endpoints.check(descriptor.endpoint)
         async with registry.registering(event.pubkey, descriptor, verified=False):
             return await registry.record_announce(event.pubkey, descriptor)

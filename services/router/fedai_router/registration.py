@@ -40,9 +40,7 @@ class Registration:
             opened = self.intake.open_addressed(body, NodeDescriptor, Kind.NODE_HEARTBEAT)
             event, descriptor = opened.event, opened.payload
             check_descriptor(descriptor, limits)
-            if registry.index.changes_names(event.pubkey, descriptor):
-                registry.index.check_room(event.pubkey, descriptor, verified=True)
-                registry.gate.check(event.pubkey, address=source)
+            registry.admit(event.pubkey, descriptor, verified=True, address=source)
             await self.endpoints.check(descriptor.endpoint)
             async with registry.registering(event.pubkey, descriptor, verified=True):
                 await self.claims.claim(event)

@@ -125,6 +125,21 @@ class Registry:
                 self.manifest_trust.pop(pubkey, None)
         return len(removed)
 
+    def admit(
+        self,
+        pubkey: str,
+        descriptor: NodeDescriptor,
+        *,
+        verified: bool,
+        address: str | None = None,
+        relay: str | None = None,
+    ) -> None:
+        """For a registration (a new key, or new names): room in the index, then the registration rates of the key
+        and of its source (`address` for a heartbeat, `relay` for an announcement). Raises `RegistryRefusal`."""
+        if self.index.changes_names(pubkey, descriptor):
+            self.index.check_room(pubkey, descriptor, verified=verified)
+            self.gate.check(pubkey, address=address, relay=relay)
+
     @asynccontextmanager
     async def registering(self, pubkey: str, descriptor: NodeDescriptor, *, verified: bool) -> AsyncIterator[None]:
         """Around claiming and storing a registration (a new key, or new names): one at a time, with the budget
