@@ -46,10 +46,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 fmt: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
 clean:
-	rm -rf $(VENV) .fedai .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .fedai .mypy_cache .ruff_cache .pytest_cache .import_linter_cache

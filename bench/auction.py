@@ -129,11 +129,12 @@ async def run(relay_url: str, dsn_a: str, dsn_b: str, rounds: int, warmup: int) 
             await b.registry.record_heartbeat(node.pubkey, node_descriptor())
 
         await heartbeat()
-        auctioneer, bidder = a.auctioneer, b.bidder
+        auctioneer, bidder = a.federation.auctioneer, b.federation.bidder
         assert auctioneer is not None and bidder is not None
         assert await auctioneer.ready() and await bidder.ready()
-        await until(lambda: b.backpressure == "NORMAL", 10, "provider has capacity")
-        await until(lambda: any(p.pubkey == b.pubkey for p in a.peers.peers_for(MODEL, "text-generation", 1)), 30,
+        await until(lambda: b.federation.backpressure == "NORMAL", 10, "provider has capacity")
+        peers = a.federation.peers
+        await until(lambda: any(p.pubkey == b.pubkey for p in peers.peers_for(MODEL, "text-generation", 1)), 30,
                     "requester learned the provider from its announcements")  # fmt: skip
         awarded_ms: list[float] = []
         accepted_ms: list[float] = []

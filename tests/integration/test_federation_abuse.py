@@ -20,7 +20,7 @@ import asyncpg
 import msgspec
 import pytest
 
-import fedai.store.federation as jobs_store
+import fedai_router.store.federation as jobs_store
 from fedai.protocol.errors import FedaiError
 from fedai.protocol.event import Event
 from fedai.protocol.federation import Bid, ModelPrice, RouterPrice, Sla, new_salt
@@ -151,8 +151,8 @@ async def test_a_zero_bid_without_fresh_caps_or_a_valid_endpoint_never_wins(make
     await other_model.announce_caps("https://203.0.113.8", models=["some-other-model"])
     # the malformed endpoint is refused with the caps themselves (counted), so that peer stays without caps
     await eventually(lambda: events(a, "caps", "endpoint", "fedai_router_peer_events_total") == 1
-                     and a.peers.view(other_model.pubkey) is not None, 10, "A judged their caps")  # fmt: skip
-    assert a.peers.view(bad_endpoint.pubkey) is None
+                     and a.federation.peers.view(other_model.pubkey) is not None, 10, "A judged their caps")  # fmt: skip
+    assert a.federation.peers.view(bad_endpoint.pubkey) is None
     for peer in (nobody, bad_endpoint, other_model):
         await _bid_zero(peer, pair.a.pubkey)
     everyone = {pair.b.pubkey, nobody.pubkey, bad_endpoint.pubkey, other_model.pubkey}
@@ -191,11 +191,11 @@ async def test_peers_and_their_price_sheets_are_capped(make_duo: Callable[..., A
     for stranger in strangers:
         await stranger.announce_caps("https://203.0.113.10")
     await eventually(lambda: events(a, "caps", "full", sheets) >= 3, 10, "the book filled up")
-    assert len(a.peers.known()) == 3
+    assert len(a.federation.peers.known()) == 3
     followed = await pair.scripted(trusted)  # a trusted newcomer displaces a stranger
     await followed.announce_caps("https://203.0.113.11")
-    await eventually(lambda: trusted.pubkey in a.peers.known(), 10, "A admitted the followed key")
-    assert len(a.peers.known()) == 3
+    await eventually(lambda: trusted.pubkey in a.federation.peers.known(), 10, "A admitted the followed key")
+    assert len(a.federation.peers.known()) == 3
     assert await a.pool.fetchval("SELECT count(*) FROM peers") <= 3
 
 

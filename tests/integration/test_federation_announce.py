@@ -26,8 +26,8 @@ from fedai.protocol.keys import Keys
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import NodeDescriptor, Payload
 from fedai.store.migrations import migrate_dsn
-from fedai.store.peers import load_peers, save_announcement
 from fedai_router.federation.peers import PeerBook
+from fedai_router.store.peers import load_peers, save_announcement
 from tests.support.fake_node import FakeNode, register
 from tests.support.router import ADMIN_TOKEN, RunningRouter, reset_database, running_router
 from tests.support.servers import free_port
@@ -108,7 +108,7 @@ def peer_keys(book: PeerBook, model: str = "m", privacy: int = 0) -> list[str]:
 
 
 def count(router: RunningRouter, kind: str, result: str) -> float:
-    return router.service.peers.events.labels(kind, result)._value.get()
+    return router.service.federation.peers.events.labels(kind, result)._value.get()
 
 
 async def node_with(router: RunningRouter, node: FakeNode) -> None:
@@ -139,20 +139,26 @@ async def test_two_routers_learn_each_others_caps_prices_and_status(
     ):  # fmt: skip
         await node_with(a, alpha)
         await node_with(b, beta)
-        await eventually(lambda: a.pubkey in peer_keys(b.service.peers, "alpha"), within=10, what="b learns a")
-        await eventually(lambda: b.pubkey in peer_keys(a.service.peers, "beta"), within=10, what="a learns b")
+        await eventually(
+            lambda: a.pubkey in peer_keys(b.service.federation.peers, "alpha"), within=10, what="b learns a"
+        )
+        await eventually(
+            lambda: b.pubkey in peer_keys(a.service.federation.peers, "beta"), within=10, what="a learns b"
+        )
 
-        view = b.service.peers.view(a.pubkey)
+        view = b.service.federation.peers.view(a.pubkey)
         assert view is not None and view.endpoint == "http://a.example"
         assert view.caps.models == ["alpha"] and view.caps.job_types == [TG] and view.caps.settlement == ["none"]
-        price = b.service.peers.price(a.pubkey, "alpha", TG)
+        price = b.service.federation.peers.price(a.pubkey, "alpha", TG)
         assert price is not None and (price.input_msat, price.output_msat, price.base_msat) == (1100, 2200, 7)
-        peer_status = b.service.peers.status(a.pubkey)
+        peer_status = b.service.federation.peers.status(a.pubkey)
         assert peer_status is not None and (peer_status.backpressure, peer_status.nodes) == ("NORMAL", 1)
-        assert a.pubkey not in peer_keys(a.service.peers, "alpha")  # never itself
+        assert a.pubkey not in peer_keys(a.service.federation.peers, "alpha")  # never itself
 
         # B's status follows its caps once B's load check sees its node (up to a second later)
-        await eventually(lambda: a.service.peers.status(b.pubkey) is not None, within=10, what="a has b's status")
+        await eventually(
+            lambda: a.service.federation.peers.status(b.pubkey) is not None, within=10, what="a has b's status"
+        )
         row = await db_pool.fetchrow("SELECT * FROM peers WHERE pubkey = $1", b.pubkey)
         assert row["caps"]["models"] == ["beta"] and list(row["prices"]) == [TG]
         assert row["status"]["backpressure"] == "NORMAL"
@@ -188,7 +194,7 @@ async def test_price_and_backpressure_changes_are_reannounced(
         running_router(second_database_url, relays=[relay_url]) as b,
     ):
         await node_with(a, node)
-        book = b.service.peers
+        book = b.service.federation.peers
         await eventually(lambda: a.pubkey in peer_keys(book, "gamma"), within=10, what="b learns a")
 
         node.input_msat = 800
@@ -198,7 +204,7 @@ async def test_price_and_backpressure_changes_are_reannounced(
 
         full = await register(a.url, a.pubkey, node.keys, heartbeat(node, in_flight=2))
         assert full.status_code == 200
-        await eventually(lambda: a.service.backpressure == "SATURATED", what="a saturated")
+        await eventually(lambda: a.service.federation.backpressure == "SATURATED", what="a saturated")
         await eventually(lambda: getattr(book.status(a.pubkey), "backpressure", "") == "SATURATED", within=10,
                          what="b sees a saturated")  # fmt: skip
         assert a.pubkey not in peer_keys(book, "gamma")  # a saturated peer is not offered work
@@ -260,7 +266,7 @@ async def test_forged_expired_future_oversized_and_malformed_announcements_are_i
     ]
     async with hostile_relay(hostile) as url, running_router(database_url, relays=[url],
                                                              peer_max_content_bytes=2048) as router:  # fmt: skip
-        book = router.service.peers
+        book = router.service.federation.peers
         await eventually(lambda: good.pubkey in peer_keys(book), within=10, what="the valid announcement")
         assert book.known() == [good.pubkey]
         assert (count(router, "status", "expired"), count(router, "caps", "future")) == (1, 1)
@@ -280,7 +286,7 @@ async def test_blocked_muted_and_allowlisted_peers(database_url: str, db_pool: a
     async with running_router(database_url, relays=[relay_url], peer_blocklist=frozenset({blocked.pubkey}),
                               peer_mute=frozenset({muted.pubkey})) as router, publisher(relay_url) as pool:  # fmt: skip
         assert await router.service.relays.wait_connected(5)
-        book = router.service.peers
+        book = router.service.federation.peers
         await publish(pool, *(announcement(k, caps(["blockmute"]), Kind.ROUTER_CAPS, "caps") for k in (blocked, muted)))
         await publish(pool, announcement(good, caps(["blockmute"]), Kind.ROUTER_CAPS, "caps"))
         await eventually(lambda: good.pubkey in peer_keys(book, "blockmute"), what="the good peer")
@@ -292,7 +298,7 @@ async def test_blocked_muted_and_allowlisted_peers(database_url: str, db_pool: a
 
     await reset_database(db_pool)
     async with running_router(database_url, relays=[relay_url], peer_allowlist=frozenset({allowed.pubkey})) as router:
-        book = router.service.peers
+        book = router.service.federation.peers
         async with publisher(relay_url) as pool:
             await publish(pool, announcement(stranger, caps(["allow"]), Kind.ROUTER_CAPS, "caps"))
             await publish(pool, announcement(allowed, caps(["allow"]), Kind.ROUTER_CAPS, "caps"))
@@ -308,7 +314,7 @@ async def test_web_of_trust_minimum_from_contact_lists(
     async with running_router(database_url, relays=[relay_url], follow=frozenset({f1.pubkey, f2.pubkey}),
                               peer_wot_min=2) as router, publisher(relay_url) as pool:  # fmt: skip
         assert await router.service.relays.wait_connected(5)
-        book = router.service.peers
+        book = router.service.federation.peers
         await publish(pool, *(announcement(k, caps(["wot"]), Kind.ROUTER_CAPS, "caps") for k in (vouched, half)))
         await eventually(lambda: count(router, "caps", "untrusted") >= 2, what="both refused as untrusted")
 
@@ -326,7 +332,7 @@ async def test_a_peer_over_its_rate_budget_is_cut_off(database_url: str, db_pool
     noisy = Keys.generate()
     async with running_router(database_url, relays=[relay_url], peer_rate=3) as router, publisher(relay_url) as pool:
         assert await router.service.relays.wait_connected(5)
-        book = router.service.peers
+        book = router.service.federation.peers
         await publish(pool, announcement(noisy, caps(["rate"]), Kind.ROUTER_CAPS, "caps"))
         await eventually(lambda: noisy.pubkey in book.known(), what="the first announcement")
         now = _now()
@@ -347,7 +353,7 @@ async def test_relay_drops_and_comes_back(database_url: str, db_pool: asyncpg.Po
     peer = Keys.generate()
     try:
         async with running_router(database_url, relays=[url]) as router:
-            relays, book = router.service.relays, router.service.peers
+            relays, book = router.service.relays, router.service.federation.peers
             async with publisher(url) as pool:
                 await publish(pool, announcement(peer, caps(["restart"], "https://v1.example"), Kind.ROUTER_CAPS,
                                                  "caps"))  # fmt: skip

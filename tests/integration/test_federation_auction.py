@@ -24,10 +24,10 @@ from fedai.protocol.federation import Award, Bid, Cancel, Rfb
 from fedai.protocol.keys import Keys
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import decode_payload
-from fedai.store.federation import find_award, get_job, set_job_status, start_job
 from fedai_router.federation.auction import Auctioneer
 from fedai_router.federation.bidder import Bidder, OpenBid
 from fedai_router.service import RouterService
+from fedai_router.store.federation import find_award, get_job, set_job_status, start_job
 from tests.support.database import extra_database
 from tests.support.fake_node import FakeNode, register
 from tests.support.router import RunningRouter, reset_database, running_router
@@ -55,20 +55,20 @@ class Pair:
 
     @property
     def auctioneer(self) -> Auctioneer:
-        assert self.a.service.auctioneer is not None
-        return self.a.service.auctioneer
+        assert self.a.service.federation.auctioneer is not None
+        return self.a.service.federation.auctioneer
 
     @property
     def bidder(self) -> Bidder:
-        assert self.b.service.bidder is not None
-        return self.b.service.bidder
+        assert self.b.service.federation.bidder is not None
+        return self.b.service.federation.bidder
 
 
 async def ready(router: RunningRouter) -> None:
     svc = router.service
     assert await svc.relays.wait_connected(5)
-    assert svc.auctioneer is not None and await svc.auctioneer.ready()
-    assert svc.bidder is not None and await svc.bidder.ready()
+    assert svc.federation.auctioneer is not None and await svc.federation.auctioneer.ready()
+    assert svc.federation.bidder is not None and await svc.federation.bidder.ready()
 
 
 @pytest.fixture
@@ -99,9 +99,9 @@ async def pair_factory(
             await ready(a)
             await ready(b)
             # a router without nodes announces SATURATED; B leaves it at its next load check
-            await eventually(lambda: b.service.backpressure == "NORMAL", 5, "B has capacity")
+            await eventually(lambda: b.service.federation.backpressure == "NORMAL", 5, "B has capacity")
             # only a peer with fresh caps listing the model may win an award
-            await eventually(lambda: b.pubkey in {p.pubkey for p in a.service.peers.peers_for(
+            await eventually(lambda: b.pubkey in {p.pubkey for p in a.service.federation.peers.peers_for(
                 MODEL, "text-generation", 0)}, 10, "A learned B's caps")  # fmt: skip
             return Pair(a, b, node, relay_url)
 
@@ -174,7 +174,7 @@ async def test_auction_awards_the_provider_and_both_sides_store_the_job(pair: Pa
 
 
 async def test_the_expected_bidders_come_from_announcements_and_end_the_auction_early(pair: Pair) -> None:
-    peers = pair.a.service.peers
+    peers = pair.a.service.federation.peers
     await eventually(lambda: pair.b.pubkey in {p.pubkey for p in peers.peers_for(MODEL, "text-generation", 0)},
                      10, "A learned B's caps")  # fmt: skip
     started = time.monotonic()

@@ -64,7 +64,7 @@ async def federation(database_url: str, db_pool: asyncpg.Pool) -> AsyncIterator[
         c_node = FakeNode(model=MODEL, input_msat=3000, output_msat=3000)
         await _serve_node(stack, b, b_node)
         await _serve_node(stack, c, c_node)
-        await eventually(lambda: {b.pubkey, c.pubkey} <= {p.pubkey for p in a.service.peers.peers_for(
+        await eventually(lambda: {b.pubkey, c.pubkey} <= {p.pubkey for p in a.service.federation.peers.peers_for(
             MODEL, "text-generation", 2)}, within=15, what="A learns B and C from the relay")  # fmt: skip
         yield Federation(relay.url, a, b, c, b_node, c_node)
     relay.shutdown()
@@ -143,7 +143,9 @@ async def test_pl2_payload_is_unreadable_on_the_relay_and_in_the_providers_logs(
 
 async def test_spend_cap_keeps_jobs_from_peers(federation: Federation, db_pool: asyncpg.Pool) -> None:
     f = federation
-    f.a.service.settings = dataclasses.replace(f.a.service.settings, fed_spend_cap_msat=1)  # nothing fits
+    auctioneer = f.a.service.federation.auctioneer  # the spend cap is the auctioneer's (reserved before the award)
+    assert auctioneer is not None
+    auctioneer.settings = dataclasses.replace(auctioneer.settings, fed_spend_cap_msat=1)  # nothing fits
     async with AsyncClient(f.a.url, router_pubkey=f.a.pubkey) as client:
         with pytest.raises(FedaiError) as err:
             await client.infer(MODEL, "too expensive for the cap", max_tokens=8)

@@ -60,7 +60,7 @@ async def test_caps_with_a_private_or_malformed_endpoint_are_refused(
     await reset_database(db_pool)
     async with running_router(database_url, relays=[own_relay_url], allow_private_endpoints=False) as router:
         router.service.resolver.lookup = dns
-        book = router.service.peers
+        book = router.service.federation.peers
         async with RelayPool([own_relay_url]) as pool:
             assert await pool.wait_connected(5)
             for keys, endpoint in zip(bad, bad_endpoints, strict=True):
@@ -102,7 +102,7 @@ async def test_a_peer_name_rebound_to_loopback_gets_no_job(database_url: str, db
             node.endpoint = await stack.enter_async_context(serve_app(node.app()))
             assert (await register(b.url, b.pubkey, node.keys, node.descriptor())).status_code == 200
             await eventually(
-                lambda: b.pubkey in {p.pubkey for p in a.service.peers.peers_for(model, TG, 2)},
+                lambda: b.pubkey in {p.pubkey for p in a.service.federation.peers.peers_for(model, TG, 2)},
                 within=15,
                 what="A learns B (its name judged public)",
             )

@@ -31,7 +31,7 @@ from fedai.protocol.federation import (
 from fedai.protocol.keys import Keys
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import InferenceRequest, decode_payload, encode_payload, estimate_tokens, prompt_material
-from fedai.store.federation import JobTerms, NewJob, insert_job
+from fedai_router.store.federation import JobTerms, NewJob, insert_job
 from tests.integration.conftest import SpawnNode
 from tests.support.router import RunningRouter
 

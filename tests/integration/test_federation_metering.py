@@ -51,7 +51,7 @@ async def pair(database_url: str, db_pool: asyncpg.Pool) -> AsyncIterator[Pair]:
         node.endpoint = await stack.enter_async_context(serve_app(node.app()))
         assert (await register(b.url, b.pubkey, node.keys, node.descriptor())).status_code == 200
         await eventually(
-            lambda: b.pubkey in {p.pubkey for p in a.service.peers.peers_for(MODEL, "text-generation", 2)},
+            lambda: b.pubkey in {p.pubkey for p in a.service.federation.peers.peers_for(MODEL, "text-generation", 2)},
             within=15,
             what="A learns B from the relay",
         )

@@ -16,10 +16,10 @@ import pytest
 from fedai.protocol.errors import FedaiError
 from fedai.protocol.keys import Keys
 from fedai.sdk import AsyncClient
-from fedai.store import nodes as node_store
-from fedai.store import retention as store
 from fedai_router.config import Retention
 from fedai_router.housekeeping import MEMORY
+from fedai_router.store import nodes as node_store
+from fedai_router.store import retention as store
 from tests.support.fake_node import FakeNode, register
 from tests.support.router import RunningRouter, reset_database, running_router
 from tests.support.servers import serve_app

@@ -18,7 +18,7 @@ from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import Capacity, ModelInfo, NodeDescriptor, Pricing, encode_payload
 from fedai.sdk import AsyncClient
 from fedai_router.config import RegistryLimits
-from fedai_router.discovery import ANNOUNCE_D_TAG, handle_announce
+from fedai_router.discovery import ANNOUNCE_D_TAG
 from fedai_router.service import RouterService
 from tests.support.fake_node import FakeNode, register
 from tests.support.router import ADMIN, reset_database, running_router
@@ -203,7 +203,7 @@ async def test_relay_announcements_meet_the_same_bounds_and_keep_the_verified_re
 
         async def announce(tag: str, relay: str, desc: NodeDescriptor | None = None) -> bool:
             event = announcement(Keys.generate(), desc or widest(tag, limits))
-            return await handle_announce(svc, event, relay)
+            return await svc.discovery.handle_announce(event, relay)
 
         assert not await announce("over", "wss://a", widest("over", RegistryLimits(max_models=2, max_aliases=1)))
         assert not await announce("huge", "wss://a", huge("huge"))  # its size is refused before it is parsed
@@ -233,7 +233,7 @@ async def test_a_replica_reloads_only_what_its_budget_holds_verified_first(
         verified = Keys.generate()  # the oldest row, loaded first all the same
         assert (await register(big.url, big.pubkey, verified, desc)).status_code == 200
         for _ in range(9):
-            assert await handle_announce(big.service, announcement(Keys.generate(), desc), "wss://r")
+            assert await big.service.discovery.handle_announce(announcement(Keys.generate(), desc), "wss://r")
     small = RegistryLimits(max_nodes=4, verified_reserve=0.25)  # unverified nodes join while fewer than 3 are held
     async with running_router(database_url, keys=big.keys, registry_limits=small) as replica:
         await eventually(lambda: len(replica.service.registry.nodes) == 3, what="the replica loaded its budget")

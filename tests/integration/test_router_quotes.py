@@ -9,10 +9,10 @@ from typing import Any
 import asyncpg
 import pytest
 
-import fedai_router.infer as infer_module
+import fedai_router.planning as planning_module
 from fedai.protocol.errors import FedaiError
 from fedai.sdk import AsyncClient
-from fedai.store.quotes import QuoteRow
+from fedai_router.store.quotes import QuoteRow
 from tests.integration.conftest import SpawnNode
 from tests.support.router import RunningRouter
 
@@ -64,7 +64,7 @@ async def test_two_requests_racing_on_one_quote_get_one_answer(
     node = await spawn_node()
     read = asyncio.Event()
     readers = 0
-    real_get_quote = infer_module.get_quote
+    real_get_quote = planning_module.get_quote
 
     async def both_read_first(pool: asyncpg.Pool, quote_id: str) -> QuoteRow | None:
         """Both requests see the quote unspent before either spends it: only the database can pick one."""
@@ -76,7 +76,7 @@ async def test_two_requests_racing_on_one_quote_get_one_answer(
         await asyncio.wait_for(read.wait(), 10)
         return row
 
-    monkeypatch.setattr(infer_module, "get_quote", both_read_first)
+    monkeypatch.setattr(planning_module, "get_quote", both_read_first)
     async with AsyncClient(router.url, router_pubkey=router.pubkey) as client:
         q = (await client.quote("fake-model", max_tokens=8, prompt="hello")).quote
         results = await asyncio.gather(

@@ -14,8 +14,8 @@ import pytest
 from fedai.protocol.event import Event
 from fedai.protocol.keys import Keys
 from fedai.protocol.messages import MeteringRecord
-from fedai.store.metering import MeteringEntry, MeteringStore
-from fedai.store.quotes import QuoteRow, get_quote, insert_quote, release_quote, use_quote
+from fedai_router.store.metering import MeteringEntry, MeteringStore
+from fedai_router.store.quotes import QuoteRow, get_quote, insert_quote, release_quote, use_quote
 
 EVENT = Event(id="0" * 64, pubkey="0" * 64, created_at=0, kind=21035, tags=[], content="{}", sig="0" * 128)
 

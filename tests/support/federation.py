@@ -41,13 +41,13 @@ class Duo:
 
     @property
     def auctioneer(self) -> Auctioneer:
-        assert self.a.service.auctioneer is not None
-        return self.a.service.auctioneer
+        assert self.a.service.federation.auctioneer is not None
+        return self.a.service.federation.auctioneer
 
     @property
     def bidder(self) -> Bidder:
-        assert self.b.service.bidder is not None
-        return self.b.service.bidder
+        assert self.b.service.federation.bidder is not None
+        return self.b.service.federation.bidder
 
     async def router(self, dsn: str, **options: Any) -> RunningRouter:
         """Another router on this relay (e.g. a replica of A: same key, same database)."""
@@ -97,14 +97,14 @@ COMMON: dict[str, Any] = {"peer_rate": 100_000, "announce_s": 1, "reauction_cool
 async def ready(router: RunningRouter) -> None:
     svc = router.service
     assert await svc.relays.wait_connected(5)
-    assert svc.auctioneer is not None and await svc.auctioneer.ready()
-    if svc.bidder is not None:
-        assert await svc.bidder.ready()
+    assert svc.federation.auctioneer is not None and await svc.federation.auctioneer.ready()
+    if svc.federation.bidder is not None:
+        assert await svc.federation.bidder.ready()
 
 
 async def learned(router: RunningRouter, peer: str) -> None:
     """`router` has `peer`'s fresh caps for MODEL (a peer must have them to win an award)."""
-    book = router.service.peers
+    book = router.service.federation.peers
     await eventually(lambda: peer in {p.pubkey for p in book.peers_for(MODEL, JOB_TYPE, 0)}, 15,
                      "the requester learned the provider's caps")  # fmt: skip
 
@@ -135,7 +135,7 @@ async def duo(
             assert (await register(b.url, b.pubkey, node.keys, node.descriptor())).status_code == 200
             await ready(a)
             await ready(b)
-            await eventually(lambda: b.service.backpressure == "NORMAL", 5, "B has capacity")
+            await eventually(lambda: b.service.federation.backpressure == "NORMAL", 5, "B has capacity")
             await learned(a, b.pubkey)
             yield Duo(relay.url, a, b, node, stack)
     finally:

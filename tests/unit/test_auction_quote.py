@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -33,8 +32,7 @@ def provider(*, nodes: list[tuple[int, int, float]], backpressure: str = "NORMAL
         )  # fmt: skip
         index.upsert(Keys.generate().pubkey, descriptor, verified=True, heartbeat=True, seen=time.time())
     config = RouterSettings(keys=Keys.generate(), **settings)
-    return SimpleNamespace(settings=config, policy=config.policy, registry=SimpleNamespace(tables=index.tables),
-                           backpressure=backpressure)  # fmt: skip
+    return (config, index.tables, config.policy, lambda: backpressure)  # local_quote's collaborators
 
 
 def rfb(**over: Any) -> tuple[Any, Rfb]:
@@ -50,11 +48,11 @@ def rfb(**over: Any) -> tuple[Any, Rfb]:
 def test_bids_the_cheapest_node_for_the_whole_job_plus_the_fee() -> None:
     svc = provider(nodes=[(1000, 2000, 300.0), (500, 1000, 900.0)], fee_base_msat=5, fee_ppm=100_000)
     event, job = rfb()
-    bid = local_quote(svc)(event, job)
+    bid = local_quote(*svc)(event, job)
     assert isinstance(bid, Bid)
     # cheapest node: 100 × 0.5 + 200 × 1.0 = 250 msat, fee 5 + 10% = 30
     assert (bid.rfb, bid.price_msat, bid.eta_ms) == (event.id, 280, 900)
-    assert len(bid.capacity_token) == 32 and bid.capacity_token != local_quote(svc)(event, job).capacity_token  # type: ignore[union-attr]
+    assert len(bid.capacity_token) == 32 and bid.capacity_token != local_quote(*svc)(event, job).capacity_token  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize(
@@ -73,13 +71,13 @@ def test_bids_the_cheapest_node_for_the_whole_job_plus_the_fee() -> None:
 def test_no_bid(over: dict[str, Any], svc_over: dict[str, Any]) -> None:
     settings = {k: v for k, v in svc_over.items() if k != "backpressure"}  # the parameter is shared: don't mutate it
     svc = provider(nodes=[(500, 1000, 900.0)], backpressure=svc_over.get("backpressure", "NORMAL"), **settings)
-    assert local_quote(svc)(*rfb(**over)) is None
+    assert local_quote(*svc)(*rfb(**over)) is None
 
 
 def test_no_bid_once_open_bids_hold_every_free_slot() -> None:
     svc = provider(nodes=[(500, 1000, 10.0), (500, 1000, 10.0)])  # 2 nodes × 2 slots
     held = {"m": 3}
-    quote = local_quote(svc, held=lambda model: held.get(model, 0))
+    quote = local_quote(*svc, held=lambda model: held.get(model, 0))
     assert quote(*rfb()) is not None
     held["m"] = 4
     assert quote(*rfb()) is None

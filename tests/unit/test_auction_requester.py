@@ -80,12 +80,16 @@ class FakeBook:
 def make(**settings: Any) -> tuple[Auctioneer, FakeRelays, Clock]:
     keys = Keys.generate()
     relays = FakeRelays()
-    svc = SimpleNamespace(
-        settings=RouterSettings(keys=keys, **settings), keys=keys, pubkey=keys.pubkey, metrics=RouterMetrics(),
-        relays=relays, pool=None, peers=FakeBook(),
-    )  # fmt: skip
     clock = Clock()
-    auctioneer = Auctioneer(svc, clock=clock)  # type: ignore[arg-type]
+    auctioneer = Auctioneer(
+        keys=keys,
+        settings=RouterSettings(keys=keys, **settings),
+        relays=relays,  # type: ignore[arg-type]
+        pool=None,
+        peers=FakeBook(),  # type: ignore[arg-type]
+        metrics=RouterMetrics().registry,
+        clock=clock,
+    )
     relays.deliver = auctioneer._on_bid
     return auctioneer, relays, clock
 
@@ -107,9 +111,7 @@ def bid_on(rfb_event: Event, keys: Keys = PEER, *, price: int = 100, eta_ms: int
 
 
 def count(auctioneer: Auctioneer, kind: str, result: str) -> float:
-    value = auctioneer.svc.metrics.registry.get_sample_value(
-        "fedai_router_auction_events_total", {"kind": kind, "result": result}
-    )
+    value = auctioneer.metrics.get_sample_value("fedai_router_auction_events_total", {"kind": kind, "result": result})
     return value or 0.0
 
 
@@ -129,7 +131,7 @@ async def test_rfb_is_signed_tagged_and_expires_before_the_deadline() -> None:
     job = rfb(deadline_ms=int(time.time() * 1000) + 3_000)
     assert await auctioneer.auction(job, ttl_s=0.01) is None
     [event] = relays.published
-    assert event.kind == Kind.RFB and event.pubkey == auctioneer.svc.pubkey
+    assert event.kind == Kind.RFB and event.pubkey == auctioneer.keys.pubkey
     assert ["t", "text-generation"] in event.tags and ["model", "m"] in event.tags and event.tag("nonce")
     assert event.tag("p") is None  # open to every peer
     assert int(event.tag("expiration") or 0) <= job.deadline_ms / 1000 + 1
@@ -175,7 +177,7 @@ async def test_bids_after_the_ttl_and_for_unknown_rfbs_are_not_taken() -> None:
     rfb_event = relays.published[0]
     await auctioneer._on_bid(bid_on(rfb_event), "fake")
     stranger_rfb = seal(OTHER, Kind.RFB, rfb(), expiration=int(time.time()) + 30)
-    await auctioneer._on_bid(bid_on(stranger_rfb, to=auctioneer.svc.pubkey), "fake")
+    await auctioneer._on_bid(bid_on(stranger_rfb, to=auctioneer.keys.pubkey), "fake")
     assert count(auctioneer, "bid", "late") == 1 and count(auctioneer, "bid", "unknown_rfb") == 1
     assert count(auctioneer, "bid", "accepted") == 0
 
@@ -251,7 +253,7 @@ async def test_the_breaker_skips_a_failing_peer_until_its_cooldown_ends() -> Non
 async def test_a_blocked_or_muted_peer_bid_is_ignored() -> None:
     auctioneer, relays, _ = make()
     states = {PEER.pubkey: "blocked", OTHER.pubkey: "muted"}
-    auctioneer.svc.peers = FakeBook(states=states)  # type: ignore[attr-defined]
+    auctioneer.peers = FakeBook(states=states)  # type: ignore[assignment]
     relays.respond = lambda e: [bid_on(e), bid_on(e, OTHER)]
     seen = Seen()
     await auctioneer.auction(rfb(), ttl_s=0.02, choose=seen)
@@ -291,7 +293,7 @@ async def test_a_zero_bid_from_a_peer_unfit_for_an_award_is_never_offered(
     book: FakeBook, settings: dict[str, Any], result: str
 ) -> None:
     auctioneer, relays, _ = make(**settings)
-    auctioneer.svc.peers = book  # type: ignore[attr-defined]
+    auctioneer.peers = book  # type: ignore[assignment]
     relays.respond = lambda e: [bid_on(e, price=0), bid_on(e, OTHER, price=900)]
     seen = Seen()
     await auctioneer.auction(rfb(), ttl_s=0.05, choose=seen, expect={PEER.pubkey, OTHER.pubkey})

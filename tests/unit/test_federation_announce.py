@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, Histogram
 
+from fedai import __version__
 from fedai.nostr import PublishResult
 from fedai.protocol.event import Event, verify_event
 from fedai.protocol.federation import RouterCaps, RouterPrice, RouterStatus
@@ -17,6 +19,7 @@ from fedai.protocol.messages import Capacity, ModelInfo, NodeDescriptor, Pricing
 from fedai_router.config import RouterSettings
 from fedai_router.federation.announce import (
     EXPIRY_INTERVALS,
+    Announcer,
     FleetLoad,
     LatencyWindow,
     classify,
@@ -28,7 +31,7 @@ from fedai_router.federation.announce import (
     with_fee,
 )
 from fedai_router.index import NodeIndex
-from fedai_router.service import RouterService
+from fedai_router.metrics import RouterMetrics
 
 
 def descriptor(model: str = "m", *, inp: int = 1000, out: int = 2000, cap: int = 4, in_flight: int = 0,
@@ -164,14 +167,39 @@ class FakePool:
         return events
 
 
-def service(**overrides: Any) -> tuple[RouterService, NodeIndex, FakePool]:
+@dataclass
+class Stand:
+    """An announcer wired as the router wires it, over an index of nodes and a fake relay pool."""
+
+    announcer: Announcer
+    settings: RouterSettings
+
+    @property
+    def pubkey(self) -> str:
+        return self.settings.keys.pubkey
+
+    @property
+    def backpressure(self) -> str:
+        return self.announcer.backpressure
+
+
+def service(**overrides: Any) -> tuple[Stand, NodeIndex, FakePool]:
     settings = RouterSettings(keys=Keys.generate(), public_url="https://router.example", **overrides)
-    svc = RouterService(settings)
     index = NodeIndex()
-    svc.registry = index  # type: ignore[assignment]  # the announcer reads only nodes and tables
     pool = FakePool()
-    svc.relays = pool
-    return svc, index, pool
+    metrics = RouterMetrics()
+    announcer = Announcer(
+        keys=settings.keys,
+        settings=settings,
+        version=__version__,
+        nodes=index.nodes,
+        tables=index.tables,
+        policy=settings.policy,
+        latency=metrics.node_latency,
+        metrics=metrics.registry,
+        relays=pool,  # type: ignore[arg-type]
+    )
+    return Stand(announcer, settings), index, pool
 
 
 def by_kind(events: list[Event]) -> dict[tuple[int, str | None], Event]:

@@ -19,14 +19,14 @@ from fedai.protocol.federation import Bid, Rfb, job_hash, job_request, new_salt
 from fedai.protocol.keys import Keys
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import ChatMessage, InferenceRequest, estimate_tokens, prompt_material
-from fedai.store.federation import JobTerms
-from fedai.store.peers import PeerRow
 from fedai_router.config import RouterSettings
 from fedai_router.federation.bidder import Bidder
 from fedai_router.federation.jobs import binding_problems
 from fedai_router.federation.peers import PeerBook
 from fedai_router.federation.policy import PeerPolicy
 from fedai_router.metrics import RouterMetrics
+from fedai_router.store.federation import JobTerms
+from fedai_router.store.peers import PeerRow
 from tests.unit.test_peer_policy import NOW, announce, caps, sheet, status
 
 REQUEST = InferenceRequest(model="m", prompt="the guessable prompt", max_tokens=16)
@@ -170,14 +170,20 @@ def bidder(**settings: Any) -> tuple[Bidder, list[Any]]:
         spawned.append(coro)
         coro.close()  # the bid is not published anywhere in these tests
 
-    svc = SimpleNamespace(settings=RouterSettings(keys=keys, **settings), keys=keys, pubkey=keys.pubkey,
-                          metrics=RouterMetrics(), peers=SimpleNamespace(policy_state=lambda key: "ok"),
-                          spawn=spawn)  # fmt: skip
-
     def quote(event: Event, rfb: Rfb) -> Bid:
         return Bid(rfb=event.id, price_msat=10, eta_ms=10, capacity_token="1" * 32)
 
-    return Bidder(svc, quote), spawned  # type: ignore[arg-type]
+    bidder = Bidder(
+        keys=keys,
+        settings=RouterSettings(keys=keys, **settings),
+        relays=None,  # type: ignore[arg-type]
+        pool=None,
+        peers=SimpleNamespace(policy_state=lambda key: "ok"),  # type: ignore[arg-type]
+        metrics=RouterMetrics().registry,
+        spawn=spawn,
+        quote=quote,
+    )
+    return bidder, spawned
 
 
 def rfb_event(requester: Keys, *, expires_in: int = 30, deadline_in_s: int = 60) -> Event:

@@ -4,7 +4,6 @@ receipt's hashes and price, and the provider's chain down to its node."""
 from __future__ import annotations
 
 import hashlib
-from types import SimpleNamespace
 from typing import Any
 
 import msgspec
@@ -23,18 +22,14 @@ from fedai.protocol.messages import (
     Usage,
     prompt_sha256,
 )
-from fedai_router.federation.offload import _verify_result
+from fedai_router.federation.result_check import ResultCheck, Submitted
 from fedai_router.verify import NodeFault
 
 A, B, NODE, MALLORY = (Keys.generate() for _ in range(4))
 REQUEST = InferenceRequest(model="m", prompt="offloaded", max_tokens=8)
 JOB = "cd" * 16
 SALT = new_salt()
-SVC: Any = SimpleNamespace(
-    pubkey=A.pubkey,
-    keys=A,
-    settings=SimpleNamespace(clock_skew_s=60, input_tokens_per_byte=1, input_tokens_overhead=1024),
-)
+CHECK = ResultCheck(A, skew_s=60, tokens_per_byte=1, tokens_overhead=1024)
 
 
 def scenario(**change: Any) -> tuple[Event, JobSubmit, bytes]:
@@ -67,8 +62,8 @@ def scenario(**change: Any) -> tuple[Event, JobSubmit, bytes]:
 
 def test_a_genuine_result_verifies() -> None:
     submit, payload, body = scenario()
-    _, _, receipt, chain = _verify_result(SVC, B.pubkey, submit, payload, REQUEST, body, 500)
-    assert (receipt.price_msat, chain.node) == (100, NODE.pubkey)
+    checked = CHECK.verify(Submitted(B.pubkey, submit, payload, REQUEST, 500), body)
+    assert (checked.receipt.price_msat, checked.chain.node) == (100, NODE.pubkey)
 
 
 @pytest.mark.parametrize(
@@ -90,4 +85,4 @@ def test_a_genuine_result_verifies() -> None:
 def test_bad_results_are_refused(change: dict[str, Any], needle: str) -> None:
     submit, payload, body = scenario(**change)
     with pytest.raises(NodeFault, match=needle):
-        _verify_result(SVC, B.pubkey, submit, payload, REQUEST, body, 500)
+        CHECK.verify(Submitted(B.pubkey, submit, payload, REQUEST, 500), body)

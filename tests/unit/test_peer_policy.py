@@ -22,9 +22,10 @@ from fedai.protocol.federation import (
 from fedai.protocol.keys import Keys
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import Payload, to_builtins
-from fedai.store.peers import PeerRow
-from fedai_router.federation.peers import PeerBook, PeerPrice
+from fedai_router.federation.peer_views import PeerPrice
+from fedai_router.federation.peers import PeerBook
 from fedai_router.federation.policy import PeerPolicy
+from fedai_router.store.peers import PeerRow
 
 NOW = 1_800_000_000.0
 ME = Keys.generate()

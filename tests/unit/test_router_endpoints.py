@@ -19,14 +19,20 @@ from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import to_builtins
 from fedai.service.client import ReplyTooLarge
 from fedai.service.config import ConfigError, Env
-from fedai.store.peers import PeerRow
 from fedai_router.config import RouterSettings
-from fedai_router.dispatch import error_from_reply
 from fedai_router.endpoints import check_shape, is_public_address, looks_like_ip
 from fedai_router.federation.peers import PeerBook
 from fedai_router.federation.policy import PeerPolicy
-from fedai_router.outbound import AddressRefused, Redirected, classify, guarded_socket_factory, status_reason
+from fedai_router.outbound import (
+    AddressRefused,
+    Redirected,
+    classify,
+    error_from_reply,
+    guarded_socket_factory,
+    status_reason,
+)
 from fedai_router.resolver import ResolveTimeout
+from fedai_router.store.peers import PeerRow
 
 NOW = 1_800_000_000.0
 

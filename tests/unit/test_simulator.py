@@ -11,7 +11,7 @@ import pytest
 
 from fedai.protocol.messages import Pricing, price_msat
 from fedai_router.config import RouterSettings
-from fedai_router.infer import SPARE_CANDIDATES
+from fedai_router.planning import SPARE_CANDIDATES
 from fedai_sim import RunResult, ScenarioError, builtin, builtin_names, parse, simulate
 from fedai_sim.fleet import SimNode
 from fedai_sim.report import document, markdown

@@ -36,11 +36,15 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def retry_after_header(err: FedaiError) -> dict[str, str]:
+    """`Retry-After` in whole seconds (at least 1) when the error says when to retry; else no header."""
+    if err.retry_after_ms is None:
+        return {}
+    return {"Retry-After": str(max(1, math.ceil(err.retry_after_ms / 1000)))}
+
+
 def error_response(err: FedaiError) -> Response:
-    headers = {}
-    if err.retry_after_ms is not None:
-        headers["Retry-After"] = str(max(1, math.ceil(err.retry_after_ms / 1000)))
-    return Response(_encode(err.to_dict()), status_code=err.status, media_type=JSON, headers=headers)
+    return Response(_encode(err.to_dict()), status_code=err.status, media_type=JSON, headers=retry_after_header(err))
 
 
 def json_response(data: Any, status: int = 200) -> Response:

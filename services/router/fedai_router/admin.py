@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from dataclasses import dataclass
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from fedai.protocol.errors import ErrorCode, FedaiError
 from fedai.service.http import error_response
-from fedai_router.openai_api.auth import check_nip98, claim_auth
-from fedai_router.service import RouterService
+from fedai_router.failure import Failures
+from fedai_router.openai_api.auth import Authenticator
 
 CHALLENGE = 'Bearer realm="fedai-operator", Nostr'
 NEEDED = (
@@ -31,35 +32,37 @@ def token_matches(token: str, digests: frozenset[str]) -> bool:
     return found
 
 
-async def is_operator(svc: RouterService, request: Request) -> bool:
-    """True with valid operator credentials, False with none; wrong credentials raise a typed 401 (or 403 for
-    a valid NIP-98 signature by a key that is not an operator's)."""
-    header = request.headers.get("authorization", "")
-    if not header:
-        return False
-    scheme, _, credential = header.partition(" ")
-    settings = svc.settings
-    if scheme.lower() == "bearer":
-        if not token_matches(credential.strip(), settings.admin_token_sha256):
-            raise FedaiError(ErrorCode.UNAUTHORIZED, "unknown operator token")
+@dataclass(frozen=True)
+class Operators:
+    auth: Authenticator  # NIP-98 checks and claims
+    failures: Failures
+    token_sha256: frozenset[str] = frozenset()  # ROUTER_ADMIN_TOKEN_SHA256
+    keys: frozenset[str] = frozenset()  # ROUTER_ADMIN_KEYS
+
+    async def is_operator(self, request: Request) -> bool:
+        """True with valid operator credentials, False with none; wrong credentials raise a typed 401 (or 403 for
+        a valid NIP-98 signature by a key that is not an operator's)."""
+        header = request.headers.get("authorization", "")
+        if not header:
+            return False
+        scheme, _, credential = header.partition(" ")
+        if scheme.lower() == "bearer":
+            if not token_matches(credential.strip(), self.token_sha256):
+                raise FedaiError(ErrorCode.UNAUTHORIZED, "unknown operator token")
+            return True
+        event = self.auth.check_nip98(request, b"")
+        if event.pubkey not in self.keys:
+            raise FedaiError(ErrorCode.FORBIDDEN, "this key is not an operator key here (ROUTER_ADMIN_KEYS)")
+        await self.auth.claim(event)
         return True
-    event = check_nip98(svc, request, b"")
-    if event.pubkey not in settings.admin_keys:
-        raise FedaiError(ErrorCode.FORBIDDEN, "this key is not an operator key here (ROUTER_ADMIN_KEYS)")
-    await claim_auth(svc, event)
-    return True
 
+    async def require(self, request: Request) -> None:
+        if not await self.is_operator(request):
+            raise FedaiError(ErrorCode.UNAUTHORIZED, NEEDED)
 
-async def require_operator(svc: RouterService, request: Request) -> None:
-    if not await is_operator(svc, request):
-        raise FedaiError(ErrorCode.UNAUTHORIZED, NEEDED)
-
-
-def refusal(svc: RouterService, route: str, err: FedaiError) -> Response:
-    """A typed error for an ops route, with the challenge header on 401."""
-    svc.metrics.requests.labels(route, err.code.value).inc()
-    svc.metrics.errors.labels(err.code.value).inc()
-    response = error_response(err)
-    if err.status == 401:
-        response.headers["WWW-Authenticate"] = CHALLENGE
-    return response
+    def refusal(self, route: str, err: FedaiError) -> Response:
+        """A typed error for an ops route, counted, with the challenge header on 401."""
+        response = error_response(self.failures.refused(route, err))
+        if err.status == 401:
+            response.headers["WWW-Authenticate"] = CHALLENGE
+        return response

@@ -1,8 +1,14 @@
-"""The router's HTTP surface (Starlette). Handlers live in their own modules; this file wires and guards them."""
+"""The router's HTTP surface (Starlette): every route, the wrapper that guards signed endpoints, and the
+per-address limit in front of all of them. The handlers are built by `RouterService` (service.py) with what
+each one uses; the routes are mounted once it has started (they need its database).
+
+A request, top-down: POST /infer → `Infer.handle` (infer.py: open the envelope, plan, dispatch, complete) →
+`Planner.plan` (planning.py: quote, ranking) → `Dispatcher.serve` (dispatch.py: failover over the ranked nodes)
+→ `Outbound.exchange` (outbound.py: the node call) → `verify_reply` (verify.py) → `Completion.answer`
+(completion.py: store the metering, sign the answer) → back here as the signed event."""
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -12,96 +18,93 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
-from fedai.protocol.errors import FedaiError
 from fedai.protocol.event import Event
 from fedai.service.http import error_response, event_response, read_body
-from fedai_router import ops
 from fedai_router.address import AddressLimit, client_address, rate_key
 from fedai_router.config import RouterSettings
-from fedai_router.failure import typed_failure
-from fedai_router.federation.jobs import handle_job
-from fedai_router.infer import handle_infer
-from fedai_router.manifests import handle_manifest
-from fedai_router.openai_api import routes as openai_routes
-from fedai_router.quotes import handle_quote
-from fedai_router.registration import handle_register
+from fedai_router.failure import Failures
+from fedai_router.metrics import RouterMetrics
 from fedai_router.service import RouterService
-from fedai_router.streaming import handle_infer_stream
 
-log = logging.getLogger("fedai.router")
-
-Handler = Callable[[RouterService, bytes], Awaitable[Event]]
-SourcedHandler = Callable[[RouterService, bytes, str], Awaitable[Event]]  # also given the caller's address
+Handler = Callable[[bytes], Awaitable[Event]]
+SourcedHandler = Callable[[bytes, str], Awaitable[Event]]  # also given the caller's address
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-def _signed_endpoint(
-    svc: RouterService, route: str, handler: Handler | None = None, *, sourced: SourcedHandler | None = None
-) -> Callable[[Request], Awaitable[Response]]:
-    """Wrap a handler: bounded body, typed errors, metrics per route and outcome. A `sourced` handler is
-    also given the caller's source address (`client_address`)."""
-    latency = svc.metrics.latency.labels(route)
-    ok = svc.metrics.requests.labels(route, "ok")
+class Signed:
+    """Wraps the handlers of signed events: bounded body, typed errors, metrics per route and outcome."""
 
-    async def endpoint(request: Request) -> Response:
-        started = time.perf_counter()
-        try:
-            body = await read_body(request, svc.settings.max_request_bytes)
-            if sourced is not None:
-                answer = await sourced(svc, body, rate_key(client_address(request, svc.settings)))
-            else:
-                assert handler is not None
-                answer = await handler(svc, body)
-            response = event_response(answer)
-            ok.inc()
-        except FedaiError as err:
-            response = _error(svc, route, err)
-        except Exception as exc:  # noqa: BLE001 - a database outage is a typed 503, a bug a typed 500
-            response = _error(svc, route, typed_failure(exc, route))
-        latency.observe(time.perf_counter() - started)
-        return response
+    def __init__(self, settings: RouterSettings, metrics: RouterMetrics, failures: Failures) -> None:
+        self.settings = settings  # the body bound, and the trusted proxies for a caller's address
+        self.metrics = metrics
+        self.failures = failures
 
-    return endpoint
+    def __call__(self, route: str, handler: Handler) -> Endpoint:
+        return self._guard(route, lambda _request, body: handler(body))
+
+    def sourced(self, route: str, handler: SourcedHandler) -> Endpoint:
+        """`handler` is also given the caller's source address (`client_address`)."""
+        settings = self.settings
+        return self._guard(route, lambda request, body: handler(body, rate_key(client_address(request, settings))))
+
+    def _guard(self, route: str, handle: Callable[[Request, bytes], Awaitable[Event]]) -> Endpoint:
+        latency = self.metrics.latency.labels(route)
+        ok = self.metrics.requests.labels(route, "ok")
+        settings, failures = self.settings, self.failures
+
+        async def endpoint(request: Request) -> Response:
+            started = time.perf_counter()
+            try:
+                body = await read_body(request, settings.max_request_bytes)
+                response = event_response(await handle(request, body))
+                ok.inc()
+            except Exception as exc:  # noqa: BLE001 - FedaiError as is, a database outage a typed 503, a bug a 500
+                response = error_response(failures.refused(route, exc))
+            latency.observe(time.perf_counter() - started)
+            return response
+
+        return endpoint
 
 
-def _error(svc: RouterService, route: str, err: FedaiError) -> Response:
-    svc.metrics.requests.labels(route, err.code.value).inc()
-    svc.metrics.errors.labels(err.code.value).inc()
-    return error_response(err)
+def routes(svc: RouterService) -> list[BaseRoute]:
+    signed = Signed(svc.settings, svc.metrics, svc.failures)
+    ops, openai = svc.ops, svc.openai
+    return [
+        Route("/infer", signed("infer", svc.infer.handle), methods=["POST"]),
+        Route("/infer/stream", svc.infer_stream.handle, methods=["POST"]),
+        Route("/quote", signed("quote", svc.quotes.handle), methods=["POST"]),
+        Route("/federation/job", signed("federation_job", svc.federation.handle_job), methods=["POST"]),
+        Route("/register-node", signed.sourced("register", svc.registration.handle), methods=["POST"]),
+        Route("/manifest", signed("manifest", svc.manifests.handle), methods=["POST"]),
+        Route("/health", ops.health, methods=["GET"]),
+        Route("/ready", ops.ready, methods=["GET"]),
+        Route("/status", ops.status, methods=["GET"]),
+        Route("/metrics", ops.metrics_page, methods=["GET"]),
+        Route("/route/explain", ops.route_explain, methods=["GET"]),
+        Route("/federation/peers", ops.federation_peers, methods=["GET"]),
+        Route("/v1/models", openai.models, methods=["GET"]),
+        Route("/v1/chat/completions", partial(openai.complete, kind="chat"), methods=["POST"]),
+        Route("/v1/completions", partial(openai.complete, kind="text"), methods=["POST"]),
+        Route("/v1/chains/{chain_id}", openai.chain, methods=["GET"]),
+    ]
 
 
 def create_app(settings: RouterSettings) -> Starlette:
     svc = RouterService(settings)
 
     @asynccontextmanager
-    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await svc.start()
+        app.router.routes[:] = routes(svc)
         try:
             yield
         finally:
             await svc.stop()
 
-    routes = [
-        Route("/infer", _signed_endpoint(svc, "infer", handle_infer), methods=["POST"]),
-        Route("/infer/stream", partial(handle_infer_stream, svc), methods=["POST"]),
-        Route("/quote", _signed_endpoint(svc, "quote", handle_quote), methods=["POST"]),
-        Route("/federation/job", _signed_endpoint(svc, "federation_job", handle_job), methods=["POST"]),
-        Route("/register-node", _signed_endpoint(svc, "register", sourced=handle_register), methods=["POST"]),
-        Route("/manifest", _signed_endpoint(svc, "manifest", handle_manifest), methods=["POST"]),
-        Route("/health", partial(ops.health, svc), methods=["GET"]),
-        Route("/ready", partial(ops.ready, svc), methods=["GET"]),
-        Route("/status", partial(ops.status, svc), methods=["GET"]),
-        Route("/metrics", partial(ops.metrics, svc), methods=["GET"]),
-        Route("/route/explain", partial(ops.route_explain, svc), methods=["GET"]),
-        Route("/federation/peers", partial(ops.federation_peers, svc), methods=["GET"]),
-        Route("/v1/models", partial(openai_routes.models, svc), methods=["GET"]),
-        Route("/v1/chat/completions", partial(openai_routes.complete, svc, kind="chat"), methods=["POST"]),
-        Route("/v1/completions", partial(openai_routes.complete, svc, kind="text"), methods=["POST"]),
-        Route("/v1/chains/{chain_id}", partial(openai_routes.chain, svc), methods=["GET"]),
-    ]
     # every route, ops and OpenAI ones included, is charged to its source address before anything else runs
     guards = [Middleware(AddressLimit, settings=settings, metrics=svc.metrics)]
-    app = Starlette(routes=routes, middleware=guards, lifespan=lifespan)
+    app = Starlette(middleware=guards, lifespan=lifespan)
     app.state.service = svc
     return app

@@ -15,22 +15,23 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 import aiohttp
+import asyncpg
 import msgspec
 
 from fedai.protocol.envelope import seal
 from fedai.protocol.errors import ErrorCode, FedaiError
 from fedai.protocol.event import Event
-from fedai.protocol.jsonguard import decode_json
 from fedai.protocol.keys import Keys
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import InferenceRequest, MeteringRecord, prompt_sha256
-from fedai.store.health import record_attempt
+from fedai_router.completion import Metered, Origin
 from fedai_router.metrics import RouterMetrics
 from fedai_router.node_state import NodeState
 from fedai_router.outbound import Outbound
 from fedai_router.registry import Registry
 from fedai_router.retry import RetryBudget
 from fedai_router.scheduler import Candidate
+from fedai_router.store.health import record_attempt
 from fedai_router.verify import AboveAgreedPrice, Binding, NodeFault, ReplyLimits, Verified, verify_reply
 
 log = logging.getLogger("fedai.router.dispatch")
@@ -57,15 +58,6 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
-class Origin:
-    """Whom a request is for: the client's key and the id of the event that asked (its signed request, or
-    the NIP-98 authorization of an OpenAI-style call)."""
-
-    client: str
-    id: str
-
-
-@dataclass(frozen=True, slots=True)
 class Attempted(Generic[T]):
     result: T
     node: NodeState
@@ -83,23 +75,26 @@ class Served:
     record: MeteringRecord
     attempts: int
 
+    @property
+    def metered(self) -> Metered:
+        """What completing the request needs (`fedai_router.completion`)."""
+        return Metered(self.node.pubkey, self.forwarded, self.response, self.metering, self.record, self.attempts)
 
-def error_from_reply(status: int, body: bytes, retry_after: str | None, who: str = "node") -> FedaiError:
-    """A node's (or peer's) typed error answer, or a generic `upstream_error` if it is not one: the upstream's
-    HTTP status is not repeated to the client (that would make the router a probe); the router logs it."""
-    try:
-        data = decode_json(body)
-    except FedaiError:  # not JSON, or nested past the depth bound
-        data = None
-    inner = data.get("error") if isinstance(data, dict) else None
-    if isinstance(inner, dict) and inner.get("code") in ErrorCode._value2member_map_:
-        err = FedaiError.from_dict(data)
-    else:
-        log.info("unrecognised upstream answer", extra={"who": who, "status": status})
-        err = FedaiError(ErrorCode.UPSTREAM_ERROR, f"the {who} gave an unrecognised answer")
-    if err.retry_after_ms is None and retry_after and retry_after.isdigit():
-        err.retry_after_ms = int(retry_after) * 1000
-    return err
+
+def _has_room(candidate: Candidate) -> bool:
+    """Not filled up or failed (for a concurrent request) since the ranking."""
+    node = candidate.node
+    return node.load < node.capacity and node.cooldown_until <= time.time()
+
+
+def _exhausted(last: FedaiError | None, attempts: int) -> FedaiError:
+    """The client's error once no candidate is left to try."""
+    if last is None:
+        return FedaiError(ErrorCode.NO_CAPACITY, "every eligible node filled up meanwhile", retry_after_ms=1000)
+    return FedaiError(
+        last.code if last.code == ErrorCode.UPSTREAM_TIMEOUT else ErrorCode.UPSTREAM_ERROR,
+        f"{attempts} node(s) tried, none answered correctly; last: {last.code.value}",  # its words may carry detail
+    )
 
 
 class Dispatcher:
@@ -109,6 +104,7 @@ class Dispatcher:
         outbound: Outbound,
         registry: Registry,
         metrics: RouterMetrics,
+        attempts: asyncpg.Pool,
         *,
         timeout_s: float,
         connect_timeout_s: float,
@@ -122,6 +118,7 @@ class Dispatcher:
         self.outbound = outbound
         self.registry = registry
         self.metrics = metrics
+        self.attempts = attempts  # where failed attempts are recorded (dispatch_attempts)
         self.timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=connect_timeout_s)
         # streams: each socket read within the node timeout; the stream's own bounds (total, idle, output) are
         # kept by fedai_router.streaming (ROUTER_STREAM_*), since keep-alive comments reset this one
@@ -141,51 +138,66 @@ class Dispatcher:
         """Try candidates in order until `call` succeeds. Every node's metering is held to `limits`. With `hold`,
         the node stays counted in flight and the caller reports the outcome later (`finish`); otherwise success
         is recorded here."""
-        forwarded_payload = msgspec.structs.replace(request, client=origin.client, origin=origin.id)
+        forwarded = msgspec.structs.replace(request, client=origin.client, origin=origin.id)
         expected_prompt = prompt_sha256(request)
         self.budget.on_request()
         last: FedaiError | None = None
         attempt = 0
-        for candidate in candidates:
-            node = candidate.node
-            if node.load >= node.capacity or node.cooldown_until > time.time():
-                continue  # filled up or failed for a concurrent request since ranking
-            if attempt == self.max_attempts:
+        for candidate in filter(_has_room, candidates):  # judged as each is reached: others' calls run meanwhile
+            if attempt == self.max_attempts or not self._may_retry(last):
                 break
-            if last is not None:
-                if not self.budget.try_retry():
-                    self.metrics.failovers.labels("budget_exhausted").inc()
-                    break
-                self.metrics.failovers.labels(last.code.value).inc()
             attempt += 1
-            forwarded = seal(self.keys, Kind.INFER_REQUEST, forwarded_payload, to=node.pubkey, nonce=True)
-            binding = Binding(
-                self.keys.pubkey, node.pubkey, candidate.model, forwarded, expected_prompt, self.skew_s, limits
-            )
-            self.registry.begin(node)
-            started = time.perf_counter()
-            try:
-                result = await call(node, binding)
-            except FedaiError as err:
-                self.registry.end(node)
-                self.metrics.attempts.labels(err.code.value).inc()
-                if err.code not in _RETRYABLE and not isinstance(err, NodeFault):
-                    raise
-                await self.penalise(origin, node, attempt, err, (time.perf_counter() - started) * 1000)
-                last = err
+            binding = self._bind(candidate, forwarded, expected_prompt, limits)
+            outcome = await self._attempt(origin, candidate.node, binding, attempt, call)
+            if isinstance(outcome, FedaiError):
+                last = outcome
                 continue
-            except BaseException:
-                self.registry.end(node)
-                raise
             if not hold:
-                await self.finish(node, started)
-            return Attempted(result, node, binding, attempt, started)
+                await self.finish(outcome.node, outcome.started)
+            return outcome
+        raise _exhausted(last, attempt)
+
+    def _may_retry(self, last: FedaiError | None) -> bool:
+        """After a failed attempt, another one costs a retry from the budget (counted either way)."""
         if last is None:
-            raise FedaiError(ErrorCode.NO_CAPACITY, "every eligible node filled up meanwhile", retry_after_ms=1000)
-        raise FedaiError(
-            last.code if last.code == ErrorCode.UPSTREAM_TIMEOUT else ErrorCode.UPSTREAM_ERROR,
-            f"{attempt} node(s) tried, none answered correctly; last: {last.code.value}",  # its words may carry detail
-        )
+            return True
+        if not self.budget.try_retry():
+            self.metrics.failovers.labels("budget_exhausted").inc()
+            return False
+        self.metrics.failovers.labels(last.code.value).inc()
+        return True
+
+    def _bind(self, candidate: Candidate, request: InferenceRequest, prompt: str, limits: ReplyLimits) -> Binding:
+        """Seal a router-signed copy of the request for the candidate's node, and what its answer must match."""
+        node = candidate.node
+        forwarded = seal(self.keys, Kind.INFER_REQUEST, request, to=node.pubkey, nonce=True)
+        return Binding(self.keys.pubkey, node.pubkey, candidate.model, forwarded, prompt, self.skew_s, limits)
+
+    async def _attempt(
+        self,
+        origin: Origin,
+        node: NodeState,
+        binding: Binding,
+        attempt: int,
+        call: Callable[[NodeState, Binding], Awaitable[T]],
+    ) -> Attempted[T] | FedaiError:
+        """One call, counted in flight. A node failure is recorded and returned (try the next node); a failure of
+        the request itself is raised."""
+        self.registry.begin(node)
+        started = time.perf_counter()
+        try:
+            result = await call(node, binding)
+        except FedaiError as err:
+            self.registry.end(node)
+            self.metrics.attempts.labels(err.code.value).inc()
+            if err.code not in _RETRYABLE and not isinstance(err, NodeFault):
+                raise
+            await self.penalise(origin, node, attempt, err, (time.perf_counter() - started) * 1000)
+            return err
+        except BaseException:
+            self.registry.end(node)
+            raise
+        return Attempted(result, node, binding, attempt, started)
 
     async def finish(self, node: NodeState, started: float, latency_s: float | None = None) -> None:
         """A call (or a held stream) ended well: it leaves the node's in-flight count and its latency is recorded."""
@@ -195,8 +207,12 @@ class Dispatcher:
         self.metrics.node_latency.observe(elapsed)
         await self.registry.succeeded(node, elapsed * 1000)
 
-    async def penalise(self, origin: Origin, node: NodeState, attempt: int, err: FedaiError,
-                       latency_ms: float) -> None:  # fmt: skip
+    def abandon(self, node: NodeState) -> None:
+        """A held call ended without an outcome to record (a replay's stream dropped, or a stream the relay
+        stopped): it leaves the node's in-flight count."""
+        self.registry.end(node)
+
+    async def penalise(self, origin: Origin, node: NodeState, attempt: int, err: FedaiError, latency_ms: float) -> None:
         # the reason stays in the operator's log: clients get only the code (no probing oracle, docs/security.md)
         log.info(
             "node attempt failed",
@@ -207,7 +223,7 @@ class Dispatcher:
             await self.registry.failed(
                 node, err.code.value, retry_after_s=retry_s, quarantine=isinstance(err, NodeFault)
             )
-        await record_attempt(self.registry.pool, origin.id, node.pubkey, attempt, err.code.value, latency_ms)
+        await record_attempt(self.attempts, origin.id, node.pubkey, attempt, err.code.value, latency_ms)
 
     async def serve(
         self, origin: Origin, request: InferenceRequest, candidates: list[Candidate], *, limits: ReplyLimits
@@ -219,9 +235,7 @@ class Dispatcher:
 
     async def _call(self, node: NodeState, binding: Binding) -> Verified:
         url = node.endpoint + "/infer"
-        reply = await self.outbound.post_event(
+        body = await self.outbound.exchange(
             url, binding.forwarded, target="node", client_timeout=self.timeout, limit=MAX_NODE_REPLY_BYTES
         )
-        if reply.status != 200:
-            raise error_from_reply(reply.status, reply.body, reply.retry_after)
-        return verify_reply(reply.body, binding)
+        return verify_reply(body, binding)

@@ -1,5 +1,5 @@
 """Node health: consecutive failures, cooldowns, and a rolling success/latency window. Pure logic; the
-registry keeps one `Health` per node and `fedai.store.health` shares it through Postgres."""
+registry keeps one `Health` per node and `fedai_router.store.health` shares it through Postgres."""
 
 from __future__ import annotations
 

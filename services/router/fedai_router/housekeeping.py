@@ -1,5 +1,5 @@
 """The router's scheduled pruning: one background job that forgets stale nodes in this replica's memory, then
-deletes rows past their retention from Postgres (`fedai.store.retention`), counting what it removed.
+deletes rows past their retention from Postgres (`fedai_router.store.retention`), counting what it removed.
 
 Every replica runs it; the batched, skip-locked deletes make that safe (docs/architecture.md, "State and
 replicas"; the variables are in runbooks/router-ops.md)."""
@@ -12,9 +12,9 @@ import time
 import asyncpg
 from prometheus_client import CollectorRegistry, Counter
 
-from fedai.store import retention as store
 from fedai_router.config import Retention
 from fedai_router.registry import Registry
+from fedai_router.store import retention as store
 
 log = logging.getLogger("fedai.router.housekeeping")
 

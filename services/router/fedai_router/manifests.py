@@ -8,16 +8,23 @@ node. `trust_from_manifest` (pure) turns the manifest's bands into a trust in 0.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import asyncpg
+
 from fedai.profile import bands
 from fedai.profile.manifest import check_manifest_event
 from fedai.protocol.envelope import seal
 from fedai.protocol.errors import ErrorCode, FedaiError
 from fedai.protocol.event import Event
+from fedai.protocol.keys import Keys
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import Ack, BenchScores, HardwareProfile, NodeManifest, to_builtins
-from fedai.store import manifests as manifest_store
+from fedai_router.claims import Claims
+from fedai_router.intake import Intake
 from fedai_router.node_state import DEFAULT_TRUST
-from fedai_router.service import RouterService
+from fedai_router.registry import Registry
+from fedai_router.store import manifests as manifest_store
 
 MAX_MANIFEST_BYTES = 16 * 1024
 
@@ -65,22 +72,30 @@ def trust_from_manifest(manifest: NodeManifest) -> float:
 # --- the endpoint ---------------------------------------------------------------------------------------
 
 
-async def handle_manifest(svc: RouterService, body: bytes) -> Event:
-    settings = svc.settings
-    opened = svc.open_addressed(
-        body, NodeManifest, Kind.NODE_MANIFEST, max_bytes=min(settings.max_request_bytes, MAX_MANIFEST_BYTES)
-    )
-    event, manifest = opened.event, opened.payload
-    check_manifest_event(event, manifest, skew_s=settings.clock_skew_s)
-    stored = await manifest_store.stored_order(svc.pool, event.pubkey)
-    if stored is not None and stored[1] == event.id:
-        raise FedaiError(ErrorCode.REPLAY, "this manifest was already accepted")
-    if not manifest_store.supersedes(event.created_at, event.id, stored):
-        raise FedaiError(ErrorCode.INVALID_REQUEST, "a newer manifest is already stored for this node")
-    await svc.claim(event)
-    trust = trust_from_manifest(manifest)
-    if not await manifest_store.upsert_manifest(svc.pool, event, to_builtins(manifest), trust):
-        raise FedaiError(ErrorCode.INVALID_REQUEST, "a newer manifest is already stored for this node")
-    known = svc.registry.apply_manifest(event.pubkey, trust)
-    detail = f"trust={trust:.4f}" + ("" if known else "; applies when the node registers")
-    return seal(svc.keys, Kind.ACK, Ack(status="ok", detail=detail), to=event.pubkey, reply_to=event.id)
+@dataclass(frozen=True)
+class Manifests:
+    keys: Keys  # signs the ack
+    intake: Intake
+    claims: Claims
+    pool: asyncpg.Pool  # node_manifests
+    registry: Registry  # applies the trust at once when the node is known
+    max_request_bytes: int
+    skew_s: int
+
+    async def handle(self, body: bytes) -> Event:
+        max_bytes = min(self.max_request_bytes, MAX_MANIFEST_BYTES)
+        opened = self.intake.open_addressed(body, NodeManifest, Kind.NODE_MANIFEST, max_bytes=max_bytes)
+        event, manifest = opened.event, opened.payload
+        check_manifest_event(event, manifest, skew_s=self.skew_s)
+        stored = await manifest_store.stored_order(self.pool, event.pubkey)
+        if stored is not None and stored[1] == event.id:
+            raise FedaiError(ErrorCode.REPLAY, "this manifest was already accepted")
+        if not manifest_store.supersedes(event.created_at, event.id, stored):
+            raise FedaiError(ErrorCode.INVALID_REQUEST, "a newer manifest is already stored for this node")
+        await self.claims.claim(event)
+        trust = trust_from_manifest(manifest)
+        if not await manifest_store.upsert_manifest(self.pool, event, to_builtins(manifest), trust):
+            raise FedaiError(ErrorCode.INVALID_REQUEST, "a newer manifest is already stored for this node")
+        known = self.registry.apply_manifest(event.pubkey, trust)
+        detail = f"trust={trust:.4f}" + ("" if known else "; applies when the node registers")
+        return seal(self.keys, Kind.ACK, Ack(status="ok", detail=detail), to=event.pubkey, reply_to=event.id)

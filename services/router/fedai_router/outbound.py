@@ -11,7 +11,9 @@ What it guarantees, in one place:
   upstream failure (a 307/308 would otherwise replay the signed POST body to wherever it points).
 - **Failures reach clients generic**: "the node could not be reached", never the upstream's HTTP status, its
   address, or the resolver's words. The detail goes to the router's log (info) and to
-  `fedai_router_outbound_failures_total{target, reason}`, whose labels are a fixed set.
+  `fedai_router_outbound_failures_total{target, reason}`, whose labels are a fixed set. An upstream's typed error
+  answer is passed on as that error (`error_from_reply`); anything else it answers is a generic `upstream_error`.
+  This module is the one place where what happened on the way out becomes a `FedaiError`.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ from prometheus_client import Counter
 
 from fedai.protocol.errors import ErrorCode, FedaiError
 from fedai.protocol.event import Event
+from fedai.protocol.jsonguard import decode_json
 from fedai.service.client import PeerReply, ReplyTooLarge, read_limited
+from fedai.service.sse import SSEError
 from fedai_router.endpoints import is_public_address
 from fedai_router.resolver import BoundedResolver, ResolveTimeout
 from fedai_router.verify import NodeFault
@@ -40,6 +44,7 @@ WHO: dict[str, str] = {"node": "node", "peer": "provider"}
 JSON_HEADERS = {"Content-Type": "application/json"}
 STREAM_HEADERS = {"Content-Type": "application/json", "Accept": "text/event-stream"}
 DNS_CACHE_S = 10  # aiohttp keeps resolved (and so already judged at connect) addresses this long
+MAX_ERROR_BODY_BYTES = 64 * 1024  # read of a streamed call's non-200 answer
 
 
 class AddressRefused(OSError):
@@ -92,6 +97,24 @@ def classify(exc: BaseException) -> tuple[str, str]:
     return "transport_error", type(exc).__name__
 
 
+def error_from_reply(status: int, body: bytes, retry_after: str | None, who: str = "node") -> FedaiError:
+    """A node's (or peer's) typed error answer, or a generic `upstream_error` if it is not one: the upstream's
+    HTTP status is not repeated to the client (that would make the router a probe); the router logs it."""
+    try:
+        data = decode_json(body)
+    except FedaiError:  # not JSON, or nested past the depth bound
+        data = None
+    inner = data.get("error") if isinstance(data, dict) else None
+    if isinstance(inner, dict) and inner.get("code") in ErrorCode._value2member_map_:
+        err = FedaiError.from_dict(data)
+    else:
+        log.info("unrecognised upstream answer", extra={"who": who, "status": status})
+        err = FedaiError(ErrorCode.UPSTREAM_ERROR, f"the {who} gave an unrecognised answer")
+    if err.retry_after_ms is None and retry_after and retry_after.isdigit():
+        err.retry_after_ms = int(retry_after) * 1000
+    return err
+
+
 def status_reason(status: int) -> str:
     return f"http_{status // 100}xx" if 100 <= status <= 599 else "http_other"
 
@@ -141,10 +164,21 @@ class Outbound:
         except (aiohttp.ClientError, TimeoutError, ReplyTooLarge, Redirected) as exc:
             raise self.failure(target, exc, url) from None
 
+    async def exchange(
+        self, url: str, event: Event, *, target: Target, client_timeout: aiohttp.ClientTimeout, limit: int
+    ) -> bytes:
+        """POST a signed event and return the body of a 200 answer; any other answer raises the upstream's typed
+        error (`error_from_reply`), a failed call the generic one (`failure`)."""
+        reply = await self.post_event(url, event, target=target, client_timeout=client_timeout, limit=limit)
+        if reply.status != 200:
+            raise error_from_reply(reply.status, reply.body, reply.retry_after, WHO[target])
+        return reply.body
+
     async def open_stream(
         self, url: str, body: bytes, *, target: Target, client_timeout: aiohttp.ClientTimeout
     ) -> aiohttp.ClientResponse:
-        """POST and return the response once its headers are in (the caller reads and closes it)."""
+        """POST and return a 200 response once its headers are in (the caller reads and closes it). Any other
+        answer raises the upstream's typed error, a failed call the generic one."""
         try:
             resp = await self.session.post(
                 url, data=body, headers=STREAM_HEADERS, timeout=client_timeout, allow_redirects=False
@@ -156,7 +190,22 @@ class Outbound:
         except Redirected as exc:
             resp.close()
             raise self.failure(target, exc, url) from None
+        if resp.status != 200:
+            try:
+                answer = await resp.content.read(MAX_ERROR_BODY_BYTES)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise self.failure(target, exc) from None
+            finally:
+                resp.close()
+            raise error_from_reply(resp.status, answer, resp.headers.get("Retry-After"), WHO[target])
         return resp
+
+    def stream_failure(self, target: Target, exc: BaseException) -> FedaiError:
+        """A stream that broke or went silent: a malformed event stream is generic and not counted as a failed
+        call; anything else is `failure`."""
+        if isinstance(exc, SSEError):
+            return FedaiError(ErrorCode.UPSTREAM_ERROR, f"{WHO[target]} stream broke")
+        return self.failure(target, exc)
 
     def failure(self, target: Target, exc: BaseException, url: str | None = None) -> FedaiError:
         """The generic error for a failed call; the detail is logged and counted here."""

@@ -6,31 +6,46 @@ per-address and per-key registration rates (`rate_limited` with Retry-After); th
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from fedai.protocol.envelope import seal
 from fedai.protocol.event import Event
+from fedai.protocol.keys import Keys
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import Ack, NodeDescriptor
 from fedai_router.admission import check_descriptor, check_size
+from fedai_router.claims import Claims
+from fedai_router.config import RegistryLimits
+from fedai_router.endpoints import EndpointValidator
 from fedai_router.index import RegistryRefusal
-from fedai_router.service import RouterService
+from fedai_router.intake import Intake
+from fedai_router.registry import Registry
 
 
-async def handle_register(svc: RouterService, body: bytes, source: str) -> Event:
-    """`source`: the caller's address (`fedai_router.address`, IPv6 grouped per /64), for the registration rate."""
-    registry, limits = svc.registry, svc.settings.registry_limits
-    try:
-        check_size(len(body), limits)
-        opened = svc.open_addressed(body, NodeDescriptor, Kind.NODE_HEARTBEAT)
-        event, descriptor = opened.event, opened.payload
-        check_descriptor(descriptor, limits)
-        if registry.index.changes_names(event.pubkey, descriptor):
-            registry.index.check_room(event.pubkey, descriptor, verified=True)
-            registry.gate.check(event.pubkey, address=source)
-        await svc.endpoints.check(descriptor.endpoint)
-        async with registry.registering(event.pubkey, descriptor, verified=True):
-            await svc.claim(event)
-            await registry.record_heartbeat(event.pubkey, descriptor)
-    except RegistryRefusal as err:
-        registry.refused("heartbeat", err)
-        raise
-    return seal(svc.keys, Kind.ACK, Ack(status="ok", detail="registered"), to=event.pubkey, reply_to=event.id)
+@dataclass(frozen=True)
+class Registration:
+    keys: Keys  # signs the ack
+    intake: Intake
+    claims: Claims
+    registry: Registry
+    endpoints: EndpointValidator
+    limits: RegistryLimits
+
+    async def handle(self, body: bytes, source: str) -> Event:
+        """`source`: the caller's address (`fedai_router.address`, IPv6 grouped per /64), for the registration
+        rate."""
+        registry, limits = self.registry, self.limits
+        try:
+            check_size(len(body), limits)
+            opened = self.intake.open_addressed(body, NodeDescriptor, Kind.NODE_HEARTBEAT)
+            event, descriptor = opened.event, opened.payload
+            check_descriptor(descriptor, limits)
+            registry.admit(event.pubkey, descriptor, verified=True, address=source)
+            await self.endpoints.check(descriptor.endpoint)
+            async with registry.registering(event.pubkey, descriptor, verified=True):
+                await self.claims.claim(event)
+                await registry.record_heartbeat(event.pubkey, descriptor)
+        except RegistryRefusal as err:
+            registry.refused("heartbeat", err)
+            raise
+        return seal(self.keys, Kind.ACK, Ack(status="ok", detail="registered"), to=event.pubkey, reply_to=event.id)

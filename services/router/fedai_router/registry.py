@@ -23,13 +23,13 @@ import asyncpg
 from prometheus_client import CollectorRegistry
 
 from fedai.protocol.messages import NodeDescriptor
-from fedai.store import health as health_store
-from fedai.store import manifests as manifest_store
-from fedai.store import nodes as node_store
 from fedai_router.admission import RegistrationGate, budget
 from fedai_router.config import RegistryLimits, Retention
 from fedai_router.index import NodeIndex, RegistryFull, RegistryRefusal
 from fedai_router.node_state import NodeState
+from fedai_router.store import health as health_store
+from fedai_router.store import manifests as manifest_store
+from fedai_router.store import nodes as node_store
 
 log = logging.getLogger("fedai.router.registry")
 
@@ -124,6 +124,21 @@ class Registry:
                 del self._manifest_seen[pubkey]
                 self.manifest_trust.pop(pubkey, None)
         return len(removed)
+
+    def admit(
+        self,
+        pubkey: str,
+        descriptor: NodeDescriptor,
+        *,
+        verified: bool,
+        address: str | None = None,
+        relay: str | None = None,
+    ) -> None:
+        """For a registration (a new key, or new names): room in the index, then the registration rates of the key
+        and of its source (`address` for a heartbeat, `relay` for an announcement). Raises `RegistryRefusal`."""
+        if self.index.changes_names(pubkey, descriptor):
+            self.index.check_room(pubkey, descriptor, verified=verified)
+            self.gate.check(pubkey, address=address, relay=relay)
 
     @asynccontextmanager
     async def registering(self, pubkey: str, descriptor: NodeDescriptor, *, verified: bool) -> AsyncIterator[None]:

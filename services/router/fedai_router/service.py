@@ -1,50 +1,55 @@
-"""The router's state and lifecycle: database, registry, dispatcher, relays, background loops."""
+"""The router's composition root: every part built once, with the collaborators it uses, then started and
+stopped in order. Only `fedai_router.app` (and tests) use it; no part of the router reaches back into it.
+
+At `start()`: the database (migrated), the registry (loaded), the replay store and metering, the outbound
+client, the dispatcher; the request handlers; the background loops; with ROUTER_RELAYS, the relay pool (node
+discovery); federation (peers, announcements, auctions)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import random
 import time
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
 
 from fedai import __version__
-from fedai.protocol.envelope import Opened, open_envelope
-from fedai.protocol.errors import ErrorCode, FedaiError
-from fedai.protocol.event import Event
-from fedai.protocol.federation import Backpressure
-from fedai.protocol.messages import Payload
-from fedai.protocol.replay import MemoryReplayGuard, claim_or_raise
-from fedai.service.tasks import cancel_and_wait
-from fedai.store.db import DedicatedConnection, create_pool
-from fedai.store.health import prune_stats
-from fedai.store.metering import MeteringStore
-from fedai.store.migrations import migrate
+from fedai.nostr import RelayPool
+from fedai.protocol.replay import MemoryReplayGuard
 from fedai.store.nonces import PostgresReplayGuard
-from fedai.store.peers import load_peers
+from fedai_router.admin import Operators
+from fedai_router.background import Background
+from fedai_router.claims import Claims
+from fedai_router.completion import Completion
 from fedai_router.config import RouterSettings
+from fedai_router.database import Database
+from fedai_router.discovery import Discovery
 from fedai_router.dispatch import Dispatcher
 from fedai_router.endpoints import EndpointValidator
-from fedai_router.federation.announce import CHECK_INTERVAL_S, Announcer
-from fedai_router.federation.peers import PeerBook
+from fedai_router.failure import Failures
+from fedai_router.federation import Federation
 from fedai_router.housekeeping import Housekeeper
+from fedai_router.infer import Infer
+from fedai_router.intake import Intake
+from fedai_router.manifests import Manifests
 from fedai_router.metrics import RouterMetrics
+from fedai_router.node_counts import NodeCounts
+from fedai_router.openai_api.auth import Authenticator
+from fedai_router.openai_api.routes import OpenAI
+from fedai_router.ops import Ops
 from fedai_router.outbound import Outbound
+from fedai_router.planning import Planner
+from fedai_router.quotes import Quotes
 from fedai_router.ratelimit import RateLimiter
+from fedai_router.registration import Registration
 from fedai_router.registry import WINDOW_MINUTES, Registry
 from fedai_router.resolver import BoundedResolver
 from fedai_router.retry import RetryBudget
-
-if TYPE_CHECKING:
-    from fedai_router.federation.auction import Auctioneer
-    from fedai_router.federation.bidder import Bidder
+from fedai_router.store.health import prune_stats
+from fedai_router.store.metering import MeteringStore
+from fedai_router.stream_relay import StreamRelay
+from fedai_router.streaming import InferStream
 
 log = logging.getLogger("fedai.router")
-
-P = TypeVar("P", bound=Payload)
 
 NONCE_PRUNE_INTERVAL_S = 30.0
 STATS_INTERVAL_S = 2.0
@@ -52,14 +57,18 @@ STATS_PRUNE_INTERVAL_S = 300.0
 
 
 class RouterService:
-    """Everything a request handler needs, created at start and closed at stop."""
+    """Everything the router is made of, created at start and closed at stop."""
 
     def __init__(self, settings: RouterSettings) -> None:
         self.settings = settings
         self.keys = settings.keys
         self.pubkey = settings.keys.pubkey
         self.version = __version__
+        self.started_at = time.time()
+        self.policy = settings.policy
         self.metrics = RouterMetrics()
+        self.failures = Failures(self.metrics)
+        self.background = Background()
         self.limiter = RateLimiter(settings.rate_limit_max, settings.rate_limit_window_ms / 1000)
         # one resolver (bounded threads and time) for the heartbeat-time endpoint check and for connecting
         self.resolver = BoundedResolver(settings.dns_concurrency, settings.dns_timeout_ms / 1000)
@@ -71,126 +80,209 @@ class RouterService:
             self.resolver, self.metrics.outbound_failures, allow_private=settings.allow_private_endpoints
         )
         self.recent = MemoryReplayGuard()
-        # ids are kept as long as the most lenient check accepts an event: envelopes (clock skew) or NIP-98
-        self.replay_window_s = max(settings.clock_skew_s, settings.nip98_window_s)
-        self.node_counts: dict[str, int] = {}  # fresh/stale/unverified/cooldown, updated with the gauges
-        self.policy = settings.policy
-        self.rng = random.Random()
-        self.retry_budget = RetryBudget(settings.retry_budget_ratio, settings.retry_budget_min_per_s)
-        self.started_at = time.time()
-        self._tasks: list[asyncio.Task[None]] = []
-        self._jobs: set[asyncio.Task[None]] = set()
-        self.relays: Any = None  # fedai.nostr.RelayPool when ROUTER_RELAYS is set
-        self.auctioneer: Auctioneer | None = None  # auctions (and bidding) when ROUTER_RELAYS is set
-        self.bidder: Bidder | None = None
-        # peer routers learned from relays
-        self.peers = PeerBook.for_settings(settings, self.metrics.registry, self.endpoints)
-        self.announcer = Announcer(self)  # fleet load, backpressure, and our announcements on relays
+        self.intake = Intake(
+            self.pubkey,
+            self.limiter,
+            settings.max_request_bytes,
+            settings.clock_skew_s,
+            settings.client_allowlist,
+            settings.client_blocklist,
+        )
+        self.relays: RelayPool | None = None  # with ROUTER_RELAYS
         # set in start()
+        self.database: Database
         self.pool: asyncpg.Pool
         self.registry: Registry
         self.replay: PostgresReplayGuard
-        self.metering: MeteringStore
         self.dispatcher: Dispatcher
+        self.federation: Federation
 
     async def start(self) -> None:
-        dsn = self.settings.db_url
-        if not dsn:
-            from fedai.store.embedded import start_embedded
-
-            dsn = await asyncio.to_thread(start_embedded, self.settings.data_dir / "pg")
-            log.info("using embedded PostgreSQL", extra={"data_dir": str(self.settings.data_dir)})
-        self.pool = await create_pool(dsn, min_size=2, max_size=self.settings.db_pool_max)
-        async with self.pool.acquire() as conn:
-            applied = await migrate(conn)
-        if applied:
-            log.info("applied migrations", extra={"migrations": applied})
-        limits, retention = self.settings.registry_limits, self.settings.retention
-        self.registry = Registry(self.pool, limits, retention, self.metrics.registry)
-        await self.registry.refresh()
-        self.update_node_gauges()
+        settings = self.settings
+        self.database = database = await Database.open(settings)
+        self.pool = pool = database.pool
+        self.registry = registry = Registry(pool, settings.registry_limits, settings.retention, self.metrics.registry)
+        await registry.refresh()
+        self.node_counts = NodeCounts(registry.nodes, self.policy, self.metrics.nodes)
+        self.node_counts.update()
         # the two hot-path writers each keep one connection (their flushes are serialized by group commit)
-        self._writers = [DedicatedConnection(dsn), DedicatedConnection(dsn)]
-        self.replay = PostgresReplayGuard(self.pool, self._writers[0])
-        self.metering = MeteringStore(self.pool, self._writers[1])
+        self.replay = PostgresReplayGuard(pool, database.replay_writer)
+        # ids are kept as long as the most lenient check accepts an event: envelopes (clock skew) or NIP-98
+        self.claims = Claims(self.recent, self.replay, max(settings.clock_skew_s, settings.nip98_window_s))
         await self.outbound.start()
         self.dispatcher = Dispatcher(
             self.keys,
             self.outbound,
-            self.registry,
+            registry,
             self.metrics,
-            timeout_s=self.settings.node_timeout_ms / 1000,
-            connect_timeout_s=self.settings.node_connect_timeout_ms / 1000,
-            skew_s=self.settings.clock_skew_s,
-            max_attempts=self.settings.max_attempts,
-            budget=self.retry_budget,
+            pool,
+            timeout_s=settings.node_timeout_ms / 1000,
+            connect_timeout_s=settings.node_connect_timeout_ms / 1000,
+            skew_s=settings.clock_skew_s,
+            max_attempts=settings.max_attempts,
+            budget=RetryBudget(settings.retry_budget_ratio, settings.retry_budget_min_per_s),
         )
-        self._every(self.settings.registry_refresh_ms / 1000, "registry refresh", self._refresh)
-        self._every(NONCE_PRUNE_INTERVAL_S, "nonce prune", self.replay.prune)
-        self._every(STATS_INTERVAL_S, "health window exchange", self.registry.exchange_stats)
-        self._every(STATS_PRUNE_INTERVAL_S, "health window prune", self._prune_stats)
-        self.housekeeper = Housekeeper(self.pool, self.registry, retention, self.metrics.registry)
-        self._every(retention.interval_s, "housekeeping", self.housekeeper.run)
-        self.peers.restore(await load_peers(self.pool))
-        self.announcer.update(time.time())
-        self._every(CHECK_INTERVAL_S, "federation announce", self.announcer.tick)
-        if self.settings.relays:
-            from fedai_router.discovery import start_discovery
-            from fedai_router.federation.peers import start_peers
-
-            self.relays = await start_discovery(self)
-            await start_peers(self)
-            from fedai_router.federation.auction import start_auctions
-
-            self.auctioneer, self.bidder = await start_auctions(self)
-        if not self.settings.public_url:
+        self._build_handlers(database)
+        self._every_loop()
+        if settings.relays:
+            self.relays = await self._open_relays()
+            await self.discovery.subscribe(self.relays)
+        await self.federation.start(self.relays)
+        self.ops = self._ops()
+        if not settings.public_url:
             log.warning("ROUTER_PUBLIC_URL is not set: NIP-98 authorization is refused (API keys still work)")
-        if not (self.settings.admin_token_sha256 or self.settings.admin_keys):
+        if not (settings.admin_token_sha256 or settings.admin_keys):
             log.warning("no ROUTER_ADMIN_TOKEN_SHA256 or ROUTER_ADMIN_KEYS: only the public /status summary is served")
-        log.info("router started", extra={"pubkey": self.pubkey, "nodes": len(self.registry.nodes)})
+        log.info("router started", extra={"pubkey": self.pubkey, "nodes": len(registry.nodes)})
+
+    def _build_handlers(self, database: Database) -> None:
+        """The parts that serve requests, each with what it uses."""
+        settings, pool, registry, keys = self.settings, self.pool, self.registry, self.keys
+        self.metering = MeteringStore(pool, database.metering_writer)
+        self.completion = Completion(keys, self.metering, self.metrics)
+        self.planner = Planner(
+            pool,
+            registry.tables,
+            router=self.pubkey,
+            policy=self.policy,
+            max_attempts=settings.max_attempts,
+            tokens_per_byte=settings.input_tokens_per_byte,
+            tokens_overhead=settings.input_tokens_overhead,
+        )
+        self.federation = Federation(
+            keys=keys,
+            settings=settings,
+            version=self.version,
+            pool=pool,
+            registry=registry,
+            policy=self.policy,
+            intake=self.intake,
+            claims=self.claims,
+            planner=self.planner,
+            dispatcher=self.dispatcher,
+            completion=self.completion,
+            outbound=self.outbound,
+            endpoints=self.endpoints,
+            metrics=self.metrics,
+            background=self.background,
+        )
+        self.infer = Infer(
+            intake=self.intake,
+            claims=self.claims,
+            planner=self.planner,
+            dispatcher=self.dispatcher,
+            completion=self.completion,
+            offloader=self.federation,
+        )
+        self.relay = StreamRelay(
+            keys=keys,
+            dispatcher=self.dispatcher,
+            outbound=self.outbound,
+            planner=self.planner,
+            claims=self.claims,
+            completion=self.completion,
+            failures=self.failures,
+            metrics=self.metrics,
+            background=self.background,
+            limits=settings.stream_limits,
+        )
+        self.infer_stream = InferStream(
+            keys=keys,
+            intake=self.intake,
+            planner=self.planner,
+            claims=self.claims,
+            relay=self.relay,
+            failures=self.failures,
+            metrics=self.metrics,
+        )
+        self.discovery = Discovery(registry, self.endpoints, settings.registry_limits)
+        self.quotes = Quotes(
+            keys,
+            self.intake,
+            self.claims,
+            pool,
+            registry.tables,
+            self.policy,
+            settings.fee_base_msat,
+            settings.fee_ppm,
+            settings.quote_ttl_s,
+        )
+        self.registration = Registration(
+            keys, self.intake, self.claims, registry, self.endpoints, settings.registry_limits
+        )
+        self.manifests = Manifests(
+            keys, self.intake, self.claims, pool, registry, settings.max_request_bytes, settings.clock_skew_s
+        )
+        self.auth = Authenticator(
+            self.claims,
+            self.limiter,
+            settings.public_url,
+            settings.nip98_window_s,
+            settings.api_keys,
+            settings.client_allowlist,
+            settings.client_blocklist,
+        )
+        self.operators = Operators(self.auth, self.failures, settings.admin_token_sha256, settings.admin_keys)
+        self.openai = OpenAI(
+            keys=keys,
+            auth=self.auth,
+            planner=self.planner,
+            dispatcher=self.dispatcher,
+            completion=self.completion,
+            relay=self.relay,
+            pool=pool,
+            tables=registry.tables,
+            policy=self.policy,
+            failures=self.failures,
+            metrics=self.metrics,
+            max_request_bytes=settings.max_request_bytes,
+        )
+
+    def _ops(self) -> Ops:
+        return Ops(
+            pubkey=self.pubkey,
+            version=self.version,
+            started_at=self.started_at,
+            pool=self.pool,
+            relays=self.relays,
+            nodes=self.registry.nodes,
+            tables=self.registry.tables,
+            counts=self.node_counts,
+            federation=self.federation,
+            policy=self.policy,
+            operators=self.operators,
+            metrics=self.metrics.registry,
+            metrics_public=self.settings.metrics_public,
+        )
+
+    def _every_loop(self) -> None:
+        """The background loops every replica runs."""
+        settings, registry, every = self.settings, self.registry, self.background.every
+        every(settings.registry_refresh_ms / 1000, "registry refresh", self._refresh)
+        every(NONCE_PRUNE_INTERVAL_S, "nonce prune", self.replay.prune)
+        every(STATS_INTERVAL_S, "health window exchange", registry.exchange_stats)
+        every(STATS_PRUNE_INTERVAL_S, "health window prune", self._prune_stats)
+        self.housekeeper = Housekeeper(self.pool, registry, settings.retention, self.metrics.registry)
+        every(settings.retention.interval_s, "housekeeping", self.housekeeper.run)
+
+    async def _open_relays(self) -> RelayPool:
+        settings = self.settings
+        relays = RelayPool(
+            settings.relays,
+            auth_keys=self.keys,
+            max_event_bytes=settings.max_request_bytes,
+            author_budget=(settings.peer_rate, 60.0),  # ROUTER_PEER_RATE: events per author and minute
+        )
+        await relays.start()
+        return relays
 
     async def stop(self) -> None:
-        await cancel_and_wait([*self._tasks, *self._jobs])
+        await self.background.stop()
+        await self.federation.stop()
         if self.relays is not None:
             await self.relays.close()
         await self.outbound.close()
-        for writer in self._writers:
-            await writer.close()
-        await self.pool.close()
-
-    @property
-    def backpressure(self) -> Backpressure:
-        """NORMAL / BUSY / SATURATED from the share of fleet capacity in use, updated every second."""
-        return self.announcer.backpressure
-
-    def spawn(self, job: Coroutine[Any, Any, None], what: str) -> None:
-        """Run `job` in the background; it is cancelled at stop and its failure is logged, not lost."""
-        task = asyncio.create_task(job, name=what)
-        self._jobs.add(task)
-        task.add_done_callback(self._job_done)
-
-    def _job_done(self, task: asyncio.Task[None]) -> None:
-        self._jobs.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.warning(
-                "background job failed", extra={"job": task.get_name(), "error": type(task.exception()).__name__}
-            )
-
-    def _every(self, interval_s: float, what: str, job: Callable[[], Awaitable[object]]) -> None:
-        """Run `job` every `interval_s` in the background. A database hiccup is logged as a warning; any other
-        failure (a bug, a row that does not parse) is logged as an error; neither stops the loop."""
-
-        async def loop() -> None:
-            while True:
-                await asyncio.sleep(interval_s)
-                try:
-                    await job()
-                except (OSError, asyncpg.PostgresError) as exc:
-                    log.warning(f"{what} failed", extra={"error": type(exc).__name__})
-                except Exception as exc:  # noqa: BLE001 - one bad run must not end the loop for good
-                    log.error(f"{what} failed unexpectedly", extra={"error": type(exc).__name__})
-
-        self._tasks.append(asyncio.create_task(loop(), name=what))
+        await self.database.close()
 
     async def _prune_stats(self) -> None:
         await prune_stats(self.pool, 2 * WINDOW_MINUTES)
@@ -199,57 +291,4 @@ class RouterService:
         try:
             await self.registry.refresh()
         finally:
-            self.update_node_gauges()
-
-    def update_node_gauges(self) -> None:
-        now = time.time()
-        counts = {"fresh": 0, "stale": 0, "unverified": 0, "cooldown": 0}
-        for node in self.registry.nodes.values():
-            counts["fresh" if self.node_is_fresh(node.last_seen, node.heartbeat, now) else "stale"] += 1
-            counts["unverified"] += not node.verified
-            counts["cooldown"] += node.cooldown_until > now
-        for state, n in counts.items():
-            self.metrics.nodes.labels(state).set(n)
-        self.node_counts = counts
-
-    def node_is_fresh(self, last_seen: float, heartbeat: bool, now: float) -> bool:
-        ttl = self.settings.heartbeat_ttl_ms / 1000 if heartbeat else self.settings.announce_ttl_s
-        return now - last_seen <= ttl
-
-    def open_addressed(
-        self,
-        body: bytes,
-        cls: type[P],
-        kind: int,
-        *,
-        signers: frozenset[str] | None = None,
-        max_bytes: int | None = None,
-    ) -> Opened[P]:
-        """Open an envelope of `kind` addressed to this router (every rule but replay), then rate-limit its signer."""
-        opened = open_envelope(
-            body,
-            cls,
-            kinds=(kind,),
-            recipient=self.pubkey,
-            signers=signers,
-            max_bytes=max_bytes or self.settings.max_request_bytes,
-            skew_s=self.settings.clock_skew_s,
-        )
-        self.limiter.check(opened.event.pubkey)
-        return opened
-
-    def open_client(self, body: bytes, cls: type[P], kind: int) -> Opened[P]:
-        """A client's envelope: client allowlist and blocklist, then the rate limit."""
-        opened = self.open_addressed(body, cls, kind, signers=self.settings.client_allowlist or None)
-        if opened.event.pubkey in self.settings.client_blocklist:
-            raise FedaiError(ErrorCode.FORBIDDEN, "this client key is blocked")
-        return opened
-
-    async def claim(self, event: Event) -> None:
-        """Record the event id in Postgres (authoritative across replicas) or raise `replay`. It is kept until
-        no check of this router would accept the event any more (`replay_window_s` past its created_at)."""
-        await claim_or_raise(self.replay, event, self.replay_window_s)
-
-    async def claim_locally(self, event: Event) -> None:
-        """This replica's memory of accepted ids: refuses a replay before any work is started for it."""
-        await claim_or_raise(self.recent, event, self.replay_window_s)
+            self.node_counts.update()

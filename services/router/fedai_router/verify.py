@@ -94,6 +94,33 @@ def _over_limits(record: MeteringRecord, limits: ReplyLimits) -> list[str]:
     return problems
 
 
+def _disagreements(
+    record: MeteringRecord, answer: InferenceResponse, response_id: str, b: Binding, streamed_output: str | None
+) -> list[str]:
+    """Where a node's metering disagrees with its response, the request we sent, the advertised price or (for a
+    stream) the deltas we relayed. Pure."""
+    problems = []
+    if record.request != b.forwarded.id:
+        problems.append("metering.request")
+    if record.response != response_id:
+        problems.append("metering.response")
+    if record.prompt_sha256 != b.prompt_sha256:
+        problems.append("prompt_sha256")
+    if record.output_sha256 != hashlib.sha256(answer.output.encode()).hexdigest():
+        problems.append("output_sha256")
+    if (record.input_tokens, record.output_tokens) != (answer.usage.input_tokens, answer.usage.output_tokens):
+        problems.append("usage")
+    if record.model != answer.model or (b.model is not None and answer.model != b.model.id):
+        problems.append("model")
+    if b.model is not None and record.price_msat > price_msat(
+        b.model.pricing, record.input_tokens, record.output_tokens
+    ):
+        problems.append("price above advertised")
+    if streamed_output is not None and answer.output != streamed_output:
+        problems.append("output differs from the streamed deltas")
+    return problems
+
+
 def verify_reply(body: bytes, b: Binding, *, streamed_output: str | None = None) -> Verified:
     """A node's `{response, metering}`: signed by the node, addressed to us, bound to the forwarded request,
     agreeing with each other, with the prompt we sent, with the advertised price, within what the client agreed
@@ -111,26 +138,7 @@ def verify_reply(body: bytes, b: Binding, *, streamed_output: str | None = None)
     except FedaiError as err:
         raise NodeFault(f"node reply failed verification: {err.code.value}: {err.message}") from None
     record, answer = meter.payload, resp.payload
-    problems = []
-    if record.request != b.forwarded.id:
-        problems.append("metering.request")
-    if record.response != resp.event.id:
-        problems.append("metering.response")
-    if record.prompt_sha256 != b.prompt_sha256:
-        problems.append("prompt_sha256")
-    if record.output_sha256 != hashlib.sha256(answer.output.encode()).hexdigest():
-        problems.append("output_sha256")
-    if (record.input_tokens, record.output_tokens) != (answer.usage.input_tokens, answer.usage.output_tokens):
-        problems.append("usage")
-    if record.model != answer.model or (b.model is not None and answer.model != b.model.id):
-        problems.append("model")
-    if b.model is not None and record.price_msat > price_msat(
-        b.model.pricing, record.input_tokens, record.output_tokens
-    ):
-        problems.append("price above advertised")
-    if streamed_output is not None and answer.output != streamed_output:
-        problems.append("output differs from the streamed deltas")
-    problems.extend(_over_limits(record, b.limits))
+    problems = _disagreements(record, answer, resp.event.id, b, streamed_output) + _over_limits(record, b.limits)
     if problems:
         raise NodeFault("node metering does not match its response: " + ", ".join(problems))
     cap = b.limits.max_price_msat
@@ -142,8 +150,15 @@ def verify_reply(body: bytes, b: Binding, *, streamed_output: str | None = None)
 def verify_chunk(event: Event, b: Binding, expected_seq: int) -> StreamChunk:
     """One streamed chunk: node-signed, addressed to us, bound to the forwarded request, in sequence."""
     try:
-        chunk = open_event(event, StreamChunk, kinds=(Kind.STREAM_CHUNK,), recipient=b.router, signers=(b.node,),
-                           reply_to=b.forwarded.id, skew_s=b.skew_s).payload  # fmt: skip
+        chunk = open_event(
+            event,
+            StreamChunk,
+            kinds=(Kind.STREAM_CHUNK,),
+            recipient=b.router,
+            signers=(b.node,),
+            reply_to=b.forwarded.id,
+            skew_s=b.skew_s,
+        ).payload
     except FedaiError as err:
         raise NodeFault(f"node chunk failed verification: {err.code.value}: {err.message}") from None
     if chunk.seq != expected_seq:

@@ -28,11 +28,12 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from fedai.nostr import RelayPool
 from fedai.protocol.envelope import seal
 from fedai.protocol.event import Event
 from fedai.protocol.federation import (
@@ -46,13 +47,12 @@ from fedai.protocol.federation import (
     RouterStatus,
     Sla,
 )
+from fedai.protocol.keys import Keys
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import Payload, Pricing
+from fedai_router.config import RouterSettings
 from fedai_router.node_state import NodeState
-from fedai_router.scheduler import ModelTable
-
-if TYPE_CHECKING:
-    from fedai_router.service import RouterService
+from fedai_router.scheduler import ModelTable, Policy
 
 log = logging.getLogger("fedai.router.announce")
 
@@ -239,57 +239,74 @@ class _Wanted:
     compare: Any  # what must differ from the last published one for a re-publish between intervals
 
 
-@dataclass
 class Announcer:
-    """Measures load every second (for `RouterService.backpressure`) and keeps the router's announcements
-    current on its relays."""
+    """Measures load every second (the router's backpressure) and keeps the router's announcements current on its
+    relays (from `start`)."""
 
-    svc: RouterService
-    backpressure: Backpressure = "NORMAL"
-    load: FleetLoad = field(default_factory=lambda: FleetLoad(0, 0, 0, 0))
-    surge: float = 1.0
-    published: dict[Key, Any] = field(default_factory=dict)  # the `compare` part of what relays hold
-    _created: dict[Key, int] = field(default_factory=dict)
-    _last_full: float = -math.inf
-    _reconnects: int = 0
-    latency: LatencyWindow = field(init=False)
-    counter: Counter = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.latency = LatencyWindow(self.svc.metrics.node_latency)
+    def __init__(
+        self,
+        *,
+        keys: Keys,
+        settings: RouterSettings,
+        version: str,
+        nodes: Mapping[str, NodeState],
+        tables: Mapping[str, ModelTable],
+        policy: Policy,
+        latency: Histogram,
+        metrics: CollectorRegistry,
+        relays: RelayPool | None = None,
+    ) -> None:
+        self.keys = keys  # signs the announcements
+        self.settings = settings  # ROUTER_ANNOUNCE_S, the backpressure and surge thresholds, fees, endpoint, limits
+        self.version = version
+        self.nodes = nodes  # the registry's nodes, by pubkey
+        self.tables = tables  # the registry's scheduler tables, by model name
+        self.policy = policy  # freshness
+        self.relays = relays  # None: measure only
+        self.backpressure: Backpressure = "NORMAL"
+        self.load = FleetLoad(0, 0, 0, 0)
+        self.surge = 1.0
+        self.published: dict[Key, Any] = {}  # the `compare` part of what relays hold
+        self._created: dict[Key, int] = {}
+        self._last_full = -math.inf
+        self._reconnects = 0
+        self.latency = LatencyWindow(latency)  # the node calls' latency histogram
         self.counter = Counter(
-            "fedai_router_announcements", "Announcements published, by kind and result (ok: a relay accepted it)",
-            ["kind", "result"], registry=self.svc.metrics.registry,
-        )  # fmt: skip
+            "fedai_router_announcements",
+            "Announcements published, by kind and result (ok: a relay accepted it)",
+            ["kind", "result"],
+            registry=metrics,
+        )
 
     def _is_fresh(self, now: float) -> Callable[[NodeState], bool]:
-        return lambda node: self.svc.node_is_fresh(node.last_seen, node.heartbeat, now)
+        return lambda node: self.policy.fresh(node.last_seen, node.heartbeat, now)
 
     def update(self, now: float) -> None:
         """Measure the fleet and move backpressure and surge (no I/O)."""
-        settings = self.svc.settings
+        settings = self.settings
         self.latency.sample(now)
-        self.load = measure(self.svc.registry.nodes.values(), self._is_fresh(now), now)
+        self.load = measure(self.nodes.values(), self._is_fresh(now), now)
         previous = self.backpressure
         u = self.load.utilisation
         self.backpressure = classify(u, previous, settings.busy_at, settings.saturated_at)
         self.surge = surge_for(u, settings.surge_start, settings.surge_max)
         if self.backpressure != previous:
-            log.info("backpressure changed", extra={"from": previous, "to": self.backpressure,
-                                                    "utilisation": round(u, 3)})  # fmt: skip
+            log.info(
+                "backpressure changed", extra={"from": previous, "to": self.backpressure, "utilisation": round(u, 3)}
+            )
 
     async def tick(self) -> None:
         now = time.time()
         self.update(now)
-        if self.svc.relays is not None:
+        if self.relays is not None:
             try:
                 await self.announce(now)
             except Exception as exc:  # a failed announcement must not stop the load checks
                 log.warning("announcing failed", extra={"error": type(exc).__name__}, exc_info=True)
 
     def wanted(self, now: float) -> list[_Wanted]:
-        svc, settings = self.svc, self.svc.settings
-        offer = fleet_offer(svc.registry.tables, self._is_fresh(now))
+        settings = self.settings
+        offer = fleet_offer(self.tables, self._is_fresh(now))
         p95 = self.latency.p95_ms()
         p95_ms = p95 if p95 is not None else offer.latency_estimate_ms
         caps = RouterCaps(
@@ -299,12 +316,18 @@ class Announcer:
             limits=RouterLimits(max_tokens=offer.max_tokens, max_request_bytes=settings.max_request_bytes),
             max_privacy=settings.fed_max_privacy,
             settlement=["none"],
-            software_version=svc.version,
+            software_version=self.version,
         )
         out = [_Wanted((int(Kind.ROUTER_CAPS), CAPS_D), caps, caps)]
         for job_type in offer.job_types:
-            sheet = price_sheet(job_type, offer, fee_ppm=settings.fee_ppm, fee_base_msat=settings.fee_base_msat,
-                                surge=self.surge, p95_ms=p95_ms)  # fmt: skip
+            sheet = price_sheet(
+                job_type,
+                offer,
+                fee_ppm=settings.fee_ppm,
+                fee_base_msat=settings.fee_base_msat,
+                surge=self.surge,
+                p95_ms=p95_ms,
+            )
             out.append(_Wanted((int(Kind.ROUTER_PRICE), job_type), sheet, (sheet.base_msat, sheet.surge, sheet.models)))
         status = status_of(self.load, self.backpressure, p95_ms)
         out.append(_Wanted((int(Kind.ROUTER_STATUS), STATUS_D), status, status.backpressure))
@@ -312,9 +335,10 @@ class Announcer:
 
     async def announce(self, now: float) -> int:
         """Publish what changed (everything on the interval or after a reconnect); returns events published."""
-        relays = self.svc.relays
+        relays = self.relays
+        assert relays is not None, "announce() needs relays"
         reconnects = relays.stats.get("reconnects", 0)
-        full = time.monotonic() - self._last_full >= self.svc.settings.announce_s or reconnects != self._reconnects
+        full = time.monotonic() - self._last_full >= self.settings.announce_s or reconnects != self._reconnects
         wanted = self.wanted(now)
         keys = {w.key for w in wanted}
         for gone in [k for k in self.published if k not in keys]:  # e.g. a job type no node serves any more
@@ -338,9 +362,10 @@ class Announcer:
         kind, d = w.key
         created = max(int(now), self._created.get(w.key, 0) + 1)  # strictly newer: relays keep the latest
         self._created[w.key] = created
-        expires = created + EXPIRY_INTERVALS * self.svc.settings.announce_s
-        return seal(self.svc.keys, kind, w.payload, expiration=expires, extra_tags=[["d", d], ["t", "fedai"]],
-                    created_at=created)  # fmt: skip
+        expires = created + EXPIRY_INTERVALS * self.settings.announce_s
+        return seal(
+            self.keys, kind, w.payload, expiration=expires, extra_tags=[["d", d], ["t", "fedai"]], created_at=created
+        )
 
 
 _MISSING = object()

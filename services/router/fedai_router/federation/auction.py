@@ -20,32 +20,33 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import asyncpg
 import msgspec
+from prometheus_client import CollectorRegistry
 
+from fedai.nostr import RelayPool, Subscription
 from fedai.protocol.envelope import seal
 from fedai.protocol.errors import ErrorCode, FedaiError
 from fedai.protocol.event import Event
 from fedai.protocol.federation import Award, Bid, Cancel, Rfb
+from fedai.protocol.keys import Keys
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import decode_payload
-from fedai.store.federation import NewJob, reserve_job, set_job_status
-from fedai_router.federation.bidder import Bidder, choosable, terms_of
+from fedai_router.config import RouterSettings
+from fedai_router.federation.anti_thrash import AntiThrash
+from fedai_router.federation.bidder import terms_of
 from fedai_router.federation.choice import BidView, ChoiceWeights, Choose, PostedPeer, choose_posted, make_choice
-from fedai_router.federation.eligibility import award_refusal
+from fedai_router.federation.eligibility import award_refusal, choosable
 from fedai_router.federation.events import auction_events, check_auction_event, reason
+from fedai_router.federation.peers import PeerBook
 from fedai_router.federation.reputation import Reputation
-
-if TYPE_CHECKING:
-    from fedai.nostr import Subscription
-    from fedai_router.config import RouterSettings
-    from fedai_router.service import RouterService
+from fedai_router.store.federation import NewJob, reserve_job, set_job_status
 
 log = logging.getLogger("fedai.router.auction")
 
 AWARD_GRACE_S = 5.0  # an RFB (and the bids on it) stay valid this long after bidding closes, for the award
-MAX_JOBS_TRACKED = 10_000  # anti-thrash memory (job keys), least recently auctioned forgotten first
 MAX_CLOSED_TRACKED = 1_024
 UNKNOWN_ETA_MS = 60_000  # a peer that has not announced its p95 latency ranks behind those that have
 
@@ -85,40 +86,40 @@ class _Open:
         return {view.peer for _, _, view in self.bids}
 
 
-@dataclass(slots=True)
-class _History:
-    auctions: int
-    last_at: float
-    excluded: set[str]
-
-
 class Auctioneer:
-    def __init__(self, svc: RouterService, *, clock: Callable[[], float] = time.time) -> None:
-        self.svc = svc
+    def __init__(
+        self,
+        *,
+        keys: Keys,
+        settings: RouterSettings,
+        relays: RelayPool,
+        pool: asyncpg.Pool,
+        peers: PeerBook,
+        metrics: CollectorRegistry,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.keys = keys  # signs RFBs, awards and cancels
+        self.settings = settings  # ROUTER_AUCTION_*, ROUTER_FED_*, ROUTER_PEER_BREAKER_*
+        self.relays = relays
+        self.pool = pool  # federation_jobs: reputation, reservations
+        self.peers = peers  # who may bid and win
+        self.metrics = metrics
+        s = settings
         self.reputation = Reputation(
-            failures=self.settings.peer_breaker_failures, cooldown_s=self.settings.peer_breaker_cooldown_s, clock=clock
+            failures=s.peer_breaker_failures, cooldown_s=s.peer_breaker_cooldown_s, clock=clock
         )
-        s = self.settings
         self.choose: Choose = make_choice(ChoiceWeights(s.auction_w_price, s.auction_w_eta, s.auction_w_reputation))
         self._clock = clock
         self._open: dict[str, _Open] = {}
         self._closed: OrderedDict[str, None] = OrderedDict()  # recently closed auctions (to count late bids)
-        self._history: OrderedDict[str, _History] = OrderedDict()
-        self._events = auction_events(svc.metrics.registry)
+        self._events = auction_events(metrics)
+        self.anti_thrash = AntiThrash(s.reauction_cooldown_ms / 1000, s.fed_max_attempts, self._events)
         self._sub: Subscription | None = None
-
-    @property
-    def settings(self) -> RouterSettings:
-        return self.svc.settings
-
-    @property
-    def relays(self) -> Any:
-        return self.svc.relays
 
     async def start(self) -> None:
         """Warm the reputation from stored jobs and subscribe to bids addressed to us."""
-        await self.reputation.load(self.svc.pool)
-        flt = {"kinds": [int(Kind.BID)], "#p": [self.svc.pubkey]}
+        await self.reputation.load(self.pool)
+        flt = {"kinds": [int(Kind.BID)], "#p": [self.keys.pubkey]}
         self._sub = await self.relays.subscribe([flt], self._on_bid)
 
     async def ready(self, timeout: float = 5.0) -> bool:  # noqa: ASYNC109 - a plain deadline
@@ -159,7 +160,7 @@ class Auctioneer:
         ttl = self.settings.auction_ttl_ms / 1000 if ttl_s is None else ttl_s
         now = self._clock()
         event = self._seal_rfb(rfb, now, ttl, to)
-        excluded = self._admit(key or rfb.job_hash, now, retry=retry, exclude=exclude)
+        excluded = self.anti_thrash.admit(key or rfb.job_hash, now, retry=retry, exclude=exclude)
         if expect is None:
             expect = self._expected(rfb)
         only = frozenset({to}) if to is not None else None
@@ -191,37 +192,9 @@ class Auctioneer:
             await self.cancel(event, "no acceptable bid")
         return None
 
-    def _admit(self, key: str, now: float, *, retry: bool, exclude: Collection[str]) -> frozenset[str]:
-        """Apply the anti-thrash rules for one more auction of `key`; returns every peer excluded for it."""
-        cooldown = self.settings.reauction_cooldown_ms / 1000
-        past = self._history.get(key)
-        if past is not None and now - past.last_at >= cooldown:
-            del self._history[key]
-            past = None
-        if past is not None:
-            if not retry:
-                wait_ms = math.ceil((past.last_at + cooldown - now) * 1000)
-                self._events.labels("rfb", "cooldown").inc()
-                raise FedaiError(ErrorCode.NO_CAPACITY, "this job was auctioned moments ago", retry_after_ms=wait_ms)
-            if past.auctions >= self.settings.fed_max_attempts:
-                self._events.labels("rfb", "retry_budget").inc()
-                wait_ms = math.ceil((past.last_at + cooldown - now) * 1000)
-                raise FedaiError(
-                    ErrorCode.NO_CAPACITY, "this job's auction retry budget is spent", retry_after_ms=wait_ms
-                )
-            past.auctions += 1
-            past.last_at = now
-            past.excluded.update(exclude)
-            self._history.move_to_end(key)
-            return frozenset(past.excluded)
-        self._history[key] = _History(1, now, set(exclude))
-        while len(self._history) > MAX_JOBS_TRACKED:
-            self._history.popitem(last=False)
-        return frozenset(exclude)
-
     def _expected(self, rfb: Rfb) -> frozenset[str]:
         """The peers whose fresh announcements say they can take the job (and so may bid)."""
-        return frozenset(p.pubkey for p in self.svc.peers.peers_for(rfb.model, rfb.job_type, rfb.privacy))
+        return frozenset(p.pubkey for p in self.peers.peers_for(rfb.model, rfb.job_type, rfb.privacy))
 
     def _seal_rfb(self, rfb: Rfb, now: float, ttl: float, to: str | None) -> Event:
         """Expires when bidding closes plus a grace for the award, never after the job's deadline."""
@@ -229,7 +202,7 @@ class Auctioneer:
         if expires <= now:
             raise FedaiError(ErrorCode.INVALID_REQUEST, "the job's deadline has passed")
         tags = [["t", rfb.job_type], ["model", rfb.model]]
-        return seal(self.svc.keys, Kind.RFB, rfb, to=to, nonce=True, expiration=expires, extra_tags=tags)
+        return seal(self.keys, Kind.RFB, rfb, to=to, nonce=True, expiration=expires, extra_tags=tags)
 
     async def _publish_rfb(self, state: _Open, timeout: float) -> None:  # noqa: ASYNC109 - the pool's publish timeout
         """Publish the RFB; if no relay takes it, end the auction at once."""
@@ -248,35 +221,50 @@ class Auctioneer:
         when the peer's cap refuses it; None when no relay took the award (the reservation is released)."""
         job_id = secrets.token_hex(16)
         payload = Award(
-            rfb=state.event.id, bid=bid_event.id, job_id=job_id, price_msat=bid.price_msat,
+            rfb=state.event.id,
+            bid=bid_event.id,
+            job_id=job_id,
+            price_msat=bid.price_msat,
             capacity_token=bid.capacity_token,
-        )  # fmt: skip
+        )
         expires = int(bid_event.tag("expiration") or state.event.tag("expiration") or 0)
-        award = seal(self.svc.keys, Kind.AWARD, payload, to=bid_event.pubkey, reply_to=bid_event.id,
-                     expiration=expires)  # fmt: skip
-        job = NewJob(job_id=job_id, role="requester", peer=bid_event.pubkey, rfb_id=state.event.id,
-                     bid_id=bid_event.id, award_id=award.id, capacity_token=bid.capacity_token,
-                     price_msat=bid.price_msat, privacy=state.rfb.privacy, terms=terms_of(state.rfb),
-                     origin_id=origin_id)  # fmt: skip
+        award = seal(self.keys, Kind.AWARD, payload, to=bid_event.pubkey, reply_to=bid_event.id, expiration=expires)
+        job = NewJob(
+            job_id=job_id,
+            role="requester",
+            peer=bid_event.pubkey,
+            rfb_id=state.event.id,
+            bid_id=bid_event.id,
+            award_id=award.id,
+            capacity_token=bid.capacity_token,
+            price_msat=bid.price_msat,
+            privacy=state.rfb.privacy,
+            terms=terms_of(state.rfb),
+            origin_id=origin_id,
+        )
         s = self.settings
-        if not await reserve_job(self.svc.pool, job, cap_msat=s.fed_spend_cap_msat, window_s=s.fed_spend_window_s):
+        if not await reserve_job(self.pool, job, cap_msat=s.fed_spend_cap_msat, window_s=s.fed_spend_window_s):
             self._events.labels("award", "spend_cap").inc()
             return OVER_CAP
         results = await self.relays.publish(award)
         if not any(r.ok for r in results):
             self._events.labels("award", "not_published").inc()
-            await set_job_status(self.svc.pool, job_id, "cancelled", expect=("awarded",))
+            await set_job_status(self.pool, job_id, "cancelled", expect=("awarded",))
             return None
         self._events.labels("award", "published").inc()
-        return Awarded(job_id=job_id, award=award, bid=bid_event, bid_payload=bid, peer=bid_event.pubkey,
-                       rfb=state.event)  # fmt: skip
+        return Awarded(
+            job_id=job_id, award=award, bid=bid_event, bid_payload=bid, peer=bid_event.pubkey, rfb=state.event
+        )
 
     async def cancel(self, rfb_event: Event, reason: str = "") -> bool:
         """Withdraw an RFB: bidders drop their open bids and refuse an award for it. True if a relay took it."""
         cancel = seal(
-            self.svc.keys, Kind.CANCEL, Cancel(rfb=rfb_event.id, reason=reason[:200]), reply_to=rfb_event.id,
+            self.keys,
+            Kind.CANCEL,
+            Cancel(rfb=rfb_event.id, reason=reason[:200]),
+            reply_to=rfb_event.id,
             expiration=int(rfb_event.tag("expiration") or 0) or math.ceil(self._clock() + AWARD_GRACE_S),
-        )  # fmt: skip
+        )
         ok = any(r.ok for r in await self.relays.publish(cancel))
         self._events.labels("cancel", "published" if ok else "not_published").inc()
         return ok
@@ -285,7 +273,7 @@ class Auctioneer:
 
     def posted_peers(self, rfb: Rfb, now: float | None = None) -> list[PostedPeer]:
         """The peers that could take `rfb`, priced from their latest price sheets."""
-        book = self.svc.peers
+        book = self.peers
         current = self._clock() if now is None else now
         found = []
         for view in book.peers_for(rfb.model, rfb.job_type, rfb.privacy, current):
@@ -295,13 +283,16 @@ class Auctioneer:
             p95 = view.p95_latency_ms
             found.append(
                 PostedPeer(
-                    pubkey=view.pubkey, price_msat=price.cost(rfb.input_tokens, rfb.max_tokens),
-                    eta_ms=math.ceil(p95) if p95 is not None else UNKNOWN_ETA_MS, fresh=True,
-                    backpressure=view.backpressure, max_privacy=view.caps.max_privacy,
+                    pubkey=view.pubkey,
+                    price_msat=price.cost(rfb.input_tokens, rfb.max_tokens),
+                    eta_ms=math.ceil(p95) if p95 is not None else UNKNOWN_ETA_MS,
+                    fresh=True,
+                    backpressure=view.backpressure,
+                    max_privacy=view.caps.max_privacy,
                     reputation=self.reputation.score(view.pubkey),
                     breaker_until=self.reputation.breaker_until(view.pubkey),
                 )
-            )  # fmt: skip
+            )
         return found
 
     async def route_posted(self, rfb: Rfb, **options: Any) -> Awarded | None:
@@ -333,9 +324,13 @@ class Auctioneer:
             return "late" if targets and targets[0] in self._closed else "unknown_rfb"
         try:
             expires = check_auction_event(
-                event, Kind.BID, recipient=self.svc.pubkey, reply_to=state.event.id,
-                skew_s=self.settings.clock_skew_s, now=now,
-            )  # fmt: skip
+                event,
+                Kind.BID,
+                recipient=self.keys.pubkey,
+                reply_to=state.event.id,
+                skew_s=self.settings.clock_skew_s,
+                now=now,
+            )
             bid = decode_payload(event.content, Bid)
         except FedaiError as err:
             return reason(err)
@@ -344,10 +339,15 @@ class Auctioneer:
         if refusal is not None:
             return refusal
         view = BidView(
-            event_id=event.id, peer=peer, price_msat=bid.price_msat, eta_ms=bid.eta_ms,
-            capacity_token=bid.capacity_token, expires_at=float(expires), reputation=self.reputation.score(peer),
+            event_id=event.id,
+            peer=peer,
+            price_msat=bid.price_msat,
+            eta_ms=bid.eta_ms,
+            capacity_token=bid.capacity_token,
+            expires_at=float(expires),
+            reputation=self.reputation.score(peer),
             breaker_until=self.reputation.breaker_until(peer),
-        )  # fmt: skip
+        )
         state.bids.append((event, bid, view))
         if state.only is not None or (state.expect is not None and state.expect <= state.bidders()):
             state.done.set()
@@ -358,7 +358,7 @@ class Auctioneer:
             return "mismatch"
         if state.only is not None and peer not in state.only:
             return "not_addressed"
-        if not choosable(self.svc, peer):
+        if not choosable(self.peers, peer):
             return "blocked"
         if peer in state.excluded:
             return "excluded"
@@ -372,21 +372,16 @@ class Auctioneer:
 
     def _ineligible(self, peer: str, rfb: Rfb, now: float) -> str | None:
         """Why `peer` may not win `rfb` (no fresh caps for it, a bad endpoint, too low a reputation), or None."""
-        return award_refusal(self.svc.peers, peer, rfb, reputation=self.reputation.score(peer),
-                             min_reputation=self.settings.fed_min_reputation, now=now)  # fmt: skip
+        return award_refusal(
+            self.peers,
+            peer,
+            rfb,
+            reputation=self.reputation.score(peer),
+            min_reputation=self.settings.fed_min_reputation,
+            now=now,
+        )
 
 
 def _capped(rfb: Rfb, price_msat: int) -> Rfb:
     """The RFB with its cap lowered to the posted price: the peer's bid must honour its own sheet."""
     return msgspec.structs.replace(rfb, max_price_msat=min(rfb.max_price_msat, price_msat))
-
-
-async def start_auctions(svc: RouterService) -> tuple[Auctioneer, Bidder | None]:
-    """Subscribe to bids addressed to us, and (unless `ROUTER_BIDDING=false`) to peers' RFBs and awards."""
-    auctioneer = Auctioneer(svc)
-    await auctioneer.start()
-    bidder = None
-    if svc.settings.bidding:
-        bidder = Bidder(svc)
-        await bidder.start()
-    return auctioneer, bidder

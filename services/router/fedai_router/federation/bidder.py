@@ -20,26 +20,29 @@ import math
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import asyncpg
 import msgspec
+from prometheus_client import CollectorRegistry
 
+from fedai.nostr import RelayPool, Subscription
 from fedai.protocol.envelope import seal
 from fedai.protocol.errors import FedaiError
 from fedai.protocol.event import Event
 from fedai.protocol.federation import PL3_LOCAL, Award, Bid, Cancel, Rfb
+from fedai.protocol.keys import Keys
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import decode_payload
-from fedai.store.federation import JobTerms, NewJob, cancel_awarded, insert_job
+from fedai_router.config import RouterSettings
+from fedai_router.federation.eligibility import choosable
 from fedai_router.federation.events import auction_events, check_auction_event, reason
+from fedai_router.federation.peers import PeerBook
 from fedai_router.pricing import quote_price
-from fedai_router.scheduler import Demand, rank
-
-if TYPE_CHECKING:
-    from fedai.nostr import Subscription
-    from fedai_router.service import RouterService
+from fedai_router.scheduler import Demand, ModelTable, Policy, rank
+from fedai_router.store.federation import JobTerms, NewJob, cancel_awarded, insert_job
 
 log = logging.getLogger("fedai.router.bidder")
 
@@ -69,8 +72,14 @@ class OpenBid:
 
 
 def terms_of(rfb: Rfb) -> JobTerms:
-    return JobTerms(job_type=rfb.job_type, model=rfb.model, input_tokens=rfb.input_tokens,
-                    max_tokens=rfb.max_tokens, job_hash=rfb.job_hash, deadline_ms=rfb.deadline_ms)  # fmt: skip
+    return JobTerms(
+        job_type=rfb.job_type,
+        model=rfb.model,
+        input_tokens=rfb.input_tokens,
+        max_tokens=rfb.max_tokens,
+        job_hash=rfb.job_hash,
+        deadline_ms=rfb.deadline_ms,
+    )
 
 
 def _remember(store: OrderedDict[str, str], key: str, value: str) -> None:
@@ -80,13 +89,31 @@ def _remember(store: OrderedDict[str, str], key: str, value: str) -> None:
         store.popitem(last=False)
 
 
+Spawn = Callable[[Coroutine[Any, Any, None], str], None]
+
+
 class Bidder:
     def __init__(
-        self, svc: RouterService, quote: Quote | None = None, *, clock: Callable[[], float] = time.time,
+        self,
+        *,
+        keys: Keys,
+        settings: RouterSettings,
+        relays: RelayPool,
+        pool: asyncpg.Pool,
+        peers: PeerBook,
+        metrics: CollectorRegistry,
+        spawn: Spawn,
+        quote: Quote,
+        clock: Callable[[], float] = time.time,
         max_open: int = MAX_OPEN_BIDS,
-    ) -> None:  # fmt: skip
-        self.svc = svc
-        self.quote: Quote = quote if quote is not None else local_quote(svc, held=self.held)
+    ) -> None:
+        self.keys = keys  # signs bids
+        self.settings = settings  # ROUTER_FED_*, clock skew
+        self.relays = relays
+        self.pool = pool  # federation_jobs: accepted awards
+        self.peers = peers  # whose RFBs we answer
+        self.spawn = spawn  # publishes bids off the subscription's queue
+        self.quote = quote  # what we bid (`local_quote`)
         self._clock = clock
         self._max_open = max_open
         self._open: OrderedDict[str, OpenBid] = OrderedDict()  # bid id -> open bid, oldest first
@@ -95,14 +122,18 @@ class Bidder:
         self._accepted: OrderedDict[str, str] = OrderedDict()  # job id -> award id
         self._waiters: dict[str, asyncio.Event] = {}
         self._award_waits: dict[str, int] = {}  # requester -> job submits waiting for its award to arrive
-        self._events = auction_events(svc.metrics.registry)
+        self._events = auction_events(metrics)
         self._subs: list[Subscription] = []
 
+    @property
+    def pubkey(self) -> str:
+        return self.keys.pubkey
+
     async def start(self) -> None:
-        relays: Any = self.svc.relays
+        relays = self.relays
         self._subs = [
             await relays.subscribe([{"kinds": [int(Kind.RFB)]}, {"kinds": [int(Kind.CANCEL)]}], self._on_market),
-            await relays.subscribe([{"kinds": [int(Kind.AWARD)], "#p": [self.svc.pubkey]}], self._on_award),
+            await relays.subscribe([{"kinds": [int(Kind.AWARD)], "#p": [self.pubkey]}], self._on_award),
         ]
 
     async def ready(self, timeout: float = 5.0) -> bool:  # noqa: ASYNC109 - a plain deadline
@@ -166,29 +197,34 @@ class Bidder:
         if event.kind == Kind.CANCEL:
             result = await self._take_cancel(event)
             self._events.labels("cancel", result).inc()
-        elif event.pubkey != self.svc.pubkey:
+        elif event.pubkey != self.pubkey:
             result = await self._take_rfb(event)
             self._events.labels("rfb", result).inc()
 
     async def _take_rfb(self, event: Event) -> str:
         now = self._clock()
         addressed = bool(event.tag_values("p"))
-        if addressed and self.svc.pubkey not in event.tag_values("p"):
+        if addressed and self.pubkey not in event.tag_values("p"):
             return "not_addressed"
         try:
-            expires = check_auction_event(event, Kind.RFB, recipient=self.svc.pubkey if addressed else None,
-                                          skew_s=self.svc.settings.clock_skew_s, now=now)  # fmt: skip
+            expires = check_auction_event(
+                event,
+                Kind.RFB,
+                recipient=self.pubkey if addressed else None,
+                skew_s=self.settings.clock_skew_s,
+                now=now,
+            )
             rfb = decode_payload(event.content, Rfb)
         except FedaiError as err:
             return reason(err)
-        settings = self.svc.settings
+        settings = self.settings
         if rfb.deadline_ms <= now * 1000:
             return "expired"
         if rfb.deadline_ms > (now + settings.fed_max_deadline_s) * 1000:
             return "too_long"  # an award for it could sit unused that long
         if self._cancelled.get(event.id) == event.pubkey:
             return "cancelled"
-        if not choosable(self.svc, event.pubkey):
+        if not choosable(self.peers, event.pubkey):
             return "blocked"
         self._expire(now)
         if len(self._open) >= self._max_open:
@@ -201,17 +237,23 @@ class Bidder:
             return "declined"
         bid = msgspec.structs.replace(bid, rfb=event.id)
         hold = min(expires, math.floor(now) + settings.fed_bid_hold_s)  # a far-future RFB holds us this long only
-        bid_event = seal(self.svc.keys, Kind.BID, bid, to=event.pubkey, reply_to=event.id, expiration=hold)
+        bid_event = seal(self.keys, Kind.BID, bid, to=event.pubkey, reply_to=event.id, expiration=hold)
         self._open[bid_event.id] = OpenBid(
-            bid_id=bid_event.id, rfb_id=event.id, requester=event.pubkey, price_msat=bid.price_msat,
-            capacity_token=bid.capacity_token, privacy=rfb.privacy, expires_at=hold, terms=terms_of(rfb),
-        )  # fmt: skip
+            bid_id=bid_event.id,
+            rfb_id=event.id,
+            requester=event.pubkey,
+            price_msat=bid.price_msat,
+            capacity_token=bid.capacity_token,
+            privacy=rfb.privacy,
+            expires_at=hold,
+            terms=terms_of(rfb),
+        )
         # the relays' OKs are awaited off this subscription's queue, so the next RFB is not held up by them
-        self.svc.spawn(self._publish_bid(bid_event), "auction bid")
+        self.spawn(self._publish_bid(bid_event), "auction bid")
         return "bid"
 
     async def _publish_bid(self, bid_event: Event) -> None:
-        results = await self.svc.relays.publish(bid_event)
+        results = await self.relays.publish(bid_event)
         published = any(r.ok for r in results)
         self._events.labels("bid", "published" if published else "not_published").inc()
         if not published:
@@ -219,8 +261,9 @@ class Bidder:
 
     async def _take_cancel(self, event: Event) -> str:
         try:
-            check_auction_event(event, Kind.CANCEL, recipient=None, skew_s=self.svc.settings.clock_skew_s,
-                                now=self._clock())  # fmt: skip
+            check_auction_event(
+                event, Kind.CANCEL, recipient=None, skew_s=self.settings.clock_skew_s, now=self._clock()
+            )
             cancel = decode_payload(event.content, Cancel)
         except FedaiError as err:
             return reason(err)
@@ -231,7 +274,7 @@ class Bidder:
         for bid_id in dropped:
             del self._open[bid_id]
         if self._awarded.get(cancel.rfb) == event.pubkey:
-            jobs = await cancel_awarded(self.svc.pool, cancel.rfb, event.pubkey)
+            jobs = await cancel_awarded(self.pool, cancel.rfb, event.pubkey)
             log.info("awarded job withdrawn by its requester", extra={"rfb": cancel.rfb, "jobs": len(jobs)})
         return "dropped" if dropped else "noted"
 
@@ -249,9 +292,13 @@ class Bidder:
         held = self._open.get(targets[0]) if len(targets) == 1 else None
         try:
             check_auction_event(
-                event, Kind.AWARD, recipient=self.svc.pubkey, skew_s=self.svc.settings.clock_skew_s, now=now,
+                event,
+                Kind.AWARD,
+                recipient=self.pubkey,
+                skew_s=self.settings.clock_skew_s,
+                now=now,
                 reply_to=held.bid_id if held is not None else None,
-            )  # fmt: skip
+            )
             award = decode_payload(event.content, Award)
         except FedaiError as err:
             return reason(err)
@@ -260,11 +307,20 @@ class Bidder:
             return refusal
         assert held is not None
         stored = await insert_job(
-            self.svc.pool,
-            NewJob(job_id=award.job_id, role="provider", peer=event.pubkey, rfb_id=held.rfb_id, bid_id=held.bid_id,
-                   award_id=event.id, capacity_token=held.capacity_token, price_msat=award.price_msat,
-                   privacy=held.privacy, terms=held.terms),
-        )  # fmt: skip
+            self.pool,
+            NewJob(
+                job_id=award.job_id,
+                role="provider",
+                peer=event.pubkey,
+                rfb_id=held.rfb_id,
+                bid_id=held.bid_id,
+                award_id=event.id,
+                capacity_token=held.capacity_token,
+                price_msat=award.price_msat,
+                privacy=held.privacy,
+                terms=held.terms,
+            ),
+        )
         self._open.pop(held.bid_id, None)  # an open bid is awarded once
         if not stored:
             return "duplicate"
@@ -294,30 +350,28 @@ def _refuse_award(held: OpenBid | None, event: Event, award: Award, now: float) 
     return None
 
 
-def choosable(svc: RouterService, pubkey: str) -> bool:
-    """The peer policy lets us work with `pubkey` (not blocked, not muted, allowed, trusted enough)."""
-    return svc.peers.policy_state(pubkey) == "ok"
-
-
-def local_quote(svc: RouterService, held: Callable[[str], int] | None = None) -> Quote:
+def local_quote(
+    settings: RouterSettings,
+    tables: Mapping[str, ModelTable],
+    policy: Policy,
+    backpressure: Callable[[], str],
+    held: Callable[[str], int] | None = None,
+) -> Quote:
     """The default quote: bid what our cheapest fitting node would charge for the whole job plus our fee,
     with that node's latency as the ETA. None (no bid) when the privacy level is above what we accept, the
     router is SATURATED, no fresh node can take the job within the price cap and deadline, or the free
     slots on fitting nodes are all promised to open bids (`held`)."""
 
     def quote(event: Event, rfb: Rfb) -> Bid | None:
-        settings = svc.settings
-        if (
-            rfb.privacy >= PL3_LOCAL
-            or rfb.privacy > settings.max_privacy(rfb.job_type)
-            or svc.backpressure == "SATURATED"
-        ):
+        too_private = rfb.privacy >= PL3_LOCAL or rfb.privacy > settings.max_privacy(rfb.job_type)
+        if too_private or backpressure() == "SATURATED":
             return None
         now = time.time()
-        demand = Demand(model=rfb.model, input_tokens=rfb.input_tokens, max_tokens=rfb.max_tokens,
-                        job_type=rfb.job_type)  # fmt: skip
+        demand = Demand(
+            model=rfb.model, input_tokens=rfb.input_tokens, max_tokens=rfb.max_tokens, job_type=rfb.job_type
+        )
         try:
-            candidates = rank(svc.registry.tables.get(rfb.model), demand, now=now, policy=svc.policy, k=RANK_DEPTH)
+            candidates = rank(tables.get(rfb.model), demand, now=now, policy=policy, k=RANK_DEPTH)
         except FedaiError:
             return None
         free = sum(max(0, c.node.capacity - c.node.load) for c in candidates)
@@ -325,10 +379,15 @@ def local_quote(svc: RouterService, held: Callable[[str], int] | None = None) ->
             return None
         offers = []
         for c in candidates:
-            price = quote_price(c.model.pricing, rfb.input_tokens, rfb.max_tokens, fee_base_msat=settings.fee_base_msat,
-                                fee_ppm=settings.fee_ppm).total_msat  # fmt: skip
+            price = quote_price(
+                c.model.pricing,
+                rfb.input_tokens,
+                rfb.max_tokens,
+                fee_base_msat=settings.fee_base_msat,
+                fee_ppm=settings.fee_ppm,
+            ).total_msat
             health = c.node.health
-            observed = health.latency_ms is not None and health.latency_samples >= svc.policy.min_latency_samples
+            observed = health.latency_ms is not None and health.latency_samples >= policy.min_latency_samples
             latency = health.latency_ms if observed and health.latency_ms is not None else c.model.latency_estimate_ms
             offers.append((price, math.ceil(latency)))
         price, eta = min(offers)
@@ -339,4 +398,4 @@ def local_quote(svc: RouterService, held: Callable[[str], int] | None = None) ->
     return quote
 
 
-__all__ = ["Bidder", "OpenBid", "Quote", "choosable", "local_quote"]
+__all__ = ["Bidder", "OpenBid", "Quote", "local_quote"]

@@ -6,18 +6,20 @@ Web-of-trust and allow/block lists are the peer policy's part (`choosable`), che
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from fedai.protocol.errors import FedaiError
 from fedai.protocol.federation import Rfb
 from fedai_router.endpoints import parse_endpoint
-
-if TYPE_CHECKING:
-    from fedai_router.federation.peers import PeerBook
+from fedai_router.federation.peers import PeerBook
 
 
-def award_refusal(book: PeerBook, peer: str, rfb: Rfb, *, reputation: float, min_reputation: float,
-                  now: float) -> str | None:  # fmt: skip
+def choosable(book: PeerBook, pubkey: str) -> bool:
+    """The peer policy lets us work with `pubkey` (not blocked, not muted, allowed, trusted enough)."""
+    return book.policy_state(pubkey) == "ok"
+
+
+def award_refusal(
+    book: PeerBook, peer: str, rfb: Rfb, *, reputation: float, min_reputation: float, now: float
+) -> str | None:
     """Why `peer` may not win an award for `rfb` (a metric label), or None when it may. Pure over the book."""
     view = book.view(peer, now)
     if view is None:

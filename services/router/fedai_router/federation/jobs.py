@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+
+import asyncpg
+from prometheus_client import CollectorRegistry
 
 from fedai.protocol import nip44
 from fedai.protocol.envelope import seal
@@ -30,6 +33,7 @@ from fedai.protocol.federation import (
     job_hash,
     job_request,
 )
+from fedai.protocol.keys import Keys
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import (
     DEFAULT_JOB_TYPE,
@@ -43,37 +47,19 @@ from fedai.protocol.messages import (
     price_msat,
     prompt_material,
 )
-from fedai.store import federation as jobs_store
-from fedai.store.metering import MeteringEntry
-from fedai_router.dispatch import Origin
+from fedai_router.claims import Claims
+from fedai_router.completion import Completion, Origin
+from fedai_router.config import RouterSettings
+from fedai_router.dispatch import Dispatcher, Served
+from fedai_router.federation.bidder import Bidder
 from fedai_router.federation.events import auction_events
-from fedai_router.infer import plan
-from fedai_router.service import RouterService
-
-if TYPE_CHECKING:
-    from fedai_router.federation.bidder import Bidder
+from fedai_router.intake import Intake
+from fedai_router.planning import Planner
+from fedai_router.store import federation as jobs_store
 
 AWARD_WAIT_S = 2.0  # the award travels by relay, the job by HTTP: the job may arrive first
 FIRST_POLL_S = 0.02  # then doubling up to MAX_POLL_S: about a dozen lookups in AWARD_WAIT_S
 MAX_POLL_S = 0.25
-
-
-def _open_payload(svc: RouterService, event: Event, submit: JobSubmit) -> tuple[InferenceRequest, str]:
-    """The job and the salt of its hash, checked to hash to the submit's `input_sha256`."""
-    if submit.privacy == PL0_PUBLIC:
-        if submit.request is None or submit.salt is None or submit.sealed is not None:
-            raise FedaiError(ErrorCode.INVALID_REQUEST, "a PL0 job carries `request` and `salt` and no `sealed`")
-        request, salt = submit.request, submit.salt
-    else:
-        if submit.sealed is None or submit.request is not None or submit.salt is not None:
-            raise FedaiError(ErrorCode.INVALID_REQUEST, "a PL1/PL2 job carries only `sealed` (the job and its salt)")
-        opened = decode_payload(nip44.decrypt(svc.keys, event.pubkey, submit.sealed), SealedJob)
-        request, salt = opened.request, opened.salt
-    if request != job_request(request):
-        raise FedaiError(ErrorCode.INVALID_REQUEST, "a job may carry only the model, prompt and sampling options")
-    if job_hash(request, salt) != submit.input_sha256:
-        raise FedaiError(ErrorCode.INVALID_REQUEST, "the job does not hash to its input_sha256")
-    return request, salt
 
 
 def binding_problems(terms: jobs_store.JobTerms, request: InferenceRequest, input_sha256: str) -> list[str]:
@@ -94,97 +80,154 @@ def binding_problems(terms: jobs_store.JobTerms, request: InferenceRequest, inpu
     return problems
 
 
-async def _award_for(svc: RouterService, submit: JobSubmit, requester: str) -> jobs_store.AwardRow | None:
-    """Our stored award. When it is not stored yet, wait briefly for it to arrive from the relay, but only if we
-    hold an open bid for this requester (an award from it may be on its way) and within its waiting budget (one
-    wait per open bid, `Bidder.begin_award_wait`): a submit naming a random award costs one lookup."""
-    award = await jobs_store.find_award(svc.pool, submit.award)
-    bidder: Bidder | None = getattr(svc, "bidder", None)
-    if award is not None or bidder is None or not bidder.begin_award_wait(requester):
-        return award
-    try:
-        deadline, pause = time.monotonic() + AWARD_WAIT_S, FIRST_POLL_S
-        while (left := deadline - time.monotonic()) > 0:
-            accepted_here = await bidder.wait_accepted(submit.job_id, min(pause, left))  # wakes when we accept it
-            award = await jobs_store.find_award(svc.pool, submit.award)  # another replica may have accepted it
-            if award is not None or accepted_here:
-                return award
-            pause = min(pause * 2, MAX_POLL_S)
-        return None
-    finally:
-        bidder.end_award_wait(requester)
-
-
-async def handle_job(svc: RouterService, body: bytes) -> Event:
-    counter = auction_events(svc.metrics.registry)
-    try:
-        answer = await _handle_job(svc, body)
-    except FedaiError as err:
-        counter.labels("submit", err.code.value).inc()
-        raise
-    counter.labels("submit", "ok").inc()
-    return answer
-
-
-async def _handle_job(svc: RouterService, body: bytes) -> Event:
-    opened = svc.open_addressed(body, JobSubmit, Kind.JOB_SUBMIT)
-    event, submit = opened.event, opened.payload
-    award = await _award_for(svc, submit, event.pubkey)
-    if award is None or award.role != "provider" or award.peer != event.pubkey or award.job_id != submit.job_id:
-        raise FedaiError(ErrorCode.FORBIDDEN, "no award of this router matches this job and sender")
-    bid_terms = award.terms
-    if bid_terms is None:
-        raise FedaiError(ErrorCode.FORBIDDEN, "this award was stored without the terms of its bid")
-    if time.time() * 1000 > bid_terms.deadline_ms:
-        raise FedaiError(ErrorCode.EXPIRED, "the award's deadline has passed")
+def award_refusal(award: jobs_store.AwardRow | None, sender: str, submit: JobSubmit, now: float) -> FedaiError | None:
+    """Why a job.submit from `sender` may not run under `award` (our stored award for it, if any), or None. Pure."""
+    if award is None or award.role != "provider" or award.peer != sender or award.job_id != submit.job_id:
+        return FedaiError(ErrorCode.FORBIDDEN, "no award of this router matches this job and sender")
+    if award.terms is None:
+        return FedaiError(ErrorCode.FORBIDDEN, "this award was stored without the terms of its bid")
+    if now * 1000 > award.terms.deadline_ms:
+        return FedaiError(ErrorCode.EXPIRED, "the award's deadline has passed")
     if submit.privacy >= PL3_LOCAL:
-        raise FedaiError(ErrorCode.FORBIDDEN, "a PL3 job is never offloaded")
+        return FedaiError(ErrorCode.FORBIDDEN, "a PL3 job is never offloaded")
     if submit.privacy != award.privacy:
-        raise FedaiError(ErrorCode.INVALID_REQUEST, "the job's privacy level is not the one awarded")
-    request, _salt = _open_payload(svc, event, submit)
-    if submit.privacy > svc.settings.max_privacy(request.job_type):
-        raise FedaiError(ErrorCode.FORBIDDEN, f"privacy level {submit.privacy} is above what this router accepts")
-    problems = binding_problems(bid_terms, request, submit.input_sha256)
-    if problems:
-        raise FedaiError(ErrorCode.FORBIDDEN, "the job is not the one bid on: " + ", ".join(problems) + " differ")
-    await svc.claim(event)
-    if not await jobs_store.start_job(svc.pool, submit.job_id):
-        raise FedaiError(ErrorCode.REPLAY, "this award's job was already submitted")
-    started_ms = int(time.time() * 1000)
-    try:
-        p = await plan(svc, event.pubkey, request)
-        served = await svc.dispatcher.serve(Origin(event.pubkey, event.id), request, p.candidates, limits=p.limits)
-    except FedaiError:
-        await jobs_store.set_job_status(svc.pool, submit.job_id, "failed")
-        raise
-    record = served.record
-    await svc.metering.record(
-        MeteringEntry(record=record, event=served.metering, origin_id=event.id, client=event.pubkey,
-                      node=served.node.pubkey, attempt=served.attempts)
-    )  # fmt: skip
-    node_price = price_msat(served.node.models[record.model].pricing, record.input_tokens, record.output_tokens)
-    fee = svc.settings.fee_base_msat + -(-node_price * svc.settings.fee_ppm // 1_000_000)
-    output = decode_payload(served.response.content, InferenceResponse).output
-    terms = Receipt(
-        job_id=submit.job_id,
-        job_submit=event.id,
-        requester=event.pubkey,
-        provider=svc.pubkey,
-        input_sha256=submit.input_sha256,
-        output_sha256=hashlib.sha256(output.encode()).hexdigest(),
-        usage=Usage(input_tokens=record.input_tokens, output_tokens=record.output_tokens),
-        price_msat=min(award.price_msat, node_price + fee),
-        status="ok",
-        started_ms=started_ms,
-        finished_ms=int(time.time() * 1000),
-    )
-    receipt = seal(svc.keys, Kind.JOB_RECEIPT, terms, to=event.pubkey, reply_to=event.id)
-    chain = InferResult(forwarded=served.forwarded, response=served.response, metering=served.metering,
-                        node=served.node.pubkey)  # fmt: skip
-    if submit.privacy == PL0_PUBLIC:
-        result = JobResult(job_id=submit.job_id, output=output, receipt=receipt, chain=chain)
-    else:
-        sealed = nip44.encrypt(svc.keys, event.pubkey, encode_payload(SealedOutput(output=output, chain=chain)))
-        result = JobResult(job_id=submit.job_id, sealed_output=sealed, receipt=receipt)
-    await jobs_store.set_job_status(svc.pool, submit.job_id, "done", receipt)
-    return seal(svc.keys, Kind.JOB_RESULT, result, to=event.pubkey, reply_to=event.id)
+        return FedaiError(ErrorCode.INVALID_REQUEST, "the job's privacy level is not the one awarded")
+    return None
+
+
+class Provider:
+    """`POST /federation/job`: run a job a peer router was awarded by us on our own nodes."""
+
+    def __init__(
+        self,
+        *,
+        keys: Keys,
+        settings: RouterSettings,
+        intake: Intake,
+        claims: Claims,
+        planner: Planner,
+        dispatcher: Dispatcher,
+        completion: Completion,
+        pool: asyncpg.Pool,
+        metrics: CollectorRegistry,
+        bidder: Callable[[], Bidder | None],
+    ) -> None:
+        self.keys = keys  # signs the receipt and the result; PL1/PL2 jobs are sealed to us
+        self.settings = settings  # the privacy levels we accept, our fee
+        self.intake = intake
+        self.claims = claims
+        self.planner = planner
+        self.dispatcher = dispatcher
+        self.completion = completion
+        self.pool = pool  # federation_jobs
+        self.bidder = bidder  # our open bids (None before federation starts, or with bidding off)
+        self.counter = auction_events(metrics)
+
+    async def handle(self, body: bytes) -> Event:
+        try:
+            answer = await self._handle(body)
+        except FedaiError as err:
+            self.counter.labels("submit", err.code.value).inc()
+            raise
+        self.counter.labels("submit", "ok").inc()
+        return answer
+
+    async def _handle(self, body: bytes) -> Event:
+        opened = self.intake.open_addressed(body, JobSubmit, Kind.JOB_SUBMIT)
+        event, submit = opened.event, opened.payload
+        award = await self._award_for(submit, event.pubkey)
+        refusal = award_refusal(award, event.pubkey, submit, time.time())
+        if refusal is not None:
+            raise refusal
+        assert award is not None and award.terms is not None
+        request, _salt = self._open_payload(event, submit)
+        if submit.privacy > self.settings.max_privacy(request.job_type):
+            raise FedaiError(ErrorCode.FORBIDDEN, f"privacy level {submit.privacy} is above what this router accepts")
+        problems = binding_problems(award.terms, request, submit.input_sha256)
+        if problems:
+            raise FedaiError(ErrorCode.FORBIDDEN, "the job is not the one bid on: " + ", ".join(problems) + " differ")
+        await self.claims.claim(event)
+        if not await jobs_store.start_job(self.pool, submit.job_id):
+            raise FedaiError(ErrorCode.REPLAY, "this award's job was already submitted")
+        started_ms = int(time.time() * 1000)
+        origin = Origin(event.pubkey, event.id)
+        try:
+            plan = await self.planner.plan(event.pubkey, request)
+            served = await self.dispatcher.serve(origin, request, plan.candidates, limits=plan.limits)
+        except FedaiError:
+            await jobs_store.set_job_status(self.pool, submit.job_id, "failed")
+            raise
+        await self.completion.record(origin, served.metered)
+        receipt = self._receipt(event, submit, served, award.price_msat, started_ms)
+        result = self._result(event, submit, served, receipt)
+        await jobs_store.set_job_status(self.pool, submit.job_id, "done", receipt)
+        return seal(self.keys, Kind.JOB_RESULT, result, to=event.pubkey, reply_to=event.id)
+
+    def _open_payload(self, event: Event, submit: JobSubmit) -> tuple[InferenceRequest, str]:
+        """The job and the salt of its hash, checked to hash to the submit's `input_sha256`."""
+        if submit.privacy == PL0_PUBLIC:
+            if submit.request is None or submit.salt is None or submit.sealed is not None:
+                raise FedaiError(ErrorCode.INVALID_REQUEST, "a PL0 job carries `request` and `salt` and no `sealed`")
+            request, salt = submit.request, submit.salt
+        elif submit.sealed is None or submit.request is not None or submit.salt is not None:
+            raise FedaiError(ErrorCode.INVALID_REQUEST, "a PL1/PL2 job carries only `sealed` (the job and its salt)")
+        else:
+            opened = decode_payload(nip44.decrypt(self.keys, event.pubkey, submit.sealed), SealedJob)
+            request, salt = opened.request, opened.salt
+        if request != job_request(request):
+            raise FedaiError(ErrorCode.INVALID_REQUEST, "a job may carry only the model, prompt and sampling options")
+        if job_hash(request, salt) != submit.input_sha256:
+            raise FedaiError(ErrorCode.INVALID_REQUEST, "the job does not hash to its input_sha256")
+        return request, salt
+
+    async def _award_for(self, submit: JobSubmit, requester: str) -> jobs_store.AwardRow | None:
+        """Our stored award. When it is not stored yet, wait briefly for it to arrive from the relay, but only if we
+        hold an open bid for this requester (an award from it may be on its way) and within its waiting budget (one
+        wait per open bid, `Bidder.begin_award_wait`): a submit naming a random award costs one lookup."""
+        award = await jobs_store.find_award(self.pool, submit.award)
+        bidder = self.bidder()
+        if award is not None or bidder is None or not bidder.begin_award_wait(requester):
+            return award
+        try:
+            deadline, pause = time.monotonic() + AWARD_WAIT_S, FIRST_POLL_S
+            while (left := deadline - time.monotonic()) > 0:
+                accepted_here = await bidder.wait_accepted(submit.job_id, min(pause, left))  # wakes when we accept it
+                award = await jobs_store.find_award(self.pool, submit.award)  # another replica may have accepted it
+                if award is not None or accepted_here:
+                    return award
+                pause = min(pause * 2, MAX_POLL_S)
+            return None
+        finally:
+            bidder.end_award_wait(requester)
+
+    def _receipt(self, event: Event, submit: JobSubmit, served: Served, awarded_msat: int, started_ms: int) -> Event:
+        """Our signed receipt: the node's price plus our fee, never above the award."""
+        record = served.record
+        node_price = price_msat(served.node.models[record.model].pricing, record.input_tokens, record.output_tokens)
+        fee = self.settings.fee_base_msat + -(-node_price * self.settings.fee_ppm // 1_000_000)
+        output = decode_payload(served.response.content, InferenceResponse).output
+        terms = Receipt(
+            job_id=submit.job_id,
+            job_submit=event.id,
+            requester=event.pubkey,
+            provider=self.keys.pubkey,
+            input_sha256=submit.input_sha256,
+            output_sha256=hashlib.sha256(output.encode()).hexdigest(),
+            usage=Usage(input_tokens=record.input_tokens, output_tokens=record.output_tokens),
+            price_msat=min(awarded_msat, node_price + fee),
+            status="ok",
+            started_ms=started_ms,
+            finished_ms=int(time.time() * 1000),
+        )
+        return seal(self.keys, Kind.JOB_RECEIPT, terms, to=event.pubkey, reply_to=event.id)
+
+    def _result(self, event: Event, submit: JobSubmit, served: Served, receipt: Event) -> JobResult:
+        """The output, the receipt and our chain down to the node: in the clear at PL0, sealed at PL1/PL2."""
+        output = decode_payload(served.response.content, InferenceResponse).output
+        chain = InferResult(
+            forwarded=served.forwarded, response=served.response, metering=served.metering, node=served.node.pubkey
+        )
+        if submit.privacy == PL0_PUBLIC:
+            return JobResult(job_id=submit.job_id, output=output, receipt=receipt, chain=chain)
+        sealed = nip44.encrypt(self.keys, event.pubkey, encode_payload(SealedOutput(output=output, chain=chain)))
+        return JobResult(job_id=submit.job_id, sealed_output=sealed, receipt=receipt)

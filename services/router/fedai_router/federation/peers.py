@@ -20,133 +20,38 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any
 
 import asyncpg
-import msgspec
 from prometheus_client import CollectorRegistry, Counter
 
-from fedai.protocol.errors import ErrorCode, FedaiError
+from fedai.protocol.errors import FedaiError
 from fedai.protocol.event import Event
-from fedai.protocol.federation import CAPS_D, PL3_LOCAL, STATUS_D, RouterCaps, RouterPrice, RouterStatus
+from fedai.protocol.federation import PL3_LOCAL, RouterCaps, RouterStatus
 from fedai.protocol.kinds import Kind
-from fedai.protocol.messages import Payload, decode_payload, to_builtins
-from fedai.store import peers as peer_store
+from fedai_router.config import RouterSettings
 from fedai_router.endpoints import EndpointValidator, check_shape
+from fedai_router.federation.announcements import (
+    KIND_NAMES,
+    Held,
+    Incoming,
+    PeerRecord,
+    decode_announcement,
+    timing_refusal,
+    too_large,
+)
 from fedai_router.federation.peer_limits import is_stale, room_for
+from fedai_router.federation.peer_rows import forget_peers, record_from_row, save_incoming
+from fedai_router.federation.peer_views import PeerPrice, PeerView, price_of, summary_of, view_of
 from fedai_router.federation.policy import CONTACTS_KIND, REFUSED, PeerPolicy, PolicyState, newer
-
-if TYPE_CHECKING:
-    from fedai_router.config import RouterSettings
-    from fedai_router.service import RouterService
+from fedai_router.store import peers as peer_store
 
 log = logging.getLogger("fedai.router.peers")
 
-P = TypeVar("P", bound=Payload)
-
-KIND_NAMES = {int(Kind.ROUTER_CAPS): "caps", int(Kind.ROUTER_PRICE): "price", int(Kind.ROUTER_STATUS): "status"}
-ANNOUNCE_KINDS = sorted(KIND_NAMES)
 MAX_REFUSED_TRACKED = 10_000  # keys refused as untrusted, re-queried when a contact list vouches for them
-REQUERY_EOSE_S = 10.0
-POOL_STATS_S = 1.0
-PRUNE_S = 60.0  # how often silent peers are pruned
 PEER_IDLE_S = 86_400.0  # a peer that announced nothing for this long is forgotten (memory and table)
 # pool counters mirrored into fedai_router_peer_events_total{kind="any"} (the pool sees no kinds)
 POOL_RESULTS = {"invalid": "invalid", "oversized": "too_large", "over_budget": "over_budget"}
-
-
-@dataclass(frozen=True, slots=True)
-class Held(Generic[P]):
-    """An accepted announcement: its payload and what orders and expires it."""
-
-    event_id: str
-    created_at: int
-    expires_at: int | None
-    payload: P
-
-    def fresh(self, now: float, ttl_s: float) -> bool:
-        """Not expired; one without an `expiration` tag counts as fresh for `ttl_s` after `created_at`."""
-        if self.expires_at is not None:
-            return self.expires_at > now
-        return now - self.created_at <= ttl_s
-
-
-@dataclass(slots=True)
-class PeerRecord:
-    pubkey: str
-    first_seen: float
-    last_seen: float
-    caps: Held[RouterCaps] | None = None
-    prices: dict[str, Held[RouterPrice]] = field(default_factory=dict)
-    status: Held[RouterStatus] | None = None
-
-    def held(self, kind: int, d: str) -> Held[Any] | None:
-        if kind == Kind.ROUTER_CAPS:
-            return self.caps
-        if kind == Kind.ROUTER_STATUS:
-            return self.status
-        return self.prices.get(d)
-
-
-@dataclass(frozen=True, slots=True)
-class PeerView:
-    """A peer that can take a job now, as the auction sees it."""
-
-    pubkey: str
-    endpoint: str
-    caps: RouterCaps
-    status: RouterStatus | None  # None when it has no fresh status
-    last_seen: float  # unix seconds of its latest accepted announcement
-    followed: bool  # listed in ROUTER_FOLLOW
-    endorsements: int  # how many followed keys list it in their contact list
-
-    @property
-    def backpressure(self) -> str:
-        return self.status.backpressure if self.status is not None else "NORMAL"
-
-    @property
-    def p95_latency_ms(self) -> float | None:
-        return self.status.p95_latency_ms if self.status is not None else None
-
-
-@dataclass(frozen=True, slots=True)
-class PeerPrice:
-    """A peer's posted price for one model and job type: per 1k tokens, fee and surge included."""
-
-    input_msat: int
-    output_msat: int
-    base_msat: int  # per job
-    surge: float
-
-    def cost(self, input_tokens: int, max_tokens: int) -> int:
-        """The most a job of this size costs at this price (each part rounded up to a whole msat)."""
-        return (
-            self.base_msat
-            + math.ceil(input_tokens * self.input_msat / 1000)
-            + math.ceil(max_tokens * self.output_msat / 1000)
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Incoming:
-    """An announcement that passed every check, ready to store."""
-
-    event: Event
-    d: str
-    expires_at: int | None
-    payload: RouterCaps | RouterPrice | RouterStatus
-
-
-def _expiration(event: Event) -> int | None:
-    """The NIP-40 expiration, or None; raises ValueError when the tag is not an integer."""
-    value = event.tag("expiration")
-    return None if value is None else int(value)
-
-
-def _ts(value: datetime | None) -> float:
-    return value.timestamp() if value is not None else 0.0
 
 
 class PeerBook:
@@ -177,9 +82,11 @@ class PeerBook:
         self.max_price_sheets = max_price_sheets
         self._evicted: list[str] = []  # forgotten in memory, still to delete from the table
         self.events = Counter(
-            "fedai_router_peer_events", "Peer announcements and contact lists by kind and result",
-            ["kind", "result"], registry=registry,
-        )  # fmt: skip
+            "fedai_router_peer_events",
+            "Peer announcements and contact lists by kind and result",
+            ["kind", "result"],
+            registry=registry,
+        )
         self._peers: dict[str, PeerRecord] = {}
         self._refused: OrderedDict[str, None] = OrderedDict()  # refused as untrusted, most recent last
         self._pool_seen: dict[str, int] = {}
@@ -216,50 +123,56 @@ class PeerBook:
     def check(self, event: Event, now: float) -> tuple[str, Incoming | None]:
         """Every rule an announcement must pass (no I/O). Returns the result label and, when it may be
         stored, the decoded announcement (result `accepted`, or `muted` for a muted peer)."""
-        kind = event.kind
-        if kind not in KIND_NAMES:
-            return "unexpected", None
-        if event.pubkey == self.self_pubkey:
-            return "own", None
-        content = event.content
-        if len(content) > self.max_content_bytes or len(content.encode("utf-8", "surrogatepass")) > (
-            self.max_content_bytes
-        ):
-            return "oversized", None
-        state = self.policy.state(event.pubkey)
-        if state in REFUSED:
-            if state == "untrusted":
-                self._note_refused(event.pubkey)
-            return state, None
-        if event.created_at > now + self.skew_s:
-            return "future", None
+        screened = self._screen(event, now)
+        if isinstance(screened, str):
+            return screened, None
+        state, d, expires_at = screened
+        refusal = self._fit_refusal(event, d, now)
+        if refusal is not None:
+            return refusal, None
         try:
-            expires_at = _expiration(event)
-        except ValueError:
-            return "malformed", None
-        if expires_at is not None and expires_at <= now:
-            return "expired", None
-        d = event.tag("d")
-        if d is None or not _d_fits(kind, d):
-            return "malformed", None
-        record = self._peers.get(event.pubkey)
-        if record is None and len(self._peers) >= self.max_peers and self._room_for(event.pubkey, now) is None:
-            return "full", None
-        if kind == Kind.ROUTER_PRICE and record is not None and self._sheets_full(record, d):
-            return "too_many_sheets", None
-        held = record.held(kind, d) if record is not None else None
-        if held is not None:
-            if held.event_id == event.id:
-                return "duplicate", None
-            if not newer(event.created_at, event.id, held.created_at, held.event_id):
-                return "stale", None
-        try:
-            payload = _decode(kind, d, content)
+            payload = decode_announcement(event.kind, d, event.content)
         except FedaiError:
             return "malformed", None
         if isinstance(payload, RouterCaps) and not self._endpoint_fits(payload.endpoint):
             return "endpoint", None
         return ("muted" if state == "muted" else "accepted"), Incoming(event, d, expires_at, payload)
+
+    def _screen(self, event: Event, now: float) -> str | tuple[PolicyState, str, int | None]:
+        """The cheap rules, in order: kind, not our own, size, policy, then timing and `d` tag. A refusal's
+        label, or the policy state, `d` and expiration of an announcement that passed them."""
+        if event.kind not in KIND_NAMES:
+            return "unexpected"
+        if event.pubkey == self.self_pubkey:
+            return "own"
+        if too_large(event.content, self.max_content_bytes):
+            return "oversized"
+        state = self.policy.state(event.pubkey)
+        if state in REFUSED:
+            if state == "untrusted":
+                self._note_refused(event.pubkey)
+            return state
+        timing = timing_refusal(event, now, self.skew_s)
+        if isinstance(timing, str):
+            return timing
+        return state, *timing
+
+    def _fit_refusal(self, event: Event, d: str, now: float) -> str | None:
+        """Whether the book has room for it (`full`, `too_many_sheets`) and it is news (`duplicate`, `stale`)."""
+        record = self._peers.get(event.pubkey)
+        if record is None:
+            full = len(self._peers) >= self.max_peers and self._room_for(event.pubkey, now) is None
+            return "full" if full else None
+        if event.kind == Kind.ROUTER_PRICE and self._sheets_full(record, d):
+            return "too_many_sheets"
+        held = record.held(event.kind, d)
+        if held is None:
+            return None
+        if held.event_id == event.id:
+            return "duplicate"
+        if not newer(event.created_at, event.id, held.created_at, held.event_id):
+            return "stale"
+        return None
 
     def remember(self, incoming: Incoming, now: float) -> bool:
         """Hold a checked announcement in memory; False when it no longer fits (the book or the peer's sheets
@@ -309,26 +222,21 @@ class PeerBook:
                     await self._forget(pool)
         self.events.labels(KIND_NAMES.get(event.kind, str(event.kind)), result).inc()
         if incoming is None and result not in ("own", "duplicate"):
-            log.debug("peer announcement refused", extra={"peer": event.pubkey[:16], "kind": event.kind,
-                                                          "result": result, "event": event.id})  # fmt: skip
+            log.debug(
+                "peer announcement refused",
+                extra={"peer": event.pubkey[:16], "kind": event.kind, "result": result, "event": event.id},
+            )
         return result
-
-    async def _store(self, pool: asyncpg.Pool, incoming: Incoming) -> None:
-        event = incoming.event
-        try:
-            await peer_store.save_announcement(
-                pool, event.pubkey, kind=event.kind, d=incoming.d, content=to_builtins(incoming.payload),
-                event_id=event.id, created_at=event.created_at, expires_at=incoming.expires_at,
-                max_price_sheets=self.max_price_sheets,
-            )  # fmt: skip
-        except (OSError, asyncpg.PostgresError) as exc:  # memory still learns it; the next announcement retries
-            log.warning("storing a peer announcement failed", extra={"peer": event.pubkey[:16],
-                                                                     "error": type(exc).__name__})  # fmt: skip
 
     def _room_for(self, newcomer: str, now: float) -> str | None:
         """The peer that gives way to `newcomer` at the cap (`peer_limits.room_for`), or None."""
-        return room_for(self._peers.values(), newcomer_trusted=self._trusted(newcomer), trusted=self._trusted,
-                        now=now, ttl_s=self.ttl_s)  # fmt: skip
+        return room_for(
+            self._peers.values(),
+            newcomer_trusted=self._trusted(newcomer),
+            trusted=self._trusted,
+            now=now,
+            ttl_s=self.ttl_s,
+        )
 
     def _sheets_full(self, record: PeerRecord, d: str) -> bool:
         """A price sheet for a new job type would take the peer past `max_price_sheets`."""
@@ -337,18 +245,14 @@ class PeerBook:
     def _trusted(self, pubkey: str) -> bool:
         return self.policy.followed(pubkey) or self.policy.endorsements(pubkey) > 0
 
-    async def _forget(self, pool: asyncpg.Pool) -> None:
-        evicted, self._evicted = self._evicted, []
-        try:
-            await peer_store.delete_peers(pool, evicted)
-        except (OSError, asyncpg.PostgresError) as exc:  # the next prune removes them from the table
-            log.warning("forgetting peers failed", extra={"peers": len(evicted), "error": type(exc).__name__})
-
     async def prune(self, pool: asyncpg.Pool | None, now: float | None = None) -> int:
         """Forget peers that announced nothing for `PEER_IDLE_S` (memory, then the table). Returns how many."""
         current = time.time() if now is None else now
-        idle = [k for k, r in self._peers.items() if is_stale(r, current, self.ttl_s)
-                and current - r.last_seen > PEER_IDLE_S]  # fmt: skip
+        idle = [
+            k
+            for k, r in self._peers.items()
+            if is_stale(r, current, self.ttl_s) and current - r.last_seen > PEER_IDLE_S
+        ]
         for key in idle:
             del self._peers[key]
         if pool is not None:
@@ -401,29 +305,24 @@ class PeerBook:
             self._pool_seen[name] = value
 
     def restore(self, rows: Iterable[peer_store.PeerRow]) -> int:
-        """Load peers stored earlier (by this or another replica); rows that no longer decode are skipped."""
+        """Load peers stored earlier (by this or another replica), the most recent up to the cap; rows that no
+        longer decode are skipped."""
         loaded = 0
-        for row in sorted(rows, key=lambda r: r.updated_at, reverse=True):  # the most recent, up to the cap
+        for row in sorted(rows, key=lambda r: r.updated_at, reverse=True):
             if len(self._peers) >= self.max_peers:
                 break
-            record = PeerRecord(row.pubkey, first_seen=_ts(row.first_seen), last_seen=_ts(row.updated_at))
-            try:
-                if row.caps is not None:
-                    record.caps = _held(row, Kind.ROUTER_CAPS, CAPS_D, row.caps, RouterCaps)
-                    if record.caps is not None and not self._endpoint_fits(record.caps.payload.endpoint):
-                        record.caps = None  # stored before the rule, or under ROUTER_ALLOW_PRIVATE_ENDPOINTS
-                if row.status is not None:
-                    record.status = _held(row, Kind.ROUTER_STATUS, STATUS_D, row.status, RouterStatus)
-                for job_type, sheet in list(row.prices.items())[: self.max_price_sheets]:
-                    price = _held(row, Kind.ROUTER_PRICE, job_type, sheet, RouterPrice)
-                    if price is not None:
-                        record.prices[job_type] = price
-            except (msgspec.ValidationError, TypeError, ValueError) as exc:
-                log.warning("skipping a stored peer", extra={"peer": row.pubkey[:16], "error": type(exc).__name__})
-                continue
-            self._peers[row.pubkey] = record
-            loaded += 1
+            record = record_from_row(row, self.max_price_sheets, self._endpoint_fits)
+            if record is not None:
+                self._peers[row.pubkey] = record
+                loaded += 1
         return loaded
+
+    async def _store(self, pool: asyncpg.Pool, incoming: Incoming) -> None:
+        await save_incoming(pool, incoming, self.max_price_sheets)
+
+    async def _forget(self, pool: asyncpg.Pool) -> None:
+        evicted, self._evicted = self._evicted, []
+        await forget_peers(pool, evicted)
 
     # -- reading (the auction's API) -------------------------------------------------------------
 
@@ -439,7 +338,7 @@ class PeerBook:
         current = time.time() if now is None else now
         found: list[tuple[tuple[bool, int, float, str], PeerView]] = []
         for record in self._peers.values():
-            view = self._view(record, current)
+            view = view_of(record, current, self.ttl_s, self.policy)
             if view is None or not self.policy.choosable(record.pubkey):
                 continue
             caps = view.caps
@@ -447,7 +346,7 @@ class PeerBook:
                 continue
             if view.backpressure == "SATURATED":
                 continue
-            price = self._price(record, model, job_type, current)
+            price = price_of(record, model, job_type, current, self.ttl_s)
             p95 = view.p95_latency_ms
             key = (
                 price is None,
@@ -462,7 +361,7 @@ class PeerBook:
     def view(self, peer: str | PeerView, now: float | None = None) -> PeerView | None:
         """The peer as `peers_for` would show it (fresh caps required), whatever its policy state."""
         record = self._peers.get(_key(peer))
-        return self._view(record, time.time() if now is None else now) if record is not None else None
+        return view_of(record, time.time() if now is None else now, self.ttl_s, self.policy) if record else None
 
     def price(self, peer: str | PeerView, model: str, job_type: str, now: float | None = None) -> PeerPrice | None:
         """The peer's posted per-1k price for `model` (fee and current surge included), if its fresh caps and
@@ -470,7 +369,7 @@ class PeerBook:
         record = self._peers.get(_key(peer))
         if record is None:
             return None
-        return self._price(record, model, job_type, time.time() if now is None else now)
+        return price_of(record, model, job_type, time.time() if now is None else now, self.ttl_s)
 
     def status(self, peer: str | PeerView, now: float | None = None) -> RouterStatus | None:
         """The peer's latest status, if still fresh."""
@@ -491,146 +390,11 @@ class PeerBook:
     def summaries(self, now: float | None = None, *, detail: bool = True) -> list[dict[str, Any]]:
         """Every known peer for operators (`GET /federation/peers`; a short form for `/status`)."""
         current = time.time() if now is None else now
-        return [self._summary(self._peers[key], current, detail) for key in sorted(self._peers)]
-
-    # -- internals -------------------------------------------------------------------------------
-
-    def _view(self, record: PeerRecord, now: float) -> PeerView | None:
-        caps = record.caps
-        if caps is None or not caps.fresh(now, self.ttl_s):
-            return None
-        status = record.status
-        return PeerView(
-            pubkey=record.pubkey,
-            endpoint=caps.payload.endpoint,
-            caps=caps.payload,
-            status=status.payload if status is not None and status.fresh(now, self.ttl_s) else None,
-            last_seen=record.last_seen,
-            followed=self.policy.followed(record.pubkey),
-            endorsements=self.policy.endorsements(record.pubkey),
-        )
-
-    def _price(self, record: PeerRecord, model: str, job_type: str, now: float) -> PeerPrice | None:
-        caps, sheet = record.caps, record.prices.get(job_type)
-        if caps is None or sheet is None or not caps.fresh(now, self.ttl_s) or not sheet.fresh(now, self.ttl_s):
-            return None
-        if model not in caps.payload.models or job_type not in caps.payload.job_types:
-            return None
-        prices = sheet.payload
-        for entry in prices.models:
-            if entry.model == model:
-                return PeerPrice(
-                    input_msat=math.ceil(entry.input_msat * prices.surge),
-                    output_msat=math.ceil(entry.output_msat * prices.surge),
-                    base_msat=prices.base_msat,
-                    surge=prices.surge,
-                )
-        return None
-
-    def _summary(self, record: PeerRecord, now: float, detail: bool) -> dict[str, Any]:
-        caps = record.caps.payload if record.caps is not None else None
-        status = self.status(record.pubkey, now)
-        fresh = record.caps is not None and record.caps.fresh(now, self.ttl_s)
-        summary: dict[str, Any] = {
-            "pubkey": record.pubkey,
-            "policy": self.policy.state(record.pubkey),
-            "fresh": fresh,
-            "backpressure": status.backpressure if status is not None else None,
-            "last_seen_s": round(now - record.last_seen, 1),
-        }
-        if not detail:
-            summary["models"] = len(caps.models) if caps is not None else 0
-            return summary
-        summary.update(
-            {
-                "caps": {
-                    "endpoint": caps.endpoint, "job_types": caps.job_types, "models": caps.models,
-                    "max_privacy": caps.max_privacy, "settlement": caps.settlement,
-                    "limits": to_builtins(caps.limits), "software_version": caps.software_version,
-                } if caps is not None else None,
-                "prices": {
-                    job_type: {**to_builtins(held.payload), "fresh": held.fresh(now, self.ttl_s)}
-                    for job_type, held in sorted(record.prices.items())
-                },
-                "status": to_builtins(status) if status is not None else None,
-                "first_seen": round(record.first_seen, 3),
-                "last_seen": round(record.last_seen, 3),
-                "followed": self.policy.followed(record.pubkey),
-                "endorsements": self.policy.endorsements(record.pubkey),
-            }
-        )  # fmt: skip
-        return summary
+        return [
+            summary_of(self._peers[key], self.status(key, current), current, self.ttl_s, self.policy, detail=detail)
+            for key in sorted(self._peers)
+        ]
 
 
 def _key(peer: str | PeerView) -> str:
     return peer if isinstance(peer, str) else peer.pubkey
-
-
-def _d_fits(kind: int, d: str) -> bool:
-    if kind == Kind.ROUTER_CAPS:
-        return d == CAPS_D
-    if kind == Kind.ROUTER_STATUS:
-        return d == STATUS_D
-    return 0 < len(d) <= 200
-
-
-def _decode(kind: int, d: str, content: str) -> RouterCaps | RouterPrice | RouterStatus:
-    if kind == Kind.ROUTER_CAPS:
-        return decode_payload(content, RouterCaps)
-    if kind == Kind.ROUTER_STATUS:
-        return decode_payload(content, RouterStatus)
-    sheet = decode_payload(content, RouterPrice)
-    if sheet.job_type != d:
-        raise FedaiError(ErrorCode.INVALID_EVENT, "price sheet job_type does not match its d tag")
-    return sheet
-
-
-def _held(row: peer_store.PeerRow, kind: int, d: str, content: Any, cls: type[P]) -> Held[P] | None:
-    meta = row.announcements.get(peer_store.announcement_key(kind, d))
-    if not isinstance(meta, dict):
-        return None
-    expires = meta.get("expires_at")
-    return Held(
-        event_id=str(meta["id"]),
-        created_at=int(meta["created_at"]),
-        expires_at=int(expires) if expires is not None else None,
-        payload=msgspec.convert(content, cls),
-    )
-
-
-async def start_peers(svc: RouterService) -> None:
-    """Subscribe to peers' announcements (and the followed keys' contact lists) on the router's relays."""
-    book, relays = svc.peers, svc.relays
-
-    async def on_announcement(event: Event, relay: str) -> None:
-        await book.handle(event, svc.pool)
-
-    async def requery(keys: frozenset[str]) -> None:
-        """Ask again for announcements of keys a contact list now vouches for (refused when they came)."""
-        sub = await relays.subscribe([{"kinds": ANNOUNCE_KINDS, "authors": sorted(keys)}], on_announcement)
-        try:
-            await sub.wait_eose(REQUERY_EOSE_S)
-        finally:
-            await sub.close()
-
-    async def on_contacts(event: Event, relay: str) -> None:
-        vouched = book.handle_contacts(event)
-        if vouched:
-            svc.spawn(requery(vouched), "peer requery")
-
-    policy = book.policy
-    announcements: dict[str, Any] = {"kinds": ANNOUNCE_KINDS}
-    if policy.allowlist:
-        announcements["authors"] = sorted(policy.allowlist - policy.blocklist)
-    if policy.follow:
-        await relays.subscribe([{"kinds": [CONTACTS_KIND], "authors": sorted(policy.follow)}], on_contacts)
-    await relays.subscribe([announcements], on_announcement)
-
-    async def mirror() -> None:
-        book.mirror_pool_stats(relays.stats)
-
-    async def prune() -> None:
-        await book.prune(svc.pool)
-
-    svc._every(POOL_STATS_S, "peer stats", mirror)
-    svc._every(PRUNE_S, "peer prune", prune)

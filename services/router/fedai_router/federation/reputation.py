@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from fedai.store.federation import peer_outcomes
+from fedai_router.store.federation import peer_outcomes
 
 MAX_PEERS = 10_000
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from starlette.requests import Request
@@ -10,7 +11,8 @@ from starlette.requests import Request
 from fedai.protocol.errors import ErrorCode, FedaiError
 from fedai.protocol.event import Event
 from fedai.protocol.nip98 import verify_auth_header
-from fedai_router.service import RouterService
+from fedai_router.claims import Claims
+from fedai_router.ratelimit import RateLimiter
 
 NOT_CONFIGURED = (
     "NIP-98 authorization is off on this router: ROUTER_PUBLIC_URL is not configured (the URL a NIP-98 event "
@@ -24,52 +26,57 @@ class Caller:
     auth_event: Event | None  # the verified NIP-98 event (None for an API key)
 
 
-def request_url(svc: RouterService, request: Request) -> str:
-    """The full URL the client called, as NIP-98 `u` tags name it: always ROUTER_PUBLIC_URL + path + query.
+@dataclass(frozen=True)
+class Authenticator:
+    claims: Claims  # NIP-98 events are claimed like any signed event
+    limiter: RateLimiter  # per client
+    public_url: str | None  # ROUTER_PUBLIC_URL: what NIP-98 `u` tags must name (None: NIP-98 is refused)
+    window_s: int  # FEDAI_NIP98_WINDOW_S
+    api_keys: Mapping[str, str]  # sha256(key) hex -> client pubkey
+    client_allowlist: frozenset[str] = frozenset()
+    client_blocklist: frozenset[str] = frozenset()
 
-    Never derived from the Host header: that would let a header captured by one router be replayed to another
-    (the attacker picks the Host). Without ROUTER_PUBLIC_URL, NIP-98 is refused (`auth_not_configured`)."""
-    if not svc.settings.public_url:
-        raise FedaiError(ErrorCode.AUTH_NOT_CONFIGURED, NOT_CONFIGURED)
-    query = f"?{request.url.query}" if request.url.query else ""
-    return svc.settings.public_url + request.url.path + query
+    def request_url(self, request: Request) -> str:
+        """The full URL the client called, as NIP-98 `u` tags name it: always ROUTER_PUBLIC_URL + path + query.
 
+        Never derived from the Host header: that would let a header captured by one router be replayed to another
+        (the attacker picks the Host). Without ROUTER_PUBLIC_URL, NIP-98 is refused (`auth_not_configured`)."""
+        if not self.public_url:
+            raise FedaiError(ErrorCode.AUTH_NOT_CONFIGURED, NOT_CONFIGURED)
+        query = f"?{request.url.query}" if request.url.query else ""
+        return self.public_url + request.url.path + query
 
-def check_nip98(svc: RouterService, request: Request, body: bytes) -> Event:
-    """A NIP-98 `Authorization` header checked against this router's public URL (every failure a typed 401).
-    Not yet claimed: call `claim_auth` once the caller is known to be allowed."""
-    header = request.headers.get("authorization", "")
-    url = request_url(svc, request)
-    return verify_auth_header(header, method=request.method, url=url, body=body, window_s=svc.settings.nip98_window_s)
+    def check_nip98(self, request: Request, body: bytes) -> Event:
+        """A NIP-98 `Authorization` header checked against this router's public URL (every failure a typed 401).
+        Not yet claimed: call `claim` once the caller is known to be allowed."""
+        header = request.headers.get("authorization", "")
+        url = self.request_url(request)
+        return verify_auth_header(header, method=request.method, url=url, body=body, window_s=self.window_s)
 
+    async def claim(self, event: Event) -> None:
+        """Claim a NIP-98 event in the replay store (this replica first, then Postgres, shared by every replica);
+        a replay is 409 `replay`. The store keeps it at least as long as `FEDAI_NIP98_WINDOW_S` accepts it."""
+        await self.claims.claim_locally(event)
+        await self.claims.claim(event)
 
-async def claim_auth(svc: RouterService, event: Event) -> None:
-    """Claim a NIP-98 event in the replay store (this replica first, then Postgres, shared by every replica);
-    a replay is 409 `replay`. The store keeps it at least as long as `FEDAI_NIP98_WINDOW_S` accepts it."""
-    await svc.claim_locally(event)
-    await svc.claim(event)
+    async def authenticate(self, request: Request, body: bytes) -> Caller:
+        """NIP-98 (`Authorization: Nostr …`, replay-checked) or `Authorization: Bearer <api key>`; else 401."""
+        header = request.headers.get("authorization", "")
+        if not header:
+            raise FedaiError(ErrorCode.UNAUTHORIZED, "send Authorization: Nostr <NIP-98 event> or Bearer <api key>")
+        scheme, _, credential = header.partition(" ")
+        if scheme.lower() == "bearer":
+            client = self.api_keys.get(hashlib.sha256(credential.strip().encode()).hexdigest())
+            if client is None:
+                raise FedaiError(ErrorCode.UNAUTHORIZED, "unknown API key")
+            self._client_policy(client)
+            return Caller(client, None)
+        event = self.check_nip98(request, body)
+        self._client_policy(event.pubkey)
+        await self.claim(event)
+        return Caller(event.pubkey, event)
 
-
-async def authenticate(svc: RouterService, request: Request, body: bytes) -> Caller:
-    """NIP-98 (`Authorization: Nostr …`, replay-checked) or `Authorization: Bearer <api key>`; else 401."""
-    header = request.headers.get("authorization", "")
-    if not header:
-        raise FedaiError(ErrorCode.UNAUTHORIZED, "send Authorization: Nostr <NIP-98 event> or Bearer <api key>")
-    scheme, _, credential = header.partition(" ")
-    if scheme.lower() == "bearer":
-        client = svc.settings.api_keys.get(hashlib.sha256(credential.strip().encode()).hexdigest())
-        if client is None:
-            raise FedaiError(ErrorCode.UNAUTHORIZED, "unknown API key")
-        _client_policy(svc, client)
-        return Caller(client, None)
-    event = check_nip98(svc, request, body)
-    _client_policy(svc, event.pubkey)
-    await claim_auth(svc, event)
-    return Caller(event.pubkey, event)
-
-
-def _client_policy(svc: RouterService, client: str) -> None:
-    settings = svc.settings
-    if (settings.client_allowlist and client not in settings.client_allowlist) or client in settings.client_blocklist:
-        raise FedaiError(ErrorCode.FORBIDDEN, "this client key is not allowed here")
-    svc.limiter.check(client)
+    def _client_policy(self, client: str) -> None:
+        if (self.client_allowlist and client not in self.client_allowlist) or client in self.client_blocklist:
+            raise FedaiError(ErrorCode.FORBIDDEN, "this client key is not allowed here")
+        self.limiter.check(client)

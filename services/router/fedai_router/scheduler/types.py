@@ -31,6 +31,10 @@ class Policy:
     random_top_n: int = 1  # > 1: pick the first node at random among the best N (weighted), to avoid herding
     min_latency_samples: int = 3  # observed latency replaces the estimate after this many successes
 
+    def fresh(self, last_seen: float, heartbeat: bool, now: float) -> bool:
+        """A node last seen at `last_seen` still counts (heartbeat TTL, or the longer one of an announcement)."""
+        return now - last_seen <= (self.heartbeat_ttl_s if heartbeat else self.announce_ttl_s)
+
 
 @dataclass(frozen=True, slots=True)
 class Demand:
