@@ -4,6 +4,7 @@ under a race, and a quote given back when no node served the request that spent 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -14,7 +15,7 @@ from fedai.protocol.errors import FedaiError
 from fedai.sdk import AsyncClient
 from fedai_router.store.quotes import QuoteRow
 from tests.integration.conftest import SpawnNode
-from tests.support.router import RunningRouter
+from tests.support.router import RunningRouter, reset_database, running_router
 
 
 async def _used(pool: asyncpg.Pool, quote_id: str) -> bool:
@@ -153,3 +154,42 @@ async def test_a_quote_for_more_input_tokens_than_storage_holds_is_a_typed_error
             await client.quote("fake-model", max_tokens=8, input_tokens=2**31)  # quotes.input_tokens is `integer`
         assert err.value.code == "invalid_event"
         assert (await client.quote("fake-model", max_tokens=8, input_tokens=3)).quote.input_tokens == 3
+
+
+async def test_an_unknown_quote_id_is_refused(router: RunningRouter, spawn_node: SpawnNode) -> None:
+    await spawn_node()
+    async with AsyncClient(router.url, router_pubkey=router.pubkey) as client:
+        err = await _refused(client, "fake-model", "hello", max_tokens=8, quote_id="0" * 32)
+    assert (err.code, err.message) == (
+        "quote_invalid",
+        "unknown quote for this client (quotes are per router and client)",
+    )
+
+
+FEE_MSAT = 100
+
+
+class TestWithARouterFee:
+    """A quote's total includes the router's fee: what the node may bill is the total without that fee."""
+
+    @pytest.fixture
+    async def router(self, database_url: str, db_pool: asyncpg.Pool) -> AsyncIterator[RunningRouter]:
+        await reset_database(db_pool)
+        async with running_router(database_url, node_timeout_ms=1500, fee_base_msat=FEE_MSAT) as r:
+            yield r
+
+    async def test_the_node_may_bill_the_quote_without_the_fee_and_no_more(
+        self, router: RunningRouter, spawn_node: SpawnNode, db_pool: asyncpg.Pool
+    ) -> None:
+        # "hello" is priced as 2 input tokens, plus 8 output tokens: 18 msat for the node, 118 with the fee
+        honest = await spawn_node(input_msat=1000, output_msat=2000, report_tokens=(2, 8))  # bills 18
+        async with AsyncClient(router.url, router_pubkey=router.pubkey) as client:
+            quote = (await client.quote("fake-model", max_tokens=8, prompt="hello")).quote
+            assert (quote.price.total_msat, quote.price.router_fee_msat) == (18 + FEE_MSAT, FEE_MSAT)
+            chain = await client.infer("fake-model", "hello", max_tokens=8, quote_id=quote.quote_id)
+            assert (chain.node, chain.record.price_msat) == (honest.keys.pubkey, 18)
+            honest.report_tokens = (10, 8)  # bills 26: within the quote's total, above the node's share of it
+            quote = (await client.quote("fake-model", max_tokens=8, prompt="hello")).quote
+            err = await _refused(client, "fake-model", "hello", max_tokens=8, quote_id=quote.quote_id)
+        assert err.code == "upstream_error"
+        assert await db_pool.fetchval("SELECT count(*) FROM metering_records") == 1

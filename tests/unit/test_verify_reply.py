@@ -63,8 +63,10 @@ def reply(
     record: dict[str, Any] | None = None,
     model: str = "m",
     metering_tags: tuple[list[str], ...] = (),
+    envelope: dict[str, Any] | None = None,
 ) -> bytes:
-    """A node's `{response, metering}` for `fwd`, honest unless `record` overrides a metering field."""
+    """A node's `{response, metering}` for `fwd`, honest unless `record` overrides a metering field or `envelope`
+    the metering event's own envelope (`keys`, `to`, `reply_to`, `created_at`)."""
     answer = InferenceResponse(
         model=model,
         output=OUTPUT,
@@ -87,13 +89,9 @@ def reply(
         "price_msat": price_msat(PRICING, *usage),
     }
     fields.update(record or {})
+    sealing: dict[str, Any] = {"keys": NODE, "to": ROUTER.pubkey, "reply_to": fwd.id, **(envelope or {})}
     metering = seal(
-        NODE,
-        Kind.METERING_RECORD,
-        MeteringRecord(**fields),
-        to=ROUTER.pubkey,
-        reply_to=fwd.id,
-        extra_tags=metering_tags,
+        sealing.pop("keys"), Kind.METERING_RECORD, MeteringRecord(**fields), extra_tags=metering_tags, **sealing
     )
     return encode_payload(NodeReply(response=response, metering=metering)).encode()
 
@@ -208,8 +206,9 @@ def test_input_token_bound_is_linear_in_prompt_bytes() -> None:
     assert limits.max_input_tokens == len(b'[{"role":"user","content":"hi"}]')  # the JSON covers role markers
 
 
-def chunk(fwd: Event, seq: int, signer: Keys = NODE) -> Event:
-    return seal(signer, Kind.STREAM_CHUNK, StreamChunk(seq=seq, delta="x"), to=ROUTER.pubkey, reply_to=fwd.id)
+def chunk(fwd: Event, seq: int, signer: Keys = NODE, **envelope: Any) -> Event:
+    sealing: dict[str, Any] = {"to": ROUTER.pubkey, "reply_to": fwd.id, **envelope}
+    return seal(signer, Kind.STREAM_CHUNK, StreamChunk(seq=seq, delta="x"), **sealing)
 
 
 def test_chunks_must_come_in_order() -> None:
@@ -226,3 +225,28 @@ def test_a_chunk_signed_by_another_key_is_refused() -> None:
     fwd = forwarded()
     with pytest.raises(NodeFault, match="verification"):
         verify_chunk(chunk(fwd, 0, MALLORY), binding(fwd), 0)
+
+
+# The envelope rules apply to the metering event and to each chunk as to the response: signed by the node,
+# addressed to this router, bound (e tag) to the forwarded request, fresh. Each lie below is otherwise honest.
+ENVELOPE_LIES = [
+    pytest.param({"keys": MALLORY}, id="signed-by-another-key"),
+    pytest.param({"to": MALLORY.pubkey}, id="addressed-elsewhere"),
+    pytest.param({"reply_to": "0" * 64}, id="bound-to-another-request"),
+    pytest.param({"created_at": 1_000_000}, id="stale"),
+]
+
+
+@pytest.mark.parametrize("envelope", ENVELOPE_LIES)
+def test_the_metering_event_is_held_to_the_envelope_rules(envelope: dict[str, Any]) -> None:
+    fwd = forwarded()
+    with pytest.raises(NodeFault, match="verification"):
+        verify_reply(reply(fwd, envelope=envelope), binding(fwd))
+
+
+@pytest.mark.parametrize("envelope", ENVELOPE_LIES)
+def test_each_chunk_is_held_to_the_envelope_rules(envelope: dict[str, Any]) -> None:
+    fwd = forwarded()
+    signer = envelope.pop("keys", NODE)
+    with pytest.raises(NodeFault, match="verification"):
+        verify_chunk(chunk(fwd, 0, signer, **envelope), binding(fwd), 0)
