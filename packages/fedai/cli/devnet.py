@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
-import fcntl
 import os
 import re
 import signal
@@ -20,7 +19,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import click
 import httpx
@@ -62,6 +61,7 @@ from fedai.llamacpp import LlamaBuildError, ModelError, ensure_llama_server, ens
 from fedai.protocol.errors import FedaiError
 from fedai.protocol.keys import Keys
 from fedai.sdk import Client
+from fedai.service.filelock import LockHeld, file_lock
 
 HOST = "127.0.0.1"
 HEARTBEAT_MS = 2000
@@ -169,22 +169,12 @@ def _json(response: httpx.Response) -> dict[str, Any]:
 @contextlib.contextmanager
 def exclusive_lock(data_dir: Path) -> Iterator[None]:
     """One devnet per data dir: hold an flock on DATA_DIR/devnet.lock for the devnet's lifetime."""
-    path = data_dir / "devnet.lock"
-    handle: IO[str] = path.open("a+")
-    try:
+    with contextlib.ExitStack() as stack:
         try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            owner = handle.read().strip() or "?"
-            raise DevnetError("devnet", f"is already running in {data_dir} (pid {owner})") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
+            stack.enter_context(file_lock(data_dir / "devnet.lock", wait=False))
+        except LockHeld as held:
+            raise DevnetError("devnet", f"is already running in {data_dir} (pid {held.owner})") from None
         yield
-    finally:
-        handle.close()
 
 
 @dataclass
