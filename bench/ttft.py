@@ -24,6 +24,7 @@ import httpx
 
 from fedai.cli.processes import Supervisor
 from fedai.llamacpp.models import ensure_model
+from fedai.llamacpp.provide import ensure_llama_server
 from fedai.llamacpp.server import LlamaServer
 from fedai.protocol.envelope import seal
 from fedai.protocol.event import decode_event, verify_event
@@ -143,7 +144,8 @@ def main() -> None:
             dsn = start_embedded(Path(tmp) / "pg")
         asyncio.run(prepare_database(dsn))
         keys = {name: Keys.generate() for name in ("router", "node")}
-        with LlamaServer(model=ensure_model(args.model), model_id=model_id, parallel=2,
+        model = ensure_model(args.model)
+        with LlamaServer(model=model, binary=ensure_llama_server(model=model), model_id=model_id, parallel=2,
                          log_path=Path(tmp) / "llama.log") as llama:  # fmt: skip
             sup = Supervisor()
             try:

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from fedai.cli import services
-from fedai.cli.devnet import node_prices, plan_ports
+from fedai.cli.devnet_plan import node_prices, plan_ports
 from fedai.cli.main import cli
 from fedai.cli.services import migration_target, node_env, redact_dsn, router_env, with_overrides
 from fedai.protocol.keys import Keys

@@ -10,7 +10,8 @@ import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
-from fedai.cli.devnet import (
+from fedai.cli.devnet_file import DevnetInfo, LlamaEntry, RouterEntry, read_devnet, write_devnet
+from fedai.cli.devnet_plan import (
     DEMO_PROMPT,
     LLAMA_PROMPT,
     DevnetOptions,
@@ -18,7 +19,6 @@ from fedai.cli.devnet import (
     node_capacity,
     plan_ports,
 )
-from fedai.cli.devnet_file import DevnetInfo, LlamaEntry, RouterEntry, read_devnet, write_devnet
 from fedai.cli.llama import progress_printer, resolve_model
 from fedai.cli.main import cli
 from fedai.llamacpp.models import ModelError

@@ -17,10 +17,11 @@ import pytest
 
 from fedai.llamacpp import provide
 from fedai.llamacpp.build import Flavor, LlamaBuildError, binary_path, legacy_binary_path, version_lock
-from fedai.llamacpp.cache import Progress, file_lock, no_progress
+from fedai.llamacpp.cache import Progress, no_progress
 from fedai.llamacpp.models import model_path
 from fedai.llamacpp.provide import SIGILL_MARKER, ensure_llama_server
 from fedai.llamacpp.smoke import SmokeResult, smoke_test, stamped
+from fedai.service.filelock import file_lock
 from tests.support import fake_llama
 from tests.support.fake_llama import Writer
 

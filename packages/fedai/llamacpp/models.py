@@ -18,12 +18,12 @@ from pathlib import Path
 from fedai.llamacpp.cache import (
     Progress,
     cache_root,
-    file_lock,
     install_file,
     lock_path,
     no_progress,
     scratch_dir,
 )
+from fedai.service.filelock import file_lock
 
 
 class ModelError(RuntimeError):

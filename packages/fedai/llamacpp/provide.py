@@ -34,10 +34,11 @@ from fedai.llamacpp.build import (
     version_lock,
     versions_dir,
 )
-from fedai.llamacpp.cache import Progress, file_lock, install_file, no_progress, scratch_dir
+from fedai.llamacpp.cache import Progress, install_file, no_progress, scratch_dir
 from fedai.llamacpp.cpu import cpu_fingerprint, cpu_name
 from fedai.llamacpp.models import ensure_model
 from fedai.llamacpp.smoke import SmokeResult, clear_stamps, smoke_test, stamped, write_stamp
+from fedai.service.filelock import file_lock
 
 SIGILL_MARKER = "died-with-sigill"  # in a native build's directory: that build cannot run on this CPU
 SIGILL = "SIGILL (illegal instruction)"

@@ -143,13 +143,13 @@ def wait_healthy(
 class LlamaServer:
     """One `llama-server` process serving one model on loopback; a context manager too.
 
-    `binary` defaults to `ensure_llama_server(model=model)` (built and smoke-tested on the model once if
-    needed); `port` to a free one; `log_path` to a temporary file that is kept for diagnosis.
+    `binary` comes from the caller, usually `ensure_llama_server(model=model)` (built and smoke-tested on the
+    model once if needed); `port` defaults to a free one, `log_path` to a temporary file kept for diagnosis.
     """
 
     model: Path
     model_id: str | None = None
-    binary: Path | None = None
+    binary: Path = field(kw_only=True)
     host: str = HOST
     port: int | None = None
     threads: int = 1
@@ -173,12 +173,7 @@ class LlamaServer:
         return self._process.pid if self._process is not None else None
 
     def argv(self) -> list[str]:
-        """The command line `start()` runs (binary and port resolved)."""
-        if self.binary is None:
-            # Imported here: provide.py smoke-tests binaries with this class.
-            from fedai.llamacpp.provide import ensure_llama_server
-
-            self.binary = ensure_llama_server(model=self.model)
+        """The command line `start()` runs (port resolved)."""
         if self.port is None:
             self.port = free_port(self.host)
         return server_args(self.binary, self.model, host=self.host, port=self.port, threads=self.threads,
