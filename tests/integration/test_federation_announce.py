@@ -126,16 +126,16 @@ def heartbeat(node: FakeNode, in_flight: int = 0) -> NodeDescriptor:
 
 
 async def test_two_routers_learn_each_others_caps_prices_and_status(
-    database_url: str, second_database_url: str, relay_url: str, db_pool: asyncpg.Pool
+    database_url: str, second_database_url: str, own_relay_url: str, db_pool: asyncpg.Pool
 ) -> None:
     await reset_database(db_pool)
     await fresh(second_database_url)
     alpha = FakeNode(model="alpha", input_msat=1000, output_msat=2000, endpoint="http://127.0.0.1:9")
     beta = FakeNode(model="beta", input_msat=10, output_msat=20, endpoint="http://127.0.0.1:9")
     async with (
-        running_router(database_url, relays=[relay_url], public_url="http://a.example", fee_ppm=100_000,
+        running_router(database_url, relays=[own_relay_url], public_url="http://a.example", fee_ppm=100_000,
                        fee_base_msat=7) as a,
-        running_router(second_database_url, relays=[relay_url], public_url="http://b.example") as b,
+        running_router(second_database_url, relays=[own_relay_url], public_url="http://b.example") as b,
     ):  # fmt: skip
         await node_with(a, alpha)
         await node_with(b, beta)
@@ -184,14 +184,14 @@ async def test_two_routers_learn_each_others_caps_prices_and_status(
 
 
 async def test_price_and_backpressure_changes_are_reannounced(
-    database_url: str, second_database_url: str, relay_url: str, db_pool: asyncpg.Pool
+    database_url: str, second_database_url: str, own_relay_url: str, db_pool: asyncpg.Pool
 ) -> None:
     await reset_database(db_pool)
     await fresh(second_database_url)
     node = FakeNode(model="gamma", input_msat=500, output_msat=500, capacity=2, endpoint="http://127.0.0.1:9")
     async with (
-        running_router(database_url, relays=[relay_url], busy_at=0.5, saturated_at=0.9) as a,
-        running_router(second_database_url, relays=[relay_url]) as b,
+        running_router(database_url, relays=[own_relay_url], busy_at=0.5, saturated_at=0.9) as a,
+        running_router(second_database_url, relays=[own_relay_url]) as b,
     ):
         await node_with(a, node)
         book = b.service.federation.peers
@@ -280,11 +280,13 @@ async def test_forged_expired_future_oversized_and_malformed_announcements_are_i
     assert await db_pool.fetchval("SELECT array_agg(pubkey) FROM peers") == [good.pubkey]
 
 
-async def test_blocked_muted_and_allowlisted_peers(database_url: str, db_pool: asyncpg.Pool, relay_url: str) -> None:
+async def test_blocked_muted_and_allowlisted_peers(
+    database_url: str, db_pool: asyncpg.Pool, own_relay_url: str
+) -> None:
     await reset_database(db_pool)
     blocked, muted, good, stranger, allowed = (Keys.generate() for _ in range(5))
-    async with running_router(database_url, relays=[relay_url], peer_blocklist=frozenset({blocked.pubkey}),
-                              peer_mute=frozenset({muted.pubkey})) as router, publisher(relay_url) as pool:  # fmt: skip
+    async with running_router(database_url, relays=[own_relay_url], peer_blocklist=frozenset({blocked.pubkey}),
+                              peer_mute=frozenset({muted.pubkey})) as router, publisher(own_relay_url) as pool:  # fmt: skip
         assert await router.service.relays.wait_connected(5)
         book = router.service.federation.peers
         await publish(pool, *(announcement(k, caps(["blockmute"]), Kind.ROUTER_CAPS, "caps") for k in (blocked, muted)))
@@ -297,9 +299,11 @@ async def test_blocked_muted_and_allowlisted_peers(database_url: str, db_pool: a
         assert await db_pool.fetchval("SELECT count(*) FROM peers WHERE pubkey = $1", blocked.pubkey) == 0
 
     await reset_database(db_pool)
-    async with running_router(database_url, relays=[relay_url], peer_allowlist=frozenset({allowed.pubkey})) as router:
+    async with running_router(
+        database_url, relays=[own_relay_url], peer_allowlist=frozenset({allowed.pubkey})
+    ) as router:
         book = router.service.federation.peers
-        async with publisher(relay_url) as pool:
+        async with publisher(own_relay_url) as pool:
             await publish(pool, announcement(stranger, caps(["allow"]), Kind.ROUTER_CAPS, "caps"))
             await publish(pool, announcement(allowed, caps(["allow"]), Kind.ROUTER_CAPS, "caps"))
         await eventually(lambda: allowed.pubkey in peer_keys(book, "allow"), what="the allowed peer")
@@ -307,12 +311,12 @@ async def test_blocked_muted_and_allowlisted_peers(database_url: str, db_pool: a
 
 
 async def test_web_of_trust_minimum_from_contact_lists(
-    database_url: str, db_pool: asyncpg.Pool, relay_url: str
+    database_url: str, db_pool: asyncpg.Pool, own_relay_url: str
 ) -> None:
     await reset_database(db_pool)
     f1, f2, vouched, half = (Keys.generate() for _ in range(4))
-    async with running_router(database_url, relays=[relay_url], follow=frozenset({f1.pubkey, f2.pubkey}),
-                              peer_wot_min=2) as router, publisher(relay_url) as pool:  # fmt: skip
+    async with running_router(database_url, relays=[own_relay_url], follow=frozenset({f1.pubkey, f2.pubkey}),
+                              peer_wot_min=2) as router, publisher(own_relay_url) as pool:  # fmt: skip
         assert await router.service.relays.wait_connected(5)
         book = router.service.federation.peers
         await publish(pool, *(announcement(k, caps(["wot"]), Kind.ROUTER_CAPS, "caps") for k in (vouched, half)))
@@ -327,10 +331,15 @@ async def test_web_of_trust_minimum_from_contact_lists(
         assert count(router, "contacts", "accepted") == 2
 
 
-async def test_a_peer_over_its_rate_budget_is_cut_off(database_url: str, db_pool: asyncpg.Pool, relay_url: str) -> None:
+async def test_a_peer_over_its_rate_budget_is_cut_off(
+    database_url: str, db_pool: asyncpg.Pool, own_relay_url: str
+) -> None:
     await reset_database(db_pool)
     noisy = Keys.generate()
-    async with running_router(database_url, relays=[relay_url], peer_rate=3) as router, publisher(relay_url) as pool:
+    async with (
+        running_router(database_url, relays=[own_relay_url], peer_rate=3) as router,
+        publisher(own_relay_url) as pool,
+    ):
         assert await router.service.relays.wait_connected(5)
         book = router.service.federation.peers
         await publish(pool, announcement(noisy, caps(["rate"]), Kind.ROUTER_CAPS, "caps"))
