@@ -42,7 +42,7 @@ def report_failure(name: str, reason: str, log_path: Path | None) -> None:
 
 
 def run_devnet(options: DevnetOptions, out: Console = console) -> int:
-    """Run the devnet; the exit status follows DESIGN.md section 8 (see `devnet_cmd`)."""
+    """Run the devnet; the exit status follows docs/decisions.md#devnet (see `devnet_cmd`)."""
     devnet = Devnet(options, out)
     data_dir = devnet.data_dir
     data_dir.root.mkdir(parents=True, exist_ok=True)

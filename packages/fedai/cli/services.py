@@ -1,6 +1,6 @@
 """`fedai relay|router|node|migrate`: run services as child processes configured by environment variables.
 
-Flags are conveniences that set the documented variables (DESIGN.md section 7); anything else comes from
+Flags are conveniences that set the documented variables (docs/decisions.md#configuration); anything else comes from
 the current environment. Secrets are read from files (`--key-file`), never taken on the command line.
 """
 

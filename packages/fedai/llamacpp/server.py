@@ -2,7 +2,8 @@
 
 `llama-server` answers `/health` with 503 while it loads the model and 200 once it can serve. Its context
 (`-c`) is split across its parallel slots, so this module takes a context per slot and multiplies. It runs
-with one thread by default (`-t 1`: on 2-core machines more threads made generation erratic, DESIGN.md §11).
+with one thread by default (`-t 1`: on 2-core machines more threads made generation erratic,
+docs/decisions.md#llama-cpp).
 The process never outlives its owner: `stop()` (also at interpreter exit) and, on Linux, a parent-death
 signal. Start it from a long-lived thread: Linux sends that signal when the *thread* that forked it ends.
 A death is reported with how it died: SIGILL (a binary built for another CPU) is named as such.

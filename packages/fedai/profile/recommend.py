@@ -102,7 +102,7 @@ PROFILES: tuple[Rule, ...] = (
 )  # fmt: skip
 
 # Roles in a network. A public router's nodes must leave headroom for signing and HTTP next to inference
-# (DESIGN.md section 11: llama.cpp on 2-core machines is unstable), and must have run the full benchmark.
+# (llama.cpp on 2-core machines is unstable: docs/decisions.md#llama-cpp), and must have run the full benchmark.
 ROLES: tuple[Rule, ...] = (
     Rule("public-node", "serve a public router's traffic",
          (_r(CORES, "3-4"), _r(RAM, "8-16GiB"), _r(DISK, "16-64GiB"), _r(CPU_BENCH, "medium"),

@@ -1,4 +1,4 @@
-"""Envelopes are events: `seal` builds one, `open_envelope` applies every check of DESIGN.md section 4.
+"""Envelopes are events: `seal` builds one, `open_envelope` applies every check (docs/decisions.md#one-envelope).
 
 Checks run cheapest first: size before parsing, schema, kind, freshness, expiration, recipient, signer,
 id and signature, `e` binding, payload schema. Replay is the caller's last, async step (`claim_or_raise`)

@@ -1,4 +1,4 @@
-"""Payloads of router-to-router federation (kinds in DESIGN.md section 4; flow in docs/federation.md).
+"""Payloads of router-to-router federation (kinds in docs/decisions.md#kinds; flow in docs/federation.md).
 
 On relays (signed, verified by every receiver): `RouterCaps` (31020, d=`caps`), `RouterPrice` (31021, d = job
 type), `RouterStatus` (31022, d=`status`) as addressable announcements; `Rfb` (21020), `Bid` (21021), `Award`

@@ -1,4 +1,4 @@
-"""Verify the chain a router returns for `/infer` (DESIGN.md section 4): pure, no I/O.
+"""Verify the chain a router returns for `/infer` (docs/decisions.md#verifiable-chain): pure, no I/O.
 
 client request → router answer (e-tagged to the request) → forwarded request (router-signed, `origin` =
 the client's id, same payload) → node response (node-signed, e-tagged to the forwarded request) → node
