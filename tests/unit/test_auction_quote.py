@@ -14,7 +14,7 @@ from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import Capacity, ModelInfo, NodeDescriptor, Pricing
 from fedai.service.config import ConfigError, Env
 from fedai_router.config import RouterSettings
-from fedai_router.federation.bidder import local_quote
+from fedai_router.federation.bid_quote import local_quote
 from fedai_router.index import NodeIndex
 
 REQUESTER = Keys.generate()

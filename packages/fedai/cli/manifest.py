@@ -148,6 +148,50 @@ def _print_manifest(manifest: NodeManifest, event: Event, written: Path | None, 
         console.print(f"{mark(True)} router {short_npub(answer['pubkey'])} accepted it: {answer['detail']}")
 
 
+def _sign_write_send(
+    keys: Keys,
+    manifest: NodeManifest,
+    router: str | None,
+    pinned: str | None,
+    write_path: Path | None,
+    *,
+    as_json: bool,
+) -> tuple[Event, dict[str, Any] | None]:
+    """Sign the manifest (addressed to the router, if any), write it and send it; failures exit.
+
+    Returns the signed event and the router's answer (None without `--router`).
+    """
+    with httpx.Client(timeout=ROUTER_TIMEOUT_S) as http:
+        try:
+            url = router.rstrip("/") if router else None
+            to = _router_pubkey(http, url, pinned) if url else None
+            event = build_manifest_event(keys, manifest, to=to)
+            if write_path is not None:
+                write_manifest_file(write_path, event)
+            if url is not None and to is not None:
+                return event, send_manifest(http, url, to, keys, event)
+            return event, None
+        except httpx.HTTPError as exc:
+            unreachable = FedaiError(ErrorCode.UPSTREAM_ERROR, f"router unreachable: {type(exc).__name__}")
+            fail_fedai(unreachable, as_json=as_json)
+        except FedaiError as err:
+            fail_fedai(err, as_json=as_json)
+        except OSError as exc:
+            fail(f"{write_path}: cannot write ({exc.strerror or type(exc).__name__})")
+
+
+def _manifest_document(
+    manifest: NodeManifest, event: Event, written: Path | None, answer: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The `--json` output: the signed event, the manifest, where it was written and what the router said."""
+    document: dict[str, Any] = {"event": event.to_dict(), "manifest": msgspec.to_builtins(manifest)}
+    if written is not None:
+        document["written"] = str(written)
+    if answer is not None:
+        document["router"] = answer
+    return document
+
+
 @click.command("manifest")
 @click.option("--key", "key", envvar="NODE_PRIVATE_KEY", required=True,
               help="The node's secret key (nsec/hex) or a file holding it (env NODE_PRIVATE_KEY).")  # fmt: skip
@@ -173,29 +217,8 @@ def manifest_cmd(
     profile: HardwareProfile = hardware.profile(data_dir)
     scores: BenchScores = benchmark.run(quick=quick)
     manifest = make_manifest(profile, scores)
-    answer: dict[str, Any] | None = None
-    with httpx.Client(timeout=ROUTER_TIMEOUT_S) as http:
-        try:
-            url = router.rstrip("/") if router else None
-            to = _router_pubkey(http, url, pinned) if url else None
-            event = build_manifest_event(keys, manifest, to=to)
-            if write_path is not None:
-                write_manifest_file(write_path, event)
-            if url is not None and to is not None:
-                answer = send_manifest(http, url, to, keys, event)
-        except httpx.HTTPError as exc:
-            fail_fedai(FedaiError(ErrorCode.UPSTREAM_ERROR, f"router unreachable: {type(exc).__name__}"),
-                       as_json=as_json)  # fmt: skip
-        except FedaiError as err:
-            fail_fedai(err, as_json=as_json)
-        except OSError as exc:
-            fail(f"{write_path}: cannot write ({exc.strerror or type(exc).__name__})")
+    event, answer = _sign_write_send(keys, manifest, router, pinned, write_path, as_json=as_json)
     if as_json:
-        document: dict[str, Any] = {"event": event.to_dict(), "manifest": msgspec.to_builtins(manifest)}
-        if write_path is not None:
-            document["written"] = str(write_path)
-        if answer is not None:
-            document["router"] = answer
-        print_json(document)
+        print_json(_manifest_document(manifest, event, write_path, answer))
         return
     _print_manifest(manifest, event, write_path, answer)
