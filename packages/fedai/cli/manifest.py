@@ -30,9 +30,13 @@ MANIFEST_FILE_MODE = 0o644
 ROUTER_TIMEOUT_S = 30.0
 
 data_dir_option = click.option(
-    "--data-dir", type=click.Path(path_type=Path), envvar="FEDAI_DATA_DIR", default=Path(".fedai"),
-    show_default=True, help="Where the node keeps its data (free disk is measured there).",
-)  # fmt: skip
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    envvar="FEDAI_DATA_DIR",
+    default=Path(".fedai"),
+    show_default=True,
+    help="Where the node keeps its data (free disk is measured there).",
+)
 quick_option = click.option("--quick", is_flag=True, help="A much shorter benchmark (tests, smoke checks).")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 
@@ -127,13 +131,18 @@ def send_manifest(http: httpx.Client, url: str, router: str, keys: Keys, event: 
         except ValueError:
             body = None
         raise FedaiError.from_dict(body, response.status_code)
-    ack = open_envelope(response.content, Ack, kinds=(Kind.ACK,), recipient=keys.pubkey, signers=(router,),
-                        reply_to=event.id)  # fmt: skip
+    ack = open_envelope(
+        response.content, Ack, kinds=(Kind.ACK,), recipient=keys.pubkey, signers=(router,), reply_to=event.id
+    )
     found = re.search(r"trust=([0-9.]+)", ack.payload.detail)
     return {
-        "url": url, "pubkey": router, "status": ack.payload.status, "detail": ack.payload.detail,
-        "trust": float(found.group(1)) if found else None, "ack": ack.event.to_dict(),
-    }  # fmt: skip
+        "url": url,
+        "pubkey": router,
+        "status": ack.payload.status,
+        "detail": ack.payload.detail,
+        "trust": float(found.group(1)) if found else None,
+        "ack": ack.event.to_dict(),
+    }
 
 
 def _print_manifest(manifest: NodeManifest, event: Event, written: Path | None, answer: dict[str, Any] | None) -> None:
@@ -193,19 +202,33 @@ def _manifest_document(
 
 
 @click.command("manifest")
-@click.option("--key", "key", envvar="NODE_PRIVATE_KEY", required=True,
-              help="The node's secret key (nsec/hex) or a file holding it (env NODE_PRIVATE_KEY).")  # fmt: skip
-@click.option("--write", "write_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the signed event as JSON to this file (mode 0644).")  # fmt: skip
+@click.option(
+    "--key",
+    "key",
+    envvar="NODE_PRIVATE_KEY",
+    required=True,
+    help="The node's secret key (nsec/hex) or a file holding it (env NODE_PRIVATE_KEY).",
+)
+@click.option(
+    "--write",
+    "write_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the signed event as JSON to this file (mode 0644).",
+)
 @click.option("--router", help="POST the manifest to this router's /manifest.")
 @click.option("--router-pubkey", help="The router's key (npub/hex); default: read from its /health.")
 @data_dir_option
 @quick_option
 @json_option
 def manifest_cmd(
-    key: str, write_path: Path | None, router: str | None, router_pubkey: str | None, data_dir: Path, quick: bool,
+    key: str,
+    write_path: Path | None,
+    router: str | None,
+    router_pubkey: str | None,
+    data_dir: Path,
+    quick: bool,
     as_json: bool,
-) -> None:  # fmt: skip
+) -> None:
     """Profile, benchmark and sign this node's manifest; optionally write it and send it to a router."""
     if router_pubkey and not router:
         raise click.UsageError("--router-pubkey needs --router")

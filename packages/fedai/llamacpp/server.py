@@ -93,8 +93,8 @@ def server_args(
     """The argv that serves `model`: `-c` is `slot_context × parallel` because llama-server splits it."""
     if parallel < 1 or threads < 1 or slot_context < 1:
         raise ValueError("parallel, threads and slot_context must be positive")
-    argv = [str(binary), "-m", str(model), "--host", host, "--port", str(port), "-t", str(threads),
-            "-c", str(slot_context * parallel), "--parallel", str(parallel)]  # fmt: skip
+    argv = [str(binary), "-m", str(model), "--host", host, "--port", str(port), "-t", str(threads)]
+    argv += ["-c", str(slot_context * parallel), "--parallel", str(parallel)]
     if model_id:
         argv += ["--alias", model_id]
     return argv + list(extra)
@@ -177,9 +177,17 @@ class LlamaServer:
         """The command line `start()` runs (port resolved)."""
         if self.port is None:
             self.port = free_port(self.host)
-        return server_args(self.binary, self.model, host=self.host, port=self.port, threads=self.threads,
-                           parallel=self.parallel, slot_context=self.slot_context, model_id=self.model_id,
-                           extra=self.extra_args)  # fmt: skip
+        return server_args(
+            self.binary,
+            self.model,
+            host=self.host,
+            port=self.port,
+            threads=self.threads,
+            parallel=self.parallel,
+            slot_context=self.slot_context,
+            model_id=self.model_id,
+            extra=self.extra_args,
+        )
 
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
@@ -205,9 +213,13 @@ class LlamaServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, close_fds=True,
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                close_fds=True,
                 preexec_fn=DIE_WITH_PARENT,  # only calls prctl(2): safe after fork
-            )  # fmt: skip
+            )
         atexit.register(self.stop)
         try:
             wait_healthy(self.url, timeout=self.ready_timeout, alive=self.running, statuses=self.health_statuses)

@@ -202,9 +202,16 @@ def job_request(original: InferenceRequest) -> InferenceRequest:
     client identity, quote, pins, caps or payment data). The provider, the requester and the client all
     derive it the same way, so the client can check what was sent on its behalf."""
     return msgspec.structs.replace(
-        original, client=None, origin=None, quote_id=None, max_price_msat=None, payment_receipts=None,
-        nodes=None, exclude_nodes=None, stream=False,
-    )  # fmt: skip
+        original,
+        client=None,
+        origin=None,
+        quote_id=None,
+        max_price_msat=None,
+        payment_receipts=None,
+        nodes=None,
+        exclude_nodes=None,
+        stream=False,
+    )
 
 
 def new_salt() -> str:
