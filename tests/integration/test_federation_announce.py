@@ -1,3 +1,4 @@
+# Long but one concept: announcements on real relays and the peer policy that judges them.
 """Routers announce caps, prices and status on real relays and learn each other's, under the peer policy."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# Long but one concept: one auction (RFB, bids, award, job) end to end between two routers on a real relay.
 """Auctions between real routers on a real relay: requester A has no node for the model, provider B has one.
 
 Each router has its own database (as two operators would), so both `federation_jobs` rows can be checked.
