@@ -1,4 +1,4 @@
-# Every target bootstraps .venv itself (DESIGN.md section 8).
+# Every target bootstraps .venv itself (docs/decisions.md#devnet).
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin

@@ -97,17 +97,30 @@ async def until(condition: Callable[[], bool], within: float, what: str) -> None
 def node_descriptor() -> NodeDescriptor:
     return NodeDescriptor(
         endpoint="http://127.0.0.1:9",  # never called: the benchmark stops at the accepted award
-        models=[ModelInfo(id=MODEL, context_window=8192, max_tokens=1024, latency_estimate_ms=120.0,
-                          pricing=Pricing(input_msat=1000, output_msat=2000))],
+        models=[
+            ModelInfo(
+                id=MODEL,
+                context_window=8192,
+                max_tokens=1024,
+                latency_estimate_ms=120.0,
+                pricing=Pricing(input_msat=1000, output_msat=2000),
+            )
+        ],
         capacity=Capacity(max_concurrent=64),
-    )  # fmt: skip
+    )
 
 
 def rfb() -> Rfb:
     return Rfb(
-        job_type="text-generation", model=MODEL, privacy=1, input_tokens=200, max_tokens=256, max_price_msat=100_000,
-        job_hash=secrets.token_hex(32), deadline_ms=int(time.time() * 1000) + 60_000,
-    )  # fmt: skip
+        job_type="text-generation",
+        model=MODEL,
+        privacy=1,
+        input_tokens=200,
+        max_tokens=256,
+        max_price_msat=100_000,
+        job_hash=secrets.token_hex(32),
+        deadline_ms=int(time.time() * 1000) + 60_000,
+    )
 
 
 async def run(relay_url: str, dsn_a: str, dsn_b: str, rounds: int, warmup: int) -> dict[str, Any]:
@@ -134,8 +147,11 @@ async def run(relay_url: str, dsn_a: str, dsn_b: str, rounds: int, warmup: int) 
         assert await auctioneer.ready() and await bidder.ready()
         await until(lambda: b.federation.backpressure == "NORMAL", 10, "provider has capacity")
         peers = a.federation.peers
-        await until(lambda: any(p.pubkey == b.pubkey for p in peers.peers_for(MODEL, "text-generation", 1)), 30,
-                    "requester learned the provider from its announcements")  # fmt: skip
+        await until(
+            lambda: any(p.pubkey == b.pubkey for p in peers.peers_for(MODEL, "text-generation", 1)),
+            30,
+            "requester learned the provider from its announcements",
+        )
         awarded_ms: list[float] = []
         accepted_ms: list[float] = []
         for i in range(warmup + rounds):
@@ -174,8 +190,12 @@ def main() -> None:
             dsn = start_embedded(Path(tmp) / "pg")
         sup = Supervisor()
         try:
-            relay = sup.spawn("relay", python_module("fedai.nostr", "--port", str(free_port())), dict(os.environ),
-                              Path(tmp) / "relay.log")  # fmt: skip
+            relay = sup.spawn(
+                "relay",
+                python_module("fedai.nostr", "--port", str(free_port())),
+                dict(os.environ),
+                Path(tmp) / "relay.log",
+            )
             relay_url = wait_for_line(relay, RELAY_LINE, timeout=30).group(1)
             suffix = secrets.token_hex(4)
 
@@ -192,17 +212,22 @@ def main() -> None:
             sup.stop()
     if result["jobs"] != [args.rounds + args.warmup] * 2:
         raise RuntimeError(f"stored jobs {result['jobs']} != rounds")
-    print(json.dumps({
-        "benchmark": "auction_round_trip",
-        "machine": {"python": platform.python_version(), "arch": platform.machine(), "cpus": os.cpu_count()},
-        "database": "embedded" if not args.database_url else "configured",
-        "setup": "relay process (embedded nostr-sdk relay) + requester and provider routers in this process",
-        "rounds": args.rounds,
-        "rfb_to_award_published_ms": result["awarded"],
-        "rfb_to_award_accepted_ms": result["accepted"],
-        "target": {"p50_ms": TARGET_P50_MS},
-        "meets_target": result["accepted"]["p50_ms"] <= TARGET_P50_MS,
-    }, indent=2))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "benchmark": "auction_round_trip",
+                "machine": {"python": platform.python_version(), "arch": platform.machine(), "cpus": os.cpu_count()},
+                "database": "embedded" if not args.database_url else "configured",
+                "setup": "relay process (embedded nostr-sdk relay) + requester and provider routers in this process",
+                "rounds": args.rounds,
+                "rfb_to_award_published_ms": result["awarded"],
+                "rfb_to_award_accepted_ms": result["accepted"],
+                "target": {"p50_ms": TARGET_P50_MS},
+                "meets_target": result["accepted"]["p50_ms"] <= TARGET_P50_MS,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

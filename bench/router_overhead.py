@@ -78,8 +78,9 @@ def sign_batch(keys: Keys, to: str, n: int) -> list[bytes]:
     return [seal(keys, Kind.INFER_REQUEST, payload, to=to, nonce=True).to_json() for _ in range(n)]
 
 
-async def measure(router_url: str, node_url: str, router_pid: int, node_pid: int, keys: dict[str, Keys],
-                  requests: int) -> list[dict[str, Any]]:  # fmt: skip
+async def measure(
+    router_url: str, node_url: str, router_pid: int, node_pid: int, keys: dict[str, Keys], requests: int
+) -> list[dict[str, Any]]:
     results = []
     for concurrency in CONCURRENCY:
         n = requests * (1 if concurrency == 1 else 2)
@@ -129,22 +130,27 @@ def main() -> None:
             sup.stop()
     c1 = results[0]
     best_rps = max(r["via_router"]["rps"] for r in results)
-    print(json.dumps({
-        "benchmark": "router_overhead",
-        "machine": {"python": platform.python_version(), "arch": platform.machine(), "cpus": os.cpu_count()},
-        "database": "embedded" if not args.database_url else "configured",
-        "runner": "mock (no model latency)",
-        "results": results,
-        "summary": {
-            "router_added_p50_ms_c1": c1["router_added_p50_ms"],
-            "router_cpu_ms_per_request_c1": c1["router_cpu_ms_per_request"],
-            "router_cpu_ms_per_request_min": min(r["router_cpu_ms_per_request"] for r in results),
-            "best_rps_via_router": best_rps,
-            "vs_seed_best_rps": round(best_rps / SEED_BASELINE["rps_best"], 2),
-        },
-        "targets": {"router_added_p50_ms_c1": 1.0, "router_cpu_ms_per_request": 0.7, "rps_via_router": 1450},
-        "seed_baseline": SEED_BASELINE,
-    }, indent=2))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "benchmark": "router_overhead",
+                "machine": {"python": platform.python_version(), "arch": platform.machine(), "cpus": os.cpu_count()},
+                "database": "embedded" if not args.database_url else "configured",
+                "runner": "mock (no model latency)",
+                "results": results,
+                "summary": {
+                    "router_added_p50_ms_c1": c1["router_added_p50_ms"],
+                    "router_cpu_ms_per_request_c1": c1["router_cpu_ms_per_request"],
+                    "router_cpu_ms_per_request_min": min(r["router_cpu_ms_per_request"] for r in results),
+                    "best_rps_via_router": best_rps,
+                    "vs_seed_best_rps": round(best_rps / SEED_BASELINE["rps_best"], 2),
+                },
+                "targets": {"router_added_p50_ms_c1": 1.0, "router_cpu_ms_per_request": 0.7, "rps_via_router": 1450},
+                "seed_baseline": SEED_BASELINE,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ plus the cost of one `begin` + `end` pair (two live-load syncs into the schedule
 
 Nodes have varied prices, capacities, loads, observed latencies, failure records, trust and freshness, so ties
 do not dominate. A second variant caps the price so that 90% of the nodes are filtered out. Prints one JSON
-document; DESIGN.md section 9's target is ≤ 1 ms at 10,000 nodes.
+document; the target is ≤ 1 ms at 10,000 nodes (docs/decisions.md#performance-targets).
 """
 
 from __future__ import annotations

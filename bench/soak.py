@@ -167,8 +167,16 @@ async def soak(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     async with soak_database(args.database_url, tmp) as dsn:
         try:
             router_url, router_pid, node_pids = await asyncio.to_thread(start_services, sup, dsn, tmp / "logs", keys)
-            traffic = Traffic(router_url, keys["router"].pubkey, args.concurrency, args.abuse_rate, args.loris,
-                              MAX_REQUEST_BYTES, args.flood_models, args.flood_aliases)  # fmt: skip
+            traffic = Traffic(
+                router_url,
+                keys["router"].pubkey,
+                args.concurrency,
+                args.abuse_rate,
+                args.loris,
+                MAX_REQUEST_BYTES,
+                args.flood_models,
+                args.flood_aliases,
+            )
             await wait_until_serving(dsn, traffic, [keys["node-1"].pubkey, keys["node-2"].pubkey])
             conn = await asyncpg.connect(dsn)
             try:
@@ -195,8 +203,14 @@ async def measure(args: argparse.Namespace, traffic: Traffic, probe: Probe) -> d
                 running.result()  # a crashed load generator is an error, not a quiet minute
             tally, traffic.tally = traffic.tally, Tally()
             sample = await probe.sample()
-            minutes.append({"minute": minute, **sample, **summarise_interval(tally, time.monotonic() - started),
-                            "slowloris_open": traffic.loris_open})  # fmt: skip
+            minutes.append(
+                {
+                    "minute": minute,
+                    **sample,
+                    **summarise_interval(tally, time.monotonic() - started),
+                    "slowloris_open": traffic.loris_open,
+                }
+            )
     finally:
         traffic.stopping.set()
         await asyncio.wait_for(running, timeout=90)
@@ -209,9 +223,16 @@ async def measure(args: argparse.Namespace, traffic: Traffic, probe: Probe) -> d
         "machine": {"python": platform.python_version(), "arch": platform.machine(), "cpus": os.cpu_count()},
         "database": "configured" if args.database_url else "embedded",
         "runner": "mock, two nodes",
-        "settings": {"minutes": args.minutes, "interval_s": args.interval_s, "concurrency": args.concurrency,
-                     "abuse_rate_per_s_each": args.abuse_rate, "slowloris_connections": args.loris,
-                     "flood_models": args.flood_models, "flood_aliases": args.flood_aliases, "model": MODEL},
+        "settings": {
+            "minutes": args.minutes,
+            "interval_s": args.interval_s,
+            "concurrency": args.concurrency,
+            "abuse_rate_per_s_each": args.abuse_rate,
+            "slowloris_connections": args.loris,
+            "flood_models": args.flood_models,
+            "flood_aliases": args.flood_aliases,
+            "model": MODEL,
+        },
         "baseline": baseline,
         "per_minute": minutes,
         "summary": {
@@ -226,7 +247,7 @@ async def measure(args: argparse.Namespace, traffic: Traffic, probe: Probe) -> d
             "good_err_total": sum(m["good"]["err"] for m in minutes),
             "flat_memory": (rss_slope or 0.0) <= args.flat_slope_mib,
         },
-    }  # fmt: skip
+    }
 
 
 def main() -> None:

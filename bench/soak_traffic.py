@@ -82,8 +82,12 @@ class Traffic:
 
     async def _post(self, session: aiohttp.ClientSession, path: str, body: bytes) -> tuple[int, str]:
         try:
-            async with session.post(self.router_url + path, data=body, timeout=aiohttp.ClientTimeout(total=30),
-                                    headers={"Content-Type": "application/json"}) as resp:  # fmt: skip
+            async with session.post(
+                self.router_url + path,
+                data=body,
+                timeout=aiohttp.ClientTimeout(total=30),
+                headers={"Content-Type": "application/json"},
+            ) as resp:
                 text = await resp.read()
                 return resp.status, _code(text)
         except (TimeoutError, aiohttp.ClientError) as exc:
@@ -177,11 +181,15 @@ def _oversized(t: Traffic) -> tuple[str, bytes]:
 def _register_flood(t: Traffic) -> tuple[str, bytes]:
     keys = Keys.generate()
     models = [
-        ModelInfo(id=f"flood-{os.urandom(6).hex()}", context_window=4096, max_tokens=512,
-                  pricing=Pricing(input_msat=1, output_msat=1),
-                  aliases=[f"alias-{os.urandom(6).hex()}" for _ in range(t.flood_aliases)])
+        ModelInfo(
+            id=f"flood-{os.urandom(6).hex()}",
+            context_window=4096,
+            max_tokens=512,
+            pricing=Pricing(input_msat=1, output_msat=1),
+            aliases=[f"alias-{os.urandom(6).hex()}" for _ in range(t.flood_aliases)],
+        )
         for _ in range(t.flood_models)
-    ]  # fmt: skip
+    ]
     descriptor = NodeDescriptor(endpoint="http://127.0.0.1:9", models=models, capacity=Capacity(max_concurrent=4))
     beat = seal(keys, Kind.NODE_HEARTBEAT, descriptor, to=t.router_pubkey, nonce=True)
     return "/register-node", beat.to_json()

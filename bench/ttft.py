@@ -58,8 +58,9 @@ async def direct(http: httpx.AsyncClient, url: str, max_tokens: int) -> tuple[fl
     return (first or time.perf_counter()) - started, total, tokens
 
 
-async def via_node(http: httpx.AsyncClient, node_url: str, keys: Keys, node: str, model: str,
-                   max_tokens: int) -> tuple[float, float, int]:  # fmt: skip
+async def via_node(
+    http: httpx.AsyncClient, node_url: str, keys: Keys, node: str, model: str, max_tokens: int
+) -> tuple[float, float, int]:
     """Stream from the node directly, as the router would call it (router-signed request, chunks verified)."""
     payload = InferenceRequest(model=model, prompt=PROMPT, max_tokens=max_tokens, temperature=0, stream=True)
     forwarded = seal(keys, Kind.INFER_REQUEST, payload, to=node, nonce=True)
@@ -103,8 +104,9 @@ def summarise(samples: list[tuple[float, float, int]]) -> dict[str, Any]:
     }
 
 
-async def measure(llama_url: str, node_url: str, router_url: str, keys: dict[str, Keys], model: str, rounds: int,
-                  max_tokens: int) -> dict[str, Any]:  # fmt: skip
+async def measure(
+    llama_url: str, node_url: str, router_url: str, keys: dict[str, Keys], model: str, rounds: int, max_tokens: int
+) -> dict[str, Any]:
     router_pubkey, node = keys["router"].pubkey, keys["node"].pubkey
     async with httpx.AsyncClient(timeout=120) as http, AsyncClient(router_url, router_pubkey=router_pubkey) as client:
         for _ in range(3):  # warm every path (connections, prompt cache)
@@ -145,25 +147,47 @@ def main() -> None:
         asyncio.run(prepare_database(dsn))
         keys = {name: Keys.generate() for name in ("router", "node")}
         model = ensure_model(args.model)
-        with LlamaServer(model=model, binary=ensure_llama_server(model=model), model_id=model_id, parallel=2,
-                         log_path=Path(tmp) / "llama.log") as llama:  # fmt: skip
+        with LlamaServer(
+            model=model,
+            binary=ensure_llama_server(model=model),
+            model_id=model_id,
+            parallel=2,
+            log_path=Path(tmp) / "llama.log",
+        ) as llama:
             sup = Supervisor()
             try:
-                router_url, node_url, _, _ = start_network(sup, dsn, Path(tmp) / "logs", keys, {
-                    "NODE_RUNNER": "llama_cpp", "NODE_RUNNER_URL": llama.url, "NODE_MODEL_ID": model_id,
-                    "NODE_CAPACITY_MAX": "2",
-                })  # fmt: skip
-                results = asyncio.run(measure(llama.url, node_url, router_url, keys, model_id, args.rounds,
-                                              args.max_tokens))  # fmt: skip
+                router_url, node_url, _, _ = start_network(
+                    sup,
+                    dsn,
+                    Path(tmp) / "logs",
+                    keys,
+                    {
+                        "NODE_RUNNER": "llama_cpp",
+                        "NODE_RUNNER_URL": llama.url,
+                        "NODE_MODEL_ID": model_id,
+                        "NODE_CAPACITY_MAX": "2",
+                    },
+                )
+                results = asyncio.run(
+                    measure(llama.url, node_url, router_url, keys, model_id, args.rounds, args.max_tokens)
+                )
             finally:
                 sup.stop()
-    print(json.dumps({
-        "benchmark": "ttft",
-        "machine": {"python": platform.python_version(), "arch": platform.machine(), "cpus": os.cpu_count()},
-        "model": args.model, "rounds": args.rounds, "max_tokens": args.max_tokens, "llama_threads": 1,
-        "results": results,
-        "target": {"router_added_ttft_ms_median_max": 2.0},
-    }, indent=2))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "benchmark": "ttft",
+                "machine": {"python": platform.python_version(), "arch": platform.machine(), "cpus": os.cpu_count()},
+                "model": args.model,
+                "rounds": args.rounds,
+                "max_tokens": args.max_tokens,
+                "llama_threads": 1,
+                "results": results,
+                "target": {"router_added_ttft_ms_median_max": 2.0},
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -24,8 +24,16 @@ pytestmark = [
 def test_a_node_that_cannot_start_is_named_with_its_log(tmp_path: Path) -> None:
     data_dir = tmp_path / "net"
     marker = uuid.uuid4().hex
-    proc = fedai("devnet", "--once", "--runner", "no-such-runner", "--data-dir", str(data_dir),
-                 env=marked_env(marker), timeout=120)  # fmt: skip
+    proc = fedai(
+        "devnet",
+        "--once",
+        "--runner",
+        "no-such-runner",
+        "--data-dir",
+        str(data_dir),
+        env=marked_env(marker),
+        timeout=120,
+    )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "node-1" in proc.stderr and "exited with status 2" in proc.stderr
     assert "NODE_RUNNER" in proc.stderr, "the tail of the node's log explains why"
@@ -38,8 +46,12 @@ def test_a_child_dying_later_stops_the_devnet(tmp_path: Path) -> None:
     marker = uuid.uuid4().hex
     out_path = tmp_path / "devnet.out"
     with out_path.open("w") as out:
-        devnet = subprocess.Popen([*FEDAI, "devnet", "--nodes", "1", "--data-dir", str(data_dir)],
-                                  env=marked_env(marker), stdout=out, stderr=out)  # fmt: skip
+        devnet = subprocess.Popen(
+            [*FEDAI, "devnet", "--nodes", "1", "--data-dir", str(data_dir)],
+            env=marked_env(marker),
+            stdout=out,
+            stderr=out,
+        )
     try:
         deadline = time.monotonic() + 90
         while not (data_dir / "devnet.json").exists():

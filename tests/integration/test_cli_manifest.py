@@ -43,8 +43,21 @@ async def test_manifest_sent_to_a_router(router: RunningRouter, db_pool: asyncpg
     )
     assert (await register(router.url, router.pubkey, node, descriptor)).status_code == 200
     out = tmp_path / "manifest.json"
-    result = await _run(["manifest", "--key", _key_file(tmp_path, node), "--quick", "--router", router.url,
-                         "--router-pubkey", npub(router.pubkey), "--write", str(out), "--json"])  # fmt: skip
+    result = await _run(
+        [
+            "manifest",
+            "--key",
+            _key_file(tmp_path, node),
+            "--quick",
+            "--router",
+            router.url,
+            "--router-pubkey",
+            npub(router.pubkey),
+            "--write",
+            str(out),
+            "--json",
+        ]
+    )
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     event = doc["event"]
@@ -74,7 +87,18 @@ async def test_manifest_router_key_from_health_and_human_output(router: RunningR
 
 async def test_manifest_refused_by_the_router_reports_the_code(router: RunningRouter, tmp_path: Path) -> None:
     wrong_router = Keys.generate().pubkey  # signed for another router: this one refuses it
-    result = await _run(["manifest", "--key", _key_file(tmp_path, Keys.generate()), "--quick", "--router",
-                         router.url, "--router-pubkey", wrong_router, "--json"])  # fmt: skip
+    result = await _run(
+        [
+            "manifest",
+            "--key",
+            _key_file(tmp_path, Keys.generate()),
+            "--quick",
+            "--router",
+            router.url,
+            "--router-pubkey",
+            wrong_router,
+            "--json",
+        ]
+    )
     assert result.exit_code == 1
     assert json.loads(result.stdout)["error"]["code"] == "wrong_recipient"

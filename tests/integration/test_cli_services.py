@@ -46,8 +46,9 @@ def test_router_without_a_key_exits_with_the_config_error() -> None:
 
 
 def test_node_flags_reach_the_node_config() -> None:
-    proc = subprocess.run([*FEDAI, "node", "--runner", "nope"], env=clean_env(), capture_output=True, text=True,
-                          timeout=60, check=False)  # fmt: skip
+    proc = subprocess.run(
+        [*FEDAI, "node", "--runner", "nope"], env=clean_env(), capture_output=True, text=True, timeout=60, check=False
+    )
     assert proc.returncode == 2
     assert "config error: NODE_PRIVATE_KEY is required" in proc.stderr
 
@@ -85,8 +86,14 @@ def _postgres_pids(pgdata: bytes) -> list[str]:
 
 
 def test_migrate_reports_an_unreachable_server() -> None:
-    proc = subprocess.run([*FEDAI, "migrate", "--database-url", "postgresql://nobody:pw@127.0.0.1:1/x"],
-                          env=clean_env(), capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    proc = subprocess.run(
+        [*FEDAI, "migrate", "--database-url", "postgresql://nobody:pw@127.0.0.1:1/x"],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert proc.returncode == 1
     assert proc.stderr.startswith("error: migration failed:")
     assert ":pw@" not in proc.stderr

@@ -121,8 +121,16 @@ def test_devnet_demo_once_verifies_the_chain_and_leaves_nothing(tmp_path: Path) 
     took = time.monotonic() - started
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
-    for text in ("verified chain", "client request", "router answer", "forwarded request", "node response",
-                 "node metering", "chain verified", "msat"):  # fmt: skip
+    for text in (
+        "verified chain",
+        "client request",
+        "router answer",
+        "forwarded request",
+        "node response",
+        "node metering",
+        "chain verified",
+        "msat",
+    ):
         assert text in out, text
     assert out.count("✓ signature") == 4
     info = check_devnet_file(data_dir, nodes=2)
@@ -192,8 +200,19 @@ def test_devnet_on_llama_cpp_with_the_tiny_model(tmp_path: Path, llama_server_bi
     data_dir = tmp_path / "net"
     marker = uuid.uuid4().hex
     started = time.monotonic()
-    proc = fedai("devnet", "--runner", "llama", "--model", "tiny", "--demo", "--once", "--data-dir", str(data_dir),
-                 env=marked_env(marker), timeout=150)  # fmt: skip
+    proc = fedai(
+        "devnet",
+        "--runner",
+        "llama",
+        "--model",
+        "tiny",
+        "--demo",
+        "--once",
+        "--data-dir",
+        str(data_dir),
+        env=marked_env(marker),
+        timeout=150,
+    )
     took = time.monotonic() - started
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
@@ -217,8 +236,18 @@ def test_devnet_on_llama_cpp_with_the_tiny_model(tmp_path: Path, llama_server_bi
 def test_devnet_mock_writes_no_llama_entry(tmp_path: Path) -> None:
     data_dir = tmp_path / "net"
     marker = uuid.uuid4().hex
-    proc = fedai("devnet", "--runner", "mock", "--nodes", "1", "--once", "--data-dir", str(data_dir),
-                 env=marked_env(marker), timeout=120)  # fmt: skip
+    proc = fedai(
+        "devnet",
+        "--runner",
+        "mock",
+        "--nodes",
+        "1",
+        "--once",
+        "--data-dir",
+        str(data_dir),
+        env=marked_env(marker),
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     info = check_devnet_file(data_dir, nodes=1)
     assert info["runner"] == "mock" and info["llama"] is None

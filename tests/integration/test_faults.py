@@ -77,8 +77,9 @@ class RestartRun:
 
 
 def _request(client: Keys, router: str) -> tuple[str, bytes]:
-    event = seal(client, Kind.INFER_REQUEST, InferenceRequest(model=MODEL, prompt="ping", max_tokens=4), to=router,
-                 nonce=True)  # fmt: skip
+    event = seal(
+        client, Kind.INFER_REQUEST, InferenceRequest(model=MODEL, prompt="ping", max_tokens=4), to=router, nonce=True
+    )
     return event.id, event.to_json()
 
 
@@ -89,14 +90,17 @@ async def restart_run(embedded_database: EmbeddedDatabase) -> AsyncIterator[Rest
     await migrate_dsn(dsn)
     client = Keys.generate()
     node = FakeNode(model=MODEL, capacity=64)
-    async with serve_app(node.app()) as node_url, running_router(dsn, node_timeout_ms=1500,
-                                                                rate_limit_max=1_000_000) as router:  # fmt: skip
+    async with (
+        serve_app(node.app()) as node_url,
+        running_router(dsn, node_timeout_ms=1500, rate_limit_max=1_000_000) as router,
+    ):
         node.endpoint = node_url
         assert (await register(router.url, router.pubkey, node.keys, node.descriptor())).status_code == 200
         url = router.url + "/infer"
         stop = asyncio.Event()
-        load = asyncio.create_task(closed_loop(url, lambda: _request(client, router.pubkey), concurrency=CONCURRENCY,
-                                               stop=stop))  # fmt: skip
+        load = asyncio.create_task(
+            closed_loop(url, lambda: _request(client, router.pubkey), concurrency=CONCURRENCY, stop=stop)
+        )
         await asyncio.sleep(1.5)
         down_at = time.monotonic()
         await embedded_database.stop()
@@ -178,8 +182,9 @@ def test_no_request_is_answered_or_metered_twice(restart_run: RestartRun) -> Non
     assert answers and max(answers.values()) == 1
     metered = restart_run.metering_by_origin
     assert max(metered.values()) == 1, "an origin id with two metering records"
-    ok_ids = {o.event_id for o in [*restart_run.record.ok(), *restart_run.replays, *restart_run.recovery]
-              if o.status == 200}  # fmt: skip
+    ok_ids = {
+        o.event_id for o in [*restart_run.record.ok(), *restart_run.replays, *restart_run.recovery] if o.status == 200
+    }
     assert ok_ids <= set(metered), "an answered request without its metering record"
     assert set(metered) <= ok_ids | {o.event_id for o in restart_run.record.failed()}
 
@@ -226,8 +231,12 @@ async def _held_within(url: str, kind: int, author: str, within: float) -> bool:
 
 
 async def _announce(url: str, node: FakeNode) -> None:
-    event = sign_event(node.keys, Kind.NODE_ANNOUNCE, encode_payload(node.descriptor()),
-                       [["d", "fedai-node"], ["t", "fedai"], ["model", node.model]])  # fmt: skip
+    event = sign_event(
+        node.keys,
+        Kind.NODE_ANNOUNCE,
+        encode_payload(node.descriptor()),
+        [["d", "fedai-node"], ["t", "fedai"], ["model", node.model]],
+    )
     async with RelayPool([url]) as pool:
         assert await pool.wait_connected(5)
         assert all(r.ok for r in await pool.publish(event))
@@ -253,16 +262,20 @@ async def test_relay_restart_router_reconnects_resubscribes_and_announces_again(
             first.shutdown()  # the relay's store (in memory) goes with it
             await eventually(lambda: not relays.status()[url], what="the router noticing the relay is gone")
             replacement = await start_local_relay(port=port)
-            await eventually(lambda: relays.stats["reconnects"] >= 1 and relays.connected == 1, within=15,
-                             what="the router reconnecting")  # fmt: skip
+            await eventually(
+                lambda: relays.stats["reconnects"] >= 1 and relays.connected == 1,
+                within=15,
+                what="the router reconnecting",
+            )
 
             # announcements work again: the empty relay gets caps without waiting for ROUTER_ANNOUNCE_S (60 s)
             assert await _held_within(url, Kind.ROUTER_CAPS, router.pubkey, 10), "caps not re-announced"
             # discovery works again: the resubscribed router learns a node announced on the new relay
             late = FakeNode(model="announced-after-restart", endpoint="http://127.0.0.1:9")
             await _announce(url, late)
-            await eventually(lambda: late.keys.pubkey in router.service.registry.nodes, within=10,
-                             what="discovery after the restart")  # fmt: skip
+            await eventually(
+                lambda: late.keys.pubkey in router.service.registry.nodes, within=10, what="discovery after the restart"
+            )
     finally:
         first.shutdown()
         if replacement is not None:

@@ -137,8 +137,9 @@ async def _bid_zero(bidder: Scripted, requester: str) -> None:
     async def answer(event: Event) -> None:
         if event.pubkey == requester:
             bid = Bid(rfb=event.id, price_msat=0, eta_ms=1, capacity_token=secrets.token_hex(16))
-            await bidder.publish(Kind.BID, bid, to=requester, reply_to=event.id,
-                                 expiration=int(event.tag("expiration") or 0))  # fmt: skip
+            await bidder.publish(
+                Kind.BID, bid, to=requester, reply_to=event.id, expiration=int(event.tag("expiration") or 0)
+            )
 
     await bidder.on([int(Kind.RFB)], answer)
 
@@ -150,8 +151,14 @@ async def test_a_zero_bid_without_fresh_caps_or_a_valid_endpoint_never_wins(make
     await bad_endpoint.announce_caps("ftp://203.0.113.7/")
     await other_model.announce_caps("https://203.0.113.8", models=["some-other-model"])
     # the malformed endpoint is refused with the caps themselves (counted), so that peer stays without caps
-    await eventually(lambda: events(a, "caps", "endpoint", "fedai_router_peer_events_total") == 1
-                     and a.federation.peers.view(other_model.pubkey) is not None, 10, "A judged their caps")  # fmt: skip
+    await eventually(
+        lambda: (
+            events(a, "caps", "endpoint", "fedai_router_peer_events_total") == 1
+            and a.federation.peers.view(other_model.pubkey) is not None
+        ),
+        10,
+        "A judged their caps",
+    )
     assert a.federation.peers.view(bad_endpoint.pubkey) is None
     for peer in (nobody, bad_endpoint, other_model):
         await _bid_zero(peer, pair.a.pubkey)
@@ -166,23 +173,32 @@ async def test_a_zero_bid_without_fresh_caps_or_a_valid_endpoint_never_wins(make
 
 
 def _sheet(job_type: str) -> RouterPrice:
-    return RouterPrice(job_type=job_type, models=[ModelPrice(model=MODEL, input_msat=1, output_msat=1)],
-                       sla=Sla(p95_latency_ms=10.0))  # fmt: skip
+    return RouterPrice(
+        job_type=job_type, models=[ModelPrice(model=MODEL, input_msat=1, output_msat=1)], sla=Sla(p95_latency_ms=10.0)
+    )
 
 
 async def test_peers_and_their_price_sheets_are_capped(make_duo: Callable[..., Any]) -> None:
     trusted = Keys.generate()
-    pair: Duo = await make_duo(a_options={"peer_max": 3, "peer_max_price_sheets": 2,
-                                          "follow": frozenset({trusted.pubkey})})  # fmt: skip
+    pair: Duo = await make_duo(
+        a_options={"peer_max": 3, "peer_max_price_sheets": 2, "follow": frozenset({trusted.pubkey})}
+    )
     a = pair.a.service
     greedy = await pair.scripted()
     await greedy.announce_caps("https://203.0.113.9")
     for i in range(6):  # six job types, six distinct `d` tags
-        await greedy.publish(Kind.ROUTER_PRICE, _sheet(f"job-{i}"), expiration=int(time.time()) + 300,
-                             extra_tags=[["d", f"job-{i}"], ["t", "fedai"]])  # fmt: skip
+        await greedy.publish(
+            Kind.ROUTER_PRICE,
+            _sheet(f"job-{i}"),
+            expiration=int(time.time()) + 300,
+            extra_tags=[["d", f"job-{i}"], ["t", "fedai"]],
+        )
     sheets = "fedai_router_peer_events_total"
-    await eventually(lambda: events(a, "price", "accepted", sheets) + events(a, "price", "too_many_sheets", sheets)
-                     >= 6, 10, "A saw every sheet")  # fmt: skip
+    await eventually(
+        lambda: events(a, "price", "accepted", sheets) + events(a, "price", "too_many_sheets", sheets) >= 6,
+        10,
+        "A saw every sheet",
+    )
     row = await a.pool.fetchrow("SELECT prices FROM peers WHERE pubkey = $1", greedy.pubkey)
     assert row is not None and len(row["prices"]) == 2
     assert events(a, "price", "too_many_sheets", sheets) >= 4
@@ -221,8 +237,9 @@ async def test_a_random_award_is_answered_after_one_lookup(make_duo: Callable[..
     b = pair.b
     stranger = Keys.generate()  # a fresh key: no RFB of it was ever bid on
     request = InferenceRequest(model=MODEL, prompt="hi", max_tokens=1)
-    submit = job_submit(stranger, b.pubkey, request, new_salt(), job_id=secrets.token_hex(16),
-                        award=secrets.token_hex(32))  # fmt: skip
+    submit = job_submit(
+        stranger, b.pubkey, request, new_salt(), job_id=secrets.token_hex(16), award=secrets.token_hex(32)
+    )
     resp = await post_job(b, submit)
     assert (resp.status_code, resp.json()["error"]["code"]) == (403, "forbidden")
     assert list(lookups.values()) == [1]
@@ -232,8 +249,12 @@ async def test_a_random_award_is_answered_after_one_lookup(make_duo: Callable[..
     rfb = await requester.publish(Kind.RFB, rfb_for(SMALL, new_salt()), nonce=True, expiration=int(time.time()) + 30)
     await eventually(lambda: any(o.rfb_id == rfb.id for o in pair.bidder.open_bids()), 5, "B bid")
     lookups.clear()
-    submits = [job_submit(requester.keys, b.pubkey, request, new_salt(), job_id=secrets.token_hex(16),
-                          award=secrets.token_hex(32)) for _ in range(3)]  # fmt: skip
+    submits = [
+        job_submit(
+            requester.keys, b.pubkey, request, new_salt(), job_id=secrets.token_hex(16), award=secrets.token_hex(32)
+        )
+        for _ in range(3)
+    ]
     answers = await asyncio.gather(*(post_job(b, s) for s in submits))
     assert [r.status_code for r in answers] == [403, 403, 403]
     counts = sorted(lookups.values())

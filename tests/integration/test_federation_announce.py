@@ -1,3 +1,4 @@
+# Long but one concept: announcements on real relays and the peer policy that judges them.
 """Routers announce caps, prices and status on real relays and learn each other's, under the peer policy."""
 
 from __future__ import annotations
@@ -84,19 +85,38 @@ async def publish(pool: RelayPool, *events: Event) -> None:
 
 
 def caps(models: list[str] | None = None, endpoint: str = "https://peer.example") -> RouterCaps:
-    return RouterCaps(endpoint=endpoint, job_types=[TG], models=models if models is not None else ["m"],
-                      limits=RouterLimits(max_tokens=1024, max_request_bytes=65536), max_privacy=2)  # fmt: skip
+    return RouterCaps(
+        endpoint=endpoint,
+        job_types=[TG],
+        models=models if models is not None else ["m"],
+        limits=RouterLimits(max_tokens=1024, max_request_bytes=65536),
+        max_privacy=2,
+    )
 
 
 def status(queue_depth: int = 0) -> RouterStatus:
     return RouterStatus(backpressure="NORMAL", queue_depth=queue_depth, active_jobs=0, p95_latency_ms=1.0, nodes=1)
 
 
-def announcement(keys: Keys, payload: Payload | str, kind: int, d: str, *, created_at: int | None = None,
-                 ttl: int = 180, expires: int | None = None) -> Event:  # fmt: skip
+def announcement(
+    keys: Keys,
+    payload: Payload | str,
+    kind: int,
+    d: str,
+    *,
+    created_at: int | None = None,
+    ttl: int = 180,
+    expires: int | None = None,
+) -> Event:
     now = created_at if created_at is not None else _now()
-    return seal(keys, kind, payload, expiration=expires if expires is not None else now + ttl,
-                extra_tags=[["d", d]], created_at=now)  # fmt: skip
+    return seal(
+        keys,
+        kind,
+        payload,
+        expiration=expires if expires is not None else now + ttl,
+        extra_tags=[["d", d]],
+        created_at=now,
+    )
 
 
 def _now() -> int:
@@ -133,10 +153,11 @@ async def test_two_routers_learn_each_others_caps_prices_and_status(
     alpha = FakeNode(model="alpha", input_msat=1000, output_msat=2000, endpoint="http://127.0.0.1:9")
     beta = FakeNode(model="beta", input_msat=10, output_msat=20, endpoint="http://127.0.0.1:9")
     async with (
-        running_router(database_url, relays=[own_relay_url], public_url="http://a.example", fee_ppm=100_000,
-                       fee_base_msat=7) as a,
+        running_router(
+            database_url, relays=[own_relay_url], public_url="http://a.example", fee_ppm=100_000, fee_base_msat=7
+        ) as a,
         running_router(second_database_url, relays=[own_relay_url], public_url="http://b.example") as b,
-    ):  # fmt: skip
+    ):
         await node_with(a, alpha)
         await node_with(b, beta)
         await eventually(
@@ -199,14 +220,18 @@ async def test_price_and_backpressure_changes_are_reannounced(
 
         node.input_msat = 800
         await node_with(a, node)
-        await eventually(lambda: getattr(book.price(a.pubkey, "gamma", TG), "input_msat", 0) == 800, within=10,
-                         what="the new price")  # fmt: skip
+        await eventually(
+            lambda: getattr(book.price(a.pubkey, "gamma", TG), "input_msat", 0) == 800, within=10, what="the new price"
+        )
 
         full = await register(a.url, a.pubkey, node.keys, heartbeat(node, in_flight=2))
         assert full.status_code == 200
         await eventually(lambda: a.service.federation.backpressure == "SATURATED", what="a saturated")
-        await eventually(lambda: getattr(book.status(a.pubkey), "backpressure", "") == "SATURATED", within=10,
-                         what="b sees a saturated")  # fmt: skip
+        await eventually(
+            lambda: getattr(book.status(a.pubkey), "backpressure", "") == "SATURATED",
+            within=10,
+            what="b sees a saturated",
+        )
         assert a.pubkey not in peer_keys(book, "gamma")  # a saturated peer is not offered work
         surged = book.price(a.pubkey, "gamma", TG)
         assert surged is not None and surged.surge > 1 and surged.input_msat > 800
@@ -253,8 +278,14 @@ async def test_forged_expired_future_oversized_and_malformed_announcements_are_i
     valid = announcement(forger, caps(), Kind.ROUTER_CAPS, "caps")
     forged_id = {**valid.to_dict(), "id": _flip(valid.id)}
     bad_sig = {**valid.to_dict(), "content": valid.content.replace("peer.example", "evil.example")}
-    bad_sig["id"] = announcement(forger, bad_sig["content"], Kind.ROUTER_CAPS, "caps", created_at=valid.created_at,
-                                 expires=int(valid.tag("expiration") or 0)).id  # right id, signature of other bytes  # fmt: skip
+    bad_sig["id"] = announcement(
+        forger,
+        bad_sig["content"],
+        Kind.ROUTER_CAPS,
+        "caps",
+        created_at=valid.created_at,
+        expires=int(valid.tag("expiration") or 0),
+    ).id  # right id, signature of other bytes
     hostile = [
         forged_id,
         bad_sig,
@@ -264,8 +295,10 @@ async def test_forged_expired_future_oversized_and_malformed_announcements_are_i
         announcement(broken, '{"job_type": "text-generation", "models": "nope"}', Kind.ROUTER_PRICE, TG).to_dict(),
         announcement(good, caps(), Kind.ROUTER_CAPS, "caps").to_dict(),  # the marker: handled last
     ]
-    async with hostile_relay(hostile) as url, running_router(database_url, relays=[url],
-                                                             peer_max_content_bytes=2048) as router:  # fmt: skip
+    async with (
+        hostile_relay(hostile) as url,
+        running_router(database_url, relays=[url], peer_max_content_bytes=2048) as router,
+    ):
         book = router.service.federation.peers
         await eventually(lambda: good.pubkey in peer_keys(book), within=10, what="the valid announcement")
         assert book.known() == [good.pubkey]
@@ -285,8 +318,15 @@ async def test_blocked_muted_and_allowlisted_peers(
 ) -> None:
     await reset_database(db_pool)
     blocked, muted, good, stranger, allowed = (Keys.generate() for _ in range(5))
-    async with running_router(database_url, relays=[own_relay_url], peer_blocklist=frozenset({blocked.pubkey}),
-                              peer_mute=frozenset({muted.pubkey})) as router, publisher(own_relay_url) as pool:  # fmt: skip
+    async with (
+        running_router(
+            database_url,
+            relays=[own_relay_url],
+            peer_blocklist=frozenset({blocked.pubkey}),
+            peer_mute=frozenset({muted.pubkey}),
+        ) as router,
+        publisher(own_relay_url) as pool,
+    ):
         assert await router.service.relays.wait_connected(5)
         book = router.service.federation.peers
         await publish(pool, *(announcement(k, caps(["blockmute"]), Kind.ROUTER_CAPS, "caps") for k in (blocked, muted)))
@@ -315,8 +355,12 @@ async def test_web_of_trust_minimum_from_contact_lists(
 ) -> None:
     await reset_database(db_pool)
     f1, f2, vouched, half = (Keys.generate() for _ in range(4))
-    async with running_router(database_url, relays=[own_relay_url], follow=frozenset({f1.pubkey, f2.pubkey}),
-                              peer_wot_min=2) as router, publisher(own_relay_url) as pool:  # fmt: skip
+    async with (
+        running_router(
+            database_url, relays=[own_relay_url], follow=frozenset({f1.pubkey, f2.pubkey}), peer_wot_min=2
+        ) as router,
+        publisher(own_relay_url) as pool,
+    ):
         assert await router.service.relays.wait_connected(5)
         book = router.service.federation.peers
         await publish(pool, *(announcement(k, caps(["wot"]), Kind.ROUTER_CAPS, "caps") for k in (vouched, half)))
@@ -345,8 +389,10 @@ async def test_a_peer_over_its_rate_budget_is_cut_off(
         await publish(pool, announcement(noisy, caps(["rate"]), Kind.ROUTER_CAPS, "caps"))
         await eventually(lambda: noisy.pubkey in book.known(), what="the first announcement")
         now = _now()
-        burst = [announcement(noisy, status(depth), Kind.ROUTER_STATUS, "status", created_at=now + depth)
-                 for depth in range(1, 6)]  # fmt: skip
+        burst = [
+            announcement(noisy, status(depth), Kind.ROUTER_STATUS, "status", created_at=now + depth)
+            for depth in range(1, 6)
+        ]
         await publish(pool, *burst)
         await eventually(lambda: router.service.relays.stats["over_budget"] >= 3, what="the excess dropped")
         await eventually(lambda: count(router, "any", "over_budget") >= 3, what="counted in the metric")
@@ -364,21 +410,30 @@ async def test_relay_drops_and_comes_back(database_url: str, db_pool: asyncpg.Po
         async with running_router(database_url, relays=[url]) as router:
             relays, book = router.service.relays, router.service.federation.peers
             async with publisher(url) as pool:
-                await publish(pool, announcement(peer, caps(["restart"], "https://v1.example"), Kind.ROUTER_CAPS,
-                                                 "caps"))  # fmt: skip
+                await publish(
+                    pool, announcement(peer, caps(["restart"], "https://v1.example"), Kind.ROUTER_CAPS, "caps")
+                )
             await eventually(lambda: book.endpoint(peer.pubkey) == "https://v1.example", what="learned before")
 
             first.shutdown()
             await eventually(lambda: not relays.status()[url], what="the router notices the relay is gone")
             second = await start_local_relay(port=port)
-            await eventually(lambda: relays.stats["reconnects"] >= 1 and relays.connected == 1, within=20,
-                             what="the router reconnects")  # fmt: skip
+            await eventually(
+                lambda: relays.stats["reconnects"] >= 1 and relays.connected == 1,
+                within=20,
+                what="the router reconnects",
+            )
 
             async with publisher(url) as pool:
                 # the re-sent REQ and our publish race on different connections: publish until one is learned
                 for attempt in range(20):
-                    event = announcement(peer, caps(["restart"], f"https://v2-{attempt}.example"), Kind.ROUTER_CAPS,
-                                         "caps", created_at=_now() + attempt + 1)  # fmt: skip
+                    event = announcement(
+                        peer,
+                        caps(["restart"], f"https://v2-{attempt}.example"),
+                        Kind.ROUTER_CAPS,
+                        "caps",
+                        created_at=_now() + attempt + 1,
+                    )
                     await publish(pool, event)
                     with suppress(AssertionError):
                         await eventually(lambda: "v2-" in (book.endpoint(peer.pubkey) or ""), within=0.5)
@@ -404,8 +459,16 @@ async def test_store_keeps_the_latest_announcement_per_peer_kind_and_d(db_pool: 
     peer = "a" * 64
 
     async def save(kind: int, d: str, created_at: int, event_id: str) -> bool:
-        return await save_announcement(db_pool, peer, kind=kind, d=d, content={"v": event_id}, event_id=event_id * 64,
-                                       created_at=created_at, expires_at=created_at + 60)  # fmt: skip
+        return await save_announcement(
+            db_pool,
+            peer,
+            kind=kind,
+            d=d,
+            content={"v": event_id},
+            event_id=event_id * 64,
+            created_at=created_at,
+            expires_at=created_at + 60,
+        )
 
     assert await save(31020, "caps", 100, "b")
     assert await save(31021, TG, 100, "b")
@@ -427,8 +490,17 @@ async def test_store_keeps_at_most_the_bound_of_price_sheets_per_peer(db_pool: a
     peer = "b" * 64
 
     async def sheet(d: str, created_at: int = 100) -> bool:
-        return await save_announcement(db_pool, peer, kind=31021, d=d, content={"v": d}, event_id=f"{created_at:064x}",
-                                       created_at=created_at, expires_at=None, max_price_sheets=2)  # fmt: skip
+        return await save_announcement(
+            db_pool,
+            peer,
+            kind=31021,
+            d=d,
+            content={"v": d},
+            event_id=f"{created_at:064x}",
+            created_at=created_at,
+            expires_at=None,
+            max_price_sheets=2,
+        )
 
     assert [await sheet(d) for d in ("one", "two", "three")] == [True, True, False]
     assert await sheet("two", created_at=101)  # a held job type still updates

@@ -1,3 +1,4 @@
+# Long but one concept: one auction (RFB, bids, award, job) end to end between two routers on a real relay.
 """Auctions between real routers on a real relay: requester A has no node for the model, provider B has one.
 
 Each router has its own database (as two operators would), so both `federation_jobs` rows can be checked.
@@ -101,8 +102,13 @@ async def pair_factory(
             # a router without nodes announces SATURATED; B leaves it at its next load check
             await eventually(lambda: b.service.federation.backpressure == "NORMAL", 5, "B has capacity")
             # only a peer with fresh caps listing the model may win an award
-            await eventually(lambda: b.pubkey in {p.pubkey for p in a.service.federation.peers.peers_for(
-                MODEL, "text-generation", 0)}, 10, "A learned B's caps")  # fmt: skip
+            await eventually(
+                lambda: (
+                    b.pubkey in {p.pubkey for p in a.service.federation.peers.peers_for(MODEL, "text-generation", 0)}
+                ),
+                10,
+                "A learned B's caps",
+            )
             return Pair(a, b, node, relay_url)
 
         yield make
@@ -116,9 +122,15 @@ async def pair(pair_factory: Callable[..., Any]) -> Pair:
 
 def make_rfb(**over: Any) -> Rfb:
     fields: dict[str, Any] = dict(
-        job_type="text-generation", model=MODEL, privacy=0, input_tokens=10, max_tokens=20, max_price_msat=10_000,
-        job_hash=secrets.token_hex(32), deadline_ms=int(time.time() * 1000) + 60_000,
-    )  # fmt: skip
+        job_type="text-generation",
+        model=MODEL,
+        privacy=0,
+        input_tokens=10,
+        max_tokens=20,
+        max_price_msat=10_000,
+        job_hash=secrets.token_hex(32),
+        deadline_ms=int(time.time() * 1000) + 60_000,
+    )
     fields.update(over)
     return Rfb(**fields)
 
@@ -146,8 +158,12 @@ async def test_auction_awards_the_provider_and_both_sides_store_the_job(pair: Pa
     assert awarded is not None and awarded.peer == pair.b.pubkey
     assert awarded.bid_payload.price_msat == PRICE and awarded.bid_payload.rfb == awarded.rfb.id
     award = decode_payload(awarded.award.content, Award)
-    assert (award.bid, award.rfb, award.job_id, award.price_msat) == (awarded.bid.id, awarded.rfb.id, awarded.job_id,
-                                                                       PRICE)  # fmt: skip
+    assert (award.bid, award.rfb, award.job_id, award.price_msat) == (
+        awarded.bid.id,
+        awarded.rfb.id,
+        awarded.job_id,
+        PRICE,
+    )
     assert awarded.award.tag_values("p") == [pair.b.pubkey] and awarded.award.tag_values("e") == [awarded.bid.id]
     assert int(awarded.award.tag("expiration") or 0) > time.time()
     assert await pair.bidder.wait_accepted(awarded.job_id, 5)
@@ -155,12 +171,22 @@ async def test_auction_awards_the_provider_and_both_sides_store_the_job(pair: Pa
     mine = await get_job(pair.a.service.pool, awarded.job_id)
     assert mine is not None
     assert (mine.role, mine.peer, mine.status, mine.award_id, mine.bid_id, mine.rfb_id, mine.origin_id) == (
-        "requester", pair.b.pubkey, "awarded", awarded.award.id, awarded.bid.id, awarded.rfb.id, "e" * 64,
-    )  # fmt: skip
+        "requester",
+        pair.b.pubkey,
+        "awarded",
+        awarded.award.id,
+        awarded.bid.id,
+        awarded.rfb.id,
+        "e" * 64,
+    )
     theirs = await find_award(pair.b.service.pool, awarded.award.id)
     assert theirs is not None
-    assert (theirs.job_id, theirs.role, theirs.peer, theirs.status) == (awarded.job_id, "provider", pair.a.pubkey,
-                                                                        "awarded")  # fmt: skip
+    assert (theirs.job_id, theirs.role, theirs.peer, theirs.status) == (
+        awarded.job_id,
+        "provider",
+        pair.a.pubkey,
+        "awarded",
+    )
     assert (theirs.capacity_token, theirs.price_msat, theirs.privacy) == (award.capacity_token, PRICE, 0)
     assert pair.bidder.open_bids() == []  # the awarded bid is spent
 
@@ -175,8 +201,11 @@ async def test_auction_awards_the_provider_and_both_sides_store_the_job(pair: Pa
 
 async def test_the_expected_bidders_come_from_announcements_and_end_the_auction_early(pair: Pair) -> None:
     peers = pair.a.service.federation.peers
-    await eventually(lambda: pair.b.pubkey in {p.pubkey for p in peers.peers_for(MODEL, "text-generation", 0)},
-                     10, "A learned B's caps")  # fmt: skip
+    await eventually(
+        lambda: pair.b.pubkey in {p.pubkey for p in peers.peers_for(MODEL, "text-generation", 0)},
+        10,
+        "A learned B's caps",
+    )
     started = time.monotonic()
     awarded = await pair.auctioneer.auction(make_rfb(), ttl_s=10.0)
     assert awarded is not None and awarded.peer == pair.b.pubkey
@@ -203,8 +232,14 @@ async def test_no_bid_for_what_the_provider_cannot_or_may_not_take(pair: Pair) -
 async def open_bid(pair: Pair, rfb: Rfb | None = None) -> tuple[Event, OpenBid]:
     """A publishes an RFB by hand (no auction running); wait for B's bid on it."""
     job = rfb or make_rfb()
-    event = seal(pair.a.keys, Kind.RFB, job, nonce=True, expiration=int(time.time()) + 30,
-                 extra_tags=[["t", job.job_type], ["model", job.model]])  # fmt: skip
+    event = seal(
+        pair.a.keys,
+        Kind.RFB,
+        job,
+        nonce=True,
+        expiration=int(time.time()) + 30,
+        extra_tags=[["t", job.job_type], ["model", job.model]],
+    )
     await publish(pair.a, event)
     found: list[OpenBid] = []
 
@@ -217,15 +252,33 @@ async def open_bid(pair: Pair, rfb: Rfb | None = None) -> tuple[Event, OpenBid]:
 
 
 def award_for(
-    bid: OpenBid, provider: str, *, keys: Keys, to: list[str] | None = None, bid_id: str | None = None, token: str | None = None,
-    price: int | None = None, expiration: int | None = None, job_id: str | None = None,
-) -> Event:  # fmt: skip
-    payload = Award(rfb=bid.rfb_id, bid=bid_id or bid.bid_id, job_id=job_id or secrets.token_hex(16),
-                    price_msat=bid.price_msat if price is None else price,
-                    capacity_token=token or bid.capacity_token)  # fmt: skip
+    bid: OpenBid,
+    provider: str,
+    *,
+    keys: Keys,
+    to: list[str] | None = None,
+    bid_id: str | None = None,
+    token: str | None = None,
+    price: int | None = None,
+    expiration: int | None = None,
+    job_id: str | None = None,
+) -> Event:
+    payload = Award(
+        rfb=bid.rfb_id,
+        bid=bid_id or bid.bid_id,
+        job_id=job_id or secrets.token_hex(16),
+        price_msat=bid.price_msat if price is None else price,
+        capacity_token=token or bid.capacity_token,
+    )
     tags = [["p", key] for key in (to or [provider])]
-    return seal(keys, Kind.AWARD, payload, reply_to=bid_id or bid.bid_id, extra_tags=tags,
-                expiration=expiration if expiration is not None else int(time.time()) + 30)  # fmt: skip
+    return seal(
+        keys,
+        Kind.AWARD,
+        payload,
+        reply_to=bid_id or bid.bid_id,
+        extra_tags=tags,
+        expiration=expiration if expiration is not None else int(time.time()) + 30,
+    )
 
 
 async def test_the_provider_accepts_only_a_matching_award_for_its_own_bid(pair: Pair) -> None:
@@ -267,8 +320,13 @@ async def test_a_cancelled_rfb_gets_no_award_acceptance(pair: Pair) -> None:
     b = pair.b.service
     rfb_event, bid = await open_bid(pair)
     impostor = Keys.generate()
-    forged = seal(impostor, Kind.CANCEL, Cancel(rfb=rfb_event.id, reason="not mine"), reply_to=rfb_event.id,
-                  expiration=int(time.time()) + 30)  # fmt: skip
+    forged = seal(
+        impostor,
+        Kind.CANCEL,
+        Cancel(rfb=rfb_event.id, reason="not mine"),
+        reply_to=rfb_event.id,
+        expiration=int(time.time()) + 30,
+    )
     await publish(pair.a, forged)
     await counted(b, "cancel", "noted")
     assert [o.bid_id for o in pair.bidder.open_bids()] == [bid.bid_id]  # only the RFB's author may withdraw it
@@ -311,8 +369,9 @@ class ScriptedBidder:
         self.seen += 1
         await asyncio.sleep(self.delay_s)
         bid = Bid(rfb=event.id, price_msat=self.price, eta_ms=10, capacity_token=secrets.token_hex(16))
-        reply = seal(self.keys, Kind.BID, bid, to=event.pubkey, reply_to=event.id,
-                     expiration=int(event.tag("expiration") or 0))  # fmt: skip
+        reply = seal(
+            self.keys, Kind.BID, bid, to=event.pubkey, reply_to=event.id, expiration=int(event.tag("expiration") or 0)
+        )
         await pool.publish(reply)
 
 
@@ -327,9 +386,7 @@ async def scripted(stack: AsyncExitStack, relay_url: str, bidder: ScriptedBidder
     assert await sub.wait_eose(5)
 
 
-async def test_blocked_over_cap_and_late_bids_lose_to_the_honest_one(
-    pair_factory: Callable[..., Any],
-) -> None:
+async def test_blocked_over_cap_and_late_bids_lose_to_the_honest_one(pair_factory: Callable[..., Any]) -> None:
     blocked, greedy, late = Keys.generate(), Keys.generate(), Keys.generate()
     pair: Pair = await pair_factory({"peer_blocklist": frozenset({blocked.pubkey})})
     a = pair.a.service

@@ -49,9 +49,15 @@ def rfb_for(request: InferenceRequest, salt: str, **declared: int) -> Rfb:
     """The RFB `offload` would publish for `request`, with any size declared otherwise (a lying requester)."""
     sizes = {"input_tokens": estimate_tokens(len(prompt_material(request))), "max_tokens": request.max_tokens}
     sizes.update(declared)
-    return Rfb(job_type="text-generation", model=request.model, privacy=0, max_price_msat=100_000,
-               job_hash=job_hash(request, salt), deadline_ms=int(time.time() * 1000) + 60_000,
-               **sizes)  # fmt: skip
+    return Rfb(
+        job_type="text-generation",
+        model=request.model,
+        privacy=0,
+        max_price_msat=100_000,
+        job_hash=job_hash(request, salt),
+        deadline_ms=int(time.time() * 1000) + 60_000,
+        **sizes,
+    )
 
 
 SMALL = InferenceRequest(model=MODEL, prompt="hi", max_tokens=3)  # the fake node reports 3 output tokens
@@ -62,8 +68,9 @@ async def test_a_submit_larger_than_its_bid_is_refused_and_nothing_runs(pair: Du
     a, b = pair.a, pair.b
     # 1. the RFB declares a 1-token job but hashes the large one: the hash matches, the sizes do not
     lying_salt = new_salt()
-    lying = await pair.auctioneer.auction(rfb_for(LARGE, lying_salt, input_tokens=1, max_tokens=1), ttl_s=3.0,
-                                          expect={b.pubkey})  # fmt: skip
+    lying = await pair.auctioneer.auction(
+        rfb_for(LARGE, lying_salt, input_tokens=1, max_tokens=1), ttl_s=3.0, expect={b.pubkey}
+    )
     assert lying is not None and await pair.bidder.wait_accepted(lying.job_id, 5)
     refused = await post_job(b, submit_for(lying, a.keys, LARGE, lying_salt))
     error = refused.json()["error"]

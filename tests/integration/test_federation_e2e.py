@@ -52,8 +52,13 @@ async def _serve_node(stack: AsyncExitStack, router: RunningRouter, node: FakeNo
 async def federation(database_url: str, db_pool: asyncpg.Pool) -> AsyncIterator[Federation]:
     relay = await start_local_relay()
     await reset_database(db_pool)
-    common = {"relays": [relay.url], "auction_ttl_ms": 600, "announce_s": 1, "reauction_cooldown_ms": 0,
-              "fed_job_timeout_ms": 3000}  # fmt: skip
+    common = {
+        "relays": [relay.url],
+        "auction_ttl_ms": 600,
+        "announce_s": 1,
+        "reauction_cooldown_ms": 0,
+        "fed_job_timeout_ms": 3000,
+    }
     async with AsyncExitStack() as stack:
         b_db = await stack.enter_async_context(extra_database(database_url, "fed_b"))
         c_db = await stack.enter_async_context(extra_database(database_url, "fed_c"))
@@ -64,8 +69,14 @@ async def federation(database_url: str, db_pool: asyncpg.Pool) -> AsyncIterator[
         c_node = FakeNode(model=MODEL, input_msat=3000, output_msat=3000)
         await _serve_node(stack, b, b_node)
         await _serve_node(stack, c, c_node)
-        await eventually(lambda: {b.pubkey, c.pubkey} <= {p.pubkey for p in a.service.federation.peers.peers_for(
-            MODEL, "text-generation", 2)}, within=15, what="A learns B and C from the relay")  # fmt: skip
+        await eventually(
+            lambda: (
+                {b.pubkey, c.pubkey}
+                <= {p.pubkey for p in a.service.federation.peers.peers_for(MODEL, "text-generation", 2)}
+            ),
+            within=15,
+            what="A learns B and C from the relay",
+        )
         yield Federation(relay.url, a, b, c, b_node, c_node)
     relay.shutdown()
 

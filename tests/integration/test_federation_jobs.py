@@ -51,34 +51,67 @@ class Awarded:
 def terms_for(request: InferenceRequest, salt: str, **over: Any) -> JobTerms:
     """What an honest RFB for `request` declares (as `offload` builds it)."""
     fields: dict[str, Any] = dict(
-        job_type="text-generation", model=request.model, input_tokens=estimate_tokens(len(prompt_material(request))),
-        max_tokens=request.max_tokens, job_hash=job_hash(request, salt), deadline_ms=int(time.time() * 1000) + 60_000,
-    )  # fmt: skip
+        job_type="text-generation",
+        model=request.model,
+        input_tokens=estimate_tokens(len(prompt_material(request))),
+        max_tokens=request.max_tokens,
+        job_hash=job_hash(request, salt),
+        deadline_ms=int(time.time() * 1000) + 60_000,
+    )
     fields.update(over)
     return JobTerms(**fields)
 
 
-async def _award(pool: asyncpg.Pool, privacy: int = 0, requester: Keys = REQUESTER, *,
-                 request: InferenceRequest = REQUEST, **terms: Any) -> Awarded:  # fmt: skip
+async def _award(
+    pool: asyncpg.Pool,
+    privacy: int = 0,
+    requester: Keys = REQUESTER,
+    *,
+    request: InferenceRequest = REQUEST,
+    **terms: Any,
+) -> Awarded:
     job = Awarded(secrets.token_hex(16), secrets.token_hex(32), new_salt())
-    stored = await insert_job(pool, NewJob(job_id=job.job_id, role="provider", peer=requester.pubkey,
-                                           rfb_id="1" * 64, bid_id="2" * 64, award_id=job.award_id,
-                                           capacity_token="3" * 32, price_msat=10_000, privacy=privacy,
-                                           terms=terms_for(request, job.salt, **terms)))  # fmt: skip
+    stored = await insert_job(
+        pool,
+        NewJob(
+            job_id=job.job_id,
+            role="provider",
+            peer=requester.pubkey,
+            rfb_id="1" * 64,
+            bid_id="2" * 64,
+            award_id=job.award_id,
+            capacity_token="3" * 32,
+            price_msat=10_000,
+            privacy=privacy,
+            terms=terms_for(request, job.salt, **terms),
+        ),
+    )
     assert stored
     return job
 
 
-def _submit(router: RunningRouter, awarded: Awarded, *, privacy: int = 0, request: InferenceRequest = REQUEST,
-            input_sha256: str | None = None, signer: Keys = REQUESTER, raw: bool = False) -> Event:  # fmt: skip
+def _submit(
+    router: RunningRouter,
+    awarded: Awarded,
+    *,
+    privacy: int = 0,
+    request: InferenceRequest = REQUEST,
+    input_sha256: str | None = None,
+    signer: Keys = REQUESTER,
+    raw: bool = False,
+) -> Event:
     job = request if raw else job_request(request)
     sealed = SealedJob(request=job, salt=awarded.salt)
     payload = JobSubmit(
-        job_id=awarded.job_id, award=awarded.award_id, privacy=privacy,
-        request=job if privacy == 0 else None, salt=awarded.salt if privacy == 0 else None,
+        job_id=awarded.job_id,
+        award=awarded.award_id,
+        privacy=privacy,
+        request=job if privacy == 0 else None,
+        salt=awarded.salt if privacy == 0 else None,
         sealed=None if privacy == 0 else nip44.encrypt(signer, router.pubkey, encode_payload(sealed)),
-        input_sha256=input_sha256 or job_hash(request, awarded.salt), max_cost_msat=10_000,
-    )  # fmt: skip
+        input_sha256=input_sha256 or job_hash(request, awarded.salt),
+        max_cost_msat=10_000,
+    )
     return seal(signer, Kind.JOB_SUBMIT, payload, to=router.pubkey, nonce=True)
 
 
@@ -94,10 +127,22 @@ async def provider(router: RunningRouter, spawn_node: SpawnNode) -> RunningRoute
 
 
 def _open_result(router: RunningRouter, submit: Event, body: bytes) -> tuple[JobResult, Receipt]:
-    result = open_event(decode_event(body), JobResult, kinds=(Kind.JOB_RESULT,), recipient=REQUESTER.pubkey,
-                        signers=(router.pubkey,), reply_to=submit.id).payload  # fmt: skip
-    receipt = open_event(result.receipt, Receipt, kinds=(Kind.JOB_RECEIPT,), recipient=REQUESTER.pubkey,
-                         signers=(router.pubkey,), reply_to=submit.id).payload  # fmt: skip
+    result = open_event(
+        decode_event(body),
+        JobResult,
+        kinds=(Kind.JOB_RESULT,),
+        recipient=REQUESTER.pubkey,
+        signers=(router.pubkey,),
+        reply_to=submit.id,
+    ).payload
+    receipt = open_event(
+        result.receipt,
+        Receipt,
+        kinds=(Kind.JOB_RECEIPT,),
+        recipient=REQUESTER.pubkey,
+        signers=(router.pubkey,),
+        reply_to=submit.id,
+    ).payload
     return result, receipt
 
 
@@ -142,9 +187,13 @@ async def test_refusals_change_nothing(provider: RunningRouter, db_pool: asyncpg
         ("PL3", _submit(provider, awarded, privacy=3), 403, "forbidden"),
         ("other privacy than awarded", _submit(provider, awarded, privacy=1), 400, "invalid_request"),
         ("input hash mismatch", _submit(provider, awarded, input_sha256="0" * 64), 400, "invalid_request"),
-        ("job with client fields", _submit(provider, awarded, raw=True, request=msgspec.structs.replace(
-            REQUEST, client=stranger.pubkey)), 400, "invalid_request"),
-    ]  # fmt: skip
+        (
+            "job with client fields",
+            _submit(provider, awarded, raw=True, request=msgspec.structs.replace(REQUEST, client=stranger.pubkey)),
+            400,
+            "invalid_request",
+        ),
+    ]
     for name, event, status, code in cases:
         resp = await _post(provider, event)
         assert (resp.status_code, resp.json()["error"]["code"]) == (status, code), name

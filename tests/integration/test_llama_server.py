@@ -74,8 +74,9 @@ def test_health_is_503_while_the_model_is_loading(llama_server_bin: Path, tmp_pa
     try:
         statuses: list[int] = []
         with pytest.raises(TimeoutError, match=r"HTTP 503"):
-            wait_healthy(f"http://127.0.0.1:{port}", timeout=1.0, alive=lambda: process.poll() is None,
-                         statuses=statuses)  # fmt: skip
+            wait_healthy(
+                f"http://127.0.0.1:{port}", timeout=1.0, alive=lambda: process.poll() is None, statuses=statuses
+            )
         assert statuses == [503]
         response = httpx.get(f"http://127.0.0.1:{port}/health")
         assert response.status_code == 503
@@ -97,17 +98,21 @@ def test_completion_generates_exactly_n_predict_plain_tokens(tiny_llama_server: 
 
 
 def test_completion_streams_one_event_per_token(tiny_llama_server: LlamaServer) -> None:
-    events = [json.loads(data) for data in sse_data(tiny_llama_server, "/completion",
-                                                    {"prompt": "hello", "n_predict": 8, "stream": True})]  # fmt: skip
+    events = [
+        json.loads(data)
+        for data in sse_data(tiny_llama_server, "/completion", {"prompt": "hello", "n_predict": 8, "stream": True})
+    ]
     tokens = [e for e in events if not e["stop"]]
     assert len(tokens) == 8 and all(e["content"] for e in tokens)
     assert events[-1]["stop"] is True and events[-1]["tokens_predicted"] == 8
 
 
 def test_chat_completions_apply_the_chat_template(tiny_llama_server: LlamaServer) -> None:
-    answer = post(tiny_llama_server, "/v1/chat/completions", {
-        "model": TINY.model_id, "messages": [{"role": "user", "content": "What is 2+2?"}], "max_tokens": 16,
-    })  # fmt: skip
+    answer = post(
+        tiny_llama_server,
+        "/v1/chat/completions",
+        {"model": TINY.model_id, "messages": [{"role": "user", "content": "What is 2+2?"}], "max_tokens": 16},
+    )
     assert answer["model"] == TINY.model_id and answer["object"] == "chat.completion"
     choice = answer["choices"][0]
     assert choice["finish_reason"] == "length" and choice["message"]["role"] == "assistant"
@@ -118,10 +123,16 @@ def test_chat_completions_apply_the_chat_template(tiny_llama_server: LlamaServer
 
 
 def test_chat_completions_stream_deltas_then_done(tiny_llama_server: LlamaServer) -> None:
-    data = sse_data(tiny_llama_server, "/v1/chat/completions", {
-        "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8, "stream": True,
-        "stream_options": {"include_usage": True},
-    })  # fmt: skip
+    data = sse_data(
+        tiny_llama_server,
+        "/v1/chat/completions",
+        {
+            "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 8,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        },
+    )
     assert data[-1] == "[DONE]"
     chunks = [json.loads(d) for d in data[:-1]]
     assert all(c["object"] == "chat.completion.chunk" for c in chunks)
@@ -165,9 +176,11 @@ def smollm2_server(llama_server_bin: Path, tmp_path_factory: pytest.TempPathFact
 
 
 def test_smollm2_answers_what_is_two_plus_two(smollm2_server: LlamaServer) -> None:
-    answer = post(smollm2_server, "/v1/chat/completions", {
-        "messages": [{"role": "user", "content": "What is 2+2?"}], "max_tokens": 32, "temperature": 0,
-    })  # fmt: skip
+    answer = post(
+        smollm2_server,
+        "/v1/chat/completions",
+        {"messages": [{"role": "user", "content": "What is 2+2?"}], "max_tokens": 32, "temperature": 0},
+    )
     text = answer["choices"][0]["message"]["content"]
     print(f"SmolLM2: {text!r}")
     assert answer["model"] == SMOLLM2.model_id

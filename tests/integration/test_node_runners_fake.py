@@ -90,8 +90,13 @@ class FakeLlama:
                         await asyncio.sleep(0.05)
                 await asyncio.sleep(self.token_s)
                 yield b"data: " + msgspec.json.encode({"content": word, "stop": False}) + b"\n\n"
-            final = {"content": "", "stop": True, "stop_type": "limit", "tokens_predicted": len(words),
-                     "tokens_evaluated": 7}  # fmt: skip
+            final = {
+                "content": "",
+                "stop": True,
+                "stop_type": "limit",
+                "tokens_predicted": len(words),
+                "tokens_evaluated": 7,
+            }
             yield b"data: " + msgspec.json.encode(final) + b"\n\n"
             finished = True
         finally:
@@ -168,8 +173,9 @@ async def test_runner_down_at_start_is_not_ready_until_it_comes_up(http: httpx.A
             assert (await http.get(f"{node.url}/health")).json()["models"] == ["fake.gguf"]
             resp = await http.post(f"{node.url}/infer", content=request_event(node, max_tokens=5).to_json())
             assert resp.status_code == 200, resp.text
-            answer = decode_payload(msgspec.json.decode(resp.content, type=NodeReply).response.content,
-                                    InferenceResponse)  # fmt: skip
+            answer = decode_payload(
+                msgspec.json.decode(resp.content, type=NodeReply).response.content, InferenceResponse
+            )
             assert (answer.output, answer.finish_reason) == ("".join(WORDS[:5]), "length")
             assert (answer.usage.input_tokens, answer.usage.output_tokens) == (7, 5)
 
@@ -234,8 +240,9 @@ async def test_cancel_reaches_the_model_server(http: httpx.AsyncClient) -> None:
             async for raw in resp.aiter_raw():
                 events.extend(decoder.feed(raw))
                 if len(events) == 3:
-                    cancel = seal(ROUTER, Kind.INFER_CANCEL, InferCancel(request=request.id), to=node.keys.pubkey,
-                                  nonce=True)  # fmt: skip
+                    cancel = seal(
+                        ROUTER, Kind.INFER_CANCEL, InferCancel(request=request.id), to=node.keys.pubkey, nonce=True
+                    )
                     assert (await http.post(f"{node.url}/infer/cancel", content=cancel.to_json())).status_code == 200
         await eventually(lambda: fake.hangups == 1, within=2, what="llama-server hang-up")
         reply = msgspec.json.decode(events[-1].data, type=NodeReply)

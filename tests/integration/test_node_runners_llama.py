@@ -128,20 +128,23 @@ async def stream(http: httpx.AsyncClient, node: Node, request: Event) -> tuple[l
 
 
 @pytest.mark.parametrize("mode", MODES)
-async def test_discovery_health_and_descriptor(tiny_llama_server: LlamaServer, http: httpx.AsyncClient,
-                                               mode: str) -> None:  # fmt: skip
+async def test_discovery_health_and_descriptor(
+    tiny_llama_server: LlamaServer, http: httpx.AsyncClient, mode: str
+) -> None:
     async with node_for(mode, tiny_llama_server.url) as node:
         health = await http.get(f"{node.url}/health")
         assert health.status_code == 200
         assert (health.json()["runner"], health.json()["models"]) == (mode, [tiny_llama_server.model_id])
-        descriptor = decode_payload(decode_event((await http.get(f"{node.url}/descriptor")).content).content,
-                                    NodeDescriptor)  # fmt: skip
+        descriptor = decode_payload(
+            decode_event((await http.get(f"{node.url}/descriptor")).content).content, NodeDescriptor
+        )
         [model] = descriptor.models
         assert (model.id, model.context_window) == (tiny_llama_server.model_id, SLOT_CONTEXT)
 
 
-async def test_both_modes_serve_the_same_tokens_with_usage(tiny_llama_server: LlamaServer,
-                                                           http: httpx.AsyncClient) -> None:  # fmt: skip
+async def test_both_modes_serve_the_same_tokens_with_usage(
+    tiny_llama_server: LlamaServer, http: httpx.AsyncClient
+) -> None:
     model = tiny_llama_server.model_id
     assert model is not None
     seen: dict[str, list[Any]] = {}
@@ -174,8 +177,9 @@ async def test_openai_mode_accepts_the_v1_base(tiny_llama_server: LlamaServer, h
 
 
 @pytest.mark.parametrize("mode", MODES)
-async def test_unknown_model_and_context_too_long(tiny_llama_server: LlamaServer, http: httpx.AsyncClient,
-                                                  mode: str) -> None:  # fmt: skip
+async def test_unknown_model_and_context_too_long(
+    tiny_llama_server: LlamaServer, http: httpx.AsyncClient, mode: str
+) -> None:
     async with node_for(mode, tiny_llama_server.url) as node:
         resp = await http.post(f"{node.url}/infer", content=request_event(node, "no-such-model").to_json())
         assert (resp.status_code, resp.json()["error"]["code"]) == (404, "unknown_model")
@@ -202,11 +206,15 @@ async def test_runner_down_at_start_is_not_ready(http: httpx.AsyncClient, mode: 
 
 
 @pytest.mark.parametrize("mode", MODES)
-async def test_runner_url_outside_the_allowlist_is_refused_at_start(tiny_llama_server: LlamaServer,
-                                                                    mode: str) -> None:  # fmt: skip
+async def test_runner_url_outside_the_allowlist_is_refused_at_start(tiny_llama_server: LlamaServer, mode: str) -> None:
     keys = Keys.generate()
-    env = env_for(keys, mode, tiny_llama_server.url, NODE_SANDBOX_ALLOWED_ENDPOINTS="http://127.0.0.1:1",
-                  NODE_PORT=str(free_port()))  # fmt: skip
+    env = env_for(
+        keys,
+        mode,
+        tiny_llama_server.url,
+        NODE_SANDBOX_ALLOWED_ENDPOINTS="http://127.0.0.1:1",
+        NODE_PORT=str(free_port()),
+    )
     with pytest.raises(ConfigError, match="NODE_SANDBOX_ALLOWED_ENDPOINTS"):
         from_env(Env(env))
     child = await asyncio.to_thread(

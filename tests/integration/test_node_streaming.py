@@ -1,3 +1,4 @@
+# Long but one concept: the node's /infer/stream and /infer/cancel, every outcome over real HTTP.
 """`/infer/stream` and `/infer/cancel` over real HTTP on loopback, acting as a router with a test key.
 
 The mock runner streams one word every NODE_MOCK_TOKEN_MS, so "the first chunk arrives before generation

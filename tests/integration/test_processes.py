@@ -32,8 +32,13 @@ async def test_envelope_accepted_by_one_router_process_is_refused_by_the_other(
         wait_until_node_listed(a, node)
         wait_until_node_listed(b, node)  # b learned the node from the shared database
         client = Keys.generate()
-        event = seal(client, Kind.INFER_REQUEST, InferenceRequest(model="fedai-mock-1", prompt="hi", max_tokens=8),
-                     to=router_keys.pubkey, nonce=True)  # fmt: skip
+        event = seal(
+            client,
+            Kind.INFER_REQUEST,
+            InferenceRequest(model="fedai-mock-1", prompt="hi", max_tokens=8),
+            to=router_keys.pubkey,
+            nonce=True,
+        )
         async with httpx.AsyncClient(timeout=30) as http:
             first = await http.post(a.url + "/infer", content=event.to_json())
             second = await http.post(b.url + "/infer", content=event.to_json())
@@ -42,9 +47,15 @@ async def test_envelope_accepted_by_one_router_process_is_refused_by_the_other(
         assert (second.status_code, second.json()["error"]["code"]) == (409, "replay")
         assert (third.status_code, third.json()["error"]["code"]) == (409, "replay")
         # a heartbeat accepted by one replica is refused by the other too
-        beat = seal(Keys.generate(), Kind.NODE_HEARTBEAT, '{"endpoint":"http://127.0.0.1:9","models":[{"id":"m",'
-                    '"context_window":8,"max_tokens":8,"pricing":{"input_msat":1,"output_msat":1}}],'
-                    '"capacity":{"max_concurrent":1}}', to=router_keys.pubkey, nonce=True)  # fmt: skip
+        beat = seal(
+            Keys.generate(),
+            Kind.NODE_HEARTBEAT,
+            '{"endpoint":"http://127.0.0.1:9","models":[{"id":"m",'
+            '"context_window":8,"max_tokens":8,"pricing":{"input_msat":1,"output_msat":1}}],'
+            '"capacity":{"max_concurrent":1}}',
+            to=router_keys.pubkey,
+            nonce=True,
+        )
         async with httpx.AsyncClient(timeout=30) as http:
             assert (await http.post(b.url + "/register-node", content=beat.to_json())).status_code == 200
             again = await http.post(a.url + "/register-node", content=beat.to_json())

@@ -1,3 +1,4 @@
+# Long but one concept: the relay pool on the wire (its relays, subscriptions and frames), real and hostile relays.
 """The relay pool against real websockets: the embedded relay, and small fake relays for hostile or NIP-42 cases."""
 
 from __future__ import annotations

@@ -20,9 +20,11 @@ from tests.support.wait import eventually
 
 async def _announce(relay_url: str, node: FakeNode) -> None:
     event = sign_event(
-        node.keys, Kind.NODE_ANNOUNCE, encode_payload(node.descriptor()),
+        node.keys,
+        Kind.NODE_ANNOUNCE,
+        encode_payload(node.descriptor()),
         [["d", "fedai-node"], ["t", "fedai"], ["model", node.model]],
-    )  # fmt: skip
+    )
     async with RelayPool([relay_url]) as pool:
         assert await pool.wait_connected(5)
         results = await pool.publish(event)

@@ -157,25 +157,26 @@ async def _bad_envelopes(router: RunningRouter) -> list[tuple[str, bytes, int, s
     bad_sig = msgspec.structs.replace(good, sig=("0" if good.sig[0] != "0" else "1") + good.sig[1:])
     now = int(time.time())
     payload = encode_payload(InferenceRequest(model="fake-model", prompt="x", max_tokens=4))
+    streamed = encode_payload(InferenceRequest(model="fake-model", prompt="x", max_tokens=4, stream=True))
+
+    def sealed(content: str = payload, *, kind: int = Kind.INFER_REQUEST, to: str = router.pubkey, **at: int) -> bytes:
+        """The client's request, changed in one way (`at`: `created_at` or `expiration`)."""
+        return seal(keys, kind, content, to=to, **at).to_json()
+
     return [
         ("malformed json", b"{not json", 400, "invalid_json"),
         ("not an event", b'{"hello": 1}', 400, "invalid_event"),
-        ("missing payload fields", seal(keys, Kind.INFER_REQUEST, '{"model":"fake-model"}', to=router.pubkey).to_json(),
-         400, "invalid_event"),
-        ("wrong kind", seal(keys, Kind.QUOTE_REQUEST, payload, to=router.pubkey).to_json(), 400, "invalid_event"),
+        ("missing payload fields", sealed('{"model":"fake-model"}'), 400, "invalid_event"),
+        ("wrong kind", sealed(kind=Kind.QUOTE_REQUEST), 400, "invalid_event"),
         ("forged id", forged.to_json(), 400, "invalid_event"),
         ("bad signature", bad_sig.to_json(), 401, "invalid_signature"),
-        ("stale", seal(keys, Kind.INFER_REQUEST, payload, to=router.pubkey, created_at=now - 600).to_json(), 401, "stale"),
-        ("future", seal(keys, Kind.INFER_REQUEST, payload, to=router.pubkey, created_at=now + 600).to_json(), 401, "stale"),
-        ("expired", seal(keys, Kind.INFER_REQUEST, payload, to=router.pubkey, expiration=now - 1).to_json(), 401,
-         "expired"),
-        ("wrong recipient", seal(keys, Kind.INFER_REQUEST, payload, to=Keys.generate().pubkey).to_json(), 403,
-         "wrong_recipient"),
+        ("stale", sealed(created_at=now - 600), 401, "stale"),
+        ("future", sealed(created_at=now + 600), 401, "stale"),
+        ("expired", sealed(expiration=now - 1), 401, "expired"),
+        ("wrong recipient", sealed(to=Keys.generate().pubkey), 403, "wrong_recipient"),
         ("oversized", b"x" * (300 * 1024), 413, "too_large"),
-        ("stream on /infer", seal(keys, Kind.INFER_REQUEST, encode_payload(
-            InferenceRequest(model="fake-model", prompt="x", max_tokens=4, stream=True)), to=router.pubkey).to_json(),
-         400, "invalid_request"),
-    ]  # fmt: skip
+        ("stream on /infer", sealed(streamed), 400, "invalid_request"),
+    ]
 
 
 async def test_bad_envelopes_get_typed_errors_and_change_nothing(

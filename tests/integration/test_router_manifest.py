@@ -35,8 +35,9 @@ from tests.support.router import RunningRouter, running_router
 from tests.support.wait import eventually
 
 BIG = HardwareProfile(os="linux", arch="x86_64", cpu="AMD EPYC", cores="17+", ram="64GiB+", disk_free="256GiB+")
-FULL_BENCH = BenchScores(sha256_ops_s=2.5e6, memcpy_mib_s=12_000, stride_mib_s=9_000, cpu_band="high",
-                         memory_band="high", duration_ms=900.0)  # fmt: skip
+FULL_BENCH = BenchScores(
+    sha256_ops_s=2.5e6, memcpy_mib_s=12_000, stride_mib_s=9_000, cpu_band="high", memory_band="high", duration_ms=900.0
+)
 EXPECTED = 0.78  # docs/manifests.md: 0.5 + 0.08 (17+ cores) + 0.08 (64GiB+) + 0.08 + 0.04 (bench high/high)
 
 
@@ -73,8 +74,9 @@ async def _claimed(pool: asyncpg.Pool, event_id: str) -> bool:
 
 def _ack(router: RunningRouter, node: Keys, event: Event, response: httpx.Response) -> Ack:
     assert response.status_code == 200, response.text
-    return open_envelope(response.content, Ack, kinds=(Kind.ACK,), recipient=node.pubkey, signers=(router.pubkey,),
-                         reply_to=event.id).payload  # fmt: skip
+    return open_envelope(
+        response.content, Ack, kinds=(Kind.ACK,), recipient=node.pubkey, signers=(router.pubkey,), reply_to=event.id
+    ).payload
 
 
 async def test_manifest_signed_by_the_node_sets_its_trust(router: RunningRouter, db_pool: asyncpg.Pool) -> None:
@@ -231,8 +233,11 @@ async def test_an_older_manifest_does_not_replace_a_newer_one(router: RunningRou
     now = int(time.time())
     newer = build_manifest_event(node, _manifest(now - 10), to=router.pubkey, created_at=now - 10)
     _ack(router, node, newer, await _post(router, newer.to_json()))
-    weak = make_manifest(HardwareProfile(os="linux", arch="x86_64", cpu="ARM", cores="1-2", ram="<4GiB",
-                                         disk_free="<4GiB"), None, created_at=now - 20)  # fmt: skip
+    weak = make_manifest(
+        HardwareProfile(os="linux", arch="x86_64", cpu="ARM", cores="1-2", ram="<4GiB", disk_free="<4GiB"),
+        None,
+        created_at=now - 20,
+    )
     older = build_manifest_event(node, weak, to=router.pubkey, created_at=now - 20)
     refused = await _post(router, older.to_json())
     assert refused.status_code == 400 and refused.json()["error"]["code"] == "invalid_request"
@@ -267,7 +272,9 @@ async def test_refresh_picks_up_a_row_whose_commit_lagged(router: RunningRouter,
         "INSERT INTO node_manifests (pubkey, event_id, manifest, event, trust, created_at, updated_at)"
         " SELECT $1, $2, manifest, event, 0.61, created_at, updated_at - interval '2 seconds' FROM node_manifests"
         " WHERE pubkey = $3",
-        late.pubkey, lagged.id, first.pubkey,
-    )  # fmt: skip
+        late.pubkey,
+        lagged.id,
+        first.pubkey,
+    )
     await registry.refresh()
     assert registry.manifest_trust[late.pubkey] == pytest.approx(0.61)

@@ -40,8 +40,9 @@ async def edge(database_url: str, db_pool: asyncpg.Pool) -> AsyncIterator[tuple[
 
 
 def _nip98_client(router: RunningRouter, keys: Keys) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=router.url + "/v1", api_key="unused",
-                              http_client=httpx.AsyncClient(auth=NostrAuth(keys)))  # fmt: skip
+    return openai.AsyncOpenAI(
+        base_url=router.url + "/v1", api_key="unused", http_client=httpx.AsyncClient(auth=NostrAuth(keys))
+    )
 
 
 async def test_chat_completion_with_nip98_and_its_chain(edge: tuple[RunningRouter, FakeNode]) -> None:
@@ -64,17 +65,22 @@ async def test_text_completion_with_an_api_key(edge: tuple[RunningRouter, FakeNo
         completion = await client.completions.create(model="fake-model", prompt="Say hi", max_tokens=8)
         raw = await client.completions.with_raw_response.create(model="fake-model", prompt="Again", max_tokens=8)
     assert completion.choices[0].text == "fake answer 1"
-    chain = verify_completion(completion.model_dump(), router.pubkey,
-                              {"model": "fake-model", "prompt": "Say hi", "max_tokens": 8}, kind="text")  # fmt: skip
+    chain = verify_completion(
+        completion.model_dump(),
+        router.pubkey,
+        {"model": "fake-model", "prompt": "Say hi", "max_tokens": 8},
+        kind="text",
+    )
     assert chain.record.input_tokens == 3
     metering = await db_pool.fetchrow("SELECT client FROM metering_records ORDER BY created_at LIMIT 1")
     assert metering["client"] == API_CLIENT.pubkey  # metered to the key's owner
     chain_id = raw.headers["x-fedai-chain-id"]
     async with httpx.AsyncClient() as http:
         fetched = await http.get(router.url + f"/v1/chains/{chain_id}", headers={"Authorization": f"Bearer {API_KEY}"})
-        other = await http.get(router.url + f"/v1/chains/{chain_id}",
-                               headers={"Authorization": auth_header(Keys.generate(), "GET",
-                                                                     router.url + f"/v1/chains/{chain_id}")})  # fmt: skip
+        other = await http.get(
+            router.url + f"/v1/chains/{chain_id}",
+            headers={"Authorization": auth_header(Keys.generate(), "GET", router.url + f"/v1/chains/{chain_id}")},
+        )
     assert fetched.status_code == 200 and fetched.json()["answer"]["id"] == chain_id
     assert (other.status_code, other.json()["error"]["code"]) == (404, "not_found")
 
@@ -124,8 +130,15 @@ async def test_errors_in_openai_shape(edge: tuple[RunningRouter, FakeNode]) -> N
     assert auth.value.body["code"] == "unauthorized"  # type: ignore[index]
 
 
-def _header(keys: Keys, url: str, body: bytes, *, method: str = "POST", created_at: int | None = None,
-            payload: str | None = None) -> str:  # fmt: skip
+def _header(
+    keys: Keys,
+    url: str,
+    body: bytes,
+    *,
+    method: str = "POST",
+    created_at: int | None = None,
+    payload: str | None = None,
+) -> str:
     tags = [["u", url], ["method", method]]
     tags.append(["payload", payload if payload is not None else hashlib.sha256(body).hexdigest()])
     event = sign_event(keys, KIND_HTTP_AUTH, "", tags, created_at=created_at)

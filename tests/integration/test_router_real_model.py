@@ -26,19 +26,28 @@ pytestmark = pytest.mark.integration
 
 def _node_env(router: RunningRouter, runner: str, runner_url: str, port: int) -> dict[str, str]:
     return {
-        "NODE_PRIVATE_KEY": Keys.generate().secret_hex, "ROUTER_PUBLIC_KEY": router.pubkey,
-        "NODE_RUNNER": runner, "NODE_RUNNER_URL": runner_url, "NODE_PORT": str(port),
-        "NODE_ENDPOINT": f"http://127.0.0.1:{port}", "ROUTER_ENDPOINT": router.url, "NODE_HEARTBEAT_MS": "200",
-        "NODE_CAPACITY_MAX": "2", "NODE_MAX_TOKENS": "64",
-    }  # fmt: skip
+        "NODE_PRIVATE_KEY": Keys.generate().secret_hex,
+        "ROUTER_PUBLIC_KEY": router.pubkey,
+        "NODE_RUNNER": runner,
+        "NODE_RUNNER_URL": runner_url,
+        "NODE_PORT": str(port),
+        "NODE_ENDPOINT": f"http://127.0.0.1:{port}",
+        "ROUTER_ENDPOINT": router.url,
+        "NODE_HEARTBEAT_MS": "200",
+        "NODE_CAPACITY_MAX": "2",
+        "NODE_MAX_TOKENS": "64",
+    }
 
 
 @pytest.fixture
 async def fleet(router: RunningRouter, tiny_llama_server: LlamaServer) -> AsyncIterator[dict[str, str]]:
     """Three nodes: llama_cpp and openai runners on the real server, and one whose runner is down."""
     dead = f"http://127.0.0.1:{free_port()}"
-    specs = {"native": ("llama_cpp", tiny_llama_server.url), "openai": ("openai", tiny_llama_server.url),
-             "down": ("llama_cpp", dead)}  # fmt: skip
+    specs = {
+        "native": ("llama_cpp", tiny_llama_server.url),
+        "openai": ("openai", tiny_llama_server.url),
+        "down": ("llama_cpp", dead),
+    }
     keys: dict[str, str] = {}
     servers = []
     try:
@@ -49,8 +58,11 @@ async def fleet(router: RunningRouter, tiny_llama_server: LlamaServer) -> AsyncI
             cm = serve_app(create_app(settings), port=port)
             await cm.__aenter__()
             servers.append(cm)
-        await eventually(lambda: {keys["native"], keys["openai"]} <= set(router.service.registry.nodes), within=20,
-                         what="both working nodes registered")  # fmt: skip
+        await eventually(
+            lambda: {keys["native"], keys["openai"]} <= set(router.service.registry.nodes),
+            within=20,
+            what="both working nodes registered",
+        )
         yield keys
     finally:
         for cm in reversed(servers):
@@ -68,10 +80,12 @@ async def test_unary_stream_and_openai_answers_on_a_real_model(
         deltas = [d async for d in stream]
     assert unary.node in (fleet["native"], fleet["openai"]) and unary.record.output_tokens > 0
     assert len(deltas) > 1 and "".join(deltas) == stream.chain.output  # really streamed, really verified
-    async with openai.AsyncOpenAI(base_url=router.url + "/v1", api_key="unused",
-                                  http_client=httpx.AsyncClient(auth=NostrAuth(Keys.generate()))) as oai:  # fmt: skip
-        completion = await oai.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}],
-                                                       max_tokens=8)  # fmt: skip
+    async with openai.AsyncOpenAI(
+        base_url=router.url + "/v1", api_key="unused", http_client=httpx.AsyncClient(auth=NostrAuth(Keys.generate()))
+    ) as oai:
+        completion = await oai.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "hi"}], max_tokens=8
+        )
     assert completion.usage is not None and completion.usage.completion_tokens > 0
     assert fleet["down"] not in router.service.registry.nodes  # a node whose runner is down never registers
     async with httpx.AsyncClient() as http:

@@ -25,10 +25,11 @@ from tests.support.wait import eventually
 def _descriptor(endpoint: str, model: str = "m1") -> NodeDescriptor:
     return NodeDescriptor(
         endpoint=endpoint,
-        models=[ModelInfo(id=model, context_window=2048, max_tokens=512,
-                          pricing=Pricing(input_msat=1000, output_msat=3000))],
+        models=[
+            ModelInfo(id=model, context_window=2048, max_tokens=512, pricing=Pricing(input_msat=1000, output_msat=3000))
+        ],
         capacity=Capacity(max_concurrent=2),
-    )  # fmt: skip
+    )
 
 
 async def _node_rows(pool: asyncpg.Pool) -> list[asyncpg.Record]:
@@ -41,8 +42,9 @@ async def test_heartbeat_registers_the_signer_and_is_acknowledged(router: Runnin
     async with httpx.AsyncClient() as http:
         resp = await http.post(router.url + "/register-node", content=beat.to_json())
     assert resp.status_code == 200
-    ack = open_envelope(resp.content, Ack, kinds=(Kind.ACK,), recipient=keys.pubkey, signers=(router.pubkey,),
-                        reply_to=beat.id)  # fmt: skip
+    ack = open_envelope(
+        resp.content, Ack, kinds=(Kind.ACK,), recipient=keys.pubkey, signers=(router.pubkey,), reply_to=beat.id
+    )
     assert ack.payload.status == "ok"
     rows = await _node_rows(db_pool)
     assert [(r["pubkey"], r["endpoint"], r["verified"], r["source"]) for r in rows] == [

@@ -60,8 +60,10 @@ async def test_failover_before_the_first_chunk(router: RunningRouter, spawn_node
     assert bad.calls == 1
 
 
-@pytest.mark.parametrize(("behaviour", "code"), [("stream_error_mid", "upstream_error"), ("bad_chunk", "upstream_error"),
-                                                  ("stream_die_mid", "upstream_error")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("behaviour", "code"),
+    [("stream_error_mid", "upstream_error"), ("bad_chunk", "upstream_error"), ("stream_die_mid", "upstream_error")],
+)
 async def test_failure_after_the_first_chunk_is_a_typed_error_event(
     router: RunningRouter, spawn_node: SpawnNode, db_pool: asyncpg.Pool, behaviour: str, code: str
 ) -> None:
@@ -85,8 +87,13 @@ async def test_client_disconnect_cancels_the_node_and_meters_what_it_produced(
     node = await spawn_node()
     node.word_delay_s = 0.3
     keys = Keys.generate()
-    event = seal(keys, Kind.INFER_REQUEST, InferenceRequest(model="fake-model", prompt="hi", max_tokens=16, stream=True),
-                 to=router.pubkey, nonce=True)  # fmt: skip
+    event = seal(
+        keys,
+        Kind.INFER_REQUEST,
+        InferenceRequest(model="fake-model", prompt="hi", max_tokens=16, stream=True),
+        to=router.pubkey,
+        nonce=True,
+    )
     async with (
         httpx.AsyncClient(timeout=10) as http,
         http.stream("POST", router.url + "/infer/stream", content=event.to_json()) as resp,
@@ -112,9 +119,15 @@ async def test_stream_bad_input_gets_normal_http_errors(router: RunningRouter, s
     await spawn_node()
     async with httpx.AsyncClient() as http:
         malformed = await http.post(router.url + "/infer/stream", content=b"{nope")
-        unknown = await http.post(router.url + "/infer/stream", content=seal(
-            Keys.generate(), Kind.INFER_REQUEST, InferenceRequest(model="nope", prompt="x", max_tokens=4),
-            to=router.pubkey).to_json())  # fmt: skip
+        unknown = await http.post(
+            router.url + "/infer/stream",
+            content=seal(
+                Keys.generate(),
+                Kind.INFER_REQUEST,
+                InferenceRequest(model="nope", prompt="x", max_tokens=4),
+                to=router.pubkey,
+            ).to_json(),
+        )
     assert (malformed.status_code, malformed.json()["error"]["code"]) == (400, "invalid_json")
     assert (unknown.status_code, unknown.json()["error"]["code"]) == (404, "unknown_model")
 
@@ -122,8 +135,13 @@ async def test_stream_bad_input_gets_normal_http_errors(router: RunningRouter, s
 async def test_replayed_stream_request_is_409(router: RunningRouter, spawn_node: SpawnNode) -> None:
     node = await spawn_node()
     node.word_delay_s = 0.0
-    event = seal(Keys.generate(), Kind.INFER_REQUEST, InferenceRequest(model="fake-model", prompt="hi", max_tokens=8),
-                 to=router.pubkey, nonce=True)  # fmt: skip
+    event = seal(
+        Keys.generate(),
+        Kind.INFER_REQUEST,
+        InferenceRequest(model="fake-model", prompt="hi", max_tokens=8),
+        to=router.pubkey,
+        nonce=True,
+    )
     async with httpx.AsyncClient(timeout=10) as http:
         first = await http.post(router.url + "/infer/stream", content=event.to_json())
         again = await http.post(router.url + "/infer/stream", content=event.to_json())

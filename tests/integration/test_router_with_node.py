@@ -24,10 +24,17 @@ from tests.support.wait import eventually
 async def node(router: RunningRouter) -> AsyncIterator[NodeSettings]:
     port = free_port()
     settings = NodeSettings(
-        keys=Keys.generate(), router_pubkeys=frozenset({router.pubkey}), runner="mock", port=port,
-        endpoint=f"http://127.0.0.1:{port}", router_endpoints=(router.url,), max_prompt_bytes=200, max_tokens=64,
-        heartbeat_ms=200, model_aliases=("mock-small",),
-    )  # fmt: skip
+        keys=Keys.generate(),
+        router_pubkeys=frozenset({router.pubkey}),
+        runner="mock",
+        port=port,
+        endpoint=f"http://127.0.0.1:{port}",
+        router_endpoints=(router.url,),
+        max_prompt_bytes=200,
+        max_tokens=64,
+        heartbeat_ms=200,
+        model_aliases=("mock-small",),
+    )
     async with serve_app(create_app(settings), port=port):
         await eventually(lambda: settings.keys.pubkey in router.service.registry.nodes, what="node registered")
         yield settings
@@ -84,9 +91,12 @@ async def test_node_that_does_not_trust_this_router_is_skipped(router: RunningRo
     the router treats that as the node's fault and reports an upstream error, never a forged answer."""
     port = free_port()
     settings = NodeSettings(
-        keys=Keys.generate(), router_pubkeys=frozenset({Keys.generate().pubkey}), runner="mock", port=port,
+        keys=Keys.generate(),
+        router_pubkeys=frozenset({Keys.generate().pubkey}),
+        runner="mock",
+        port=port,
         endpoint=f"http://127.0.0.1:{port}",
-    )  # fmt: skip
+    )
     async with serve_app(create_app(settings), port=port):
         model = RunnerModel(id="fedai-mock-1", context_window=4096, max_tokens=1024)
         descriptor = build_descriptor(settings, [model], 0, {})

@@ -77,12 +77,14 @@ class FakeNode:
             endpoint=self.endpoint,
             models=[
                 ModelInfo(
-                    id=self.model, context_window=4096, max_tokens=1024,
+                    id=self.model,
+                    context_window=4096,
+                    max_tokens=1024,
                     pricing=Pricing(input_msat=self.input_msat, output_msat=self.output_msat),
                 )
             ],
             capacity=Capacity(max_concurrent=self.capacity),
-        )  # fmt: skip
+        )
 
     def app(self) -> Starlette:
         return Starlette(
@@ -176,13 +178,15 @@ class FakeNode:
 
     async def _cancel(self, request: Request) -> Response:
         try:
-            opened = open_envelope(await request.body(), InferCancel, kinds=(Kind.INFER_CANCEL,),
-                                   recipient=self.keys.pubkey)  # fmt: skip
+            opened = open_envelope(
+                await request.body(), InferCancel, kinds=(Kind.INFER_CANCEL,), recipient=self.keys.pubkey
+            )
         except FedaiError as err:
             return error_response(err)
         self.cancelled.add(opened.payload.request)
-        ack = seal(self.keys, Kind.ACK, Ack(status="ok", detail="cancelled"), to=opened.event.pubkey,
-                   reply_to=opened.event.id)  # fmt: skip
+        ack = seal(
+            self.keys, Kind.ACK, Ack(status="ok", detail="cancelled"), to=opened.event.pubkey, reply_to=opened.event.id
+        )
         return Response(ack.to_json(), media_type="application/json")
 
     async def _infer(self, request: Request) -> Response:
@@ -209,18 +213,25 @@ class FakeNode:
             output = f"fake answer {self.calls}" + (" padding" * 50_000 if self.behaviour == "big" else "")
         tokens_in, tokens_out = self.report_tokens
         usage = Usage(input_tokens=tokens_in, output_tokens=tokens_out)
-        answer = InferenceResponse(model=req.model, output=output, finish_reason=finish_reason, usage=usage,
-                                   latency_ms=1.0)  # fmt: skip
+        answer = InferenceResponse(
+            model=req.model, output=output, finish_reason=finish_reason, usage=usage, latency_ms=1.0
+        )
         bound_to = "0" * 64 if self.behaviour == "wrong_binding" else forwarded.id
         response = seal(self.keys, Kind.INFER_RESPONSE, answer, to=router, reply_to=bound_to)
         pricing = Pricing(input_msat=self.input_msat, output_msat=self.output_msat)
         record = MeteringRecord(
-            request=forwarded.id, response=response.id, model=req.model, input_tokens=tokens_in,
-            output_tokens=tokens_out, wall_ms=1.0, bytes_in=0, bytes_out=0,
+            request=forwarded.id,
+            response=response.id,
+            model=req.model,
+            input_tokens=tokens_in,
+            output_tokens=tokens_out,
+            wall_ms=1.0,
+            bytes_in=0,
+            bytes_out=0,
             prompt_sha256="f" * 64 if self.behaviour == "wrong_prompt_hash" else prompt_sha256(req),
             output_sha256=hashlib.sha256(output.encode()).hexdigest(),
             price_msat=price_msat(pricing, tokens_in, tokens_out) * (10 if self.behaviour == "overcharge" else 1),
-        )  # fmt: skip
+        )
         metering = seal(self.keys, Kind.METERING_RECORD, record, to=router, reply_to=forwarded.id)
         if self.behaviour == "bad_signature":
             metering = msgspec.structs.replace(metering, sig="0" * 128)

@@ -78,10 +78,16 @@ class Scripted:
         return event
 
     async def announce_caps(self, endpoint: str, models: list[str] | None = None, expires_in: int = 300) -> Event:
-        caps = RouterCaps(endpoint=endpoint, job_types=[JOB_TYPE], models=models or [MODEL],
-                          limits=RouterLimits(max_tokens=1024, max_request_bytes=262_144), max_privacy=2)  # fmt: skip
-        return await self.publish(Kind.ROUTER_CAPS, caps, expiration=int(time.time()) + expires_in,
-                                  extra_tags=[["d", "caps"], ["t", "fedai"]])  # fmt: skip
+        caps = RouterCaps(
+            endpoint=endpoint,
+            job_types=[JOB_TYPE],
+            models=models or [MODEL],
+            limits=RouterLimits(max_tokens=1024, max_request_bytes=262_144),
+            max_privacy=2,
+        )
+        return await self.publish(
+            Kind.ROUTER_CAPS, caps, expiration=int(time.time()) + expires_in, extra_tags=[["d", "caps"], ["t", "fedai"]]
+        )
 
     async def on(self, kinds: list[int], handler: Callable[[Event], Awaitable[None]]) -> None:
         async def deliver(event: Event, _relay: str) -> None:
@@ -105,8 +111,11 @@ async def ready(router: RunningRouter) -> None:
 async def learned(router: RunningRouter, peer: str) -> None:
     """`router` has `peer`'s fresh caps for MODEL (a peer must have them to win an award)."""
     book = router.service.federation.peers
-    await eventually(lambda: peer in {p.pubkey for p in book.peers_for(MODEL, JOB_TYPE, 0)}, 15,
-                     "the requester learned the provider's caps")  # fmt: skip
+    await eventually(
+        lambda: peer in {p.pubkey for p in book.peers_for(MODEL, JOB_TYPE, 0)},
+        15,
+        "the requester learned the provider's caps",
+    )
 
 
 async def truncate(dsn: str) -> None:
@@ -119,9 +128,13 @@ async def truncate(dsn: str) -> None:
 
 @asynccontextmanager
 async def duo(
-    database_url: str, db_pool: asyncpg.Pool, b_database: str, *, a_options: dict[str, Any] | None = None,
+    database_url: str,
+    db_pool: asyncpg.Pool,
+    b_database: str,
+    *,
+    a_options: dict[str, Any] | None = None,
     b_options: dict[str, Any] | None = None,
-) -> AsyncIterator[Duo]:  # fmt: skip
+) -> AsyncIterator[Duo]:
     relay = await start_local_relay()
     await reset_database(db_pool)
     await truncate(b_database)
@@ -142,23 +155,45 @@ async def duo(
         relay.shutdown()
 
 
-def job_submit(requester: Keys, provider: str, request: InferenceRequest, salt: str, *, job_id: str, award: str,
-               privacy: int = 0, max_cost_msat: int = 10_000) -> Event:  # fmt: skip
+def job_submit(
+    requester: Keys,
+    provider: str,
+    request: InferenceRequest,
+    salt: str,
+    *,
+    job_id: str,
+    award: str,
+    privacy: int = 0,
+    max_cost_msat: int = 10_000,
+) -> Event:
     """A job.submit carrying `request` salted with `salt` (at PL1/PL2 sealed together with its salt)."""
     job = job_request(request)
     clear = privacy == 0
     sealed = None if clear else nip44.encrypt(requester, provider, encode_payload(SealedJob(request=job, salt=salt)))
     payload = JobSubmit(
-        job_id=job_id, award=award, privacy=privacy, request=job if clear else None, salt=salt if clear else None,
-        sealed=sealed, input_sha256=job_hash(request, salt), max_cost_msat=max_cost_msat,
-    )  # fmt: skip
+        job_id=job_id,
+        award=award,
+        privacy=privacy,
+        request=job if clear else None,
+        salt=salt if clear else None,
+        sealed=sealed,
+        input_sha256=job_hash(request, salt),
+        max_cost_msat=max_cost_msat,
+    )
     return seal(requester, Kind.JOB_SUBMIT, payload, to=provider, nonce=True)
 
 
 def submit_for(awarded: Awarded, requester: Keys, request: InferenceRequest, salt: str) -> Event:
     """The job.submit for an award A just made, carrying `request` (PL0)."""
-    return job_submit(requester, awarded.peer, request, salt, job_id=awarded.job_id, award=awarded.award.id,
-                      max_cost_msat=awarded.bid_payload.price_msat)  # fmt: skip
+    return job_submit(
+        requester,
+        awarded.peer,
+        request,
+        salt,
+        job_id=awarded.job_id,
+        award=awarded.award.id,
+        max_cost_msat=awarded.bid_payload.price_msat,
+    )
 
 
 async def post_job(router: RunningRouter, event: Event) -> httpx.Response:

@@ -59,8 +59,9 @@ async def send(session: aiohttp.ClientSession, url: str, body: bytes, event_id: 
     """POST one signed body; a request without an answer within `timeout_s` is recorded as status 0 ("hang")."""
     started = time.monotonic()
     try:
-        async with session.post(url, data=body, headers={"Content-Type": "application/json"},
-                                timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:  # fmt: skip
+        async with session.post(
+            url, data=body, headers={"Content-Type": "application/json"}, timeout=aiohttp.ClientTimeout(total=timeout_s)
+        ) as resp:
             payload = await resp.read()
             status, retry_after = resp.status, resp.headers.get("Retry-After")
     except (TimeoutError, aiohttp.ClientError):
@@ -70,12 +71,7 @@ async def send(session: aiohttp.ClientSession, url: str, body: bytes, event_id: 
 
 
 async def closed_loop(
-    url: str,
-    make: Callable[[], tuple[str, bytes]],
-    *,
-    concurrency: int,
-    stop: asyncio.Event,
-    timeout_s: float = 15.0,
+    url: str, make: Callable[[], tuple[str, bytes]], *, concurrency: int, stop: asyncio.Event, timeout_s: float = 15.0
 ) -> LoadRecord:
     """Run `concurrency` workers, each sending `make()`'s (event id, body) back to back until `stop` is set."""
     record = LoadRecord()

@@ -62,10 +62,16 @@ async def reset_database(pool: asyncpg.Pool) -> None:
 async def running_router(database_url: str, **overrides: Any) -> AsyncIterator[RunningRouter]:
     keys = overrides.pop("keys", None) or Keys.generate()
     port = overrides.pop("port", None) or free_port()
-    settings = RouterSettings(keys=keys, db_url=database_url, allow_private_endpoints=True, registry_refresh_ms=100,
-                              port=port, public_url=f"http://127.0.0.1:{port}",
-                              admin_token_sha256=frozenset({hashlib.sha256(ADMIN_TOKEN.encode()).hexdigest()}),
-                              addr_rate_limit_max=TEST_ADDR_RATE_LIMIT)  # fmt: skip
+    settings = RouterSettings(
+        keys=keys,
+        db_url=database_url,
+        allow_private_endpoints=True,
+        registry_refresh_ms=100,
+        port=port,
+        public_url=f"http://127.0.0.1:{port}",
+        admin_token_sha256=frozenset({hashlib.sha256(ADMIN_TOKEN.encode()).hexdigest()}),
+        addr_rate_limit_max=TEST_ADDR_RATE_LIMIT,
+    )
     settings = dataclasses.replace(settings, **overrides)
     app = create_app(settings)
     async with serve_app(app, port=port) as url:

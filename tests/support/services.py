@@ -35,12 +35,22 @@ class Network:
 
     def router(self, name: str, keys: Keys, database_url: str, **env: str) -> Service:
         port = free_port()
-        child = self.sup.spawn(name, python_module("fedai_router"), {
-            **base_env(), "ROUTER_PRIVATE_KEY": keys.secret_hex, "ROUTER_PORT": str(port),
-            "DATABASE_URL": database_url, "ROUTER_ALLOW_PRIVATE_ENDPOINTS": "true",
-            "ROUTER_PUBLIC_URL": f"http://127.0.0.1:{port}", "ROUTER_ADMIN_TOKEN_SHA256": ADMIN_DIGEST,
-            "ROUTER_ADDR_RATE_LIMIT_MAX": str(TEST_ADDR_RATE_LIMIT), **env,
-        }, self.logs / f"{name}.log")  # fmt: skip
+        child = self.sup.spawn(
+            name,
+            python_module("fedai_router"),
+            {
+                **base_env(),
+                "ROUTER_PRIVATE_KEY": keys.secret_hex,
+                "ROUTER_PORT": str(port),
+                "DATABASE_URL": database_url,
+                "ROUTER_ALLOW_PRIVATE_ENDPOINTS": "true",
+                "ROUTER_PUBLIC_URL": f"http://127.0.0.1:{port}",
+                "ROUTER_ADMIN_TOKEN_SHA256": ADMIN_DIGEST,
+                "ROUTER_ADDR_RATE_LIMIT_MAX": str(TEST_ADDR_RATE_LIMIT),
+                **env,
+            },
+            self.logs / f"{name}.log",
+        )
         url = f"http://127.0.0.1:{port}"
         wait_for_http(child, url + "/health", timeout=30)
         return Service(child, url, keys)
@@ -48,10 +58,21 @@ class Network:
     def node(self, name: str, router: Service, **env: str) -> Service:
         keys = Keys.generate()
         port = free_port()
-        child = self.sup.spawn(name, python_module("fedai_node"), {
-            **base_env(), "NODE_PRIVATE_KEY": keys.secret_hex, "NODE_PORT": str(port), "NODE_RUNNER": "mock",
-            "ROUTER_ENDPOINT": router.url, "ROUTER_PUBLIC_KEY": router.keys.pubkey, "NODE_HEARTBEAT_MS": "500", **env,
-        }, self.logs / f"{name}.log")  # fmt: skip
+        child = self.sup.spawn(
+            name,
+            python_module("fedai_node"),
+            {
+                **base_env(),
+                "NODE_PRIVATE_KEY": keys.secret_hex,
+                "NODE_PORT": str(port),
+                "NODE_RUNNER": "mock",
+                "ROUTER_ENDPOINT": router.url,
+                "ROUTER_PUBLIC_KEY": router.keys.pubkey,
+                "NODE_HEARTBEAT_MS": "500",
+                **env,
+            },
+            self.logs / f"{name}.log",
+        )
         url = f"http://127.0.0.1:{port}"
         wait_for_http(child, url + "/health", timeout=30)
         return Service(child, url, keys)

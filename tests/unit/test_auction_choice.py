@@ -19,19 +19,39 @@ NOW = 1_700_000_000.0
 A, B, C = "a" * 64, "b" * 64, "c" * 64
 
 
-def bid(peer: str, price: int, eta_ms: int, *, rep: float = 0.5, breaker: float = 0.0, expires: float = NOW + 10,
-        event_id: str | None = None) -> BidView:  # fmt: skip
+def bid(
+    peer: str,
+    price: int,
+    eta_ms: int,
+    *,
+    rep: float = 0.5,
+    breaker: float = 0.0,
+    expires: float = NOW + 10,
+    event_id: str | None = None,
+) -> BidView:
     return BidView(
-        event_id=event_id or peer[:1] * 64, peer=peer, price_msat=price, eta_ms=eta_ms, capacity_token="0" * 32,
-        expires_at=expires, reputation=rep, breaker_until=breaker,
-    )  # fmt: skip
+        event_id=event_id or peer[:1] * 64,
+        peer=peer,
+        price_msat=price,
+        eta_ms=eta_ms,
+        capacity_token="0" * 32,
+        expires_at=expires,
+        reputation=rep,
+        breaker_until=breaker,
+    )
 
 
 def rfb(**over: object) -> Rfb:
     fields: dict[str, object] = dict(
-        job_type="text-generation", model="m", privacy=0, input_tokens=10, max_tokens=20, max_price_msat=1000,
-        job_hash="f" * 64, deadline_ms=int(NOW * 1000) + 60_000,
-    )  # fmt: skip
+        job_type="text-generation",
+        model="m",
+        privacy=0,
+        input_tokens=10,
+        max_tokens=20,
+        max_price_msat=1000,
+        job_hash="f" * 64,
+        deadline_ms=int(NOW * 1000) + 60_000,
+    )
     fields.update(over)
     return Rfb(**fields)  # type: ignore[arg-type]
 

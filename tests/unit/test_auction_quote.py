@@ -14,7 +14,7 @@ from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import Capacity, ModelInfo, NodeDescriptor, Pricing
 from fedai.service.config import ConfigError, Env
 from fedai_router.config import RouterSettings
-from fedai_router.federation.bidder import local_quote
+from fedai_router.federation.bid_quote import local_quote
 from fedai_router.index import NodeIndex
 
 REQUESTER = Keys.generate()
@@ -26,10 +26,17 @@ def provider(*, nodes: list[tuple[int, int, float]], backpressure: str = "NORMAL
     for input_msat, output_msat, latency in nodes:
         descriptor = NodeDescriptor(
             endpoint="http://127.0.0.1:9",
-            models=[ModelInfo(id="m", context_window=4096, max_tokens=1024, latency_estimate_ms=latency,
-                              pricing=Pricing(input_msat=input_msat, output_msat=output_msat))],
+            models=[
+                ModelInfo(
+                    id="m",
+                    context_window=4096,
+                    max_tokens=1024,
+                    latency_estimate_ms=latency,
+                    pricing=Pricing(input_msat=input_msat, output_msat=output_msat),
+                )
+            ],
             capacity=Capacity(max_concurrent=2),
-        )  # fmt: skip
+        )
         index.upsert(Keys.generate().pubkey, descriptor, verified=True, heartbeat=True, seen=time.time())
     config = RouterSettings(keys=Keys.generate(), **settings)
     return (config, index.tables, config.policy, lambda: backpressure)  # local_quote's collaborators
@@ -37,9 +44,15 @@ def provider(*, nodes: list[tuple[int, int, float]], backpressure: str = "NORMAL
 
 def rfb(**over: Any) -> tuple[Any, Rfb]:
     fields: dict[str, Any] = dict(
-        job_type="text-generation", model="m", privacy=1, input_tokens=100, max_tokens=200, max_price_msat=10_000,
-        job_hash="a" * 64, deadline_ms=int(time.time() * 1000) + 60_000,
-    )  # fmt: skip
+        job_type="text-generation",
+        model="m",
+        privacy=1,
+        input_tokens=100,
+        max_tokens=200,
+        max_price_msat=10_000,
+        job_hash="a" * 64,
+        deadline_ms=int(time.time() * 1000) + 60_000,
+    )
     fields.update(over)
     job = Rfb(**fields)
     return seal(REQUESTER, Kind.RFB, job, expiration=int(time.time()) + 30), job
@@ -85,11 +98,22 @@ def test_no_bid_once_open_bids_hold_every_free_slot() -> None:
 
 def test_auction_settings_from_the_environment() -> None:
     base = {"ROUTER_PRIVATE_KEY": Keys.generate().secret_hex}
-    settings = RouterSettings.from_env(Env({
-        **base, "ROUTER_AUCTION_TTL_MS": "800", "ROUTER_POSTED_TTL_MS": "200", "ROUTER_REAUCTION_COOLDOWN_MS": "0",
-        "ROUTER_PEER_BREAKER_FAILURES": "5", "ROUTER_PEER_BREAKER_COOLDOWN_S": "10", "ROUTER_AUCTION_W_PRICE": "2",
-        "ROUTER_AUCTION_W_ETA": "0.5", "ROUTER_AUCTION_W_REPUTATION": "0", "ROUTER_BIDDING": "false",
-    }))  # fmt: skip
+    settings = RouterSettings.from_env(
+        Env(
+            {
+                **base,
+                "ROUTER_AUCTION_TTL_MS": "800",
+                "ROUTER_POSTED_TTL_MS": "200",
+                "ROUTER_REAUCTION_COOLDOWN_MS": "0",
+                "ROUTER_PEER_BREAKER_FAILURES": "5",
+                "ROUTER_PEER_BREAKER_COOLDOWN_S": "10",
+                "ROUTER_AUCTION_W_PRICE": "2",
+                "ROUTER_AUCTION_W_ETA": "0.5",
+                "ROUTER_AUCTION_W_REPUTATION": "0",
+                "ROUTER_BIDDING": "false",
+            }
+        )
+    )
     assert (settings.auction_ttl_ms, settings.posted_ttl_ms, settings.reauction_cooldown_ms) == (800, 200, 0)
     assert (settings.peer_breaker_failures, settings.peer_breaker_cooldown_s, settings.bidding) == (5, 10, False)
     assert (settings.auction_w_price, settings.auction_w_eta, settings.auction_w_reputation) == (2.0, 0.5, 0.0)

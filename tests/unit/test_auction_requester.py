@@ -55,8 +55,13 @@ class Clock:
 
 
 def caps(endpoint: str = "https://peer.example", models: tuple[str, ...] = ("m",)) -> RouterCaps:
-    return RouterCaps(endpoint=endpoint, job_types=["text-generation"], models=list(models),
-                      limits=RouterLimits(max_tokens=100, max_request_bytes=1024), max_privacy=2)  # fmt: skip
+    return RouterCaps(
+        endpoint=endpoint,
+        job_types=["text-generation"],
+        models=list(models),
+        limits=RouterLimits(max_tokens=100, max_request_bytes=1024),
+        max_privacy=2,
+    )
 
 
 @dataclass
@@ -96,15 +101,29 @@ def make(**settings: Any) -> tuple[Auctioneer, FakeRelays, Clock]:
 
 def rfb(job_hash: str = "a" * 64, **over: Any) -> Rfb:
     fields: dict[str, Any] = dict(
-        job_type="text-generation", model="m", privacy=0, input_tokens=10, max_tokens=20, max_price_msat=1000,
-        job_hash=job_hash, deadline_ms=int(time.time() * 1000) + 60_000,
-    )  # fmt: skip
+        job_type="text-generation",
+        model="m",
+        privacy=0,
+        input_tokens=10,
+        max_tokens=20,
+        max_price_msat=1000,
+        job_hash=job_hash,
+        deadline_ms=int(time.time() * 1000) + 60_000,
+    )
     fields.update(over)
     return Rfb(**fields)
 
 
-def bid_on(rfb_event: Event, keys: Keys = PEER, *, price: int = 100, eta_ms: int = 50, to: str | None = None,
-           expiration: int | None = None, rfb_id: str | None = None) -> Event:  # fmt: skip
+def bid_on(
+    rfb_event: Event,
+    keys: Keys = PEER,
+    *,
+    price: int = 100,
+    eta_ms: int = 50,
+    to: str | None = None,
+    expiration: int | None = None,
+    rfb_id: str | None = None,
+) -> Event:
     payload = Bid(rfb=rfb_id or rfb_event.id, price_msat=price, eta_ms=eta_ms, capacity_token="1" * 32)
     expires = expiration if expiration is not None else int(rfb_event.tag("expiration") or 0)
     return seal(keys, Kind.BID, payload, to=to or rfb_event.pubkey, reply_to=rfb_event.id, expiration=expires)
@@ -163,8 +182,9 @@ async def test_valid_bids_reach_choose_and_bad_ones_are_counted() -> None:
 
 async def test_a_bid_without_expiration_is_refused() -> None:
     auctioneer, relays, _ = make()
-    relays.respond = lambda e: [seal(PEER, Kind.BID, Bid(rfb=e.id, price_msat=1, eta_ms=1, capacity_token="1" * 32),
-                                     to=e.pubkey, reply_to=e.id)]  # fmt: skip
+    relays.respond = lambda e: [
+        seal(PEER, Kind.BID, Bid(rfb=e.id, price_msat=1, eta_ms=1, capacity_token="1" * 32), to=e.pubkey, reply_to=e.id)
+    ]
     seen = Seen()
     await auctioneer.auction(rfb(), ttl_s=0.02, choose=seen)
     assert seen.offered == [] and count(auctioneer, "bid", "invalid_event") == 1
@@ -231,8 +251,10 @@ async def test_a_retry_excludes_the_failed_peer_for_the_rest_of_the_job() -> Non
     await auctioneer.auction(rfb(), ttl_s=0.02, choose=seen, retry=True, exclude={PEER.pubkey})
     await auctioneer.auction(rfb(), ttl_s=0.02, choose=seen, retry=True)  # still excluded
     assert [[v.peer for v in offered] for offered in seen.offered] == [
-        [PEER.pubkey, OTHER.pubkey], [OTHER.pubkey], [OTHER.pubkey]
-    ]  # fmt: skip
+        [PEER.pubkey, OTHER.pubkey],
+        [OTHER.pubkey],
+        [OTHER.pubkey],
+    ]
     assert count(auctioneer, "bid", "excluded") == 2
 
 

@@ -1,3 +1,4 @@
+# Long but one concept: every rule open_envelope applies, each with its error code.
 """fedai.protocol.envelope: sealing and every rule `open_envelope` applies, each with its error code."""
 
 from __future__ import annotations

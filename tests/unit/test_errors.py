@@ -8,8 +8,8 @@ import pytest
 
 from fedai.protocol.errors import STATUS, ErrorCode, FedaiError, KeyFormatError
 
-# DESIGN.md section 4
-DESIGN_STATUSES = {
+# the codes and statuses the protocol started with (docs/decisions.md#errors)
+DOCUMENTED_STATUSES = {
     "invalid_json": 400,
     "invalid_event": 400,
     "too_large": 413,
@@ -38,8 +38,8 @@ def test_every_code_has_a_status(code: ErrorCode) -> None:
     assert 400 <= err.status <= 599
 
 
-@pytest.mark.parametrize(("name", "status"), DESIGN_STATUSES.items())
-def test_design_codes_and_statuses(name: str, status: int) -> None:
+@pytest.mark.parametrize(("name", "status"), DOCUMENTED_STATUSES.items())
+def test_documented_codes_and_statuses(name: str, status: int) -> None:
     assert FedaiError(name, "m").status == status
 
 

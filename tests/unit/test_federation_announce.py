@@ -34,14 +34,29 @@ from fedai_router.index import NodeIndex
 from fedai_router.metrics import RouterMetrics
 
 
-def descriptor(model: str = "m", *, inp: int = 1000, out: int = 2000, cap: int = 4, in_flight: int = 0,
-               job_types: list[str] | None = None, aliases: list[str] | None = None) -> NodeDescriptor:  # fmt: skip
-    info = ModelInfo(id=model, context_window=4096, max_tokens=512, pricing=Pricing(input_msat=inp, output_msat=out),
-                     latency_estimate_ms=40.0, aliases=aliases or [])  # fmt: skip
+def descriptor(
+    model: str = "m",
+    *,
+    inp: int = 1000,
+    out: int = 2000,
+    cap: int = 4,
+    in_flight: int = 0,
+    job_types: list[str] | None = None,
+    aliases: list[str] | None = None,
+) -> NodeDescriptor:
+    info = ModelInfo(
+        id=model,
+        context_window=4096,
+        max_tokens=512,
+        pricing=Pricing(input_msat=inp, output_msat=out),
+        latency_estimate_ms=40.0,
+        aliases=aliases or [],
+    )
     if job_types is not None:
         info.job_types = job_types
-    return NodeDescriptor(endpoint="http://10.0.0.1:1", models=[info],
-                          capacity=Capacity(max_concurrent=cap, in_flight=in_flight))  # fmt: skip
+    return NodeDescriptor(
+        endpoint="http://10.0.0.1:1", models=[info], capacity=Capacity(max_concurrent=cap, in_flight=in_flight)
+    )
 
 
 def always(_: Any) -> bool:
@@ -127,11 +142,11 @@ def test_measure_counts_fresh_capacity_and_load() -> None:
 def test_offer_and_price_sheet_take_the_cheapest_fresh_node_plus_fee() -> None:
     index = NodeIndex()
     index.upsert("a" * 64, descriptor("m", inp=500, out=900), verified=True, heartbeat=True, seen=1)
-    index.upsert("b" * 64, descriptor("m", inp=400, out=800, aliases=["alias"]), verified=True, heartbeat=True,
-                 seen=1)  # fmt: skip
+    index.upsert("b" * 64, descriptor("m", inp=400, out=800, aliases=["alias"]), verified=True, heartbeat=True, seen=1)
     stale = index.upsert("c" * 64, descriptor("m", inp=1, out=1), verified=True, heartbeat=True, seen=1)
-    index.upsert("d" * 64, descriptor("e", inp=7, out=7, job_types=["embedding"]), verified=True, heartbeat=True,
-                 seen=1)  # fmt: skip
+    index.upsert(
+        "d" * 64, descriptor("e", inp=7, out=7, job_types=["embedding"]), verified=True, heartbeat=True, seen=1
+    )
     offer = fleet_offer(index.tables, lambda n: n is not stale)
     assert offer.models == ["alias", "e", "m"]
     assert offer.job_types == ["embedding", "text-generation"]

@@ -47,8 +47,11 @@ def test_the_hash_covers_what_leaves_the_router_and_nothing_else() -> None:
     salt = new_salt()
     same_job = msgspec.structs.replace(REQUEST, client="a" * 64, quote_id="q", max_price_msat=5, stream=True)
     assert job_hash(same_job, salt) == job_hash(REQUEST, salt)  # client fields never leave: not hashed either
-    for other in (msgspec.structs.replace(REQUEST, prompt="another prompt"),
-                  msgspec.structs.replace(REQUEST, max_tokens=17), msgspec.structs.replace(REQUEST, model="n")):  # fmt: skip
+    for other in (
+        msgspec.structs.replace(REQUEST, prompt="another prompt"),
+        msgspec.structs.replace(REQUEST, max_tokens=17),
+        msgspec.structs.replace(REQUEST, model="n"),
+    ):
         assert job_hash(other, salt) != job_hash(REQUEST, salt)
 
 
@@ -59,8 +62,16 @@ def test_a_salt_is_32_bytes_of_hex(salt: str) -> None:
 
 
 def test_rfb_sizes_are_bounded_to_what_storage_holds() -> None:
-    fields: dict[str, Any] = dict(job_type="t", model="m", privacy=1, input_tokens=1, max_tokens=1,
-                                  max_price_msat=1, job_hash="a" * 64, deadline_ms=1)  # fmt: skip
+    fields: dict[str, Any] = dict(
+        job_type="t",
+        model="m",
+        privacy=1,
+        input_tokens=1,
+        max_tokens=1,
+        max_price_msat=1,
+        job_hash="a" * 64,
+        deadline_ms=1,
+    )
     for name, value in (("input_tokens", 2**31), ("max_tokens", 1_000_001), ("deadline_ms", 2**53 + 1)):
         with pytest.raises(msgspec.ValidationError):
             msgspec.convert({**fields, name: value}, Rfb)
@@ -70,9 +81,14 @@ def test_rfb_sizes_are_bounded_to_what_storage_holds() -> None:
 
 
 def terms(request: InferenceRequest, salt: str, **over: Any) -> JobTerms:
-    fields: dict[str, Any] = dict(job_type="text-generation", model=request.model, max_tokens=request.max_tokens,
-                                  input_tokens=estimate_tokens(len(prompt_material(request))),
-                                  job_hash=job_hash(request, salt), deadline_ms=0)  # fmt: skip
+    fields: dict[str, Any] = dict(
+        job_type="text-generation",
+        model=request.model,
+        max_tokens=request.max_tokens,
+        input_tokens=estimate_tokens(len(prompt_material(request))),
+        job_hash=job_hash(request, salt),
+        deadline_ms=0,
+    )
     fields.update(over)
     return JobTerms(**fields)
 
@@ -81,8 +97,9 @@ def test_the_job_bid_on_passes() -> None:
     salt = new_salt()
     assert binding_problems(terms(REQUEST, salt), REQUEST, job_hash(REQUEST, salt)) == []
     smaller = msgspec.structs.replace(REQUEST, max_tokens=4)  # a smaller job than declared, hashed as bid on
-    assert binding_problems(terms(REQUEST, salt, job_hash=job_hash(smaller, salt)), smaller,
-                            job_hash(smaller, salt)) == []  # fmt: skip
+    assert (
+        binding_problems(terms(REQUEST, salt, job_hash=job_hash(smaller, salt)), smaller, job_hash(smaller, salt)) == []
+    )
 
 
 @pytest.mark.parametrize(
@@ -115,8 +132,15 @@ def test_a_job_other_than_the_bid_is_named(
 
 def book(**options: Any) -> PeerBook:
     policy = options.pop("policy", PeerPolicy())
-    return PeerBook(Keys.generate().pubkey, policy, skew_s=60, max_content_bytes=4096, ttl_s=300,
-                    registry=CollectorRegistry(), **options)  # fmt: skip
+    return PeerBook(
+        Keys.generate().pubkey,
+        policy,
+        skew_s=60,
+        max_content_bytes=4096,
+        ttl_s=300,
+        registry=CollectorRegistry(),
+        **options,
+    )
 
 
 async def test_price_sheets_per_peer_are_capped() -> None:
@@ -143,9 +167,18 @@ async def test_a_full_book_takes_a_newcomer_only_in_place_of_a_stale_peer_or_for
 
 
 def test_restore_keeps_the_most_recent_peers_up_to_the_cap() -> None:
-    rows = [PeerRow(pubkey=f"{i:064x}", caps=None, prices={}, status=None, announcements={},
-                    first_seen=datetime.fromtimestamp(NOW, UTC), updated_at=datetime.fromtimestamp(NOW + i, UTC))
-            for i in range(5)]  # fmt: skip
+    rows = [
+        PeerRow(
+            pubkey=f"{i:064x}",
+            caps=None,
+            prices={},
+            status=None,
+            announcements={},
+            first_seen=datetime.fromtimestamp(NOW, UTC),
+            updated_at=datetime.fromtimestamp(NOW + i, UTC),
+        )
+        for i in range(5)
+    ]
     b = book(max_peers=2)
     assert b.restore(rows) == 2 and b.known() == [f"{3:064x}", f"{4:064x}"]
 
@@ -188,8 +221,16 @@ def bidder(**settings: Any) -> tuple[Bidder, list[Any]]:
 
 def rfb_event(requester: Keys, *, expires_in: int = 30, deadline_in_s: int = 60) -> Event:
     now = time.time()
-    rfb = Rfb(job_type="text-generation", model="m", privacy=1, input_tokens=1, max_tokens=1, max_price_msat=100,
-              job_hash="a" * 64, deadline_ms=int((now + deadline_in_s) * 1000))  # fmt: skip
+    rfb = Rfb(
+        job_type="text-generation",
+        model="m",
+        privacy=1,
+        input_tokens=1,
+        max_tokens=1,
+        max_price_msat=100,
+        job_hash="a" * 64,
+        deadline_ms=int((now + deadline_in_s) * 1000),
+    )
     return seal(requester, Kind.RFB, rfb, nonce=True, expiration=int(now) + expires_in)
 
 

@@ -228,7 +228,7 @@ def test_keys_constructor_length_check() -> None:
         Keys(b"\x01" * 33)
 
 
-# --- signing (the cached libsecp256k1 keypair; required by DESIGN.md section 11) -----------------------
+# --- signing (the cached libsecp256k1 keypair: docs/decisions.md#coincurve) -----------------------------
 
 
 def test_sign_verify_round_trip() -> None:

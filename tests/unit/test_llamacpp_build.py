@@ -87,8 +87,17 @@ def test_configure_is_native_only_when_asked() -> None:
 def test_configure_turns_off_gpus_network_and_shared_libs() -> None:
     argv = configure_command("cmake", "Ninja", Path("/src"), Path("/b"), machine="riscv64")
     assert argv[:7] == ["cmake", "-S", "/src", "-B", "/b", "-G", "Ninja"]
-    for option in ("GGML_CUDA=OFF", "GGML_METAL=OFF", "GGML_VULKAN=OFF", "GGML_BLAS=OFF", "BUILD_SHARED_LIBS=OFF",
-                   "LLAMA_CURL=OFF", "LLAMA_OPENSSL=OFF", "LLAMA_USE_PREBUILT_UI=OFF", "CMAKE_BUILD_TYPE=Release"):  # fmt: skip
+    for option in (
+        "GGML_CUDA=OFF",
+        "GGML_METAL=OFF",
+        "GGML_VULKAN=OFF",
+        "GGML_BLAS=OFF",
+        "BUILD_SHARED_LIBS=OFF",
+        "LLAMA_CURL=OFF",
+        "LLAMA_OPENSSL=OFF",
+        "LLAMA_USE_PREBUILT_UI=OFF",
+        "CMAKE_BUILD_TYPE=Release",
+    ):
         assert f"-D{option}" in argv
     assert len(argv) == 7 + len(CMAKE_OPTIONS) + 1, "plus GGML_NATIVE (no x86 options on this machine)"
 
@@ -123,11 +132,14 @@ def sdist(path: Path, files: dict[str, str]) -> Path:
 
 
 def test_only_vendor_llama_cpp_is_extracted(tmp_path: Path) -> None:
-    archive = sdist(tmp_path / "x.tar.gz", {
-        "llama_cpp_python-0.3.36/pyproject.toml": "",
-        "llama_cpp_python-0.3.36/vendor/llama.cpp/CMakeLists.txt": "project(x)",
-        "llama_cpp_python-0.3.36/vendor/llama.cpp/src/a.cpp": "int a;",
-    })  # fmt: skip
+    archive = sdist(
+        tmp_path / "x.tar.gz",
+        {
+            "llama_cpp_python-0.3.36/pyproject.toml": "",
+            "llama_cpp_python-0.3.36/vendor/llama.cpp/CMakeLists.txt": "project(x)",
+            "llama_cpp_python-0.3.36/vendor/llama.cpp/src/a.cpp": "int a;",
+        },
+    )
     source = extract_vendored(archive, tmp_path / "src")
     assert source == tmp_path / "src" / "llama_cpp_python-0.3.36" / "vendor" / "llama.cpp"
     assert (source / "src" / "a.cpp").read_text() == "int a;"

@@ -131,11 +131,16 @@ def test_llama_server_gets_the_port_after_the_nodes_and_a_slot_per_capacity() ->
 
 def test_devnet_file_round_trips_the_llama_entry(tmp_path: Path) -> None:
     info = DevnetInfo(
-        relay_url="ws://127.0.0.1:1", database_url="postgresql://x", nodes=[],
+        relay_url="ws://127.0.0.1:1",
+        database_url="postgresql://x",
+        nodes=[],
         router=RouterEntry(url="http://127.0.0.1:2", pubkey="a" * 64, npub="npub1x"),
-        client_key_file="k", logs_dir="l", pids={}, runner="llama",
+        client_key_file="k",
+        logs_dir="l",
+        pids={},
+        runner="llama",
         llama=LlamaEntry(url="http://127.0.0.1:3", model="SmolLM2-135M-Instruct", log="l/llama.log"),
-    )  # fmt: skip
+    )
     write_devnet(tmp_path, info)
     assert read_devnet(tmp_path) == info
     document = json.loads((tmp_path / "devnet.json").read_text())

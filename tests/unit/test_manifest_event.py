@@ -16,10 +16,10 @@ from fedai.protocol.keys import Keys
 from fedai.protocol.kinds import Kind, is_addressable
 from fedai.protocol.messages import BenchScores, HardwareProfile, NodeManifest, decode_payload, encode_payload
 
-PROFILE = HardwareProfile(os="linux", arch="x86_64", cpu="AMD EPYC", cores="1-2", ram="16-32GiB",
-                          disk_free="64-256GiB")  # fmt: skip
-BENCH = BenchScores(sha256_ops_s=2.5e6, memcpy_mib_s=12_000, stride_mib_s=9_000, cpu_band="high",
-                    memory_band="high", duration_ms=870.0)  # fmt: skip
+PROFILE = HardwareProfile(os="linux", arch="x86_64", cpu="AMD EPYC", cores="1-2", ram="16-32GiB", disk_free="64-256GiB")
+BENCH = BenchScores(
+    sha256_ops_s=2.5e6, memcpy_mib_s=12_000, stride_mib_s=9_000, cpu_band="high", memory_band="high", duration_ms=870.0
+)
 
 
 def test_kind_is_addressable() -> None:

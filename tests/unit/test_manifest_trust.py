@@ -24,16 +24,31 @@ from fedai_router.trust import OBSERVATION_HALF_WEIGHT
 
 
 def _profile(**fields: str) -> HardwareProfile:
-    base = {"os": "linux", "arch": "x86_64", "cpu": "AMD EPYC", "cores": "1-2", "ram": "4-8GiB",
-            "disk_free": "16-64GiB"}  # fmt: skip
+    base = {
+        "os": "linux",
+        "arch": "x86_64",
+        "cpu": "AMD EPYC",
+        "cores": "1-2",
+        "ram": "4-8GiB",
+        "disk_free": "16-64GiB",
+    }
     return HardwareProfile(**{**base, **fields})
 
 
 def _bench(
     cpu: float = 2e6, mem: float = 10_000, *, quick: bool = False, tflops: float | None = None, claimed: str = "high"
 ) -> BenchScores:
-    return BenchScores(sha256_ops_s=cpu, memcpy_mib_s=mem, stride_mib_s=mem, cpu_band=claimed, memory_band=claimed,
-                       gpu_tflops=tflops, gpu_band=bands.gpu_band(tflops), quick=quick, duration_ms=900)  # fmt: skip
+    return BenchScores(
+        sha256_ops_s=cpu,
+        memcpy_mib_s=mem,
+        stride_mib_s=mem,
+        cpu_band=claimed,
+        memory_band=claimed,
+        gpu_tflops=tflops,
+        gpu_band=bands.gpu_band(tflops),
+        quick=quick,
+        duration_ms=900,
+    )
 
 
 def _trust(profile: HardwareProfile, bench: BenchScores | None) -> float:

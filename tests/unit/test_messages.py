@@ -1,3 +1,4 @@
+# Long but one concept: the payload schemas of fedai.protocol.messages, their bounds and encodings.
 """fedai.protocol.messages: payload schemas, compact encoding, prompt hashing and pricing."""
 
 from __future__ import annotations

@@ -28,9 +28,12 @@ def test_record_fields_and_price() -> None:
     request = seal(ROUTER, Kind.INFER_REQUEST, req, to=NODE.pubkey, nonce=True)
     result = RunnerResult(output="alpha bravo", finish_reason="stop", input_tokens=1234, output_tokens=567)
     answer = InferenceResponse(
-        model=req.model, output=result.output, finish_reason="stop", usage=Usage(input_tokens=1234, output_tokens=567),
+        model=req.model,
+        output=result.output,
+        finish_reason="stop",
+        usage=Usage(input_tokens=1234, output_tokens=567),
         latency_ms=1.0,
-    )  # fmt: skip
+    )
     response = seal(NODE, Kind.INFER_RESPONSE, answer, to=ROUTER.pubkey, reply_to=request.id)
     pricing = Pricing(input_msat=1000, output_msat=2000)
     record = build_record(
@@ -57,7 +60,12 @@ def test_price_rounds_up_to_whole_msat() -> None:
     response = seal(NODE, Kind.INFER_RESPONSE, "{}", reply_to=request.id)
     result = RunnerResult(output="", finish_reason="stop", input_tokens=1, output_tokens=1)
     record = build_record(
-        request=request, req=req, response=response, result=result,
-        pricing=Pricing(input_msat=1, output_msat=1), wall_ms=0.0, bytes_in=1,
-    )  # fmt: skip
+        request=request,
+        req=req,
+        response=response,
+        result=result,
+        pricing=Pricing(input_msat=1, output_msat=1),
+        wall_ms=0.0,
+        bytes_in=1,
+    )
     assert record.price_msat == 1  # 2/1000 msat rounds up, never down to free

@@ -33,28 +33,74 @@ CHECK = ResultCheck(A, skew_s=60, tokens_per_byte=1, tokens_overhead=1024)
 
 
 def scenario(**change: Any) -> tuple[Event, JobSubmit, bytes]:
-    payload = JobSubmit(job_id=JOB, award="e" * 64, privacy=0, request=job_request(REQUEST), salt=SALT,
-                        input_sha256=job_hash(REQUEST, SALT), max_cost_msat=500)  # fmt: skip
+    payload = JobSubmit(
+        job_id=JOB,
+        award="e" * 64,
+        privacy=0,
+        request=job_request(REQUEST),
+        salt=SALT,
+        input_sha256=job_hash(REQUEST, SALT),
+        max_cost_msat=500,
+    )
     submit = seal(A, Kind.JOB_SUBMIT, payload, to=B.pubkey, nonce=True)
-    forwarded = seal(B, Kind.INFER_REQUEST, msgspec.structs.replace(job_request(REQUEST), client=A.pubkey,
-                     origin=change.get("origin", submit.id)), to=NODE.pubkey, nonce=True)  # fmt: skip
+    forwarded = seal(
+        B,
+        Kind.INFER_REQUEST,
+        msgspec.structs.replace(job_request(REQUEST), client=A.pubkey, origin=change.get("origin", submit.id)),
+        to=NODE.pubkey,
+        nonce=True,
+    )
     output = "answer"
     tokens_in, tokens_out = change.get("usage", (2, 1))  # what the provider's node metered
-    response = seal(NODE, Kind.INFER_RESPONSE, InferenceResponse(model="m", output=output, finish_reason="stop",
-                    usage=Usage(input_tokens=tokens_in, output_tokens=tokens_out), latency_ms=1.0), to=B.pubkey,
-                    reply_to=forwarded.id)  # fmt: skip
+    response = seal(
+        NODE,
+        Kind.INFER_RESPONSE,
+        InferenceResponse(
+            model="m",
+            output=output,
+            finish_reason="stop",
+            usage=Usage(input_tokens=tokens_in, output_tokens=tokens_out),
+            latency_ms=1.0,
+        ),
+        to=B.pubkey,
+        reply_to=forwarded.id,
+    )
     digest = hashlib.sha256(output.encode()).hexdigest()
-    record = MeteringRecord(request=forwarded.id, response=response.id, model="m", input_tokens=tokens_in,
-                            output_tokens=tokens_out, wall_ms=1.0, bytes_in=1, bytes_out=1,
-                            prompt_sha256=prompt_sha256(REQUEST), output_sha256=digest,
-                            price_msat=change.get("node_price", 1))  # fmt: skip
+    record = MeteringRecord(
+        request=forwarded.id,
+        response=response.id,
+        model="m",
+        input_tokens=tokens_in,
+        output_tokens=tokens_out,
+        wall_ms=1.0,
+        bytes_in=1,
+        bytes_out=1,
+        prompt_sha256=prompt_sha256(REQUEST),
+        output_sha256=digest,
+        price_msat=change.get("node_price", 1),
+    )
     metering = seal(NODE, Kind.METERING_RECORD, record, to=B.pubkey, reply_to=forwarded.id)
-    terms = {"job_id": JOB, "job_submit": submit.id, "requester": A.pubkey, "provider": B.pubkey,
-             "input_sha256": job_hash(REQUEST, SALT), "output_sha256": digest, "usage": {"input_tokens": tokens_in,
-             "output_tokens": tokens_out}, "price_msat": 100, "status": "ok", "started_ms": 1, "finished_ms": 2,
-             **change.get("receipt", {})}  # fmt: skip
-    receipt = seal(change.get("receipt_signer", B), Kind.JOB_RECEIPT, msgspec.convert(terms, Receipt), to=A.pubkey,
-                   reply_to=submit.id)  # fmt: skip
+    terms = {
+        "job_id": JOB,
+        "job_submit": submit.id,
+        "requester": A.pubkey,
+        "provider": B.pubkey,
+        "input_sha256": job_hash(REQUEST, SALT),
+        "output_sha256": digest,
+        "usage": {"input_tokens": tokens_in, "output_tokens": tokens_out},
+        "price_msat": 100,
+        "status": "ok",
+        "started_ms": 1,
+        "finished_ms": 2,
+        **change.get("receipt", {}),
+    }
+    receipt = seal(
+        change.get("receipt_signer", B),
+        Kind.JOB_RECEIPT,
+        msgspec.convert(terms, Receipt),
+        to=A.pubkey,
+        reply_to=submit.id,
+    )
     chain = InferResult(forwarded=forwarded, response=response, metering=metering, node=NODE.pubkey)
     result = JobResult(job_id=JOB, output=change.get("output", output), receipt=receipt, chain=chain)
     return submit, payload, seal(B, Kind.JOB_RESULT, result, to=A.pubkey, reply_to=submit.id).to_json()

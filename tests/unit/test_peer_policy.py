@@ -32,15 +32,25 @@ ME = Keys.generate()
 
 
 def caps(models: list[str] | None = None, *, job_types: list[str] | None = None, max_privacy: int = 2) -> RouterCaps:
-    return RouterCaps(endpoint="https://peer.example", job_types=job_types or ["text-generation"],
-                      models=models if models is not None else ["m"],
-                      limits=RouterLimits(max_tokens=1024, max_request_bytes=65536), max_privacy=max_privacy)  # fmt: skip
+    return RouterCaps(
+        endpoint="https://peer.example",
+        job_types=job_types or ["text-generation"],
+        models=models if models is not None else ["m"],
+        limits=RouterLimits(max_tokens=1024, max_request_bytes=65536),
+        max_privacy=max_privacy,
+    )
 
 
-def sheet(job_type: str = "text-generation", *, inp: int = 100, out: int = 200, surge: float = 1.0,
-          model: str = "m") -> RouterPrice:  # fmt: skip
-    return RouterPrice(job_type=job_type, base_msat=3, surge=surge,
-                       models=[ModelPrice(model=model, input_msat=inp, output_msat=out)], sla=Sla(p95_latency_ms=50))  # fmt: skip
+def sheet(
+    job_type: str = "text-generation", *, inp: int = 100, out: int = 200, surge: float = 1.0, model: str = "m"
+) -> RouterPrice:
+    return RouterPrice(
+        job_type=job_type,
+        base_msat=3,
+        surge=surge,
+        models=[ModelPrice(model=model, input_msat=inp, output_msat=out)],
+        sla=Sla(p95_latency_ms=50),
+    )
 
 
 def status(backpressure: str = "NORMAL", p95: float = 50.0) -> RouterStatus:
@@ -50,21 +60,35 @@ def status(backpressure: str = "NORMAL", p95: float = 50.0) -> RouterStatus:
 D = {Kind.ROUTER_CAPS: "caps", Kind.ROUTER_STATUS: "status"}
 
 
-def announce(keys: Keys, payload: Payload | str, kind: int | None = None, *, d: str | None = None,
-             created_at: float = NOW, expires: float | None = NOW + 180) -> Event:  # fmt: skip
+def announce(
+    keys: Keys,
+    payload: Payload | str,
+    kind: int | None = None,
+    *,
+    d: str | None = None,
+    created_at: float = NOW,
+    expires: float | None = NOW + 180,
+) -> Event:
     if kind is None:
         kind = {RouterCaps: Kind.ROUTER_CAPS, RouterPrice: Kind.ROUTER_PRICE, RouterStatus: Kind.ROUTER_STATUS}[
             type(payload)  # type: ignore[index]
         ]
     if d is None:
         d = payload.job_type if isinstance(payload, RouterPrice) else D[Kind(kind)]
-    return seal(keys, kind, payload, expiration=int(expires) if expires is not None else None,
-                extra_tags=[["d", d]], created_at=int(created_at))  # fmt: skip
+    return seal(
+        keys,
+        kind,
+        payload,
+        expiration=int(expires) if expires is not None else None,
+        extra_tags=[["d", d]],
+        created_at=int(created_at),
+    )
 
 
 def book(**policy: Any) -> PeerBook:
-    return PeerBook(ME.pubkey, PeerPolicy(**policy), skew_s=60, max_content_bytes=4096, ttl_s=300,
-                    registry=CollectorRegistry())  # fmt: skip
+    return PeerBook(
+        ME.pubkey, PeerPolicy(**policy), skew_s=60, max_content_bytes=4096, ttl_s=300, registry=CollectorRegistry()
+    )
 
 
 async def learn(b: PeerBook, *events: Event, now: float = NOW) -> list[str]:
@@ -125,8 +149,12 @@ async def test_valid_announcements_are_learned_and_shown() -> None:
     results = await learn(b, announce(peer, caps()), announce(peer, sheet()), announce(peer, status()))
     assert results == ["accepted"] * 3
     (view,) = b.peers_for("m", "text-generation", 1, now=NOW)
-    assert (view.pubkey, view.endpoint, view.backpressure, view.p95_latency_ms) == (peer.pubkey,
-                                                                                  "https://peer.example", "NORMAL", 50)  # fmt: skip
+    assert (view.pubkey, view.endpoint, view.backpressure, view.p95_latency_ms) == (
+        peer.pubkey,
+        "https://peer.example",
+        "NORMAL",
+        50,
+    )
     price = b.price(view, "m", "text-generation", now=NOW)
     assert price is not None and (price.input_msat, price.output_msat, price.base_msat) == (100, 200, 3)
     assert price.cost(1000, 500) == 3 + 100 + 100
@@ -175,8 +203,9 @@ async def test_only_the_latest_announcement_per_peer_kind_and_d_counts() -> None
     newer = announce(peer, sheet(inp=300), created_at=NOW - 1)
     older = announce(peer, sheet(inp=100), created_at=NOW - 5)
     other_job = announce(peer, sheet("embedding", inp=7), created_at=NOW - 10)
-    assert await learn(b, announce(peer, caps(job_types=["text-generation", "embedding"])), newer, older,
-                       other_job, newer) == ["accepted", "accepted", "stale", "accepted", "duplicate"]  # fmt: skip
+    assert await learn(
+        b, announce(peer, caps(job_types=["text-generation", "embedding"])), newer, older, other_job, newer
+    ) == ["accepted", "accepted", "stale", "accepted", "duplicate"]
     assert price_of(b, peer.pubkey, "text-generation").input_msat == 300
     assert price_of(b, peer.pubkey, "embedding").input_msat == 7
     # same second: the lower id wins (NIP-01), whichever arrives first
@@ -197,8 +226,10 @@ async def test_blocked_not_allowed_and_untrusted_are_never_learned_muted_is_neve
     blocked, stranger, muted, good, followed = (Keys.generate() for _ in range(5))
     b = book(blocklist=frozenset({blocked.pubkey}), mute=frozenset({muted.pubkey}))
     assert await learn(b, announce(blocked, caps()), announce(muted, caps()), announce(good, caps())) == [
-        "blocked", "muted", "accepted",
-    ]  # fmt: skip
+        "blocked",
+        "muted",
+        "accepted",
+    ]
     assert b.known() == sorted([muted.pubkey, good.pubkey])
     assert [v.pubkey for v in b.peers_for("m", "text-generation", 0, now=NOW)] == [good.pubkey]
     assert b.policy_state(muted.pubkey) == "muted"
@@ -220,16 +251,24 @@ async def test_peers_for_filters_on_model_job_type_privacy_saturation_and_orders
     b = book()
     await learn(
         b,
-        announce(cheap, caps()), announce(cheap, sheet(inp=10, out=10)),
-        announce(dear, caps()), announce(dear, sheet(inp=10, out=10, surge=3.0)), announce(dear, status(p95=1)),
+        announce(cheap, caps()),
+        announce(cheap, sheet(inp=10, out=10)),
+        announce(dear, caps()),
+        announce(dear, sheet(inp=10, out=10, surge=3.0)),
+        announce(dear, status(p95=1)),
         announce(unpriced, caps()),
-        announce(saturated, caps()), announce(saturated, sheet(inp=1, out=1)), announce(saturated, status("SATURATED")),
-        announce(private, caps(max_privacy=0)), announce(private, sheet(inp=1, out=1)),
+        announce(saturated, caps()),
+        announce(saturated, sheet(inp=1, out=1)),
+        announce(saturated, status("SATURATED")),
+        announce(private, caps(max_privacy=0)),
+        announce(private, sheet(inp=1, out=1)),
         announce(other, caps(["x"])),
-    )  # fmt: skip
+    )
     assert [v.pubkey for v in b.peers_for("m", "text-generation", 1, now=NOW)] == [
-        cheap.pubkey, dear.pubkey, unpriced.pubkey,
-    ]  # fmt: skip
+        cheap.pubkey,
+        dear.pubkey,
+        unpriced.pubkey,
+    ]
     assert private.pubkey in {v.pubkey for v in b.peers_for("m", "text-generation", 0, now=NOW)}
     assert b.peers_for("m", "text-generation", 3, now=NOW) == []  # PL3 never leaves
     assert b.peers_for("m", "embedding", 0, now=NOW) == []
@@ -244,10 +283,17 @@ async def test_restore_from_stored_rows_keeps_order_and_freshness() -> None:
     ts = datetime.fromtimestamp(NOW, UTC)
     meta = {"id": "0" * 64, "created_at": int(NOW), "expires_at": int(NOW + 100)}
     rows = [
-        PeerRow(peer.pubkey, to_builtins(caps()), {"text-generation": to_builtins(sheet())}, None,
-                {"31020:caps": meta, "31021:text-generation": meta}, ts, ts),
+        PeerRow(
+            peer.pubkey,
+            to_builtins(caps()),
+            {"text-generation": to_builtins(sheet())},
+            None,
+            {"31020:caps": meta, "31021:text-generation": meta},
+            ts,
+            ts,
+        ),
         PeerRow(Keys.generate().pubkey, {"endpoint": 5}, {}, None, {"31020:caps": meta}, ts, ts),  # no longer decodes
-    ]  # fmt: skip
+    ]
     assert b.restore(rows) == 1
     assert [v.pubkey for v in b.peers_for("m", "text-generation", 0, now=NOW)] == [peer.pubkey]
     assert b.peers_for("m", "text-generation", 0, now=NOW + 101) == []

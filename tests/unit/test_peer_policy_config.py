@@ -18,8 +18,12 @@ def test_defaults() -> None:
     s = settings()
     assert (s.announce_s, s.busy_at, s.saturated_at, s.surge_start, s.surge_max) == (60, 0.7, 0.95, 0.5, 2.0)
     assert (s.peer_allowlist, s.peer_blocklist, s.peer_mute, s.follow, s.peer_wot_min) == (
-        frozenset(), frozenset(), frozenset(), frozenset(), 0,
-    )  # fmt: skip
+        frozenset(),
+        frozenset(),
+        frozenset(),
+        frozenset(),
+        0,
+    )
     assert (s.peer_rate, s.peer_max_content_bytes, s.peer_ttl_s) == (600, 128 * 1024, 300)
 
 
@@ -28,11 +32,19 @@ def test_federation_bounds_defaults_and_overrides() -> None:
     assert (s.fed_min_privacy, s.fed_bid_hold_s, s.fed_max_deadline_s, s.fed_max_open_bids_per_peer) == (1, 30, 600, 32)
     assert (s.fed_min_reputation, s.peer_max, s.peer_max_price_sheets) == (0.0, 1_000, 16)
     assert [s.offload_privacy(level) for level in (0, 1, 2, 3)] == [1, 1, 2, 3]  # raised, never lowered
-    plain = settings(ROUTER_FED_MIN_PRIVACY="0", ROUTER_FED_MAX_PRIVACY="0", ROUTER_FED_MIN_REPUTATION="0.4",
-                     ROUTER_PEER_MAX="10", ROUTER_PEER_MAX_PRICE_SHEETS="2")  # fmt: skip
+    plain = settings(
+        ROUTER_FED_MIN_PRIVACY="0",
+        ROUTER_FED_MAX_PRIVACY="0",
+        ROUTER_FED_MIN_REPUTATION="0.4",
+        ROUTER_PEER_MAX="10",
+        ROUTER_PEER_MAX_PRICE_SHEETS="2",
+    )
     assert (plain.offload_privacy(0), plain.fed_min_reputation, plain.peer_max, plain.peer_max_price_sheets) == (
-        0, 0.4, 10, 2,
-    )  # fmt: skip
+        0,
+        0.4,
+        10,
+        2,
+    )
     book = PeerBook.for_settings(plain)
     assert (book.max_peers, book.max_price_sheets) == (10, 2)
 

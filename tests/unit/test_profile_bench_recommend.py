@@ -60,9 +60,11 @@ def test_gpu_tflops_measured_with_a_cuda_torch(monkeypatch: pytest.MonkeyPatch) 
     calls: list[str] = []
     cuda = types.SimpleNamespace(is_available=lambda: True, synchronize=lambda: calls.append("sync"))
     fake: Any = types.SimpleNamespace(
-        cuda=cuda, float16="f16", ones=lambda shape, dtype, device: (shape, dtype, device),
+        cuda=cuda,
+        float16="f16",
+        ones=lambda shape, dtype, device: (shape, dtype, device),
         matmul=lambda a, b: calls.append("matmul"),
-    )  # fmt: skip
+    )
     monkeypatch.setitem(sys.modules, "torch", fake)
     result = benchmark.gpu_tflops(size=64, rounds=3)
     assert result is not None and result > 0
@@ -72,14 +74,27 @@ def test_gpu_tflops_measured_with_a_cuda_torch(monkeypatch: pytest.MonkeyPatch) 
 
 
 def _profile(**fields: str) -> HardwareProfile:
-    base = {"os": "linux", "arch": "x86_64", "cpu": "AMD EPYC", "cores": "1-2", "ram": "4-8GiB",
-            "disk_free": "16-64GiB"}  # fmt: skip
+    base = {
+        "os": "linux",
+        "arch": "x86_64",
+        "cpu": "AMD EPYC",
+        "cores": "1-2",
+        "ram": "4-8GiB",
+        "disk_free": "16-64GiB",
+    }
     return HardwareProfile(**{**base, **fields})
 
 
 def _bench(cpu: float = 2e6, mem: float = 10_000, *, quick: bool = False) -> BenchScores:
-    return BenchScores(sha256_ops_s=cpu, memcpy_mib_s=mem, stride_mib_s=mem, cpu_band=bands.cpu_band(cpu),
-                       memory_band=bands.memory_band(mem, mem), quick=quick, duration_ms=900)  # fmt: skip
+    return BenchScores(
+        sha256_ops_s=cpu,
+        memcpy_mib_s=mem,
+        stride_mib_s=mem,
+        cpu_band=bands.cpu_band(cpu),
+        memory_band=bands.memory_band(mem, mem),
+        quick=quick,
+        duration_ms=900,
+    )
 
 
 def _verdicts(profile: HardwareProfile, bench: BenchScores | None) -> dict[str, tuple[bool, tuple[str, ...]]]:
@@ -125,13 +140,27 @@ def test_big_cpu_machine_qualifies_for_public_node_only_with_the_full_bench() ->
 
 
 def test_gpu_profiles_follow_vram() -> None:
-    one = _profile(cores="9-16", ram="64GiB+", disk_free="256GiB+", gpu="NVIDIA", gpu_count="1", vram="24-48GiB",
-                   vram_total="24-48GiB")  # fmt: skip
+    one = _profile(
+        cores="9-16",
+        ram="64GiB+",
+        disk_free="256GiB+",
+        gpu="NVIDIA",
+        gpu_count="1",
+        vram="24-48GiB",
+        vram_total="24-48GiB",
+    )
     v = _verdicts(one, _bench())
     assert v["gpu-small"][0] and not v["gpu-large"][0]
     assert "VRAM (all GPUs) 24-48GiB is below 48-80GiB" in v["gpu-large"][1]
-    two = _profile(cores="9-16", ram="64GiB+", disk_free="256GiB+", gpu="NVIDIA", gpu_count="2", vram="24-48GiB",
-                   vram_total="48-80GiB")  # fmt: skip
+    two = _profile(
+        cores="9-16",
+        ram="64GiB+",
+        disk_free="256GiB+",
+        gpu="NVIDIA",
+        gpu_count="2",
+        vram="24-48GiB",
+        vram_total="48-80GiB",
+    )
     assert recommend(two, _bench()).recommended == ("gpu-large", "gpu-small", "medium-cpu", "small-cpu", MOCK)
 
 

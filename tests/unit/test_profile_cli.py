@@ -19,8 +19,17 @@ from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import NodeManifest
 
 PROFILE_KEYS = {"os", "arch", "cpu", "cores", "ram", "disk_free", "gpu", "gpu_count", "vram", "vram_total"}
-BENCH_KEYS = {"sha256_ops_s", "memcpy_mib_s", "stride_mib_s", "cpu_band", "memory_band", "gpu_tflops", "gpu_band",
-              "quick", "duration_ms"}  # fmt: skip
+BENCH_KEYS = {
+    "sha256_ops_s",
+    "memcpy_mib_s",
+    "stride_mib_s",
+    "cpu_band",
+    "memory_band",
+    "gpu_tflops",
+    "gpu_band",
+    "quick",
+    "duration_ms",
+}
 
 
 @pytest.fixture(autouse=True)

@@ -23,18 +23,39 @@ SLEEP = shutil.which("sleep") or "/bin/sleep"
 
 
 @pytest.mark.parametrize(
-    ("cores", "band"), [(0, "1-2"), (1, "1-2"), (2, "1-2"), (3, "3-4"), (4, "3-4"), (5, "5-8"), (8, "5-8"),
-                        (9, "9-16"), (16, "9-16"), (17, "17+"), (256, "17+")],
-)  # fmt: skip
+    ("cores", "band"),
+    [
+        (0, "1-2"),
+        (1, "1-2"),
+        (2, "1-2"),
+        (3, "3-4"),
+        (4, "3-4"),
+        (5, "5-8"),
+        (8, "5-8"),
+        (9, "9-16"),
+        (16, "9-16"),
+        (17, "17+"),
+        (256, "17+"),
+    ],
+)
 def test_cores_band(cores: int, band: str) -> None:
     assert bands.cores_band(cores) == band
 
 
 @pytest.mark.parametrize(
     ("gib", "band"),
-    [(0, "<4GiB"), (3.5, "<4GiB"), (3.7, "4-8GiB"), (7.9, "8-16GiB"), (15.5, "16-32GiB"), (14.0, "8-16GiB"),
-     (31.3, "32-64GiB"), (63.0, "64GiB+"), (1024, "64GiB+")],
-)  # fmt: skip
+    [
+        (0, "<4GiB"),
+        (3.5, "<4GiB"),
+        (3.7, "4-8GiB"),
+        (7.9, "8-16GiB"),
+        (15.5, "16-32GiB"),
+        (14.0, "8-16GiB"),
+        (31.3, "32-64GiB"),
+        (63.0, "64GiB+"),
+        (1024, "64GiB+"),
+    ],
+)
 def test_ram_band_allows_what_the_kernel_reserves(gib: float, band: str) -> None:
     """A "16 GB" machine reports ~15.5 GiB: within 10% of an edge counts as reaching it."""
     assert bands.ram_band(int(gib * GIB)) == band
@@ -49,9 +70,17 @@ def test_disk_band(gib: int, band: str) -> None:
 
 @pytest.mark.parametrize(
     ("mib", "band"),
-    [(None, "none"), (0, "none"), (4096, "<8GiB"), (8192, "8-16GiB"), (24564, "24-48GiB"), (16384, "16-24GiB"),
-     (81559, "80GiB+"), (49140, "48-80GiB")],
-)  # fmt: skip
+    [
+        (None, "none"),
+        (0, "none"),
+        (4096, "<8GiB"),
+        (8192, "8-16GiB"),
+        (24564, "24-48GiB"),
+        (16384, "16-24GiB"),
+        (81559, "80GiB+"),
+        (49140, "48-80GiB"),
+    ],
+)
 def test_vram_band(mib: int | None, band: str) -> None:
     assert bands.vram_band(mib) == band
 
@@ -76,11 +105,20 @@ def test_cpu_family_keeps_vendor_and_family_only(model: str, vendor: str, family
 
 def test_os_arch_and_gpu_vendor_come_from_fixed_lists() -> None:
     assert [bands.os_family(s) for s in ("Linux", "Darwin", "Windows", "FreeBSD", "Plan9")] == [
-        "linux", "macos", "windows", "bsd", "other"
-    ]  # fmt: skip
+        "linux",
+        "macos",
+        "windows",
+        "bsd",
+        "other",
+    ]
     assert [bands.arch_family(m) for m in ("x86_64", "AMD64", "arm64", "aarch64", "armv7l", "mips")] == [
-        "x86_64", "x86_64", "aarch64", "aarch64", "arm", "other"
-    ]  # fmt: skip
+        "x86_64",
+        "x86_64",
+        "aarch64",
+        "aarch64",
+        "arm",
+        "other",
+    ]
     assert bands.gpu_vendor("NVIDIA GeForce RTX 4090") == "NVIDIA"
     assert bands.gpu_vendor("Tesla T4") == "NVIDIA"
     assert bands.gpu_vendor("Mystery Accelerator SN 0042") == "unknown"
@@ -107,16 +145,37 @@ def test_parse_nvidia_smi_keeps_vendor_and_memory() -> None:
 
 def test_build_profile_bands_everything() -> None:
     profile = build_profile(
-        system="Linux", machine="x86_64", cpu_model_name="Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz",
-        cpu_vendor="GenuineIntel", cores=32, ram_bytes=250 * GIB, disk_free_bytes=900 * GIB,
+        system="Linux",
+        machine="x86_64",
+        cpu_model_name="Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz",
+        cpu_vendor="GenuineIntel",
+        cores=32,
+        ram_bytes=250 * GIB,
+        disk_free_bytes=900 * GIB,
         gpus=[Gpu("NVIDIA", 81920), Gpu("NVIDIA", 81920)],
-    )  # fmt: skip
+    )
     assert profile == HardwareProfile(
-        os="linux", arch="x86_64", cpu="Intel Xeon", cores="17+", ram="64GiB+", disk_free="256GiB+",
-        gpu="NVIDIA", gpu_count="2", vram="80GiB+", vram_total="80GiB+",
-    )  # fmt: skip
-    cpu_only = build_profile(system="Darwin", machine="arm64", cpu_model_name="Apple M1", cpu_vendor="", cores=8,
-                             ram_bytes=16 * GIB, disk_free_bytes=50 * GIB, gpus=[])  # fmt: skip
+        os="linux",
+        arch="x86_64",
+        cpu="Intel Xeon",
+        cores="17+",
+        ram="64GiB+",
+        disk_free="256GiB+",
+        gpu="NVIDIA",
+        gpu_count="2",
+        vram="80GiB+",
+        vram_total="80GiB+",
+    )
+    cpu_only = build_profile(
+        system="Darwin",
+        machine="arm64",
+        cpu_model_name="Apple M1",
+        cpu_vendor="",
+        cores=8,
+        ram_bytes=16 * GIB,
+        disk_free_bytes=50 * GIB,
+        gpus=[],
+    )
     assert (cpu_only.gpu, cpu_only.gpu_count, cpu_only.vram, cpu_only.vram_total) == ("none", "0", "none", "none")
 
 

@@ -24,15 +24,26 @@ KINDS = {Kind.INFER_REQUEST}
 REQUEST_ID = "ab" * 32
 REQ = InferenceRequest(model="m", prompt="hello", max_tokens=8)
 ENVELOPE_CODES = {
-    ErrorCode.INVALID_JSON, ErrorCode.INVALID_EVENT, ErrorCode.TOO_LARGE, ErrorCode.INVALID_SIGNATURE,
-    ErrorCode.STALE, ErrorCode.EXPIRED, ErrorCode.WRONG_RECIPIENT, ErrorCode.FORBIDDEN,
-}  # fmt: skip
+    ErrorCode.INVALID_JSON,
+    ErrorCode.INVALID_EVENT,
+    ErrorCode.TOO_LARGE,
+    ErrorCode.INVALID_SIGNATURE,
+    ErrorCode.STALE,
+    ErrorCode.EXPIRED,
+    ErrorCode.WRONG_RECIPIENT,
+    ErrorCode.FORBIDDEN,
+}
 
 
 def opened(raw: bytes | str, **kwargs: Any) -> Any:
     """Open with the strict options (recipient, signer, reply binding); None if refused with an envelope code."""
-    options: dict[str, Any] = {"kinds": KINDS, "recipient": ROUTER.pubkey, "signers": {CLIENT.pubkey},
-                               "reply_to": REQUEST_ID, "now": NOW}  # fmt: skip
+    options: dict[str, Any] = {
+        "kinds": KINDS,
+        "recipient": ROUTER.pubkey,
+        "signers": {CLIENT.pubkey},
+        "reply_to": REQUEST_ID,
+        "now": NOW,
+    }
     options.update(kwargs)
     result, code = attempt(open_envelope, raw, InferenceRequest, **options)
     assert code is None or code in ENVELOPE_CODES, f"unexpected code {code}"
@@ -72,8 +83,12 @@ def test_a_correctly_signed_envelope_with_any_content_opens_or_is_an_invalid_eve
 # --- each rule ----------------------------------------------------------------------------------------------
 
 
-@given(payload=schema_json(InferenceRequest), skew=st.integers(0, 120), offset=st.integers(-200, 200),
-       fraction=st.floats(0, 0.999))  # fmt: skip
+@given(
+    payload=schema_json(InferenceRequest),
+    skew=st.integers(0, 120),
+    offset=st.integers(-200, 200),
+    fraction=st.floats(0, 0.999),
+)
 def test_valid_envelopes_round_trip_and_freshness_is_exactly_the_skew(
     payload: dict[str, Any], skew: int, offset: int, fraction: float
 ) -> None:
@@ -98,8 +113,9 @@ def test_valid_envelopes_round_trip_and_freshness_is_exactly_the_skew(
 @example(expiration=" 1700000001 ")
 def test_expiration_is_an_integer_after_now(expiration: str) -> None:
     try:
-        event = seal(CLIENT, Kind.INFER_REQUEST, REQ, to=ROUTER.pubkey, created_at=NOW,
-                     extra_tags=[["expiration", expiration]])  # fmt: skip
+        event = seal(
+            CLIENT, Kind.INFER_REQUEST, REQ, to=ROUTER.pubkey, created_at=NOW, extra_tags=[["expiration", expiration]]
+        )
     except UnicodeEncodeError:
         assume(False)
         raise
@@ -113,8 +129,11 @@ def test_expiration_is_an_integer_after_now(expiration: str) -> None:
 addressees = st.lists(st.sampled_from([ROUTER.pubkey, STRANGER.pubkey, CLIENT.pubkey]) | hex_string(64), max_size=3)
 
 
-@given(p_tags=addressees, e_tags=st.lists(st.sampled_from([REQUEST_ID, "cd" * 32]), max_size=3),
-       signer=st.sampled_from([CLIENT, STRANGER]))  # fmt: skip
+@given(
+    p_tags=addressees,
+    e_tags=st.lists(st.sampled_from([REQUEST_ID, "cd" * 32]), max_size=3),
+    signer=st.sampled_from([CLIENT, STRANGER]),
+)
 def test_recipient_signer_and_reply_binding_are_exact(p_tags: list[str], e_tags: list[str], signer: Keys) -> None:
     tags = [["p", p] for p in p_tags] + [["e", e] for e in e_tags]
     event = seal(signer, Kind.INFER_REQUEST, REQ, created_at=NOW, extra_tags=tags)
@@ -148,8 +167,10 @@ ORDER = [
 
 
 def build(flaws: set[str]) -> Event:
-    tags = [["p", STRANGER.pubkey if "recipient" in flaws else ROUTER.pubkey],
-            ["e", "cd" * 32 if "reply" in flaws else REQUEST_ID]]  # fmt: skip
+    tags = [
+        ["p", STRANGER.pubkey if "recipient" in flaws else ROUTER.pubkey],
+        ["e", "cd" * 32 if "reply" in flaws else REQUEST_ID],
+    ]
     if "expiration_garbage" in flaws:
         tags.append(["expiration", "soon"])
     elif "expired" in flaws:

@@ -79,8 +79,10 @@ def test_the_token_size_limit_is_inclusive() -> None:
     )
 
 
-@given(signed=st.tuples(st.sampled_from(METHODS), st.sampled_from(URLS), st.binary(max_size=16)),
-       asked=st.tuples(st.sampled_from(METHODS), st.sampled_from(URLS), st.binary(max_size=16)))  # fmt: skip
+@given(
+    signed=st.tuples(st.sampled_from(METHODS), st.sampled_from(URLS), st.binary(max_size=16)),
+    asked=st.tuples(st.sampled_from(METHODS), st.sampled_from(URLS), st.binary(max_size=16)),
+)
 @example(signed=("POST", URLS[0], b""), asked=("POST", URLS[0], b"body"))  # body sent, no payload tag
 @example(signed=("POST", URLS[0], b"body"), asked=("POST", URLS[0], b""))
 @example(signed=("post", URLS[0], b"x"), asked=("POST", URLS[0], b"x"))
@@ -111,8 +113,9 @@ def test_other_kinds_are_refused(kind: int) -> None:
 @given(data=st.data())
 def test_no_mutation_of_the_event_is_accepted_as_a_different_event(data: st.DataObject) -> None:
     body = b'{"model":"m"}'
-    event = sign_event(KEYS, KIND_HTTP_AUTH, "", [["u", URLS[0]], ["method", "POST"],
-                                                 ["payload", hashlib.sha256(body).hexdigest()]])  # fmt: skip
+    event = sign_event(
+        KEYS, KIND_HTTP_AUTH, "", [["u", URLS[0]], ["method", "POST"], ["payload", hashlib.sha256(body).hexdigest()]]
+    )
     mutated = data.draw(byte_mutations(event.to_json()))
     accepted = check("Nostr " + base64.b64encode(mutated).decode(), "POST", URLS[0], body)
     assert accepted is None or accepted == event

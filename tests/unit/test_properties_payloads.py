@@ -90,8 +90,9 @@ def test_every_integer_field_has_an_upper_bound_storage_can_hold() -> None:
     assert unbounded == [], f"{len(unbounded)} unbounded integer fields: {unbounded}"
 
 
-@pytest.mark.parametrize("cls", [c for c in CLASSES if c.__name__ in {"InferenceRequest", "Rfb", "Bid"}],
-                         ids=lambda c: c.__name__)  # fmt: skip
+@pytest.mark.parametrize(
+    "cls", [c for c in CLASSES if c.__name__ in {"InferenceRequest", "Rfb", "Bid"}], ids=lambda c: c.__name__
+)
 def test_deeply_nested_unknown_field_is_invalid_event(cls: type[Payload]) -> None:
     depth = 100_000
     body = '{"extension":' + "[" * depth + "]" * depth + "}"

@@ -42,12 +42,17 @@ def add(
     aliases: list[str] | None = None,
 ) -> NodeState:
     info = ModelInfo(
-        id=model, context_window=context, max_tokens=max_tokens, latency_estimate_ms=latency_ms,
-        pricing=Pricing(input_msat=price, output_msat=price), job_types=job_types or ["text-generation"],
+        id=model,
+        context_window=context,
+        max_tokens=max_tokens,
+        latency_estimate_ms=latency_ms,
+        pricing=Pricing(input_msat=price, output_msat=price),
+        job_types=job_types or ["text-generation"],
         aliases=aliases or [],
-    )  # fmt: skip
-    desc = NodeDescriptor(endpoint=f"http://{name}", models=[info],
-                          capacity=Capacity(max_concurrent=capacity, in_flight=reported))  # fmt: skip
+    )
+    desc = NodeDescriptor(
+        endpoint=f"http://{name}", models=[info], capacity=Capacity(max_concurrent=capacity, in_flight=reported)
+    )
     node = index.upsert(key(name), desc, verified=verified, heartbeat=heartbeat, seen=NOW - seen_ago)
     node.in_flight = in_flight
     node.health.cooldown_until = NOW + cooldown if cooldown else 0.0
@@ -118,8 +123,12 @@ def test_explain_names_the_first_failing_filter() -> None:
     demand = Demand(model="m", input_tokens=10, max_tokens=10)
     result = explain(index.nodes.values(), demand, now=NOW, policy=POLICY)
     assert [(e.pubkey[0], e.verdict) for e in result] == [
-        ("e", "ok"), ("a", "stale"), ("b", "cooldown"), ("c", "context"), ("d", "busy"),
-    ]  # fmt: skip
+        ("e", "ok"),
+        ("a", "stale"),
+        ("b", "cooldown"),
+        ("c", "context"),
+        ("d", "busy"),
+    ]
     assert result[0].parts is not None and result[0].parts.price == 1.0
     assert result[0].to_dict()["parts"]["price"] == 1.0
 
@@ -242,15 +251,28 @@ def test_both_rankings_agree_with_the_per_node_reference(seed: int) -> None:
     rng = random.Random(seed)
     index = NodeIndex()
     for i in range(rng.randint(1, 80)):
-        add(index, f"{i:064x}", price=rng.choice([500, 1000, 1500, 2000]), capacity=rng.randint(1, 4),
-            in_flight=rng.randint(0, 3), seen_ago=rng.choice([1, 5, 45]), cooldown=rng.choice([0, 0, 0, 5]),
-            context=rng.choice([64, 4096]), verified=rng.random() > 0.2, latency_ms=rng.choice([0, 50, 400]))  # fmt: skip
+        add(
+            index,
+            f"{i:064x}",
+            price=rng.choice([500, 1000, 1500, 2000]),
+            capacity=rng.randint(1, 4),
+            in_flight=rng.randint(0, 3),
+            seen_ago=rng.choice([1, 5, 45]),
+            cooldown=rng.choice([0, 0, 0, 5]),
+            context=rng.choice([64, 4096]),
+            verified=rng.random() > 0.2,
+            latency_ms=rng.choice([0, 50, 400]),
+        )
     for node in list(index.nodes.values())[::3]:
         node.health.successes, node.health.failures = rng.randint(0, 50), rng.randint(0, 10)
         node.manifest_trust = rng.random()
         index.sync(node)
-    demand = Demand(model="m", input_tokens=rng.randint(1, 60), max_tokens=rng.randint(1, 40),
-                    max_price_msat=rng.choice([None, 50, 100]))  # fmt: skip
+    demand = Demand(
+        model="m",
+        input_tokens=rng.randint(1, 60),
+        max_tokens=rng.randint(1, 40),
+        max_price_msat=rng.choice([None, 50, 100]),
+    )
     policy = Policy(heartbeat_ttl_s=30, announce_ttl_s=900, weights=Weights(latency_per_s=rng.random() * 3))
     reference = [e for e in explain(index.nodes.values(), demand, now=NOW, policy=policy) if e.verdict == "ok"]
     table = index.tables["m"]

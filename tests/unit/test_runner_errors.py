@@ -21,29 +21,69 @@ from fedai_node.runners.upstream import (
 ECHO = "the user's secret prompt text"
 
 CASES: list[tuple[str, int, Any, ErrorCode, str]] = [
-    ("llama.cpp context", 400, {"error": {"code": 400, "type": "exceed_context_size_error", "message": ECHO,
-                                          "n_prompt_tokens": 900, "n_ctx": 512}},
-     ErrorCode.INVALID_REQUEST, "context window (n_prompt_tokens=900, n_ctx=512)"),
-    ("vLLM context", 400, {"object": "error", "type": "BadRequestError", "code": 400,
-                           "message": f"This model's maximum context length is 2048 tokens. {ECHO}"},
-     ErrorCode.INVALID_REQUEST, "context window"),
-    ("OpenAI context code", 400, {"error": {"code": "context_length_exceeded", "message": ECHO}},
-     ErrorCode.INVALID_REQUEST, "context window"),
-    ("other 400", 400, {"error": {"message": ECHO, "type": "invalid_request_error"}},
-     ErrorCode.INVALID_REQUEST, "refused the request as invalid (HTTP 400, invalid_request_error)"),
+    (
+        "llama.cpp context",
+        400,
+        {
+            "error": {
+                "code": 400,
+                "type": "exceed_context_size_error",
+                "message": ECHO,
+                "n_prompt_tokens": 900,
+                "n_ctx": 512,
+            }
+        },
+        ErrorCode.INVALID_REQUEST,
+        "context window (n_prompt_tokens=900, n_ctx=512)",
+    ),
+    (
+        "vLLM context",
+        400,
+        {
+            "object": "error",
+            "type": "BadRequestError",
+            "code": 400,
+            "message": f"This model's maximum context length is 2048 tokens. {ECHO}",
+        },
+        ErrorCode.INVALID_REQUEST,
+        "context window",
+    ),
+    (
+        "OpenAI context code",
+        400,
+        {"error": {"code": "context_length_exceeded", "message": ECHO}},
+        ErrorCode.INVALID_REQUEST,
+        "context window",
+    ),
+    (
+        "other 400",
+        400,
+        {"error": {"message": ECHO, "type": "invalid_request_error"}},
+        ErrorCode.INVALID_REQUEST,
+        "refused the request as invalid (HTTP 400, invalid_request_error)",
+    ),
     ("422 no body", 422, None, ErrorCode.INVALID_REQUEST, "HTTP 422"),
-    ("vLLM unknown model", 404, {"object": "error", "type": "NotFoundError", "code": 404,
-                                 "message": "The model `x` does not exist."},
-     ErrorCode.UNKNOWN_MODEL, "does not serve this model"),
+    (
+        "vLLM unknown model",
+        404,
+        {"object": "error", "type": "NotFoundError", "code": 404, "message": "The model `x` does not exist."},
+        ErrorCode.UNKNOWN_MODEL,
+        "does not serve this model",
+    ),
     ("ours unknown model", 404, {"error": {"code": "unknown_model", "message": "no"}}, ErrorCode.UNKNOWN_MODEL, ""),
     ("401", 401, {"error": "bad key"}, ErrorCode.UPSTREAM_ERROR, "NODE_RUNNER_API_KEY"),
     ("429", 429, None, ErrorCode.CAPACITY_EXCEEDED, "busy"),
-    ("503 loading", 503, {"error": {"code": 503, "message": "Loading model", "type": "unavailable_error"}},
-     ErrorCode.NO_CAPACITY, "loading"),
+    (
+        "503 loading",
+        503,
+        {"error": {"code": 503, "message": "Loading model", "type": "unavailable_error"}},
+        ErrorCode.NO_CAPACITY,
+        "loading",
+    ),
     ("504", 504, None, ErrorCode.UPSTREAM_TIMEOUT, "timed out"),
     ("500 html", 500, "<html>oops</html>", ErrorCode.UPSTREAM_ERROR, "HTTP 500"),
     ("type that is not an identifier", 500, {"error": {"type": ECHO}}, ErrorCode.UPSTREAM_ERROR, "(HTTP 500)"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("case", "status", "body", "code", "words"), CASES, ids=[c[0] for c in CASES])

@@ -141,9 +141,17 @@ async def test_streaming_backend_streams_each_delta() -> None:
         assert result == RunnerResult("one two three", "length", 9, 3)
         assert runner.streams is True
         assert fake.calls == [
-            ("/infer/stream", {"model": "backend-7b", "max_tokens": 3, "prompt": f"count {SECRET}",
-                               "temperature": 1.0, "stop": ["four"]}),
-        ]  # fmt: skip
+            (
+                "/infer/stream",
+                {
+                    "model": "backend-7b",
+                    "max_tokens": 3,
+                    "prompt": f"count {SECRET}",
+                    "temperature": 1.0,
+                    "stop": ["four"],
+                },
+            )
+        ]
 
 
 async def test_backend_without_streaming_sends_one_chunk_and_is_not_asked_again() -> None:

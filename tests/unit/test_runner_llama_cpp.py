@@ -114,8 +114,14 @@ class FakeLlama:
                 yield sse({"content": token, "stop": False, "tokens_predicted": i + 1, "tokens_evaluated": 7})
             if self.mode == "truncated":
                 return
-            final = {"content": "", "stop": True, "stop_type": "limit" if self.mode == "limit" else "eos",
-                     "tokens_predicted": len(TOKENS), "tokens_evaluated": 7, "timings": {"predicted_n": 4}}  # fmt: skip
+            final = {
+                "content": "",
+                "stop": True,
+                "stop_type": "limit" if self.mode == "limit" else "eos",
+                "tokens_predicted": len(TOKENS),
+                "tokens_evaluated": 7,
+                "timings": {"predicted_n": 4},
+            }
             if self.mode == "no_usage":
                 del final["tokens_predicted"], final["tokens_evaluated"]
             yield sse(final)

@@ -166,8 +166,9 @@ def test_api_base() -> None:
 
 
 async def test_models_and_context_windows_are_discovered() -> None:
-    fake = FakeOpenAI(models=[{"id": MODEL, "max_model_len": 2048}, {"id": "tiny", "meta": {"n_ctx": 512}},
-                              {"id": "plain"}])  # fmt: skip
+    fake = FakeOpenAI(
+        models=[{"id": MODEL, "max_model_len": 2048}, {"id": "tiny", "meta": {"n_ctx": 512}}, {"id": "plain"}]
+    )
     async with openai(fake, context_window=1000) as (_, runner):
         models = await runner.list_models()
         assert [(m.id, m.context_window) for m in models] == [(MODEL, 2048), ("tiny", 512), ("plain", 1000)]

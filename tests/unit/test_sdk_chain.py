@@ -43,10 +43,18 @@ def build(
     answer = InferenceResponse(model="m", output=output, finish_reason="stop", usage=usage, latency_ms=2.0)
     response = seal(node_keys, Kind.INFER_RESPONSE, answer, to=ROUTER.pubkey, reply_to=forwarded.id)
     fields: dict[str, object] = {
-        "request": forwarded.id, "response": response.id, "model": "m", "input_tokens": 4, "output_tokens": 1,
-        "wall_ms": 2.0, "bytes_in": 10, "bytes_out": 10, "prompt_sha256": prompt_sha256(asked),
-        "output_sha256": hashlib.sha256(output.encode()).hexdigest(), "price_msat": 1,
-    }  # fmt: skip
+        "request": forwarded.id,
+        "response": response.id,
+        "model": "m",
+        "input_tokens": 4,
+        "output_tokens": 1,
+        "wall_ms": 2.0,
+        "bytes_in": 10,
+        "bytes_out": 10,
+        "prompt_sha256": prompt_sha256(asked),
+        "output_sha256": hashlib.sha256(output.encode()).hexdigest(),
+        "price_msat": 1,
+    }
     fields.update(metering_overrides or {})
     record = MeteringRecord(**fields)  # type: ignore[arg-type]
     metering = seal(node_keys, Kind.METERING_RECORD, record, to=ROUTER.pubkey, reply_to=forwarded.id)

@@ -1,3 +1,4 @@
+# Long but one concept: each failure class of the SDK, case by case, against one mock router.
 """What the SDK raises, case by case, against a router played by `httpx.MockTransport` (no network): a
 failure to reach the router is a `TransportError` with the httpx error as its cause, the router's typed error
 arrives intact as a `RouterError`, and an answer that does not verify is a `ChainError` naming its link."""

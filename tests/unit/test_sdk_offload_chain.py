@@ -30,38 +30,85 @@ JOB_ID = "ab" * 16
 SALT = new_salt()
 
 
-def build(*, privacy: int = 0, output: str = "4", receipt_changes: dict[str, object] | None = None,
-          submit_request: InferenceRequest | None = None, provider: Keys = B, original: InferenceRequest = REQUEST,
-          salt: str | None = SALT) -> tuple[Event, Event]:  # fmt: skip
+def build(
+    *,
+    privacy: int = 0,
+    output: str = "4",
+    receipt_changes: dict[str, object] | None = None,
+    submit_request: InferenceRequest | None = None,
+    provider: Keys = B,
+    original: InferenceRequest = REQUEST,
+    salt: str | None = SALT,
+) -> tuple[Event, Event]:
     """A's answer to the client: `salt` is what A tells the client (the submit is always salted with SALT)."""
     request = seal(CLIENT, Kind.INFER_REQUEST, original, to=A.pubkey, nonce=True)
     job = job_request(original)
     submit_payload = JobSubmit(
-        job_id=JOB_ID, award="c" * 64, privacy=privacy,
-        request=(submit_request or job) if privacy == 0 else None, salt=SALT if privacy == 0 else None,
-        sealed=None if privacy == 0 else "opaque", input_sha256=job_hash(original, SALT), max_cost_msat=400,
-    )  # fmt: skip
+        job_id=JOB_ID,
+        award="c" * 64,
+        privacy=privacy,
+        request=(submit_request or job) if privacy == 0 else None,
+        salt=SALT if privacy == 0 else None,
+        sealed=None if privacy == 0 else "opaque",
+        input_sha256=job_hash(original, SALT),
+        max_cost_msat=400,
+    )
     submit = seal(A, Kind.JOB_SUBMIT, submit_payload, to=B.pubkey, nonce=True)
-    forwarded = seal(B, Kind.INFER_REQUEST, msgspec.structs.replace(job, client=A.pubkey, origin=submit.id),
-                     to=NODE.pubkey, nonce=True)  # fmt: skip
-    answer = InferenceResponse(model="m", output=output, finish_reason="stop",
-                               usage=Usage(input_tokens=4, output_tokens=1), latency_ms=1.0)  # fmt: skip
+    forwarded = seal(
+        B,
+        Kind.INFER_REQUEST,
+        msgspec.structs.replace(job, client=A.pubkey, origin=submit.id),
+        to=NODE.pubkey,
+        nonce=True,
+    )
+    answer = InferenceResponse(
+        model="m", output=output, finish_reason="stop", usage=Usage(input_tokens=4, output_tokens=1), latency_ms=1.0
+    )
     response = seal(NODE, Kind.INFER_RESPONSE, answer, to=B.pubkey, reply_to=forwarded.id)
     out_hash = hashlib.sha256(output.encode()).hexdigest()
-    record = MeteringRecord(request=forwarded.id, response=response.id, model="m", input_tokens=4, output_tokens=1,
-                            wall_ms=1.0, bytes_in=1, bytes_out=1, prompt_sha256=prompt_sha256(original),
-                            output_sha256=out_hash, price_msat=3)  # fmt: skip
+    record = MeteringRecord(
+        request=forwarded.id,
+        response=response.id,
+        model="m",
+        input_tokens=4,
+        output_tokens=1,
+        wall_ms=1.0,
+        bytes_in=1,
+        bytes_out=1,
+        prompt_sha256=prompt_sha256(original),
+        output_sha256=out_hash,
+        price_msat=3,
+    )
     metering = seal(NODE, Kind.METERING_RECORD, record, to=B.pubkey, reply_to=forwarded.id)
-    terms = {"job_id": JOB_ID, "job_submit": submit.id, "requester": A.pubkey, "provider": B.pubkey,
-             "input_sha256": job_hash(original, SALT), "output_sha256": out_hash,
-             "usage": {"input_tokens": 4, "output_tokens": 1}, "price_msat": 300, "status": "ok",
-             "started_ms": 1, "finished_ms": 2, **(receipt_changes or {})}  # fmt: skip
+    terms = {
+        "job_id": JOB_ID,
+        "job_submit": submit.id,
+        "requester": A.pubkey,
+        "provider": B.pubkey,
+        "input_sha256": job_hash(original, SALT),
+        "output_sha256": out_hash,
+        "usage": {"input_tokens": 4, "output_tokens": 1},
+        "price_msat": 300,
+        "status": "ok",
+        "started_ms": 1,
+        "finished_ms": 2,
+        **(receipt_changes or {}),
+    }
     receipt = seal(provider, Kind.JOB_RECEIPT, msgspec.convert(terms, Receipt), to=A.pubkey, reply_to=submit.id)
-    result = seal(provider, Kind.JOB_RESULT, JobResult(job_id=JOB_ID, output=output, receipt=receipt), to=A.pubkey,
-                  reply_to=submit.id)  # fmt: skip
-    chain = InferResult(forwarded=forwarded, response=response, metering=metering, node=NODE.pubkey,
-                        offload=Offload(submit=submit, result=result, receipt=receipt, provider=B.pubkey,
-                                        salt=salt))  # fmt: skip
+    result = seal(
+        provider,
+        Kind.JOB_RESULT,
+        JobResult(job_id=JOB_ID, output=output, receipt=receipt),
+        to=A.pubkey,
+        reply_to=submit.id,
+    )
+    chain = InferResult(
+        forwarded=forwarded,
+        response=response,
+        metering=metering,
+        node=NODE.pubkey,
+        offload=Offload(submit=submit, result=result, receipt=receipt, provider=B.pubkey, salt=salt),
+    )
     return request, seal(A, Kind.INFER_RESPONSE, chain, to=CLIENT.pubkey, reply_to=request.id)
 
 

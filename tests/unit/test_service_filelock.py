@@ -26,8 +26,13 @@ with file_lock(Path(sys.argv[1])):
 
 def test_a_second_process_waits_for_the_lock_and_is_told_why(tmp_path: Path) -> None:
     lock = tmp_path / "build.lock"
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(lock)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": "packages"})  # fmt: skip
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(lock)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": "packages"},
+    )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
         said: list[str] = []
@@ -67,8 +72,13 @@ def test_an_uncontended_lock_says_nothing(tmp_path: Path) -> None:
 def held(tmp_path: Path) -> Iterator[tuple[Path, subprocess.Popen[str]]]:
     """A lock file held by another process until the test ends."""
     lock = tmp_path / "devnet.lock"
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(lock)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": "packages"})  # fmt: skip
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(lock)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": "packages"},
+    )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
         yield lock, holder

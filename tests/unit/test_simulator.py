@@ -109,8 +109,9 @@ OUTAGE = [{"kind": "down", "node": "best", "at_s": 10.0, "duration_s": 10.0, "fa
 
 
 def test_a_node_failure_sends_traffic_elsewhere_and_the_node_gets_traffic_after_recovery() -> None:
-    s = scenario([node("best", 500), node("other", 1000, count=2)], OUTAGE,
-                 arrivals=[{"rate_per_s": 8.0, "duration_s": 60.0}])  # fmt: skip
+    s = scenario(
+        [node("best", 500), node("other", 1000, count=2)], OUTAGE, arrivals=[{"rate_per_s": 8.0, "duration_s": 60.0}]
+    )
     run = simulate(s, "router")
     best = nodes(run)["best"]
     assert served_by(run, "best", 0, 9) > 0.9 * arrived(run, 0, 9)
@@ -166,8 +167,12 @@ def test_a_price_cut_shifts_share_to_the_cheaper_node() -> None:
 
 
 def test_seed_mode_keeps_sending_to_a_full_node_until_its_heartbeat() -> None:
-    s = scenario([node("a", 500, capacity=2), node("b", 1000, capacity=2)], overload="reject",
-                 arrivals=[{"rate_per_s": 40.0, "requests": 30}], heartbeat_interval_s=30.0)  # fmt: skip
+    s = scenario(
+        [node("a", 500, capacity=2), node("b", 1000, capacity=2)],
+        overload="reject",
+        arrivals=[{"rate_per_s": 40.0, "requests": 30}],
+        heartbeat_interval_s=30.0,
+    )
     seed, router = simulate(s, "seed"), simulate(s, "router")
     assert nodes(seed)["a"].max_sent > 2 and nodes(seed)["a"].rejected > 0
     assert nodes(router)["a"].max_sent <= 2 and nodes(router)["a"].rejected == 0

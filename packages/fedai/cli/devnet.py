@@ -42,7 +42,7 @@ def report_failure(name: str, reason: str, log_path: Path | None) -> None:
 
 
 def run_devnet(options: DevnetOptions, out: Console = console) -> int:
-    """Run the devnet; the exit status follows DESIGN.md section 8 (see `devnet_cmd`)."""
+    """Run the devnet; the exit status follows docs/decisions.md#devnet (see `devnet_cmd`)."""
     devnet = Devnet(options, out)
     data_dir = devnet.data_dir
     data_dir.root.mkdir(parents=True, exist_ok=True)
@@ -92,17 +92,37 @@ def run_devnet(options: DevnetOptions, out: Console = console) -> int:
 @click.option("--demo", is_flag=True, help="Send one signed inference and print the verified chain.")
 @click.option("--once", is_flag=True, help="Exit after start-up (and the demo): 0 only if everything verified.")
 @click.option("--nodes", type=click.IntRange(1, 32), default=2, show_default=True, help="Number of nodes.")
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_DATA_DIR,
-              show_default=True, help="Keys, logs, Postgres data and devnet.json live here.")  # fmt: skip
-@click.option("--runner", default=LLAMA, show_default=True, envvar="FEDAI_DEVNET_RUNNER",
-              help="`llama`: the nodes share one llama-server (built and cached on first use); `mock`: no model; "
-                   "anything else is passed to the nodes as NODE_RUNNER.")  # fmt: skip
-@click.option("--model", type=click.Choice(LLAMA_MODELS), default="smollm2", show_default=True,
-              envvar="FEDAI_DEVNET_MODEL",
-              help="The llama runner's model: SmolLM2-135M-Instruct, or `tiny` (random weights; tests).")  # fmt: skip
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_DATA_DIR,
+    show_default=True,
+    help="Keys, logs, Postgres data and devnet.json live here.",
+)
+@click.option(
+    "--runner",
+    default=LLAMA,
+    show_default=True,
+    envvar="FEDAI_DEVNET_RUNNER",
+    help="`llama`: the nodes share one llama-server (built and cached on first use); `mock`: no model; "
+    "anything else is passed to the nodes as NODE_RUNNER.",
+)
+@click.option(
+    "--model",
+    type=click.Choice(LLAMA_MODELS),
+    default="smollm2",
+    show_default=True,
+    envvar="FEDAI_DEVNET_MODEL",
+    help="The llama runner's model: SmolLM2-135M-Instruct, or `tiny` (random weights; tests).",
+)
 @click.option("--base-port", type=click.IntRange(1, 65000), help="Relay P, router P+1, nodes P+2… (default: free).")
-@click.option("--timeout", type=click.FloatRange(1), default=60.0, show_default=True,
-              help="Seconds to wait for each service to become ready.")  # fmt: skip
+@click.option(
+    "--timeout",
+    type=click.FloatRange(1),
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait for each service to become ready.",
+)
 @click.option("--prompt", help=f"The demo's prompt (default: {LLAMA_PROMPT!r} with llama, else {DEMO_PROMPT!r}).")
 @needs_extra("devnet")
 def devnet_cmd(**kwargs: Any) -> None:

@@ -1,4 +1,4 @@
-"""`devnet.json`: what a running devnet tells other tools (DESIGN.md section 8). Read, write, find."""
+"""`devnet.json`: what a running devnet tells other tools (docs/decisions.md#devnet). Read, write, find."""
 
 from __future__ import annotations
 

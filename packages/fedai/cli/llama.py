@@ -92,8 +92,13 @@ native_option = click.option(
 
 
 @llama_group.command("build")
-@click.option("--version", "version", default=DEFAULT_VERSION, show_default=True,
-              help="llama-cpp-python sdist whose vendored llama.cpp is built.")  # fmt: skip
+@click.option(
+    "--version",
+    "version",
+    default=DEFAULT_VERSION,
+    show_default=True,
+    help="llama-cpp-python sdist whose vendored llama.cpp is built.",
+)
 @native_option
 @click.option(
     "--model",
@@ -141,20 +146,37 @@ def model_cmd(name: str, as_json: bool) -> None:
         fail(str(exc))
     spec = model_spec(name)
     if as_json:
-        print_json({"name": name, "model_id": spec.model_id, "path": str(path), "bytes": path.stat().st_size,
-                    "description": spec.description})  # fmt: skip
+        print_json(
+            {
+                "name": name,
+                "model_id": spec.model_id,
+                "path": str(path),
+                "bytes": path.stat().st_size,
+                "description": spec.description,
+            }
+        )
     else:
         click.echo(str(path))
 
 
 @llama_group.command("serve")
-@click.option("--model", "model", default="smollm2", show_default=True,
-              help=f"{' | '.join(sorted(MODELS))} | PATH to a .gguf file.")  # fmt: skip
+@click.option(
+    "--model",
+    "model",
+    default="smollm2",
+    show_default=True,
+    help=f"{' | '.join(sorted(MODELS))} | PATH to a .gguf file.",
+)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(1, 65535), default=DEFAULT_PORT, show_default=True)
 @click.option("--parallel", type=click.IntRange(1, 256), default=1, show_default=True, help="Concurrent slots.")
-@click.option("--slot-context", type=click.IntRange(64), default=DEFAULT_SLOT_CONTEXT, show_default=True,
-              help="Context of each slot (llama-server's -c is this × --parallel).")  # fmt: skip
+@click.option(
+    "--slot-context",
+    type=click.IntRange(64),
+    default=DEFAULT_SLOT_CONTEXT,
+    show_default=True,
+    help="Context of each slot (llama-server's -c is this × --parallel).",
+)
 @click.option("--threads", type=click.IntRange(1), default=1, show_default=True, help="-t (1 is best on 2 cores).")
 @click.option("--alias", help="Model id to serve it as (default: the model's id or the file's stem).")
 @native_option
@@ -176,8 +198,16 @@ def serve_cmd(
             binary = ensure_llama_server(model=path, native=native, progress=progress_printer(err_console, status))
     except (LlamaBuildError, ModelError) as exc:
         fail(str(exc))
-    argv = server_args(binary, path, host=host, port=port, threads=threads, parallel=parallel,
-                       slot_context=slot_context, model_id=alias or model_id)  # fmt: skip
+    argv = server_args(
+        binary,
+        path,
+        host=host,
+        port=port,
+        threads=threads,
+        parallel=parallel,
+        slot_context=slot_context,
+        model_id=alias or model_id,
+    )
     err_console.print(f"serving [bold]{alias or model_id}[/bold] at http://{host}:{port} (Ctrl-C stops it)")
     err_console.print(f"  NODE_RUNNER=llama_cpp NODE_RUNNER_URL=http://{host}:{port}", highlight=False)
     sys.exit(run_foreground(argv, os.environ))

@@ -30,9 +30,13 @@ MANIFEST_FILE_MODE = 0o644
 ROUTER_TIMEOUT_S = 30.0
 
 data_dir_option = click.option(
-    "--data-dir", type=click.Path(path_type=Path), envvar="FEDAI_DATA_DIR", default=Path(".fedai"),
-    show_default=True, help="Where the node keeps its data (free disk is measured there).",
-)  # fmt: skip
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    envvar="FEDAI_DATA_DIR",
+    default=Path(".fedai"),
+    show_default=True,
+    help="Where the node keeps its data (free disk is measured there).",
+)
 quick_option = click.option("--quick", is_flag=True, help="A much shorter benchmark (tests, smoke checks).")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 
@@ -127,13 +131,18 @@ def send_manifest(http: httpx.Client, url: str, router: str, keys: Keys, event: 
         except ValueError:
             body = None
         raise FedaiError.from_dict(body, response.status_code)
-    ack = open_envelope(response.content, Ack, kinds=(Kind.ACK,), recipient=keys.pubkey, signers=(router,),
-                        reply_to=event.id)  # fmt: skip
+    ack = open_envelope(
+        response.content, Ack, kinds=(Kind.ACK,), recipient=keys.pubkey, signers=(router,), reply_to=event.id
+    )
     found = re.search(r"trust=([0-9.]+)", ack.payload.detail)
     return {
-        "url": url, "pubkey": router, "status": ack.payload.status, "detail": ack.payload.detail,
-        "trust": float(found.group(1)) if found else None, "ack": ack.event.to_dict(),
-    }  # fmt: skip
+        "url": url,
+        "pubkey": router,
+        "status": ack.payload.status,
+        "detail": ack.payload.detail,
+        "trust": float(found.group(1)) if found else None,
+        "ack": ack.event.to_dict(),
+    }
 
 
 def _print_manifest(manifest: NodeManifest, event: Event, written: Path | None, answer: dict[str, Any] | None) -> None:
@@ -148,20 +157,78 @@ def _print_manifest(manifest: NodeManifest, event: Event, written: Path | None, 
         console.print(f"{mark(True)} router {short_npub(answer['pubkey'])} accepted it: {answer['detail']}")
 
 
+def _sign_write_send(
+    keys: Keys,
+    manifest: NodeManifest,
+    router: str | None,
+    pinned: str | None,
+    write_path: Path | None,
+    *,
+    as_json: bool,
+) -> tuple[Event, dict[str, Any] | None]:
+    """Sign the manifest (addressed to the router, if any), write it and send it; failures exit.
+
+    Returns the signed event and the router's answer (None without `--router`).
+    """
+    with httpx.Client(timeout=ROUTER_TIMEOUT_S) as http:
+        try:
+            url = router.rstrip("/") if router else None
+            to = _router_pubkey(http, url, pinned) if url else None
+            event = build_manifest_event(keys, manifest, to=to)
+            if write_path is not None:
+                write_manifest_file(write_path, event)
+            if url is not None and to is not None:
+                return event, send_manifest(http, url, to, keys, event)
+            return event, None
+        except httpx.HTTPError as exc:
+            unreachable = FedaiError(ErrorCode.UPSTREAM_ERROR, f"router unreachable: {type(exc).__name__}")
+            fail_fedai(unreachable, as_json=as_json)
+        except FedaiError as err:
+            fail_fedai(err, as_json=as_json)
+        except OSError as exc:
+            fail(f"{write_path}: cannot write ({exc.strerror or type(exc).__name__})")
+
+
+def _manifest_document(
+    manifest: NodeManifest, event: Event, written: Path | None, answer: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The `--json` output: the signed event, the manifest, where it was written and what the router said."""
+    document: dict[str, Any] = {"event": event.to_dict(), "manifest": msgspec.to_builtins(manifest)}
+    if written is not None:
+        document["written"] = str(written)
+    if answer is not None:
+        document["router"] = answer
+    return document
+
+
 @click.command("manifest")
-@click.option("--key", "key", envvar="NODE_PRIVATE_KEY", required=True,
-              help="The node's secret key (nsec/hex) or a file holding it (env NODE_PRIVATE_KEY).")  # fmt: skip
-@click.option("--write", "write_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the signed event as JSON to this file (mode 0644).")  # fmt: skip
+@click.option(
+    "--key",
+    "key",
+    envvar="NODE_PRIVATE_KEY",
+    required=True,
+    help="The node's secret key (nsec/hex) or a file holding it (env NODE_PRIVATE_KEY).",
+)
+@click.option(
+    "--write",
+    "write_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the signed event as JSON to this file (mode 0644).",
+)
 @click.option("--router", help="POST the manifest to this router's /manifest.")
 @click.option("--router-pubkey", help="The router's key (npub/hex); default: read from its /health.")
 @data_dir_option
 @quick_option
 @json_option
 def manifest_cmd(
-    key: str, write_path: Path | None, router: str | None, router_pubkey: str | None, data_dir: Path, quick: bool,
+    key: str,
+    write_path: Path | None,
+    router: str | None,
+    router_pubkey: str | None,
+    data_dir: Path,
+    quick: bool,
     as_json: bool,
-) -> None:  # fmt: skip
+) -> None:
     """Profile, benchmark and sign this node's manifest; optionally write it and send it to a router."""
     if router_pubkey and not router:
         raise click.UsageError("--router-pubkey needs --router")
@@ -173,29 +240,8 @@ def manifest_cmd(
     profile: HardwareProfile = hardware.profile(data_dir)
     scores: BenchScores = benchmark.run(quick=quick)
     manifest = make_manifest(profile, scores)
-    answer: dict[str, Any] | None = None
-    with httpx.Client(timeout=ROUTER_TIMEOUT_S) as http:
-        try:
-            url = router.rstrip("/") if router else None
-            to = _router_pubkey(http, url, pinned) if url else None
-            event = build_manifest_event(keys, manifest, to=to)
-            if write_path is not None:
-                write_manifest_file(write_path, event)
-            if url is not None and to is not None:
-                answer = send_manifest(http, url, to, keys, event)
-        except httpx.HTTPError as exc:
-            fail_fedai(FedaiError(ErrorCode.UPSTREAM_ERROR, f"router unreachable: {type(exc).__name__}"),
-                       as_json=as_json)  # fmt: skip
-        except FedaiError as err:
-            fail_fedai(err, as_json=as_json)
-        except OSError as exc:
-            fail(f"{write_path}: cannot write ({exc.strerror or type(exc).__name__})")
+    event, answer = _sign_write_send(keys, manifest, router, pinned, write_path, as_json=as_json)
     if as_json:
-        document: dict[str, Any] = {"event": event.to_dict(), "manifest": msgspec.to_builtins(manifest)}
-        if write_path is not None:
-            document["written"] = str(write_path)
-        if answer is not None:
-            document["router"] = answer
-        print_json(document)
+        print_json(_manifest_document(manifest, event, write_path, answer))
         return
     _print_manifest(manifest, event, write_path, answer)

@@ -27,8 +27,9 @@ def _prices(peer: dict[str, Any]) -> str:
 
 
 def peers_table(peers: list[dict[str, Any]]) -> Table:
-    table = Table(title=f"peers ({len(peers)})", title_justify="left", box=None, pad_edge=False,
-                  header_style="bold underline")  # fmt: skip
+    table = Table(
+        title=f"peers ({len(peers)})", title_justify="left", box=None, pad_edge=False, header_style="bold underline"
+    )
     for column in ("peer", "policy", "fresh", "state", "endpoint", "models", "msat/1k in/out", "seen"):
         table.add_column(column, no_wrap=column in ("peer", "endpoint"))
     for peer in peers:

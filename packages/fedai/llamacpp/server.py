@@ -2,7 +2,8 @@
 
 `llama-server` answers `/health` with 503 while it loads the model and 200 once it can serve. Its context
 (`-c`) is split across its parallel slots, so this module takes a context per slot and multiplies. It runs
-with one thread by default (`-t 1`: on 2-core machines more threads made generation erratic, DESIGN.md §11).
+with one thread by default (`-t 1`: on 2-core machines more threads made generation erratic,
+docs/decisions.md#llama-cpp).
 The process never outlives its owner: `stop()` (also at interpreter exit) and, on Linux, a parent-death
 signal. Start it from a long-lived thread: Linux sends that signal when the *thread* that forked it ends.
 A death is reported with how it died: SIGILL (a binary built for another CPU) is named as such.
@@ -92,8 +93,8 @@ def server_args(
     """The argv that serves `model`: `-c` is `slot_context × parallel` because llama-server splits it."""
     if parallel < 1 or threads < 1 or slot_context < 1:
         raise ValueError("parallel, threads and slot_context must be positive")
-    argv = [str(binary), "-m", str(model), "--host", host, "--port", str(port), "-t", str(threads),
-            "-c", str(slot_context * parallel), "--parallel", str(parallel)]  # fmt: skip
+    argv = [str(binary), "-m", str(model), "--host", host, "--port", str(port), "-t", str(threads)]
+    argv += ["-c", str(slot_context * parallel), "--parallel", str(parallel)]
     if model_id:
         argv += ["--alias", model_id]
     return argv + list(extra)
@@ -176,9 +177,17 @@ class LlamaServer:
         """The command line `start()` runs (port resolved)."""
         if self.port is None:
             self.port = free_port(self.host)
-        return server_args(self.binary, self.model, host=self.host, port=self.port, threads=self.threads,
-                           parallel=self.parallel, slot_context=self.slot_context, model_id=self.model_id,
-                           extra=self.extra_args)  # fmt: skip
+        return server_args(
+            self.binary,
+            self.model,
+            host=self.host,
+            port=self.port,
+            threads=self.threads,
+            parallel=self.parallel,
+            slot_context=self.slot_context,
+            model_id=self.model_id,
+            extra=self.extra_args,
+        )
 
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
@@ -204,9 +213,13 @@ class LlamaServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, close_fds=True,
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                close_fds=True,
                 preexec_fn=DIE_WITH_PARENT,  # only calls prctl(2): safe after fork
-            )  # fmt: skip
+            )
         atexit.register(self.stop)
         try:
             wait_healthy(self.url, timeout=self.ready_timeout, alive=self.running, statuses=self.health_statuses)

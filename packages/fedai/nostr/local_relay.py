@@ -1,4 +1,7 @@
-"""The embedded relay: nostr-sdk's `LocalRelay` on loopback, for the devnet and tests (DESIGN.md section 6)."""
+"""The embedded relay: nostr-sdk's `LocalRelay` on loopback, for the devnet and tests.
+
+Why this relay, and why pinned: docs/decisions.md#embedded-relay.
+"""
 
 from __future__ import annotations
 

@@ -154,8 +154,15 @@ def cpu_family(model_name: str, vendor: str = "") -> str:
 def gpu_vendor(name: str) -> str:
     """A GPU name reduced to its vendor ("NVIDIA"); nothing else of the name is kept."""
     lowered = name.lower()
-    for pattern, vendor in (("nvidia", "NVIDIA"), ("geforce", "NVIDIA"), ("tesla", "NVIDIA"), ("quadro", "NVIDIA"),
-                            ("amd", "AMD"), ("radeon", "AMD"), ("intel", "Intel")):  # fmt: skip
+    for pattern, vendor in (
+        ("nvidia", "NVIDIA"),
+        ("geforce", "NVIDIA"),
+        ("tesla", "NVIDIA"),
+        ("quadro", "NVIDIA"),
+        ("amd", "AMD"),
+        ("radeon", "AMD"),
+        ("intel", "Intel"),
+    ):
         if pattern in lowered:
             return vendor
     return "unknown"

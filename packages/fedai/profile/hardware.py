@@ -124,9 +124,16 @@ def nvidia_gpus(timeout_s: float = NVIDIA_SMI_TIMEOUT_S) -> list[Gpu]:
 
 
 def build_profile(
-    *, system: str, machine: str, cpu_model_name: str, cpu_vendor: str, cores: int, ram_bytes: int,
-    disk_free_bytes: int, gpus: list[Gpu],
-) -> HardwareProfile:  # fmt: skip
+    *,
+    system: str,
+    machine: str,
+    cpu_model_name: str,
+    cpu_vendor: str,
+    cores: int,
+    ram_bytes: int,
+    disk_free_bytes: int,
+    gpus: list[Gpu],
+) -> HardwareProfile:
     """Measurements → bands. Pure: the only place exact values are turned into what leaves the machine."""
     vendors = sorted({g.vendor for g in gpus})
     return HardwareProfile(

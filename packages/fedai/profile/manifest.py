@@ -46,9 +46,14 @@ def build_manifest_event(
 ) -> Event:
     """Sign `manifest` as a node.manifest event; `to` (a router's pubkey) adds `p` and a nonce."""
     return seal(
-        keys, Kind.NODE_MANIFEST, manifest, to=to, nonce=to is not None,
-        extra_tags=(["d", D_TAG], ["t", "fedai"]), created_at=created_at,
-    )  # fmt: skip
+        keys,
+        Kind.NODE_MANIFEST,
+        manifest,
+        to=to,
+        nonce=to is not None,
+        extra_tags=(["d", D_TAG], ["t", "fedai"]),
+        created_at=created_at,
+    )
 
 
 def check_manifest_event(event: Event, manifest: NodeManifest, *, skew_s: int) -> None:

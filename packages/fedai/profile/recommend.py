@@ -30,9 +30,10 @@ VRAM = Measure("VRAM (largest GPU)", bands.VRAM, lambda p, b: p.vram)
 VRAM_TOTAL = Measure("VRAM (all GPUs)", bands.VRAM, lambda p, b: p.vram_total)
 CPU_BENCH = Measure("CPU benchmark", bands.PERF, lambda p, b: None if b is None else bands.cpu_band(b.sha256_ops_s))
 MEMORY_BENCH = Measure(
-    "memory benchmark", bands.PERF,
+    "memory benchmark",
+    bands.PERF,
     lambda p, b: None if b is None else bands.memory_band(b.memcpy_mib_s, b.stride_mib_s),
-)  # fmt: skip
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +67,12 @@ class Verdict:
     reasons: tuple[str, ...]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "description": self.description, "eligible": self.eligible,
-                "reasons": list(self.reasons)}  # fmt: skip
+        return {
+            "name": self.name,
+            "description": self.description,
+            "eligible": self.eligible,
+            "reasons": list(self.reasons),
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +82,11 @@ class Recommendation:
     recommended: tuple[str, ...] = field(default=())  # eligible node profiles, most capable first
 
     def to_dict(self) -> dict[str, Any]:
-        return {"profiles": [v.to_dict() for v in self.profiles], "roles": [v.to_dict() for v in self.roles],
-                "recommended": list(self.recommended)}  # fmt: skip
+        return {
+            "profiles": [v.to_dict() for v in self.profiles],
+            "roles": [v.to_dict() for v in self.roles],
+            "recommended": list(self.recommended),
+        }
 
 
 def _r(measure: Measure, minimum: str) -> Requirement:
@@ -88,6 +96,7 @@ def _r(measure: Measure, minimum: str) -> Requirement:
 MOCK = "mock/demo"
 
 # Node profiles, least capable first. Sizes assume q4 GGUF weights (~0.6 GB per 1B parameters) plus KV cache.
+# PROFILES and ROLES are tables (one rule per row: name, what it runs, requirements), so they are not reformatted.
 PROFILES: tuple[Rule, ...] = (
     Rule(MOCK, "the mock runner: demos and tests only, no real model", ()),
     Rule("small-cpu", "≤1B parameters, q4, llama.cpp on CPU",
@@ -102,7 +111,7 @@ PROFILES: tuple[Rule, ...] = (
 )  # fmt: skip
 
 # Roles in a network. A public router's nodes must leave headroom for signing and HTTP next to inference
-# (DESIGN.md section 11: llama.cpp on 2-core machines is unstable), and must have run the full benchmark.
+# (llama.cpp on 2-core machines is unstable: docs/decisions.md#llama-cpp), and must have run the full benchmark.
 ROLES: tuple[Rule, ...] = (
     Rule("public-node", "serve a public router's traffic",
          (_r(CORES, "3-4"), _r(RAM, "8-16GiB"), _r(DISK, "16-64GiB"), _r(CPU_BENCH, "medium"),

@@ -1,4 +1,4 @@
-"""Envelopes are events: `seal` builds one, `open_envelope` applies every check of DESIGN.md section 4.
+"""Envelopes are events: `seal` builds one, `open_envelope` applies every check (docs/decisions.md#one-envelope).
 
 Checks run cheapest first: size before parsing, schema, kind, freshness, expiration, recipient, signer,
 id and signature, `e` binding, payload schema. Replay is the caller's last, async step (`claim_or_raise`)
@@ -79,17 +79,7 @@ def check_event(
         raise FedaiError(ErrorCode.INVALID_EVENT, f"kind {event.kind} is not accepted here")
     if any("\x00" in value for tag in event.tags for value in tag):  # NIP-01 allows it; PostgreSQL cannot store it
         raise FedaiError(ErrorCode.INVALID_EVENT, "a tag holds a NUL character (U+0000), which is not accepted")
-    current = time.time() if now is None else now
-    if skew_s is not None and abs(current - event.created_at) > skew_s:
-        raise FedaiError(ErrorCode.STALE, f"created_at is more than {skew_s}s from the receiver's clock")
-    expiration = event.tag("expiration")
-    if expiration is not None:
-        try:
-            expires = int(expiration)
-        except ValueError:
-            raise FedaiError(ErrorCode.INVALID_EVENT, "expiration tag is not an integer") from None
-        if expires <= current:
-            raise FedaiError(ErrorCode.EXPIRED, "envelope expired")
+    _check_time(event, skew_s, time.time() if now is None else now)
     if recipient is not None:
         addressed = event.tag_values("p")
         if addressed != [recipient]:
@@ -99,6 +89,20 @@ def check_event(
     verify_event(event)
     if reply_to is not None and event.tag_values("e") != [reply_to]:
         raise FedaiError(ErrorCode.INVALID_EVENT, "envelope is not bound (e tag) to the request it answers")
+
+
+def _check_time(event: Event, skew_s: int | None, now: float) -> None:
+    """Fresh (`created_at` within `skew_s` of `now`, unless `skew_s` is None) and not past its NIP-40 expiration."""
+    if skew_s is not None and abs(now - event.created_at) > skew_s:
+        raise FedaiError(ErrorCode.STALE, f"created_at is more than {skew_s}s from the receiver's clock")
+    expiration = event.tag("expiration")
+    if expiration is not None:
+        try:
+            expires = int(expiration)
+        except ValueError:
+            raise FedaiError(ErrorCode.INVALID_EVENT, "expiration tag is not an integer") from None
+        if expires <= now:
+            raise FedaiError(ErrorCode.EXPIRED, "envelope expired")
 
 
 def open_envelope(

@@ -1,4 +1,4 @@
-"""Typed protocol errors: one code, one HTTP status, one machine-readable name (DESIGN.md section 4)."""
+"""Typed protocol errors: one code, one HTTP status, one machine-readable name (docs/decisions.md#errors)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Payloads of router-to-router federation (kinds in DESIGN.md section 4; flow in docs/federation.md).
+"""Payloads of router-to-router federation (kinds in docs/decisions.md#kinds; flow in docs/federation.md).
 
 On relays (signed, verified by every receiver): `RouterCaps` (31020, d=`caps`), `RouterPrice` (31021, d = job
 type), `RouterStatus` (31022, d=`status`) as addressable announcements; `Rfb` (21020), `Bid` (21021), `Award`
@@ -202,9 +202,16 @@ def job_request(original: InferenceRequest) -> InferenceRequest:
     client identity, quote, pins, caps or payment data). The provider, the requester and the client all
     derive it the same way, so the client can check what was sent on its behalf."""
     return msgspec.structs.replace(
-        original, client=None, origin=None, quote_id=None, max_price_msat=None, payment_receipts=None,
-        nodes=None, exclude_nodes=None, stream=False,
-    )  # fmt: skip
+        original,
+        client=None,
+        origin=None,
+        quote_id=None,
+        max_price_msat=None,
+        payment_receipts=None,
+        nodes=None,
+        exclude_nodes=None,
+        stream=False,
+    )
 
 
 def new_salt() -> str:

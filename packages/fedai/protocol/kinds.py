@@ -1,4 +1,4 @@
-"""Event kinds used by fedai (DESIGN.md section 4; changes are recorded in docs/protocol.md)."""
+"""Event kinds used by fedai (docs/decisions.md#kinds; changes are recorded in docs/protocol.md)."""
 
 from __future__ import annotations
 

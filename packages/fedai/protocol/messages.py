@@ -1,4 +1,7 @@
-"""Typed payloads carried as the `content` of envelopes (DESIGN.md section 4). snake_case; extend, don't rename."""
+"""Typed payloads carried as the `content` of envelopes (docs/decisions.md#one-envelope).
+
+snake_case; extend, don't rename.
+"""
 
 from __future__ import annotations
 
@@ -196,7 +199,10 @@ class Offload(Payload, kw_only=True):
 
 
 class InferResult(Payload, kw_only=True):
-    """Content of the router's infer.response: the whole chain the client can check (DESIGN.md section 4)."""
+    """Content of the router's infer.response: the whole chain the client can check.
+
+    Why: docs/decisions.md#verifiable-chain.
+    """
 
     forwarded: Event
     response: Event

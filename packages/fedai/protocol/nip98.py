@@ -26,13 +26,9 @@ def auth_header(keys: Keys, method: str, url: str, body: bytes = b"") -> str:
     return "Nostr " + base64.b64encode(event.to_json()).decode()
 
 
-def verify_auth_header(
-    header: str, *, method: str, url: str, body: bytes, window_s: int = DEFAULT_WINDOW_S, now: float | None = None
-) -> Event:
-    """The verified authorization event, or a typed 401 saying which check failed (NIP-98 answers every failed
-    check with 401): `invalid_auth`, `stale`, `auth_url_mismatch`, `auth_method_mismatch`,
-    `auth_payload_mismatch` or `invalid_signature`. The event stays acceptable for `window_s` on either side of
-    its `created_at`: a caller's replay memory must keep its id at least that long."""
+def _decode_header(header: str) -> Event:
+    """The kind-27235 event a `Nostr <base64>` header carries: scheme, size, base64, schema and kind, else
+    `invalid_auth`. Its time, bindings and signature are the caller's to check."""
     scheme, _, token = header.strip().partition(" ")
     if scheme.lower() != "nostr" or not token:
         raise FedaiError(ErrorCode.INVALID_AUTH, "Authorization must be 'Nostr <base64 event>' or 'Bearer <api key>'")
@@ -48,6 +44,26 @@ def verify_auth_header(
         raise FedaiError(ErrorCode.INVALID_AUTH, f"authorization is not an event: {err.message}") from None
     if event.kind != KIND_HTTP_AUTH:
         raise FedaiError(ErrorCode.INVALID_AUTH, f"authorization event must be kind {KIND_HTTP_AUTH}")
+    return event
+
+
+def _check_payload(event: Event, body: bytes) -> None:
+    """A request with a body must carry its sha256 in a `payload` tag; a tag present must match the body."""
+    payload = event.tag("payload")
+    if body and payload is None:
+        raise FedaiError(ErrorCode.AUTH_PAYLOAD_MISMATCH, "authorization must carry the body's sha256 in a payload tag")
+    if payload is not None and payload != hashlib.sha256(body).hexdigest():
+        raise FedaiError(ErrorCode.AUTH_PAYLOAD_MISMATCH, "authorization payload hash does not match the body")
+
+
+def verify_auth_header(
+    header: str, *, method: str, url: str, body: bytes, window_s: int = DEFAULT_WINDOW_S, now: float | None = None
+) -> Event:
+    """The verified authorization event, or a typed 401 saying which check failed (NIP-98 answers every failed
+    check with 401): `invalid_auth`, `stale`, `auth_url_mismatch`, `auth_method_mismatch`,
+    `auth_payload_mismatch` or `invalid_signature`. The event stays acceptable for `window_s` on either side of
+    its `created_at`: a caller's replay memory must keep its id at least that long."""
+    event = _decode_header(header)
     current = time.time() if now is None else now
     if abs(current - event.created_at) > window_s:
         raise FedaiError(ErrorCode.STALE, f"authorization created_at is more than {window_s}s from the server's clock")
@@ -55,11 +71,7 @@ def verify_auth_header(
         raise FedaiError(ErrorCode.AUTH_URL_MISMATCH, f"authorization is for another URL (this is {url})")
     if (event.tag("method") or "").upper() != method.upper():
         raise FedaiError(ErrorCode.AUTH_METHOD_MISMATCH, f"authorization is for another HTTP method (this is {method})")
-    payload = event.tag("payload")
-    if body and payload is None:
-        raise FedaiError(ErrorCode.AUTH_PAYLOAD_MISMATCH, "authorization must carry the body's sha256 in a payload tag")
-    if payload is not None and payload != hashlib.sha256(body).hexdigest():
-        raise FedaiError(ErrorCode.AUTH_PAYLOAD_MISMATCH, "authorization payload hash does not match the body")
+    _check_payload(event, body)
     try:
         verify_event(event)
     except FedaiError as err:

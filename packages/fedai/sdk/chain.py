@@ -1,4 +1,4 @@
-"""Verify the chain a router returns for `/infer` (DESIGN.md section 4): pure, no I/O.
+"""Verify the chain a router returns for `/infer` (docs/decisions.md#verifiable-chain): pure, no I/O.
 
 client request → router answer (e-tagged to the request) → forwarded request (router-signed, `origin` =
 the client's id, same payload) → node response (node-signed, e-tagged to the forwarded request) → node
@@ -126,21 +126,35 @@ def _node_chain(
     """forwarded (by `forwarder`, for `origin`/`client`, carrying `expected`) → node response → node metering."""
     node = chain.node
     forwarded: InferenceRequest = _link(
-        Link.FORWARDED, chain.forwarded, InferenceRequest, kinds=(Kind.INFER_REQUEST,), recipient=node,
+        Link.FORWARDED,
+        chain.forwarded,
+        InferenceRequest,
+        kinds=(Kind.INFER_REQUEST,),
+        recipient=node,
         signers=(forwarder,),
-    )  # fmt: skip
+    )
     if forwarded.origin != origin or forwarded.client != client:
         raise ChainError(Link.FORWARDED, "origin/client do not point at this request")
     if msgspec.structs.replace(forwarded, origin=None, client=None) != expected:
         raise ChainError(Link.FORWARDED, "the router changed the request it forwarded")
     response: InferenceResponse = _link(
-        Link.RESPONSE, chain.response, InferenceResponse, kinds=(Kind.INFER_RESPONSE,), recipient=forwarder,
-        signers=(node,), reply_to=chain.forwarded.id,
-    )  # fmt: skip
+        Link.RESPONSE,
+        chain.response,
+        InferenceResponse,
+        kinds=(Kind.INFER_RESPONSE,),
+        recipient=forwarder,
+        signers=(node,),
+        reply_to=chain.forwarded.id,
+    )
     record: MeteringRecord = _link(
-        Link.METERING, chain.metering, MeteringRecord, kinds=(Kind.METERING_RECORD,), recipient=forwarder,
-        signers=(node,), reply_to=chain.forwarded.id,
-    )  # fmt: skip
+        Link.METERING,
+        chain.metering,
+        MeteringRecord,
+        kinds=(Kind.METERING_RECORD,),
+        recipient=forwarder,
+        signers=(node,),
+        reply_to=chain.forwarded.id,
+    )
     if record.request != chain.forwarded.id or record.response != chain.response.id:
         raise ChainError(Link.METERING, "not bound to the forwarded request and its response")
     if record.prompt_sha256 != prompt_sha256(original):
@@ -153,9 +167,14 @@ def _node_chain(
 
 
 def _verify_offloaded(
-    request: Event, answer: Event, router: str, client: str, original: InferenceRequest, chain: InferResult,
+    request: Event,
+    answer: Event,
+    router: str,
+    client: str,
+    original: InferenceRequest,
+    chain: InferResult,
     off: Offload,
-) -> VerifiedChain:  # fmt: skip
+) -> VerifiedChain:
     """The router offloaded the request: its job.submit must carry exactly this request (by its salted hash at
     PL1/PL2) at no lower privacy level than the client asked for, the provider's result and receipt must answer
     that submit, and the provider's chain must reach its node."""
@@ -172,13 +191,23 @@ def _verify_offloaded(
     if submit.privacy < original.privacy:
         raise ChainError(Link.OFFLOAD_SUBMIT, "the job left at a lower privacy level than the request asked for")
     result: JobResult = _link(
-        Link.OFFLOAD_RESULT, off.result, JobResult, kinds=(Kind.JOB_RESULT,), recipient=router, signers=(provider,),
+        Link.OFFLOAD_RESULT,
+        off.result,
+        JobResult,
+        kinds=(Kind.JOB_RESULT,),
+        recipient=router,
+        signers=(provider,),
         reply_to=off.submit.id,
-    )  # fmt: skip
+    )
     receipt: Receipt = _link(
-        Link.OFFLOAD_RECEIPT, off.receipt, Receipt, kinds=(Kind.JOB_RECEIPT,), recipient=router, signers=(provider,),
+        Link.OFFLOAD_RECEIPT,
+        off.receipt,
+        Receipt,
+        kinds=(Kind.JOB_RECEIPT,),
+        recipient=router,
+        signers=(provider,),
         reply_to=off.submit.id,
-    )  # fmt: skip
+    )
     if result.receipt.id != off.receipt.id or {result.job_id, receipt.job_id} != {submit.job_id}:
         raise ChainError(Link.OFFLOAD_RECEIPT, "result, receipt and job do not belong together")
     if (receipt.requester, receipt.provider, receipt.job_submit) != (router, provider, off.submit.id):
@@ -189,6 +218,15 @@ def _verify_offloaded(
     if receipt.output_sha256 != record.output_sha256:
         raise ChainError(Link.OFFLOAD_RECEIPT, "receipt's output hash is not the node's")
     return VerifiedChain(
-        request=request, answer=answer, forwarded=chain.forwarded, response=chain.response, metering=chain.metering,
-        router=router, node=chain.node, result=response, record=record, provider=provider, receipt=receipt,
-    )  # fmt: skip
+        request=request,
+        answer=answer,
+        forwarded=chain.forwarded,
+        response=chain.response,
+        metering=chain.metering,
+        router=router,
+        node=chain.node,
+        result=response,
+        record=record,
+        provider=provider,
+        receipt=receipt,
+    )

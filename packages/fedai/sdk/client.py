@@ -44,8 +44,9 @@ def _infer_request(
     model: str, prompt: str | None, messages: list[dict[str, str]] | None, max_tokens: int, options: dict[str, Any]
 ) -> InferenceRequest:
     try:
-        return InferenceRequest(model=model, prompt=prompt, messages=_messages(messages), max_tokens=max_tokens,
-                                **options)  # fmt: skip
+        return InferenceRequest(
+            model=model, prompt=prompt, messages=_messages(messages), max_tokens=max_tokens, **options
+        )
     except (TypeError, ValueError, KeyError) as exc:
         raise InvalidRequest(str(exc)) from None
 
@@ -103,9 +104,15 @@ def _open_quote(keys: Keys, router: str, request: Event, response: httpx.Respons
     _raise_for(response)
     try:
         opened = open_envelope(
-            response.content, QuoteResponse, kinds=(Kind.QUOTE_RESPONSE,), recipient=keys.pubkey, signers=(router,),
-            reply_to=request.id, max_bytes=MAX_ANSWER_BYTES, skew_s=None,
-        )  # fmt: skip
+            response.content,
+            QuoteResponse,
+            kinds=(Kind.QUOTE_RESPONSE,),
+            recipient=keys.pubkey,
+            signers=(router,),
+            reply_to=request.id,
+            max_bytes=MAX_ANSWER_BYTES,
+            skew_s=None,
+        )
     except FedaiError as err:
         raise ChainError.wrap(Link.QUOTE, err) from None
     return Quote(opened.event, opened.payload)
@@ -151,8 +158,9 @@ class _Base:
             raise InvalidRequest(str(exc)) from None
         return seal(self.keys, Kind.QUOTE_REQUEST, payload, to=router, nonce=True)
 
-    def _infer_event(self, router: str, model: str, prompt: str | None, messages: Any, max_tokens: int,
-                     options: dict[str, Any]) -> Event:  # fmt: skip
+    def _infer_event(
+        self, router: str, model: str, prompt: str | None, messages: Any, max_tokens: int, options: dict[str, Any]
+    ) -> Event:
         payload = _infer_request(model, prompt, messages, max_tokens, options)
         return seal(self.keys, Kind.INFER_REQUEST, payload, to=router, nonce=True)
 
@@ -170,10 +178,17 @@ class Client(_Base):
     `admin_token` or `admin_keys` (an operator's) unlock the operator views of `status` and `explain_route`."""
 
     def __init__(
-        self, router_url: str, keys: Keys | str | None = None, *, router_pubkey: str | None = None,
-        timeout: float = 120.0, admin_token: str | None = None, admin_keys: Keys | None = None,
-        stream_limits: StreamLimits | None = None, transport: httpx.BaseTransport | None = None,
-    ) -> None:  # fmt: skip
+        self,
+        router_url: str,
+        keys: Keys | str | None = None,
+        *,
+        router_pubkey: str | None = None,
+        timeout: float = 120.0,
+        admin_token: str | None = None,
+        admin_keys: Keys | None = None,
+        stream_limits: StreamLimits | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         """`stream_limits` bounds each stream (duration, idle time, output, chunks); default DEFAULT_STREAM_LIMITS.
         `transport` replaces httpx's network transport, e.g. `httpx.MockTransport(handler)` in tests."""
         super().__init__(router_url, keys, router_pubkey, admin_token, admin_keys, stream_limits)
@@ -205,18 +220,28 @@ class Client(_Base):
         return _open_quote(self.keys, router, event, self._post("/quote", event))
 
     def infer(
-        self, model: str, prompt: str | None = None, *, messages: list[dict[str, str]] | None = None,
-        max_tokens: int = 256, **options: Any,
-    ) -> VerifiedChain:  # fmt: skip
+        self,
+        model: str,
+        prompt: str | None = None,
+        *,
+        messages: list[dict[str, str]] | None = None,
+        max_tokens: int = 256,
+        **options: Any,
+    ) -> VerifiedChain:
         """Run one inference and return the verified chain (raises `ChainError` if any link fails)."""
         router = self.router_pubkey()
         event = self._infer_event(router, model, prompt, messages, max_tokens, options)
         return verify_chain(event, _answer_event(self._post("/infer", event)), router)
 
     def stream(
-        self, model: str, prompt: str | None = None, *, messages: list[dict[str, str]] | None = None,
-        max_tokens: int = 256, **options: Any,
-    ) -> Stream:  # fmt: skip
+        self,
+        model: str,
+        prompt: str | None = None,
+        *,
+        messages: list[dict[str, str]] | None = None,
+        max_tokens: int = 256,
+        **options: Any,
+    ) -> Stream:
         """Stream one inference: `with client.stream(...) as s: for delta in s: ...`, then `s.chain`."""
         router = self.router_pubkey()
         event = self._infer_event(router, model, prompt, messages, max_tokens, {**options, "stream": True})
@@ -255,10 +280,17 @@ class AsyncClient(_Base):
     """Asynchronous client with the same methods as `Client` (`transport`: an `httpx.AsyncBaseTransport`)."""
 
     def __init__(
-        self, router_url: str, keys: Keys | str | None = None, *, router_pubkey: str | None = None,
-        timeout: float = 120.0, admin_token: str | None = None, admin_keys: Keys | None = None,
-        stream_limits: StreamLimits | None = None, transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:  # fmt: skip
+        self,
+        router_url: str,
+        keys: Keys | str | None = None,
+        *,
+        router_pubkey: str | None = None,
+        timeout: float = 120.0,
+        admin_token: str | None = None,
+        admin_keys: Keys | None = None,
+        stream_limits: StreamLimits | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         super().__init__(router_url, keys, router_pubkey, admin_token, admin_keys, stream_limits)
         self._http = httpx.AsyncClient(timeout=timeout, transport=transport)
 
@@ -287,17 +319,27 @@ class AsyncClient(_Base):
         return _open_quote(self.keys, router, event, await self._post("/quote", event))
 
     async def infer(
-        self, model: str, prompt: str | None = None, *, messages: list[dict[str, str]] | None = None,
-        max_tokens: int = 256, **options: Any,
-    ) -> VerifiedChain:  # fmt: skip
+        self,
+        model: str,
+        prompt: str | None = None,
+        *,
+        messages: list[dict[str, str]] | None = None,
+        max_tokens: int = 256,
+        **options: Any,
+    ) -> VerifiedChain:
         router = await self.router_pubkey()
         event = self._infer_event(router, model, prompt, messages, max_tokens, options)
         return verify_chain(event, _answer_event(await self._post("/infer", event)), router)
 
     async def stream(
-        self, model: str, prompt: str | None = None, *, messages: list[dict[str, str]] | None = None,
-        max_tokens: int = 256, **options: Any,
-    ) -> AsyncStream:  # fmt: skip
+        self,
+        model: str,
+        prompt: str | None = None,
+        *,
+        messages: list[dict[str, str]] | None = None,
+        max_tokens: int = 256,
+        **options: Any,
+    ) -> AsyncStream:
         """`async with await client.stream(...) as s: async for delta in s: ...`, then `s.chain`."""
         router = await self.router_pubkey()
         event = self._infer_event(router, model, prompt, messages, max_tokens, {**options, "stream": True})

@@ -75,9 +75,14 @@ class StreamVerifier:
             raise ChainError(Link.STREAM, "chunk after the final event")
         try:
             chunk = open_event(
-                decode_event(data, MAX_STREAM_EVENT_BYTES), StreamChunk, kinds=(Kind.STREAM_CHUNK,),
-                recipient=self.request.pubkey, signers=(self.router,), reply_to=self.request.id, skew_s=None,
-            ).payload  # fmt: skip
+                decode_event(data, MAX_STREAM_EVENT_BYTES),
+                StreamChunk,
+                kinds=(Kind.STREAM_CHUNK,),
+                recipient=self.request.pubkey,
+                signers=(self.router,),
+                reply_to=self.request.id,
+                skew_s=None,
+            ).payload
         except FedaiError as err:
             raise ChainError.wrap(Link.STREAM_CHUNK, err) from None
         if chunk.seq != len(self.deltas):

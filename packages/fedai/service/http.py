@@ -1,4 +1,4 @@
-"""Request bodies with a hard size limit, and typed JSON error responses (DESIGN.md section 4)."""
+"""Request bodies with a hard size limit, and typed JSON error responses (docs/decisions.md#errors)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Run an ASGI app under uvicorn with the choices DESIGN.md section 3 measured."""
+"""Run an ASGI app under uvicorn with the measured choices of docs/decisions.md#http-server."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Node configuration from environment variables (names from DESIGN.md section 7).
+"""Node configuration from environment variables (docs/decisions.md#configuration).
 
 Every missing or invalid value raises `ConfigError` naming the variable, at start, before any socket opens.
 """

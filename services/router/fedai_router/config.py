@@ -1,4 +1,4 @@
-"""Router configuration from environment variables (names from DESIGN.md section 7)."""
+"""Router configuration from environment variables (docs/decisions.md#configuration)."""
 
 from __future__ import annotations
 

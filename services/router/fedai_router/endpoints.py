@@ -1,7 +1,7 @@
 """Node and peer endpoints: their shape, the address rule, and the early (heartbeat / announcement time) check.
 
 Loopback, private, link-local and other non-global addresses are refused, as are DNS names that resolve to
-them, unless ROUTER_ALLOW_PRIVATE_ENDPOINTS is on (DESIGN.md sections 7, 10). The verdict here is early and
+them, unless ROUTER_ALLOW_PRIVATE_ENDPOINTS is on (docs/decisions.md#private-endpoints). The verdict here is early and
 friendly (a registering node hears why); the guard that holds is `fedai_router.outbound`, which judges with
 `is_public_address` every address the router is about to connect to, since a name can resolve differently by
 then (DNS rebinding).

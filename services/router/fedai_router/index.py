@@ -93,8 +93,14 @@ class NodeIndex:
             self.check_room(pubkey, descriptor, verified=verified)
         node = self.nodes.get(pubkey)
         if node is None:
-            node = NodeState(pubkey=pubkey, descriptor=descriptor, verified=verified, heartbeat=heartbeat,
-                             last_seen=seen, reported_in_flight=descriptor.capacity.in_flight)  # fmt: skip
+            node = NodeState(
+                pubkey=pubkey,
+                descriptor=descriptor,
+                verified=verified,
+                heartbeat=heartbeat,
+                last_seen=seen,
+                reported_in_flight=descriptor.capacity.in_flight,
+            )
             self.nodes[pubkey] = node
         else:
             if seen > node.last_seen or descriptor != node.descriptor:
@@ -159,11 +165,17 @@ class NodeIndex:
         self.sync(node)
 
     def failed(
-        self, node: NodeState, code: str, *, now: float | None = None, retry_after_s: float | None = None,
+        self,
+        node: NodeState,
+        code: str,
+        *,
+        now: float | None = None,
+        retry_after_s: float | None = None,
         quarantine: bool = False,
-    ) -> None:  # fmt: skip
-        record_failure(node.health, time.time() if now is None else now, code, retry_after_s=retry_after_s,
-                       quarantine=quarantine)  # fmt: skip
+    ) -> None:
+        record_failure(
+            node.health, time.time() if now is None else now, code, retry_after_s=retry_after_s, quarantine=quarantine
+        )
         self.sync(node)
 
     def set_manifest_trust(self, node: NodeState, trust: float) -> None:

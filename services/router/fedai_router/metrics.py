@@ -14,34 +14,45 @@ class RouterMetrics:
             "fedai_router_requests", "Requests by route and outcome code", ["route", "code"], registry=self.registry
         )
         self.latency = Histogram(
-            "fedai_router_request_seconds", "Request latency by route", ["route"],
-            buckets=LATENCY_BUCKETS, registry=self.registry,
-        )  # fmt: skip
+            "fedai_router_request_seconds",
+            "Request latency by route",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self.errors = Counter("fedai_router_errors", "Errors returned by code", ["code"], registry=self.registry)
         self.attempts = Counter(
             "fedai_router_node_attempts", "Calls to nodes by result", ["result"], registry=self.registry
         )
         self.failovers = Counter(
-            "fedai_router_failovers", "Retries on another node after a failure, by reason", ["reason"],
+            "fedai_router_failovers",
+            "Retries on another node after a failure, by reason",
+            ["reason"],
             registry=self.registry,
-        )  # fmt: skip
+        )
         self.node_latency = Histogram(
-            "fedai_router_node_seconds", "Node call latency (successful calls)", buckets=LATENCY_BUCKETS,
+            "fedai_router_node_seconds",
+            "Node call latency (successful calls)",
+            buckets=LATENCY_BUCKETS,
             registry=self.registry,
-        )  # fmt: skip
+        )
         self.nodes = Gauge("fedai_router_nodes", "Known nodes by state", ["state"], registry=self.registry)
         self.metering_msat = Counter(
             "fedai_router_metered_msat", "Sum of verified metering prices", registry=self.registry
         )
         self.tokens = Counter("fedai_router_tokens", "Metered tokens", ["direction"], registry=self.registry)
         self.ttft = Histogram(
-            "fedai_router_ttft_seconds", "Time to the first streamed chunk, from the request's arrival",
-            buckets=LATENCY_BUCKETS, registry=self.registry,
-        )  # fmt: skip
-        self.offloads = Counter(
-            "fedai_router_offloads", "Requests offloaded to peer routers, by outcome", ["outcome"],
+            "fedai_router_ttft_seconds",
+            "Time to the first streamed chunk, from the request's arrival",
+            buckets=LATENCY_BUCKETS,
             registry=self.registry,
-        )  # fmt: skip
+        )
+        self.offloads = Counter(
+            "fedai_router_offloads",
+            "Requests offloaded to peer routers, by outcome",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.outbound_failures = Counter(
             "fedai_router_outbound_failures",
             "Failed or refused calls to nodes and peers, by target and reason (a fixed set: address_refused, "

@@ -3,7 +3,7 @@
 Truth lives in Postgres (heartbeats, announcements and failures are written there first; successes are
 summed per minute and exchanged every few seconds); every replica refreshes incrementally. Live load
 (`in_flight`) is what this router has outstanding right now, so the scheduler never waits for the next
-heartbeat to learn that a node is busy (DESIGN.md section 10).
+heartbeat to learn that a node is busy (docs/decisions.md#live-load).
 
 The index is bounded (`RegistryLimits`): rows beyond its budget are not loaded, registrations that would pass it
 are refused, and nodes not seen for `ROUTER_NODE_RETENTION_S` are forgotten (docs/security.d/registry.md).

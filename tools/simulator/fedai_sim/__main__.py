@@ -42,15 +42,30 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+CSV_COLUMNS = (
+    "id",
+    "arrival_s",
+    "input_tokens",
+    "output_tokens",
+    "outcome",
+    "node",
+    "attempts",
+    "latency_ms",
+    "price_msat",
+)
+
+
 def write_csv(run: RunResult, path: Path) -> None:
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["id", "arrival_s", "input_tokens", "output_tokens", "outcome", "node", "attempts",
-                         "latency_ms", "price_msat"])  # fmt: skip
+        writer.writerow(CSV_COLUMNS)
         for r in run.requests:
             latency = "" if r.latency_ms is None else f"{r.latency_ms:.1f}"
-            writer.writerow([r.id, f"{r.arrival:.4f}", r.input_tokens, r.output_tokens, r.outcome, r.node or "",
-                             r.attempts, latency, "" if r.price_msat is None else r.price_msat])  # fmt: skip
+            price = "" if r.price_msat is None else r.price_msat
+            arrival = f"{r.arrival:.4f}"
+            writer.writerow(
+                [r.id, arrival, r.input_tokens, r.output_tokens, r.outcome, r.node or "", r.attempts, latency, price]
+            )
 
 
 def summary_line(run: RunResult, totals: dict[str, object]) -> str:
@@ -103,8 +118,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(doc, indent=2, sort_keys=True))
         return 0
     s = doc["scenario"]
-    print(f"{s['name']}: {s['nodes']:,} nodes (capacity {s['capacity']:,}), {s['requests']:,} requests, "
-          f"seed {s['seed']} → {out}")  # fmt: skip
+    print(
+        f"{s['name']}: {s['nodes']:,} nodes (capacity {s['capacity']:,}), {s['requests']:,} requests, "
+        f"seed {s['seed']} → {out}"
+    )
     for run in runs:
         print(summary_line(run, doc["runs"][run.mode]["totals"]))
     return 0

@@ -86,8 +86,16 @@ class Simulation:
             self.now, _, action = heapq.heappop(self._heap)
             action()
         end = max([self.now, *(r.arrival for r in self.requests[-1:])])
-        return RunResult(self.scenario, self.mode, self.seed, self.nodes, self.requests, end, self.retries_denied,
-                         time.perf_counter() - started)  # fmt: skip
+        return RunResult(
+            self.scenario,
+            self.mode,
+            self.seed,
+            self.nodes,
+            self.requests,
+            end,
+            self.retries_denied,
+            time.perf_counter() - started,
+        )
 
     def _setup(self) -> None:
         phase = random.Random(f"{self.seed}:heartbeats")
@@ -169,8 +177,14 @@ class Simulation:
             max_price_msat=self.scenario.requests.max_price_msat,
         )
         try:
-            request.candidates = rank(self.index.tables.get(demand.model), demand, now=self.now, policy=self.policy,
-                                      k=self.k, rng=self.rank_rng)  # fmt: skip
+            request.candidates = rank(
+                self.index.tables.get(demand.model),
+                demand,
+                now=self.now,
+                policy=self.policy,
+                k=self.k,
+                rng=self.rank_rng,
+            )
         except FedaiError as err:
             self._finish(request, err.code.value)
             return

@@ -93,13 +93,17 @@ class SimNode:
 
     def descriptor(self, model: str) -> NodeDescriptor:
         info = ModelInfo(
-            id=model, context_window=self.context_window, max_tokens=self.max_tokens, pricing=self.pricing,
+            id=model,
+            context_window=self.context_window,
+            max_tokens=self.max_tokens,
+            pricing=self.pricing,
             latency_estimate_ms=self.advertised_latency_ms,
-        )  # fmt: skip
+        )
         return NodeDescriptor(
-            endpoint=f"http://{self.name}.sim", models=[info],
+            endpoint=f"http://{self.name}.sim",
+            models=[info],
             capacity=Capacity(max_concurrent=self.capacity, in_flight=self.outstanding),
-        )  # fmt: skip
+        )
 
 
 def _nodes_of(group: NodeGroup, seed: int, rng: random.Random) -> list[SimNode]:

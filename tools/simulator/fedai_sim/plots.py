@@ -86,8 +86,14 @@ def latency_figure(plt: Any, runs: Sequence[RunResult]) -> Any:
     for mode, values in seconds.items():
         if values:
             p50, p95 = percentile(values, 50), percentile(values, 95)
-            ax.hist(values, bins=bins, histtype="step", linewidth=1.5, color=COLOURS.get(mode),
-                    label=f"{mode}: p50 {p50:.2f} s, p95 {p95:.2f} s")  # fmt: skip
+            ax.hist(
+                values,
+                bins=bins,
+                histtype="step",
+                linewidth=1.5,
+                color=COLOURS.get(mode),
+                label=f"{mode}: p50 {p50:.2f} s, p95 {p95:.2f} s",
+            )
     ax.set_title("end-to-end latency of served requests (failovers included)")
     ax.set_xlabel("seconds")
     ax.set_ylabel("requests")

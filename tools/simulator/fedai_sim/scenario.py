@@ -235,6 +235,10 @@ def _range_problems(where: str, value: Range | None) -> list[str]:
 
 def check(s: Scenario) -> list[str]:
     """What msgspec cannot check: ranges, exclusive options, names that events refer to."""
+    return _range_and_option_problems(s) + _name_problems(s) + _event_problems(s)
+
+
+def _range_and_option_problems(s: Scenario) -> list[str]:
     problems: list[str] = []
     for i, phase in enumerate(s.arrivals):
         if (phase.duration_s is None) == (phase.requests is None):
@@ -244,13 +248,22 @@ def check(s: Scenario) -> list[str]:
     for i, group in enumerate(s.nodes):
         for field in ("capacity", "input_msat", "output_msat", "latency_ms", "advertised_latency_ms"):
             problems += _range_problems(f"nodes[{i}].{field}", getattr(group, field))
+    return problems
+
+
+def _name_problems(s: Scenario) -> list[str]:
     names = s.node_names()
     groups = [g.name for g in s.nodes]
-    for name in {n for n in names if names.count(n) > 1} | {g for g in groups if groups.count(g) > 1}:
-        problems.append(f"nodes: the name {name!r} is used twice")
+    twice = {n for n in names if names.count(n) > 1} | {g for g in groups if groups.count(g) > 1}
+    return [f"nodes: the name {name!r} is used twice" for name in twice]
+
+
+def _event_problems(s: Scenario) -> list[str]:
+    problems: list[str] = []
+    groups = ", ".join(g.name for g in s.nodes)
     for i, event in enumerate(s.events):
         if not s.targets(event.node):
-            problems.append(f"events[{i}].node: no node or group named {event.node!r} (groups: {', '.join(groups)})")
+            problems.append(f"events[{i}].node: no node or group named {event.node!r} (groups: {groups})")
         if isinstance(event, Flap) and (event.down_s >= event.period_s or event.until_s <= event.at_s):
             problems.append(f"events[{i}]: a flap needs down_s < period_s and until_s > at_s")
         if isinstance(event, PriceChange) and event.input_msat is None and event.output_msat is None:

@@ -110,8 +110,9 @@ def error_from_body(status: int, body: Any, retry_after: str | None = None, *, p
     if status == 429:
         return RunnerError(f"the runner is busy ({label})", ErrorCode.CAPACITY_EXCEEDED, retry_ms or LOADING_RETRY_MS)
     if status == 503:
-        return RunnerError(f"the runner is loading or has no free slot ({label})", ErrorCode.NO_CAPACITY,
-                           retry_ms or LOADING_RETRY_MS)  # fmt: skip
+        return RunnerError(
+            f"the runner is loading or has no free slot ({label})", ErrorCode.NO_CAPACITY, retry_ms or LOADING_RETRY_MS
+        )
     if status in (408, 504):
         return RunnerError(f"the runner timed out ({label})", ErrorCode.UPSTREAM_TIMEOUT)
     return RunnerError(f"the runner failed ({label})")
@@ -217,10 +218,7 @@ class Upstream:
         """
         try:
             async with self._client().post(
-                self.base_url + path,
-                json=body,
-                timeout=self._generation,
-                headers={"Accept": "text/event-stream"},
+                self.base_url + path, json=body, timeout=self._generation, headers={"Accept": "text/event-stream"}
             ) as resp:
                 if resp.status != 200:
                     data = await read_limited(resp, MAX_REPLY_BYTES)

@@ -36,10 +36,9 @@ from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import decode_payload
 from fedai_router.config import RouterSettings
 from fedai_router.federation.anti_thrash import AntiThrash
-from fedai_router.federation.bidder import terms_of
 from fedai_router.federation.choice import BidView, ChoiceWeights, Choose, PostedPeer, choose_posted, make_choice
 from fedai_router.federation.eligibility import award_refusal, choosable
-from fedai_router.federation.events import auction_events, check_auction_event, reason
+from fedai_router.federation.events import auction_events, check_auction_event, reason, terms_of
 from fedai_router.federation.peers import PeerBook
 from fedai_router.federation.reputation import Reputation
 from fedai_router.store.federation import NewJob, reserve_job, set_job_status

@@ -17,10 +17,9 @@ import asyncio
 import inspect
 import logging
 import math
-import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,16 +31,15 @@ from fedai.nostr import RelayPool, Subscription
 from fedai.protocol.envelope import seal
 from fedai.protocol.errors import FedaiError
 from fedai.protocol.event import Event
-from fedai.protocol.federation import PL3_LOCAL, Award, Bid, Cancel, Rfb
+from fedai.protocol.federation import Award, Cancel, Rfb
 from fedai.protocol.keys import Keys
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import decode_payload
 from fedai_router.config import RouterSettings
+from fedai_router.federation.bid_quote import Quote
 from fedai_router.federation.eligibility import choosable
-from fedai_router.federation.events import auction_events, check_auction_event, reason
+from fedai_router.federation.events import auction_events, check_auction_event, reason, terms_of
 from fedai_router.federation.peers import PeerBook
-from fedai_router.pricing import quote_price
-from fedai_router.scheduler import Demand, ModelTable, Policy, rank
 from fedai_router.store.federation import JobTerms, NewJob, cancel_awarded, insert_job
 
 log = logging.getLogger("fedai.router.bidder")
@@ -49,10 +47,6 @@ log = logging.getLogger("fedai.router.bidder")
 MAX_OPEN_BIDS = 1_024
 MAX_AWARD_WAITS = 256  # job submits waiting for their award to arrive, all requesters together
 MAX_REMEMBERED = 4_096  # cancelled RFBs and accepted awards kept in memory
-RANK_DEPTH = 64  # nodes looked at when counting free capacity for a bid
-
-QuoteResult = Bid | None
-Quote = Callable[[Event, Rfb], QuoteResult | Awaitable[QuoteResult]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,17 +63,6 @@ class OpenBid:
     @property
     def model(self) -> str:
         return self.terms.model
-
-
-def terms_of(rfb: Rfb) -> JobTerms:
-    return JobTerms(
-        job_type=rfb.job_type,
-        model=rfb.model,
-        input_tokens=rfb.input_tokens,
-        max_tokens=rfb.max_tokens,
-        job_hash=rfb.job_hash,
-        deadline_ms=rfb.deadline_ms,
-    )
 
 
 def _remember(store: OrderedDict[str, str], key: str, value: str) -> None:
@@ -113,7 +96,7 @@ class Bidder:
         self.pool = pool  # federation_jobs: accepted awards
         self.peers = peers  # whose RFBs we answer
         self.spawn = spawn  # publishes bids off the subscription's queue
-        self.quote = quote  # what we bid (`local_quote`)
+        self.quote = quote  # what we bid (`bid_quote.local_quote`)
         self._clock = clock
         self._max_open = max_open
         self._open: OrderedDict[str, OpenBid] = OrderedDict()  # bid id -> open bid, oldest first
@@ -350,52 +333,4 @@ def _refuse_award(held: OpenBid | None, event: Event, award: Award, now: float) 
     return None
 
 
-def local_quote(
-    settings: RouterSettings,
-    tables: Mapping[str, ModelTable],
-    policy: Policy,
-    backpressure: Callable[[], str],
-    held: Callable[[str], int] | None = None,
-) -> Quote:
-    """The default quote: bid what our cheapest fitting node would charge for the whole job plus our fee,
-    with that node's latency as the ETA. None (no bid) when the privacy level is above what we accept, the
-    router is SATURATED, no fresh node can take the job within the price cap and deadline, or the free
-    slots on fitting nodes are all promised to open bids (`held`)."""
-
-    def quote(event: Event, rfb: Rfb) -> Bid | None:
-        too_private = rfb.privacy >= PL3_LOCAL or rfb.privacy > settings.max_privacy(rfb.job_type)
-        if too_private or backpressure() == "SATURATED":
-            return None
-        now = time.time()
-        demand = Demand(
-            model=rfb.model, input_tokens=rfb.input_tokens, max_tokens=rfb.max_tokens, job_type=rfb.job_type
-        )
-        try:
-            candidates = rank(tables.get(rfb.model), demand, now=now, policy=policy, k=RANK_DEPTH)
-        except FedaiError:
-            return None
-        free = sum(max(0, c.node.capacity - c.node.load) for c in candidates)
-        if held is not None and held(rfb.model) >= free:
-            return None
-        offers = []
-        for c in candidates:
-            price = quote_price(
-                c.model.pricing,
-                rfb.input_tokens,
-                rfb.max_tokens,
-                fee_base_msat=settings.fee_base_msat,
-                fee_ppm=settings.fee_ppm,
-            ).total_msat
-            health = c.node.health
-            observed = health.latency_ms is not None and health.latency_samples >= policy.min_latency_samples
-            latency = health.latency_ms if observed and health.latency_ms is not None else c.model.latency_estimate_ms
-            offers.append((price, math.ceil(latency)))
-        price, eta = min(offers)
-        if price > rfb.max_price_msat or now * 1000 + eta > rfb.deadline_ms:
-            return None
-        return Bid(rfb=event.id, price_msat=price, eta_ms=eta, capacity_token=secrets.token_hex(16))
-
-    return quote
-
-
-__all__ = ["Bidder", "OpenBid", "Quote", "local_quote"]
+__all__ = ["Bidder", "OpenBid"]

@@ -1,4 +1,5 @@
-"""What both sides of an auction share: the metric, the relay filters and the checks every auction event gets."""
+"""What both sides of an auction share: the metric, the relay filters, the checks every auction event gets, and
+the job terms an RFB sets."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from prometheus_client import CollectorRegistry, Counter
 from fedai.protocol.envelope import check_event
 from fedai.protocol.errors import ErrorCode, FedaiError
 from fedai.protocol.event import Event
+from fedai.protocol.federation import Rfb
+from fedai_router.store.federation import JobTerms
 
 _COUNTERS: weakref.WeakKeyDictionary[CollectorRegistry, Counter] = weakref.WeakKeyDictionary()
 
@@ -25,6 +28,18 @@ def auction_events(registry: CollectorRegistry) -> Counter:
             registry=registry,
         )
     return counter
+
+
+def terms_of(rfb: Rfb) -> JobTerms:
+    """What an RFB asked for; a job submitted for the award must match it."""
+    return JobTerms(
+        job_type=rfb.job_type,
+        model=rfb.model,
+        input_tokens=rfb.input_tokens,
+        max_tokens=rfb.max_tokens,
+        job_hash=rfb.job_hash,
+        deadline_ms=rfb.deadline_ms,
+    )
 
 
 def expiration_of(event: Event) -> int:

@@ -1,3 +1,5 @@
+# One concept at ~400 lines: the peer book (what it admits, holds and shows); its feed, rows, limits and views are
+# modules of their own.
 """Peer routers learned from relays: their latest caps, price sheets and status, under the peer policy.
 
 The relay pool has already checked size, schema, id, signature and the author's rate budget. Here every

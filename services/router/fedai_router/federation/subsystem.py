@@ -27,7 +27,8 @@ from fedai_router.dispatch import Dispatcher
 from fedai_router.endpoints import EndpointValidator
 from fedai_router.federation.announce import CHECK_INTERVAL_S, Announcer
 from fedai_router.federation.auction import Auctioneer
-from fedai_router.federation.bidder import Bidder, local_quote
+from fedai_router.federation.bid_quote import local_quote
+from fedai_router.federation.bidder import Bidder
 from fedai_router.federation.jobs import Provider
 from fedai_router.federation.offload import Offloading
 from fedai_router.federation.peer_feed import feed_peers

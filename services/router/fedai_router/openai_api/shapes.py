@@ -12,26 +12,47 @@ from fedai.protocol.event import Event
 from fedai.protocol.messages import InferenceResponse, MeteringRecord, StreamChunk
 from fedai_router.verify import Verified
 
-_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                404: "invalid_request_error", 409: "invalid_request_error", 413: "invalid_request_error",
-                429: "rate_limit_error"}  # fmt: skip
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    409: "invalid_request_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+}
 
 
 def error_body(err: FedaiError) -> dict[str, Any]:
     """OpenAI's error shape, with fedai's machine-readable code in `code`."""
-    return {"error": {"message": err.message, "type": _ERROR_TYPES.get(err.status, "api_error"), "param": None,
-                      "code": err.code.value}}  # fmt: skip
+    return {
+        "error": {
+            "message": err.message,
+            "type": _ERROR_TYPES.get(err.status, "api_error"),
+            "param": None,
+            "code": err.code.value,
+        }
+    }
 
 
 def usage(record: MeteringRecord) -> dict[str, int]:
-    return {"prompt_tokens": record.input_tokens, "completion_tokens": record.output_tokens,
-            "total_tokens": record.input_tokens + record.output_tokens}  # fmt: skip
+    return {
+        "prompt_tokens": record.input_tokens,
+        "completion_tokens": record.output_tokens,
+        "total_tokens": record.input_tokens + record.output_tokens,
+    }
 
 
 def fedai_field(router: str, request: Event, answer: Event, record: MeteringRecord, node: str) -> dict[str, Any]:
     """The verification material riding along every answer: check it with fedai.sdk.openai."""
-    return {"chain_id": answer.id, "router": router, "node": node, "price_msat": record.price_msat,
-            "request": request.to_dict(), "answer": answer.to_dict()}  # fmt: skip
+    return {
+        "chain_id": answer.id,
+        "router": router,
+        "node": node,
+        "price_msat": record.price_msat,
+        "request": request.to_dict(),
+        "answer": answer.to_dict(),
+    }
 
 
 class Completion:
@@ -48,8 +69,12 @@ class Completion:
 
     def full(self, answer: InferenceResponse, record: MeteringRecord, fedai: dict[str, Any]) -> dict[str, Any]:
         if self.chat:
-            choice = {"index": 0, "message": {"role": "assistant", "content": answer.output},
-                      "finish_reason": answer.finish_reason, "logprobs": None}  # fmt: skip
+            choice = {
+                "index": 0,
+                "message": {"role": "assistant", "content": answer.output},
+                "finish_reason": answer.finish_reason,
+                "logprobs": None,
+            }
             body = self._head("chat.completion")
         else:
             choice = {"index": 0, "text": answer.output, "finish_reason": answer.finish_reason, "logprobs": None}
@@ -61,10 +86,14 @@ class Completion:
             delta: dict[str, Any] = {"content": chunk.delta}
             if chunk.seq == 0:
                 delta["role"] = "assistant"
-            return {**self._head("chat.completion.chunk"),
-                    "choices": [{"index": 0, "delta": delta, "finish_reason": None, "logprobs": None}]}  # fmt: skip
-        return {**self._head("text_completion"),
-                "choices": [{"index": 0, "text": chunk.delta, "finish_reason": None, "logprobs": None}]}  # fmt: skip
+            return {
+                **self._head("chat.completion.chunk"),
+                "choices": [{"index": 0, "delta": delta, "finish_reason": None, "logprobs": None}],
+            }
+        return {
+            **self._head("text_completion"),
+            "choices": [{"index": 0, "text": chunk.delta, "finish_reason": None, "logprobs": None}],
+        }
 
     def last_chunks(self, v: Verified, fedai: dict[str, Any], include_usage: bool) -> list[dict[str, Any]]:
         obj = "chat.completion.chunk" if self.chat else "text_completion"

@@ -52,13 +52,32 @@ class ModelTable:
     trust: F
 
     _COLUMNS = (
-        "input_msat", "output_msat", "max_tokens", "context_window", "latency_est_ms", "default_job", "tiebreak",
-        "alive", "capacity", "last_seen", "announced", "verified", "load", "cooldown_until", "reliability",
-        "latency_obs_ms", "latency_samples", "trust",
-    )  # fmt: skip
+        "input_msat",
+        "output_msat",
+        "max_tokens",
+        "context_window",
+        "latency_est_ms",
+        "default_job",
+        "tiebreak",
+        "alive",
+        "capacity",
+        "last_seen",
+        "announced",
+        "verified",
+        "load",
+        "cooldown_until",
+        "reliability",
+        "latency_obs_ms",
+        "latency_samples",
+        "trust",
+    )
     _DTYPES: ClassVar[dict[str, type[np.generic]]] = {
-        "default_job": np.bool_, "alive": np.bool_, "announced": np.bool_, "verified": np.bool_, "tiebreak": np.uint64,
-    }  # fmt: skip
+        "default_job": np.bool_,
+        "alive": np.bool_,
+        "announced": np.bool_,
+        "verified": np.bool_,
+        "tiebreak": np.uint64,
+    }
 
     def __init__(self, model: str, size: int = 4) -> None:
         self.model = model

@@ -13,11 +13,16 @@ async def save_chain(pool: asyncpg.Pool, origin_id: str, client: str, request: E
     await pool.execute(
         "INSERT INTO chains (id, origin_id, client, request_event, answer_event) VALUES ($1, $2, $3, $4, $5)"
         " ON CONFLICT (id) DO NOTHING",
-        answer.id, origin_id, client, request.to_json(), answer.to_json(),
-    )  # fmt: skip
+        answer.id,
+        origin_id,
+        client,
+        request.to_json(),
+        answer.to_json(),
+    )
 
 
 async def load_chain(pool: asyncpg.Pool, chain_id: str) -> dict[str, Any] | None:
     row = await pool.fetchrow("SELECT client, request_event, answer_event FROM chains WHERE id = $1", chain_id)
-    return None if row is None else {"client": row["client"], "request": row["request_event"],
-                                     "answer": row["answer_event"]}  # fmt: skip
+    if row is None:
+        return None
+    return {"client": row["client"], "request": row["request_event"], "answer": row["answer_event"]}

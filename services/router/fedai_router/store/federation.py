@@ -101,9 +101,24 @@ _INSERT = (
 
 def _insert_args(job: NewJob) -> tuple[Any, ...]:
     t = job.terms
-    return (job.job_id, job.role, job.peer, job.rfb_id, job.bid_id, job.award_id, job.capacity_token,
-            job.price_msat, job.privacy, job.origin_id, t.job_type, t.model, t.input_tokens, t.max_tokens,
-            t.job_hash, t.deadline_ms)  # fmt: skip
+    return (
+        job.job_id,
+        job.role,
+        job.peer,
+        job.rfb_id,
+        job.bid_id,
+        job.award_id,
+        job.capacity_token,
+        job.price_msat,
+        job.privacy,
+        job.origin_id,
+        t.job_type,
+        t.model,
+        t.input_tokens,
+        t.max_tokens,
+        t.job_hash,
+        t.deadline_ms,
+    )
 
 
 async def insert_job(pool: asyncpg.Pool | asyncpg.Connection, job: NewJob) -> bool:

@@ -44,8 +44,12 @@ async def save_failure(
             quarantined_until = GREATEST(node_health.quarantined_until, EXCLUDED.quarantined_until),
             last_failure = EXCLUDED.last_failure, updated_at = now()
         """,
-        pubkey, consecutive, _ts(cooldown_until), _ts(quarantined_until), code,
-    )  # fmt: skip
+        pubkey,
+        consecutive,
+        _ts(cooldown_until),
+        _ts(quarantined_until),
+        code,
+    )
 
 
 async def save_recovery(pool: asyncpg.Pool, pubkey: str) -> None:
@@ -64,10 +68,16 @@ async def load_health(pool: asyncpg.Pool, since: datetime | None) -> list[Health
     )
     rows = await (pool.fetch(query + " WHERE updated_at > $1", since) if since else pool.fetch(query))
     return [
-        HealthRow(r["pubkey"], r["consecutive_failures"], r["cooldown_until"].timestamp(),
-                  r["quarantined_until"].timestamp(), r["last_failure"], r["updated_at"])
+        HealthRow(
+            r["pubkey"],
+            r["consecutive_failures"],
+            r["cooldown_until"].timestamp(),
+            r["quarantined_until"].timestamp(),
+            r["last_failure"],
+            r["updated_at"],
+        )
         for r in rows
-    ]  # fmt: skip
+    ]
 
 
 async def add_stats(pool: asyncpg.Pool, deltas: list[tuple[str, int, int, float]]) -> None:
@@ -84,8 +94,11 @@ async def add_stats(pool: asyncpg.Pool, deltas: list[tuple[str, int, int, float]
             failures = node_stats.failures + EXCLUDED.failures,
             latency_ms_sum = node_stats.latency_ms_sum + EXCLUDED.latency_ms_sum
         """,
-        [d[0] for d in deltas], [d[1] for d in deltas], [d[2] for d in deltas], [d[3] for d in deltas],
-    )  # fmt: skip
+        [d[0] for d in deltas],
+        [d[1] for d in deltas],
+        [d[2] for d in deltas],
+        [d[3] for d in deltas],
+    )
 
 
 async def load_window(pool: asyncpg.Pool, minutes: int) -> list[WindowRow]:
@@ -107,5 +120,9 @@ async def record_attempt(
 ) -> None:
     await pool.execute(
         "INSERT INTO dispatch_attempts (request_id, node, attempt, outcome, latency_ms) VALUES ($1, $2, $3, $4, $5)",
-        request_id, node, attempt, outcome, latency_ms,
-    )  # fmt: skip
+        request_id,
+        node,
+        attempt,
+        outcome,
+        latency_ms,
+    )

@@ -52,8 +52,22 @@ class MeteringStore:
         columns: list[list[Any]] = [[] for _ in range(14)]
         for e in entries:
             r = e.record
-            row = (r.request, e.origin_id, e.client, e.node, r.model, r.input_tokens, r.output_tokens, r.wall_ms,
-                   r.bytes_in, r.bytes_out, r.prompt_sha256, r.price_msat, e.event.to_json(), e.attempt)  # fmt: skip
+            row = (
+                r.request,
+                e.origin_id,
+                e.client,
+                e.node,
+                r.model,
+                r.input_tokens,
+                r.output_tokens,
+                r.wall_ms,
+                r.bytes_in,
+                r.bytes_out,
+                r.prompt_sha256,
+                r.price_msat,
+                e.event.to_json(),
+                e.attempt,
+            )
             for column, value in zip(columns, row, strict=True):
                 column.append(value)
         await self._db.fetch(_INSERT, *columns)

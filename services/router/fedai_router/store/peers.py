@@ -59,10 +59,11 @@ RETURNING pubkey
 _SHEET_BOUND = "\n  AND ((p.prices ? $7::text) OR (SELECT count(*) FROM jsonb_object_keys(p.prices)) < $8::int)"
 
 _QUERIES = {
-    kind: _UPSERT.format(columns=columns, values=values, update=update,
-                         extra=_SHEET_BOUND if kind == PRICE_KIND else "")
+    kind: _UPSERT.format(
+        columns=columns, values=values, update=update, extra=_SHEET_BOUND if kind == PRICE_KIND else ""
+    )
     for kind, (columns, values, update) in _COLUMNS.items()
-}  # fmt: skip
+}
 MAX_PRICE_SHEETS = 16
 
 
