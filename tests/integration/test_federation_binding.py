@@ -41,7 +41,7 @@ async def b_database(database_url: str) -> AsyncIterator[str]:
 
 @pytest.fixture
 async def pair(database_url: str, db_pool: asyncpg.Pool, b_database: str) -> AsyncIterator[Duo]:
-    async with duo(database_url, db_pool, b_database, a_options={"auction_ttl_ms": 600}) as d:
+    async with duo(database_url, db_pool, b_database, a_options={"auction_ttl_ms": 2500}) as d:
         yield d
 
 
