@@ -15,6 +15,7 @@ from urllib.parse import urlencode
 import httpx
 import msgspec
 
+from fedai.keyfile import secret_keys
 from fedai.protocol.envelope import open_envelope, seal
 from fedai.protocol.errors import FedaiError, KeyFormatError
 from fedai.protocol.event import Event, decode_event
@@ -22,7 +23,7 @@ from fedai.protocol.keys import Keys, parse_pubkey
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import ChatMessage, InferenceRequest, QuoteRequest, QuoteResponse
 from fedai.protocol.nip98 import auth_header
-from fedai.sdk.chain import VerifiedChain, verify_chain
+from fedai.sdk.chain import VerifiedChain, router_key, verify_chain
 from fedai.sdk.errors import ChainError, InvalidRequest, Link, UnexpectedResponse, error_from_response, transport_error
 from fedai.sdk.stream import DEFAULT_STREAM_LIMITS, AsyncStream, Stream
 from fedai.service.stream_limits import StreamLimits
@@ -118,12 +119,6 @@ def _open_quote(keys: Keys, router: str, request: Event, response: httpx.Respons
     return Quote(opened.event, opened.payload)
 
 
-def _keys(keys: Keys | str | None) -> Keys:
-    if keys is None:
-        return Keys.generate()
-    return keys if isinstance(keys, Keys) else Keys.parse(keys)
-
-
 class _Base:
     def __init__(
         self,
@@ -135,8 +130,8 @@ class _Base:
         stream_limits: StreamLimits | None,
     ) -> None:
         self.router_url = router_url.rstrip("/")
-        self.keys = _keys(keys)
-        self._router = parse_pubkey(router_pubkey) if router_pubkey else None
+        self.keys = secret_keys(keys)
+        self._router = router_key(router_pubkey) if router_pubkey else None
         self.stream_limits = stream_limits or DEFAULT_STREAM_LIMITS
         self._admin_token = admin_token
         self._admin_keys = admin_keys
