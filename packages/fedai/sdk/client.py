@@ -17,14 +17,25 @@ import msgspec
 
 from fedai.keyfile import secret_keys
 from fedai.protocol.envelope import open_envelope, seal
-from fedai.protocol.errors import FedaiError, KeyFormatError
+from fedai.protocol.errors import ErrorCode, FedaiError, KeyFormatError
 from fedai.protocol.event import Event, decode_event
 from fedai.protocol.keys import Keys, parse_pubkey
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import ChatMessage, InferenceRequest, QuoteRequest, QuoteResponse
 from fedai.protocol.nip98 import auth_header
 from fedai.sdk.chain import VerifiedChain, router_key, verify_chain
-from fedai.sdk.errors import ChainError, InvalidRequest, Link, UnexpectedResponse, error_from_response, transport_error
+from fedai.sdk.errors import (
+    ChainError,
+    FedaiClientError,
+    InvalidRequest,
+    Link,
+    RouterError,
+    RouterKeyMismatch,
+    TransportError,
+    UnexpectedResponse,
+    error_from_response,
+    transport_error,
+)
 from fedai.sdk.stream import DEFAULT_STREAM_LIMITS, AsyncStream, Stream
 from fedai.service.stream_limits import StreamLimits
 
@@ -132,6 +143,7 @@ class _Base:
         self.router_url = router_url.rstrip("/")
         self.keys = secret_keys(keys)
         self._router = router_key(router_pubkey) if router_pubkey else None
+        self._pinned = self._router is not None
         self.stream_limits = stream_limits or DEFAULT_STREAM_LIMITS
         self._admin_token = admin_token
         self._admin_keys = admin_keys
@@ -158,6 +170,19 @@ class _Base:
     ) -> Event:
         payload = _infer_request(model, prompt, messages, max_tokens, options)
         return seal(self.keys, Kind.INFER_REQUEST, payload, to=router, nonce=True)
+
+    def _refused_as_pinned(self, err: FedaiClientError) -> bool:
+        """A refusal worth explaining: `wrong_recipient` for a request sealed to a pinned key."""
+        return self._pinned and isinstance(err, RouterError) and err.code == ErrorCode.WRONG_RECIPIENT
+
+    def _mismatch(self, health: httpx.Response) -> None:
+        """Raise `RouterKeyMismatch` if the router's `/health` names a key other than the pinned one."""
+        try:
+            actual = self._pubkey_from_health(health)
+        except FedaiClientError:
+            return  # no key to compare with: the router's own error stands
+        if self._router is not None and actual != self._router:
+            raise RouterKeyMismatch(self._router, actual)
 
     @staticmethod
     def _pubkey_from_health(response: httpx.Response) -> str:
@@ -202,11 +227,22 @@ class Client(_Base):
 
     def _post(self, path: str, event: Event) -> httpx.Response:
         try:
-            return self._http.post(
+            response = self._http.post(
                 self.router_url + path, content=event.to_json(), headers={"Content-Type": "application/json"}
             )
         except httpx.HTTPError as exc:
             raise transport_error(exc) from exc
+        if response.status_code != 200:
+            self._explain(error_from_response(response.status_code, response.content))
+        return response
+
+    def _explain(self, err: FedaiClientError) -> None:
+        """Raise `RouterKeyMismatch` instead of a `wrong_recipient` that a wrong pin caused."""
+        if self._refused_as_pinned(err):
+            try:
+                self._mismatch(self._get("/health"))
+            except TransportError:
+                return
 
     def quote(self, model: str, *, max_tokens: int, **fields: Any) -> Quote:
         """Ask for a signed price. `fields`: prompt, messages, input_tokens, job_type."""
@@ -240,7 +276,9 @@ class Client(_Base):
         """Stream one inference: `with client.stream(...) as s: for delta in s: ...`, then `s.chain`."""
         router = self.router_pubkey()
         event = self._infer_event(router, model, prompt, messages, max_tokens, {**options, "stream": True})
-        return Stream(self._http, self.router_url + "/infer/stream", event, router, self.stream_limits)
+        return Stream(
+            self._http, self.router_url + "/infer/stream", event, router, self.stream_limits, explain=self._explain
+        )
 
     def status(self) -> dict[str, Any]:
         """`GET /status`: the operator view with operator credentials (`"view": "operator"`), else the public
@@ -302,11 +340,21 @@ class AsyncClient(_Base):
 
     async def _post(self, path: str, event: Event) -> httpx.Response:
         try:
-            return await self._http.post(
+            response = await self._http.post(
                 self.router_url + path, content=event.to_json(), headers={"Content-Type": "application/json"}
             )
         except httpx.HTTPError as exc:
             raise transport_error(exc) from exc
+        if response.status_code != 200:
+            await self._explain(error_from_response(response.status_code, response.content))
+        return response
+
+    async def _explain(self, err: FedaiClientError) -> None:
+        if self._refused_as_pinned(err):
+            try:
+                self._mismatch(await self._get("/health"))
+            except TransportError:
+                return
 
     async def quote(self, model: str, *, max_tokens: int, **fields: Any) -> Quote:
         router = await self.router_pubkey()
@@ -338,7 +386,9 @@ class AsyncClient(_Base):
         """`async with await client.stream(...) as s: async for delta in s: ...`, then `s.chain`."""
         router = await self.router_pubkey()
         event = self._infer_event(router, model, prompt, messages, max_tokens, {**options, "stream": True})
-        return AsyncStream(self._http, self.router_url + "/infer/stream", event, router, self.stream_limits)
+        return AsyncStream(
+            self._http, self.router_url + "/infer/stream", event, router, self.stream_limits, explain=self._explain
+        )
 
     async def status(self) -> dict[str, Any]:
         return _json(await self._get("/status", self._ops_headers("/status")))
