@@ -17,9 +17,9 @@ import msgspec
 
 from fedai.keyfile import secret_keys
 from fedai.protocol.envelope import open_envelope, seal
-from fedai.protocol.errors import ErrorCode, FedaiError, KeyFormatError
+from fedai.protocol.errors import FedaiError
 from fedai.protocol.event import Event, decode_event
-from fedai.protocol.keys import Keys, parse_pubkey
+from fedai.protocol.keys import Keys
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import ChatMessage, InferenceRequest, QuoteRequest, QuoteResponse
 from fedai.protocol.nip98 import auth_header
@@ -29,13 +29,11 @@ from fedai.sdk.errors import (
     FedaiClientError,
     InvalidRequest,
     Link,
-    RouterError,
-    RouterKeyMismatch,
-    TransportError,
     UnexpectedResponse,
     error_from_response,
     transport_error,
 )
+from fedai.sdk.pin import check_pin, health_pubkey, refused_for_pin
 from fedai.sdk.stream import DEFAULT_STREAM_LIMITS, AsyncStream, Stream
 from fedai.service.stream_limits import StreamLimits
 
@@ -171,26 +169,9 @@ class _Base:
         payload = _infer_request(model, prompt, messages, max_tokens, options)
         return seal(self.keys, Kind.INFER_REQUEST, payload, to=router, nonce=True)
 
-    def _refused_as_pinned(self, err: FedaiClientError) -> bool:
-        """A refusal worth explaining: `wrong_recipient` for a request sealed to a pinned key."""
-        return self._pinned and isinstance(err, RouterError) and err.code == ErrorCode.WRONG_RECIPIENT
-
-    def _mismatch(self, health: httpx.Response) -> None:
-        """Raise `RouterKeyMismatch` if the router's `/health` names a key other than the pinned one."""
-        try:
-            actual = self._pubkey_from_health(health)
-        except FedaiClientError:
-            return  # no key to compare with: the router's own error stands
-        if self._router is not None and actual != self._router:
-            raise RouterKeyMismatch(self._router, actual)
-
     @staticmethod
     def _pubkey_from_health(response: httpx.Response) -> str:
-        document = _json(response)
-        try:
-            return parse_pubkey(str(document["pubkey"]))
-        except (KeyError, KeyFormatError):
-            raise UnexpectedResponse("router's /health names no valid pubkey", http_status=200) from None
+        return health_pubkey(_json(response))
 
 
 class Client(_Base):
@@ -238,11 +219,12 @@ class Client(_Base):
 
     def _explain(self, err: FedaiClientError) -> None:
         """Raise `RouterKeyMismatch` instead of a `wrong_recipient` that a wrong pin caused."""
-        if self._refused_as_pinned(err):
+        if self._pinned and self._router is not None and refused_for_pin(err):
             try:
-                self._mismatch(self._get("/health"))
-            except TransportError:
+                health = _json(self._get("/health"))
+            except FedaiClientError:
                 return
+            check_pin(self._router, health)
 
     def quote(self, model: str, *, max_tokens: int, **fields: Any) -> Quote:
         """Ask for a signed price. `fields`: prompt, messages, input_tokens, job_type."""
@@ -350,11 +332,12 @@ class AsyncClient(_Base):
         return response
 
     async def _explain(self, err: FedaiClientError) -> None:
-        if self._refused_as_pinned(err):
+        if self._pinned and self._router is not None and refused_for_pin(err):
             try:
-                self._mismatch(await self._get("/health"))
-            except TransportError:
+                health = _json(await self._get("/health"))
+            except FedaiClientError:
                 return
+            check_pin(self._router, health)
 
     async def quote(self, model: str, *, max_tokens: int, **fields: Any) -> Quote:
         router = await self.router_pubkey()
