@@ -14,7 +14,7 @@ from rich.table import Table
 from fedai.cli.admin import HINT, OpsAuth, admin_options, resolve_admin
 from fedai.cli.devnet_file import DevnetFileError, DevnetInfo, default_devnet, read_devnet
 from fedai.cli.keyfile import KeyInputError, load_secret
-from fedai.cli.output import column, console, fail, fail_fedai, mark, print_json, print_table, short_npub
+from fedai.cli.output import column, console, fail, fail_fedai, mark, paste_line, print_json, print_table, short_npub
 from fedai.protocol.errors import ErrorCode, FedaiError, KeyFormatError
 from fedai.protocol.keys import Keys, npub, parse_pubkey
 from fedai.sdk import Client, FedaiClientError, RouterUnreachable
@@ -169,8 +169,8 @@ def status_cmd(
         return
     pubkey = str(status.get("pubkey", ""))
     console.print(f"[bold]router[/bold] {target.router_url}")
-    console.print(f"  npub     {npub(pubkey) if pubkey else '?'}")
-    console.print(f"  pubkey   {pubkey or '?'}")
+    paste_line(f"  npub     {npub(pubkey) if pubkey else '?'}")  # whole, never wrapped: to be pinned elsewhere
+    paste_line(f"  pubkey   {pubkey or '?'}")
     console.print(f"  version  {status.get('version', '?')}   uptime {status.get('uptime_s', '?')} s")
     if status.get("view") == "public":
         _print_public(status)
