@@ -39,8 +39,8 @@ def _print_quote(quote: Quote) -> None:
     ]
     for name, value in rows:
         console.print(f"  {name:<11} {value}", highlight=False)
-    console.print("[dim]pay with it (same --key, --model, --max-tokens and prompt):[/dim]")
-    paste_line(f"  fedai infer --quote {q.quote_id} …")
+    console.print("[dim]pay with it (same --key and --model, the same prompt):[/dim]")
+    paste_line(f'  fedai infer --quote {q.quote_id} --max-tokens {q.max_output_tokens} "…"')
 
 
 @click.command("quote")
