@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -207,6 +208,7 @@ async def test_a_wrong_preimage_from_the_backend_is_not_a_proof(pair: tuple[Lnd,
         (502, b"<html>bad gateway</html>", "bad_reply"),
         (200, b"{not json", "bad_reply"),
         (200, b"[1, 2]", "bad_reply"),
+        (200, b"[" * 100_000 + b"]" * 100_000, "bad_reply"),
         (200, b'{"r_hash": "AAAA", "payment_request": "lnbcrt1x"}', "bad_reply"),
         (302, b"", "bad_reply"),
         (401, b"", "unauthorized"),
@@ -221,6 +223,15 @@ async def test_faults_are_unavailable(pair: tuple[Lnd, Lnd], status: int, body: 
         assert caught.value.reason == reason, caught.value
         assert caught.value.status == 503 and caught.value.code == "payment_backend_unavailable"
         assert_no_secret(caught.value, payee)
+
+
+async def test_the_macaroon_stays_out_of_debug_logs(pair: tuple[Lnd, Lnd], caplog: pytest.LogCaptureFixture) -> None:
+    payee, payer = pair
+    with caplog.at_level(logging.DEBUG):
+        invoice = await payee.wallet.create_invoice(1_000, "m", 600, "k")
+        await payer.wallet.pay_invoice(invoice.bolt11, 5_000, "k")
+    assert "HTTP Request" in caplog.text  # httpx did log the requests
+    assert payee.macaroon.hex() not in caplog.text and payer.macaroon.hex() not in caplog.text
 
 
 async def test_a_wrong_macaroon_is_unavailable_and_never_shown(ledger: Ledger, tls: SelfSigned, tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import httpx
 
 from fedai.payments.errors import WalletUnavailable
 from fedai.payments.secret import Secret
+from fedai.protocol.jsonguard import too_deep
 
 MAX_BODY = 1 << 20  # a wallet's answer is small; a larger one is refused before it is held
 
@@ -90,7 +91,9 @@ class RestClient:
         return b"".join(chunks)
 
     def _documents(self, raw: bytes, status: int) -> list[Any]:
-        """The body as JSON: one document, or one per line (a streamed answer)."""
+        """The body as JSON: one document, or one per line (a streamed answer); nesting bounded before parsing."""
+        if too_deep(raw):
+            raise WalletUnavailable(f"{self.name}: answered JSON nested too deep", "bad_reply")
         try:
             text = raw.decode("utf-8").strip()
             if not text:
