@@ -31,6 +31,9 @@ class ErrorCode(StrEnum):
     CAPACITY_EXCEEDED = "capacity_exceeded"
     NO_CAPACITY = "no_capacity"
     PAYMENT_REQUIRED = "payment_required"
+    PAYMENT_REFUSED = "payment_refused"  # a wallet answered no: insufficient balance, no route, invoice rejected
+    INVALID_INVOICE = "invalid_invoice"  # a BOLT11 invoice failed a check (malformed, network, amount, expiry)
+    PAYMENT_BACKEND_UNAVAILABLE = "payment_backend_unavailable"  # a wallet backend is down, slow or unreadable
     UPSTREAM_ERROR = "upstream_error"
     UPSTREAM_TIMEOUT = "upstream_timeout"
     UNAVAILABLE = "unavailable"  # the service's own database is down or restarting: retry after Retry-After
@@ -61,6 +64,9 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.CAPACITY_EXCEEDED: 429,
     ErrorCode.NO_CAPACITY: 503,
     ErrorCode.PAYMENT_REQUIRED: 402,
+    ErrorCode.PAYMENT_REFUSED: 402,
+    ErrorCode.INVALID_INVOICE: 400,
+    ErrorCode.PAYMENT_BACKEND_UNAVAILABLE: 503,
     ErrorCode.UPSTREAM_ERROR: 502,
     ErrorCode.UPSTREAM_TIMEOUT: 504,
     ErrorCode.UNAVAILABLE: 503,

@@ -1,0 +1,37 @@
+"""`open_wallet`: the wallet a spec names, through the factory registered for its scheme (docs/payments.md#wallet-uris).
+
+`BACKENDS` maps a URI scheme to a factory that receives the parsed spec (fedai.payments.spec.WalletSpec). A
+backend built elsewhere adds its schemes here, or calls `register_backend`, without touching the parsing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fedai.payments.backends.cln import open_cln
+from fedai.payments.backends.lnd import open_lnd
+from fedai.payments.spec import WalletConfigError, WalletSpec, parse_spec
+from fedai.payments.wallet import Wallet
+
+WalletFactory = Callable[[WalletSpec], Wallet]
+
+# scheme → factory
+BACKENDS: dict[str, WalletFactory] = {
+    "lnd+https": open_lnd,
+    "clnrest+https": open_cln,
+}
+
+
+def register_backend(scheme: str, factory: WalletFactory) -> None:
+    """Add or replace the factory of `scheme` (lowercase, as in the URI)."""
+    BACKENDS[scheme.lower()] = factory
+
+
+def open_wallet(spec: str, variable: str = "--wallet") -> Wallet:
+    """The wallet a spec names, ready to use (no request is sent yet). WalletConfigError names `variable`."""
+    parsed = parse_spec(spec, variable)
+    factory = BACKENDS.get(parsed.scheme)
+    if factory is None:
+        known = ", ".join(sorted(BACKENDS))
+        raise WalletConfigError(f"{variable}: unknown wallet scheme {parsed.scheme!r} (known: {known})")
+    return factory(parsed)
