@@ -119,6 +119,15 @@ def _list(t: mi.ListType) -> st.SearchStrategy[list[Any]]:
     return st.lists(valid_json(t.item_type), min_size=t.min_length or 0, max_size=min(t.max_length or 3, 3))
 
 
+def _dict(t: mi.DictType) -> st.SearchStrategy[dict[Any, Any]]:
+    return st.dictionaries(
+        valid_json(t.key_type),
+        valid_json(t.value_type),
+        min_size=t.min_length or 0,
+        max_size=min(t.max_length or 3, 3),
+    )
+
+
 def _struct(t: mi.StructType) -> st.SearchStrategy[dict[str, Any]]:
     required = {f.encode_name: valid_json(f.type) for f in t.fields if f.required}
     optional = {f.encode_name: valid_json(f.type) for f in t.fields if not f.required}
@@ -133,6 +142,7 @@ _BUILDERS: dict[type[mi.Type], Callable[[Any], st.SearchStrategy[Any]]] = {
     mi.NoneType: lambda _t: st.none(),
     mi.LiteralType: lambda t: st.sampled_from(t.values),
     mi.ListType: _list,
+    mi.DictType: _dict,
     mi.UnionType: lambda t: st.one_of([valid_json(u) for u in t.types]),
     mi.StructType: _struct,
 }

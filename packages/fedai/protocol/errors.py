@@ -31,6 +31,11 @@ class ErrorCode(StrEnum):
     CAPACITY_EXCEEDED = "capacity_exceeded"
     NO_CAPACITY = "no_capacity"
     PAYMENT_REQUIRED = "payment_required"
+    # payments (docs/payments.md#protocol-and-claims)
+    PAYMENT_INVALID = "payment_invalid"  # the payment request or proof does not prove this request was paid
+    PAYMENT_EXPIRED = "payment_expired"  # the payment request is past its expiry: ask for a new one
+    PAYMENT_USED = "payment_used"  # the proof was consumed by a request already served
+    PAYMENT_IN_USE = "payment_in_use"  # the proof is claimed by a request in flight: retry after it ends
     UPSTREAM_ERROR = "upstream_error"
     UPSTREAM_TIMEOUT = "upstream_timeout"
     UNAVAILABLE = "unavailable"  # the service's own database is down or restarting: retry after Retry-After
@@ -61,6 +66,10 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.CAPACITY_EXCEEDED: 429,
     ErrorCode.NO_CAPACITY: 503,
     ErrorCode.PAYMENT_REQUIRED: 402,
+    ErrorCode.PAYMENT_INVALID: 402,
+    ErrorCode.PAYMENT_EXPIRED: 402,
+    ErrorCode.PAYMENT_USED: 409,
+    ErrorCode.PAYMENT_IN_USE: 409,
     ErrorCode.UPSTREAM_ERROR: 502,
     ErrorCode.UPSTREAM_TIMEOUT: 504,
     ErrorCode.UNAVAILABLE: 503,
