@@ -284,6 +284,7 @@ def test_claim_outcomes_become_typed_errors() -> None:
         ClaimOutcome.IN_USE: (ErrorCode.PAYMENT_IN_USE, 409),
         ClaimOutcome.EXPIRED: (ErrorCode.PAYMENT_EXPIRED, 402),
         ClaimOutcome.UNKNOWN: (ErrorCode.PAYMENT_INVALID, 402),
+        ClaimOutcome.INCOMPLETE: (ErrorCode.PAYMENT_INVALID, 402),
     }
     for outcome, (code, status) in expected.items():
         err = claim_error(outcome)

@@ -251,7 +251,8 @@ class ClaimOutcome(StrEnum):
     ALREADY_CONSUMED = "already_consumed"  # a request was served with it
     IN_USE = "in_use"  # another claimant holds it (a request in flight, or a concurrent claim that won)
     EXPIRED = "expired"  # its payment request expired
-    UNKNOWN = "unknown"  # no such payment hash in that payment request
+    UNKNOWN = "unknown"  # no such payment hash in that payment request (or the request is another client's)
+    INCOMPLETE = "incomplete"  # the proof leaves out one of the request's payees
 
 
 def claim_error(outcome: ClaimOutcome | Iterable[ClaimOutcome]) -> FedaiError | None:
@@ -259,6 +260,8 @@ def claim_error(outcome: ClaimOutcome | Iterable[ClaimOutcome]) -> FedaiError | 
     outcomes = {outcome} if isinstance(outcome, ClaimOutcome) else set(outcome)
     if ClaimOutcome.UNKNOWN in outcomes:
         return invalid("payment request or payment hash unknown here")
+    if ClaimOutcome.INCOMPLETE in outcomes:
+        return invalid("proof has no preimage for one of the payment request's invoices")
     if ClaimOutcome.ALREADY_CONSUMED in outcomes:
         return FedaiError(ErrorCode.PAYMENT_USED, "this payment was already used for a request that was served")
     if ClaimOutcome.EXPIRED in outcomes:

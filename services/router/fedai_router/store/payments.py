@@ -24,25 +24,33 @@ SELECT u.h, r.id, u.role, u.payee, u.amount, u.bolt11, $4
 FROM r, unnest($6::text[], $7::text[], $8::text[], $9::bigint[], $10::text[]) AS u(h, role, payee, amount, bolt11)
 """
 
-# All of the request's hashes or none: lock the claimable rows in one order (no deadlock between two claimers),
-# then update them only if every one was claimable.
+# All of the hashes or none, and (`$7`) only if they are every payee of the request: lock the claimable rows in
+# one order (no deadlock between two claimers), then update them only if every one was claimable. The request's
+# client and quote are bound here too, so a router that trusts its own stored request needs nothing else.
 _CLAIM = """
 WITH want AS (
-    SELECT payment_hash FROM payment_payees
-    WHERE request_id = $1 AND payment_hash = ANY($2::text[]) AND state IN ('issued', 'released') AND expires_at > $4
-    ORDER BY payment_hash
-    FOR UPDATE
+    SELECT p.payment_hash FROM payment_payees p JOIN payment_requests r ON r.id = p.request_id
+    WHERE p.request_id = $1 AND r.client = $5 AND r.quote = $6 AND p.payment_hash = ANY($2::text[])
+      AND p.state IN ('issued', 'released') AND p.expires_at > $4
+    ORDER BY p.payment_hash
+    FOR UPDATE OF p
 ), complete AS (
-    SELECT count(*) = cardinality($2::text[]) AS ok FROM want
+    SELECT count(*) = cardinality($2::text[])
+       AND (NOT $7 OR (SELECT count(*) FROM payment_payees WHERE request_id = $1) = cardinality($2::text[])) AS ok
+    FROM want
 )
 UPDATE payment_payees p
 SET state = 'paid', claimed_by = $3, claimed_at = now(), updated_at = now()
 FROM complete
 WHERE complete.ok AND p.payment_hash IN (SELECT payment_hash FROM want)
-RETURNING p.payment_hash
+RETURNING p.payment_hash, p.role, p.payee, p.amount_msat
 """
 
-_WHY = "SELECT payment_hash, state, expires_at FROM payment_payees WHERE request_id = $1 AND payment_hash = ANY($2)"
+_WHY = """
+SELECT p.payment_hash, p.state, p.expires_at, r.client, r.quote
+FROM payment_payees p JOIN payment_requests r ON r.id = p.request_id
+WHERE p.request_id = $1
+"""
 
 _CONSUME = """
 WITH c AS (
@@ -85,6 +93,20 @@ SELECT (SELECT count(*) FROM p) AS payees, (SELECT count(*) FROM r) AS requests
 
 
 @dataclass(frozen=True, slots=True)
+class ClaimedPayee:
+    payment_hash: str
+    role: str
+    payee: str  # the node (or provider) the request must now be served by, or the router for its fee
+    amount_msat: int
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    outcome: ClaimOutcome
+    payees: tuple[ClaimedPayee, ...] = ()  # what was claimed (only when `outcome` is CLAIMED)
+
+
+@dataclass(frozen=True, slots=True)
 class Expired:
     payees: int  # payees never paid, now `expired`
     requests: int  # requests past their expiry and not consumed, now `expired`
@@ -94,9 +116,9 @@ def _ts(unix_s: float) -> datetime:
     return datetime.fromtimestamp(unix_s, UTC)
 
 
-def _why(row: asyncpg.Record | None, now: datetime) -> ClaimOutcome:
+def _why(row: asyncpg.Record | None, now: datetime, client: str, quote: str) -> ClaimOutcome:
     """Why a claim was refused, from the row as it is now."""
-    if row is None:
+    if row is None or row["client"] != client or row["quote"] != quote:
         return ClaimOutcome.UNKNOWN
     state = row["state"]
     if state == "consumed":
@@ -108,7 +130,13 @@ def _why(row: asyncpg.Record | None, now: datetime) -> ClaimOutcome:
 
 def worst(outcomes: list[ClaimOutcome]) -> ClaimOutcome:
     """Of several hashes' outcomes, the one to answer: unknown, then consumed, expired, in use."""
-    order = (ClaimOutcome.UNKNOWN, ClaimOutcome.ALREADY_CONSUMED, ClaimOutcome.EXPIRED, ClaimOutcome.IN_USE)
+    order = (
+        ClaimOutcome.UNKNOWN,
+        ClaimOutcome.INCOMPLETE,
+        ClaimOutcome.ALREADY_CONSUMED,
+        ClaimOutcome.EXPIRED,
+        ClaimOutcome.IN_USE,
+    )
     return next((o for o in order if o in outcomes), ClaimOutcome.CLAIMED)
 
 
@@ -135,19 +163,33 @@ class PaymentStore:
             [p.bolt11 for p in payees],
         )
 
-    async def claim(self, payment_hash: str, request_id: str, claimant: str, now: float) -> ClaimOutcome:
+    async def claim(
+        self, payment_hash: str, request_id: str, claimant: str, now: float, *, client: str, quote: str
+    ) -> Claim:
         """Claim one payment hash of `request_id` for `claimant` (a token unique to one request)."""
-        return await self.claim_all([payment_hash], request_id, claimant, now)
+        return await self._claim([payment_hash], request_id, claimant, now, client, quote, whole=False)
 
-    async def claim_all(self, hashes: list[str], request_id: str, claimant: str, now: float) -> ClaimOutcome:
-        """Claim every hash of `hashes` for `claimant`, or none of them."""
+    async def claim_all(
+        self, hashes: list[str], request_id: str, claimant: str, now: float, *, client: str, quote: str
+    ) -> Claim:
+        """The request path: claim every payee's hash of `request_id` for `claimant`, or none of them. Refused
+        (`INCOMPLETE`) when `hashes` leaves a payee out; `UNKNOWN` for another client's or quote's request."""
+        return await self._claim(hashes, request_id, claimant, now, client, quote, whole=True)
+
+    async def _claim(
+        self, hashes: list[str], request_id: str, claimant: str, now: float, client: str, quote: str, *, whole: bool
+    ) -> Claim:
         wanted = sorted(set(hashes))
         at = _ts(now)
-        won = await self._pool.fetch(_CLAIM, request_id, wanted, claimant, at)
+        won = await self._pool.fetch(_CLAIM, request_id, wanted, claimant, at, client, quote, whole)
         if won:
-            return ClaimOutcome.CLAIMED
-        rows = {r["payment_hash"]: r for r in await self._pool.fetch(_WHY, request_id, wanted)}
-        return worst([_why(rows.get(h), at) for h in wanted])
+            payees = tuple(ClaimedPayee(r["payment_hash"], r["role"], r["payee"], r["amount_msat"]) for r in won)
+            return Claim(ClaimOutcome.CLAIMED, payees)
+        rows = {r["payment_hash"]: r for r in await self._pool.fetch(_WHY, request_id)}
+        outcomes = [_why(rows.get(h), at, client, quote) for h in wanted]
+        if whole and len(rows) > len(wanted) and ClaimOutcome.UNKNOWN not in outcomes:
+            outcomes.append(ClaimOutcome.INCOMPLETE)
+        return Claim(worst(outcomes))
 
     async def consume(self, request_id: str, claimant: str) -> int:
         """The request was served: what `claimant` holds of `request_id` is consumed for good. Returns how many
