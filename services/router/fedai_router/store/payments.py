@@ -14,6 +14,7 @@ import asyncpg
 from fedai.protocol.event import Event
 from fedai.protocol.messages import PaymentRequest
 from fedai.protocol.payment import ClaimOutcome
+from fedai.store.db import Executor
 
 _RECORD = """
 WITH r AS (
@@ -141,10 +142,12 @@ def worst(outcomes: list[ClaimOutcome]) -> ClaimOutcome:
 
 
 class PaymentStore:
-    """The router's payment requests and payees on `pool` (every replica's pool on one database)."""
+    """The router's payment requests and payees on `pool` (every replica's pool on one database). Claims go
+    through `writer` when given (a `DedicatedConnection` skips the pool's acquire and release on the hot path)."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, writer: Executor | None = None) -> None:
         self._pool = pool
+        self._db: Executor = writer or pool
 
     async def record(self, event: Event, request: PaymentRequest) -> None:
         """Store a payment request and its payees, in one statement: all rows or none."""
@@ -181,11 +184,11 @@ class PaymentStore:
     ) -> Claim:
         wanted = sorted(set(hashes))
         at = _ts(now)
-        won = await self._pool.fetch(_CLAIM, request_id, wanted, claimant, at, client, quote, whole)
+        won = await self._db.fetch(_CLAIM, request_id, wanted, claimant, at, client, quote, whole)
         if won:
             payees = tuple(ClaimedPayee(r["payment_hash"], r["role"], r["payee"], r["amount_msat"]) for r in won)
             return Claim(ClaimOutcome.CLAIMED, payees)
-        rows = {r["payment_hash"]: r for r in await self._pool.fetch(_WHY, request_id)}
+        rows = {r["payment_hash"]: r for r in await self._db.fetch(_WHY, request_id)}
         outcomes = [_why(rows.get(h), at, client, quote) for h in wanted]
         if whole and len(rows) > len(wanted) and ClaimOutcome.UNKNOWN not in outcomes:
             outcomes.append(ClaimOutcome.INCOMPLETE)
