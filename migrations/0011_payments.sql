@@ -37,21 +37,28 @@ CREATE INDEX payment_payees_open ON payment_payees (expires_at) WHERE state IN (
 
 -- Refunds of the unused part of a paid share, from the payee's own wallet (router or node). `payment_hash` names
 -- the paid invoice (a payment_payees row on a router, a payment_claims row on a node: no foreign key, both use
--- this table). The destination is the client's; it is stored to retry and never logged.
+-- this table). The destination is the client's; it is stored to retry and never logged. `invoice` is the
+-- destination's invoice for this refund, fixed before the first attempt: every retry pays that same invoice,
+-- which Lightning cannot settle twice. A worker holds a refund while paying it (`paying`, `claimed_by`).
 CREATE TABLE refunds (
     id               bigserial PRIMARY KEY,
     payment_hash     text NOT NULL UNIQUE CHECK (payment_hash ~ '^[0-9a-f]{64}$'),  -- at most one refund each
     role             text NOT NULL CHECK (role IN ('node', 'router_fee', 'provider')),
     amount_msat      bigint NOT NULL CHECK (amount_msat > 0),
     destination      text NOT NULL,
-    state            text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'paid', 'failed')),
+    invoice          text,
+    state            text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'paying', 'paid', 'failed')),
+    claimed_by       text,
+    claimed_at       timestamptz,
     attempts         integer NOT NULL DEFAULT 0 CHECK (attempts >= 0),
     last_error       text,
     idempotency_key  text NOT NULL UNIQUE,       -- what the wallet is given, so a retry never pays twice
     created_at       timestamptz NOT NULL DEFAULT now(),
-    updated_at       timestamptz NOT NULL DEFAULT now()
+    updated_at       timestamptz NOT NULL DEFAULT now(),
+    CHECK ((state = 'paying') = (claimed_by IS NOT NULL)),
+    CHECK ((claimed_by IS NULL) = (claimed_at IS NULL))
 );
-CREATE INDEX refunds_pending ON refunds (updated_at) WHERE state = 'pending';
+CREATE INDEX refunds_open ON refunds (updated_at) WHERE state IN ('pending', 'paying');
 
 -- A node's own claims on its invoices (NODE_DB_URL): a preimage of one of its invoices serves one request.
 CREATE TABLE payment_claims (
