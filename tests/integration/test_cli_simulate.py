@@ -44,6 +44,17 @@ def test_simulate_both_modes_prints_a_summary(tmp_path: Path) -> None:
     assert not list(tmp_path.glob("*.png"))
 
 
+def test_no_arguments_run_the_seed_failure_case_and_compare_the_modes(tmp_path: Path) -> None:
+    proc = run("--out", str(tmp_path), "--no-plots")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("seed-failure: ")
+    assert [line.split()[0] for line in lines[1:3]] == ["router", "seed"]
+    compare = lines[3]
+    assert compare.startswith("  router vs seed: success ") and " vs 1 node(s) over capacity" in compare
+    assert set(json.loads((tmp_path / "report.json").read_text())["runs"]) == {"router", "seed"}
+
+
 def test_a_bad_scenario_name_exits_non_zero_with_a_clear_message(tmp_path: Path) -> None:
     proc = run("--scenario", "nope", "--out", str(tmp_path))
     assert proc.returncode == 2

@@ -16,11 +16,14 @@ from dataclasses import dataclass
 
 import asyncpg
 import pytest
+from click.testing import CliRunner
 
+from fedai.cli.main import cli
 from fedai.nostr import RelayPool
 from fedai.nostr.local_relay import start_local_relay
 from fedai.protocol.errors import FedaiError
 from fedai.protocol.event import Event
+from fedai.protocol.keys import Keys
 from fedai.sdk import AsyncClient
 from tests.support.database import extra_database
 from tests.support.fake_node import FakeNode, register
@@ -94,6 +97,22 @@ async def test_offload_to_the_cheaper_peer_with_a_verifiable_chain(
     job = await db_pool.fetchrow("SELECT role, peer, status, receipt FROM federation_jobs")
     assert (job["role"], job["peer"], job["status"]) == ("requester", f.b.pubkey, "done")
     assert (job["receipt"]["kind"], job["receipt"]["pubkey"]) == (21044, f.b.pubkey)  # A keeps B's signed receipt
+
+
+async def test_fedai_infer_shows_the_provider_router_and_its_receipt(federation: Federation) -> None:
+    """What `fedai infer` prints for an offloaded answer: the path through the provider router with every
+    signer named, at 80 columns, and `--json` naming the provider and its signed receipt."""
+    f = federation
+    args = ["infer", "--router", f.a.url, "--router-pubkey", f.a.pubkey, "--key", Keys.generate().nsec, "-m", MODEL]
+    runner = CliRunner(env={"COLUMNS": "80"})
+    shown = await asyncio.to_thread(runner.invoke, cli, [*args, "hello federation"])
+    assert shown.exit_code == 0, shown.output
+    assert "client → router → provider router → node" in shown.stdout and "chain verified" in shown.stdout
+    assert " ? " not in shown.stdout and all(len(line) <= 80 for line in shown.stdout.splitlines())
+    as_json = await asyncio.to_thread(runner.invoke, cli, [*args, "--json", "hello again"])
+    document = json.loads(as_json.stdout)
+    assert (document["offloaded"], document["provider"]) == (True, f.b.pubkey)
+    assert document["receipt"]["signer"] == f.b.pubkey and len(document["receipt"]["event"]) == 64
 
 
 async def test_the_retry_goes_to_the_other_peer_when_the_winner_fails(federation: Federation) -> None:

@@ -192,7 +192,9 @@ async def test_fedai_route_explain_command(router: RunningRouter, spawn_node: Sp
     assert as_json.exit_code == 0, as_json.output
     assert json.loads(as_json.output)["nodes"][0]["node"] == node.keys.pubkey
     table = await asyncio.to_thread(runner.invoke, cli, args)
-    assert table.exit_code == 0 and "1 eligible of 1" in table.output and "reliability" in table.output
+    assert table.exit_code == 0 and "1 eligible of 1" in table.output and "verdict" in table.output
+    wide = await asyncio.to_thread(runner.invoke, cli, [*args, "--wide"])
+    assert wide.exit_code == 0 and "reliability" in wide.output
     unknown = await asyncio.to_thread(runner.invoke, cli, [*args[:-1], "nope", "--json"])
     assert json.loads(unknown.output)["nodes"] == []
 

@@ -18,7 +18,7 @@ from fedai.protocol.messages import InferenceRequest
 from fedai.sdk import AsyncClient
 from fedai.service.sse import SSEDecoder
 from tests.integration.conftest import SpawnNode
-from tests.support.router import RunningRouter
+from tests.support.router import RunningRouter, reset_database, running_router
 from tests.support.wait import eventually
 
 
@@ -164,3 +164,32 @@ async def test_every_node_failing_before_a_chunk_is_a_typed_error_event(
     assert (err.value.code, received) == ("upstream_error", [])
     assert "2 node(s) tried" in err.value.message
     assert await db_pool.fetchval("SELECT count(*) FROM metering_records") == 0
+
+
+async def _refusal(router: RunningRouter, **options: object) -> FedaiError:
+    async with AsyncClient(router.url, router_pubkey=router.pubkey) as client:
+        with pytest.raises(FedaiError) as err:
+            await _drain(await client.stream("peer-only", "hello", max_tokens=8, **options), [])  # type: ignore[arg-type]
+    return err.value
+
+
+async def test_a_stream_no_local_node_serves_says_streams_are_not_offloaded(
+    database_url: str, db_pool: asyncpg.Pool, own_relay_url: str
+) -> None:
+    """With federation on, /infer could offload the request to a peer router; /infer/stream never does, and
+    its refusal says so under the same code rather than claiming that no node serves the model."""
+    await reset_database(db_pool)
+    async with running_router(database_url, relays=[own_relay_url]) as federated:
+        err = await _refusal(federated)
+        assert (err.code, err.message) == (
+            "unknown_model",
+            "no local node serves model 'peer-only'; streamed requests are not offloaded to peer routers "
+            "(send it without streaming)",
+        )
+        kept_here = await _refusal(federated, privacy=3)  # PL3 never leaves the router, streamed or not
+        assert (kept_here.code, kept_here.message) == ("unknown_model", "no node serves model 'peer-only'")
+
+
+async def test_without_federation_the_stream_refusal_is_the_schedulers(router: RunningRouter) -> None:
+    err = await _refusal(router)
+    assert (err.code, err.message) == ("unknown_model", "no node serves model 'peer-only'")

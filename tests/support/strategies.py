@@ -105,7 +105,12 @@ def _bounded_float(t: mi.FloatType) -> st.SearchStrategy[float]:
     )
 
 
+HEX_PATTERNS = {r"^[0-9a-f]{32}\Z": 32, r"^[0-9a-f]{64}\Z": 64, r"^[0-9a-f]{128}\Z": 128}
+
+
 def _string(t: mi.StrType) -> st.SearchStrategy[str]:
+    if t.pattern in HEX_PATTERNS:  # keys, ids, hashes: bytes as hex take far less of Hypothesis's buffer than a regex
+        return hex_string(HEX_PATTERNS[t.pattern])
     if t.pattern is not None:  # NIP-01 style anchors; generate the strict form (no trailing newline)
         return st.from_regex(t.pattern.removeprefix("^").removesuffix("$"), fullmatch=True)
     return st.text(

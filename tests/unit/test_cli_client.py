@@ -156,15 +156,51 @@ def test_infer_argument_errors(args: list[str], message: str) -> None:
     assert message in err
 
 
+def test_a_call_without_a_client_key_says_so_once_on_stderr() -> None:
+    """Outside a devnet and without --key, every call signs with a new random key: the user is told, once."""
+    for command in ("infer", "quote"):
+        code, out, err = invoke(command, "--router", dead_router(), "--model", "m", "hello")
+        assert code == 1 and out == ""
+        assert err.count("note: no client key") == 1 and "fedai keys gen --out client.key" in err
+        note = err[: err.index("error ")].splitlines()
+        assert len(note) == 4 and all(len(line) <= 80 for line in note)
+    code, _, err = invoke("infer", "--router", dead_router(), "--key", Keys.generate().nsec, "--model", "m", "hi")
+    assert code == 1 and "note:" not in err
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(None, "neither JSON nor an existing file"), ("not json", "not JSON"), ('{"role": "user"}', "non-empty JSON")],
+)
+def test_messages_from_a_file_are_checked(tmp_path: Path, content: str | None, message: str) -> None:
+    path = tmp_path / "messages.json"
+    if content is not None:
+        path.write_text(content)
+    code, _, err = invoke("infer", "--router", dead_router(), "--messages", str(path))
+    assert code == 2 and message in err
+
+
+def test_messages_from_a_file_or_stdin_reach_the_router(tmp_path: Path) -> None:
+    """Well-formed messages get past the checks (the call then fails only on the missing router)."""
+    path = tmp_path / "messages.json"
+    path.write_text('[{"role": "user", "content": "hi"}]')
+    code, _, err = invoke("infer", "--router", dead_router(), "-m", "m", "--messages", str(path))
+    assert code == 1 and "router unreachable" in err
+    result = CliRunner().invoke(
+        cli, ["infer", "--router", dead_router(), "-m", "m", "--messages", "-"], input=path.read_text()
+    )
+    assert result.exit_code == 1 and "router unreachable" in result.stderr
+
+
 def test_quote_needs_prompt_or_input_tokens() -> None:
     code, _, err = invoke("quote", "--router", dead_router(), "--model", "m")
     assert code == 2
-    assert "exactly one of --prompt or --input-tokens" in err
+    assert "exactly one of PROMPT, --prompt, --messages or --input-tokens" in err
 
 
 def test_unreachable_router_reports_code_and_hint() -> None:
     url = dead_router()
-    code, out, err = invoke("infer", "--router", url, "--model", "m", "hello")
+    code, out, err = invoke("infer", "--router", url, "--key", Keys.generate().nsec, "--model", "m", "hello")
     assert code == 1
     assert out == ""
     assert err.startswith("error upstream_error: router unreachable")
@@ -280,8 +316,11 @@ def test_status_table_for_people(status_router: str) -> None:
     code, out, _ = invoke("status", "--router", status_router, "--admin-token", TOKEN)
     assert code == 0
     assert ROUTER.npub in out and ROUTER.pubkey in out
-    assert "127.0.0.1:8090" in out and "fedai-mock-1" in out and "1/4" in out
+    assert "fedai-mock-1" in out and "1/4" in out
     assert "nodes (1)" in out
+    assert "127.0.0.1:8090" not in out  # the endpoint column is --wide's
+    code, out, _ = invoke("status", "--router", status_router, "--admin-token", TOKEN, "--wide")
+    assert code == 0 and "127.0.0.1:8090" in out and "fedai-mock-1" in out
 
 
 def test_status_refuses_a_router_with_another_key(status_router: str) -> None:

@@ -157,3 +157,23 @@ def test_apikey_new_maps_a_key_to_a_client() -> None:
     assert mapping == {hashlib.sha256(doc["api_key"].encode()).hexdigest(): client.pubkey}
     bad = CliRunner().invoke(cli, ["apikey", "new", "--client", "npub1nope"])
     assert bad.exit_code == 2 and "--client" in bad.output
+
+
+@pytest.mark.parametrize("columns", [80, 40])
+def test_apikey_new_prints_each_value_on_one_line_at_80_columns_and_piped(
+    columns: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hashlib
+
+    from fedai.cli.output import console
+    from fedai_router.config import parse_api_keys
+
+    monkeypatch.setattr(console, "width", columns)  # the terminal's width; CliRunner's output is a pipe
+    client = Keys.generate()
+    result = CliRunner(env={"COLUMNS": str(columns)}).invoke(cli, ["apikey", "new", "--client", client.npub])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    key = next(line for line in lines if line.startswith("fk-"))
+    entry = lines[-1]  # the last line, whole: what `| tail -1` gives
+    assert entry.startswith(client.npub + ":") and len(entry) > 80
+    assert parse_api_keys(entry) == {hashlib.sha256(key.encode()).hexdigest(): client.pubkey}

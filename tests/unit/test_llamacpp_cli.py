@@ -146,3 +146,20 @@ def test_devnet_file_round_trips_the_llama_entry(tmp_path: Path) -> None:
     document = json.loads((tmp_path / "devnet.json").read_text())
     assert document["runner"] == "llama"
     assert document["llama"] == {"url": "http://127.0.0.1:3", "model": "SmolLM2-135M-Instruct", "log": "l/llama.log"}
+
+
+@pytest.mark.parametrize(("flags", "slots"), [([], 4), (["--parallel", "2"], 2)])
+def test_llama_serve_runs_as_many_slots_as_a_node_admits(
+    cache: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, flags: list[str], slots: int
+) -> None:
+    argv_file = tmp_path / "argv"
+    binary = tmp_path / "llama-server"
+    binary.write_text(f'#!/bin/sh\necho "$@" > {argv_file}\n')
+    binary.chmod(0o755)
+    monkeypatch.setenv("FEDAI_LLAMA_SERVER", str(binary))
+    result = CliRunner().invoke(cli, ["llama", "serve", "--model", "tiny", "--port", "18085", *flags])
+    assert result.exit_code == 0, result.output
+    argv = argv_file.read_text().split()
+    assert argv[argv.index("--parallel") + 1] == str(slots)
+    assert argv[argv.index("-c") + 1] == str(2048 * slots)  # the default slot context, per slot
+    assert f"NODE_CAPACITY_MAX={slots}" in result.stderr  # what to give the node in front of it

@@ -8,7 +8,7 @@ import pytest
 
 from fedai.protocol.errors import ErrorCode, FedaiError
 from fedai.protocol.messages import ChatMessage
-from fedai.protocol.openai_map import DEFAULT_MAX_TOKENS, chat_request, completion_request
+from fedai.protocol.openai_map import DEFAULT_MAX_TOKENS, UnsupportedParameter, chat_request, completion_request
 
 
 def chat(*messages: dict[str, Any], **fields: Any) -> dict[str, Any]:
@@ -109,3 +109,30 @@ def test_a_completion_body_maps_its_prompt() -> None:
 @pytest.mark.parametrize("prompt", [["a", "b"], [1], 5, None])
 def test_a_completion_takes_exactly_one_string_prompt(prompt: Any) -> None:
     refused({"model": "m", "prompt": prompt}, text=True)
+
+
+TOOL = {"type": "function", "function": {"name": "add", "parameters": {"type": "object"}}}
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("n", 2),
+        ("tools", [TOOL]),
+        ("tool_choice", "required"),
+        ("functions", [TOOL["function"]]),
+        ("function_call", "auto"),
+        ("logprobs", True),
+    ],
+)
+def test_options_a_node_cannot_honour_are_refused_by_name(field: str, value: Any) -> None:
+    err = refused(chat({"role": "user", "content": "x"}, **{field: value}))
+    assert isinstance(err, UnsupportedParameter) and err.param == field
+    assert err.message.startswith(f"{field}: ")
+    text = refused({"model": "m", "prompt": "x", field: value}, text=True)
+    assert isinstance(text, UnsupportedParameter) and text.param == field
+
+
+@pytest.mark.parametrize(("field", "value"), [("n", 1), ("tools", []), ("tool_choice", "none"), ("logprobs", False)])
+def test_their_neutral_values_ask_nothing_and_pass(field: str, value: Any) -> None:
+    assert chat_request(chat({"role": "user", "content": "x"}, **{field: value})).model == "m"

@@ -299,7 +299,43 @@ def test_both_rankings_give_the_same_refusal() -> None:
         with pytest.raises(FedaiError) as err:
             ranking(index.tables["m"], Demand(model="m", input_tokens=1, max_tokens=1), now=NOW, policy=POLICY, k=3)
         messages.add((err.value.code, err.value.message))
-    assert messages == {("no_capacity", "no node can take this request now (stale=1, cooldown=1, busy=1)")}
+    assert messages == {
+        (
+            "no_capacity",
+            "no node can take this request now: 1 node not seen recently, 1 node cooling down after a failure, "
+            "1 node busy (every slot in use) [stale=1, cooldown=1, busy=1]",
+        )
+    }
+
+
+def test_a_request_too_long_for_every_node_says_so_in_words_with_the_largest_max_tokens() -> None:
+    """What a user sees for max_tokens=100000: the filter in words and the max_tokens that would fit, in both
+    rankings; the counts by filter name stay for scripts."""
+    index = NodeIndex()
+    add(index, "a", context=8192, max_tokens=8192)
+    add(index, "b", context=4096, max_tokens=2048)
+    messages = set()
+    for ranking in (rank_rows, rank_columns):
+        with pytest.raises(FedaiError) as err:
+            ranking(
+                index.tables["m"], Demand(model="m", input_tokens=12, max_tokens=100_000), now=NOW, policy=POLICY, k=3
+            )
+        messages.add((err.value.code, err.value.message))
+    assert messages == {
+        (
+            "invalid_request",
+            "no node can take this request: 2 nodes with a context window too small for the prompt plus max_tokens "
+            "[context=2]; with this prompt a node takes at most max_tokens=8180",
+        )
+    }
+
+
+def test_a_prompt_longer_than_every_context_window_says_so() -> None:
+    index = NodeIndex()
+    add(index, "a", context=100)
+    with pytest.raises(FedaiError) as err:
+        pick(index, Demand(model="m", input_tokens=150, max_tokens=1))
+    assert err.value.message.endswith("[context=1]; the prompt alone is longer than any node's context window")
 
 
 def test_ranking_10k_nodes_returns_k() -> None:

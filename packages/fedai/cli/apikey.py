@@ -21,7 +21,9 @@ def apikey_group() -> None:
 @click.option("--client", "client", required=True, help="The client's public key (npub or hex) the key acts as.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def new_cmd(client: str, as_json: bool) -> None:
-    """Make a key; add the printed entry to the router's ROUTER_API_KEYS (comma-separated)."""
+    """Make a key; add the printed entry to the router's ROUTER_API_KEYS (comma-separated).
+
+    For a devnet: `ROUTER_API_KEYS=<entry> fedai devnet` (its router inherits ROUTER_* variables)."""
     try:
         pubkey = parse_pubkey(client)
     except KeyFormatError as exc:
@@ -31,5 +33,8 @@ def new_cmd(client: str, as_json: bool) -> None:
     if as_json:
         print_json({"api_key": key, "client": pubkey, "router_api_keys_entry": entry})
         return
-    console.print(f"api key (shown once; give it to the client): [bold]{key}[/]")
-    console.print(f"add to the router's ROUTER_API_KEYS:           {entry}")
+    # each value on its own line, never wrapped (at 80 columns or in a pipe), so a copy or `tail -1` pastes it whole
+    console.print("api key (shown once; give it to the client):")
+    console.print(key, soft_wrap=True, markup=False, style="bold")
+    console.print("add this entry to the router's ROUTER_API_KEYS (comma-separated entries):")
+    console.print(entry, soft_wrap=True, markup=False)

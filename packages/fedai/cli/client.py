@@ -1,25 +1,20 @@
-"""`fedai quote|infer|status`: talk to a router as a signing client; defaults come from a running devnet."""
+"""Where the client commands send requests and as whom (`Target`; defaults come from a running devnet), and
+`fedai status`. `infer.py` and `quote.py` hold the other client commands."""
 
 from __future__ import annotations
 
-import json
-import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-import msgspec
 from rich.table import Table
-from rich.text import Text
 
 from fedai.cli.admin import HINT, OpsAuth, admin_options, resolve_admin
-from fedai.cli.chain_view import print_chain
 from fedai.cli.devnet_file import DevnetFileError, DevnetInfo, default_devnet, read_devnet
 from fedai.cli.keyfile import KeyInputError, load_secret
-from fedai.cli.output import console, fail, fail_fedai, mark, print_json, short_npub
+from fedai.cli.output import column, console, fail, fail_fedai, mark, paste_line, print_json, print_table, short_npub
 from fedai.protocol.errors import ErrorCode, FedaiError, KeyFormatError
 from fedai.protocol.keys import Keys, npub, parse_pubkey
 from fedai.sdk import Client, FedaiClientError, RouterUnreachable
@@ -93,7 +88,19 @@ def resolve_target(router: str | None, router_pubkey: str | None, key: str | Non
     return Target(url.rstrip("/"), pinned, keys, info)
 
 
-def _default_model(client: Client) -> str:
+def warn_if_anonymous(target: Target) -> None:
+    """Say once, on stderr, that requests are signed with a throwaway key when no client key was given."""
+    if target.keys is None:
+        click.echo(
+            "note: no client key (--key, FEDAI_KEY or a devnet): this call signs with a\n"
+            "new random key, so the router sees a new client each call and a quote cannot\n"
+            "be reused. Create a key with `fedai keys gen --out client.key`, then pass\n"
+            "--key client.key (or set FEDAI_KEY).",
+            err=True,
+        )
+
+
+def default_model(client: Client) -> str:
     """The first model the router can serve now, per its public `/v1/models`."""
     models = client.models()
     if models:
@@ -101,168 +108,41 @@ def _default_model(client: Client) -> str:
     raise FedaiError(ErrorCode.UNKNOWN_MODEL, "the router lists no node with a model; pass --model")
 
 
-def _parse_messages(text: str) -> list[dict[str, str]]:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"not JSON: {exc.msg}", param_hint="--messages") from None
-    ok = (
-        isinstance(value, list)
-        and value
-        and all(
-            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in value
-        )
-    )
-    if not ok:
-        expected = 'expected a non-empty JSON array of {"role", "content"} objects'
-        raise click.BadParameter(expected, param_hint="--messages")
-    return [{"role": m["role"], "content": m["content"]} for m in value]
-
-
-@click.command("infer")
-@click.argument("prompt_arg", metavar="[PROMPT]", required=False)
-@target_options
-@click.option("--model", "-m", help="Model id (default: the first model the router lists).")
-@click.option("--max-tokens", type=click.IntRange(1, 1_000_000), default=256, show_default=True)
-@click.option("--prompt", "prompt_opt", help="A raw completion prompt, no chat template ('-' reads stdin).")
-@click.option("--messages", help='Chat messages as JSON: [{"role": "user", "content": "…"}].')
-@click.option("--stream", is_flag=True, help="Print the answer as it is generated (every chunk verified).")
-@click.option("--temperature", type=click.FloatRange(0, 2))
-@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True))
-@click.option("--json", "as_json", is_flag=True, help="Print the chain summary as one JSON document.")
-def infer_cmd(
-    prompt_arg: str | None,
-    router: str | None,
-    router_pubkey: str | None,
-    key: str | None,
-    devnet_dir: Path | None,
-    model: str | None,
-    max_tokens: int,
-    prompt_opt: str | None,
-    messages: str | None,
-    stream: bool,
-    temperature: float | None,
-    top_p: float | None,
-    as_json: bool,
-) -> None:
-    """Sign an inference request, send it through the router and verify the returned chain.
-
-    PROMPT is sent as one user chat message (the model's chat template applies); --prompt sends a raw
-    completion prompt; --messages a whole conversation.
-    """
-    given = [v for v in (prompt_arg, prompt_opt, messages) if v is not None]
-    if len(given) != 1:
-        raise click.UsageError("give exactly one of PROMPT, --prompt or --messages")
-    prompt = prompt_opt
-    if prompt == "-":
-        prompt = sys.stdin.read()
-    chat = _parse_messages(messages) if messages is not None else None
-    if prompt_arg is not None:
-        chat = [{"role": "user", "content": sys.stdin.read() if prompt_arg == "-" else prompt_arg}]
-    options: dict[str, Any] = {}
-    if temperature is not None:
-        options["temperature"] = temperature
-    if top_p is not None:
-        options["top_p"] = top_p
-    target = resolve_target(router, router_pubkey, key, devnet_dir)
-    with target.client() as client:
-        try:
-            chosen = model or _default_model(client)
-            if stream and not as_json:
-                with client.stream(chosen, prompt, messages=chat, max_tokens=max_tokens, **options) as live:
-                    for delta in live:
-                        console.print(Text(delta), end="")
-                    console.print()
-                    chain = live.chain
-            else:
-                chain = client.infer(chosen, prompt, messages=chat, max_tokens=max_tokens, **options)
-        except (FedaiError, FedaiClientError) as err:
-            fail_fedai(err, as_json=as_json, hint=target.hint(err))
-    if as_json:
-        print_json({**chain.summary(), "verified": True})
-        return
-    print_chain(console, chain)
-
-
-@click.command("quote")
-@target_options
-@click.option("--model", "-m", help="Model id (default: the first model the router lists).")
-@click.option("--max-tokens", type=click.IntRange(1, 1_000_000), default=256, show_default=True)
-@click.option("--prompt", help="Price this prompt.")
-@click.option("--input-tokens", type=click.IntRange(0), help="Price this many input tokens.")
-@click.option("--json", "as_json", is_flag=True, help="Print the signed quote as one JSON document.")
-def quote_cmd(
-    router: str | None,
-    router_pubkey: str | None,
-    key: str | None,
-    devnet_dir: Path | None,
-    model: str | None,
-    max_tokens: int,
-    prompt: str | None,
-    input_tokens: int | None,
-    as_json: bool,
-) -> None:
-    """Ask the router for a signed price quote."""
-    if (prompt is None) == (input_tokens is None):
-        raise click.UsageError("give exactly one of --prompt or --input-tokens")
-    fields: dict[str, Any] = {"prompt": prompt} if prompt is not None else {"input_tokens": input_tokens}
-    target = resolve_target(router, router_pubkey, key, devnet_dir)
-    with target.client() as client:
-        try:
-            chosen = model or _default_model(client)
-            quote = client.quote(chosen, max_tokens=max_tokens, **fields)
-        except (FedaiError, FedaiClientError) as err:
-            fail_fedai(err, as_json=as_json, hint=target.hint(err))
-    document: dict[str, Any] = msgspec.to_builtins(quote.quote)
-    document["event"] = quote.event.id
-    document["router"] = quote.event.pubkey
-    if as_json:
-        print_json(document)
-        return
-    q = quote.quote
-    table = Table(title="quote (signed by the router)", title_justify="left", show_header=False)
-    table.add_column("field", style="bold")
-    table.add_column("value", overflow="fold")
-    table.add_row("quote id", q.quote_id)
-    table.add_row("model", q.model)
-    table.add_row("node", short_npub(q.node))
-    table.add_row("tokens", f"{q.input_tokens} in / up to {q.max_output_tokens} out")
-    table.add_row("input", f"{q.price.input_msat} msat")
-    table.add_row("output (max)", f"{q.price.output_msat} msat")
-    table.add_row("router fee", f"{q.price.router_fee_msat} msat")
-    table.add_row("total (max)", f"[bold]{q.price.total_msat} msat[/bold]")
-    table.add_row("expires", f"in {max(0, q.expires_at - int(time.time()))} s")
-    table.add_row("event", quote.event.id)
-    console.print(table)
-
-
-def _status_table(status: dict[str, Any]) -> Table:
+def _status_table(status: dict[str, Any], *, wide: bool) -> Table:
+    """The node registry: fits 80 columns; `wide` adds each node's endpoint. Model names are never cut."""
     title = f"nodes ({len(status.get('nodes', []))})"
     table = Table(title=title, title_justify="left", box=None, pad_edge=False, header_style="bold underline")
-    table.add_column("node", no_wrap=True)
-    table.add_column("endpoint", no_wrap=True)
-    table.add_column("models")
-    table.add_column("fresh", justify="center")
-    table.add_column("verified", justify="center")
-    table.add_column("load", justify="right")
-    table.add_column("seen", justify="right")
+    table.collapse_padding = True  # one space between columns
+    column(table, "node", no_wrap=True)
+    if wide:
+        column(table, "endpoint", no_wrap=True)
+    column(table, "models", overflow="fold")
+    for header in ("fresh", "verified"):
+        column(table, header, justify="center", no_wrap=True)
+    for header in ("load", "seen"):
+        column(table, header, justify="right", no_wrap=True)
     for node in status.get("nodes", []):
-        endpoint = str(node.get("endpoint", ""))
+        endpoint = [str(node.get("endpoint", "")).removeprefix("http://")] if wide else []
         table.add_row(
             short_npub(str(node["pubkey"]), 8, 4),
-            endpoint.removeprefix("http://"),
-            ", ".join(node.get("models") or []),
+            *endpoint,
+            "\n".join(node.get("models") or []),
             mark(bool(node.get("fresh"))),
             mark(bool(node.get("verified"))),
             f"{node.get('load', 0)}/{node.get('capacity', 0)}",
-            f"{node.get('last_seen_s', '?')}s",
+            _age(node.get("last_seen_s")),
         )
     return table
+
+
+def _age(seconds: object) -> str:
+    return f"{seconds:.0f}s" if isinstance(seconds, int | float) else "?"
 
 
 @click.command("status")
 @target_options
 @admin_options
+@click.option("--wide", is_flag=True, help="Also show each node's endpoint (wider than 80 columns).")
 @click.option("--json", "as_json", is_flag=True, help="Print the router's /status document.")
 def status_cmd(
     router: str | None,
@@ -271,6 +151,7 @@ def status_cmd(
     devnet_dir: Path | None,
     admin_token: str | None,
     admin_key: str | None,
+    wide: bool,
     as_json: bool,
 ) -> None:
     """Show the router's identity, uptime and node registry (the public summary without operator credentials)."""
@@ -288,8 +169,8 @@ def status_cmd(
         return
     pubkey = str(status.get("pubkey", ""))
     console.print(f"[bold]router[/bold] {target.router_url}")
-    console.print(f"  npub     {npub(pubkey) if pubkey else '?'}")
-    console.print(f"  pubkey   {pubkey or '?'}")
+    paste_line(f"  npub     {npub(pubkey) if pubkey else '?'}")  # whole, never wrapped: to be pinned elsewhere
+    paste_line(f"  pubkey   {pubkey or '?'}")
     console.print(f"  version  {status.get('version', '?')}   uptime {status.get('uptime_s', '?')} s")
     if status.get("view") == "public":
         _print_public(status)
@@ -297,7 +178,7 @@ def status_cmd(
     relays = status.get("relays") or {}
     for url, connected in sorted(relays.items()):
         console.print(f"  relay    {url} {mark(bool(connected))}")
-    console.print(_status_table(status))
+    print_table(_status_table(status, wide=wide), wide=wide)
 
 
 def _print_public(status: dict[str, Any]) -> None:

@@ -51,7 +51,7 @@ def print_usage(out: Console, info: DevnetInfo, data_dir: DataDir) -> None:
     out.print(f"[bold green]devnet is up[/bold green]: router {router}")
     out.print(f'  fedai infer{devnet_flag} "Why is the sky blue?"')
     out.print(f"  fedai status{devnet_flag}")
-    out.print(f'  fedai quote{devnet_flag} --prompt "hello"')
+    out.print(f'  fedai quote{devnet_flag} "hello"')
     llama = ",llama" if info.llama else ""
     out.print(f"  logs:   {data_dir.logs}/{{relay,router,node-N{llama}}}.log")
     out.print(f"  file:   {data_dir.devnet_file}")

@@ -33,7 +33,7 @@ from fedai.llamacpp import (
 )
 from fedai.llamacpp.build import NATIVE_ENV, build_percent, native_requested
 from fedai.llamacpp.cpu import cpu_fingerprint
-from fedai.llamacpp.server import DEFAULT_SLOT_CONTEXT
+from fedai.llamacpp.server import DEFAULT_PARALLEL, DEFAULT_SLOT_CONTEXT
 
 DEFAULT_PORT = 8085
 PERCENT_STEP = 10  # without a terminal, print every 10% of the build rather than every 1%
@@ -169,7 +169,13 @@ def model_cmd(name: str, as_json: bool) -> None:
 )
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(1, 65535), default=DEFAULT_PORT, show_default=True)
-@click.option("--parallel", type=click.IntRange(1, 256), default=1, show_default=True, help="Concurrent slots.")
+@click.option(
+    "--parallel",
+    type=click.IntRange(1, 256),
+    default=DEFAULT_PARALLEL,
+    show_default=True,
+    help="Concurrent slots; a node in front of it should have NODE_CAPACITY_MAX at most this (the default: both 4).",
+)
 @click.option(
     "--slot-context",
     type=click.IntRange(64),
@@ -209,5 +215,6 @@ def serve_cmd(
         model_id=alias or model_id,
     )
     err_console.print(f"serving [bold]{alias or model_id}[/bold] at http://{host}:{port} (Ctrl-C stops it)")
-    err_console.print(f"  NODE_RUNNER=llama_cpp NODE_RUNNER_URL=http://{host}:{port}", highlight=False)
+    node_env = f"NODE_RUNNER=llama_cpp NODE_RUNNER_URL=http://{host}:{port} NODE_CAPACITY_MAX={parallel}"
+    err_console.print(f"  {node_env}", highlight=False, soft_wrap=True)
     sys.exit(run_foreground(argv, os.environ))

@@ -8,12 +8,14 @@ import click
 
 from fedai.cli.admin import admin_token_group
 from fedai.cli.apikey import apikey_group
-from fedai.cli.client import infer_cmd, quote_cmd, status_cmd
+from fedai.cli.client import status_cmd
 from fedai.cli.devnet import devnet_cmd
+from fedai.cli.infer import infer_cmd
 from fedai.cli.keys import keys_group
 from fedai.cli.llama import llama_group
 from fedai.cli.manifest import bench_cmd, manifest_cmd, profile_cmd, recommend_cmd
 from fedai.cli.peers import peers_cmd
+from fedai.cli.quote import quote_cmd
 from fedai.cli.route import route_group
 from fedai.cli.services import migrate_cmd, node_cmd, relay_cmd, router_cmd
 from fedai.cli.simulate import simulate_cmd

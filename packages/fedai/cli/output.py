@@ -8,6 +8,8 @@ from typing import Any, NoReturn
 
 import click
 from rich.console import Console
+from rich.measure import Measurement
+from rich.table import Table
 
 from fedai.protocol.errors import ErrorCode, FedaiError
 from fedai.protocol.keys import npub
@@ -16,6 +18,7 @@ from fedai.sdk.errors import FedaiClientError, RouterTimeout
 console = Console(highlight=False, soft_wrap=False)
 err_console = Console(stderr=True, highlight=False)
 
+UNBOUNDED = 10_000  # columns: what a table may take with --wide
 CHECK = "[green]✓[/green]"
 CROSS = "[red]✗[/red]"
 
@@ -25,15 +28,35 @@ def print_json(document: Any) -> None:
     click.echo(json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False))
 
 
-def short_id(event_id: str, length: int = 12) -> str:
-    """A short event id for tables: the first `length` hex characters."""
-    return event_id[:length] + "…"
+def short_id(event_id: str, head: int = 8, tail: int = 4) -> str:
+    """`0123abcd…cdef`: an event id short enough for a table line (whole in `--json`)."""
+    return f"{event_id[:head]}…{event_id[-tail:]}"
 
 
 def short_npub(pubkey_hex: str, head: int = 8, tail: int = 6) -> str:
     """`npub1abcdefgh…uvwxyz`: enough to tell keys apart at a glance."""
     full = npub(pubkey_hex)
     return f"{full[: 5 + head]}…{full[-tail:]}"
+
+
+def column(table: Table, header: str, **options: Any) -> None:
+    """A column whose header is never cut (`verd…`): it is at least as wide as its header."""
+    table.add_column(header, min_width=len(header), **options)
+
+
+def print_table(table: Table, *, wide: bool = False) -> None:
+    """A table at the terminal's width (80 columns when piped: tables are laid out to fit); with `wide`, at its
+    natural width, nothing cut, however wide that is."""
+    if not wide:
+        console.print(table)
+        return
+    natural = Measurement.get(console, console.options.update_width(UNBOUNDED), table).maximum
+    Console(file=console.file, width=max(natural, console.width), highlight=False, soft_wrap=False).print(table)
+
+
+def paste_line(text: str) -> None:
+    """A line holding a value meant to be copied elsewhere: printed whole, never wrapped, whatever the width."""
+    click.echo(text)
 
 
 def mark(ok: bool) -> str:

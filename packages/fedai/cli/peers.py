@@ -6,7 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.console import Group, RenderableType
+from rich.padding import Padding
 from rich.table import Table
+from rich.text import Text
 
 from fedai.cli.admin import admin_options, ops_hint, resolve_admin
 from fedai.cli.client import resolve_target, target_options
@@ -21,31 +24,35 @@ def _prices(peer: dict[str, Any]) -> str:
         if models:
             cheapest = min(models, key=lambda m: m.get("input_msat", 0) + m.get("output_msat", 0))
             parts.append(
-                f"{job_type}: from {cheapest.get('input_msat')}/{cheapest.get('output_msat')} ×{sheet.get('surge', 1)}"
+                f"{job_type} from {cheapest.get('input_msat')} in / {cheapest.get('output_msat')} out"
+                f" ×{sheet.get('surge', 1)}"
             )
-    return "; ".join(parts)
+    return "\n".join(parts)
 
 
-def peers_table(peers: list[dict[str, Any]]) -> Table:
-    table = Table(
-        title=f"peers ({len(peers)})", title_justify="left", box=None, pad_edge=False, header_style="bold underline"
-    )
-    for column in ("peer", "policy", "fresh", "state", "endpoint", "models", "msat/1k in/out", "seen"):
-        table.add_column(column, no_wrap=column in ("peer", "endpoint"))
+def peers_view(peers: list[dict[str, Any]]) -> Group:
+    """One block a peer (fits 80 columns, nothing cut): key, policy, freshness, state and age on one line, then
+    its endpoint, models and cheapest prices, each on its own indented line."""
+    blocks: list[RenderableType] = [Text.from_markup(f"[bold underline]peers ({len(peers)})[/]")]
     for peer in peers:
         caps = peer.get("caps") or {}
         policy = str(peer.get("policy", "?"))
-        table.add_row(
-            short_npub(str(peer["pubkey"]), 8, 4),
-            policy if policy == "ok" else f"[yellow]{policy}[/]",
-            mark(bool(peer.get("fresh"))),
-            str(peer.get("backpressure") or "-"),
-            str(caps.get("endpoint", "")).removeprefix("http://"),
-            ", ".join(caps.get("models") or []),
-            _prices(peer),
-            f"{peer.get('last_seen_s', '?')}s",
+        head = Text.assemble(
+            (short_npub(str(peer["pubkey"]), 8, 4), "bold"),
+            "  policy ",
+            (policy, "" if policy == "ok" else "yellow"),
+            "  fresh ",
+            Text.from_markup(mark(bool(peer.get("fresh")))),
+            f"  state {peer.get('backpressure') or '-'}  seen {peer.get('last_seen_s', '?')}s ago",
         )
-    return table
+        details = Table.grid(padding=(0, 1), pad_edge=False)
+        details.add_column(style="dim", no_wrap=True)
+        details.add_column(overflow="fold")
+        details.add_row("endpoint", str(caps.get("endpoint", "")).removeprefix("http://") or "-")
+        details.add_row("models", ", ".join(caps.get("models") or []) or "-")
+        details.add_row("msat/1k", _prices(peer) or "-")
+        blocks += [head, Padding(details, (0, 0, 0, 2), expand=False)]
+    return Group(*blocks)
 
 
 @click.command("peers")
@@ -73,4 +80,4 @@ def peers_cmd(
     if as_json:
         print_json(peers)
         return
-    console.print(peers_table(peers))
+    console.print(peers_view(peers))

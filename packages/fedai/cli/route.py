@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.table import Table
 
 from fedai.cli.admin import admin_options, ops_hint, resolve_admin
 from fedai.cli.client import resolve_target, target_options
-from fedai.cli.output import console, fail_fedai, print_json, short_npub
+from fedai.cli.output import column, console, fail_fedai, print_json, print_table, short_npub
 from fedai.sdk import FedaiClientError
 
 
@@ -26,6 +27,7 @@ def route_group() -> None:
 @click.option("--input-tokens", type=click.IntRange(0), default=0, show_default=True)
 @click.option("--job-type", help="Job type (default: text-generation).")
 @click.option("--max-price-msat", type=click.IntRange(0), help="Price cap.")
+@click.option("--wide", is_flag=True, help="Also show the score's parts (wider than 80 columns).")
 @click.option("--json", "as_json", is_flag=True, help="Print the router's answer as one JSON document.")
 def explain_cmd(
     router: str | None,
@@ -39,9 +41,11 @@ def explain_cmd(
     input_tokens: int,
     job_type: str | None,
     max_price_msat: int | None,
+    wide: bool,
     as_json: bool,
 ) -> None:
-    """Each node serving MODEL with its filter verdict and, when eligible, its score parts (lower wins).
+    """Each node serving MODEL with its filter verdict and, when eligible, its score (lower wins); --wide adds
+    the score's parts.
     Needs operator credentials (the devnet's are found through devnet.json)."""
     target = resolve_target(router, router_pubkey, key, devnet_dir)
     auth = resolve_admin(admin_token, admin_key, target.devnet)
@@ -59,10 +63,21 @@ def explain_cmd(
     if as_json:
         print_json(answer)
         return
-    parts = ("price", "load", "latency", "reliability", "trust", "unverified")
-    table = Table(title=f"route for {model!r}: {answer['eligible']} eligible of {len(answer['nodes'])}")
-    for column in ("node", "verdict", "max msat", "score", *parts):
-        table.add_column(column, justify="left" if column in ("node", "verdict") else "right")
+    console.print(f"route for {model!r}: {answer['eligible']} eligible of {len(answer['nodes'])}", highlight=False)
+    print_table(explain_table(answer, wide=wide), wide=wide)
+    weights = answer["policy"]["weights"]
+    console.print("weights: " + ", ".join(f"{k}={v}" for k, v in weights.items()))
+
+
+PARTS = ("price", "load", "latency", "reliability", "trust", "unverified")
+
+
+def explain_table(answer: dict[str, Any], *, wide: bool) -> Table:
+    """Node, verdict, max price and score (fits 80 columns); `wide` adds the score's parts."""
+    table = Table()
+    shown = PARTS if wide else ()
+    for header in ("node", "verdict", "max msat", "score", *shown):
+        column(table, header, justify="left" if header in ("node", "verdict") else "right", no_wrap=header == "node")
     for entry in answer["nodes"]:
         scores = entry.get("parts") or {}
         table.add_row(
@@ -70,8 +85,6 @@ def explain_cmd(
             "[green]ok[/]" if entry["verdict"] == "ok" else f"[yellow]{entry['verdict']}[/]",
             "" if entry["max_price_msat"] is None else str(entry["max_price_msat"]),
             f"{entry['score']:.3f}" if "score" in entry else "",
-            *(f"{scores[p]:.3f}" if p in scores else "" for p in parts),
+            *(f"{scores[p]:.3f}" if p in scores else "" for p in shown),
         )
-    console.print(table)
-    weights = answer["policy"]["weights"]
-    console.print("weights: " + ", ".join(f"{k}={v}" for k, v in weights.items()))
+    return table

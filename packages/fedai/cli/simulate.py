@@ -24,6 +24,6 @@ SIMULATOR_MODULE = "fedai_sim"
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @needs_extra("sim")
 def simulate_cmd(args: tuple[str, ...]) -> None:
-    """Simulate a fleet behind the real scheduler: --scenario NAME | --file TOML, --mode router|seed|both,
-    --seed N, --out DIR, --json (`fedai simulate --help` for all options)."""
+    """Simulate a fleet behind the real scheduler: --scenario NAME | --file TOML (default: seed-failure),
+    --mode router|seed|both (default: both, compared), --seed N, --out DIR, --json (`fedai simulate --help`)."""
     sys.exit(run_foreground(python_module(SIMULATOR_MODULE, *args), os.environ))

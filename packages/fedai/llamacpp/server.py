@@ -31,6 +31,9 @@ from fedai.service.children import DIE_WITH_PARENT
 
 HOST = "127.0.0.1"
 DEFAULT_SLOT_CONTEXT = 2048
+# `fedai llama serve`'s slots: a node's default NODE_CAPACITY_MAX, so one node in front of it admits no more
+# requests than the server runs at once (and status shows slots that exist)
+DEFAULT_PARALLEL = 4
 STOP_GRACE_S = 5.0
 LOG_TAIL_LINES = 20
 

@@ -12,6 +12,36 @@ from fedai.protocol.messages import ChatMessage, InferenceRequest
 
 DEFAULT_MAX_TOKENS = 256
 _ROLES = {"system", "user", "assistant", "tool", "developer"}
+# options a node cannot honour: refused by name rather than silently ignored (an answer without the tool call,
+# or one choice where n were asked, would look like a model's failure)
+_NO_TOOLS = "function calling is not supported: fedai nodes return text only"
+_UNSUPPORTED = {
+    "tools": _NO_TOOLS,
+    "tool_choice": _NO_TOOLS,
+    "functions": _NO_TOOLS,
+    "function_call": _NO_TOOLS,
+    "logprobs": "logprobs are not supported",
+    "top_logprobs": "logprobs are not supported",
+}
+
+
+class UnsupportedParameter(FedaiError):
+    """A request option the federation does not implement (`400 invalid_request`); `param` names it, as OpenAI's
+    error shape does."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(ErrorCode.INVALID_REQUEST, f"{param}: {message}")
+        self.param = param
+
+
+def _refuse_unsupported(body: dict[str, Any]) -> None:
+    """`n` above 1, and tools, functions or logprobs asked for (a null, false, empty or "none" value asks nothing)."""
+    n = body.get("n")
+    if n is not None and n != 1:
+        raise UnsupportedParameter("n", "only one choice per request is supported (n must be 1); send n requests")
+    for param, message in _UNSUPPORTED.items():
+        if body.get(param) not in (None, False, [], "none", 0):
+            raise UnsupportedParameter(param, message)
 
 
 def _text(content: Any) -> str:
@@ -29,6 +59,7 @@ def _text(content: Any) -> str:
 
 
 def _common(body: dict[str, Any]) -> dict[str, Any]:
+    _refuse_unsupported(body)
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise FedaiError(ErrorCode.INVALID_REQUEST, "model is required")

@@ -14,9 +14,10 @@ from typing import Any
 import msgspec
 
 from fedai.protocol.envelope import open_event
-from fedai.protocol.errors import FedaiError
+from fedai.protocol.errors import FedaiError, KeyFormatError
 from fedai.protocol.event import Event
 from fedai.protocol.federation import JobResult, JobSubmit, Receipt, job_hash, job_request
+from fedai.protocol.keys import parse_pubkey
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import (
     InferenceRequest,
@@ -27,9 +28,19 @@ from fedai.protocol.messages import (
     decode_payload,
     prompt_sha256,
 )
-from fedai.sdk.errors import ChainError, Link
+from fedai.sdk.errors import ChainError, InvalidRequest, Link
 
-__all__ = ["ChainError", "Link", "VerifiedChain", "verify_chain"]
+__all__ = ["ChainError", "Link", "VerifiedChain", "router_key", "verify_chain"]
+
+
+def router_key(value: str, what: str = "router_pubkey") -> str:
+    """A public key as given (npub or hex, any case) → lowercase hex, the form events carry. Raises
+    `InvalidRequest` (naming the argument, `what`) for anything that is not a public key."""
+    try:
+        return parse_pubkey(value)
+    except (KeyFormatError, AttributeError) as err:
+        message = str(err) if isinstance(err, KeyFormatError) else "a public key must be a string"
+        raise InvalidRequest(f"{what}: {message}") from None
 
 
 @dataclass(frozen=True)
@@ -92,7 +103,8 @@ def verify_chain(
     from it), or, for the OpenAI-compatible API, the NIP-98 authorization or the router's record of an API-key
     call, with `client` the caller's key and `original` the request the router derived from the HTTP body.
     """
-    client = client or request.pubkey
+    router_pubkey = router_key(router_pubkey)
+    client = router_key(client, "client") if client else request.pubkey
     if original is None:
         original = decode_payload(request.content, InferenceRequest)
     chain: InferResult = _link(

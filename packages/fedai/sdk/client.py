@@ -15,15 +15,25 @@ from urllib.parse import urlencode
 import httpx
 import msgspec
 
+from fedai.keyfile import secret_keys
 from fedai.protocol.envelope import open_envelope, seal
-from fedai.protocol.errors import FedaiError, KeyFormatError
+from fedai.protocol.errors import FedaiError
 from fedai.protocol.event import Event, decode_event
-from fedai.protocol.keys import Keys, parse_pubkey
+from fedai.protocol.keys import Keys
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import ChatMessage, InferenceRequest, QuoteRequest, QuoteResponse
 from fedai.protocol.nip98 import auth_header
-from fedai.sdk.chain import VerifiedChain, verify_chain
-from fedai.sdk.errors import ChainError, InvalidRequest, Link, UnexpectedResponse, error_from_response, transport_error
+from fedai.sdk.chain import VerifiedChain, router_key, verify_chain
+from fedai.sdk.errors import (
+    ChainError,
+    FedaiClientError,
+    InvalidRequest,
+    Link,
+    UnexpectedResponse,
+    error_from_response,
+    transport_error,
+)
+from fedai.sdk.pin import check_pin, health_pubkey, refused_for_pin
 from fedai.sdk.stream import DEFAULT_STREAM_LIMITS, AsyncStream, Stream
 from fedai.service.stream_limits import StreamLimits
 
@@ -118,12 +128,6 @@ def _open_quote(keys: Keys, router: str, request: Event, response: httpx.Respons
     return Quote(opened.event, opened.payload)
 
 
-def _keys(keys: Keys | str | None) -> Keys:
-    if keys is None:
-        return Keys.generate()
-    return keys if isinstance(keys, Keys) else Keys.parse(keys)
-
-
 class _Base:
     def __init__(
         self,
@@ -135,8 +139,9 @@ class _Base:
         stream_limits: StreamLimits | None,
     ) -> None:
         self.router_url = router_url.rstrip("/")
-        self.keys = _keys(keys)
-        self._router = parse_pubkey(router_pubkey) if router_pubkey else None
+        self.keys = secret_keys(keys)
+        self._router = router_key(router_pubkey) if router_pubkey else None
+        self._pinned = self._router is not None
         self.stream_limits = stream_limits or DEFAULT_STREAM_LIMITS
         self._admin_token = admin_token
         self._admin_keys = admin_keys
@@ -166,11 +171,7 @@ class _Base:
 
     @staticmethod
     def _pubkey_from_health(response: httpx.Response) -> str:
-        document = _json(response)
-        try:
-            return parse_pubkey(str(document["pubkey"]))
-        except (KeyError, KeyFormatError):
-            raise UnexpectedResponse("router's /health names no valid pubkey", http_status=200) from None
+        return health_pubkey(_json(response))
 
 
 class Client(_Base):
@@ -207,11 +208,23 @@ class Client(_Base):
 
     def _post(self, path: str, event: Event) -> httpx.Response:
         try:
-            return self._http.post(
+            response = self._http.post(
                 self.router_url + path, content=event.to_json(), headers={"Content-Type": "application/json"}
             )
         except httpx.HTTPError as exc:
             raise transport_error(exc) from exc
+        if response.status_code != 200:
+            self._explain(error_from_response(response.status_code, response.content))
+        return response
+
+    def _explain(self, err: FedaiClientError) -> None:
+        """Raise `RouterKeyMismatch` instead of a `wrong_recipient` that a wrong pin caused."""
+        if self._pinned and self._router is not None and refused_for_pin(err):
+            try:
+                health = _json(self._get("/health"))
+            except FedaiClientError:
+                return
+            check_pin(self._router, health)
 
     def quote(self, model: str, *, max_tokens: int, **fields: Any) -> Quote:
         """Ask for a signed price. `fields`: prompt, messages, input_tokens, job_type."""
@@ -245,7 +258,9 @@ class Client(_Base):
         """Stream one inference: `with client.stream(...) as s: for delta in s: ...`, then `s.chain`."""
         router = self.router_pubkey()
         event = self._infer_event(router, model, prompt, messages, max_tokens, {**options, "stream": True})
-        return Stream(self._http, self.router_url + "/infer/stream", event, router, self.stream_limits)
+        return Stream(
+            self._http, self.router_url + "/infer/stream", event, router, self.stream_limits, explain=self._explain
+        )
 
     def status(self) -> dict[str, Any]:
         """`GET /status`: the operator view with operator credentials (`"view": "operator"`), else the public
@@ -307,11 +322,22 @@ class AsyncClient(_Base):
 
     async def _post(self, path: str, event: Event) -> httpx.Response:
         try:
-            return await self._http.post(
+            response = await self._http.post(
                 self.router_url + path, content=event.to_json(), headers={"Content-Type": "application/json"}
             )
         except httpx.HTTPError as exc:
             raise transport_error(exc) from exc
+        if response.status_code != 200:
+            await self._explain(error_from_response(response.status_code, response.content))
+        return response
+
+    async def _explain(self, err: FedaiClientError) -> None:
+        if self._pinned and self._router is not None and refused_for_pin(err):
+            try:
+                health = _json(await self._get("/health"))
+            except FedaiClientError:
+                return
+            check_pin(self._router, health)
 
     async def quote(self, model: str, *, max_tokens: int, **fields: Any) -> Quote:
         router = await self.router_pubkey()
@@ -343,7 +369,9 @@ class AsyncClient(_Base):
         """`async with await client.stream(...) as s: async for delta in s: ...`, then `s.chain`."""
         router = await self.router_pubkey()
         event = self._infer_event(router, model, prompt, messages, max_tokens, {**options, "stream": True})
-        return AsyncStream(self._http, self.router_url + "/infer/stream", event, router, self.stream_limits)
+        return AsyncStream(
+            self._http, self.router_url + "/infer/stream", event, router, self.stream_limits, explain=self._explain
+        )
 
     async def status(self) -> dict[str, Any]:
         return _json(await self._get("/status", self._ops_headers("/status")))

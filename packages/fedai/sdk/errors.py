@@ -6,6 +6,7 @@
     │   ├── RouterTimeout       connected, but the router sent nothing in time
     │   └── ConnectionLost      the connection dropped or broke HTTP before the answer was complete
     ├── RouterError             the router answered with a typed error: `code`, `status`, `message`, `retry_after_ms`
+    │   └── RouterKeyMismatch   the router's key is not the pinned one (`wrong_recipient`): `pinned`, `actual`
     ├── UnexpectedResponse      something answered, but not as the protocol says (code `upstream_error`)
     ├── StreamLimitExceeded     the stream crossed one of the client's `stream_limits` (`cap`, `code`)
     ├── ChainError              the answer failed verification: `link` names the link (code `invalid_event`)
@@ -24,6 +25,7 @@ import httpx
 import msgspec
 
 from fedai.protocol.errors import STATUS, ErrorCode, FedaiError
+from fedai.protocol.keys import npub
 from fedai.service.stream_limits import StreamCapExceeded
 
 
@@ -91,6 +93,21 @@ class RouterError(FedaiClientError, FedaiError):
     @property
     def status(self) -> int:
         return self.http_status if self.http_status is not None else STATUS[self.code]
+
+
+class RouterKeyMismatch(RouterError):
+    """The router refused a request sealed to the pinned `router_pubkey` (`wrong_recipient`), and its `/health`
+    names another key: the pin is wrong, or this URL is another router. `pinned` and `actual` are hex."""
+
+    def __init__(self, pinned: str, actual: str) -> None:
+        super().__init__(
+            ErrorCode.WRONG_RECIPIENT,
+            f"the router's key does not match the one you pinned (pinned {npub(pinned)}, router answered as"
+            f" {npub(actual)})",
+            http_status=STATUS[ErrorCode.WRONG_RECIPIENT],
+        )
+        self.pinned = pinned
+        self.actual = actual
 
 
 class UnexpectedResponse(FedaiClientError, FedaiError):

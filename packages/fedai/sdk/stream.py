@@ -16,7 +16,7 @@ for the router's error event, a `ChainError` for a chunk or final event that doe
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import NoReturn
 
 import httpx
@@ -165,8 +165,17 @@ class Stream:
     """Iterate for text deltas; `chain` holds the verified chain once the iteration ends."""
 
     def __init__(
-        self, http: httpx.Client, url: str, request: Event, router: str, limits: StreamLimits = DEFAULT_STREAM_LIMITS
+        self,
+        http: httpx.Client,
+        url: str,
+        request: Event,
+        router: str,
+        limits: StreamLimits = DEFAULT_STREAM_LIMITS,
+        *,
+        explain: Callable[[FedaiClientError], None] | None = None,
     ) -> None:
+        """`explain` may raise a more precise error for the router's refusal (the client's check of its pin)."""
+        self._explain = explain
         timeout = _read_timeout(http, limits)
         self._context = http.stream("POST", url, content=request.to_json(), headers=STREAM_HEADERS, timeout=timeout)
         self._idle_read = timeout.read == limits.idle_s  # a read timeout is then the stream's idle bound
@@ -184,9 +193,13 @@ class Stream:
         try:
             response = self._context.__enter__()
             if response.status_code != 200:
-                raise error_from_response(response.status_code, response.read())
+                refused = error_from_response(response.status_code, response.read())
         except httpx.HTTPError as exc:
             raise transport_error(exc) from exc
+        if response.status_code != 200:
+            if self._explain is not None:
+                self._explain(refused)
+            raise refused
         return response
 
     def __iter__(self) -> Iterator[str]:
@@ -224,7 +237,10 @@ class AsyncStream:
         request: Event,
         router: str,
         limits: StreamLimits = DEFAULT_STREAM_LIMITS,
+        *,
+        explain: Callable[[FedaiClientError], Awaitable[None]] | None = None,
     ) -> None:
+        self._explain = explain
         timeout = _read_timeout(http, limits)
         self._context = http.stream("POST", url, content=request.to_json(), headers=STREAM_HEADERS, timeout=timeout)
         self._idle_read = timeout.read == limits.idle_s  # a read timeout is then the stream's idle bound
@@ -242,9 +258,13 @@ class AsyncStream:
         try:
             response = await self._context.__aenter__()
             if response.status_code != 200:
-                raise error_from_response(response.status_code, await response.aread())
+                refused = error_from_response(response.status_code, await response.aread())
         except httpx.HTTPError as exc:
             raise transport_error(exc) from exc
+        if response.status_code != 200:
+            if self._explain is not None:
+                await self._explain(refused)
+            raise refused
         return response
 
     async def __aiter__(self) -> AsyncIterator[str]:

@@ -14,10 +14,8 @@ from fedai_router.claims import Claims
 from fedai_router.completion import Completion, Origin
 from fedai_router.dispatch import Dispatcher, Served
 from fedai_router.intake import Intake
-from fedai_router.offloading import Offloader
+from fedai_router.offloading import OFFLOADABLE, Offloader
 from fedai_router.planning import Planner
-
-OFFLOADABLE = (ErrorCode.UNKNOWN_MODEL, ErrorCode.NO_CAPACITY)  # no node of ours fits, or all are busy
 
 
 class Infer:

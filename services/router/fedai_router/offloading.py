@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from fedai.protocol.errors import FedaiError
+from fedai.protocol.errors import ErrorCode, FedaiError
 from fedai.protocol.event import Event
 from fedai.protocol.messages import InferenceRequest
+
+OFFLOADABLE = (ErrorCode.UNKNOWN_MODEL, ErrorCode.NO_CAPACITY)  # no node of ours fits, or all are busy
 
 
 class Offloader(Protocol):

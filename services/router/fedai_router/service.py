@@ -194,6 +194,7 @@ class RouterService:
             relay=self.relay,
             failures=self.failures,
             metrics=self.metrics,
+            offloader=self.federation,
         )
         self.discovery = Discovery(registry, self.endpoints, settings.registry_limits)
         self.quotes = Quotes(

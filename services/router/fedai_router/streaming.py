@@ -8,6 +8,9 @@ Every node stream is bounded (`ROUTER_STREAM_*`, fedai.service.stream_limits): t
 (keep-alive comments are not activity), output bytes, chunks and bytes on the wire. Before the first chunk a
 tripped bound is a node failure like a timeout (failover); after it, the client gets a typed `error` event and
 the node is stopped and metered as on a disconnect.
+
+Streams are not offloaded to peer routers: when federation could have served the same request sent to /infer,
+the refusal says so (same code), rather than claiming no node anywhere serves the model.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from fedai.protocol.envelope import seal
-from fedai.protocol.errors import FedaiError
+from fedai.protocol.errors import ErrorCode, FedaiError
 from fedai.protocol.event import Event
 from fedai.protocol.keys import Keys
 from fedai.protocol.kinds import Kind
@@ -29,7 +32,8 @@ from fedai_router.completion import Origin
 from fedai_router.failure import Failures
 from fedai_router.intake import Intake
 from fedai_router.metrics import RouterMetrics
-from fedai_router.planning import Planner
+from fedai_router.offloading import OFFLOADABLE, Offloader
+from fedai_router.planning import Plan, Planner
 from fedai_router.stream_relay import StreamRelay
 from fedai_router.verify import Verified
 
@@ -53,6 +57,13 @@ class NativeSink:
         return format_sse("error", msgspec.json.encode(err.to_dict()))
 
 
+def not_offloaded(err: FedaiError, request: InferenceRequest) -> FedaiError:
+    """`err` (no local node fits) for a stream a peer router might have served unstreamed: same code, saying so."""
+    why = f"no local node serves model {request.model!r}" if err.code == ErrorCode.UNKNOWN_MODEL else err.message
+    message = f"{why}; streamed requests are not offloaded to peer routers (send it without streaming)"
+    return FedaiError(err.code, message, err.retry_after_ms)
+
+
 class InferStream:
     def __init__(
         self,
@@ -64,8 +75,10 @@ class InferStream:
         relay: StreamRelay,
         failures: Failures,
         metrics: RouterMetrics,
+        offloader: Offloader,
     ) -> None:
         self.keys = keys  # signs the chunks
+        self.offloader = offloader  # only asked whether /infer could have offloaded the request
         self.intake = intake
         self.planner = planner
         self.claims = claims
@@ -79,10 +92,18 @@ class InferStream:
             body = await read_body(request, self.intake.max_request_bytes)
             opened = self.intake.open_client(body, InferenceRequest, Kind.INFER_REQUEST)
             client_event, payload = opened.event, opened.payload
-            plan = await self.planner.plan(client_event.pubkey, payload)
+            plan = await self._plan(client_event.pubkey, payload)
             await self.planner.unless_served(plan.quote, lambda: self.claims.claim_locally(client_event))
         except Exception as exc:  # noqa: BLE001 - typed: FedaiError as is, a database outage 503, a bug 500
             return error_response(self.failures.refused(ROUTE, exc))
         origin = Origin(client_event.pubkey, client_event.id)
         self.metrics.requests.labels(ROUTE, "ok").inc()
         return self.relay.respond(origin, payload, plan, NativeSink(self.keys, origin), claim=client_event)
+
+    async def _plan(self, client: str, request: InferenceRequest) -> Plan:
+        try:
+            return await self.planner.plan(client, request)
+        except FedaiError as err:
+            if err.code in OFFLOADABLE and self.offloader.can_offload(request):
+                raise not_offloaded(err, request) from None
+            raise

@@ -24,12 +24,12 @@ _ERROR_TYPES = {
 
 
 def error_body(err: FedaiError) -> dict[str, Any]:
-    """OpenAI's error shape, with fedai's machine-readable code in `code`."""
+    """OpenAI's error shape, with fedai's machine-readable code in `code` (and the option refused in `param`)."""
     return {
         "error": {
             "message": err.message,
             "type": _ERROR_TYPES.get(err.status, "api_error"),
-            "param": None,
+            "param": getattr(err, "param", None),
             "code": err.code.value,
         }
     }

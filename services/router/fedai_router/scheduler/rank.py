@@ -104,7 +104,7 @@ def rank_rows(table: ModelTable, demand: Demand, *, now: float, policy: Policy, 
             continue
         eligible.append((node, info, price))
     if not eligible:
-        raise no_route(demand, {reason: refused[reason] for reason in REASONS if refused[reason]})
+        raise no_route(demand, {reason: refused[reason] for reason in REASONS if refused[reason]}, table)
     cheapest = min(price for _, _, price in eligible)
     scored = [
         (score_parts(node, price, cheapest, info, policy).total, int(node.pubkey[:16], 16), node, info, price)
@@ -126,7 +126,7 @@ def rank_columns(table: ModelTable, demand: Demand, *, now: float, policy: Polic
         eligible &= mask
     rows = np.flatnonzero(eligible)
     if rows.size == 0:
-        raise no_route(demand, refused)
+        raise no_route(demand, refused, table)
     parts = score_columns(table, eligible, price, policy)
     total = sum(parts.values())
     assert isinstance(total, np.ndarray)
@@ -151,11 +151,50 @@ def _weighted_first(ranked: list[Candidate], top_n: int, rng: random.Random) -> 
     return [ranked[first], *ranked[:first], *ranked[first + 1 :]]
 
 
-def no_route(demand: Demand, refused: dict[str, int]) -> FedaiError:
-    """The typed error for "nothing fits", naming how many nodes each filter refused."""
-    reasons = ", ".join(f"{reason}={n}" for reason, n in refused.items())
+# How each filter's refusals read to people, after "N node(s)" (participles: they read for one node or many).
+REFUSED_AS = {
+    "model": "not serving the model",
+    "pinned_out": "not among the pinned nodes",
+    "excluded": "excluded by the request",
+    "job_type": "not doing this job type",
+    "context": "with a context window too small for the prompt plus max_tokens",
+    "stale": "not seen recently",
+    "cooldown": "cooling down after a failure",
+    "busy": "busy (every slot in use)",
+    "price": "above the price cap",
+}
+
+
+def _most_max_tokens(table: ModelTable, demand: Demand) -> int:
+    """The largest max_tokens any live node of `table` would accept with this prompt (≤ 0: the prompt alone is
+    too long for every node)."""
+    n = table.n
+    room = np.minimum(table.max_tokens[:n], table.context_window[:n] - demand.input_tokens)[table.alive[:n]]
+    return int(room.max()) if room.size else 0
+
+
+def refusal_text(refused: dict[str, int]) -> str:
+    """`1 node busy (every slot in use), 2 nodes not seen recently [busy=1, stale=2]`: for people, then the
+    counts by filter name (REASONS) for scripts and logs."""
+    said = ", ".join(f"{n} {'node' if n == 1 else 'nodes'} {REFUSED_AS[reason]}" for reason, n in refused.items())
+    counts = ", ".join(f"{reason}={n}" for reason, n in refused.items())
+    return f"{said} [{counts}]"
+
+
+def no_route(demand: Demand, refused: dict[str, int], table: ModelTable | None = None) -> FedaiError:
+    """The typed error for "nothing fits", naming in words how many nodes each filter refused (and, when the
+    context filter refused them, the largest max_tokens a node would take)."""
+    text = refusal_text(refused)
     if set(refused) == {"pinned_out"}:
         return FedaiError(ErrorCode.INVALID_REQUEST, f"none of the pinned nodes serves {demand.model!r}")
     if set(refused) == {"context"}:
-        return FedaiError(ErrorCode.INVALID_REQUEST, f"prompt plus max_tokens does not fit any node ({reasons})")
-    return FedaiError(ErrorCode.NO_CAPACITY, f"no node can take this request now ({reasons})", retry_after_ms=1000)
+        hint = ""
+        if table is not None:
+            most = _most_max_tokens(table, demand)
+            hint = (
+                f"; with this prompt a node takes at most max_tokens={most}"
+                if most > 0
+                else "; the prompt alone is longer than any node's context window"
+            )
+        return FedaiError(ErrorCode.INVALID_REQUEST, f"no node can take this request: {text}{hint}")
+    return FedaiError(ErrorCode.NO_CAPACITY, f"no node can take this request now: {text}", retry_after_ms=1000)
