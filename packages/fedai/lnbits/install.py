@@ -4,9 +4,9 @@ LNbits pins libraries the project's own venv must not share (pydantic 1, an olde
 it lives in a venv of its own: `<cache>/lnbits/<version>-py<major.minor>-<platform>/`, keyed by Python and
 platform because some of its wheels are compiled. The install holds the inter-process lock beside that
 directory (`fedai.service.filelock`), so parallel test workers install once; a venv cannot be moved, so it is
-built in place and trusted only once `fedai-installed.json` is written, which happens after LNbits has
-started from it once (`fedai.lnbits.server.smoke_start`). A directory without that stamp is a failed or
-interrupted attempt: it is removed and installed again.
+built in place and trusted only once `fedai-installed.json` is written, which `fedai.lnbits.provide` does
+after LNbits has started from it once. A directory without that stamp is a failed or interrupted attempt:
+it is removed and installed again.
 """
 
 from __future__ import annotations
@@ -22,11 +22,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from fedai.llamacpp.cache import Progress, cache_root, lock_path, no_progress
-from fedai.service.filelock import file_lock
+from fedai.llamacpp.cache import cache_root
 
 DEFAULT_VERSION = "1.6.2"
-# bolt11 (LNbits' invoice codec) takes any bitstring; the combination checked here is bitstring 4 (5 is a rewrite).
+# bolt11 (LNbits' invoice codec) takes any bitstring, but imports ConstBitStream, which bitstring 5 removed.
 EXTRA_REQUIREMENTS = ("bitstring<5",)
 SUPPORTED_PYTHONS = ((3, 12), (3, 11), (3, 10))  # LNbits 1.6.2: Requires-Python >=3.10,<3.13
 STAMP = "fedai-installed.json"
@@ -99,44 +98,14 @@ def installed(directory: Path, version: str) -> LnbitsInstall | None:
     return found if found.executable.is_file() and (site / "lnbits").is_dir() else None
 
 
-def ensure_lnbits(version: str = DEFAULT_VERSION, *, progress: Progress | None = None) -> LnbitsInstall:
-    """A stamped LNbits install of `version`, installed (and started once) first if needed.
-
-    Raises `LnbitsUnreachable` when PyPI cannot be reached, `LnbitsInstallError` for any other failure.
-    """
-    say = progress or no_progress
-    interpreter, python = python_for_lnbits()
-    directory = install_dir(version, python)
-    found = installed(directory, version)
-    if found is not None:
-        return found
-    with file_lock(lock_path(directory), progress=say, what=f"installing LNbits {version}"):
-        found = installed(directory, version)  # done by the process we waited for
-        if found is not None:
-            return found
-        return _install(version, interpreter, directory, say)
-
-
-def _install(version: str, interpreter: str, directory: Path, say: Progress) -> LnbitsInstall:
-    from fedai.lnbits.server import smoke_start  # the server module runs what this one installs
-
-    if directory.exists():
-        say(f"removing an unfinished LNbits install in {directory}")
-        shutil.rmtree(directory)
-    started = time.monotonic()
-    say(f"installing LNbits {version} into {directory} (once; about 300 MB)")
+def create_venv(version: str, interpreter: str, directory: Path) -> LnbitsInstall:
+    """Make a venv in `directory` and pip-install LNbits into it (not stamped: see `write_stamp`)."""
     _run([interpreter, "-m", "venv", str(directory)], directory.parent / f"{directory.name}.log", "python -m venv")
-    log = directory / "install.log"
     python = directory / "bin" / "python"
     pip = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "--no-input"]
-    _run([*pip, f"lnbits=={version}", *EXTRA_REQUIREMENTS], log, "pip install")
+    _run([*pip, f"lnbits=={version}", *EXTRA_REQUIREMENTS], directory / "install.log", "pip install")
     site = Path(_output([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"]))
-    install = LnbitsInstall(version, directory, site)
-    say(f"installed in {time.monotonic() - started:.0f} s; starting LNbits once to check it")
-    smoke_start(install)
-    _write_stamp(install, took=time.monotonic() - started)
-    say(f"LNbits {version} ready in {time.monotonic() - started:.0f} s: {directory}")
-    return install
+    return LnbitsInstall(version, directory, site)
 
 
 def _run(command: list[str], log_path: Path, what: str) -> None:
@@ -161,7 +130,8 @@ def _output(command: list[str]) -> str:
     return subprocess.run(command, capture_output=True, text=True, check=True, timeout=60).stdout.strip()
 
 
-def _write_stamp(install: LnbitsInstall, *, took: float) -> None:
+def write_stamp(install: LnbitsInstall, *, took: float) -> None:
+    """Mark `install` as checked (atomically): from now on `installed()` finds it."""
     record = {
         "version": install.version,
         "site_packages": str(install.site_packages),

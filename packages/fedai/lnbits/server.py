@@ -25,8 +25,8 @@ from typing import Self
 
 import httpx
 
-from fedai.lnbits.install import LnbitsInstall, LnbitsInstallError
 from fedai.llamacpp.server import HOST, describe_exit, free_port, tail
+from fedai.lnbits.install import LnbitsInstall, LnbitsInstallError
 from fedai.service.children import DIE_WITH_PARENT
 
 READY_TIMEOUT_S = 120.0  # ~4 s on an idle machine; a loaded 2-core CI machine is slower
