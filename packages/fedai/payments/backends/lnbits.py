@@ -137,15 +137,18 @@ class LnbitsBackend:
             raise WalletRefused("LNbits: this idempotency key paid another invoice", "idempotency_conflict")
         lock = self._pay_locks.setdefault(payment_hash, asyncio.Lock())
         async with lock:
-            earlier = await self._outgoing(payment_hash)
+            earlier = await self.lookup_payment(payment_hash)
             if earlier is not None:
                 return earlier
             await self._check_fee_reserve(decoded.bolt11, max_fee_msat)
             paid = await self._http.post("/api/v1/payments", {"out": True, "bolt11": decoded.bolt11}, paying=True)
         return _payment_from(paid, payment_hash)
 
-    async def _outgoing(self, payment_hash: str) -> Payment | None:
-        """This wallet's earlier payment of `payment_hash`: the payment if it succeeded, None if there is none."""
+    async def lookup_payment(self, payment_hash: str) -> Payment | None:
+        """This wallet's payment of `payment_hash`: the payment if it succeeded, None if there is none or it failed.
+
+        `WalletUnavailable` (`payment_pending`) while one is in flight.
+        """
         answer = await self._http.get(f"/api/v1/payments/{payment_hash}", missing="none")
         details = answer.get("details") if isinstance(answer, dict) else None
         if not isinstance(details, dict) or _int(details.get("amount")) >= 0:
