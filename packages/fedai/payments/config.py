@@ -178,3 +178,38 @@ def open_wallet(spec: str, variable: str = "--wallet") -> Wallet:
         known = ", ".join(sorted(BACKENDS))
         raise WalletConfigError(f"{variable}: unknown wallet scheme {parsed.scheme!r} (known: {known})")
     return factory(parsed)
+
+
+# -- the LNbits and NWC backends (each imported when a spec names it) -----------------------------------
+
+
+def _open_lnbits(spec: WalletSpec) -> Wallet:
+    """`lnbits+http(s)://host:port[/prefix]?key=…` (or `key_file=`): admin key to pay, invoice key to receive."""
+    from fedai.payments.backends.lnbits import LnbitsBackend
+
+    if not spec.host:
+        raise spec.error("the URI needs the LNbits host (lnbits+https://host:port?key=…)")
+    key = spec.secret("key", "key_file", "the wallet's admin key, or its invoice key to only receive")
+    network = spec.param("network", "bitcoin") or "bitcoin"
+    return LnbitsBackend(spec.base_url, key, network=network, timeout=spec.seconds("timeout", DEFAULT_TIMEOUT_S))
+
+
+def _open_nwc(spec: WalletSpec) -> Wallet:
+    """`nostr+walletconnect://<wallet pubkey>?relay=…&secret=…` as the wallet hands it out (`network=` optional)."""
+    from fedai.payments.backends.nwc import NwcBackend
+    from fedai.payments.backends.nwc_uri import parse_nwc_uri
+
+    try:
+        uri = parse_nwc_uri(spec.uri.reveal())
+    except ValueError as exc:
+        raise spec.error(str(exc)) from None
+    network = spec.param("network", "bitcoin") or "bitcoin"
+    return NwcBackend(uri, network=network, timeout=spec.seconds("timeout", 30.0))
+
+
+for _scheme, _factory in (
+    ("lnbits+http", _open_lnbits),
+    ("lnbits+https", _open_lnbits),
+    ("nostr+walletconnect", _open_nwc),
+):
+    register_backend(_scheme, _factory)

@@ -99,9 +99,9 @@ class LnbitsBackend:
             "expiry": expiry_s,
             "external_id": external_id,
         }
-        return self._invoice_from(await self._http.post("/api/v1/payments", body))
+        return self._invoice_from(await self._http.post("/api/v1/payments", body), amount_msat)
 
-    def _invoice_from(self, row: Any) -> Invoice:
+    def _invoice_from(self, row: Any, amount_msat: int | None = None) -> Invoice:
         """An invoice LNbits answered, checked against its own BOLT11 (amount, hash, signature, network)."""
         if not isinstance(row, dict):
             raise WalletUnavailable("LNbits answered an invoice that is not an object", "bad_response")
@@ -110,8 +110,14 @@ class LnbitsBackend:
         amount = _int(row.get("amount"))
         if not isinstance(bolt11, str) or not is_hex32(payment_hash):
             raise WalletUnavailable("LNbits answered an invoice without bolt11 or payment hash", "bad_response")
+        expected = amount if amount_msat is None else amount_msat  # a new invoice: exactly what was asked
         decoded = check_invoice(
-            bolt11, amount_msat=amount, network=self.network, now=time.time(), payment_hash=payment_hash, min_expiry_s=0
+            bolt11,
+            amount_msat=expected,
+            network=self.network,
+            now=time.time(),
+            payment_hash=payment_hash,
+            min_expiry_s=0,
         )
         return Invoice(decoded.bolt11, decoded.payment_hash, decoded.amount_msat, decoded.expires_at)
 
@@ -124,9 +130,12 @@ class LnbitsBackend:
             raise WalletUnavailable("LNbits answered a lookup without the payment's details", "bad_response")
         if _int(details.get("amount")) <= 0:  # this wallet's own outgoing payment: not an invoice it created
             raise WalletRefused("LNbits: this wallet did not create that invoice", "unknown_invoice")
-        if answer.get("paid") is True:
+        if answer.get("paid") is not True:
+            return InvoiceStatus(payment_hash, _unpaid_state(details))
+        try:
             return InvoiceStatus(payment_hash, InvoiceState.PAID, _int(details.get("amount")), answer.get("preimage"))
-        return InvoiceStatus(payment_hash, _unpaid_state(details))
+        except ValueError:  # the status checks the preimage against the hash
+            raise WalletUnavailable("LNbits answered a paid invoice without its preimage", "bad_response") from None
 
     # -- paying ---------------------------------------------------------------------------------------
 
@@ -154,7 +163,8 @@ class LnbitsBackend:
         if not isinstance(details, dict) or _int(details.get("amount")) >= 0:
             return None  # unknown here, or an incoming invoice of this wallet (LNbits refuses paying it)
         if answer.get("paid") is True:
-            return Payment(payment_hash, str(answer.get("preimage")), abs(_int(details.get("fee"))))
+            paid = {"payment_hash": payment_hash, "status": "success", "preimage": answer.get("preimage")}
+            return _payment_from(paid | {"fee": details.get("fee")}, payment_hash)
         if details.get("status") == "pending":
             raise WalletUnavailable(
                 "LNbits: a payment of this invoice is in flight; ask again later", "payment_pending"
