@@ -9,6 +9,7 @@ or option the spec came from and never repeats the spec, which may hold a secret
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -196,6 +197,9 @@ def _open_lnbits(spec: WalletSpec) -> Wallet:
 
 def _open_nwc(spec: WalletSpec) -> Wallet:
     """`nostr+walletconnect://<wallet pubkey>?relay=…&secret=…` as the wallet hands it out (`network=` optional)."""
+    missing = [name for name in ("websockets", "nostr_sdk") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise spec.error(f"NWC needs {' and '.join(missing)}: pip install 'fedai[relay]'")
     from fedai.payments.backends.nwc import NwcBackend
     from fedai.payments.backends.nwc_uri import parse_nwc_uri
 
