@@ -12,6 +12,7 @@ from fedai.cli.client import infer_cmd, quote_cmd, status_cmd
 from fedai.cli.devnet import devnet_cmd
 from fedai.cli.keys import keys_group
 from fedai.cli.llama import llama_group
+from fedai.cli.lnbits import lnbits_group
 from fedai.cli.manifest import bench_cmd, manifest_cmd, profile_cmd, recommend_cmd
 from fedai.cli.peers import peers_cmd
 from fedai.cli.route import route_group
@@ -46,6 +47,7 @@ for command in (
     status_cmd,
     devnet_cmd,
     llama_group,
+    lnbits_group,
     route_group,
     apikey_group,
     admin_token_group,
