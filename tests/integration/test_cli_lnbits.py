@@ -52,3 +52,21 @@ async def test_start_makes_funded_wallets_and_stops_on_ctrl_c(lnbits_install: Ln
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+async def test_lnbits_dies_with_a_killed_owner(lnbits_install: LnbitsInstall, tmp_path: Path) -> None:
+    argv = [sys.executable, "-m", "fedai.cli.main", "lnbits", "start", "--data-dir", str(tmp_path)]
+    process = await asyncio.create_subprocess_exec(*argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert process.stdout is not None
+    line = ""
+    while "Ctrl-C stops it" not in line:
+        line = (await asyncio.wait_for(process.stdout.readline(), 120)).decode()
+        assert line, "fedai lnbits start ended early"
+    port = int(line.split("http://127.0.0.1:")[1].split()[0])
+    process.kill()  # no chance to clean up: the parent-death signal must end LNbits
+    await process.wait()
+    for _ in range(150):
+        if not _port_open(port):
+            break
+        await asyncio.sleep(0.1)
+    assert not _port_open(port)

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from fedai.lnbits import LnbitsAdmin, LnbitsInstall, LnbitsServer, LnbitsWallet
-from fedai.payments.backends.lnbits import LnbitsBackend
+from fedai.payments.backends.lnbits import LnbitsBackend, open_lnbits
 from fedai.payments.errors import WalletRefused, WalletUnavailable
 from fedai.payments.invoice import decode_invoice
-from fedai.payments.secret import Secret
+from fedai.payments.spec import parse_spec
 from fedai.payments.wallet import InvoiceState, Wallet
 
 pytestmark = pytest.mark.integration
@@ -27,7 +27,7 @@ MAX_FEE_MSAT = 50_000  # above LNbits' default fee reserve, max(2 sat, 1 %), for
 
 
 def backend(wallet: LnbitsWallet, *, admin: bool = True) -> LnbitsBackend:
-    return LnbitsBackend(wallet.url, Secret(wallet.admin_key if admin else wallet.invoice_key))
+    return open_lnbits(parse_spec(wallet.uri(admin=admin)))
 
 
 @pytest.fixture

@@ -17,9 +17,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from fedai.payments.backends.lnbits import LnbitsBackend
+from fedai.payments.backends.lnbits import LnbitsBackend, open_lnbits
 from fedai.payments.errors import InvalidInvoice, WalletUnavailable
-from fedai.payments.secret import Secret
+from fedai.payments.spec import parse_spec
 from tests.support.invoices import InvoiceSigner
 from tests.support.servers import serve_app
 
@@ -51,14 +51,14 @@ async def fake() -> AsyncIterator[tuple[Script, LnbitsBackend]]:
     script = Script()
     app = Starlette(routes=[Route("/{path:path}", script.answer, methods=["GET", "POST"])])
     async with serve_app(app) as url:
-        wallet = LnbitsBackend(url, Secret("the-admin-key"), network="regtest", timeout=1.0)
+        wallet = open_lnbits(parse_spec(f"lnbits+{url}?key=the-admin-key&network=regtest&timeout=1"))
         yield script, wallet
         await wallet.aclose()
 
 
 @pytest.mark.parametrize(
     ("status", "body", "reason"),
-    [(503, {"detail": "down"}, "unavailable"), (500, "oops", "unavailable"), (200, "not json", "bad_response")],
+    [(503, {"detail": "down"}, "backend_error"), (500, "oops", "bad_reply"), (200, "not json", "bad_reply")],
 )
 async def test_server_errors_and_unreadable_answers_are_unavailable(
     fake: tuple[Script, LnbitsBackend], status: int, body: Any, reason: str
@@ -113,7 +113,7 @@ async def test_a_paid_lookup_or_payment_without_the_right_preimage_is_no_proof(
     )
     with pytest.raises(WalletUnavailable) as unavailable:
         await wallet.lookup_invoice(payment_hash)
-    assert unavailable.value.reason == "bad_response"
+    assert unavailable.value.reason == "bad_reply"
 
     script.answers[f"GET /api/v1/payments/{payment_hash}"] = (404, {"detail": "Payment does not exist."})
     script.answers["GET /api/v1/payments/fee-reserve"] = (200, {"fee_reserve": 0})
@@ -123,4 +123,4 @@ async def test_a_paid_lookup_or_payment_without_the_right_preimage_is_no_proof(
     )
     with pytest.raises(WalletUnavailable) as unavailable:
         await wallet.pay_invoice(bolt11, 1_000, "k")
-    assert unavailable.value.reason == "bad_response"
+    assert unavailable.value.reason == "bad_reply"

@@ -16,11 +16,12 @@ import pytest
 
 from fedai.llamacpp.server import free_port
 from fedai.lnbits import LnbitsWallet
-from fedai.payments.backends.lnbits import LnbitsBackend
+from fedai.payments.backends.lnbits import open_lnbits
 from fedai.payments.backends.nwc import NwcBackend
 from fedai.payments.backends.nwc_uri import NwcUri
 from fedai.payments.errors import WalletRefused, WalletUnavailable
 from fedai.payments.secret import Secret
+from fedai.payments.spec import parse_spec
 from fedai.payments.wallet import InvoiceState, Wallet
 from fedai.protocol.keys import Keys
 from tests.support.nwc_service import NwcService
@@ -42,7 +43,7 @@ async def connect(relay_url: str, lnbits_wallet: Callable[..., LnbitsWallet]) ->
 
     async def make(sats: int = 0, *, encryptions: tuple[str, ...] = ("nip44_v2", "nip04"), wait_s: float = 20):
         made = lnbits_wallet("nwc", sats)
-        lnbits = LnbitsBackend(made.url, Secret(made.admin_key))
+        lnbits = open_lnbits(parse_spec(made.uri()))
         service = await NwcService(relay_url, lnbits, encryptions=encryptions).start()
         client = NwcBackend(service.uri, timeout=wait_s)
         opened.extend([client, service, lnbits])

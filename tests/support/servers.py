@@ -21,10 +21,12 @@ def free_port() -> int:
 
 
 @asynccontextmanager
-async def serve_app(app: Any, port: int | None = None) -> AsyncIterator[str]:
-    """Serve `app` on 127.0.0.1 and yield its base URL; stops the server (and its lifespan) on exit."""
+async def serve_app(app: Any, port: int | None = None, tls: tuple[str, str] | None = None) -> AsyncIterator[str]:
+    """Serve `app` on 127.0.0.1 and yield its base URL; stops the server (and its lifespan) on exit.
+    `tls` = (certificate file, key file) serves HTTPS."""
     port = port or free_port()
-    config = uvicorn_config(app, "127.0.0.1", port, loop="none")
+    ssl_files = {"ssl_certfile": tls[0], "ssl_keyfile": tls[1]} if tls else {}
+    config = uvicorn_config(app, "127.0.0.1", port, loop="none", **ssl_files)
     server = uvicorn.Server(config)
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]  # the test owns signals
     task = asyncio.create_task(server.serve())
@@ -38,7 +40,7 @@ async def serve_app(app: Any, port: int | None = None) -> AsyncIterator[str]:
     else:
         raise TimeoutError("server did not start")
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 10)

@@ -72,11 +72,13 @@ def test_both_ciphers_open_for_the_other_side_only(scheme: nip47.Encryption) -> 
         ("QUOTA_EXCEEDED", WalletRefused, "quota_exceeded"),
         ("NOT_FOUND", WalletRefused, "unknown_invoice"),
         ("PAYMENT_FAILED", WalletRefused, "payment_failed"),
-        ("OTHER", WalletRefused, "refused"),
-        ("SOMETHING_NEW", WalletRefused, "refused"),
+        ("OTHER", WalletRefused, "rejected"),
+        ("SOMETHING_NEW", WalletRefused, "rejected"),
         ("RATE_LIMITED", WalletUnavailable, "rate_limited"),
         ("UNAUTHORIZED", WalletUnavailable, "unauthorized"),
-        ("INTERNAL", WalletUnavailable, "internal"),
+        ("RESTRICTED", WalletUnavailable, "unauthorized"),
+        ("NOT_IMPLEMENTED", WalletUnavailable, "not_implemented"),
+        ("INTERNAL", WalletUnavailable, "backend_error"),
     ],
 )
 def test_nip47_error_codes_become_wallet_errors(code: str, kind: type[Exception], reason: str) -> None:
@@ -89,4 +91,4 @@ def test_a_result_of_another_method_is_unreadable() -> None:
     assert _result("get_balance", {"result_type": "get_balance", "result": {"balance": 1}}) == {"balance": 1}
     with pytest.raises(WalletUnavailable) as raised:
         _result("get_balance", {"result_type": "pay_invoice", "result": {"preimage": "00"}})
-    assert raised.value.reason == "bad_response"
+    assert raised.value.reason == "bad_reply"

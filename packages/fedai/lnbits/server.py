@@ -4,8 +4,9 @@ FakeWallet signs invoices with a key of its own and settles payments between wal
 internally, so tests and the devnet get real invoices, real preimages and balances that move, offline.
 LNbits serves `lnbits/static` by a relative path, so it runs with its working directory at its
 site-packages; its SQLite data lives in the `data_dir` given (a temporary directory in tests).
-The process runs in a process group of its own and never outlives its owner: `stop()` (also at interpreter
-exit) ends the group, and on Linux a parent-death signal ends it if the owner dies first.
+It runs as one process (LNbits' app under uvicorn, as the `lnbits` command configures it, without that
+command's restart supervisor), in a process group of its own, and never outlives its owner: `stop()` (also at
+interpreter exit) ends the group, and on Linux a parent-death signal ends it if the owner dies first.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ from fedai.service.children import DIE_WITH_PARENT
 
 READY_TIMEOUT_S = 120.0  # ~4 s on an idle machine; a loaded 2-core CI machine is slower
 STOP_GRACE_S = 10.0
+# LNbits' app under uvicorn in this one process. The `lnbits` command serves from a child process (so that its
+# admin UI can restart the server), which a parent-death signal would not reach: killed owners left it behind.
+APP = "lnbits.__main__:app"
 HEALTH = "/api/v1/health"  # 200 once set up; 307 to /first_install before: either way, serving
 # The parent's settings that must not reach LNbits: its own configuration, and ours leaking into its venv.
 _INHERITED_NOT = ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP")
@@ -111,13 +115,15 @@ class LnbitsServer:
             fd, name = tempfile.mkstemp(prefix="lnbits-", suffix=".log")
             os.close(fd)
             self.log_path = Path(name)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        argv = [str(self.install.executable), "--host", self.host, "--port", str(self.port)]
+        for directory in (self.data_dir / "logs", self.install.site_packages / "lnbits" / "extensions"):
+            directory.mkdir(parents=True, exist_ok=True)  # what the `lnbits` command creates before it serves
+        argv = [str(self.install.python), "-m", "uvicorn", APP, "--host", self.host, "--port", str(self.port)]
+        argv += ["--loop", "uvloop"]
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
                 argv,
                 cwd=self.install.site_packages,
-                env=lnbits_env(self.data_dir),
+                env=lnbits_env(self.data_dir) | {"HOST": self.host, "PORT": str(self.port)},
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -66,13 +66,14 @@ def network_prefix(network: str) -> str:
         raise ValueError(f"unknown Lightning network {network!r}: one of {', '.join(NETWORKS)}") from None
 
 
-def _split_hrp(text: str, prefix: str) -> None:
-    """Refuse an invoice of another network, or a `p` amount that is not a whole millisatoshi."""
+def _split_hrp(text: str, prefix: str | None) -> None:
+    """Refuse an invoice of another network (any known one when `prefix` is None), or a `p` amount that is not a
+    whole millisatoshi."""
     hrp = text[: text.rfind("1")] if "1" in text else ""
     match = _HRP.fullmatch(hrp)
     if match is None:
         raise InvalidInvoice("malformed", "not a BOLT11 invoice (unknown prefix)")
-    if match[1] != prefix:
+    if prefix is not None and match[1] != prefix:
         raise InvalidInvoice("wrong_network", f"invoice is for ln{match[1]}, this wallet is on ln{prefix}")
     if match[3] and not match[2]:
         raise InvalidInvoice("malformed", "invoice amount has a multiplier without digits")
@@ -80,8 +81,9 @@ def _split_hrp(text: str, prefix: str) -> None:
         raise InvalidInvoice("malformed", "invoice amount is not a whole millisatoshi")
 
 
-def decode_invoice(text: str, *, network: str, max_len: int = MAX_LEN) -> DecodedInvoice:
-    """Decode `text` and check what needs no expectation: length, form, signature, network (InvalidInvoice)."""
+def decode_invoice(text: str, *, network: str | None, max_len: int = MAX_LEN) -> DecodedInvoice:
+    """Decode `text` and check what needs no expectation: length, form, signature, network (InvalidInvoice).
+    `network=None` accepts any known network (a wallet reading its own backend's invoice)."""
     if not isinstance(text, str):
         raise InvalidInvoice("malformed", "invoice must be a string")
     if len(text) > max_len:
@@ -89,8 +91,7 @@ def decode_invoice(text: str, *, network: str, max_len: int = MAX_LEN) -> Decode
     if not _ASCII_PRINTABLE.fullmatch(text) or (text != text.lower() and text != text.upper()):
         raise InvalidInvoice("malformed", "invoice must be printable ASCII in one case")
     text = text.lower()
-    prefix = network_prefix(network)
-    _split_hrp(text, prefix)
+    _split_hrp(text, None if network is None else network_prefix(network))
     try:
         decoded = bolt11.decode(text)
     except Bolt11SignatureVerifyException:

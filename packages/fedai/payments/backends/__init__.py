@@ -1,1 +1,1 @@
-"""Wallet backends: each implements fedai.payments.wallet.Wallet against one kind of wallet (docs/payments.md)."""
+"""Wallet backends: one module per kind of wallet, each a `fedai.payments.wallet.Wallet` (docs/payments.md#backends)."""

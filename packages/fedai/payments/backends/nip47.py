@@ -30,13 +30,19 @@ class Encryption(StrEnum):
 
 # NIP-47's error codes, by what the caller can do about them: retry later (the wallet is there but cannot now,
 # or will not answer this client), or take the no as final.
-UNAVAILABLE_CODES = frozenset({"RATE_LIMITED", "INTERNAL", "UNAUTHORIZED", "RESTRICTED", "NOT_IMPLEMENTED"})
+UNAVAILABLE_REASONS: dict[str, str] = {
+    "RATE_LIMITED": "rate_limited",
+    "INTERNAL": "backend_error",
+    "UNAUTHORIZED": "unauthorized",
+    "RESTRICTED": "unauthorized",  # this connection may not use the method
+    "NOT_IMPLEMENTED": "not_implemented",
+}
 REFUSED_REASONS: dict[str, str] = {
     "INSUFFICIENT_BALANCE": "insufficient_balance",
-    "QUOTA_EXCEEDED": "quota_exceeded",
+    "QUOTA_EXCEEDED": "quota_exceeded",  # the connection's budget
     "NOT_FOUND": "unknown_invoice",
     "PAYMENT_FAILED": "payment_failed",
-    "OTHER": "refused",
+    "OTHER": "rejected",
 }
 
 

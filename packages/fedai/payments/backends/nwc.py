@@ -16,20 +16,22 @@ What NIP-47 does not give, and what is done instead:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import Any
 
+from fedai.payments.backends.guard import Idempotency, check_create, check_fee, check_key
 from fedai.payments.backends.nwc_client import DEFAULT_TIMEOUT_S, NwcClient
-from fedai.payments.backends.nwc_uri import NwcUri
+from fedai.payments.backends.nwc_uri import NwcUri, parse_nwc_uri
 from fedai.payments.errors import WalletRefused, WalletUnavailable
 from fedai.payments.invoice import check_invoice, decode_invoice
+from fedai.payments.spec import WalletSpec
 from fedai.payments.wallet import Invoice, InvoiceState, InvoiceStatus, Payment, is_hex32
 
 log = logging.getLogger("fedai.payments.nwc")
 
 DEFAULT_NETWORK = "bitcoin"
+MADE_LIMIT = 10_000  # invoices remembered by key in this process
 
 
 class NwcBackend:
@@ -38,36 +40,35 @@ class NwcBackend:
     def __init__(self, uri: NwcUri, *, network: str = DEFAULT_NETWORK, timeout: float = DEFAULT_TIMEOUT_S) -> None:
         self.network = network
         self._client = NwcClient(uri, timeout=timeout)
-        self._invoices: dict[str, Invoice] = {}
-        self._paid_keys: dict[str, str] = {}
-        self._create_lock = asyncio.Lock()
-        self._pay_locks: dict[str, asyncio.Lock] = {}
+        self._name = f"nwc wallet {uri.wallet_pubkey[:12]}…"
+        self._invoices = Idempotency(self._name)  # creates: key -> amount, one at a time per key
+        self._once = Idempotency(self._name)  # payments: key -> payment hash, one at a time per hash
+        self._made: dict[str, Invoice] = {}
 
     def __repr__(self) -> str:
-        return f"NwcBackend(wallet={self._client.uri.wallet_pubkey[:12]}…)"
+        return f"NwcBackend({self._name!r})"
 
     async def aclose(self) -> None:
         await self._client.aclose()
 
     async def create_invoice(self, amount_msat: int, memo: str, expiry_s: int, idempotency_key: str) -> Invoice:
-        if isinstance(amount_msat, bool) or not isinstance(amount_msat, int) or amount_msat <= 0 or expiry_s <= 0:
-            raise WalletRefused("NWC: an invoice needs a positive amount and expiry", "unsupported_amount")
-        async with self._create_lock:
-            known = self._invoices.get(idempotency_key)
+        check_create(amount_msat, memo, expiry_s, idempotency_key)
+        self._invoices.bind(idempotency_key, str(amount_msat))
+        async with self._invoices.serialized(idempotency_key):
+            known = self._made.get(idempotency_key)
             if known is None:
                 params = {"amount": amount_msat, "description": memo, "expiry": expiry_s}
-                result = await self._client.request("make_invoice", params)
-                known = self._invoice_from(result, amount_msat)
-                self._invoices[idempotency_key] = known
-        if known.amount_msat != amount_msat:
-            raise WalletRefused("NWC: this idempotency key made an invoice for another amount", "idempotency_conflict")
+                known = self._invoice_from(await self._client.request("make_invoice", params), amount_msat)
+                if len(self._made) >= MADE_LIMIT:
+                    self._made.pop(next(iter(self._made)))
+                self._made[idempotency_key] = known
         return known
 
     def _invoice_from(self, result: dict[str, Any], amount_msat: int) -> Invoice:
         bolt11 = result.get("invoice")
         payment_hash = result.get("payment_hash")
         if not isinstance(bolt11, str):
-            raise WalletUnavailable("NWC make_invoice: the result has no invoice", "bad_response")
+            raise WalletUnavailable(f"{self._name}: make_invoice answered no invoice", "bad_reply")
         decoded = check_invoice(
             bolt11,
             amount_msat=amount_msat,
@@ -80,10 +81,10 @@ class NwcBackend:
 
     async def lookup_invoice(self, payment_hash: str) -> InvoiceStatus:
         if not is_hex32(payment_hash):
-            raise WalletRefused("NWC: not a payment hash", "unknown_invoice")
+            raise ValueError("payment_hash must be 64 lowercase hex characters")
         result = await self._lookup(payment_hash)
         if result.get("type") == "outgoing":
-            raise WalletRefused("NWC: this wallet did not create that invoice", "unknown_invoice")
+            raise WalletRefused(f"{self._name}: this wallet did not create that invoice", "unknown_invoice")
         preimage = result.get("preimage")
         if result.get("settled_at") and is_hex32(preimage):
             return InvoiceStatus(payment_hash, InvoiceState.PAID, _msat(result.get("amount")), str(preimage))
@@ -92,15 +93,16 @@ class NwcBackend:
     async def _lookup(self, payment_hash: str) -> dict[str, Any]:
         result = await self._client.request("lookup_invoice", {"payment_hash": payment_hash})
         if result.get("payment_hash") != payment_hash:
-            raise WalletUnavailable("NWC lookup_invoice: the result is for another payment hash", "bad_response")
+            raise WalletUnavailable(f"{self._name}: lookup_invoice answered another payment hash", "bad_reply")
         return result
 
     async def pay_invoice(self, bolt11: str, max_fee_msat: int, idempotency_key: str) -> Payment:
+        check_fee(max_fee_msat)
+        check_key(idempotency_key)
         decoded = decode_invoice(bolt11, network=self.network)
         payment_hash = decoded.payment_hash
-        if self._paid_keys.setdefault(idempotency_key, payment_hash) != payment_hash:
-            raise WalletRefused("NWC: this idempotency key paid another invoice", "idempotency_conflict")
-        async with self._pay_locks.setdefault(payment_hash, asyncio.Lock()):
+        self._once.bind(idempotency_key, payment_hash)
+        async with self._once.serialized(payment_hash):
             earlier = await self._earlier_payment(payment_hash)
             if earlier is not None:
                 return earlier
@@ -129,14 +131,14 @@ class NwcBackend:
                 {"preimage": result["preimage"], "fees_paid": result.get("fees_paid", 0)}, payment_hash
             )
         if _unpaid_state(result) is InvoiceState.PENDING:
-            raise WalletUnavailable("NWC: a payment of this invoice is in flight; ask again later", "payment_pending")
+            raise WalletUnavailable(f"{self._name}: a payment of this invoice is in flight", "in_flight")
         return None
 
     async def balance_msat(self) -> int:
         result = await self._client.request("get_balance", {})
         balance = result.get("balance")
         if not isinstance(balance, int) or isinstance(balance, bool):
-            raise WalletUnavailable("NWC get_balance: the result has no balance", "bad_response")
+            raise WalletUnavailable(f"{self._name}: get_balance answered no balance", "bad_reply")
         return max(0, balance)
 
 
@@ -159,4 +161,14 @@ def _payment_from(result: dict[str, Any], payment_hash: str) -> Payment:
     try:
         return Payment(payment_hash, str(preimage), _msat(result.get("fees_paid")))
     except ValueError:
-        raise WalletUnavailable("NWC pay_invoice: the preimage does not match the invoice", "bad_response") from None
+        raise WalletUnavailable("nwc: pay_invoice answered a preimage that does not match", "bad_reply") from None
+
+
+def open_nwc(spec: WalletSpec) -> NwcBackend:
+    """An NwcBackend from the connection URI (factory for fedai.payments.config; `network=`, `timeout=` optional)."""
+    try:
+        uri = parse_nwc_uri(spec.uri.reveal())
+    except ValueError as exc:
+        raise spec.error(str(exc)) from None
+    network = spec.param("network", DEFAULT_NETWORK) or DEFAULT_NETWORK
+    return NwcBackend(uri, network=network, timeout=spec.seconds("timeout", DEFAULT_TIMEOUT_S))

@@ -115,7 +115,7 @@ class NwcClient:
             plaintext = nip47.decrypt(self.keys, event.pubkey, event.content)
             future.set_result(nip47.parse_object(plaintext))
         except nip47.Nip47Error as exc:
-            future.set_exception(WalletUnavailable(f"NWC: unreadable response ({exc})", "bad_response"))
+            future.set_exception(WalletUnavailable(f"nwc: unreadable response ({exc})", "bad_reply"))
 
 
 def _result(method: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -123,11 +123,12 @@ def _result(method: str, body: dict[str, Any]) -> dict[str, Any]:
     if error:
         code = str(error.get("code", "OTHER")) if isinstance(error, dict) else "OTHER"
         message = str(error.get("message", "")) if isinstance(error, dict) else ""
-        text = f"NWC {method}: the wallet answered {code} {' '.join(message.split())[:160]}".rstrip()
-        if code in nip47.UNAVAILABLE_CODES:
-            raise WalletUnavailable(text, code.lower())
-        raise WalletRefused(text, nip47.REFUSED_REASONS.get(code, "refused"))
+        known = code in nip47.UNAVAILABLE_REASONS or code in nip47.REFUSED_REASONS
+        text = f"nwc: {method} answered {code if known else 'an unknown error code'}"
+        if code in nip47.UNAVAILABLE_REASONS:
+            raise WalletUnavailable(text, nip47.UNAVAILABLE_REASONS[code], detail=message)
+        raise WalletRefused(text, nip47.REFUSED_REASONS.get(code, "rejected"), detail=message)
     result = body.get("result")
     if body.get("result_type") != method or not isinstance(result, dict):
-        raise WalletUnavailable(f"NWC {method}: the response is not a {method} result", "bad_response")
+        raise WalletUnavailable(f"nwc: the response is not a {method} result", "bad_reply")
     return result
