@@ -166,9 +166,9 @@ def _payment_from(result: dict[str, Any], payment_hash: str) -> Payment:
 
 def open_nwc(spec: WalletSpec) -> NwcBackend:
     """An NwcBackend from the connection URI (factory for fedai.payments.config; `network=`, `timeout=` optional)."""
-    try:
-        uri = parse_nwc_uri(spec.uri.reveal())
-    except ValueError as exc:
-        raise spec.error(str(exc)) from None
     network = spec.param("network", DEFAULT_NETWORK) or DEFAULT_NETWORK
-    return NwcBackend(uri, network=network, timeout=spec.seconds("timeout", DEFAULT_TIMEOUT_S))
+    timeout = spec.seconds("timeout", DEFAULT_TIMEOUT_S)
+    try:
+        return NwcBackend(parse_nwc_uri(spec.uri.reveal()), network=network, timeout=timeout)
+    except ValueError as exc:  # the URI's parts, or a secret key out of secp256k1's range
+        raise spec.error(str(exc)) from None

@@ -23,6 +23,7 @@ from fedai.protocol.keys import Keys
 
 DEFAULT_TIMEOUT_S = 30.0
 SINCE_MARGIN_S = 10
+RESPONSE_BUDGET = (2_000, 60.0)  # responses accepted from the wallet's key per minute
 
 
 class NwcClient:
@@ -32,7 +33,8 @@ class NwcClient:
         self.uri = uri
         self.timeout = timeout
         self.keys = Keys.parse(uri.secret.reveal())
-        self._pool = RelayPool(list(uri.relays), connect_timeout=min(timeout, 5.0))
+        # every response comes from the one wallet key: a budget well above a busy payer's rate
+        self._pool = RelayPool(list(uri.relays), connect_timeout=min(timeout, 5.0), author_budget=RESPONSE_BUDGET)
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._responses: Subscription | None = None
         self._encryption: nip47.Encryption | None = None
