@@ -5,12 +5,9 @@ an LND wallet and a CLN wallet paying each other's invoices. Not a real Core Lig
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import os
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -20,7 +17,7 @@ from fedai.payments.config import open_wallet
 from fedai.payments.errors import InvalidInvoice, WalletRefused, WalletUnavailable
 from fedai.payments.spec import WalletConfigError
 from fedai.payments.wallet import InvoiceState, Wallet
-from tests.support.fake_cln import FakeCln
+from tests.support.fake_cln import Cln, running_cln
 from tests.support.fake_lnd import FakeLnd
 from tests.support.lightning import Ledger
 from tests.support.servers import serve_app
@@ -32,27 +29,6 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def tls(tmp_path_factory: pytest.TempPathFactory) -> SelfSigned:
     return self_signed(tmp_path_factory.mktemp("cln-tls"))
-
-
-@dataclass
-class Cln:
-    fake: FakeCln
-    wallet: Wallet
-    rune: str
-
-
-@asynccontextmanager
-async def running_cln(ledger: Ledger, node: str, tls: SelfSigned, tmp: Path, **params: str) -> AsyncIterator[Cln]:
-    rune = base64.urlsafe_b64encode(os.urandom(60)).decode()  # the shape of a rune; clnrest only compares it
-    (tmp / f"{node}.rune").write_text(rune + "\n")
-    fake = FakeCln(ledger, node, rune)
-    async with serve_app(fake.app(), tls=tls.files) as url:
-        query = "&".join(f"{k}={v}" for k, v in {"rune_file": tmp / f"{node}.rune", "cert": tls.cert, **params}.items())
-        wallet = open_wallet(f"clnrest+{url}?{query}", "ROUTER_WALLET")
-        try:
-            yield Cln(fake, wallet, rune)
-        finally:
-            await wallet.aclose()
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from fedai.payments.errors import WalletRefused, WalletUnavailable
 from fedai.payments.invoice import decode_invoice
 from fedai.payments.spec import parse_spec
 from fedai.payments.wallet import InvoiceState, Wallet
+from tests.support.wallet_contract import check_wallet_contract
 
 pytestmark = pytest.mark.integration
 
@@ -67,6 +68,10 @@ async def test_an_invoice_paid_from_another_wallet_is_paid_with_its_preimage(
     assert (after.state, after.amount_msat, after.preimage) == (InvoiceState.PAID, 21_000, payment.preimage)
     assert await payee.balance_msat() == 21_000
     assert await payer.balance_msat() == 1_000_000 - 21_000 - payment.fee_msat
+
+
+async def test_the_wallet_contract_holds(pair: tuple[LnbitsBackend, LnbitsBackend]) -> None:
+    await check_wallet_contract(*pair, network="bitcoin", prefix="lnbits")
 
 
 async def test_paying_twice_with_one_key_pays_once(pair: tuple[LnbitsBackend, LnbitsBackend]) -> None:

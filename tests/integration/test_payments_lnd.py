@@ -11,8 +11,6 @@ import hashlib
 import logging
 import os
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -22,9 +20,9 @@ from fedai.payments.config import open_wallet
 from fedai.payments.errors import InvalidInvoice, WalletRefused, WalletUnavailable
 from fedai.payments.spec import WalletConfigError
 from fedai.payments.wallet import InvoiceState, Wallet
-from tests.support.fake_lnd import FakeLnd
+from tests.support.fake_lnd import Lnd, running_lnd
 from tests.support.lightning import Ledger
-from tests.support.servers import free_port, serve_app
+from tests.support.servers import free_port
 from tests.support.tls import SelfSigned, self_signed
 
 pytestmark = pytest.mark.integration
@@ -33,29 +31,6 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def tls(tmp_path_factory: pytest.TempPathFactory) -> SelfSigned:
     return self_signed(tmp_path_factory.mktemp("lnd-tls"))
-
-
-@dataclass
-class Lnd:
-    fake: FakeLnd
-    wallet: Wallet
-    macaroon: bytes
-
-
-@asynccontextmanager
-async def running_lnd(ledger: Ledger, node: str, tls: SelfSigned, tmp: Path, **params: str) -> AsyncIterator[Lnd]:
-    macaroon = os.urandom(48)
-    (tmp / f"{node}.macaroon").write_bytes(macaroon)
-    fake = FakeLnd(ledger, node, macaroon)
-    async with serve_app(fake.app(), tls=tls.files) as url:
-        query = "&".join(
-            f"{k}={v}" for k, v in {"macaroon": tmp / f"{node}.macaroon", "cert": tls.cert, **params}.items()
-        )
-        wallet = open_wallet(f"lnd+{url}?{query}", "NODE_WALLET")
-        try:
-            yield Lnd(fake, wallet, macaroon)
-        finally:
-            await wallet.aclose()
 
 
 @pytest.fixture

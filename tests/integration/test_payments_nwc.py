@@ -25,6 +25,7 @@ from fedai.payments.spec import parse_spec
 from fedai.payments.wallet import InvoiceState, Wallet
 from fedai.protocol.keys import Keys
 from tests.support.nwc_service import NwcService
+from tests.support.wallet_contract import check_wallet_contract
 
 pytestmark = pytest.mark.integration
 
@@ -70,6 +71,20 @@ async def test_an_invoice_made_over_nwc_is_paid_over_nwc_with_its_preimage(conne
     assert await payer.balance_msat() == 1_000_000 - 21_000
     assert set(payee_service.encryptions_seen) == {"nip44_v2"}  # offered by the service's info event
     assert set(payer_service.encryptions_seen) == {"nip04"}  # no encryption tag: NIP-04
+
+
+async def test_the_wallet_contract_holds_over_nwc_and_across_nwc_and_lnbits(
+    connect: Connect, lnbits_wallet: Callable[..., LnbitsWallet]
+) -> None:
+    _, payee = await connect()
+    _, payer = await connect(1000)
+    await check_wallet_contract(payee, payer, network="bitcoin", prefix="nwc")
+    direct = open_lnbits(parse_spec(lnbits_wallet("direct", 1000).uri()))
+    try:
+        await check_wallet_contract(payee, direct, network="bitcoin", prefix="nwc-payee")
+        await check_wallet_contract(direct, payer, network="bitcoin", prefix="nwc-payer")
+    finally:
+        await direct.aclose()
 
 
 async def test_paying_again_pays_once_even_from_a_new_connection(connect: Connect) -> None:

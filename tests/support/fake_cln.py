@@ -7,6 +7,12 @@ failure 500 with `{"code", "message"}`, a refused rune 401.
 from __future__ import annotations
 
 import asyncio
+import base64
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -16,8 +22,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from fedai.payments.config import open_wallet
 from fedai.payments.invoice import decode_invoice
+from fedai.payments.wallet import Wallet
 from tests.support.lightning import Faults, Ledger, LedgerInvoice, PayFailure
+from tests.support.servers import serve_app
+from tests.support.tls import SelfSigned
 
 _PAY_ERRORS = {
     "no_route": (205, "Could not find a route"),
@@ -148,3 +158,24 @@ class FakeCln:
             {"peer_id": "02" + "22" * 32, "our_amount_msat": 777, "amount_msat": 1000, "state": "ONCHAIN"},
         ]
         return JSONResponse({"outputs": [], "channels": channels}, status_code=201)
+
+
+@dataclass
+class Cln:
+    fake: FakeCln
+    wallet: Wallet
+    rune: str
+
+
+@asynccontextmanager
+async def running_cln(ledger: Ledger, node: str, tls: SelfSigned, tmp: Path, **params: str) -> AsyncIterator[Cln]:
+    rune = base64.urlsafe_b64encode(os.urandom(60)).decode()  # the shape of a rune; clnrest only compares it
+    (tmp / f"{node}.rune").write_text(rune + "\n")
+    fake = FakeCln(ledger, node, rune)
+    async with serve_app(fake.app(), tls=tls.files) as url:
+        query = "&".join(f"{k}={v}" for k, v in {"rune_file": tmp / f"{node}.rune", "cert": tls.cert, **params}.items())
+        wallet = open_wallet(f"clnrest+{url}?{query}", "ROUTER_WALLET")
+        try:
+            yield Cln(fake, wallet, rune)
+        finally:
+            await wallet.aclose()

@@ -9,6 +9,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -18,8 +23,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from fedai.payments.config import open_wallet
 from fedai.payments.invoice import decode_invoice
+from fedai.payments.wallet import Wallet
 from tests.support.lightning import Faults, Ledger, LedgerInvoice, PayFailure
+from tests.support.servers import serve_app
+from tests.support.tls import SelfSigned
 
 _FAILURE = {
     "no_route": "FAILURE_REASON_NO_ROUTE",
@@ -121,7 +130,7 @@ class FakeLnd:
         self.seen_bodies.append(body)
         bolt11 = body["payment_request"]
         payment_hash = self.ledger_hash(bolt11)
-        if self.ledger.paid_by(self.node, payment_hash) is not None:
+        if self.ledger.paid_by(self.node, payment_hash) is not None and not self.ledger.pays_twice:
             return lines({"error": {"code": 6, "message": "invoice is already paid", "details": []}})
         try:
             payment = self.ledger.pay(self.node, bolt11, int(body["fee_limit_msat"]))
@@ -162,3 +171,26 @@ class FakeLnd:
                 "unsettled_local_balance": {"sat": "0", "msat": "0"},
             }
         )
+
+
+@dataclass
+class Lnd:
+    fake: FakeLnd
+    wallet: Wallet
+    macaroon: bytes
+
+
+@asynccontextmanager
+async def running_lnd(ledger: Ledger, node: str, tls: SelfSigned, tmp: Path, **params: str) -> AsyncIterator[Lnd]:
+    macaroon = os.urandom(48)
+    (tmp / f"{node}.macaroon").write_bytes(macaroon)
+    fake = FakeLnd(ledger, node, macaroon)
+    async with serve_app(fake.app(), tls=tls.files) as url:
+        query = "&".join(
+            f"{k}={v}" for k, v in {"macaroon": tmp / f"{node}.macaroon", "cert": tls.cert, **params}.items()
+        )
+        wallet = open_wallet(f"lnd+{url}?{query}", "NODE_WALLET")
+        try:
+            yield Lnd(fake, wallet, macaroon)
+        finally:
+            await wallet.aclose()

@@ -99,7 +99,8 @@ class Payment:
 
 @runtime_checkable
 class Wallet(Protocol):
-    """A Lightning wallet of one party. Every method raises only fedai.payments.errors.WalletError subclasses."""
+    """A Lightning wallet of one party. Its methods raise fedai.payments.errors.WalletError subclasses, and
+    ValueError for arguments no backend should be sent (a non-positive amount, a hash that is not 32 bytes)."""
 
     async def create_invoice(self, amount_msat: int, memo: str, expiry_s: int, idempotency_key: str) -> Invoice:
         """A new invoice for exactly `amount_msat`; the same key again answers the same invoice, never a second."""

@@ -60,12 +60,12 @@ class LnbitsBackend:
 
     async def create_invoice(self, amount_msat: int, memo: str, expiry_s: int, idempotency_key: str) -> Invoice:
         check_create(amount_msat, memo, expiry_s, idempotency_key)
+        self._invoices.bind(idempotency_key, str(amount_msat))
         if amount_msat % 1000:
             raise WalletRefused(
                 f"{self._name}: LNbits invoices whole satoshis; {amount_msat} msat is not a multiple of 1000",
                 "unsupported_amount",
             )
-        self._invoices.bind(idempotency_key, str(amount_msat))
         async with self._invoices.serialized(idempotency_key):
             known = self._made.get(idempotency_key)
             if known is None:
