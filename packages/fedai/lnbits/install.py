@@ -31,10 +31,13 @@ SUPPORTED_PYTHONS = ((3, 12), (3, 11), (3, 10))  # LNbits 1.6.2: Requires-Python
 STAMP = "fedai-installed.json"
 PIP_TIMEOUT_S = 1800.0
 LOG_TAIL_LINES = 25
-# pip's words when PyPI cannot be reached (as opposed to a package that does not install).
+# pip's words when PyPI cannot be reached (as opposed to a package that does not install): its retry warnings
+# name the connection error; without retries it only finds no version of LNbits at all, which a reachable
+# index never answers (a Python LNbits does not support still lists the versions it skipped).
 _OFFLINE = re.compile(
     r"NewConnectionError|Failed to establish a new connection|Temporary failure in name resolution|"
-    r"Name or service not known|Network is unreachable|ConnectTimeoutError|ProxyError|No route to host"
+    r"Name or service not known|Network is unreachable|ConnectTimeoutError|ProxyError|No route to host|"
+    r"requirement lnbits==\S+ \(from versions: none\)"
 )
 _UNSAFE = re.compile(r"[^0-9A-Za-z_.-]")
 
