@@ -82,8 +82,14 @@ def test_lnbits_runs_with_fakewallet_its_data_dir_and_none_of_our_settings(tmp_p
     [
         ("ERROR: ... NewConnectionError('Failed to establish a new connection')", LnbitsUnreachable),
         ("Temporary failure in name resolution", LnbitsUnreachable),
-        ("ERROR: Could not find a version that satisfies the requirement lnbits==1.6.2 (from versions: none)", LnbitsUnreachable),
-        ("ERROR: Could not find a version that satisfies the requirement lnbits==9.9.9 (from versions: 1.6.1, 1.6.2)", LnbitsInstallError),
+        (
+            "ERROR: Could not find a version that satisfies the requirement lnbits==1.6.2 (from versions: none)",
+            LnbitsUnreachable,
+        ),
+        (
+            "ERROR: Could not find a version that satisfies the requirement lnbits==9.9.9 (from versions: 1.6.1, 1.6.2)",
+            LnbitsInstallError,
+        ),
     ],
 )
 def test_a_pip_failure_says_whether_pypi_was_unreachable(tmp_path: Path, output: str, kind: type[Exception]) -> None:
