@@ -36,8 +36,11 @@ async def _no_reset(conn: asyncpg.Connection) -> None:
     on a pooled connection, and the reset would double the cost of every hot-path query."""
 
 
-async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=_init_connection, reset=_no_reset)
+async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10, timeout_s: float = 60.0) -> asyncpg.Pool:
+    """A pool of `min_size`..`max_size` connections; `timeout_s` bounds each connection attempt."""
+    pool = await asyncpg.create_pool(
+        dsn, min_size=min_size, max_size=max_size, timeout=timeout_s, init=_init_connection, reset=_no_reset
+    )
     assert pool is not None
     return pool
 

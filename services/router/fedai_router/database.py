@@ -1,19 +1,52 @@
 """The router's PostgreSQL: the configured server (or an embedded one), migrated at start, with a pool for
-queries and one dedicated connection for each hot-path writer (the replay store and metering)."""
+queries and one dedicated connection for each hot-path writer (the replay store and metering).
+
+A server that cannot be reached, refuses us or cannot be migrated at start is a configuration error naming its
+variable (`ROUTER_DB_URL`/`DATABASE_URL`, or `FEDAI_DATA_DIR` for the embedded one), never with the password.
+An embedded server this router started is stopped when the router stops."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
 from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import asyncpg
 
+from fedai.service.config import ConfigError
 from fedai.store.db import DedicatedConnection, create_pool
 from fedai.store.migrations import migrate
 from fedai_router.config import RouterSettings
 
 log = logging.getLogger("fedai.router")
+
+CONNECT_TIMEOUT_S = 10.0
+# what an unusable server, DSN or data directory raises at start (asyncpg's errors, sockets, the embedded server)
+_START_ERRORS = (OSError, TimeoutError, ValueError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+def redacted(dsn: str) -> str:
+    """The DSN safe to print: the password replaced by ***."""
+    try:
+        password = urlsplit(dsn).password
+    except ValueError:
+        return "(a DSN that does not parse)"
+    return dsn.replace(f":{password}@", ":***@", 1) if password else dsn
+
+
+def start_error(variable: str, target: str, exc: BaseException, secret: str | None) -> ConfigError:
+    """`<VARIABLE>: cannot use <target>: <reason>`, the reason without `secret`."""
+    reason = str(exc) or type(exc).__name__
+    if isinstance(exc, TimeoutError):
+        reason = f"no answer within {CONNECT_TIMEOUT_S:.0f} s"
+    elif isinstance(exc, subprocess.CalledProcessError):
+        reason = f"{exc.cmd[0] if exc.cmd else 'a command'} exited with status {exc.returncode} (see its log there)"
+    if secret:
+        reason = reason.replace(secret, "***")
+    return ConfigError(f"{variable}: cannot use {target}: {reason}")
 
 
 @dataclass
@@ -21,23 +54,55 @@ class Database:
     pool: asyncpg.Pool
     replay_writer: DedicatedConnection  # the nonce claims' group commit
     metering_writer: DedicatedConnection  # the metering records' group commit
+    embedded: Path | None = None  # the embedded server's data directory, stopped at close
 
     @classmethod
     async def open(cls, settings: RouterSettings) -> Database:
-        dsn = settings.db_url
-        if not dsn:
-            from fedai.store.embedded import start_embedded
-
-            dsn = await asyncio.to_thread(start_embedded, settings.data_dir / "pg")
-            log.info("using embedded PostgreSQL", extra={"data_dir": str(settings.data_dir)})
-        pool = await create_pool(dsn, min_size=2, max_size=settings.db_pool_max)
-        async with pool.acquire() as conn:
-            applied = await migrate(conn)
+        embedded = None
+        if settings.db_url:
+            dsn, variable, target = settings.db_url, settings.db_url_variable, redacted(settings.db_url)
+        else:
+            embedded = settings.data_dir / "pg"
+            variable, target = "FEDAI_DATA_DIR", f"the embedded PostgreSQL in {embedded}"
+            dsn = await _start_embedded(embedded, variable, target)
+        try:
+            pool = await create_pool(dsn, min_size=2, max_size=settings.db_pool_max, timeout_s=CONNECT_TIMEOUT_S)
+        except _START_ERRORS as exc:
+            raise start_error(variable, target, exc, _password(dsn)) from None
+        try:
+            async with pool.acquire() as conn:
+                applied = await migrate(conn)
+        except _START_ERRORS as exc:
+            await pool.close()
+            raise start_error(variable, f"{target} (migrations)", exc, _password(dsn)) from None
         if applied:
             log.info("applied migrations", extra={"migrations": applied})
-        return cls(pool, DedicatedConnection(dsn), DedicatedConnection(dsn))
+        return cls(pool, DedicatedConnection(dsn), DedicatedConnection(dsn), embedded)
 
     async def close(self) -> None:
         await self.replay_writer.close()
         await self.metering_writer.close()
         await self.pool.close()
+        if self.embedded is not None:
+            from fedai.store.embedded import stop_embedded
+
+            await asyncio.to_thread(stop_embedded, self.embedded)
+            log.info("embedded PostgreSQL stopped", extra={"data_dir": str(self.embedded)})
+
+
+async def _start_embedded(pgdata: Path, variable: str, target: str) -> str:
+    from fedai.store.embedded import start_embedded
+
+    try:
+        dsn = await asyncio.to_thread(start_embedded, pgdata)
+    except (*_START_ERRORS, subprocess.SubprocessError) as exc:
+        raise start_error(variable, target, exc, None) from None
+    log.info("using embedded PostgreSQL", extra={"data_dir": str(pgdata.parent)})
+    return dsn
+
+
+def _password(dsn: str) -> str | None:
+    try:
+        return urlsplit(dsn).password
+    except ValueError:
+        return None
