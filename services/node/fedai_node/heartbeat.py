@@ -182,12 +182,11 @@ class Heartbeat:
         body, status = reply.body, reply.status
         if status != 200:
             err = refusal(body, status)
-            retry_s = (err.retry_after_ms or 0) / 1000
             log.warning(
                 f"heartbeat refused by {endpoint}: {err.message}",
-                extra={"router": endpoint, "status": status, "code": err.code.value, "retry_after_s": retry_s or None},
+                extra={"router": endpoint, "status": status, "code": err.code.value},
             )
-            self._retry_after[endpoint] = retry_s
+            self._retry_after[endpoint] = (err.retry_after_ms or 0) / 1000
             return BeatResult.REJECTED
         try:
             ack = open_envelope(
