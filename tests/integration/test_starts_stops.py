@@ -254,6 +254,24 @@ def test_an_unreachable_database_is_one_config_error_naming_the_variable() -> No
     assert "hunter2" not in proc.stderr
 
 
+def test_a_node_with_an_unreachable_replay_store_is_one_config_error() -> None:
+    env = node_env(
+        marked_env(uuid.uuid4().hex),
+        Keys.generate().secret_hex,
+        f"http://127.0.0.1:{free_port()}",
+        Keys.generate().npub,
+        free_port(),
+        1000,
+    )
+    env["NODE_DB_URL"] = f"postgresql://node:hunter2@127.0.0.1:{free_port()}/replay"
+    proc = fedai("node", env=env)
+    assert proc.returncode == 2, proc.stderr
+    config_lines = [line for line in proc.stderr.splitlines() if not line.startswith("{")]  # JSON: the node's log
+    assert len(config_lines) == 1, proc.stderr
+    assert config_lines[0].startswith("config error: NODE_DB_URL: cannot use postgresql://node:***@127.0.0.1:")
+    assert "hunter2" not in proc.stderr
+
+
 @pytest.mark.skipif(
     not os.environ.get("FEDAI_TEST_DATABASE_URL"), reason="needs a server to ask for a missing database"
 )

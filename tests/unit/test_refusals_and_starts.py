@@ -15,8 +15,8 @@ from fedai.protocol.keys import Keys
 from fedai.protocol.messages import NodeDescriptor
 from fedai.service.config import ConfigError
 from fedai.service.server import http_url, listen
+from fedai.store.db import redact_dsn, unusable_database
 from fedai_node.heartbeat import BACKOFF_MAX_S, BeatResult, Heartbeat, refusal
-from fedai_router.database import redacted, start_error
 from fedai_router.endpoints import EndpointValidator, address_kind, check_shape
 from fedai_router.refusals import RefusalLog
 from fedai_router.resolver import BoundedResolver
@@ -122,13 +122,13 @@ def test_a_taken_port_is_a_config_error_naming_the_variables() -> None:
 
 def test_database_start_errors_name_the_variable_without_the_password() -> None:
     dsn = "postgresql://fedai:s3cret@db.internal:5432/fedai"
-    assert redacted(dsn) == "postgresql://fedai:***@db.internal:5432/fedai"
-    err = start_error("ROUTER_DB_URL", redacted(dsn), OSError(111, f"refused for {dsn}"), "s3cret")
+    assert redact_dsn(dsn) == "postgresql://fedai:***@db.internal:5432/fedai"
+    err = unusable_database("ROUTER_DB_URL", redact_dsn(dsn), OSError(111, f"refused for {dsn}"), dsn)
     assert str(err) == "ROUTER_DB_URL: cannot use postgresql://fedai:***@db.internal:5432/fedai: " + (
         "[Errno 111] refused for postgresql://fedai:***@db.internal:5432/fedai"
     )
-    assert str(start_error("DATABASE_URL", "x", TimeoutError(), None)).endswith("no answer within 10 s")
+    assert str(unusable_database("DATABASE_URL", "x", TimeoutError())).endswith("no answer within 10 s")
     failed = subprocess.CalledProcessError(1, ["pg_ctl", "start"])
-    assert str(start_error("FEDAI_DATA_DIR", "pg", failed, None)).endswith(
+    assert str(unusable_database("FEDAI_DATA_DIR", "pg", failed)).endswith(
         "pg_ctl exited with status 1 (see its log there)"
     )

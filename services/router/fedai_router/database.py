@@ -9,44 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import asyncpg
 
-from fedai.service.config import ConfigError
-from fedai.store.db import DedicatedConnection, create_pool
+from fedai.store.db import (
+    CONNECT_TIMEOUT_S,
+    START_ERRORS,
+    DedicatedConnection,
+    create_pool,
+    redact_dsn,
+    unusable_database,
+)
 from fedai.store.migrations import migrate
 from fedai_router.config import RouterSettings
 
 log = logging.getLogger("fedai.router")
-
-CONNECT_TIMEOUT_S = 10.0
-# what an unusable server, DSN or data directory raises at start (asyncpg's errors, sockets, the embedded server)
-_START_ERRORS = (OSError, TimeoutError, ValueError, asyncpg.PostgresError, asyncpg.InterfaceError)
-
-
-def redacted(dsn: str) -> str:
-    """The DSN safe to print: the password replaced by ***."""
-    try:
-        password = urlsplit(dsn).password
-    except ValueError:
-        return "(a DSN that does not parse)"
-    return dsn.replace(f":{password}@", ":***@", 1) if password else dsn
-
-
-def start_error(variable: str, target: str, exc: BaseException, secret: str | None) -> ConfigError:
-    """`<VARIABLE>: cannot use <target>: <reason>`, the reason without `secret`."""
-    reason = str(exc) or type(exc).__name__
-    if isinstance(exc, TimeoutError):
-        reason = f"no answer within {CONNECT_TIMEOUT_S:.0f} s"
-    elif isinstance(exc, subprocess.CalledProcessError):
-        reason = f"{exc.cmd[0] if exc.cmd else 'a command'} exited with status {exc.returncode} (see its log there)"
-    if secret:
-        reason = reason.replace(secret, "***")
-    return ConfigError(f"{variable}: cannot use {target}: {reason}")
 
 
 @dataclass
@@ -60,21 +39,21 @@ class Database:
     async def open(cls, settings: RouterSettings) -> Database:
         embedded = None
         if settings.db_url:
-            dsn, variable, target = settings.db_url, settings.db_url_variable, redacted(settings.db_url)
+            dsn, variable, target = settings.db_url, settings.db_url_variable, redact_dsn(settings.db_url)
         else:
             embedded = settings.data_dir / "pg"
             variable, target = "FEDAI_DATA_DIR", f"the embedded PostgreSQL in {embedded}"
             dsn = await _start_embedded(embedded, variable, target)
         try:
             pool = await create_pool(dsn, min_size=2, max_size=settings.db_pool_max, timeout_s=CONNECT_TIMEOUT_S)
-        except _START_ERRORS as exc:
-            raise start_error(variable, target, exc, _password(dsn)) from None
+        except START_ERRORS as exc:
+            raise unusable_database(variable, target, exc, dsn) from None
         try:
             async with pool.acquire() as conn:
                 applied = await migrate(conn)
-        except _START_ERRORS as exc:
+        except START_ERRORS as exc:
             await pool.close()
-            raise start_error(variable, f"{target} (migrations)", exc, _password(dsn)) from None
+            raise unusable_database(variable, f"{target} (migrations)", exc, dsn) from None
         if applied:
             log.info("applied migrations", extra={"migrations": applied})
         return cls(pool, DedicatedConnection(dsn), DedicatedConnection(dsn), embedded)
@@ -95,14 +74,7 @@ async def _start_embedded(pgdata: Path, variable: str, target: str) -> str:
 
     try:
         dsn = await asyncio.to_thread(start_embedded, pgdata)
-    except (*_START_ERRORS, subprocess.SubprocessError) as exc:
-        raise start_error(variable, target, exc, None) from None
+    except START_ERRORS as exc:
+        raise unusable_database(variable, target, exc) from None
     log.info("using embedded PostgreSQL", extra={"data_dir": str(pgdata.parent)})
     return dsn
-
-
-def _password(dsn: str) -> str | None:
-    try:
-        return urlsplit(dsn).password
-    except ValueError:
-        return None
