@@ -3,7 +3,9 @@ after refusals, and the one-line start errors (listening address, database) with
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
 import socket
 import subprocess
 
@@ -14,7 +16,7 @@ from fedai.protocol.errors import ErrorCode, FedaiError
 from fedai.protocol.keys import Keys
 from fedai.protocol.messages import NodeDescriptor
 from fedai.service.config import ConfigError
-from fedai.service.server import http_url, listen
+from fedai.service.server import Server, Stopper, http_url, listen, uvicorn_config
 from fedai.store.db import redact_dsn, unusable_database
 from fedai_node.heartbeat import BACKOFF_MAX_S, BeatResult, Heartbeat, refusal
 from fedai_router.endpoints import EndpointValidator, address_kind, check_shape
@@ -132,3 +134,17 @@ def test_database_start_errors_name_the_variable_without_the_password() -> None:
     assert str(unusable_database("FEDAI_DATA_DIR", "pg", failed)).endswith(
         "pg_ctl exited with status 1 (see its log there)"
     )
+
+
+async def test_a_stop_signal_stops_the_server_and_cancels_a_start_up_a_second_ctrl_c_forces() -> None:
+    server = Server(uvicorn_config(None, "127.0.0.1", 0))
+    starting = asyncio.create_task(asyncio.sleep(60))
+    stop = Stopper(server, starting=starting)
+    stop(signal.SIGTERM)
+    assert (server.should_exit, server.force_exit, stop.name) == (True, False, "SIGTERM")
+    with pytest.raises(asyncio.CancelledError):
+        await starting
+    stop(signal.SIGHUP)
+    assert (server.force_exit, stop.name) == (False, "SIGTERM")  # the first signal is the one reported
+    stop(signal.SIGINT)
+    assert server.force_exit

@@ -54,11 +54,6 @@ def uvicorn_config(app: Any, host: str, port: int, **overrides: Any) -> uvicorn.
     return uvicorn.Config(app, **options)
 
 
-def serve(app: Any, host: str, port: int) -> None:
-    """Blocking: serve until SIGINT/SIGTERM, running the app's lifespan."""
-    uvicorn.Server(uvicorn_config(app, host, port)).run()
-
-
 class Server(uvicorn.Server):
     """uvicorn's server without its signal handling: `run_service` handles the stop signals itself."""
 
