@@ -117,10 +117,6 @@ class Heartbeat:
             delay = self._interval_s * random.uniform(1 - JITTER, 1 + JITTER)
             await asyncio.sleep(max(0.0, started + delay - time.monotonic()))
 
-    async def beat_all(self) -> dict[str, BeatResult]:
-        results = await asyncio.gather(*(self.beat(e) for e in self._endpoints))
-        return dict(zip(self._endpoints, results, strict=True))
-
     async def beat(self, endpoint: str) -> BeatResult:
         """One heartbeat to one router; never raises (except cancellation)."""
         try:
