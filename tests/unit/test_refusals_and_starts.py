@@ -47,7 +47,8 @@ def test_a_written_non_public_address_is_refused_saying_what_it_is_and_what_to_s
 
 
 def test_address_kinds() -> None:
-    assert [address_kind(a) for a in ("127.0.0.2", "fe80::1%eth0", "192.168.0.1", "not an address")] == [
+    assert [address_kind(a) for a in ("0.0.0.0", "127.0.0.2", "fe80::1%eth0", "192.168.0.1", "not an address")] == [
+        "unspecified",
         "loopback",
         "link-local",
         "private",

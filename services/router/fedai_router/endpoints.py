@@ -78,14 +78,15 @@ def looks_like_ip(host: str) -> bool:
 
 
 def address_kind(address: str) -> str:
-    """What a non-public address is, for a refusal: loopback, link-local, private or non-public. Pure."""
+    """What a non-public address is, for a refusal: unspecified, loopback, link-local, private or non-public.
+    Pure."""
     try:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:
         return "non-public"
     if isinstance(ip, ipaddress.IPv6Address):
         ip = _embedded_ipv4(ip) or ip
-    for kind in ("loopback", "link_local", "private"):
+    for kind in ("unspecified", "loopback", "link_local", "private"):
         if getattr(ip, f"is_{kind}"):
             return kind.replace("_", "-")
     return "non-public"
@@ -96,7 +97,7 @@ def _private(url: str, how: str, addresses: list[str]) -> FedaiError:
     kinds = sorted({address_kind(a) for a in addresses if not is_public_address(a)}) or ["non-public"]
     article = "an" if kinds[0][0] in "aeiou" else "a"
     return FedaiError(
-        ErrorCode.FORBIDDEN, f"endpoint {url} {how} {article} {' and '.join(kinds)} address; {PRIVATE_HINT}"
+        ErrorCode.FORBIDDEN, f"endpoint {url[:200]} {how} {article} {' and '.join(kinds)} address; {PRIVATE_HINT}"
     )
 
 
