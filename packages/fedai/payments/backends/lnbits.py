@@ -234,8 +234,7 @@ def open_lnbits(spec: WalletSpec) -> LnbitsBackend:
     rest = RestClient(
         f"lnbits at {spec.host}:{spec.port or (443 if spec.transport == 'https' else 80)}",
         spec.base_url,
-        # identity: the shared client bounds the raw bytes it reads and does not inflate them; LNbits gzips
-        headers={"X-Api-Key": key, "Accept-Encoding": Secret("identity")},
+        headers={"X-Api-Key": key},
         verify=verify,
         timeout_s=spec.seconds("timeout", DEFAULT_TIMEOUT_S),
     )
