@@ -30,7 +30,6 @@ from fedai.payments.backends.http import RestClient, tls_context
 from fedai.payments.backends.lnbits_http import LnbitsHttp
 from fedai.payments.errors import WalletRefused, WalletUnavailable
 from fedai.payments.invoice import check_invoice, decode_invoice
-from fedai.payments.secret import Secret
 from fedai.payments.spec import WalletSpec
 from fedai.payments.wallet import Invoice, InvoiceState, InvoiceStatus, Payment, is_hex32
 
