@@ -22,7 +22,7 @@ def _open_nwc(spec: WalletSpec) -> Wallet:
     """NWC needs the relay pool (websockets) and rust-nostr's ciphers: imported only when a spec names it."""
     missing = [name for name in ("websockets", "nostr_sdk") if importlib.util.find_spec(name) is None]
     if missing:
-        raise spec.error(f"NWC needs {' and '.join(missing)}: pip install 'fedai[relay]'")
+        raise spec.error(f"NWC needs {' and '.join(missing)}: pip install 'fedai[pay]'")
     from fedai.payments.backends.nwc import open_nwc
 
     return open_nwc(spec)
