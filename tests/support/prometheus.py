@@ -50,3 +50,29 @@ def alert_names() -> list[str]:
 
 def recorded_names() -> set[str]:
     return {rule["record"] for path in RULES for rule in rules(path) if "record" in rule}
+
+
+def scrape_config(router_url: str, node_url: str, token_file: Path, interval: str = "1s") -> dict:  # type: ignore[type-arg]
+    """A Prometheus config scraping one router (with the operator token) and one node, loading the project's
+    rules, evaluated as often as it scrapes."""
+    return {
+        "global": {"scrape_interval": interval, "evaluation_interval": interval},
+        "rule_files": [str(path) for path in RULES],
+        "scrape_configs": [
+            {
+                "job_name": "fedai-router",
+                "authorization": {"type": "Bearer", "credentials_file": str(token_file)},
+                "static_configs": [{"targets": [router_url.removeprefix("http://")]}],
+            },
+            {"job_name": "fedai-node", "static_configs": [{"targets": [node_url.removeprefix("http://")]}]},
+        ],
+    }
+
+
+def prometheus_argv(config: Path, storage: Path, port: int) -> list[str]:
+    return [
+        binary("prometheus"),
+        f"--config.file={config}",
+        f"--storage.tsdb.path={storage}",
+        f"--web.listen-address=127.0.0.1:{port}",
+    ]
