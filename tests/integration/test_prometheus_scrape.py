@@ -1,7 +1,8 @@
 """The real Prometheus server (Debian's package) scrapes a router and a node started as processes on loopback, the
 router's /metrics with its operator token: requests sent through the router show up as `fedai_` series in
 Prometheus's query API, the relay pool's gauges show the relay connected, and the project's rules are loaded and
-evaluated, the recording rules over the scraped series, with no alert pending or firing on this healthy network."""
+evaluated, the recording rules over the scraped series, with no alert pending or firing on this healthy network;
+and every Grafana dashboard query is accepted."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from fedai.protocol.envelope import seal
 from fedai.protocol.keys import Keys
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import InferenceRequest
+from tests.support.grafana import queries
 from tests.support.prometheus import alert_names, binary, prometheus_argv, recorded_names, scrape_config
 from tests.support.router import ADMIN_TOKEN, reset_database
 from tests.support.services import Service, network, wait_until_node_listed
@@ -120,6 +122,10 @@ async def test_prometheus_scrapes_router_and_node_and_loads_the_rules_quietly(
             assert {r["name"] for r in rules if r["type"] == "recording"} == recorded_names()
             assert [r["name"] for r in rules if r["type"] == "alerting" and r["state"] != "inactive"] == []
             assert await prom.alerts() == []
+
+            # every dashboard query is PromQL this Prometheus accepts (an invalid one answers status "error")
+            for title, expr in queries():
+                assert isinstance(await prom.query(expr), list), title
 
 
 async def _positive(prom: PromQL, expr: str) -> bool:
