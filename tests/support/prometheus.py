@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -32,14 +33,14 @@ def promtool(*args: str, cwd: Path = PROMETHEUS_DIR) -> subprocess.CompletedProc
     )
 
 
-def load(path: Path) -> dict:  # type: ignore[type-arg]
+def load(path: Path) -> dict[str, Any]:
     with path.open() as f:
         data = yaml.safe_load(f)
     assert isinstance(data, dict), f"{path} is not a YAML mapping"
     return data
 
 
-def rules(path: Path) -> list[dict]:  # type: ignore[type-arg]
+def rules(path: Path) -> list[dict[str, Any]]:
     """Every rule of a rules file, all groups together."""
     return [rule for group in load(path)["groups"] for rule in group["rules"]]
 
@@ -52,7 +53,7 @@ def recorded_names() -> set[str]:
     return {rule["record"] for path in RULES for rule in rules(path) if "record" in rule}
 
 
-def scrape_config(router_url: str, node_url: str, token_file: Path, interval: str = "1s") -> dict:  # type: ignore[type-arg]
+def scrape_config(router_url: str, node_url: str, token_file: Path, interval: str = "1s") -> dict[str, Any]:
     """A Prometheus config scraping one router (with the operator token) and one node, loading the project's
     rules, evaluated as often as it scrapes."""
     return {

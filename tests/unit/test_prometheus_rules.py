@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -43,7 +44,7 @@ def test_promtool_unit_tests_pass() -> None:
     assert tested.stdout.count("SUCCESS") == len(RULE_TESTS) >= 4
 
 
-def _cases() -> dict[Path, list[dict]]:  # type: ignore[type-arg]
+def _cases() -> dict[Path, list[dict[str, Any]]]:
     return {
         path: [check for test in load(path)["tests"] for check in test.get("alert_rule_test", [])]
         for path in RULE_TESTS
