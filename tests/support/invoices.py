@@ -17,6 +17,7 @@ class InvoiceSigner:
     """A Lightning node identity that signs invoices; `pubkey` is its compressed key (hex)."""
 
     secret: bytes = field(default_factory=lambda: os.urandom(32))
+    date: int | None = None  # the date of invoices that name none (None: the time they are made)
 
     @property
     def pubkey(self) -> str:
@@ -48,7 +49,7 @@ class InvoiceSigner:
             tags.add(TagChar.payee, payee_override or self.pubkey)
         invoice = bolt11.Bolt11(
             currency=currency,
-            date=int(time.time()) if date is None else date,
+            date=date if date is not None else self.date if self.date is not None else int(time.time()),
             tags=tags,
             amount_msat=bolt11.MilliSatoshi(amount_msat) if amount_msat else None,
         )
