@@ -9,8 +9,11 @@ connections. Not part of CI or `make test`: `make soak` (SOAK_MINUTES, default 1
 
 Prints one JSON document: per minute the router's RSS and open fds, the nodes' RSS, the router database's
 connections (pg_stat_activity), node rows, good requests ok/err with p50/p99 latency, abusive outcomes by
-HTTP status and code, slow-loris outcomes; and a summary (RSS slope by least squares, first vs last minute).
-Flat router memory under this mix is the pass criterion (docs/performance.md).
+HTTP status and code, slow-loris outcomes; what one registered node costs a router (bench/soak_calibration.py,
+a separate router once the soak is over); and a summary: the RSS slope by least squares over every minute (raw),
+over the minutes after `--warmup-min`, and that less the registry's growth at the calibrated per-node cost
+(the verdict, bench/soak_figures.py), first vs last minute. Flat router memory under this mix is the pass
+criterion (`summary.flat_memory`; docs/performance.md, "Soak").
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ import psutil
 from fedai.cli.processes import Supervisor
 from fedai.protocol.keys import Keys
 from fedai.store.migrations import migrate_dsn
+from soak_calibration import calibrate
+from soak_figures import memory_verdict
 from soak_traffic import MODEL, Tally, Traffic
 from support import spawn_node, spawn_router
 
@@ -150,17 +155,6 @@ def summarise_interval(tally: Tally, seconds: float) -> dict[str, Any]:
     }
 
 
-def slope(values: list[float]) -> float | None:
-    """Least-squares slope per step (per interval)."""
-    n = len(values)
-    if n < 2:
-        return None
-    mean_x, mean_y = (n - 1) / 2, sum(values) / n
-    num = sum((x - mean_x) * (y - mean_y) for x, y in enumerate(values))
-    den = sum((x - mean_x) ** 2 for x in range(n))
-    return round(num / den, 3)
-
-
 async def soak(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     keys = {name: Keys.generate() for name in ("router", "node-1", "node-2")}
     sup = Supervisor()
@@ -180,7 +174,7 @@ async def soak(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             await wait_until_serving(dsn, traffic, [keys["node-1"].pubkey, keys["node-2"].pubkey])
             conn = await asyncpg.connect(dsn)
             try:
-                return await measure(args, traffic, Probe(conn, router_pid, node_pids))
+                report = await measure(args, traffic, Probe(conn, router_pid, node_pids))
             finally:
                 await conn.close()
         except Exception:
@@ -189,6 +183,31 @@ async def soak(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             raise
         finally:
             await asyncio.to_thread(sup.stop)
+        calibration = None
+        if args.calibration_nodes > 0:  # once the soak's processes are gone, on the same database
+            calibration = await calibrate(
+                dsn, tmp / "calibration", args.calibration_nodes, args.flood_models, args.flood_aliases
+            )
+    return with_verdict(report, calibration, args)
+
+
+def with_verdict(
+    report: dict[str, Any], calibration: dict[str, Any] | None, args: argparse.Namespace
+) -> dict[str, Any]:
+    """The memory figures: the raw RSS slope over every minute, the slope after the warm-up, and the verdict, that
+    slope less what the registry's growth costs at the calibrated per-node cost (bench/soak_figures.py)."""
+    minutes = report["per_minute"]
+    verdict = memory_verdict(
+        [m["router_rss_mib"] for m in minutes],
+        [m["nodes_in_db"] for m in minutes],
+        interval_s=args.interval_s,
+        warmup_min=args.warmup_min,
+        node_cost=calibration["node_cost_mib"] if calibration else None,
+        flat_mib_per_min=args.flat_slope_mib,
+    )
+    report["node_cost_calibration"] = calibration
+    report["summary"] = {**verdict, **report["summary"]}
+    return report
 
 
 async def measure(args: argparse.Namespace, traffic: Traffic, probe: Probe) -> dict[str, Any]:
@@ -215,8 +234,6 @@ async def measure(args: argparse.Namespace, traffic: Traffic, probe: Probe) -> d
         traffic.stopping.set()
         await asyncio.wait_for(running, timeout=90)
     rss = [m["router_rss_mib"] for m in minutes]
-    per_step = slope(rss)
-    rss_slope = None if per_step is None else round(per_step * 60 / args.interval_s, 3)
     first, last = minutes[0], minutes[-1]
     return {
         "benchmark": "soak",
@@ -231,12 +248,14 @@ async def measure(args: argparse.Namespace, traffic: Traffic, probe: Probe) -> d
             "slowloris_connections": args.loris,
             "flood_models": args.flood_models,
             "flood_aliases": args.flood_aliases,
+            "warmup_min": args.warmup_min,
+            "calibration_nodes": args.calibration_nodes,
+            "flat_slope_mib_per_min": args.flat_slope_mib,
             "model": MODEL,
         },
         "baseline": baseline,
         "per_minute": minutes,
         "summary": {
-            "router_rss_slope_mib_per_min": rss_slope,
             "router_rss_mib_baseline_first_last": [baseline["router_rss_mib"], rss[0], rss[-1]],
             "router_open_fds_first_last": [first["router_open_fds"], last["router_open_fds"]],
             "db_connections_first_last": [first["db_connections"], last["db_connections"]],
@@ -245,7 +264,6 @@ async def measure(args: argparse.Namespace, traffic: Traffic, probe: Probe) -> d
             "good_p99_ms_first_last": [first["good"]["p99_ms"], last["good"]["p99_ms"]],
             "good_ok_total": sum(m["good"]["ok"] for m in minutes),
             "good_err_total": sum(m["good"]["err"] for m in minutes),
-            "flat_memory": (rss_slope or 0.0) <= args.flat_slope_mib,
         },
     }
 
@@ -261,6 +279,10 @@ def main() -> None:
     parser.add_argument("--flood-models", type=int, default=4, help="models per flooded registration")
     parser.add_argument("--flood-aliases", type=int, default=4, help="aliases per flooded model")
     parser.add_argument("--flat-slope-mib", type=float, default=0.5, help="RSS slope (MiB/min) counted as flat")
+    parser.add_argument("--warmup-min", type=float, default=2.0, help="minutes left out of the verdict's slope")
+    parser.add_argument(
+        "--calibration-nodes", type=int, default=200, help="registrations that measure one node's cost (0: none)"
+    )
     args = parser.parse_args()
     if args.minutes < 1:
         parser.error("--minutes must be at least 1")

@@ -26,9 +26,12 @@ def _service_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(("ROUTER_", "NODE_"))}
 
 
-def spawn_router(sup: Supervisor, dsn: str, logs: Path, keys: Keys) -> tuple[str, Child]:
+def spawn_router(
+    sup: Supervisor, dsn: str, logs: Path, keys: Keys, extra_env: dict[str, str] | None = None
+) -> tuple[str, Child]:
     """A router process on a free port, with the client rate limits out of the way (every benchmark client is
-    127.0.0.1 and would otherwise meet the per-key and per-address limits); returns its URL once it answers."""
+    127.0.0.1 and would otherwise meet the per-key and per-address limits) and any `extra_env` settings; returns
+    its URL once it answers."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     router = sup.spawn(
@@ -43,6 +46,7 @@ def spawn_router(sup: Supervisor, dsn: str, logs: Path, keys: Keys) -> tuple[str
             "ROUTER_RATE_LIMIT_MAX": "1000000000",
             "ROUTER_ADDR_RATE_LIMIT_MAX": "1000000000",
             "ROUTER_LOG_LEVEL": "WARNING",
+            **(extra_env or {}),
         },
         logs / "router.log",
     )

@@ -19,6 +19,7 @@ from fedai.protocol.messages import Capacity, ModelInfo, NodeDescriptor, Pricing
 from fedai_router.config import RouterSettings
 from fedai_router.federation.announce import (
     EXPIRY_INTERVALS,
+    SNAPSHOTS_PER_WINDOW,
     Announcer,
     FleetLoad,
     LatencyWindow,
@@ -117,6 +118,19 @@ def test_latency_window_forgets_calls_older_than_the_window() -> None:
     window.sample(12)  # the slow calls happened before the window now starts at t=2..12
     window.sample(13)
     p95 = window.p95_ms()
+    assert p95 is not None and p95 <= 10
+
+
+def test_latency_window_keeps_a_bounded_number_of_snapshots() -> None:
+    hist = Histogram("h", "h", buckets=(0.01, 0.1, 1.0), registry=CollectorRegistry())
+    window = LatencyWindow(hist, window_s=300)
+    for t in range(1_000):  # sampled every second, as the announcer does; slow calls for the first 500 s
+        hist.observe(0.5 if t < 500 else 0.005)
+        window.sample(float(t))
+        assert len(window) <= SNAPSHOTS_PER_WINDOW + 2  # not one per second of the window
+        if t == 600:  # the window holds 200 s of slow calls and 100 s of fast ones
+            assert (window.p95_ms() or 0) > 100
+    p95 = window.p95_ms()  # only fast calls in the last 300 s
     assert p95 is not None and p95 <= 10
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import ipaddress
 import time
+from collections import OrderedDict
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from fedai.protocol.errors import ErrorCode, FedaiError
@@ -20,6 +22,8 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052 well-known prefix: the
 _IPV4_TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")  # RFC 2765 SIIT
 _IPV4_COMPATIBLE = ipaddress.ip_network("::/96")  # deprecated (RFC 4291), never a public destination
 _SITE_LOCAL = ipaddress.ip_network("fec0::/10")  # deprecated (RFC 3879), private in practice
+
+DEFAULT_MAX_VERDICTS = 10_000  # endpoint verdicts cached at most
 
 PRIVATE_HINT = "set ROUTER_ALLOW_PRIVATE_ENDPOINTS=true on the router for local testing or a private network"
 
@@ -110,30 +114,57 @@ def check_shape(url: str, allow_private: bool) -> tuple[str, int]:
 
 
 class EndpointValidator:
-    """Resolves and checks endpoints; caches verdicts briefly so heartbeats don't resolve DNS every beat."""
+    """Resolves and checks endpoints; caches verdicts briefly so heartbeats don't resolve DNS every beat.
 
-    def __init__(self, allow_private: bool, resolver: BoundedResolver, cache_ttl_s: float = 60.0) -> None:
+    The cache is bounded: verdicts are kept in the order they were reached, which is the order they expire in
+    (one TTL for all), so each check drops the expired ones from the old end (O(1) amortised, no scan), and at
+    most `max_entries` are kept whatever the rate of distinct endpoints (a registration flood names a new one
+    each time); past that the oldest verdict is dropped early, which only costs a lookup again."""
+
+    def __init__(
+        self,
+        allow_private: bool,
+        resolver: BoundedResolver,
+        cache_ttl_s: float = 60.0,
+        max_entries: int = DEFAULT_MAX_VERDICTS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.allow_private = allow_private
         self.resolver = resolver
         self._ttl = cache_ttl_s
-        self._cache: dict[str, tuple[float, FedaiError | None]] = {}
+        self._max_entries = max_entries
+        self._clock = clock
+        self._cache: OrderedDict[str, tuple[float, FedaiError | None]] = OrderedDict()  # url -> (expires, verdict)
 
     async def check(self, url: str) -> None:
         host, port = check_shape(url, self.allow_private)
         if self.allow_private or looks_like_ip(host):
             return
-        now = time.monotonic()
+        self._expire(self._clock())
         cached = self._cache.get(url)
-        if cached is not None and cached[0] > now:
-            if cached[1] is not None:
-                raise cached[1]
-            return
-        error = await self._resolve_and_judge(url, host, port)
-        self._cache[url] = (now + self._ttl, error)
-        if len(self._cache) > 10_000:
-            self._cache = {k: v for k, v in self._cache.items() if v[0] > now}
-        if error is not None:
-            raise error
+        if cached is None:
+            error = await self._resolve_and_judge(url, host, port)
+            self._remember(url, error, self._clock())
+        else:
+            error = cached[1]
+        if error is not None:  # a copy: the cached one, raised, would keep each caller's frames in its traceback
+            raise FedaiError(error.code, error.message, retry_after_ms=error.retry_after_ms)
+
+    def _expire(self, now: float) -> None:
+        """Drop expired verdicts from the old end; stops at the first live one."""
+        cache = self._cache
+        while cache and next(iter(cache.values()))[0] <= now:
+            cache.popitem(last=False)
+
+    def _remember(self, url: str, error: FedaiError | None, now: float) -> None:
+        cache = self._cache
+        cache.pop(url, None)  # a verdict reached again goes to the new end, in expiry order
+        cache[url] = (now + self._ttl, error)
+        while len(cache) > self._max_entries:
+            cache.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._cache)
 
     async def _resolve_and_judge(self, url: str, host: str, port: int) -> FedaiError | None:
         try:

@@ -61,6 +61,7 @@ EXPIRY_INTERVALS = 3
 HYSTERESIS = 0.05
 SURGE_STEP = 0.25
 P95_WINDOW_S = 300.0
+SNAPSHOTS_PER_WINDOW = 30  # histogram snapshots the p95 window keeps
 PUBLISH_TIMEOUT_S = 5.0
 MAX_LISTED = 1024  # models per caps or price sheet (the payload's bound)
 LEVELS: tuple[Backpressure, ...] = ("NORMAL", "BUSY", "SATURATED")
@@ -155,12 +156,17 @@ def fleet_offer(tables: Mapping[str, ModelTable], is_fresh: Callable[[NodeState]
 
 
 class LatencyWindow:
-    """p95 of a latency histogram over the last `window_s`, from snapshots of its cumulative buckets."""
+    """p95 of a latency histogram over the last `window_s`, from snapshots of its cumulative buckets.
+
+    Sampled every second, but a snapshot is kept only every `window_s / SNAPSHOTS_PER_WINDOW` (the window's start
+    moves in those steps): about 30 copies of the buckets are held, not one per second of the window."""
 
     def __init__(self, histogram: Histogram, window_s: float = P95_WINDOW_S) -> None:
         self._histogram = histogram
         self._window_s = window_s
+        self._step = window_s / SNAPSHOTS_PER_WINDOW
         self._snapshots: deque[tuple[float, list[tuple[float, float]]]] = deque()
+        self._latest: tuple[float, list[tuple[float, float]]] | None = None
 
     def _buckets(self) -> list[tuple[float, float]]:
         return [
@@ -171,15 +177,21 @@ class LatencyWindow:
         ]
 
     def sample(self, now: float) -> None:
-        self._snapshots.append((now, self._buckets()))
+        self._latest = (now, self._buckets())
+        if not self._snapshots or now - self._snapshots[-1][0] >= self._step:
+            self._snapshots.append(self._latest)
         while len(self._snapshots) > 1 and self._snapshots[1][0] <= now - self._window_s:
             self._snapshots.popleft()
 
     def p95_ms(self) -> float | None:
-        if len(self._snapshots) < 2:
+        if self._latest is None or self._snapshots[0][0] >= self._latest[0]:
             return None
-        (_, old), (_, new) = self._snapshots[0], self._snapshots[-1]
+        (_, old), (_, new) = self._snapshots[0], self._latest
         return quantile_ms([(le, n - o) for (le, n), (_, o) in zip(new, old, strict=True)], 0.95)
+
+    def __len__(self) -> int:
+        """Snapshots held."""
+        return len(self._snapshots)
 
 
 def quantile_ms(buckets: list[tuple[float, float]], q: float) -> float | None:
