@@ -24,6 +24,7 @@ bench: $(STAMP)  ## each benchmark prints one JSON document
 	$(BIN)/python bench/ttft.py
 	$(BIN)/python bench/auction.py
 	$(BIN)/python bench/sse_decode.py
+	$(BIN)/python bench/payment_check.py
 
 SOAK_MINUTES ?= 10
 soak: $(STAMP)  ## N minutes through a router and two nodes with abusive traffic mixed in (not CI); prints JSON

@@ -24,6 +24,10 @@ ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 TEST_ADDR_RATE_LIMIT = 1_000_000
 
 TABLES = (
+    "payment_payees",
+    "payment_requests",
+    "refunds",
+    "payment_claims",
     "chains",
     "nodes",
     "nonces",

@@ -105,7 +105,12 @@ def _bounded_float(t: mi.FloatType) -> st.SearchStrategy[float]:
     )
 
 
+HEX_PATTERNS = {r"^[0-9a-f]{32}\Z": 32, r"^[0-9a-f]{64}\Z": 64, r"^[0-9a-f]{128}\Z": 128}
+
+
 def _string(t: mi.StrType) -> st.SearchStrategy[str]:
+    if t.pattern in HEX_PATTERNS:  # keys, ids, hashes: bytes as hex take far less of Hypothesis's buffer than a regex
+        return hex_string(HEX_PATTERNS[t.pattern])
     if t.pattern is not None:  # NIP-01 style anchors; generate the strict form (no trailing newline)
         return st.from_regex(t.pattern.removeprefix("^").removesuffix("$"), fullmatch=True)
     return st.text(
@@ -117,6 +122,15 @@ def _string(t: mi.StrType) -> st.SearchStrategy[str]:
 
 def _list(t: mi.ListType) -> st.SearchStrategy[list[Any]]:
     return st.lists(valid_json(t.item_type), min_size=t.min_length or 0, max_size=min(t.max_length or 3, 3))
+
+
+def _dict(t: mi.DictType) -> st.SearchStrategy[dict[Any, Any]]:
+    return st.dictionaries(
+        valid_json(t.key_type),
+        valid_json(t.value_type),
+        min_size=t.min_length or 0,
+        max_size=min(t.max_length or 3, 3),
+    )
 
 
 def _struct(t: mi.StructType) -> st.SearchStrategy[dict[str, Any]]:
@@ -133,6 +147,7 @@ _BUILDERS: dict[type[mi.Type], Callable[[Any], st.SearchStrategy[Any]]] = {
     mi.NoneType: lambda _t: st.none(),
     mi.LiteralType: lambda t: st.sampled_from(t.values),
     mi.ListType: _list,
+    mi.DictType: _dict,
     mi.UnionType: lambda t: st.one_of([valid_json(u) for u in t.types]),
     mi.StructType: _struct,
 }

@@ -23,7 +23,7 @@ R = TypeVar("R")
 MISSING_EXTRA_EXIT = 2
 
 # uvloop is left out: its requirement holds only off Windows, and uvicorn runs without it.
-_PAY = ("bolt11", "bitstring")
+_PAY = ("bolt11", "bitstring", "websockets", "nostr_sdk")
 # OpenTelemetry's packages share the `opentelemetry` namespace: each is named by a module only it provides
 _OTEL = ("opentelemetry.trace", "opentelemetry.sdk.trace", "opentelemetry.exporter.otlp.proto.http")
 _WEB = ("starlette", "uvicorn", "httptools", "aiohttp", "websockets", "prometheus_client", "asyncpg")

@@ -34,6 +34,11 @@ class ErrorCode(StrEnum):
     PAYMENT_REFUSED = "payment_refused"  # a wallet answered no: insufficient balance, no route, invoice rejected
     INVALID_INVOICE = "invalid_invoice"  # a BOLT11 invoice failed a check (malformed, network, amount, expiry)
     PAYMENT_BACKEND_UNAVAILABLE = "payment_backend_unavailable"  # a wallet backend is down, slow or unreadable
+    # payments (docs/payments.md#protocol-and-claims)
+    PAYMENT_INVALID = "payment_invalid"  # the payment request or proof does not prove this request was paid
+    PAYMENT_EXPIRED = "payment_expired"  # the payment request is past its expiry: ask for a new one
+    PAYMENT_USED = "payment_used"  # the proof was consumed by a request already served
+    PAYMENT_IN_USE = "payment_in_use"  # the proof is claimed by a request in flight: retry after it ends
     UPSTREAM_ERROR = "upstream_error"
     UPSTREAM_TIMEOUT = "upstream_timeout"
     UNAVAILABLE = "unavailable"  # the service's own database is down or restarting: retry after Retry-After
@@ -67,6 +72,10 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.PAYMENT_REFUSED: 402,
     ErrorCode.INVALID_INVOICE: 400,
     ErrorCode.PAYMENT_BACKEND_UNAVAILABLE: 503,
+    ErrorCode.PAYMENT_INVALID: 402,
+    ErrorCode.PAYMENT_EXPIRED: 402,
+    ErrorCode.PAYMENT_USED: 409,
+    ErrorCode.PAYMENT_IN_USE: 409,
     ErrorCode.UPSTREAM_ERROR: 502,
     ErrorCode.UPSTREAM_TIMEOUT: 504,
     ErrorCode.UNAVAILABLE: 503,

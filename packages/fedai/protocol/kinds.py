@@ -22,6 +22,7 @@ class Kind(IntEnum):
     ACK = 21042
     INFER_CANCEL = 21043
     JOB_RECEIPT = 21044
+    PAYMENT_INVOICE = 21045  # a payee's own invoice, nested in a payment.request (docs/protocol.md#kinds)
     # relays, addressable (`d` tag)
     ROUTER_CAPS = 31020
     ROUTER_PRICE = 31021

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import math
 from functools import cache
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 
@@ -46,6 +46,68 @@ class Usage(Payload, kw_only=True):
     output_tokens: Count
 
 
+# --- payments (docs/payments.md#protocol-and-claims): every payee invoices from its own wallet ---
+
+MAX_BOLT11_CHARS = 4096  # a BOLT-11 string, lowercase bech32; decoding and its own checks: fedai.payments
+MAX_PAYEES = 4  # a node (or a provider router) and the router's fee; room for later roles
+PayeeRole = Literal["node", "router_fee", "provider"]
+Bolt11 = Annotated[str, msgspec.Meta(min_length=8, max_length=MAX_BOLT11_CHARS, pattern=r"^ln[0-9a-z]+\Z")]
+PaidMsat = Annotated[int, msgspec.Meta(ge=1, le=INT8_MAX)]  # an invoice asks for at least 1 msat
+UnixS = Annotated[int, msgspec.Meta(ge=0, le=MAX_UNIX_MS)]
+Preimages = Annotated[dict[Hex64, Hex64], msgspec.Meta(min_length=1, max_length=MAX_PAYEES)]
+
+
+class PayeeInvoice(Payload, kw_only=True):
+    """Content of a payment.invoice (kind 21045), signed by the payee: its own invoice, bound to one quote,
+    client and router. The signer is the payee."""
+
+    role: PayeeRole
+    quote: Name
+    client: Hex64
+    router: Hex64
+    amount_msat: PaidMsat
+    payment_hash: Hex64
+    bolt11: Bolt11
+    expires_at: UnixS
+
+
+class Payee(Payload, kw_only=True):
+    """One entry of a payment request: who is paid, how much, and the payee's own signed invoice."""
+
+    role: PayeeRole
+    payee: Hex64
+    amount_msat: PaidMsat
+    bolt11: Bolt11
+    payment_hash: Hex64
+    invoice: Event  # the payee's payment.invoice (21045)
+
+
+class PaymentRequest(Payload, kw_only=True):
+    """Content of a payment.request (kind 21036, router-signed, `p` = the client): what paying a quote means."""
+
+    quote: Name  # the quote's `quote_id`
+    client: Hex64
+    router: Hex64
+    expires_at: UnixS  # proofs are honoured until then
+    total_msat: Msat
+    payees: Annotated[list[Payee], msgspec.Meta(min_length=1, max_length=MAX_PAYEES)]
+
+
+class PaymentProof(Payload, kw_only=True):
+    """`InferenceRequest.payment`: the payment request paid and a preimage per payment hash."""
+
+    payment_request: Hex64  # the payment.request event id
+    preimages: Preimages  # payment_hash → preimage, sha256(preimage) = payment_hash
+
+
+class ForwardedPayment(Payload, kw_only=True):
+    """`InferenceRequest.forwarded_payment`, router → node (or provider): the router-signed payment request and
+    the preimage of the recipient's own invoice only."""
+
+    request: Event  # the payment.request (21036)
+    preimage: Hex64
+
+
 class InferenceRequest(Payload, kw_only=True):
     model: Name
     prompt: str | None = None
@@ -58,13 +120,14 @@ class InferenceRequest(Payload, kw_only=True):
     stream: bool = False
     quote_id: Name | None = None
     max_price_msat: Msat | None = None
-    payment_receipts: list[str] | None = None
+    payment: PaymentProof | None = None  # client → router: what was paid (docs/payments.md)
     privacy: Annotated[int, msgspec.Meta(ge=0, le=3)] = 0  # federation: how far the job may travel (0-3)
     nodes: Annotated[list[Hex64], msgspec.Meta(max_length=64)] | None = None  # pin: only these nodes
     exclude_nodes: Annotated[list[Hex64], msgspec.Meta(max_length=256)] | None = None
     # added by the router when it forwards the request to a node
     client: Hex64 | None = None
     origin: Hex64 | None = None
+    forwarded_payment: ForwardedPayment | None = None  # router → node: in place of the client's `payment`
 
     def __post_init__(self) -> None:
         if (self.prompt is None) == (self.messages is None):
