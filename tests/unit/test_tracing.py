@@ -117,3 +117,20 @@ def test_the_sdk_loads_the_opentelemetry_api_only() -> None:
     loaded = ran.stdout.split()
     assert "opentelemetry.trace" in loaded
     assert not [m for m in loaded if m.startswith(("opentelemetry.sdk", "opentelemetry.exporter"))]
+
+
+def test_a_service_with_a_bad_otel_variable_stops_at_start_naming_it() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "NODE_", "ROUTER_"))}
+    env |= {
+        "NODE_PRIVATE_KEY": "11" * 32,
+        "NODE_RUNNER": "mock",
+        "NODE_PORT": "1",  # never bound: the OTEL_* check comes first
+        "ROUTER_ENDPOINT": "http://127.0.0.1:9",
+        "ROUTER_PUBLIC_KEY": "aa" * 32,
+        "OTEL_TRACES_EXPORTER": "zipkin",
+    }
+    ran = subprocess.run(
+        [sys.executable, "-m", "fedai_node"], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert ran.returncode == 2
+    assert ran.stderr.strip() == "config error: OTEL_TRACES_EXPORTER=zipkin: supported are otlp, console and none"
