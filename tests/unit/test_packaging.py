@@ -120,6 +120,15 @@ def test_missing_modules_asks_without_importing() -> None:
     assert asked == ["numpy", "matplotlib"]
 
 
+def test_a_dotted_module_whose_parent_is_missing_is_missing() -> None:
+    """`find_spec("opentelemetry.trace")` raises when `opentelemetry` itself is not installed (the light client)."""
+
+    def find(name: str) -> object:
+        raise ModuleNotFoundError(f"No module named {name.split('.')[0]!r}")
+
+    assert extras.missing_modules("otel", find) == list(extras.EXTRAS["otel"])
+
+
 SERVICE_COMMANDS = [
     (["router"], "router"),
     (["migrate"], "router"),

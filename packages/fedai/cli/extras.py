@@ -46,7 +46,14 @@ EXTRAS: Mapping[str, tuple[str, ...]] = {
 
 def missing_modules(extra: str, find: Callable[[str], object] = importlib.util.find_spec) -> list[str]:
     """The modules of `extra` that cannot be imported here (found without importing them)."""
-    return [name for name in EXTRAS[extra] if find(name) is None]
+    return [name for name in EXTRAS[extra] if not _found(name, find)]
+
+
+def _found(name: str, find: Callable[[str], object]) -> bool:
+    try:
+        return find(name) is not None
+    except ModuleNotFoundError:  # a dotted name (opentelemetry.trace) whose parent package is not installed
+        return False
 
 
 def require_extra(extra: str, command: str) -> None:
