@@ -1,7 +1,8 @@
 """One trace across every hop, federation included: a client process asks router A, which has no node for the
 model, so A auctions the job over the relay and sends it to provider router B, which runs it on its node. Each
 of the four is its own OS process exporting to a real OTLP/HTTP receiver here; the spans they send form one
-trace with the right parents (client → A → B's /federation/job → B's node call → node → runner)."""
+trace with the right parents (client → A → B's /federation/job → B's node call → node → runner). A stream
+through B is traced the same way, down to the node's stream and its runner."""
 
 from __future__ import annotations
 
@@ -33,16 +34,22 @@ SERVER, CLIENT = 2, 3  # opentelemetry.proto.trace.v1.Span.SpanKind
 CLIENT_PROGRAM = textwrap.dedent(
     """
     import asyncio, sys
-    from fedai.observability.tracing import setup_tracing
+    from fedai.observability.tracing import setup_tracing, span
     from fedai.sdk import AsyncClient
 
-    async def main() -> None:
-        async with AsyncClient(sys.argv[1], router_pubkey=sys.argv[2]) as client:
-            chain = await client.infer(sys.argv[3], "hello across two routers", max_tokens=8)
-        print("provider", chain.provider)
+    async def main(url: str, pubkey: str, model: str, mode: str) -> None:
+        async with AsyncClient(url, router_pubkey=pubkey) as client:
+            if mode == "unary":  # the SDK's own client.request span
+                chain = await client.infer(model, "hello across two routers", max_tokens=8)
+            else:  # a stream, under the application's own span
+                with span("app.stream"):
+                    async with await client.stream(model, "hello stream", max_tokens=8) as stream:
+                        assert "".join([delta async for delta in stream])
+                        chain = stream.chain
+        print("provider", chain.provider, "node", chain.node)
 
     provider = setup_tracing("fedai-client")
-    asyncio.run(main())
+    asyncio.run(main(*sys.argv[1:]))
     provider.shutdown()
     """
 )
@@ -73,6 +80,21 @@ async def _learn(a: Service, b: Service, within: float = 20) -> None:
                 return
             await asyncio.sleep(0.2)
     raise AssertionError(f"A did not learn B from the relay within {within} s")
+
+
+async def _client(otlp: str, router: Service, mode: str) -> str:
+    """Run the client program (its own process, tracing to `otlp`) against `router`; its output."""
+    ran = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", CLIENT_PROGRAM, router.url, router.keys.pubkey, MODEL, mode],
+        env={**base_env(), **_otel(otlp, "client")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert ran.returncode == 0, ran.stderr
+    return ran.stdout
 
 
 class Trace:
@@ -113,20 +135,13 @@ async def test_one_trace_with_correct_parents_across_client_router_provider_and_
                 node = net.node("node-b", b, **_otel(otlp, "node-b"))
                 await asyncio.to_thread(wait_until_node_listed, b, node)
                 await _learn(a, b)
-                ran = await asyncio.to_thread(
-                    subprocess.run,
-                    [sys.executable, "-c", CLIENT_PROGRAM, a.url, a.keys.pubkey, MODEL],
-                    env={**base_env(), **_otel(otlp, "client")},
-                    capture_output=True,
-                    text=True,
-                    timeout=60,
-                    check=False,
-                )
-                assert ran.returncode == 0, ran.stderr
-                assert f"provider {b.keys.pubkey}" in ran.stdout  # served by B, through A
+                unary = await _client(otlp, a, "unary")
+                assert f"provider {b.keys.pubkey}" in unary  # served by B, through A
+                streamed = await _client(otlp, b, "stream")
+                assert f"node {node.keys.pubkey}" in streamed  # B's own node, streamed
                 await eventually(
                     lambda: bool(
-                        receiver.named("node-b", "node.runner") and receiver.named("router-a", "router.store")
+                        receiver.named("node-b", "node.stream") and receiver.named("router-a", "router.store")
                     ),
                     within=15,
                     what="the spans reach the receiver",
@@ -159,5 +174,17 @@ async def test_one_trace_with_correct_parents_across_client_router_provider_and_
     assert _child_of(runner, n_request)
     assert isinstance(runner.attributes["fedai.tokens.output"], int) and runner.attributes["fedai.tokens.output"] > 0
     assert _child_of(t.one("router-a", "router.store"), a_job)
+    # the stream: the application's span → B → its node's stream → the runner, the traceparent on each hop
+    app = receiver.named("client", "app.stream")
+    assert len(app) == 1 and app[0].parent_id == ""
+    st = Trace([x for x in receiver.spans if x.trace_id == app[0].trace_id])
+    s_request = st.one("router-b", "router.request", **{"url.path": "/infer/stream"})
+    s_attempt = st.one("router-b", "router.dispatch_attempt", **{"fedai.attempt": 1})
+    s_call = st.one("router-b", "router.node_call", **{"fedai.stream": True, "http.response.status_code": 200})
+    s_node = st.one("node-b", "node.request", **{"url.path": "/infer/stream"})
+    s_stream = st.one("node-b", "node.stream", **{"fedai.outcome": "ok"})
+    assert _child_of(s_request, app[0]) and _child_of(s_attempt, s_request) and _child_of(s_call, s_attempt)
+    assert _child_of(s_node, s_call) and _child_of(s_stream, s_node)
+    assert _child_of(st.one("node-b", "node.runner", **{"fedai.stream": True}), s_stream)
     # nothing a client wrote or a model answered is in any span
-    assert "hello across two routers" not in repr(receiver.spans)
+    assert "hello across two routers" not in repr(receiver.spans) and "hello stream" not in repr(receiver.spans)
