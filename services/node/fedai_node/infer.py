@@ -10,6 +10,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from fedai.observability.tracing import annotate, span
 from fedai.protocol.messages import InferenceRequest
 from fedai.service.http import JSON
 from fedai_node.admission import Admission
@@ -70,7 +71,9 @@ class InferEndpoint:
         t0 = time.perf_counter()
         try:
             async with asyncio.timeout(self._timeout_ms / 1000):
-                result = await self._runner.infer(req)
+                with span("node.runner", {"fedai.runner": self._runner.name, "fedai.model": req.model}):
+                    result = await self._runner.infer(req)
+                    annotate({"fedai.tokens.input": result.input_tokens, "fedai.tokens.output": result.output_tokens})
         except TimeoutError:
             raise timeout_error(self._timeout_ms) from None
         except RunnerError as exc:

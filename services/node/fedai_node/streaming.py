@@ -31,6 +31,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from fedai.observability.tracing import annotate, span
 from fedai.protocol.errors import ErrorCode, FedaiError
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import InferCancel
@@ -106,7 +107,9 @@ class LiveStream(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         outcome, result = "aborted", None
         try:
-            outcome, result = await self._serve(scope, receive, send)
+            with span("node.stream", {"fedai.model": self.admitted.req.model}):
+                outcome, result = await self._serve(scope, receive, send)
+                annotate({"fedai.outcome": outcome})
         finally:
             self._on_end(self)
             self._account(outcome, result)
@@ -173,27 +176,33 @@ class LiveStream(Response):
         runner = self._runner
         budget = StreamBudget(self._limits, what="the runner's stream")
         async with asyncio.timeout(self._timeout_ms / 1000):
-            async with contextlib.aclosing(runner.stream(self.admitted.req)) as items:
-                while True:
-                    window = asyncio.timeout(budget.window())
-                    began = budget.clock()
-                    try:
-                        async with window:
-                            item = await anext(items)
-                    except StopAsyncIteration:
-                        break
-                    except TimeoutError:
-                        if window.expired():
-                            raise budget.timed_out() from None
-                        raise
-                    budget.waited(budget.clock() - began)
-                    if isinstance(item, RunnerResult):
-                        return item
-                    if item:
-                        budget.delta(item)  # raises before a delta that crosses a bound is written
-                        await self._chunk(send, item)
-                        if self.stop_reason is not None:
-                            return None
+            with span("node.runner", {"fedai.runner": runner.name, "fedai.stream": True}):
+                return await self._drain(send, budget)
+
+    async def _drain(self, send: Send, budget: StreamBudget) -> RunnerResult | None:
+        """The runner's items, each delta written as it comes (`_generate` bounds the whole)."""
+        runner = self._runner
+        async with contextlib.aclosing(runner.stream(self.admitted.req)) as items:
+            while True:
+                window = asyncio.timeout(budget.window())
+                began = budget.clock()
+                try:
+                    async with window:
+                        item = await anext(items)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    if window.expired():
+                        raise budget.timed_out() from None
+                    raise
+                budget.waited(budget.clock() - began)
+                if isinstance(item, RunnerResult):
+                    return item
+                if item:
+                    budget.delta(item)  # raises before a delta that crosses a bound is written
+                    await self._chunk(send, item)
+                    if self.stop_reason is not None:
+                        return None
         raise RunnerError(f"runner {runner.name!r} ended its stream without a result")
 
     async def _chunk(self, send: Send, delta: str) -> None:

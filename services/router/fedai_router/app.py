@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from fedai.observability.tracing import request_spans
 from fedai.protocol.event import Event
 from fedai.service.http import error_response, event_response, read_body
 from fedai_router.address import AddressLimit, client_address, rate_key
@@ -105,6 +106,7 @@ def create_app(settings: RouterSettings) -> Starlette:
 
     # every route, ops and OpenAI ones included, is charged to its source address before anything else runs
     guards = [Middleware(AddressLimit, settings=settings, metrics=svc.metrics)]
-    app = Starlette(middleware=guards, lifespan=lifespan)
+    # a span per request (outermost, so a refused request is traced too) only while tracing is on
+    app = Starlette(middleware=[*request_spans("router.request"), *guards], lifespan=lifespan)
     app.state.service = svc
     return app

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fedai.observability.tracing import span
 from fedai.protocol.envelope import seal
 from fedai.protocol.event import Event
 from fedai.protocol.keys import Keys
@@ -45,16 +46,17 @@ class Completion:
     async def record(self, origin: Origin, metered: Metered) -> None:
         """Store the verified metering for `origin`, then count its price and tokens."""
         record = metered.record
-        await self.metering.record(
-            MeteringEntry(
-                record=record,
-                event=metered.metering,
-                origin_id=origin.id,
-                client=origin.client,
-                node=metered.node,
-                attempt=metered.attempt,
+        with span("router.store", {"fedai.node": metered.node, "fedai.model": record.model}):
+            await self.metering.record(
+                MeteringEntry(
+                    record=record,
+                    event=metered.metering,
+                    origin_id=origin.id,
+                    client=origin.client,
+                    node=metered.node,
+                    attempt=metered.attempt,
+                )
             )
-        )
         self.metrics.metering_msat.inc(record.price_msat)
         self.metrics.tokens.labels("in").inc(record.input_tokens)
         self.metrics.tokens.labels("out").inc(record.output_tokens)

@@ -18,6 +18,7 @@ import aiohttp
 import asyncpg
 import msgspec
 
+from fedai.observability.tracing import annotate, span
 from fedai.protocol.envelope import seal
 from fedai.protocol.errors import ErrorCode, FedaiError
 from fedai.protocol.event import Event
@@ -186,7 +187,8 @@ class Dispatcher:
         self.registry.begin(node)
         started = time.perf_counter()
         try:
-            result = await call(node, binding)
+            with span("router.dispatch_attempt", {"fedai.attempt": attempt, "fedai.node": node.pubkey}):
+                result = await call(node, binding)
         except FedaiError as err:
             self.registry.end(node)
             self.metrics.attempts.labels(err.code.value).inc()
@@ -238,4 +240,12 @@ class Dispatcher:
         body = await self.outbound.exchange(
             url, binding.forwarded, target="node", client_timeout=self.timeout, limit=MAX_NODE_REPLY_BYTES
         )
-        return verify_reply(body, binding)
+        with span("router.verify"):
+            verified = verify_reply(body, binding)
+            annotate(
+                {
+                    "fedai.tokens.input": verified.record.input_tokens,
+                    "fedai.tokens.output": verified.record.output_tokens,
+                }
+            )
+            return verified

@@ -9,6 +9,8 @@ What it guarantees, in one place:
 - **Resolution is bounded** (`fedai_router.resolver`): its own threads, a concurrency limit and a timeout.
 - **Redirects are never followed**: every request is sent with `allow_redirects=False`, and a 3xx answer is an
   upstream failure (a 307/308 would otherwise replay the signed POST body to wherever it points).
+- **The trace goes along** (docs/observability.md): each call is a client span, and its `traceparent` rides in an
+  HTTP header, outside the signed event.
 - **Failures reach clients generic**: "the node could not be reached", never the upstream's HTTP status, its
   address, or the resolver's words. The detail goes to the router's log (info) and to
   `fedai_router_outbound_failures_total{target, reason}`, whose labels are a fixed set. An upstream's typed error
@@ -28,6 +30,7 @@ import aiohttp
 from aiohttp.connector import AddrInfoType, SocketFactoryType
 from prometheus_client import Counter
 
+from fedai.observability.tracing import annotate, inject, span
 from fedai.protocol.errors import ErrorCode, FedaiError
 from fedai.protocol.event import Event
 from fedai.protocol.jsonguard import decode_json
@@ -41,6 +44,7 @@ log = logging.getLogger("fedai.router.outbound")
 
 Target = Literal["node", "peer"]
 WHO: dict[str, str] = {"node": "node", "peer": "provider"}
+SPAN: dict[str, str] = {"node": "router.node_call", "peer": "router.peer_call"}
 JSON_HEADERS = {"Content-Type": "application/json"}
 STREAM_HEADERS = {"Content-Type": "application/json", "Accept": "text/event-stream"}
 DNS_CACHE_S = 10  # aiohttp keeps resolved (and so already judged at connect) addresses this long
@@ -155,14 +159,20 @@ class Outbound:
     ) -> PeerReply:
         """POST a signed event and read the whole (bounded) reply. A non-200 reply is returned for the caller to
         read as a typed error; transport failures, 3xx and oversized replies raise a generic `FedaiError`."""
-        try:
-            async with self.session.post(
-                url, data=event.to_json(), headers=JSON_HEADERS, timeout=client_timeout, allow_redirects=False
-            ) as resp:
-                self._check_status(resp.status, target)
-                return PeerReply(resp.status, await read_limited(resp, limit), resp.headers.get("Retry-After"))
-        except (aiohttp.ClientError, TimeoutError, ReplyTooLarge, Redirected) as exc:
-            raise self.failure(target, exc, url) from None
+        with span(SPAN[target], kind="client"):
+            try:
+                async with self.session.post(
+                    url,
+                    data=event.to_json(),
+                    headers=inject(JSON_HEADERS),
+                    timeout=client_timeout,
+                    allow_redirects=False,
+                ) as resp:
+                    annotate({"http.response.status_code": resp.status})
+                    self._check_status(resp.status, target)
+                    return PeerReply(resp.status, await read_limited(resp, limit), resp.headers.get("Retry-After"))
+            except (aiohttp.ClientError, TimeoutError, ReplyTooLarge, Redirected) as exc:
+                raise self.failure(target, exc, url) from None
 
     async def exchange(
         self, url: str, event: Event, *, target: Target, client_timeout: aiohttp.ClientTimeout, limit: int
@@ -180,9 +190,11 @@ class Outbound:
         """POST and return a 200 response once its headers are in (the caller reads and closes it). Any other
         answer raises the upstream's typed error, a failed call the generic one."""
         try:
-            resp = await self.session.post(
-                url, data=body, headers=STREAM_HEADERS, timeout=client_timeout, allow_redirects=False
-            )
+            with span(SPAN[target], {"fedai.stream": True}, kind="client"):  # up to the answer's headers
+                resp = await self.session.post(
+                    url, data=body, headers=inject(STREAM_HEADERS), timeout=client_timeout, allow_redirects=False
+                )
+                annotate({"http.response.status_code": resp.status})
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise self.failure(target, exc, url) from None
         try:

@@ -14,6 +14,7 @@ from typing import TypeVar
 
 import asyncpg
 
+from fedai.observability.tracing import annotate, span
 from fedai.protocol.errors import ErrorCode, FedaiError
 from fedai.protocol.messages import InferenceRequest, estimate_tokens, prompt_material
 from fedai.store.db import UNAVAILABLE
@@ -108,17 +109,19 @@ class Planner:
     async def plan(self, client: str, request: InferenceRequest) -> Plan:
         """The ranked nodes for a client's request, after its pins, price cap and quote are checked. The quote is
         spent only once a node was found for it; the caller gives it back (`unless_served`) if none serves."""
-        demand = demand_for(request, request.max_price_msat)  # refuses bad pins before a quote is read
-        cap, quote = await self.agreed(client, request)
-        candidates = rank(
-            self.tables.get(demand.model),
-            replace(demand, max_price_msat=cap),
-            now=time.time(),
-            policy=self.policy,
-            k=self.max_attempts + SPARE_CANDIDATES,
-            rng=self.rng,
-        )
-        return Plan(candidates, self.limits_for(request, cap), await self.spend(quote))
+        with span("router.schedule", {"fedai.model": request.model}):
+            demand = demand_for(request, request.max_price_msat)  # refuses bad pins before a quote is read
+            cap, quote = await self.agreed(client, request)
+            candidates = rank(
+                self.tables.get(demand.model),
+                replace(demand, max_price_msat=cap),
+                now=time.time(),
+                policy=self.policy,
+                k=self.max_attempts + SPARE_CANDIDATES,
+                rng=self.rng,
+            )
+            annotate({"fedai.candidates": len(candidates)})
+            return Plan(candidates, self.limits_for(request, cap), await self.spend(quote))
 
     async def agreed(self, client: str, request: InferenceRequest) -> tuple[int | None, QuoteRow | None]:
         """The most the client agreed to pay the node: its own cap (0 means 0), and a valid quote's node total if it

@@ -18,6 +18,7 @@ from collections.abc import Callable
 import asyncpg
 from prometheus_client import CollectorRegistry
 
+from fedai.observability.tracing import span
 from fedai.protocol import nip44
 from fedai.protocol.envelope import seal
 from fedai.protocol.errors import ErrorCode, FedaiError
@@ -125,7 +126,8 @@ class Provider:
 
     async def handle(self, body: bytes) -> Event:
         try:
-            answer = await self._handle(body)
+            with span("router.job", {"fedai.role": "provider"}):
+                answer = await self._handle(body)
         except FedaiError as err:
             self.counter.labels("submit", err.code.value).inc()
             raise

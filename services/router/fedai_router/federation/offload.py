@@ -17,6 +17,7 @@ import time
 import aiohttp
 import asyncpg
 
+from fedai.observability.tracing import span
 from fedai.protocol import nip44
 from fedai.protocol.envelope import seal
 from fedai.protocol.errors import ErrorCode, FedaiError
@@ -90,17 +91,19 @@ class Offloading:
         for attempt in range(settings.fed_max_attempts):
             salt = new_salt()  # per auction: retries of one request cannot be linked on relays by their hash
             # the winner's price is reserved against its spend cap before the award (Auctioneer._award)
-            awarded = await auctioneer.auction(  # anti-thrash keyed on this request: other clients are not held back
-                self._rfb(request, cap, salt),
-                exclude=frozenset(excluded),
-                retry=attempt > 0,
-                origin_id=client_event.id,
-                key=client_event.id,
-            )
+            with span("router.auction", {"fedai.model": request.model, "fedai.attempt": attempt + 1}):
+                awarded = await auctioneer.auction(  # anti-thrash keyed on this request: others are not held back
+                    self._rfb(request, cap, salt),
+                    exclude=frozenset(excluded),
+                    retry=attempt > 0,
+                    origin_id=client_event.id,
+                    key=client_event.id,
+                )
             if awarded is None:
                 break
             try:
-                answer = await self._run(client_event, request, awarded, salt)
+                with span("router.job", {"fedai.role": "requester", "fedai.peer": awarded.peer}):
+                    answer = await self._run(client_event, request, awarded, salt)
             except FedaiError as err:
                 log.info("offloaded job failed", extra={"peer": awarded.peer[:16], "code": err.code.value})
                 auctioneer.record_outcome(awarded.peer, ok=False)
