@@ -19,6 +19,8 @@ from fedai_node.catalog import ModelCatalog
 from fedai_node.config import NodeSettings, log_summary
 from fedai_node.heartbeat import BeatResult, Heartbeat
 from fedai_node.metrics import NodeMetrics
+from fedai_node.payment_claims import NodeClaims
+from fedai_node.payments import NodePayments
 from fedai_node.runners.base import Runner, RunnerError
 
 if TYPE_CHECKING:
@@ -45,6 +47,7 @@ class NodeLifecycle:
         metrics: NodeMetrics,
         describe: Callable[[], NodeDescriptor],
         announce: Callable[[], Event],
+        payments: NodePayments,
     ) -> None:
         self._settings = settings
         self._runner = runner
@@ -54,6 +57,7 @@ class NodeLifecycle:
         self._metrics = metrics
         self._describe = describe
         self._announce = announce
+        self._payments = payments
         self._session: aiohttp.ClientSession | None = None
         self._heartbeat: Heartbeat | None = None
         self._announcer: Announcer | None = None
@@ -69,6 +73,8 @@ class NodeLifecycle:
             await migrate_dsn(s.db_url)
             self._db = await create_pool(s.db_url, min_size=1, max_size=4)
             self._admission.guard = PostgresReplayGuard(self._db)
+            if self._payments.wallet is not None:
+                self._payments.claims = NodeClaims(self._db)
         self._session = aiohttp.ClientSession()
         if await self._try_load_models():
             await self._start_loops()
@@ -83,6 +89,8 @@ class NodeLifecycle:
             await self._heartbeat.stop()
         if self._session is not None:
             await self._session.close()
+        if self._payments.wallet is not None:
+            await self._payments.wallet.aclose()
         if self._db is not None:
             await self._db.close()
         if self._owns_runner:
