@@ -220,3 +220,22 @@ async def test_pay_with_the_router_wallet_down_records_nothing(
     net.router_wallet.fake.faults.status = None
     proof = await client.pay(quote, net.client_wallet.wallet, network=NETWORK)
     await infer(client, quote, proof)
+
+
+async def test_an_invoice_not_settled_in_the_nodes_wallet_is_refused_by_the_node(
+    net: PaidNetwork, client: AsyncClient, db_pool: asyncpg.Pool
+) -> None:
+    """Preimages taken from the (test-only) ledger without paying: the router's lean check passes them, the node
+    asks its own wallet, finds its invoice unpaid and refuses; the router gives the claim back."""
+    quote = await client.quote(MODEL, max_tokens=16, prompt=PROMPT)
+    with pytest.raises(PaymentRequiredError) as refused:
+        await infer(client, quote, None)
+    event = refused.value.payment_request
+    assert event is not None
+    request = decode_payload(event.content, PaymentRequest)
+    leaked = {p.payment_hash: net.ledger.invoices[p.payment_hash].preimage for p in request.payees}
+    with pytest.raises(RouterError) as unpaid:
+        await infer(client, quote, PaymentProof(payment_request=event.id, preimages=leaked))
+    assert unpaid.value.code == ErrorCode.PAYMENT_INVALID
+    assert set((await net.router.service.payment_store.states(event.id)).values()) == {"released"}
+    assert await node_claims(db_pool) == [] and net.runner.served == 0 and net.ledger.payments == []

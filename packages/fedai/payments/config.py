@@ -31,16 +31,20 @@ def register_backend(scheme: str, factory: WalletFactory) -> None:
 def open_wallet(spec: str, variable: str = "--wallet") -> Wallet:
     """The wallet a spec names, ready to use (no request is sent yet). WalletConfigError names `variable`."""
     parsed = parse_spec(spec, variable)
+    return _factory(parsed, variable)(parsed)
+
+
+def _factory(parsed: WalletSpec, variable: str) -> WalletFactory:
     factory = BACKENDS.get(parsed.scheme)
     if factory is None:
         known = ", ".join(sorted(BACKENDS))
         raise WalletConfigError(f"{variable}: unknown wallet scheme {parsed.scheme!r} (known: {known})")
-    return factory(parsed)
+    return factory
 
 
 def check_wallet_spec(spec: str, variable: str) -> str:
     """Parse a wallet spec at start, without opening anything, so a bad one fails before any socket opens."""
-    parse_spec(spec, variable)
+    _factory(parse_spec(spec, variable), variable)
     return spec
 
 
