@@ -15,7 +15,7 @@ import pytest
 from fedai.protocol.errors import ErrorCode
 from fedai.protocol.keys import Keys
 from fedai.protocol.messages import PaymentProof, PaymentRequest, decode_payload
-from fedai.sdk import AsyncClient, PaymentRequiredError, RouterError
+from fedai.sdk import AsyncClient, Client, PaymentRequiredError, RouterError
 from fedai.sdk.client import Quote
 from tests.support.paid_network import MODEL, NETWORK, ROUTER_FEE_MSAT, PaidNetwork, paid_network
 from tests.support.payments import new_preimage
@@ -239,3 +239,24 @@ async def test_an_invoice_not_settled_in_the_nodes_wallet_is_refused_by_the_node
     assert unpaid.value.code == ErrorCode.PAYMENT_INVALID
     assert set((await net.router.service.payment_store.states(event.id)).values()) == {"released"}
     assert await node_claims(db_pool) == [] and net.runner.served == 0 and net.ledger.payments == []
+
+
+async def test_paying_twice_answers_the_same_request_and_pays_once(net: PaidNetwork, client: AsyncClient) -> None:
+    quote = await client.quote(MODEL, max_tokens=16, prompt=PROMPT)
+    first = await client.pay(quote, net.client_wallet.wallet, network=NETWORK)
+    again = await client.pay(quote, net.client_wallet.wallet, network=NETWORK)
+    assert again == first  # the stored request while it is valid; the wallet answers the first payments
+    assert len(net.ledger.payments) == 2
+    await infer(client, quote, first)
+    assert net.runner.served == 1
+
+
+async def test_the_sync_client_pays_and_infers(net: PaidNetwork) -> None:
+    def pay_and_infer() -> str:
+        with Client(net.router.url, router_pubkey=net.router.pubkey) as sync:
+            quote = sync.quote(MODEL, max_tokens=16, prompt=PROMPT)
+            proof = sync.pay(quote, net.client_wallet.spec, network=NETWORK)  # opened and closed in its own loop
+            return sync.infer(MODEL, PROMPT, max_tokens=16, quote_id=quote.quote.quote_id, payment=proof).node
+
+    assert await asyncio.to_thread(pay_and_infer) == net.node.keys.pubkey
+    assert net.balance("router") == ROUTER_FEE_MSAT and net.runner.served == 1

@@ -43,7 +43,14 @@ from fedai.sdk.errors import (
     error_from_response,
     transport_error,
 )
-from fedai.sdk.pay import DEFAULT_MAX_FEE_MSAT, answered_request, pay_event, pay_request, verify_payment_request
+from fedai.sdk.pay import (
+    DEFAULT_MAX_FEE_MSAT,
+    answered_request,
+    pay_event,
+    pay_request,
+    pay_with_spec,
+    verify_payment_request,
+)
 from fedai.sdk.pin import check_pin, health_pubkey, refused_for_pin
 from fedai.sdk.stream import DEFAULT_STREAM_LIMITS, AsyncStream, Stream
 from fedai.service.stream_limits import StreamLimits
@@ -254,24 +261,22 @@ class Client(_Base):
     def pay(
         self,
         quote: Quote,
-        wallet: Wallet,
+        wallet: str,
         *,
         payment_request: Event | None = None,
         network: str = "bitcoin",
         max_fee_msat: int = DEFAULT_MAX_FEE_MSAT,
     ) -> PaymentProof:
-        """Pay `quote` from `wallet` (its payment request from `POST /pay`, or the one a `PaymentRequiredError`
-        carried), after verifying it; returns the proof for `infer(..., quote_id=..., payment=proof)`. The wallet
-        runs in an event loop of its own (`asyncio.run`): inside a running loop, use `AsyncClient`."""
+        """Pay `quote` from the wallet `wallet` names (a URI or a file: docs/payments.md#wallet-uris), its payment
+        request from `POST /pay` or the one a `PaymentRequiredError` carried, after verifying it; returns the proof
+        for `infer(..., quote_id=..., payment=proof)`. The wallet is opened, used and closed in an event loop of
+        its own (`asyncio.run`); `AsyncClient.pay` takes an open `Wallet` instead."""
         router = self.router_pubkey()
         if payment_request is None:
-            payment_request = answered_request(
-                self._post("/pay", pay_event(self.keys, router, quote.quote.quote_id)).content
-            )
-        opened = verify_payment_request(
-            payment_request, quote.quote, router=router, client=self.keys.pubkey, network=network
-        )
-        return asyncio.run(pay_request(opened, wallet, max_fee_msat=max_fee_msat))
+            event = pay_event(self.keys, router, quote.quote.quote_id)
+            payment_request = _payment_request(self._post("/pay", event))
+        opened = self._verified(payment_request, quote, router, network)
+        return asyncio.run(pay_with_spec(opened, wallet, max_fee_msat=max_fee_msat))
 
     def infer(
         self,
@@ -394,13 +399,13 @@ class AsyncClient(_Base):
         network: str = "bitcoin",
         max_fee_msat: int = DEFAULT_MAX_FEE_MSAT,
     ) -> PaymentProof:
+        """Pay `quote` from `wallet` (an open `fedai.payments.wallet.Wallet`, the caller's to close); as
+        `Client.pay`."""
         router = await self.router_pubkey()
         if payment_request is None:
             event = pay_event(self.keys, router, quote.quote.quote_id)
             payment_request = _payment_request(await self._post("/pay", event))
-        opened = verify_payment_request(
-            payment_request, quote.quote, router=router, client=self.keys.pubkey, network=network
-        )
+        opened = self._verified(payment_request, quote, router, network)
         return await pay_request(opened, wallet, max_fee_msat=max_fee_msat)
 
     async def infer(

@@ -66,6 +66,20 @@ async def pay_request(
     return PaymentProof(payment_request=request.event.id, preimages=preimages)
 
 
+async def pay_with_spec(
+    request: Opened[PaymentRequest], spec: str, *, max_fee_msat: int = DEFAULT_MAX_FEE_MSAT
+) -> PaymentProof:
+    """Open the wallet `spec` names (a URI or a file: docs/payments.md#wallet-uris), pay, and close it, all in
+    the running event loop (what the synchronous client does, in a loop of its own)."""
+    from fedai.payments.config import open_wallet  # the `pay` extra
+
+    wallet = open_wallet(spec, "--wallet")
+    try:
+        return await pay_request(request, wallet, max_fee_msat=max_fee_msat)
+    finally:
+        await wallet.aclose()
+
+
 def pay_event(keys: Keys, router: str, quote_id: str) -> Event:
     """The client's signed pay.request (kind 21047) for `POST /pay`."""
     return seal(keys, Kind.PAY_REQUEST, PayRequest(quote_id=quote_id), to=router, nonce=True)
@@ -79,4 +93,11 @@ def answered_request(content: bytes) -> Event:
         raise ChainError.wrap(Link.PAYMENT_REQUEST, err) from None
 
 
-__all__ = ["DEFAULT_MAX_FEE_MSAT", "answered_request", "pay_event", "pay_request", "verify_payment_request"]
+__all__ = [
+    "DEFAULT_MAX_FEE_MSAT",
+    "answered_request",
+    "pay_event",
+    "pay_request",
+    "pay_with_spec",
+    "verify_payment_request",
+]
