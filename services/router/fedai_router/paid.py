@@ -16,7 +16,7 @@ from typing import TypeVar
 import msgspec
 
 from fedai.protocol.messages import ForwardedPayment, InferenceRequest
-from fedai.protocol.payment import PaymentRequired, claim_error, invalid, preimage_matches
+from fedai.protocol.payment import WORK_ROLES, PaymentRequired, claim_error, invalid, preimage_matches
 from fedai.store.db import UNAVAILABLE
 from fedai_router.payment_requests import PaymentRequests
 from fedai_router.store.payments import ClaimedPayee, PaymentStore
@@ -90,7 +90,7 @@ class Paid:
         self, request_id: str, claimant: str, payees: tuple[ClaimedPayee, ...], preimages: dict[str, str]
     ) -> Held:
         """What a claimed proof binds the request to: the paid node, and what that node is forwarded."""
-        node = next(p for p in payees if p.role == "node")
+        node = next(p for p in payees if p.role in WORK_ROLES)
         event = await self.store.event(request_id)
         if event is None:
             raise invalid("payment request unknown here")
