@@ -24,7 +24,7 @@ from fedai.protocol.errors import ErrorCode
 from fedai.protocol.event import decode_event
 from fedai.protocol.keys import Keys
 from fedai.protocol.kinds import Kind
-from fedai.protocol.messages import InvoiceRequest, PayeeInvoice, decode_payload
+from fedai.protocol.messages import InferenceRequest, InvoiceRequest, PayeeInvoice, decode_payload
 from fedai.protocol.payment import seal_invoice
 from fedai.sdk import AsyncClient, RouterError
 from tests.support.fake_node import FakeNode, register
@@ -178,3 +178,16 @@ async def test_one_proof_sent_to_two_replicas_at_once_serves_one_request(net: Pa
     assert isinstance(refused[0], RouterError)
     assert refused[0].code in (ErrorCode.PAYMENT_IN_USE, ErrorCode.PAYMENT_USED)
     assert net.runner.served == 1
+
+
+async def test_a_paying_node_refuses_unpaid_work_and_streams(net: PaidNetwork) -> None:
+    """A router that forwards an unpaid request (say, one without ROUTER_REQUIRE_PAYMENT) gets 402 from the node."""
+    unpaid = InferenceRequest(model=MODEL, prompt=PROMPT, max_tokens=16, client=Keys.generate().pubkey)
+    async with httpx.AsyncClient() as http:
+        for path, stream in (("/infer", False), ("/infer/stream", True)):
+            payload = msgspec.structs.replace(unpaid, stream=stream)
+            event = seal(net.router.keys, Kind.INFER_REQUEST, payload, to=net.node.keys.pubkey, nonce=True)
+            response = await http.post(net.node.endpoint + path, content=event.to_json())
+            assert response.status_code == 402, (path, response.text)
+            assert response.json()["error"]["code"] == "payment_required"
+    assert net.runner.served == 0
