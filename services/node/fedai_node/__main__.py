@@ -10,7 +10,7 @@ from fedai_node.config import from_env
 
 
 def main() -> int:
-    return run_service("node", from_env, create_app, lambda s: (s.host, s.port))
+    return run_service("node", from_env, create_app, lambda s: (s.host, s.port), lambda s: s.keys.npub)
 
 
 if __name__ == "__main__":

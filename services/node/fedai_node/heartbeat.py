@@ -2,6 +2,10 @@
 
 A router's pubkey is learned from `GET {endpoint}/health` and must be one of `ROUTER_PUBLIC_KEY`; the
 heartbeat is addressed to it (`p`), and the router's ACK must be signed by it and bound (`e`) to the beat.
+
+A router that refuses the node (an error, an untrusted key, an ACK that fails verification) is tried again
+after twice the interval, then four times, up to `BACKOFF_MAX_S` (or its Retry-After); each refusal is logged
+with the router's message. An unreachable router is tried every interval.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import msgspec
 
 from fedai.protocol.envelope import open_envelope, seal
 from fedai.protocol.errors import FedaiError, KeyFormatError
-from fedai.protocol.keys import Keys, parse_pubkey
+from fedai.protocol.keys import Keys, npub, parse_pubkey
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import Ack, NodeDescriptor
 from fedai.service.client import ReplyTooLarge, post_event, read_limited
@@ -28,6 +32,8 @@ log = logging.getLogger("fedai_node.heartbeat")
 
 MAX_REPLY_BYTES = 64 * 1024
 JITTER = 0.1
+BACKOFF_MAX_S = 60.0
+MAX_LOGGED_MESSAGE = 300  # characters of a router's error message put in the log
 
 
 class BeatResult(StrEnum):
@@ -47,9 +53,14 @@ class RouterReplyError(Exception):
     """A router's reply we can't use (too big, not JSON of the expected shape)."""
 
 
-def error_code(body: bytes, status: int) -> str:
-    """The `error.code` of a peer's error body, for logs; the body itself is never logged."""
-    return FedaiError.from_dict(_loads_or_none(body), status).code.value
+def refusal(body: bytes, status: int) -> FedaiError:
+    """A router's error body as a typed error (its message, cut to `MAX_LOGGED_MESSAGE`, says why)."""
+    err = FedaiError.from_dict(_loads_or_none(body), status)
+    return FedaiError(err.code, err.message[:MAX_LOGGED_MESSAGE], retry_after_ms=err.retry_after_ms)
+
+
+def _npubs(keys: Collection[str]) -> str:
+    return ", ".join(sorted(npub(key) for key in keys))
 
 
 def _loads_or_none(body: bytes) -> object:
@@ -85,6 +96,9 @@ class Heartbeat:
         self._on_result = on_result
         self._timeout = aiohttp.ClientTimeout(total=request_timeout_s)
         self._router_keys: dict[str, str] = {}
+        self._refusals: dict[str, int] = {}  # endpoint → refusals in a row
+        self._not_before: dict[str, float] = {}  # endpoint → monotonic time of its next beat after refusals
+        self._retry_after: dict[str, float] = {}  # endpoint → the Retry-After of its last refusal, in seconds
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -98,13 +112,10 @@ class Heartbeat:
     async def _run(self) -> None:
         while True:
             started = time.monotonic()
-            await self.beat_all()
+            due = [e for e in self._endpoints if self._not_before.get(e, 0.0) <= started]
+            await asyncio.gather(*(self.beat(e) for e in due))
             delay = self._interval_s * random.uniform(1 - JITTER, 1 + JITTER)
             await asyncio.sleep(max(0.0, started + delay - time.monotonic()))
-
-    async def beat_all(self) -> dict[str, BeatResult]:
-        results = await asyncio.gather(*(self.beat(e) for e in self._endpoints))
-        return dict(zip(self._endpoints, results, strict=True))
 
     async def beat(self, endpoint: str) -> BeatResult:
         """One heartbeat to one router; never raises (except cancellation)."""
@@ -118,8 +129,25 @@ class Heartbeat:
             result = BeatResult.ERROR
         if result is not BeatResult.OK:
             self._router_keys.pop(endpoint, None)  # learn the key again next time
+        self._back_off(endpoint, result)
         self._on_result(result)
         return result
+
+    def _back_off(self, endpoint: str, result: BeatResult) -> float:
+        """After a refusal, when to try `endpoint` again (twice the wait each time, at most `BACKOFF_MAX_S`)."""
+        if result in (BeatResult.OK, BeatResult.UNREACHABLE, BeatResult.ERROR):
+            self._refusals.pop(endpoint, None)
+            self._not_before.pop(endpoint, None)
+            return self._interval_s
+        count = self._refusals[endpoint] = self._refusals.get(endpoint, 0) + 1
+        wait: float = min(self._interval_s * 2.0**count, max(BACKOFF_MAX_S, self._interval_s))
+        wait = max(wait, min(self._retry_after.pop(endpoint, 0.0), 10 * BACKOFF_MAX_S))  # a router's Retry-After
+        self._not_before[endpoint] = time.monotonic() + wait
+        return wait
+
+    def next_try_s(self, endpoint: str) -> float:
+        """Seconds until `endpoint` is beaten again after refusals (0 when it is not backed off)."""
+        return max(0.0, self._not_before.get(endpoint.rstrip("/"), 0.0) - time.monotonic())
 
     async def _router_pubkey(self, endpoint: str) -> str:
         cached = self._router_keys.get(endpoint)
@@ -136,7 +164,11 @@ class Heartbeat:
     async def _beat(self, endpoint: str) -> BeatResult:
         router = await self._router_pubkey(endpoint)
         if router not in self._trusted:
-            log.error("router key is not in ROUTER_PUBLIC_KEY; no heartbeat sent", extra={"router": endpoint})
+            log.error(
+                f"router at {endpoint} has key {npub(router)}, not the one configured in ROUTER_PUBLIC_KEY "
+                f"({_npubs(self._trusted)}); no heartbeat sent",
+                extra={"router": endpoint, "router_key": npub(router), "configured": sorted(self._trusted)},
+            )
             return BeatResult.UNTRUSTED
         self._router_keys[endpoint] = router
         beat = seal(self._keys, Kind.NODE_HEARTBEAT, self._describe(), to=router, nonce=True)
@@ -145,9 +177,12 @@ class Heartbeat:
         )
         body, status = reply.body, reply.status
         if status != 200:
+            err = refusal(body, status)
             log.warning(
-                "heartbeat refused", extra={"router": endpoint, "status": status, "code": error_code(body, status)}
+                f"heartbeat refused by {endpoint}: {err.message}",
+                extra={"router": endpoint, "status": status, "code": err.code.value},
             )
+            self._retry_after[endpoint] = (err.retry_after_ms or 0) / 1000
             return BeatResult.REJECTED
         try:
             ack = open_envelope(

@@ -68,18 +68,26 @@ class NodeLifecycle:
         s = self._settings
         log_summary(s, log)
         if s.db_url:
-            from fedai.store import PostgresReplayGuard, create_pool, migrate_dsn
-
-            await migrate_dsn(s.db_url)
-            self._db = await create_pool(s.db_url, min_size=1, max_size=4)
-            self._admission.guard = PostgresReplayGuard(self._db)
-            if self._payments.wallet is not None:
-                self._payments.claims = NodeClaims(self._db)
+            await self._open_replay_store(s.db_url)
         self._session = aiohttp.ClientSession()
         if await self._try_load_models():
             await self._start_loops()
         else:  # the runner is down or loading: serve /health (503) and keep trying
             self._discovery = asyncio.create_task(self._discover(), name="fedai-node-discovery")
+
+    async def _open_replay_store(self, dsn: str) -> None:
+        """NODE_DB_URL's server, migrated; one that cannot be used is a `config error` naming the variable."""
+        from fedai.store import PostgresReplayGuard, create_pool, migrate_dsn
+        from fedai.store.db import CONNECT_TIMEOUT_S, START_ERRORS, redact_dsn, unusable_database
+
+        try:
+            await asyncio.wait_for(migrate_dsn(dsn), CONNECT_TIMEOUT_S * 3)
+            self._db = await create_pool(dsn, min_size=1, max_size=4, timeout_s=CONNECT_TIMEOUT_S)
+        except START_ERRORS as exc:
+            raise unusable_database("NODE_DB_URL", redact_dsn(dsn), exc, dsn) from None
+        self._admission.guard = PostgresReplayGuard(self._db)
+        if self._payments.wallet is not None:
+            self._payments.claims = NodeClaims(self._db)  # the node's single-use payment claims, beside it
 
     async def stop(self) -> None:
         await cancel_and_wait([self._discovery])

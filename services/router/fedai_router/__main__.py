@@ -10,7 +10,7 @@ from fedai_router.config import RouterSettings
 
 
 def main() -> int:
-    return run_service("router", RouterSettings.from_env, create_app, lambda s: (s.host, s.port))
+    return run_service("router", RouterSettings.from_env, create_app, lambda s: (s.host, s.port), lambda s: s.keys.npub)
 
 
 if __name__ == "__main__":

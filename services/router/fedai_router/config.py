@@ -93,6 +93,7 @@ class RouterSettings:
     host: str = "127.0.0.1"
     port: int = 8080
     db_url: str | None = None
+    db_url_variable: str = "ROUTER_DB_URL"  # the variable db_url came from, for errors that name it
     data_dir: Path = Path(".fedai")
     relays: list[str] = field(default_factory=list)
     max_request_bytes: int = 256 * 1024
@@ -214,6 +215,7 @@ class RouterSettings:
             host=env.text("ROUTER_HOST", "127.0.0.1"),
             port=env.integer("ROUTER_PORT", 8080, minimum=0, maximum=65535),
             db_url=env.optional("ROUTER_DB_URL") or env.optional("DATABASE_URL"),
+            db_url_variable="ROUTER_DB_URL" if env.optional("ROUTER_DB_URL") else "DATABASE_URL",
             data_dir=Path(env.text("FEDAI_DATA_DIR", ".fedai")),
             relays=env.urls("ROUTER_RELAYS", ("ws", "wss")),
             max_request_bytes=env.integer("ROUTER_MAX_REQUEST_BYTES", 256 * 1024, minimum=1024),

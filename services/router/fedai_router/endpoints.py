@@ -21,7 +21,7 @@ _IPV4_TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")  # RFC 2765 SIIT
 _IPV4_COMPATIBLE = ipaddress.ip_network("::/96")  # deprecated (RFC 4291), never a public destination
 _SITE_LOCAL = ipaddress.ip_network("fec0::/10")  # deprecated (RFC 3879), private in practice
 
-PRIVATE_HINT = "set ROUTER_ALLOW_PRIVATE_ENDPOINTS=true for a private network"
+PRIVATE_HINT = "set ROUTER_ALLOW_PRIVATE_ENDPOINTS=true on the router for local testing or a private network"
 
 
 def parse_endpoint(url: str) -> tuple[str, int]:
@@ -77,9 +77,27 @@ def looks_like_ip(host: str) -> bool:
     return ":" in host or host.replace(".", "").isdigit()
 
 
-def _private(what: str) -> FedaiError:
+def address_kind(address: str) -> str:
+    """What a non-public address is, for a refusal: unspecified, loopback, link-local, private or non-public.
+    Pure."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return "non-public"
+    if isinstance(ip, ipaddress.IPv6Address):
+        ip = _embedded_ipv4(ip) or ip
+    for kind in ("unspecified", "loopback", "link_local", "private"):
+        if getattr(ip, f"is_{kind}"):
+            return kind.replace("_", "-")
+    return "non-public"
+
+
+def _private(url: str, how: str, addresses: list[str]) -> FedaiError:
+    """The refusal of a non-public endpoint: which URL, what kind of address, and the variable that allows it."""
+    kinds = sorted({address_kind(a) for a in addresses if not is_public_address(a)}) or ["non-public"]
+    article = "an" if kinds[0][0] in "aeiou" else "a"
     return FedaiError(
-        ErrorCode.FORBIDDEN, f"{what} a loopback, private or otherwise non-public address ({PRIVATE_HINT})"
+        ErrorCode.FORBIDDEN, f"endpoint {url[:200]} {how} {article} {' and '.join(kinds)} address; {PRIVATE_HINT}"
     )
 
 
@@ -87,7 +105,7 @@ def check_shape(url: str, allow_private: bool) -> tuple[str, int]:
     """The URL's shape, and an address written in it judged at once (no DNS). Returns (host, port). Pure."""
     host, port = parse_endpoint(url)
     if not allow_private and looks_like_ip(host) and not is_public_address(host):
-        raise _private("endpoint is")
+        raise _private(url, "is", [host])
     return host, port
 
 
@@ -110,14 +128,14 @@ class EndpointValidator:
             if cached[1] is not None:
                 raise cached[1]
             return
-        error = await self._resolve_and_judge(host, port)
+        error = await self._resolve_and_judge(url, host, port)
         self._cache[url] = (now + self._ttl, error)
         if len(self._cache) > 10_000:
             self._cache = {k: v for k, v in self._cache.items() if v[0] > now}
         if error is not None:
             raise error
 
-    async def _resolve_and_judge(self, host: str, port: int) -> FedaiError | None:
+    async def _resolve_and_judge(self, url: str, host: str, port: int) -> FedaiError | None:
         try:
             addresses = await self.resolver.addresses(host, port)
         except ResolveTimeout:  # not a verdict on the endpoint: not cached
@@ -127,5 +145,5 @@ class EndpointValidator:
         if not addresses:
             return FedaiError(ErrorCode.INVALID_REQUEST, "endpoint host does not resolve")
         if not all(is_public_address(address) for address in addresses):
-            return _private("endpoint resolves to")
+            return _private(url, "resolves to", addresses)
         return None

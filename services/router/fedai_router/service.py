@@ -46,6 +46,7 @@ from fedai_router.quotes import Quotes
 from fedai_router.ratelimit import RateLimiter
 from fedai_router.registration import Registration
 from fedai_router.registry import WINDOW_MINUTES, Registry
+from fedai_router.relay_metrics import RelayPoolCollector
 from fedai_router.resolver import BoundedResolver
 from fedai_router.retry import RetryBudget
 from fedai_router.store.health import prune_stats
@@ -302,6 +303,7 @@ class RouterService:
             author_budget=(settings.peer_rate, 60.0),  # ROUTER_PEER_RATE: events per author and minute
         )
         await relays.start()
+        self.metrics.registry.register(RelayPoolCollector(relays))  # relays configured, connected, reconnects
         return relays
 
     async def stop(self) -> None:

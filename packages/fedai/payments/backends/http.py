@@ -78,12 +78,12 @@ class RestClient:
         return Reply(response.status_code, self._documents(raw, response.status_code))
 
     async def _read(self, response: httpx.Response) -> bytes:
-        declared = response.headers.get("content-length")
+        declared = response.headers.get("content-length")  # of the encoded body: a first, cheap refusal
         if declared is not None and declared.isdigit() and int(declared) > self._max_body:
             raise WalletUnavailable(f"{self.name}: answer larger than {self._max_body} bytes", "bad_reply")
         chunks: list[bytes] = []
         total = 0
-        async for chunk in response.aiter_raw():
+        async for chunk in response.aiter_bytes():  # decoded (gzip, deflate…), counted as it expands
             total += len(chunk)
             if total > self._max_body:
                 raise WalletUnavailable(f"{self.name}: answer larger than {self._max_body} bytes", "bad_reply")
