@@ -27,11 +27,13 @@ from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import InferenceRequest, InvoiceRequest, PayeeInvoice, decode_payload
 from fedai.protocol.payment import seal_invoice
 from fedai.sdk import AsyncClient, RouterError
+from fedai_node.app import create_app
+from fedai_node.config import NodeSettings
 from tests.support.fake_node import FakeNode, register
 from tests.support.lightning import Ledger
 from tests.support.paid_network import MODEL, NETWORK, PaidNetwork, paid_network
 from tests.support.router import running_router
-from tests.support.servers import serve_app
+from tests.support.servers import free_port, serve_app
 from tests.support.tls import SelfSigned, self_signed
 from tests.support.wait import eventually
 
@@ -191,3 +193,26 @@ async def test_a_paying_node_refuses_unpaid_work_and_streams(net: PaidNetwork) -
             assert response.status_code == 402, (path, response.text)
             assert response.json()["error"]["code"] == "payment_required"
     assert net.runner.served == 0
+
+
+async def test_a_node_without_a_wallet_cannot_be_paid(net: PaidNetwork, db_pool: asyncpg.Pool) -> None:
+    """A paying router whose quote names a node that takes no payment (no NODE_WALLET) says so at /pay."""
+    port = free_port()
+    unpaid = NodeSettings(
+        keys=Keys.generate(),
+        router_pubkeys=frozenset({net.router.pubkey}),
+        runner="mock",
+        model_id=ROGUE_MODEL,
+        port=port,
+        endpoint=f"http://127.0.0.1:{port}",
+        router_endpoints=(net.router.url,),
+        heartbeat_ms=200,
+    )
+    async with serve_app(create_app(unpaid), port=port):
+        await eventually(lambda: unpaid.keys.pubkey in net.router.service.registry.nodes, what="node registered")
+        async with AsyncClient(net.router.url, router_pubkey=net.router.pubkey) as client:
+            quote = await client.quote(ROGUE_MODEL, max_tokens=16, prompt=PROMPT)
+            with pytest.raises(RouterError) as refused:
+                await client.pay(quote, net.client_wallet.wallet, network=NETWORK)
+    assert refused.value.code == ErrorCode.UPSTREAM_ERROR and "takes no payment" in refused.value.message
+    assert await db_pool.fetchval("SELECT count(*) FROM payment_requests") == 0

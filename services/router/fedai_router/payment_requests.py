@@ -158,9 +158,14 @@ class PaymentRequests:
         )
         sealed = seal(self.keys, Kind.INVOICE_REQUEST, ask, to=node.pubkey, nonce=True, expiration=expires_at)
         timeout = aiohttp.ClientTimeout(total=self.settings.node_timeout_s)
-        body = await self.outbound.exchange(
-            node.endpoint + "/invoice", sealed, target="node", client_timeout=timeout, limit=MAX_INVOICE_EVENT_BYTES
-        )
+        try:
+            body = await self.outbound.exchange(
+                node.endpoint + "/invoice", sealed, target="node", client_timeout=timeout, limit=MAX_INVOICE_EVENT_BYTES
+            )
+        except FedaiError as err:
+            if err.code == ErrorCode.NOT_FOUND:  # a node without NODE_WALLET, or one from before payments
+                raise FedaiError(ErrorCode.UPSTREAM_ERROR, "the quote's node takes no payment") from None
+            raise
         try:
             event = decode_event(body, MAX_INVOICE_EVENT_BYTES)
             invoice = open_event(
