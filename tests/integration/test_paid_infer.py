@@ -260,3 +260,17 @@ async def test_the_sync_client_pays_and_infers(net: PaidNetwork) -> None:
 
     assert await asyncio.to_thread(pay_and_infer) == net.node.keys.pubkey
     assert net.balance("router") == ROUTER_FEE_MSAT and net.runner.served == 1
+
+
+async def test_a_slow_node_wallet_consumes_nothing(
+    net: PaidNetwork, client: AsyncClient, db_pool: asyncpg.Pool
+) -> None:
+    quote, proof = await paid_quote(client, net)
+    net.node_wallet.fake.faults.delay_s = 3.0  # past the wallet's 2 s bound, within the router's 5 s node timeout
+    with pytest.raises(RouterError) as slow:
+        await infer(client, quote, proof)
+    assert slow.value.code == ErrorCode.PAYMENT_BACKEND_UNAVAILABLE and slow.value.retry_after_ms is not None
+    assert await states(net, proof) == {"released"} and await node_claims(db_pool) == []
+    net.node_wallet.fake.faults.delay_s = 0.0
+    await retry_until_served(client, quote, proof)
+    assert net.runner.served == 1

@@ -33,6 +33,7 @@ MODEL = MOCK_MODEL_ID
 NETWORK = "regtest"  # the ledger's invoices are lnbcrt…
 ROUTER_FEE_MSAT = 500  # ROUTER_FEE_BASE_MSAT
 CLIENT_BALANCE_MSAT = 10_000_000
+WALLET_TIMEOUT_S = "2"  # each wallet call's bound (the backends' `timeout`): a slow wallet fails fast in tests
 
 
 class ScriptedRunner(MockRunner):
@@ -76,7 +77,8 @@ async def paid_network(database_url: str, pool: asyncpg.Pool, tls: SelfSigned, t
     ledger.add_node("router", balance_msat=0)
     async with AsyncExitStack() as stack:
         wallets = [
-            await stack.enter_async_context(running_lnd(ledger, n, tls, tmp)) for n in ("client", "node", "router")
+            await stack.enter_async_context(running_lnd(ledger, n, tls, tmp, timeout=WALLET_TIMEOUT_S))
+            for n in ("client", "node", "router")
         ]
         router = await stack.enter_async_context(
             running_router(
