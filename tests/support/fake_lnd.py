@@ -178,6 +178,7 @@ class Lnd:
     fake: FakeLnd
     wallet: Wallet
     macaroon: bytes
+    spec: str  # the wallet URI, for a service that opens its own (NODE_WALLET, ROUTER_WALLET)
 
 
 @asynccontextmanager
@@ -189,8 +190,9 @@ async def running_lnd(ledger: Ledger, node: str, tls: SelfSigned, tmp: Path, **p
         query = "&".join(
             f"{k}={v}" for k, v in {"macaroon": tmp / f"{node}.macaroon", "cert": tls.cert, **params}.items()
         )
-        wallet = open_wallet(f"lnd+{url}?{query}", "NODE_WALLET")
+        spec = f"lnd+{url}?{query}"
+        wallet = open_wallet(spec, "NODE_WALLET")
         try:
-            yield Lnd(fake, wallet, macaroon)
+            yield Lnd(fake, wallet, macaroon, spec)
         finally:
             await wallet.aclose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 
 import msgspec
 import pytest
@@ -33,11 +34,14 @@ def build(
     node_keys: Keys = NODE,
     router_keys: Keys = ROUTER,
     request: Event | None = None,
+    forward: Callable[[InferenceRequest], InferenceRequest] | None = None,
 ) -> tuple[Event, Event]:
-    """A client request (CLIENT asking REQUEST, unless `request` is given) and the router's answer to it."""
+    """A client request (CLIENT asking REQUEST, unless `request` is given) and the router's answer to it;
+    `forward` changes what the router forwards (a paid request's `forwarded_payment`)."""
     asked = REQUEST if request is None else decode_payload(request.content, InferenceRequest)
     request = request or seal(CLIENT, Kind.INFER_REQUEST, REQUEST, to=ROUTER.pubkey, nonce=True)
     payload = msgspec.structs.replace(asked, client=CLIENT.pubkey, origin=request.id)
+    payload = forward(payload) if forward is not None else payload
     forwarded = seal(router_keys, Kind.INFER_REQUEST, payload, to=NODE.pubkey, nonce=True)
     usage = Usage(input_tokens=4, output_tokens=1)
     answer = InferenceResponse(model="m", output=output, finish_reason="stop", usage=usage, latency_ms=2.0)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from fedai.payments.backends.cln import open_cln
 from fedai.payments.backends.lnbits import open_lnbits
 from fedai.payments.backends.lnd import open_lnd
+from fedai.payments.invoice import network_prefix
 from fedai.payments.spec import WalletConfigError, WalletSpec, parse_spec
 from fedai.payments.wallet import Wallet
 
@@ -46,8 +47,27 @@ def register_backend(scheme: str, factory: WalletFactory) -> None:
 def open_wallet(spec: str, variable: str = "--wallet") -> Wallet:
     """The wallet a spec names, ready to use (no request is sent yet). WalletConfigError names `variable`."""
     parsed = parse_spec(spec, variable)
+    return _factory(parsed, variable)(parsed)
+
+
+def _factory(parsed: WalletSpec, variable: str) -> WalletFactory:
     factory = BACKENDS.get(parsed.scheme)
     if factory is None:
         known = ", ".join(sorted(BACKENDS))
         raise WalletConfigError(f"{variable}: unknown wallet scheme {parsed.scheme!r} (known: {known})")
-    return factory(parsed)
+    return factory
+
+
+def check_wallet_spec(spec: str, variable: str) -> str:
+    """Parse a wallet spec at start, without opening anything, so a bad one fails before any socket opens."""
+    _factory(parse_spec(spec, variable), variable)
+    return spec
+
+
+def check_network(network: str, variable: str) -> str:
+    """A Lightning network name (bitcoin, testnet, signet, regtest) for invoice checks; the error names `variable`."""
+    try:
+        network_prefix(network)
+    except ValueError as exc:
+        raise WalletConfigError(f"{variable}: {exc}") from None
+    return network.strip().lower()

@@ -23,6 +23,8 @@ class Kind(IntEnum):
     INFER_CANCEL = 21043
     JOB_RECEIPT = 21044
     PAYMENT_INVOICE = 21045  # a payee's own invoice, nested in a payment.request (docs/protocol.md#kinds)
+    INVOICE_REQUEST = 21046  # router → node `POST /invoice`: invoice this quote's share (docs/payments.md#the-flow)
+    PAY_REQUEST = 21047  # client → router `POST /pay`: the payment request of a quote (docs/payments.md#the-flow)
     # relays, addressable (`d` tag)
     ROUTER_CAPS = 31020
     ROUTER_PRICE = 31021

@@ -108,6 +108,23 @@ class ForwardedPayment(Payload, kw_only=True):
     preimage: Hex64
 
 
+class InvoiceRequest(Payload, kw_only=True):
+    """Content of an invoice.request (kind 21046), router → node `POST /invoice`: invoice this share of a quote
+    from your own wallet. The node answers with its payment.invoice (21045); the same binding, the same invoice."""
+
+    quote: Name
+    client: Hex64
+    router: Hex64
+    amount_msat: PaidMsat
+    expires_at: UnixS  # the payment request's expiry: the invoice must not outlive it
+
+
+class PayRequest(Payload, kw_only=True):
+    """Content of a pay.request (kind 21047), client → router `POST /pay`: the payment request of a quote."""
+
+    quote_id: Name
+
+
 class InferenceRequest(Payload, kw_only=True):
     model: Name
     prompt: str | None = None

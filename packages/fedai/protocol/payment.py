@@ -13,7 +13,7 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from fedai.protocol.envelope import Opened, check_event, seal
 from fedai.protocol.errors import ErrorCode, FedaiError
@@ -244,6 +244,21 @@ def payee_entry(request: PaymentRequest, *, role: str, payee: str) -> Payee:
     raise invalid(f"payment request pays no {role} invoice of this payee")
 
 
+class PaymentRequired(FedaiError):
+    """402 `payment_required`. With `request` (the router knows the quote) the error body carries the signed
+    payment request to pay, as `error.payment_request`: `{"error": {"code", "message", "payment_request"}}`."""
+
+    def __init__(self, message: str, request: Event | None = None) -> None:
+        super().__init__(ErrorCode.PAYMENT_REQUIRED, message)
+        self.request = request
+
+    def to_dict(self) -> dict[str, Any]:
+        body = super().to_dict()
+        if self.request is not None:
+            body["error"]["payment_request"] = self.request.to_dict()
+        return body
+
+
 class ClaimOutcome(StrEnum):
     """What a single-use claim store answers for a payment hash."""
 
@@ -273,6 +288,7 @@ def claim_error(outcome: ClaimOutcome | Iterable[ClaimOutcome]) -> FedaiError | 
 
 __all__ = [
     "ClaimOutcome",
+    "PaymentRequired",
     "QuoteTerms",
     "check_all_proofs",
     "check_forwarded",

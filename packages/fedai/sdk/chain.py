@@ -1,7 +1,8 @@
 """Verify the chain a router returns for `/infer` (docs/decisions.md#verifiable-chain): pure, no I/O.
 
 client request → router answer (e-tagged to the request) → forwarded request (router-signed, `origin` =
-the client's id, same payload) → node response (node-signed, e-tagged to the forwarded request) → node
+the client's id, same payload; a paid request's `payment` becomes `forwarded_payment`: the paid payment request
+and the node's own preimage) → node response (node-signed, e-tagged to the forwarded request) → node
 metering (node-signed, same binding, hashes of the client's prompt and of the output, same usage).
 """
 
@@ -20,14 +21,18 @@ from fedai.protocol.federation import JobResult, JobSubmit, Receipt, job_hash, j
 from fedai.protocol.keys import parse_pubkey
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import (
+    ForwardedPayment,
     InferenceRequest,
     InferenceResponse,
     InferResult,
     MeteringRecord,
     Offload,
+    PaymentProof,
+    PaymentRequest,
     decode_payload,
     prompt_sha256,
 )
+from fedai.protocol.payment import WORK_ROLES
 from fedai.sdk.errors import ChainError, InvalidRequest, Link
 
 __all__ = ["ChainError", "Link", "VerifiedChain", "router_key", "verify_chain"]
@@ -147,8 +152,10 @@ def _node_chain(
     )
     if forwarded.origin != origin or forwarded.client != client:
         raise ChainError(Link.FORWARDED, "origin/client do not point at this request")
-    if msgspec.structs.replace(forwarded, origin=None, client=None) != expected:
+    sent = msgspec.structs.replace(forwarded, origin=None, client=None, forwarded_payment=None)
+    if sent != msgspec.structs.replace(expected, payment=None):
         raise ChainError(Link.FORWARDED, "the router changed the request it forwarded")
+    _check_forwarded_payment(forwarded.forwarded_payment, expected.payment, forwarder, node)
     response: InferenceResponse = _link(
         Link.RESPONSE,
         chain.response,
@@ -176,6 +183,26 @@ def _node_chain(
     if (record.input_tokens, record.output_tokens) != (response.usage.input_tokens, response.usage.output_tokens):
         raise ChainError(Link.METERING, "token counts differ from the response's usage")
     return response, record
+
+
+def _check_forwarded_payment(
+    forwarded: ForwardedPayment | None, proof: PaymentProof | None, router: str, node: str
+) -> None:
+    """A paid request reaches its node with `forwarded_payment` in place of `payment`: the payment request the
+    client paid (signed by the router) and, of the client's preimages, the node's own only. An unpaid request
+    carries none."""
+    if proof is None:
+        if forwarded is not None:
+            raise ChainError(Link.FORWARDED, "the router forwarded a payment the client did not make")
+        return
+    if forwarded is None or forwarded.request.id != proof.payment_request:
+        raise ChainError(Link.FORWARDED, "the node was not forwarded the payment request the client paid")
+    request: PaymentRequest = _link(
+        Link.FORWARDED, forwarded.request, PaymentRequest, kinds=(Kind.PAYMENT_REQUEST,), signers=(router,)
+    )
+    entry = next((p for p in request.payees if p.role in WORK_ROLES and p.payee == node), None)
+    if entry is None or proof.preimages.get(entry.payment_hash) != forwarded.preimage:
+        raise ChainError(Link.FORWARDED, "the payment forwarded is not the node's own share of the client's proof")
 
 
 def _verify_offloaded(

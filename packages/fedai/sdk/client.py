@@ -1,6 +1,7 @@
 """Clients for a fedai router: sign requests with the client's key, verify what comes back.
 
-`Client` is synchronous, `AsyncClient` asynchronous; both share request building and answer checking.
+`Client` is synchronous, `AsyncClient` asynchronous; both share request building and answer checking (one file:
+the two clients mirror each other method by method).
 What they raise is a `FedaiClientError` (`fedai.sdk.errors`): a `TransportError` when the router could not be
 reached, a `RouterError` with the protocol code when it answered with an error, a `ChainError` naming the link
 when its answer does not verify.
@@ -8,6 +9,7 @@ when its answer does not verify.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -17,12 +19,20 @@ import msgspec
 
 from fedai.keyfile import secret_keys
 from fedai.observability.tracing import annotate, inject, span
-from fedai.protocol.envelope import open_envelope, seal
+from fedai.payments.wallet import Wallet
+from fedai.protocol.envelope import Opened, open_envelope, seal
 from fedai.protocol.errors import FedaiError
 from fedai.protocol.event import Event, decode_event
 from fedai.protocol.keys import Keys
 from fedai.protocol.kinds import Kind
-from fedai.protocol.messages import ChatMessage, InferenceRequest, QuoteRequest, QuoteResponse
+from fedai.protocol.messages import (
+    ChatMessage,
+    InferenceRequest,
+    PaymentProof,
+    PaymentRequest,
+    QuoteRequest,
+    QuoteResponse,
+)
 from fedai.protocol.nip98 import auth_header
 from fedai.sdk.chain import VerifiedChain, router_key, verify_chain
 from fedai.sdk.errors import (
@@ -33,6 +43,14 @@ from fedai.sdk.errors import (
     UnexpectedResponse,
     error_from_response,
     transport_error,
+)
+from fedai.sdk.pay import (
+    DEFAULT_MAX_FEE_MSAT,
+    answered_request,
+    pay_event,
+    pay_request,
+    pay_with_spec,
+    verify_payment_request,
 )
 from fedai.sdk.pin import check_pin, health_pubkey, refused_for_pin
 from fedai.sdk.stream import DEFAULT_STREAM_LIMITS, AsyncStream, Stream
@@ -112,6 +130,11 @@ def _answer_event(response: httpx.Response) -> Event:
         raise ChainError.wrap(Link.ROUTER_ANSWER, err) from None
 
 
+def _payment_request(response: httpx.Response) -> Event:
+    _raise_for(response)
+    return answered_request(response.content)
+
+
 def _open_quote(keys: Keys, router: str, request: Event, response: httpx.Response) -> Quote:
     _raise_for(response)
     try:
@@ -170,6 +193,9 @@ class _Base:
     ) -> Event:
         payload = _infer_request(model, prompt, messages, max_tokens, options)
         return seal(self.keys, Kind.INFER_REQUEST, payload, to=router, nonce=True)
+
+    def _verified(self, request: Event, quote: Quote, router: str, network: str) -> Opened[PaymentRequest]:
+        return verify_payment_request(request, quote.quote, router=router, client=self.keys.pubkey, network=network)
 
     @staticmethod
     def _pubkey_from_health(response: httpx.Response) -> str:
@@ -233,6 +259,26 @@ class Client(_Base):
         router = self.router_pubkey()
         event = self._quote_event(router, model, max_tokens, **fields)
         return _open_quote(self.keys, router, event, self._post("/quote", event))
+
+    def pay(
+        self,
+        quote: Quote,
+        wallet: str,
+        *,
+        payment_request: Event | None = None,
+        network: str = "bitcoin",
+        max_fee_msat: int = DEFAULT_MAX_FEE_MSAT,
+    ) -> PaymentProof:
+        """Pay `quote` from the wallet `wallet` names (a URI or a file: docs/payments.md#wallet-uris), its payment
+        request from `POST /pay` or the one a `PaymentRequiredError` carried, after verifying it; returns the proof
+        for `infer(..., quote_id=..., payment=proof)`. The wallet is opened, used and closed in an event loop of
+        its own (`asyncio.run`); `AsyncClient.pay` takes an open `Wallet` instead."""
+        router = self.router_pubkey()
+        if payment_request is None:
+            event = pay_event(self.keys, router, quote.quote.quote_id)
+            payment_request = _payment_request(self._post("/pay", event))
+        opened = self._verified(payment_request, quote, router, network)
+        return asyncio.run(pay_with_spec(opened, wallet, max_fee_msat=max_fee_msat))
 
     def infer(
         self,
@@ -345,6 +391,24 @@ class AsyncClient(_Base):
         router = await self.router_pubkey()
         event = self._quote_event(router, model, max_tokens, **fields)
         return _open_quote(self.keys, router, event, await self._post("/quote", event))
+
+    async def pay(
+        self,
+        quote: Quote,
+        wallet: Wallet,
+        *,
+        payment_request: Event | None = None,
+        network: str = "bitcoin",
+        max_fee_msat: int = DEFAULT_MAX_FEE_MSAT,
+    ) -> PaymentProof:
+        """Pay `quote` from `wallet` (an open `fedai.payments.wallet.Wallet`, the caller's to close); as
+        `Client.pay`."""
+        router = await self.router_pubkey()
+        if payment_request is None:
+            event = pay_event(self.keys, router, quote.quote.quote_id)
+            payment_request = _payment_request(await self._post("/pay", event))
+        opened = self._verified(payment_request, quote, router, network)
+        return await pay_request(opened, wallet, max_fee_msat=max_fee_msat)
 
     async def infer(
         self,

@@ -6,7 +6,8 @@
     │   ├── RouterTimeout       connected, but the router sent nothing in time
     │   └── ConnectionLost      the connection dropped or broke HTTP before the answer was complete
     ├── RouterError             the router answered with a typed error: `code`, `status`, `message`, `retry_after_ms`
-    │   └── RouterKeyMismatch   the router's key is not the pinned one (`wrong_recipient`): `pinned`, `actual`
+    │   ├── RouterKeyMismatch   the router's key is not the pinned one (`wrong_recipient`): `pinned`, `actual`
+    │   └── PaymentRequiredError  402 `payment_required`, with the `payment_request` to pay when there is one
     ├── UnexpectedResponse      something answered, but not as the protocol says (code `upstream_error`)
     ├── StreamLimitExceeded     the stream crossed one of the client's `stream_limits` (`cap`, `code`)
     ├── ChainError              the answer failed verification: `link` names the link (code `invalid_event`)
@@ -25,6 +26,7 @@ import httpx
 import msgspec
 
 from fedai.protocol.errors import STATUS, ErrorCode, FedaiError
+from fedai.protocol.event import Event, event_from_obj
 from fedai.protocol.keys import npub
 from fedai.service.stream_limits import StreamCapExceeded
 
@@ -110,6 +112,15 @@ class RouterKeyMismatch(RouterError):
         self.actual = actual
 
 
+class PaymentRequiredError(RouterError):
+    """402 `payment_required`: the router serves this request paid only. `payment_request` is the router-signed
+    payment request to pay when the router sent one (the request named a quote); pass it to `pay()`."""
+
+    def __init__(self, message: str, payment_request: Event | None, *, http_status: int | None = None) -> None:
+        super().__init__(ErrorCode.PAYMENT_REQUIRED, message, http_status=http_status)
+        self.payment_request = payment_request
+
+
 class UnexpectedResponse(FedaiClientError, FedaiError):
     """Something answered at the router's URL, but not as the protocol says: an error body that is no typed
     error (a proxy's HTML page, say), a malformed document or event stream, a stream without its final event."""
@@ -136,7 +147,20 @@ def error_from_body(body: Any, http_status: int | None = None) -> RouterError | 
     parsed = FedaiError.from_dict(body, http_status)
     if not _is_typed(body):
         return UnexpectedResponse(parsed.message, http_status=http_status)
+    if parsed.code == ErrorCode.PAYMENT_REQUIRED:
+        return PaymentRequiredError(parsed.message, _payment_request(body), http_status=http_status)
     return RouterError(parsed.code, parsed.message, parsed.retry_after_ms, http_status=http_status)
+
+
+def _payment_request(body: dict[str, Any]) -> Event | None:
+    """The payment request a 402 carries (verified later, by `pay()`), or None."""
+    nested = body["error"].get("payment_request")
+    if not isinstance(nested, dict):
+        return None
+    try:
+        return event_from_obj(nested)
+    except FedaiError:
+        return None
 
 
 def error_from_response(http_status: int, content: bytes) -> RouterError | UnexpectedResponse:
@@ -171,6 +195,7 @@ class Link(StrEnum):
     """The link of a signed chain that failed verification (`ChainError.link`)."""
 
     QUOTE = "quote"  # the router's signed quote
+    PAYMENT_REQUEST = "payment_request"  # the router's signed payment request and the payees' invoices
     ROUTER_ANSWER = "router_answer"  # the router's signed answer to the client's request
     FORWARDED = "forwarded"  # the request the router (or the provider router) forwarded to the node
     RESPONSE = "response"  # the node's signed response
@@ -190,6 +215,7 @@ class Link(StrEnum):
 # the words each message starts with (`ChainError.step`), as they always read
 STEPS: dict[Link, str] = {
     Link.QUOTE: "quote",
+    Link.PAYMENT_REQUEST: "payment request",
     Link.ROUTER_ANSWER: "router answer",
     Link.FORWARDED: "forwarded request",
     Link.RESPONSE: "node response",

@@ -1,9 +1,9 @@
 """The node's ASGI app, and the one place its parts are built and wired together.
 
 Routes: the router-only, signed `POST /infer` (`fedai_node.infer`), `POST /infer/stream` and
-`POST /infer/cancel` (`fedai_node.streaming`); `GET /health`, `/metrics` and `/descriptor`
-(`fedai_node.status`). Background work (replay store, model discovery, heartbeats, announcements) is
-`fedai_node.lifecycle`.
+`POST /infer/cancel` (`fedai_node.streaming`), `POST /invoice` (`fedai_node.payments`); `GET /health`,
+`/metrics` and `/descriptor` (`fedai_node.status`). Background work (replay store, model discovery,
+heartbeats, announcements) is `fedai_node.lifecycle`.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from fedai.observability.tracing import request_spans
+from fedai.payments.config import open_wallet
 from fedai.protocol.event import Event
 from fedai.protocol.messages import NodeDescriptor
 from fedai_node.admission import Admission
@@ -26,6 +27,7 @@ from fedai_node.infer import InferEndpoint
 from fedai_node.lifecycle import NodeLifecycle
 from fedai_node.limits import Limits
 from fedai_node.metrics import NodeMetrics
+from fedai_node.payments import NodePayments, payment_required_stream
 from fedai_node.reply import ReplySigner
 from fedai_node.runners import Runner, make_runner
 from fedai_node.status import StatusEndpoints
@@ -45,6 +47,7 @@ class Node:
     streams: StreamEndpoints
     status: StatusEndpoints
     lifecycle: NodeLifecycle
+    payments: NodePayments
 
 
 def build_node(settings: NodeSettings, runner: Runner | None = None) -> Node:
@@ -66,6 +69,8 @@ def build_node(settings: NodeSettings, runner: Runner | None = None) -> Node:
         in_flight_gauge=metrics.in_flight,
     )
     signer = ReplySigner(keys, pricing(settings))
+    wallet = open_wallet(settings.wallet, "NODE_WALLET") if settings.wallet else None
+    payments = NodePayments(keys, admission, wallet, network=settings.ln_network, required=settings.require_payment)
 
     def describe() -> NodeDescriptor:
         in_flight = admission.in_flight.count
@@ -91,7 +96,13 @@ def build_node(settings: NodeSettings, runner: Runner | None = None) -> Node:
         metrics=metrics,
         admission=admission,
         infer=InferEndpoint(
-            admission=admission, runner=runner, catalog=catalog, signer=signer, metrics=metrics, timeout_ms=timeout_ms
+            admission=admission,
+            runner=runner,
+            catalog=catalog,
+            signer=signer,
+            metrics=metrics,
+            timeout_ms=timeout_ms,
+            payments=payments,
         ),
         streams=streams,
         status=StatusEndpoints(
@@ -112,7 +123,9 @@ def build_node(settings: NodeSettings, runner: Runner | None = None) -> Node:
             metrics=metrics,
             describe=describe,
             announce=announce,
+            payments=payments,
         ),
+        payments=payments,
     )
 
 
@@ -128,10 +141,13 @@ def create_app(settings: NodeSettings, runner: Runner | None = None) -> Starlett
         finally:
             await node.lifecycle.stop()  # also after a failed start: it releases whatever was opened
 
+    # streams are not paid yet: a node that requires payment refuses them (402) rather than serve them for free
+    stream_route = payment_required_stream if settings.require_payment else node.streams.open
     app = Starlette(
         routes=[
             Route("/infer", node.infer.serve, methods=["POST"]),
-            Route("/infer/stream", node.streams.open, methods=["POST"]),
+            Route("/infer/stream", stream_route, methods=["POST"]),
+            Route("/invoice", node.payments.invoice, methods=["POST"]),
             Route("/infer/cancel", node.streams.cancel, methods=["POST"]),
             Route("/health", node.status.health, methods=["GET"]),
             Route("/metrics", node.status.metrics, methods=["GET"]),

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from fedai.payments.config import check_network, check_wallet_spec
 from fedai.protocol.keys import Keys
 from fedai.protocol.messages import INT4_MAX, MAX_RATE_MSAT
 from fedai.service.config import ConfigError, Env
@@ -50,6 +51,8 @@ class NodeSettings:
     sandbox_allowed_runners: tuple[str, ...] = ()
     sandbox_allowed_endpoints: tuple[str, ...] = ()
     require_payment: bool = False
+    wallet: str | None = field(default=None, repr=False)  # NODE_WALLET: a URI or file (may hold a secret)
+    ln_network: str = "bitcoin"  # NODE_LN_NETWORK: the network of the wallet's invoices
     relays: tuple[str, ...] = ()
     announce_s: int = 300
     db_url: str | None = None
@@ -94,6 +97,19 @@ def _log_level(env: Env) -> str:
     return level
 
 
+def _payment(env: Env) -> tuple[bool, str | None]:
+    """NODE_REQUIRE_PAYMENT and NODE_WALLET: a paying node needs its own wallet, and a database for its claims."""
+    required = env.flag("NODE_REQUIRE_PAYMENT", False)
+    spec = env.optional("NODE_WALLET")
+    wallet = check_wallet_spec(spec, "NODE_WALLET") if spec else None
+    if required and wallet is None:
+        # Fail closed: an operator who asks for payment must not silently serve for free.
+        raise ConfigError("NODE_REQUIRE_PAYMENT=true needs NODE_WALLET (the node's own wallet invoices its work)")
+    if wallet is not None and not env.optional("NODE_DB_URL"):
+        raise ConfigError("NODE_WALLET needs NODE_DB_URL: the node keeps its single-use payment claims there")
+    return required, wallet
+
+
 def from_env(env: Env | None = None) -> NodeSettings:
     """Read and validate every NODE_* variable (and FEDAI_CLOCK_SKEW_S)."""
     env = env or Env()
@@ -109,10 +125,7 @@ def from_env(env: Env | None = None) -> NodeSettings:
     allowed_runners = tuple(name.lower() for name in env.items("NODE_SANDBOX_ALLOWED_RUNNERS"))
     allowed_endpoints = tuple(env.urls("NODE_SANDBOX_ALLOWED_ENDPOINTS"))
     check_sandbox(sandbox_mode, runner, runner_url, allowed_runners, allowed_endpoints)
-    require_payment = env.flag("NODE_REQUIRE_PAYMENT", False)
-    if require_payment:
-        # Fail closed: an operator who asks for payment must not silently serve for free.
-        raise ConfigError("NODE_REQUIRE_PAYMENT=true is not supported yet (payments are not implemented)")
+    require_payment, wallet = _payment(env)
     job_types = tuple(env.items("NODE_JOB_TYPES")) or ("text-generation",)
     return NodeSettings(
         keys=keys,
@@ -146,6 +159,8 @@ def from_env(env: Env | None = None) -> NodeSettings:
         sandbox_allowed_runners=allowed_runners,
         sandbox_allowed_endpoints=allowed_endpoints,
         require_payment=require_payment,
+        wallet=wallet,
+        ln_network=check_network(env.text("NODE_LN_NETWORK", "bitcoin"), "NODE_LN_NETWORK"),
         relays=tuple(env.urls("NODE_RELAYS", ("ws", "wss"))),
         announce_s=env.integer("NODE_ANNOUNCE_S", 300, minimum=1),
         db_url=env.optional("NODE_DB_URL"),

@@ -16,9 +16,10 @@ from fedai.service.http import JSON
 from fedai_node.admission import Admission
 from fedai_node.catalog import ModelCatalog
 from fedai_node.metrics import NodeMetrics
+from fedai_node.payments import NodePayments
 from fedai_node.reply import ReplySigner
 from fedai_node.runners.base import Runner, RunnerError, RunnerResult
-from fedai_node.serving import failure_response, runner_failure, timeout_error
+from fedai_node.serving import Admitted, failure_response, runner_failure, timeout_error
 
 log = logging.getLogger("fedai_node")
 
@@ -35,6 +36,7 @@ class InferEndpoint:
         signer: ReplySigner,
         metrics: NodeMetrics,
         timeout_ms: int,
+        payments: NodePayments,
     ) -> None:
         self._admission = admission
         self._runner = runner
@@ -42,6 +44,7 @@ class InferEndpoint:
         self._signer = signer
         self._metrics = metrics
         self._timeout_ms = timeout_ms
+        self._payments = payments
 
     async def serve(self, request: Request) -> Response:
         started = time.perf_counter()
@@ -49,7 +52,7 @@ class InferEndpoint:
         try:
             admitted = await self._admission.admit(request, started, fields, streaming=False)
             try:
-                result, latency_ms = await self._run(admitted.req)
+                result, latency_ms = await self._paid_run(admitted)
             finally:
                 self._admission.release()
             self._catalog.observe_latency(admitted.req.model, latency_ms)
@@ -66,6 +69,18 @@ class InferEndpoint:
             "infer", extra={**fields, "status": response.status_code, "code": code, "wall_ms": round(wall * 1000, 2)}
         )
         return response
+
+    async def _paid_run(self, admitted: Admitted) -> tuple[RunnerResult, float]:
+        """Run the request, its payment (when it carries one) claimed first: consumed once the runner answered,
+        released when it failed, so the same proof serves a retry (docs/payments.md#the-flow)."""
+        held = await self._payments.hold(admitted)
+        try:
+            result = await self._run(admitted.req)
+        except BaseException:
+            await self._payments.settle(held, served=False)
+            raise
+        await self._payments.settle(held, served=True)
+        return result
 
     async def _run(self, req: InferenceRequest) -> tuple[RunnerResult, float]:
         t0 = time.perf_counter()

@@ -19,6 +19,8 @@ from fedai_node.catalog import ModelCatalog
 from fedai_node.config import NodeSettings, log_summary
 from fedai_node.heartbeat import BeatResult, Heartbeat
 from fedai_node.metrics import NodeMetrics
+from fedai_node.payment_claims import NodeClaims
+from fedai_node.payments import NodePayments
 from fedai_node.runners.base import Runner, RunnerError
 
 if TYPE_CHECKING:
@@ -45,6 +47,7 @@ class NodeLifecycle:
         metrics: NodeMetrics,
         describe: Callable[[], NodeDescriptor],
         announce: Callable[[], Event],
+        payments: NodePayments,
     ) -> None:
         self._settings = settings
         self._runner = runner
@@ -54,6 +57,7 @@ class NodeLifecycle:
         self._metrics = metrics
         self._describe = describe
         self._announce = announce
+        self._payments = payments
         self._session: aiohttp.ClientSession | None = None
         self._heartbeat: Heartbeat | None = None
         self._announcer: Announcer | None = None
@@ -82,6 +86,8 @@ class NodeLifecycle:
         except START_ERRORS as exc:
             raise unusable_database("NODE_DB_URL", redact_dsn(dsn), exc, dsn) from None
         self._admission.guard = PostgresReplayGuard(self._db)
+        if self._payments.wallet is not None:
+            self._payments.claims = NodeClaims(self._db)  # the node's single-use payment claims, beside it
 
     async def stop(self) -> None:
         await cancel_and_wait([self._discovery])
@@ -91,6 +97,8 @@ class NodeLifecycle:
             await self._heartbeat.stop()
         if self._session is not None:
             await self._session.close()
+        if self._payments.wallet is not None:
+            await self._payments.wallet.aclose()
         if self._db is not None:
             await self._db.close()
         if self._owns_runner:

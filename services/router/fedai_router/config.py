@@ -6,6 +6,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fedai.payments.config import check_network, check_wallet_spec
 from fedai.protocol.errors import KeyFormatError
 from fedai.protocol.keys import Keys, parse_pubkey
 from fedai.service.config import ConfigError, Env
@@ -120,6 +121,11 @@ class RouterSettings:
     input_tokens_overhead: int = 1024
     fee_base_msat: int = 0
     fee_ppm: int = 0
+    # payments (docs/payments.md#the-flow)
+    require_payment: bool = False  # ROUTER_REQUIRE_PAYMENT: /infer is served paid only (402 otherwise)
+    wallet: str | None = field(default=None, repr=False)  # ROUTER_WALLET: URI or file (may hold a secret)
+    ln_network: str = "bitcoin"  # ROUTER_LN_NETWORK: the network invoices are checked against
+    payment_ttl_s: int = 600  # ROUTER_PAYMENT_TTL_S: a payment request's life (never past its quote's)
     registry_refresh_ms: int = 1_000
     registry_limits: RegistryLimits = field(default_factory=RegistryLimits)  # bounded registry
     retention: Retention = field(default_factory=Retention)  # scheduled pruning
@@ -237,6 +243,10 @@ class RouterSettings:
             input_tokens_overhead=env.integer("ROUTER_INPUT_TOKENS_OVERHEAD", 1024, minimum=0, maximum=1_000_000),
             fee_base_msat=env.integer("ROUTER_FEE_BASE_MSAT", 0, minimum=0, maximum=MAX_FEE_BASE_MSAT),
             fee_ppm=env.integer("ROUTER_FEE_PPM", 0, minimum=0, maximum=1_000_000),
+            require_payment=env.flag("ROUTER_REQUIRE_PAYMENT", False),
+            wallet=check_wallet_spec(spec, "ROUTER_WALLET") if (spec := env.optional("ROUTER_WALLET")) else None,
+            ln_network=check_network(env.text("ROUTER_LN_NETWORK", "bitcoin"), "ROUTER_LN_NETWORK"),
+            payment_ttl_s=env.integer("ROUTER_PAYMENT_TTL_S", 600, minimum=60, maximum=86_400),
             registry_refresh_ms=env.integer("ROUTER_REGISTRY_REFRESH_MS", 1_000, minimum=50),
             registry_limits=RegistryLimits.from_env(env),
             retention=Retention.from_env(env),
@@ -304,6 +314,7 @@ class RouterSettings:
             raise ConfigError("ROUTER_CLIENT_ALLOWLIST and ROUTER_CLIENT_BLOCKLIST share keys")
         check_peer_settings(settings)
         check_retention(settings)
+        check_payment_settings(settings)
         return settings
 
 
@@ -367,6 +378,14 @@ def check_peer_settings(settings: RouterSettings) -> None:
         raise ConfigError(
             "ROUTER_FED_MIN_PRIVACY is above ROUTER_FED_MAX_PRIVACY: nothing could be offloaded"
             " (set ROUTER_FED_MIN_PRIVACY=0 to let jobs leave in plaintext)"
+        )
+
+
+def check_payment_settings(settings: RouterSettings) -> None:
+    """A paying router that charges a fee invoices it from its own wallet (fail closed: never serve for free)."""
+    if settings.require_payment and (settings.fee_base_msat or settings.fee_ppm) and settings.wallet is None:
+        raise ConfigError(
+            "ROUTER_REQUIRE_PAYMENT=true with a fee (ROUTER_FEE_BASE_MSAT, ROUTER_FEE_PPM) needs ROUTER_WALLET"
         )
 
 

@@ -15,6 +15,7 @@ from fedai_router.completion import Completion, Origin
 from fedai_router.dispatch import Dispatcher, Served
 from fedai_router.intake import Intake
 from fedai_router.offloading import OFFLOADABLE, Offloader
+from fedai_router.paid import Paid
 from fedai_router.planning import Planner
 
 
@@ -28,6 +29,7 @@ class Infer:
         dispatcher: Dispatcher,
         completion: Completion,
         offloader: Offloader,
+        paid: Paid,
     ) -> None:
         self.intake = intake
         self.claims = claims
@@ -35,12 +37,15 @@ class Infer:
         self.dispatcher = dispatcher
         self.completion = completion
         self.offloader = offloader
+        self.paid = paid
 
     async def handle(self, body: bytes) -> Event:
         opened = self.intake.open_client(body, InferenceRequest, Kind.INFER_REQUEST)
         client_event, request = opened.event, opened.payload
         if request.stream:
             raise FedaiError(ErrorCode.INVALID_REQUEST, "stream=true is served on /infer/stream")
+        if self.paid.applies(request):
+            return await self._paid(client_event, request)
         try:
             plan = await self.planner.plan(client_event.pubkey, request)
         except FedaiError as err:
@@ -54,6 +59,24 @@ class Infer:
             return await self.dispatcher.serve(origin, request, plan.candidates, limits=plan.limits)
 
         served = await self.planner.unless_served(plan.quote, lambda: self.claims.while_claiming(client_event, serve))
+        return await self.completion.answer(origin, served.metered)
+
+    async def _paid(self, client_event: Event, request: InferenceRequest) -> Event:
+        """A paid request (docs/payments.md#the-flow): its proof claimed first, then served by the paid node only
+        (no offloading: a provider would need its own invoice), the claim consumed or released with the outcome."""
+        held = await self.paid.hold(client_event.pubkey, request)
+        origin = Origin(client_event.pubkey, client_event.id)
+
+        async def work() -> Served:
+            plan = await self.planner.plan(client_event.pubkey, held.for_planning(request))
+
+            async def serve() -> Served:
+                forwarded = held.for_node(request)
+                return await self.dispatcher.serve(origin, forwarded, plan.candidates, limits=plan.limits)
+
+            return await self.planner.unless_served(plan.quote, lambda: self.claims.while_claiming(client_event, serve))
+
+        served = await self.paid.while_held(held, work)
         return await self.completion.answer(origin, served.metered)
 
     async def _offload(self, client_event: Event, request: InferenceRequest, local: FedaiError) -> Event:

@@ -14,6 +14,8 @@ import asyncpg
 
 from fedai import __version__
 from fedai.nostr import RelayPool
+from fedai.payments.config import open_wallet
+from fedai.payments.wallet import Wallet
 from fedai.protocol.replay import MemoryReplayGuard
 from fedai.store.nonces import PostgresReplayGuard
 from fedai_router.admin import Operators
@@ -37,6 +39,8 @@ from fedai_router.openai_api.auth import Authenticator
 from fedai_router.openai_api.routes import OpenAI
 from fedai_router.ops import Ops
 from fedai_router.outbound import Outbound
+from fedai_router.paid import Paid
+from fedai_router.payment_requests import PaymentRequests, PaySettings
 from fedai_router.planning import Planner
 from fedai_router.quotes import Quotes
 from fedai_router.ratelimit import RateLimiter
@@ -47,6 +51,7 @@ from fedai_router.resolver import BoundedResolver
 from fedai_router.retry import RetryBudget
 from fedai_router.store.health import prune_stats
 from fedai_router.store.metering import MeteringStore
+from fedai_router.store.payments import PaymentStore
 from fedai_router.stream_relay import StreamRelay
 from fedai_router.streaming import InferStream
 
@@ -90,6 +95,7 @@ class RouterService:
             settings.client_blocklist,
         )
         self.relays: RelayPool | None = None  # with ROUTER_RELAYS
+        self.wallet: Wallet | None = None  # ROUTER_WALLET, opened in start()
         # set in start()
         self.database: Database
         self.pool: asyncpg.Pool
@@ -150,6 +156,7 @@ class RouterService:
             tokens_per_byte=settings.input_tokens_per_byte,
             tokens_overhead=settings.input_tokens_overhead,
         )
+        self._build_payments()
         self.federation = Federation(
             keys=keys,
             settings=settings,
@@ -174,6 +181,7 @@ class RouterService:
             dispatcher=self.dispatcher,
             completion=self.completion,
             offloader=self.federation,
+            paid=self.paid,
         )
         self.relay = StreamRelay(
             keys=keys,
@@ -240,6 +248,25 @@ class RouterService:
             max_request_bytes=settings.max_request_bytes,
         )
 
+    def _build_payments(self) -> None:
+        """Payment requests and the paid path (docs/payments.md#the-flow), with the router's own wallet."""
+        settings = self.settings
+        self.wallet = open_wallet(settings.wallet, "ROUTER_WALLET") if settings.wallet else None
+        self.payment_store = PaymentStore(self.pool)
+        self.payment_requests = PaymentRequests(
+            keys=self.keys,
+            intake=self.intake,
+            claims=self.claims,
+            pool=self.pool,
+            store=self.payment_store,
+            wallet=self.wallet,
+            outbound=self.outbound,
+            nodes=self.registry.nodes,
+            settings=PaySettings(settings.ln_network, settings.payment_ttl_s, settings.node_timeout_ms / 1000),
+        )
+        enabled = settings.require_payment or self.wallet is not None
+        self.paid = Paid(self.payment_store, self.payment_requests, required=settings.require_payment, enabled=enabled)
+
     def _ops(self) -> Ops:
         return Ops(
             pubkey=self.pubkey,
@@ -285,6 +312,8 @@ class RouterService:
         if self.relays is not None:
             await self.relays.close()
         await self.outbound.close()
+        if self.wallet is not None:
+            await self.wallet.aclose()
         await self.database.close()
 
     async def _prune_stats(self) -> None:

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from fedai.protocol.event import Event
+from fedai.protocol.event import Event, event_from_obj
 from fedai.protocol.messages import PaymentRequest
 from fedai.protocol.payment import ClaimOutcome
 from fedai.store.db import Executor
@@ -213,6 +213,22 @@ class PaymentStore:
         row = await self._pool.fetchrow(_EXPIRE, _ts(now))
         assert row is not None
         return Expired(payees=row["payees"], requests=row["requests"])
+
+    async def issued_for(self, quote: str, client: str, now: float) -> Event | None:
+        """The payment request already issued for this quote and client and not expired (a repeated `/pay`)."""
+        row = await self._pool.fetchval(
+            "SELECT event FROM payment_requests WHERE quote = $1 AND client = $2 AND state = 'issued'"
+            " AND expires_at > $3 ORDER BY expires_at DESC LIMIT 1",
+            quote,
+            client,
+            _ts(now),
+        )
+        return None if row is None else event_from_obj(row)
+
+    async def event(self, request_id: str) -> Event | None:
+        """The signed payment request as it was issued (what the node is forwarded)."""
+        rows = await self._db.fetch("SELECT event FROM payment_requests WHERE id = $1", request_id)
+        return event_from_obj(rows[0]["event"]) if rows else None
 
     async def states(self, request_id: str) -> dict[str, str]:
         """payment_hash → state, for a request (tests, `GET /payments/{id}`)."""
