@@ -40,7 +40,7 @@ soak: $(STAMP)  ## N minutes through a router and two nodes with abusive traffic
 	$(BIN)/python bench/soak.py --minutes $(SOAK_MINUTES)
 
 # mutmut 3 wants the code under src/: run it in a copy laid out that way (config: [tool.mutmut] in pyproject.toml).
-# MUTANTS narrows the run to mutant names, e.g. MUTANTS='fedai.protocol.nip98*' (docs/security.md#make-mutants-which-checks-no-test-guards).
+# MUTANTS narrows the run to mutant names, e.g. MUTANTS='fedai.protocol.nip98*' (docs/security.md#mutants).
 MUTANTS_DIR := build/mutants-work
 MUTANTS ?=
 mutants: $(STAMP)  ## mutation testing of the security-critical modules (slow, not CI); lists the survivors

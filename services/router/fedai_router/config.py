@@ -16,7 +16,7 @@ from fedai_router.scheduler.types import Policy, Weights
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-# --- the bounded registry and scheduled pruning (docs/security.md#bounded-registry-and-scheduled-pruning) ---------------------------------
+# --- the bounded registry and scheduled pruning (docs/security.md#registry) ---------------------------------
 
 
 @dataclass(frozen=True)
@@ -135,7 +135,7 @@ class RouterSettings:
     sched_top_n: int = 1
     retry_budget_ratio: float = 0.2
     retry_budget_min_per_s: float = 5.0
-    # the edge: who may call what, from where (docs/security.md#the-edge-nip-98-what-the-ops-endpoints-show-per-address-limits-json-depth)
+    # the edge: who may call what, from where (docs/security.md#edge)
     public_url: str | None = None  # the base URL clients use; NIP-98 is refused without it (`u` tags name it)
     api_keys: dict[str, str] = field(default_factory=dict)  # sha256(key) hex -> client pubkey
     nip98_window_s: int = 60  # NIP-98 created_at tolerance; the replay store keeps ids at least this long
@@ -177,7 +177,7 @@ class RouterSettings:
     peer_rate: int = 600  # inbound relay events per author and minute (the relay pool's author budget)
     peer_max_content_bytes: int = 128 * 1024  # announcement content bound, checked before parsing
     peer_ttl_s: int = 300  # an announcement without `expiration` counts as fresh this long
-    # federation bounds (docs/security.md#federation-jobs-bound-to-the-bid-and-peers-under-abuse)
+    # federation bounds (docs/security.md#federation)
     fed_min_privacy: int = 1  # offloaded jobs leave at least at this level (PL1: sealed to the provider)
     fed_bid_hold_s: int = 30  # an open bid holds capacity at most this long, whatever the RFB's expiration
     fed_max_deadline_s: int = 600  # no bid on an RFB whose deadline is further away than this

@@ -3,7 +3,7 @@ step. No I/O: the registry persists around it, and the simulator drives it direc
 
 With a `Budget`, the index never holds more than `max_nodes` nodes or `max_names` distinct model names (a table
 is freed with its last row); unverified nodes may use only the share below the verified reserve
-(docs/security.md#bounded-registry-and-scheduled-pruning)."""
+(docs/security.md#registry)."""
 
 from __future__ import annotations
 

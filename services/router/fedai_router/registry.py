@@ -6,7 +6,7 @@ summed per minute and exchanged every few seconds); every replica refreshes incr
 heartbeat to learn that a node is busy (docs/decisions.md#live-load).
 
 The index is bounded (`RegistryLimits`): rows beyond its budget are not loaded, registrations that would pass it
-are refused, and nodes not seen for `ROUTER_NODE_RETENTION_S` are forgotten (docs/security.md#bounded-registry-and-scheduled-pruning).
+are refused, and nodes not seen for `ROUTER_NODE_RETENTION_S` are forgotten (docs/security.md#registry).
 """
 
 from __future__ import annotations
