@@ -33,6 +33,7 @@ bench: $(STAMP)  ## each benchmark prints one JSON document
 	$(BIN)/python bench/auction.py
 	$(BIN)/python bench/sse_decode.py
 	$(BIN)/python bench/payment_check.py
+	$(BIN)/python bench/payments.py
 	$(BIN)/python bench/tracing_calls.py
 
 SOAK_MINUTES ?= 10
