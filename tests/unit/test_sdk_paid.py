@@ -31,6 +31,14 @@ from tests.unit.test_sdk_chain import CLIENT, NODE, ROUTER, build
 NOW = int(time.time())
 
 
+@pytest.fixture(autouse=True)
+def _now() -> None:
+    """Each test's own clock: the chain check reads the real time, so dates fixed at import (the suite may run
+    for minutes before these tests) would make the requests look expired."""
+    global NOW  # the module's helpers read it
+    NOW = int(time.time())
+
+
 class LivePaid(Paid):
     """A paid quote whose bolt11 strings are real regtest invoices, signed by each payee's Lightning key."""
 
