@@ -90,7 +90,7 @@ async def test_without_yes_and_without_a_terminal_nothing_is_paid(net: PaidNetwo
 
 async def test_a_wrong_wallet_spec_stops_before_anything_is_asked(net: PaidNetwork, db_pool: asyncpg.Pool) -> None:
     base = [a for a in paying(net, Keys.generate()) if a != net.client_wallet.spec]
-    wrong = base[: base.index("--wallet") + 1] + ["bitcoin+ftp://wallet.example"]
+    wrong = [*base[: base.index("--wallet") + 1], "bitcoin+ftp://wallet.example"]
     code, out, err = await fedai("infer", *wrong, "--pay", "--yes", PROMPT)
     assert code == 2 and out == ""
     assert err.startswith("error: --wallet") and len(err.strip().splitlines()) == 1
