@@ -21,7 +21,7 @@ from click.testing import CliRunner
 from fedai.cli.main import cli
 from fedai.protocol.keys import Keys
 from fedai.protocol.nip98 import auth_header
-from fedai.sdk import Client, RouterError
+from fedai.sdk import AsyncClient, ChainError, Client, RouterError
 from tests.support.paid_network import MODEL, NETWORK, ROUTER_FEE_MSAT, PaidNetwork, paid_network
 from tests.support.tls import SelfSigned, self_signed
 
@@ -71,7 +71,7 @@ async def test_infer_pay_yes_pays_each_payee_and_shows_the_invoices_paid(net: Pa
     assert node_msat > 0 and fee_msat == ROUTER_FEE_MSAT and net.runner.served == 1
     # who gets what was shown before paying, and the chain shows each invoice paid, by role and amount
     assert re.search(rf"node share .* {node_msat} msat", err) and re.search(rf"router fee .* {fee_msat} msat", err)
-    assert f"{node_msat + fee_msat} msat, invoice by invoice" in out
+    assert f"{node_msat + fee_msat} msat paid, invoice by invoice" in out
     assert re.search(rf"✓ node share .* {node_msat} msat", out) and "chain verified" in out
 
     code, out, err = await fedai("infer", *paying(net, Keys.generate()), "--pay", "--yes", PROMPT, "--json")
@@ -181,3 +181,14 @@ async def test_earnings_match_what_each_wallet_received(net: PaidNetwork, databa
     assert code == 0, err
     assert_fits(out)
     assert f"total fee (yours): {net.balance('router')} msat" in out
+
+
+async def test_a_payment_request_by_quote_or_by_id_is_the_same_verified_request(net: PaidNetwork) -> None:
+    async with AsyncClient(net.router.url, Keys.generate(), router_pubkey=net.router.pubkey) as client:
+        quote = await client.quote(MODEL, max_tokens=16, prompt=PROMPT)
+        by_quote = await client.payment_request(quote, network=NETWORK)  # the split checked against the quote
+        by_id = await client.payment_request(quote.quote.quote_id, network=NETWORK)
+        with pytest.raises(ChainError):  # verified before anything is paid: invoices for another network
+            await client.payment_request(quote, network="bitcoin")
+    assert by_id.event.id == by_quote.event.id and by_quote.payload.total_msat == quote.quote.price.total_msat
+    assert net.ledger.payments == []

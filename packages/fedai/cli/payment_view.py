@@ -38,7 +38,7 @@ def payment_lines(chain: VerifiedChain) -> list[str]:
     if paid is None:
         return []
     request_id, request, preimages = paid
-    lines = [f"[bold]payment[/bold] {short_id(request_id)}: {request.total_msat} msat, invoice by invoice"]
+    lines = [f"[bold]payment[/bold] {short_id(request_id)}: {request.total_msat} msat paid, invoice by invoice"]
     for p in request.payees:
         proven = preimage_matches(preimages.get(p.payment_hash, ""), p.payment_hash)
         role = ROLES.get(p.role, p.role)

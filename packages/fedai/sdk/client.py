@@ -429,6 +429,12 @@ class AsyncClient(_Base):
         opened = self._verified(payment_request, quote, router, network)
         return await pay_request(opened, wallet, max_fee_msat=max_fee_msat)
 
+    async def payment_request(self, quote: Quote | str, *, network: str = "bitcoin") -> Opened[PaymentRequest]:
+        router = await self.router_pubkey()
+        quote_id = quote if isinstance(quote, str) else quote.quote.quote_id
+        event = _payment_request(await self._post("/pay", pay_event(self.keys, router, quote_id)))
+        return self._verified(event, quote, router, network)
+
     async def infer(
         self,
         model: str,
