@@ -6,6 +6,7 @@ operator, so no endpoint and no token are involved. Each role reports only what 
 - a **router** (ROUTER_DB_URL): its payees consumed (a proof was shown, every preimage checked, the request
   served), by day and model (the quote's): its own fee invoices (`router_fee`, what it earned) and the shares
   its nodes and providers were paid through its payment requests (money that went to their wallets, not its);
+  a quote pruned by retention (ROUTER_QUOTE_RETENTION_S) leaves its payments' model as `?`;
 - a **node** (NODE_DB_URL): its own invoices claimed and consumed (`payment_claims`), by day and router. The
   node's claims record no model, so by-model figures are the router's to give.
 
