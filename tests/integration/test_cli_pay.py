@@ -141,6 +141,11 @@ async def test_payment_status_answers_the_paying_client_only(net: PaidNetwork) -
         unknown = await http.get(unknown_url, headers={"Authorization": auth_header(key, "GET", unknown_url)})
         wrong_url = await http.get(url, headers={"Authorization": auth_header(key, "GET", url + "x")})
         forged = await http.get(url, headers={"Authorization": "Nostr bm90IGFuIGV2ZW50"})
+        await asyncio.sleep(1.1)  # past the second of the CLI's own NIP-98 event (the same event within a second)
+        header = {"Authorization": auth_header(key, "GET", url)}
+        first, replayed = await http.get(url, headers=header), await http.get(url, headers=header)
+    assert first.status_code == 200 and first.json()["id"] == request_id
+    assert replayed.status_code == 409 and replayed.json()["error"]["code"] == "replay"
     assert anonymous.status_code == 401 and anonymous.json()["error"]["code"] == "unauthorized"
     assert wrong_url.status_code == 401 and forged.status_code == 401
     # another client's valid signature learns nothing: the same 404 as an id never issued
