@@ -28,6 +28,7 @@ from fedai_router.address import AddressLimit, client_address, rate_key
 from fedai_router.config import RouterSettings
 from fedai_router.failure import Failures
 from fedai_router.metrics import RouterMetrics
+from fedai_router.payment_status import PaymentStatus
 from fedai_router.service import RouterService
 
 Handler = Callable[[bytes], Awaitable[Event]]
@@ -83,6 +84,7 @@ def routes(svc: RouterService) -> list[BaseRoute]:
     return [
         Route("/infer", signed("infer", svc.infer.handle), methods=["POST"]),
         Route("/pay", signed("pay", svc.payment_requests.handle), methods=["POST"]),
+        Route("/payments/{payment_id}", PaymentStatus(svc.pool, svc.auth, svc.failures).handle, methods=["GET"]),
         Route("/infer/stream", payment_required if paid_only else svc.infer_stream.handle, methods=["POST"]),
         Route("/quote", signed("quote", svc.quotes.handle), methods=["POST"]),
         Route("/federation/job", signed("federation_job", svc.federation.handle_job), methods=["POST"]),
