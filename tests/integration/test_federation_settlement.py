@@ -8,6 +8,7 @@ in-memory ledger signing real regtest BOLT11 invoices), as in tests/support/paid
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -248,3 +249,30 @@ async def test_a_paying_requester_awards_no_peer_that_takes_no_lightning(
                 "fedai_router_auction_events_total", {"kind": "bid", "result": "no_settlement"}
             )
             assert refused is not None and refused >= 1
+
+
+async def test_a_paid_job_that_fails_is_released_and_the_same_proof_serves_the_retry_once(paid: Paid) -> None:
+    a, b, node = paid.pair.a, paid.pair.b, paid.pair.node
+    awarded, salt = await paid.award()
+    payee = await paid.invoice(awarded)
+    proof = JobPayment(payment_hash=payee.payment_hash, preimage=await paid.pay(payee))
+    price = awarded.bid_payload.price_msat
+    plain = job_submit(
+        a.keys, b.pubkey, REQUEST, salt, job_id=awarded.job_id, award=awarded.award.id, privacy=1, max_cost_msat=price
+    )
+    status = "SELECT status FROM federation_jobs WHERE job_id = $1"
+    node.behaviour = "error_500"  # the provider's node fails after the provider was paid
+    failed = await post_job(b, with_payment(plain, a.keys, proof))
+    assert failed.status_code >= 500 and node.calls >= 1
+    assert await b.service.pool.fetchval(status, awarded.job_id) == "awarded"  # released, not consumed
+    node.behaviour, failed_calls = "ok", node.calls
+    deadline = time.monotonic() + 20
+    while (retried := await post_job(b, with_payment(plain, a.keys, proof))).status_code == 503:
+        assert retried.json()["error"]["code"] == "no_capacity" and time.monotonic() < deadline  # node cooling down
+        await asyncio.sleep(0.5)
+    assert retried.status_code == 200, retried.text
+    assert node.calls == failed_calls + 1
+    assert await b.service.pool.fetchval(status, awarded.job_id) == "done"
+    again = await post_job(b, with_payment(plain, a.keys, proof))
+    assert (again.status_code, again.json()["error"]["code"]) == (409, "payment_used")
+    assert node.calls == failed_calls + 1
