@@ -88,6 +88,7 @@ def routes(svc: RouterService) -> list[BaseRoute]:
         Route("/infer/stream", payment_required if paid_only else svc.infer_stream.handle, methods=["POST"]),
         Route("/quote", signed("quote", svc.quotes.handle), methods=["POST"]),
         Route("/federation/job", signed("federation_job", svc.federation.handle_job), methods=["POST"]),
+        Route("/federation/invoice", signed("federation_invoice", svc.federation.handle_invoice), methods=["POST"]),
         Route("/register-node", signed.sourced("register", svc.registration.handle), methods=["POST"]),
         Route("/manifest", signed("manifest", svc.manifests.handle), methods=["POST"]),
         Route("/health", ops.health, methods=["GET"]),

@@ -173,6 +173,7 @@ class RouterService:
             endpoints=self.endpoints,
             metrics=self.metrics,
             background=self.background,
+            wallet=self.wallet,
         )
         self.infer = Infer(
             intake=self.intake,
