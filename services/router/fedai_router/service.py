@@ -25,6 +25,8 @@ from fedai_router.background import Background
 from fedai_router.claims import Claims
 from fedai_router.completion import Completion
 from fedai_router.config import RouterSettings
+from fedai_router.dashboard import Dashboard
+from fedai_router.dashboard_session import Sessions
 from fedai_router.database import Database
 from fedai_router.discovery import Discovery
 from fedai_router.dispatch import Dispatcher
@@ -302,6 +304,13 @@ class RouterService:
             nodes=self.registry.nodes,
             federation=self.federation,
             policy=self.policy,
+        )
+        self.dashboard = Dashboard(
+            operators=self.operators,
+            state=self.admin_state,
+            ops=self.ops,
+            sessions=Sessions(self.keys.secret_hex),
+            public_url=self.settings.public_url or "",
         )
 
     def _every_loop(self) -> None:

@@ -224,3 +224,14 @@ async def list_metering(
     ]
     cursor = (page[-1]["created_at"], page[-1]["request_id"]) if len(rows) > limit else None
     return items, cursor
+
+
+async def traffic_by_minute(pool: asyncpg.Pool, minutes: int = 60) -> list[tuple[int, float | None]]:
+    """Served requests and their mean wall time (ms) for each of the last `minutes` minutes, oldest first."""
+    rows = await pool.fetch(
+        """SELECT floor(extract(epoch FROM now() - created_at) / 60)::int AS ago, count(*) AS n, avg(wall_ms) AS ms
+           FROM metering_records WHERE created_at > now() - make_interval(mins => $1) GROUP BY 1""",
+        minutes,
+    )
+    by_ago = {int(r["ago"]): (int(r["n"]), float(r["ms"])) for r in rows}
+    return [by_ago.get(ago, (0, None)) for ago in range(minutes - 1, -1, -1)]
