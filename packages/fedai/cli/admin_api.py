@@ -293,3 +293,29 @@ def audit_cmd(
             paste_line(f"next page: --before {doc['next']}")
 
     show(call, call("GET", f"/admin/api/audit?{query}"), render)
+
+
+@admin_group.command("receipts")
+@click.option("--limit", type=click.IntRange(1, 200), default=20, show_default=True)
+@click.option("--before", help="The `next` cursor of the previous page.")
+@admin_api_options
+def receipts_cmd(
+    limit: int, before: str | None, router: str | None, devnet_dir: Path | None, admin_key: str, as_json: bool
+) -> None:
+    """Federation jobs, newest first: offloaded (requester) or served for a peer (provider), with receipts."""
+    call = connect(router, devnet_dir, admin_key, as_json)
+    query = httpx.QueryParams({"limit": limit, **({"before": before} if before else {})})
+
+    def render(doc: dict[str, Any]) -> None:
+        table = Table(title=f"federation jobs ({len(doc['jobs'])})")
+        for header in ("at", "role", "peer", "status", "msat", "receipt"):
+            column(table, header)
+        for j in doc["jobs"]:
+            receipt = "yes" if j["receipt_id"] else "-"
+            peer = short_npub(j["peer"], 6, 4)
+            table.add_row(j["created_at"][11:19], j["role"], peer, j["status"], str(j["price_msat"]), receipt)
+        print_table(table)
+        if doc["next"]:
+            paste_line(f"next page: --before '{doc['next']}'")
+
+    show(call, call("GET", f"/admin/api/receipts?{query}"), render)

@@ -112,6 +112,7 @@ class AdminApi:
             Route("/admin/api/fees", e("admin_fees", self.get_fees), methods=["GET"]),
             Route("/admin/api/fees", e("admin_fees", self.set_fees), methods=["POST"]),
             Route("/admin/api/metering", e("admin_metering", self.metering), methods=["GET"]),
+            Route("/admin/api/receipts", e("admin_receipts", self.receipts), methods=["GET"]),
             Route("/admin/api/audit", e("admin_audit", self.audit), methods=["GET"]),
         ]
 
@@ -215,6 +216,11 @@ class AdminApi:
         limit, before = page_params(request)
         items, cursor = await store.list_metering(self.pool, limit=limit, before=metering_cursor(before))
         return {"records": items, "next": f"{cursor[0].isoformat()}|{cursor[1]}" if cursor else None}
+
+    async def receipts(self, request: Request, _body: bytes, _actor: str) -> Any:
+        limit, before = page_params(request)
+        items, cursor = await store.list_receipts(self.pool, limit=limit, before=metering_cursor(before))
+        return {"jobs": items, "next": f"{cursor[0].isoformat()}|{cursor[1]}" if cursor else None}
 
     async def audit(self, request: Request, _body: bytes, _actor: str) -> Any:
         limit, before = page_params(request)

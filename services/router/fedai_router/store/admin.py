@@ -235,3 +235,36 @@ async def traffic_by_minute(pool: asyncpg.Pool, minutes: int = 60) -> list[tuple
     )
     by_ago = {int(r["ago"]): (int(r["n"]), float(r["ms"])) for r in rows}
     return [by_ago.get(ago, (0, None)) for ago in range(minutes - 1, -1, -1)]
+
+
+async def list_receipts(
+    pool: asyncpg.Pool, *, limit: int, before: tuple[datetime, str] | None
+) -> tuple[list[dict[str, Any]], tuple[datetime, str] | None]:
+    """Federation jobs, newest first: role (requester: we offloaded; provider: we served a peer), peer, price,
+    privacy, status, and the id of the provider-signed receipt if one came. Never the job or the receipt body."""
+    rows = await pool.fetch(
+        """SELECT job_id, role, peer, price_msat, privacy, status, receipt->>'id' AS receipt_id, created_at,
+                  updated_at FROM federation_jobs
+           WHERE $1::timestamptz IS NULL OR (created_at, job_id) < ($1, $2)
+           ORDER BY created_at DESC, job_id DESC LIMIT $3""",
+        before[0] if before else None,
+        before[1] if before else "",
+        limit + 1,
+    )
+    page = rows[:limit]
+    items = [
+        {
+            "job_id": r["job_id"],
+            "role": r["role"],
+            "peer": r["peer"],
+            "price_msat": int(r["price_msat"]),
+            "privacy": r["privacy"],
+            "status": r["status"],
+            "receipt_id": r["receipt_id"],
+            "created_at": r["created_at"].isoformat(),
+            "updated_at": r["updated_at"].isoformat(),
+        }
+        for r in page
+    ]
+    cursor = (page[-1]["created_at"], page[-1]["job_id"]) if len(rows) > limit else None
+    return items, cursor
