@@ -7,6 +7,7 @@ from importlib.metadata import PackageNotFoundError, version
 import click
 
 from fedai.cli.admin import admin_token_group
+from fedai.cli.admin_api import admin_group
 from fedai.cli.apikey import apikey_group
 from fedai.cli.client import status_cmd
 from fedai.cli.devnet import devnet_cmd
@@ -58,6 +59,7 @@ for command in (
     route_group,
     apikey_group,
     admin_token_group,
+    admin_group,
     *(profile_cmd, bench_cmd, recommend_cmd, manifest_cmd),
     simulate_cmd,
     peers_cmd,

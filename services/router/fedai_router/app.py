@@ -101,6 +101,8 @@ def routes(svc: RouterService) -> list[BaseRoute]:
         Route("/v1/chat/completions", payment_required if paid_only else chat, methods=["POST"]),
         Route("/v1/completions", payment_required if paid_only else text, methods=["POST"]),
         Route("/v1/chains/{chain_id}", openai.chain, methods=["GET"]),
+        *svc.admin_api.routes(),
+        *svc.dashboard.routes(),
     ]
 
 

@@ -127,6 +127,7 @@ class RouterSettings:
     ln_network: str = "bitcoin"  # ROUTER_LN_NETWORK: the network invoices are checked against
     payment_ttl_s: int = 600  # ROUTER_PAYMENT_TTL_S: a payment request's life (never past its quote's)
     registry_refresh_ms: int = 1_000
+    admin_sync_ms: int = 1_000  # ROUTER_ADMIN_SYNC_MS: how often a replica checks for operators' changes
     registry_limits: RegistryLimits = field(default_factory=RegistryLimits)  # bounded registry
     retention: Retention = field(default_factory=Retention)  # scheduled pruning
     db_pool_max: int = 10
@@ -248,6 +249,7 @@ class RouterSettings:
             ln_network=check_network(env.text("ROUTER_LN_NETWORK", "bitcoin"), "ROUTER_LN_NETWORK"),
             payment_ttl_s=env.integer("ROUTER_PAYMENT_TTL_S", 600, minimum=60, maximum=86_400),
             registry_refresh_ms=env.integer("ROUTER_REGISTRY_REFRESH_MS", 1_000, minimum=50),
+            admin_sync_ms=env.integer("ROUTER_ADMIN_SYNC_MS", 1_000, minimum=50, maximum=60_000),
             registry_limits=RegistryLimits.from_env(env),
             retention=Retention.from_env(env),
             db_pool_max=env.integer("ROUTER_DB_POOL_MAX", 10, minimum=2),
