@@ -55,4 +55,6 @@ def print_usage(out: Console, info: DevnetInfo, data_dir: DataDir) -> None:
     llama = ",llama" if info.llama else ""
     out.print(f"  logs:   {data_dir.logs}/{{relay,router,node-N{llama}}}.log")
     out.print(f"  file:   {data_dir.devnet_file}")
+    if info.lnbits is not None:
+        out.print(f"  wallets: {data_dir.wallets}/{{client,router,node-N}}.uri on LNbits {info.lnbits.url} (mode 0600)")
     out.print("Ctrl-C stops every process the devnet started.")
