@@ -1,0 +1,136 @@
+"""`fedai devnet --pay` as a real process: LNbits (FakeWallet) beside Postgres, the relay, the router and two mock
+nodes, each party paying or paid in its own wallet; then nothing left behind, LNbits included.
+
+The payouts the paid demo prints are read from the wallets' balances before and after; the test checks them
+against each other and against the quote it printed, and that no wallet secret reaches the output or the logs.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import stat
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fedai.cli.devnet_pay import CLIENT_SATS, NETWORK, ROUTER_FEE_MSAT
+from fedai.lnbits import LnbitsInstall
+from fedai.sdk import Client, PaymentRequiredError
+from tests.integration.test_devnet import FEDAI, _running, check_devnet_file, fedai, marked_env, wait_until_gone
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+PAYOUT = re.compile(r"^\s+(client|router|node-\d+)\s+npub1\S+\s+([+-]\d+) msat\s+(.+?)\s+✓$", re.MULTILINE)
+QUOTE = re.compile(r"quote \S+: node (\d+) msat \+ router fee (\d+) msat = (\d+) msat")
+PARTIES = {"client", "router", "node-1", "node-2"}
+
+
+def wallet_secrets(info: dict[str, Any]) -> list[str]:
+    """Every wallet's key (the secret in its spec), after checking the spec files are the user's only."""
+    files = info["lnbits"]["wallet_files"]
+    assert set(files) == PARTIES
+    assert info["client_wallet_file"] == files["client"]
+    assert stat.S_IMODE(Path(files["client"]).parent.stat().st_mode) == 0o700
+    found = []
+    for path in map(Path, files.values()):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+        spec = path.read_text().strip()
+        assert spec.startswith(info["lnbits"]["url"].replace("http://", "lnbits+http://")), "a spec of this LNbits"
+        found.append(spec.rsplit("key=", 1)[1])
+    assert len(set(found)) == 4 and all(len(key) >= 16 for key in found)
+    return found
+
+
+def check_no_secret_shown(info: dict[str, Any], shown: str) -> None:
+    secrets = wallet_secrets(info)
+    logs = [Path(info["logs_dir"]) / f"{name}.log" for name in ("relay", "router", "node-1", "node-2")]
+    for secret in secrets:
+        assert secret not in shown
+        for log in logs:
+            assert secret not in log.read_text(errors="replace"), log
+
+
+def test_paid_demo_pays_each_party_in_its_own_wallet_and_leaves_nothing(
+    tmp_path: Path, lnbits_install: LnbitsInstall
+) -> None:
+    data_dir = tmp_path / "net"
+    marker = uuid.uuid4().hex
+    started = time.monotonic()
+    args = ("devnet", "--pay", "--demo", "--once", "--runner", "mock", "--data-dir", str(data_dir))
+    proc = fedai(*args, env=marked_env(marker), timeout=240)
+    took = time.monotonic() - started
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "chain verified" in out and "✓ every proof verified" in out
+    assert out.count("✓ signature") == 4
+
+    payouts = {party: int(change) for party, change, _ in PAYOUT.findall(out)}
+    assert set(payouts) == PARTIES, out
+    quoted = QUOTE.search(out)
+    assert quoted is not None, out
+    node_share, fee, total = map(int, quoted.groups())
+    paid = [p for p in ("node-1", "node-2") if payouts[p]]
+    assert len(paid) == 1, payouts  # the quote's node got its share, the other node nothing
+    assert payouts[paid[0]] == node_share > 0 and node_share % 1000 == 0  # whole sats: LNbits invoices
+    assert payouts["router"] == fee == ROUTER_FEE_MSAT
+    assert payouts["client"] == -total == -(node_share + fee)
+
+    info = check_devnet_file(data_dir, nodes=2)
+    assert info["lnbits"]["network"] == NETWORK and info["lnbits"]["url"].startswith("http://127.0.0.1:")
+    assert Path(info["lnbits"]["log"]) == data_dir / "logs" / "lnbits.log"
+    check_no_secret_shown(info, proc.stdout + proc.stderr)
+    assert "lnbits" in info["pids"]
+    for name, pid in info["pids"].items():
+        assert not _running(pid), f"{name} (pid {pid}) still running"
+    assert wait_until_gone(marker, data_dir / "pg", 0) == []
+    print(f"fedai devnet --pay --demo --once --runner mock took {took:.1f} s")
+
+
+def wait_for_devnet(devnet: subprocess.Popen[bytes], data_dir: Path, out_path: Path) -> dict[str, Any]:
+    deadline = time.monotonic() + 180
+    while not (data_dir / "devnet.json").exists():
+        assert devnet.poll() is None, out_path.read_text()
+        assert time.monotonic() < deadline, out_path.read_text()
+        time.sleep(0.1)
+    info: dict[str, Any] = json.loads((data_dir / "devnet.json").read_text())
+    return info
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+def test_a_running_paid_devnet_refuses_unpaid_work_and_stops_lnbits_with_the_rest(
+    tmp_path: Path, lnbits_install: LnbitsInstall, sig: signal.Signals
+) -> None:
+    data_dir = tmp_path / "net"
+    marker = uuid.uuid4().hex
+    out_path = tmp_path / "devnet.out"
+    args = ("devnet", "--pay", "--runner", "mock", "--nodes", "2", "--data-dir", str(data_dir))
+    with out_path.open("w") as out:
+        devnet = subprocess.Popen([*FEDAI, *args], env=marked_env(marker), stdout=out, stderr=out)
+    try:
+        info = wait_for_devnet(devnet, data_dir, out_path)
+        assert info["client_wallet_file"] and info["lnbits"] is not None
+        with Client(info["router"]["url"], info["client_key_file"], router_pubkey=info["router"]["pubkey"]) as sdk:
+            quote = sdk.quote(info["nodes"][0]["model"], max_tokens=8, prompt="hello")
+            with pytest.raises(PaymentRequiredError) as refused:  # payment is on: unpaid work is not served
+                sdk.infer(info["nodes"][0]["model"], "hello", max_tokens=8, quote_id=quote.quote.quote_id)
+        assert refused.value.status == 402 and refused.value.payment_request is not None
+        lnbits_pid = info["pids"]["lnbits"]
+        assert _running(lnbits_pid)
+
+        devnet.send_signal(sig)
+        assert devnet.wait(timeout=60) == 0, out_path.read_text()
+        assert sig.name in out_path.read_text()
+        assert wait_until_gone(marker, data_dir / "pg", 20) == []
+        for name, pid in info["pids"].items():
+            assert not _running(pid), f"{name} (pid {pid}) still running"
+        check_no_secret_shown(info, out_path.read_text())
+    finally:
+        if devnet.poll() is None:
+            devnet.kill()
+            devnet.wait()
