@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from fedai.cli.devnet_pay import CLIENT_SATS, NETWORK, ROUTER_FEE_MSAT
+from fedai.cli.devnet_pay import NETWORK, ROUTER_FEE_MSAT
 from fedai.lnbits import LnbitsInstall
 from fedai.sdk import Client, PaymentRequiredError
 from tests.integration.test_devnet import FEDAI, _running, check_devnet_file, fedai, marked_env, wait_until_gone
