@@ -56,14 +56,15 @@ def check_no_secret_shown(info: dict[str, Any], shown: str) -> None:
             assert secret not in log.read_text(errors="replace"), log
 
 
-def test_paid_demo_pays_each_party_in_its_own_wallet_and_leaves_nothing(
-    tmp_path: Path, lnbits_install: LnbitsInstall
-) -> None:
+def run_paid_demo(tmp_path: Path, *runner: str) -> tuple[str, dict[str, Any]]:
+    """`fedai devnet --pay --demo --once` with `runner` flags: its output and devnet.json, once it exited 0, the
+    payouts it printed matched its quote, and it left nothing running."""
     data_dir = tmp_path / "net"
     marker = uuid.uuid4().hex
     started = time.monotonic()
-    args = ("devnet", "--pay", "--demo", "--once", "--runner", "mock", "--data-dir", str(data_dir))
-    proc = fedai(*args, env=marked_env(marker), timeout=240)
+    proc = fedai(
+        "devnet", "--pay", "--demo", "--once", *runner, "--data-dir", str(data_dir), env=marked_env(marker), timeout=240
+    )
     took = time.monotonic() - started
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
@@ -89,7 +90,24 @@ def test_paid_demo_pays_each_party_in_its_own_wallet_and_leaves_nothing(
     for name, pid in info["pids"].items():
         assert not _running(pid), f"{name} (pid {pid}) still running"
     assert wait_until_gone(marker, data_dir / "pg", 0) == []
-    print(f"fedai devnet --pay --demo --once --runner mock took {took:.1f} s")
+    print(f"fedai devnet --pay --demo --once {' '.join(runner)} took {took:.1f} s")
+    return out, info
+
+
+def test_paid_demo_pays_each_party_in_its_own_wallet_and_leaves_nothing(
+    tmp_path: Path, lnbits_install: LnbitsInstall
+) -> None:
+    out, info = run_paid_demo(tmp_path, "--runner", "mock")
+    assert info["runner"] == "mock" and "Hello from the fedai devnet!" in out
+
+
+def test_paid_demo_on_a_chat_model_is_metered_within_its_quote(
+    tmp_path: Path, lnbits_install: LnbitsInstall, llama_server_bin: Path, tiny_model: Path
+) -> None:
+    """A chat model's node counts its chat template, which the router's estimate cannot see: the demo's quote
+    declares a ceiling so the metered price stays within it (without it the router refuses the answer)."""
+    out, info = run_paid_demo(tmp_path, "--runner", "llama", "--model", "tiny")
+    assert info["runner"] == "llama" and "What is 2+2?" in out
 
 
 def wait_for_devnet(devnet: subprocess.Popen[bytes], data_dir: Path, out_path: Path) -> dict[str, Any]:

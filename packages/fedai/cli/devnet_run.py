@@ -200,7 +200,7 @@ class Devnet:
             try:
                 server = payments.start_lnbits(timeout=self.options.timeout, progress=progress)
             except (LnbitsInstallError, LnbitsServerError) as exc:
-                raise DevnetError("lnbits", f"is not available: {exc}", self.data_dir.logs / "lnbits.log") from None
+                raise DevnetError("lnbits", f"is not available: {exc}") from None  # with its log's tail
             result["detail"] = f"{server.url} [dim]FakeWallet pid {server.pid}[/dim]"
         with self.step("wallets", "creating and funding a wallet per party") as result:
             try:
