@@ -27,7 +27,6 @@ from fedai.protocol.messages import PaymentProof
 from fedai.sdk import AsyncClient, FedaiClientError, VerifiedChain
 from fedai.sdk.client import Quote
 
-
 # The router prices a prompt it has not tokenized at about 4 characters a token and cannot see the model's chat
 # template, which a chat model's node counts (SmolLM2's adds some 25 tokens): metered above the quote, the answer
 # would be refused. For a chat model the demo declares its input as a ceiling instead: a token per character of
