@@ -8,6 +8,7 @@ against each other and against the quote it printed, and that no wallet secret r
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import stat
@@ -148,6 +149,26 @@ def test_a_running_paid_devnet_refuses_unpaid_work_and_stops_lnbits_with_the_res
         for name, pid in info["pids"].items():
             assert not _running(pid), f"{name} (pid {pid}) still running"
         check_no_secret_shown(info, out_path.read_text())
+    finally:
+        if devnet.poll() is None:
+            devnet.kill()
+            devnet.wait()
+
+
+def test_lnbits_dying_stops_the_devnet_naming_it(tmp_path: Path, lnbits_install: LnbitsInstall) -> None:
+    data_dir = tmp_path / "net"
+    marker = uuid.uuid4().hex
+    out_path = tmp_path / "devnet.out"
+    args = ("devnet", "--pay", "--runner", "mock", "--nodes", "1", "--data-dir", str(data_dir))
+    with out_path.open("w") as out:
+        devnet = subprocess.Popen([*FEDAI, *args], env=marked_env(marker), stdout=out, stderr=out)
+    try:
+        pids = wait_for_devnet(devnet, data_dir, out_path)["pids"]
+        os.kill(pids["lnbits"], signal.SIGKILL)
+        assert devnet.wait(timeout=30) == 1, out_path.read_text()
+        assert "lnbits stopped unexpectedly" in out_path.read_text()
+        assert wait_until_gone(marker, data_dir / "pg", 20) == []
+        assert not any(_running(pid) for pid in pids.values())
     finally:
         if devnet.poll() is None:
             devnet.kill()
