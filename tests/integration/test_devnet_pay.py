@@ -13,29 +13,49 @@ import re
 import signal
 import stat
 import subprocess
+import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from fedai.cli.devnet_pay import NETWORK, ROUTER_FEE_MSAT
+from fedai.cli.postgres import stop_postgres
 from fedai.lnbits import LnbitsInstall
 from fedai.sdk import Client, PaymentRequiredError
 from tests.integration.test_devnet import FEDAI, _running, check_devnet_file, fedai, marked_env, wait_until_gone
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    """The devnet's data dir outside pytest's base directory: as root the embedded server runs as another user, and a
+    pytest session starting meanwhile (another checkout's) makes /tmp/pytest-of-root 0700 again (as in
+    test_starts_stops)."""
+    with tempfile.TemporaryDirectory(prefix="fedai-devnet-pay-") as path:
+        try:
+            yield Path(path) / "net"
+        finally:
+            stop_postgres(Path(path) / "net" / "pg")  # what a failed test left running
+
+
 PAYOUT = re.compile(r"^\s+(client|router|node-\d+)\s+npub1\S+\s+([+-]\d+) msat\s+(.+?)\s+✓$", re.MULTILINE)
 QUOTE = re.compile(r"quote \S+: node (\d+) msat \+ router fee (\d+) msat = (\d+) msat")
 PARTIES = {"client", "router", "node-1", "node-2"}
 
 
+def nodes(info: dict[str, Any]) -> list[str]:
+    return [f"node-{i + 1}" for i in range(len(info["nodes"]))]
+
+
 def wallet_secrets(info: dict[str, Any]) -> list[str]:
     """Every wallet's key (the secret in its spec), after checking the spec files are the user's only."""
     files = info["lnbits"]["wallet_files"]
-    assert set(files) == PARTIES
+    assert set(files) == {"client", "router", *nodes(info)}
     assert info["client_wallet_file"] == files["client"]
     assert stat.S_IMODE(Path(files["client"]).parent.stat().st_mode) == 0o700
     found = []
@@ -44,23 +64,22 @@ def wallet_secrets(info: dict[str, Any]) -> list[str]:
         spec = path.read_text().strip()
         assert spec.startswith(info["lnbits"]["url"].replace("http://", "lnbits+http://")), "a spec of this LNbits"
         found.append(spec.rsplit("key=", 1)[1])
-    assert len(set(found)) == 4 and all(len(key) >= 16 for key in found)
+    assert len(set(found)) == len(files) and all(len(key) >= 16 for key in found)
     return found
 
 
 def check_no_secret_shown(info: dict[str, Any], shown: str) -> None:
     secrets = wallet_secrets(info)
-    logs = [Path(info["logs_dir"]) / f"{name}.log" for name in ("relay", "router", "node-1", "node-2")]
+    logs = [Path(info["logs_dir"]) / f"{name}.log" for name in ("relay", "router", *nodes(info))]
     for secret in secrets:
         assert secret not in shown
         for log in logs:
             assert secret not in log.read_text(errors="replace"), log
 
 
-def run_paid_demo(tmp_path: Path, *runner: str) -> tuple[str, dict[str, Any]]:
+def run_paid_demo(data_dir: Path, *runner: str) -> tuple[str, dict[str, Any]]:
     """`fedai devnet --pay --demo --once` with `runner` flags: its output and devnet.json, once it exited 0, the
     payouts it printed matched its quote, and it left nothing running."""
-    data_dir = tmp_path / "net"
     marker = uuid.uuid4().hex
     started = time.monotonic()
     proc = fedai(
@@ -96,18 +115,18 @@ def run_paid_demo(tmp_path: Path, *runner: str) -> tuple[str, dict[str, Any]]:
 
 
 def test_paid_demo_pays_each_party_in_its_own_wallet_and_leaves_nothing(
-    tmp_path: Path, lnbits_install: LnbitsInstall
+    data_dir: Path, lnbits_install: LnbitsInstall
 ) -> None:
-    out, info = run_paid_demo(tmp_path, "--runner", "mock")
+    out, info = run_paid_demo(data_dir, "--runner", "mock")
     assert info["runner"] == "mock" and "Hello from the fedai devnet!" in out
 
 
 def test_paid_demo_on_a_chat_model_is_metered_within_its_quote(
-    tmp_path: Path, lnbits_install: LnbitsInstall, llama_server_bin: Path, tiny_model: Path
+    data_dir: Path, lnbits_install: LnbitsInstall, llama_server_bin: Path, tiny_model: Path
 ) -> None:
     """A chat model's node counts its chat template, which the router's estimate cannot see: the demo's quote
     declares a ceiling so the metered price stays within it (without it the router refuses the answer)."""
-    out, info = run_paid_demo(tmp_path, "--runner", "llama", "--model", "tiny")
+    out, info = run_paid_demo(data_dir, "--runner", "llama", "--model", "tiny")
     assert info["runner"] == "llama" and "What is 2+2?" in out
 
 
@@ -123,14 +142,15 @@ def wait_for_devnet(devnet: subprocess.Popen[bytes], data_dir: Path, out_path: P
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
 def test_a_running_paid_devnet_refuses_unpaid_work_and_stops_lnbits_with_the_rest(
-    tmp_path: Path, lnbits_install: LnbitsInstall, sig: signal.Signals
+    tmp_path: Path, data_dir: Path, lnbits_install: LnbitsInstall, sig: signal.Signals
 ) -> None:
-    data_dir = tmp_path / "net"
     marker = uuid.uuid4().hex
     out_path = tmp_path / "devnet.out"
-    args = ("devnet", "--pay", "--runner", "mock", "--nodes", "2", "--data-dir", str(data_dir))
-    with out_path.open("w") as out:
-        devnet = subprocess.Popen([*FEDAI, *args], env=marked_env(marker), stdout=out, stderr=out)
+    args = ("devnet", "--pay", "--runner", "mock", "--nodes", "1", "--data-dir", str(data_dir))
+    with out_path.open("w") as out:  # a process group of its own, as a shell's job: the signal goes to all of it
+        devnet = subprocess.Popen(
+            [*FEDAI, *args], env=marked_env(marker), stdout=out, stderr=out, start_new_session=True
+        )
     try:
         info = wait_for_devnet(devnet, data_dir, out_path)
         assert info["client_wallet_file"] and info["lnbits"] is not None
@@ -142,7 +162,7 @@ def test_a_running_paid_devnet_refuses_unpaid_work_and_stops_lnbits_with_the_res
         lnbits_pid = info["pids"]["lnbits"]
         assert _running(lnbits_pid)
 
-        devnet.send_signal(sig)
+        os.killpg(devnet.pid, sig)  # as a terminal does (Ctrl-C, closing it): LNbits, in its own group, gets none
         assert devnet.wait(timeout=60) == 0, out_path.read_text()
         assert sig.name in out_path.read_text()
         assert wait_until_gone(marker, data_dir / "pg", 20) == []
@@ -155,8 +175,7 @@ def test_a_running_paid_devnet_refuses_unpaid_work_and_stops_lnbits_with_the_res
             devnet.wait()
 
 
-def test_lnbits_dying_stops_the_devnet_naming_it(tmp_path: Path, lnbits_install: LnbitsInstall) -> None:
-    data_dir = tmp_path / "net"
+def test_lnbits_dying_stops_the_devnet_naming_it(tmp_path: Path, data_dir: Path, lnbits_install: LnbitsInstall) -> None:
     marker = uuid.uuid4().hex
     out_path = tmp_path / "devnet.out"
     args = ("devnet", "--pay", "--runner", "mock", "--nodes", "1", "--data-dir", str(data_dir))
