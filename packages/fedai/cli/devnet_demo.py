@@ -56,6 +56,6 @@ def print_usage(out: Console, info: DevnetInfo, data_dir: DataDir) -> None:
     out.print(f"  logs:   {data_dir.logs}/{{relay,router,node-N{more}}}.log")
     out.print(f"  file:   {data_dir.devnet_file}")
     if info.lnbits is not None:
-        out.print(f"  wallets: {data_dir.wallets}/{{client,router,node-N}}.uri (LNbits {info.lnbits.url})")
-        out.print("  payment is required: pay from the client's wallet (docs/payments.md#a-paid-devnet)")
+        out.print(f"  wallets: {data_dir.wallets}/{{client,router,node-N}}.uri")
+        out.print("  payment is required: see docs/payments.md#a-paid-devnet")
     out.print("Ctrl-C stops every process the devnet started.")
