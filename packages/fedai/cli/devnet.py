@@ -24,6 +24,7 @@ from rich.console import Console
 
 from fedai.cli.devnet_demo import print_usage, run_demo
 from fedai.cli.devnet_file import DEFAULT_DATA_DIR
+from fedai.cli.devnet_paid_demo import run_paid_demo
 from fedai.cli.devnet_plan import DEMO_PROMPT, LLAMA, LLAMA_MODELS, LLAMA_PROMPT, DevnetOptions
 from fedai.cli.devnet_run import Devnet, DevnetError
 from fedai.cli.extras import needs_extra
@@ -61,8 +62,8 @@ def run_devnet(options: DevnetOptions, out: Console = console) -> int:
             try:
                 info = devnet.start()
                 if options.demo:
-                    client_keys = data_dir.key("client")
-                    verified = run_demo(out, info, client_keys, options.demo_prompt, chat=options.uses_llama)
+                    demo = run_paid_demo if options.pay else run_demo
+                    verified = demo(out, info, data_dir.key("client"), options.demo_prompt, chat=options.uses_llama)
                 else:
                     verified = True
                 if options.once:
@@ -132,6 +133,12 @@ def run_devnet(options: DevnetOptions, out: Console = console) -> int:
     show_default=True,
     help="Seconds to wait for each service to become ready.",
 )
+@click.option(
+    "--pay",
+    is_flag=True,
+    help="Payments on: a local LNbits (FakeWallet; installed and cached on first use) with a funded wallet for "
+    "the client, the router and each node; the router and nodes require payment; --demo pays its inference.",
+)
 @click.option("--prompt", help=f"The demo's prompt (default: {LLAMA_PROMPT!r} with llama, else {DEMO_PROMPT!r}).")
 @needs_extra("devnet")
 def devnet_cmd(**kwargs: Any) -> None:
@@ -140,6 +147,7 @@ def devnet_cmd(**kwargs: Any) -> None:
     By default the nodes serve SmolLM2-135M-Instruct through one shared llama-server; the first run builds
     llama-server (a few minutes) and downloads the model (93 MB) into ~/.cache/fedai ($FEDAI_CACHE_DIR).
     `--runner mock` starts mock nodes instead. FEDAI_DEVNET_RUNNER and FEDAI_DEVNET_MODEL set the defaults.
+    `--pay` also runs LNbits with a funded wallet per party and requires payment (docs/payments.md#a-paid-devnet).
 
     Writes DATA_DIR/devnet.json for `fedai infer`/`fedai status`. Runs until Ctrl-C or SIGTERM (exit 0),
     or exits after start-up with --once (0 only if the demo's chain verified). Exits 1, naming the

@@ -52,7 +52,10 @@ def print_usage(out: Console, info: DevnetInfo, data_dir: DataDir) -> None:
     out.print(f'  fedai infer{devnet_flag} "Why is the sky blue?"')
     out.print(f"  fedai status{devnet_flag}")
     out.print(f'  fedai quote{devnet_flag} "hello"')
-    llama = ",llama" if info.llama else ""
-    out.print(f"  logs:   {data_dir.logs}/{{relay,router,node-N{llama}}}.log")
+    more = (",llama" if info.llama else "") + (",lnbits" if info.lnbits else "")
+    out.print(f"  logs:   {data_dir.logs}/{{relay,router,node-N{more}}}.log")
     out.print(f"  file:   {data_dir.devnet_file}")
+    if info.lnbits is not None:
+        out.print(f"  wallets: {data_dir.wallets}/{{client,router,node-N}}.uri")
+        out.print("  payment is required: see docs/payments.md#a-paid-devnet")
     out.print("Ctrl-C stops every process the devnet started.")

@@ -5,6 +5,8 @@ DATA_DIR/devnet.lock   held (flock) for the devnet's lifetime, with its pid
 DATA_DIR/keys/         router.key, client.key, node-N.key, admin.token (mode 0700)
 DATA_DIR/logs/         one log per process, started afresh on every run
 DATA_DIR/pg/           the embedded PostgreSQL
+DATA_DIR/lnbits/       `--pay`: LNbits' data, afresh on every run
+DATA_DIR/wallets/      `--pay`: client.uri, router.uri, node-N.uri, each party's wallet spec (mode 0600, dir 0700)
 """
 
 from __future__ import annotations
@@ -40,6 +42,18 @@ class DataDir:
     @property
     def keys(self) -> Path:
         return self.root / "keys"
+
+    @property
+    def lnbits(self) -> Path:
+        return self.root / "lnbits"
+
+    @property
+    def wallets(self) -> Path:
+        return self.root / "wallets"
+
+    def wallet_file(self, name: str) -> Path:
+        """The wallet spec file of `name` (client, router, node-N) in a paying devnet."""
+        return self.wallets / f"{name}.uri"
 
     @property
     def admin_token_file(self) -> Path:

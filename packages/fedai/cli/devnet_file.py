@@ -37,6 +37,15 @@ class LlamaEntry(msgspec.Struct, kw_only=True):
     log: str
 
 
+class LnbitsEntry(msgspec.Struct, kw_only=True):
+    """The LNbits (FakeWallet) a paying devnet (`--pay`) runs: every party's wallet lives in it."""
+
+    url: str
+    network: str  # the Lightning network its invoices are on (FakeWallet: `bitcoin`, lnbc…)
+    log: str
+    wallet_files: dict[str, str]  # party (client, router, node-N) → its wallet spec file (mode 0600)
+
+
 class DevnetInfo(msgspec.Struct, kw_only=True):
     """The devnet's addresses, identities, client key path, logs and the pids of what it started."""
 
@@ -52,6 +61,8 @@ class DevnetInfo(msgspec.Struct, kw_only=True):
     runner: str = "mock"  # `llama` (one shared llama-server) or the nodes' NODE_RUNNER
     llama: LlamaEntry | None = None
     admin_token_file: str = ""  # the router's operator token (mode 0600): `fedai status` etc. send it
+    client_wallet_file: str = ""  # `--pay`: the client's wallet spec (mode 0600), for `--wallet`
+    lnbits: LnbitsEntry | None = None  # `--pay`: the wallet server
 
 
 def devnet_path(location: Path) -> Path:

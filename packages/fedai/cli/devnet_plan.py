@@ -28,6 +28,7 @@ class DevnetOptions:
     once: bool = False
     timeout: float = 60.0
     prompt: str | None = None  # None: a prompt that suits the runner
+    pay: bool = False  # LNbits, a funded wallet per party, payment required (fedai.cli.devnet_pay)
 
     @property
     def uses_llama(self) -> bool:
@@ -81,6 +82,12 @@ def llama_parallel(nodes: int, capacity: int = NODE_CAPACITY) -> int:
     return max(1, nodes * capacity)
 
 
-def node_prices(index: int) -> tuple[int, int]:
-    """Different prices per node (msat per 1k input/output tokens) so the scheduler has a real choice."""
+def node_prices(index: int, *, pay: bool = False) -> tuple[int, int]:
+    """Different prices per node (msat per 1k input/output tokens) so the scheduler has a real choice.
+
+    A paying devnet prices in whole satoshis per token (LNbits invoices whole satoshis, so every share must be
+    a multiple of 1000 msat): 1 and 2 sat per input and output token for node 1, twice that for node 2, …
+    """
+    if pay:
+        return 1_000_000 * (index + 1), 2_000_000 * (index + 1)
     return 1000 + 500 * index, 2000 + 1000 * index

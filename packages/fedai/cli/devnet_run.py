@@ -1,9 +1,10 @@
 """One run of the devnet: start its pieces in order, watch them, and stop every one of them.
 
 Start-up order: the llama-server binary and model (built or fetched once), the embedded PostgreSQL (migrated),
-the relay, the llama-server, the router, the nodes; then wait until the router lists every node as fresh and
-write devnet.json. Each step shows a spinner, then one line with what it produced. Every service is a child
-process with its own log under DATA_DIR/logs/; `stop()` stops them in reverse stage order, then Postgres.
+the relay, the llama-server, with `--pay` LNbits and the parties' wallets (fedai.cli.devnet_pay), the router,
+the nodes; then wait until the router lists every node as fresh and write devnet.json. Each step shows a
+spinner, then one line with what it produced. Every service is a child process with its own log under
+DATA_DIR/logs/; `stop()` stops them in reverse stage order, then LNbits, then Postgres.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from rich.status import Status
 from fedai.cli.admin import load_or_create_token, token_digest
 from fedai.cli.devnet_dir import DataDir
 from fedai.cli.devnet_file import DevnetInfo, LlamaEntry, NodeEntry, RouterEntry, write_devnet
+from fedai.cli.devnet_pay import CLIENT, DevnetPayments
 from fedai.cli.devnet_plan import HOST, DevnetOptions, LlamaPlan, llama_parallel, node_capacity, node_prices, plan_ports
 from fedai.cli.llama import progress_printer
 from fedai.cli.output import CHECK, CROSS, console, short_npub
@@ -41,6 +43,7 @@ from fedai.cli.processes import (
 )
 from fedai.cli.services import NODE_MODULE, RELAY_MODULE, ROUTER_MODULE, node_env, router_env
 from fedai.llamacpp import LlamaBuildError, ModelError, ensure_llama_server, ensure_model, model_spec, server_args
+from fedai.lnbits import LnbitsAdminError, LnbitsInstallError, LnbitsServerError
 from fedai.protocol.keys import Keys
 
 HEARTBEAT_MS = 2000
@@ -85,6 +88,7 @@ class Devnet:
     supervisor: Supervisor = field(default_factory=Supervisor)
     data_dir: DataDir = field(init=False)
     pg_started: bool = field(default=False, init=False)
+    payments: DevnetPayments | None = field(default=None, init=False)  # `--pay`: LNbits and the wallets
     ready: bool = field(default=False, init=False)
     _stopped: bool = field(default=False, init=False)
     _status: Status | None = field(default=None, init=False)
@@ -123,6 +127,8 @@ class Devnet:
         env = child_env()
         relay_url = self._start_relay(ports.relay, env)
         llama = self._start_llama(plan, ports.llama, env) if plan is not None else None
+        if opts.pay:
+            self._start_payments(dsn)
         router_keys = dirs.key("router")
         client_keys = dirs.key("client")
         admin_token = load_or_create_token(dirs.admin_token_file)
@@ -152,6 +158,8 @@ class Devnet:
             runner=opts.runner,
             llama=llama,
             admin_token_file=str(dirs.admin_token_file),
+            client_wallet_file=str(self.payments.wallet_files[CLIENT]) if self.payments else "",
+            lnbits=self.payments.entry() if self.payments else None,
         )
         path = write_devnet(dirs.root, info)
         self.out.print(f"{CHECK} {'devnet':<10} {path} [dim](client {short_npub(client_keys.pubkey)})[/dim]")
@@ -183,6 +191,26 @@ class Devnet:
             applied = asyncio.run(migrate_dsn(dsn))
             result["detail"] = f"{pgdata} [dim]({len(applied)} migration(s) applied)[/dim]"
         return dsn
+
+    def _start_payments(self, dsn: str) -> None:
+        """LNbits (installed first if not cached), a funded wallet per party, a database per node."""
+        self.payments = payments = DevnetPayments(self.data_dir, self.options.nodes)
+        with self.step("lnbits", "looking for the cached LNbits and starting it") as result:
+            progress = progress_printer(self.out, self._status, prefix="  ")
+            try:
+                server = payments.start_lnbits(timeout=self.options.timeout, progress=progress)
+            except (LnbitsInstallError, LnbitsServerError) as exc:
+                raise DevnetError("lnbits", f"is not available: {exc}") from None  # with its log's tail
+            result["detail"] = f"{server.url} [dim]FakeWallet pid {server.pid}[/dim]"
+        with self.step("wallets", "creating and funding a wallet per party") as result:
+            try:
+                funded = payments.create_wallets()
+            except LnbitsAdminError as exc:
+                raise DevnetError("lnbits", f"refused to set up the wallets: {exc}", server.log_path) from None
+            payments.create_node_databases(dsn)
+            result["detail"] = (
+                f"{len(funded)} funded, the client {funded[CLIENT]} sat [dim]{self.data_dir.wallets}[/dim]"
+            )
 
     def _start_relay(self, port: int, env: dict[str, str]) -> str:
         """The embedded relay (port 0: it picks one); its URL, read from its log line."""
@@ -231,6 +259,8 @@ class Devnet:
                 admin_token_sha256=token_digest(admin_token),
             )
             router_environ["DATABASE_URL"] = dsn
+            if self.payments is not None:
+                router_environ |= self.payments.router_env()
             router = self._spawn("router", python_module(ROUTER_MODULE), router_environ, STAGE_ROUTER)
             wait_for_http(
                 router,
@@ -255,7 +285,7 @@ class Devnet:
         """Every node (each with its own prices), then wait until each answers /health."""
         children = []
         for index, (keys, port, url) in enumerate(zip(node_keys, ports, urls, strict=True)):
-            price_in, price_out = node_prices(index)
+            price_in, price_out = node_prices(index, pay=self.payments is not None)
             node_environ = node_env(
                 env,
                 key=keys.secret_hex,
@@ -272,6 +302,8 @@ class Devnet:
                 price_input_msat=price_in,
                 price_output_msat=price_out,
             )
+            if self.payments is not None:
+                node_environ |= self.payments.node_env(index)
             children.append(self._spawn(f"node-{index + 1}", python_module(NODE_MODULE), node_environ, STAGE_NODES))
         for child, url in zip(children, urls, strict=True):
             wait_for_http(child, f"{url}/health", timeout=self.options.timeout)
@@ -313,6 +345,8 @@ class Devnet:
         pg_pid = postmaster_pid(self.data_dir.pgdata)
         if pg_pid is not None:
             pids["postgres"] = pg_pid
+        if self.payments is not None and self.payments.server is not None and self.payments.server.pid is not None:
+            pids["lnbits"] = self.payments.server.pid
         return pids
 
     # -- supervision and shutdown ----------------------------------------------------------------
@@ -331,14 +365,19 @@ class Devnet:
             self._raise_if_a_child_died()
             if pg_pid is not None and not is_postmaster(pg_pid, pgdata):
                 raise DevnetError("postgres", "stopped unexpectedly", pgdata / "log")
+            if self.payments is not None and not self.payments.running():
+                raise DevnetError("lnbits", "stopped unexpectedly", self.data_dir.logs / "lnbits.log")
             time.sleep(0.5)
 
     def stop(self) -> None:
-        """Stop every child (SIGTERM, 5 s, SIGKILL) and the embedded Postgres. Idempotent."""
+        """Stop every child (SIGTERM, 5 s, SIGKILL), LNbits (its process group) and the embedded Postgres.
+        Idempotent."""
         if self._stopped:
             return
         self._stopped = True
         with signals_deferred():
             self.supervisor.stop()
+            if self.payments is not None:
+                self.payments.stop()
             if self.pg_started:
                 stop_postgres(self.data_dir.pgdata)
