@@ -83,7 +83,7 @@ def routes(svc: RouterService) -> list[BaseRoute]:
     return [
         Route("/infer", signed("infer", svc.infer.handle), methods=["POST"]),
         Route("/pay", signed("pay", svc.payment_requests.handle), methods=["POST"]),
-        Route("/infer/stream", payment_required if paid_only else svc.infer_stream.handle, methods=["POST"]),
+        Route("/infer/stream", svc.infer_stream.handle, methods=["POST"]),
         Route("/quote", signed("quote", svc.quotes.handle), methods=["POST"]),
         Route("/federation/job", signed("federation_job", svc.federation.handle_job), methods=["POST"]),
         Route("/register-node", signed.sourced("register", svc.registration.handle), methods=["POST"]),

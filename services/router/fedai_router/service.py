@@ -204,6 +204,7 @@ class RouterService:
             failures=self.failures,
             metrics=self.metrics,
             offloader=self.federation,
+            paid=self.paid,
         )
         self.discovery = Discovery(registry, self.endpoints, settings.registry_limits)
         self.quotes = Quotes(

@@ -46,6 +46,8 @@ CANCEL_GRACE_S = 10.0
 ROUTE = "infer_stream"  # what an error inside a stream is logged as
 
 OnAnswer = Callable[[Event], Awaitable[None]]
+Opening = Callable[[], Awaitable[NodeStream]]
+Around = Callable[[Opening], Awaitable[NodeStream]]  # runs the opening: a paid stream's claim around it
 
 
 class Sink(Protocol):
@@ -120,21 +122,26 @@ class StreamRelay:
         *,
         claim: Event | None = None,
         on_answer: OnAnswer | None = None,
+        around: Around | None = None,
     ) -> Response:
         """Answer at once with the stream's headers, then open the node stream (claiming `claim`'s id in Postgres
         meanwhile) and relay it. Everything that depends only on the request was checked before this point and got
         a plain HTTP error; what depends on the nodes (all failed before a first chunk, a replay caught by another
         replica) arrives as the stream's typed error event, and gives back the quote the request spent. Sending
-        the headers while the node starts saves their round trip from the time to the first token."""
+        the headers while the node starts saves their round trip from the time to the first token. `around` runs
+        the opening (a paid stream: its claim consumed once the node stream opened, released when none did)."""
 
         async def body() -> AsyncIterator[bytes]:
             arrived, started = time.perf_counter(), time.monotonic()
             opening = partial(self._open, origin, payload, plan, started)
-            try:
+
+            async def opened() -> NodeStream:
                 if claim is None:
-                    stream = await opening()
-                else:
-                    stream = await self.claims.while_claiming(claim, opening, self._abandon, local=False)
+                    return await opening()
+                return await self.claims.while_claiming(claim, opening, self._abandon, local=False)
+
+            try:
+                stream = await (opened() if around is None else around(opened))
             except Exception as exc:  # noqa: BLE001 - the stream's typed error event, whatever failed
                 await self.planner.give_back(plan.quote)  # no node served it
                 err = self.failures.in_stream(exc, ROUTE)

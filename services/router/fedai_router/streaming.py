@@ -32,9 +32,11 @@ from fedai_router.completion import Origin
 from fedai_router.failure import Failures
 from fedai_router.intake import Intake
 from fedai_router.metrics import RouterMetrics
+from fedai_router.node_stream import NodeStream
 from fedai_router.offloading import OFFLOADABLE, Offloader
+from fedai_router.paid import Held, Paid
 from fedai_router.planning import Plan, Planner
-from fedai_router.stream_relay import StreamRelay
+from fedai_router.stream_relay import Around, Opening, StreamRelay
 from fedai_router.verify import Verified
 
 ROUTE = "infer_stream"
@@ -57,6 +59,15 @@ class NativeSink:
         return format_sse("error", msgspec.json.encode(err.to_dict()))
 
 
+def _held_by(paid: Paid, held: Held) -> Around:
+    """The opening of a paid stream, run while `held`: consumed once it opened, released when it failed."""
+
+    async def around(opening: Opening) -> NodeStream:
+        return await paid.while_held(held, opening)
+
+    return around
+
+
 def not_offloaded(err: FedaiError, request: InferenceRequest) -> FedaiError:
     """`err` (no local node fits) for a stream a peer router might have served unstreamed: same code, saying so."""
     why = f"no local node serves model {request.model!r}" if err.code == ErrorCode.UNKNOWN_MODEL else err.message
@@ -76,6 +87,7 @@ class InferStream:
         failures: Failures,
         metrics: RouterMetrics,
         offloader: Offloader,
+        paid: Paid,
     ) -> None:
         self.keys = keys  # signs the chunks
         self.offloader = offloader  # only asked whether /infer could have offloaded the request
@@ -85,6 +97,7 @@ class InferStream:
         self.relay = relay
         self.failures = failures
         self.metrics = metrics
+        self.paid = paid
 
     async def handle(self, request: Request) -> Response:
         """Check everything that depends only on the request (a plain HTTP error), then stream."""
@@ -92,6 +105,8 @@ class InferStream:
             body = await read_body(request, self.intake.max_request_bytes)
             opened = self.intake.open_client(body, InferenceRequest, Kind.INFER_REQUEST)
             client_event, payload = opened.event, opened.payload
+            if self.paid.applies(payload):
+                return await self._paid(client_event, payload)
             plan = await self._plan(client_event.pubkey, payload)
             await self.planner.unless_served(plan.quote, lambda: self.claims.claim_locally(client_event))
         except Exception as exc:  # noqa: BLE001 - typed: FedaiError as is, a database outage 503, a bug 500
@@ -99,6 +114,23 @@ class InferStream:
         origin = Origin(client_event.pubkey, client_event.id)
         self.metrics.requests.labels(ROUTE, "ok").inc()
         return self.relay.respond(origin, payload, plan, NativeSink(self.keys, origin), claim=client_event)
+
+    async def _paid(self, client_event: Event, payload: InferenceRequest) -> Response:
+        """A paid stream (docs/payments.md#paid-streams): the proof claimed before the stream starts (a refusal is
+        a plain HTTP error: 402 with the payment request, `payment_invalid`, ...), served by the paid node only,
+        the claim consumed once the node's stream opened and released when it did not."""
+        held = await self.paid.hold(client_event.pubkey, payload)
+        try:
+            plan = await self.planner.plan(client_event.pubkey, held.for_planning(payload))
+            await self.planner.unless_served(plan.quote, lambda: self.claims.claim_locally(client_event))
+        except BaseException:
+            await self.paid.release(held)
+            raise
+        origin = Origin(client_event.pubkey, client_event.id)
+        self.metrics.requests.labels(ROUTE, "ok").inc()
+        sink = NativeSink(self.keys, origin)
+        around = _held_by(self.paid, held)
+        return self.relay.respond(origin, held.for_node(payload), plan, sink, claim=client_event, around=around)
 
     async def _plan(self, client: str, request: InferenceRequest) -> Plan:
         try:
