@@ -36,6 +36,7 @@ from fedai_router.metrics import RouterMetrics
 from fedai_router.node_state import NodeState
 from fedai_router.node_stream import NodeStream, error_event, open_node_stream
 from fedai_router.outbound import Outbound
+from fedai_router.paid import Held, Paid
 from fedai_router.planning import Plan, Planner
 from fedai_router.verify import Binding, Verified
 
@@ -48,6 +49,16 @@ ROUTE = "infer_stream"  # what an error inside a stream is logged as
 OnAnswer = Callable[[Event], Awaitable[None]]
 Opening = Callable[[], Awaitable[NodeStream]]
 Around = Callable[[Opening], Awaitable[NodeStream]]  # runs the opening: a paid stream's claim around it
+
+
+def paid_opening(paid: Paid, held: Held) -> Around:
+    """The opening of a paid stream, run while `held`: consumed once it opened, released when it failed (the
+    node did work once its stream opened, and meters it: docs/payments.md#paid-streams)."""
+
+    async def around(opening: Opening) -> NodeStream:
+        return await paid.while_held(held, opening)
+
+    return around
 
 
 class Sink(Protocol):

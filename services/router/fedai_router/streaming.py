@@ -32,11 +32,10 @@ from fedai_router.completion import Origin
 from fedai_router.failure import Failures
 from fedai_router.intake import Intake
 from fedai_router.metrics import RouterMetrics
-from fedai_router.node_stream import NodeStream
 from fedai_router.offloading import OFFLOADABLE, Offloader
-from fedai_router.paid import Held, Paid
+from fedai_router.paid import Paid
 from fedai_router.planning import Plan, Planner
-from fedai_router.stream_relay import Around, Opening, StreamRelay
+from fedai_router.stream_relay import StreamRelay, paid_opening
 from fedai_router.verify import Verified
 
 ROUTE = "infer_stream"
@@ -57,15 +56,6 @@ class NativeSink:
 
     def error(self, err: FedaiError) -> bytes:
         return format_sse("error", msgspec.json.encode(err.to_dict()))
-
-
-def _held_by(paid: Paid, held: Held) -> Around:
-    """The opening of a paid stream, run while `held`: consumed once it opened, released when it failed."""
-
-    async def around(opening: Opening) -> NodeStream:
-        return await paid.while_held(held, opening)
-
-    return around
 
 
 def not_offloaded(err: FedaiError, request: InferenceRequest) -> FedaiError:
@@ -129,7 +119,7 @@ class InferStream:
         origin = Origin(client_event.pubkey, client_event.id)
         self.metrics.requests.labels(ROUTE, "ok").inc()
         sink = NativeSink(self.keys, origin)
-        around = _held_by(self.paid, held)
+        around = paid_opening(self.paid, held)
         return self.relay.respond(origin, held.for_node(payload), plan, sink, claim=client_event, around=around)
 
     async def _plan(self, client: str, request: InferenceRequest) -> Plan:
