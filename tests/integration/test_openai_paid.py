@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 import openai
 import pytest
 
@@ -27,7 +28,7 @@ from fedai.protocol.keys import Keys
 from fedai.protocol.messages import PaymentRequest, decode_payload, estimate_tokens, prompt_material
 from fedai.protocol.openai_map import chat_request
 from fedai.protocol.payment import check_payment_request
-from fedai.sdk.openai import verify_completion
+from fedai.sdk.openai import NostrAuth, verify_completion
 from fedai_node.app import create_app
 from fedai_node.config import NodeSettings
 from fedai_router.client_wallets import parse_wallet_bindings
@@ -51,7 +52,7 @@ PARAMS: dict[str, Any] = {
     "max_tokens": MAX_TOKENS,
 }
 BOUND_KEY, UNBOUND_KEY = "fk-bound-0123456789abcdef", "fk-unbound-0123456789abcdef"
-BOUND_CLIENT, UNBOUND_CLIENT = Keys.generate(), Keys.generate()
+BOUND_CLIENT, UNBOUND_CLIENT, NIP98_CLIENT = Keys.generate(), Keys.generate(), Keys.generate()
 
 
 def digest(key: str) -> str:
@@ -97,7 +98,8 @@ async def edge(
     secret_file = tmp_path / "client.nwc"
     secret_file.write_text(service.uri.uri() + "\n")
     secret_file.chmod(0o600)
-    bindings = parse_wallet_bindings(f"{digest(BOUND_KEY)}:{BUDGET_MSAT}:{secret_file}")
+    entries = f"{digest(BOUND_KEY)}:{BUDGET_MSAT}:{secret_file},{NIP98_CLIENT.npub}:{BUDGET_MSAT}:{secret_file}"
+    bindings = parse_wallet_bindings(entries)
     keys = {digest(BOUND_KEY): BOUND_CLIENT.pubkey, digest(UNBOUND_KEY): UNBOUND_CLIENT.pubkey}
     readers = [backend(node_wallet), backend(router_wallet)]
     try:
@@ -210,3 +212,14 @@ async def test_a_call_past_the_budget_is_refused_and_nothing_moves(edge: PaidEdg
     assert error["code"] == "payment_refused" and str(BUDGET_MSAT) in error["message"]
     assert await balances(edge) == before and edge.runner.served == 1
     assert await spent(db_pool, f"apikey:{digest(BOUND_KEY)}") == used
+
+
+async def test_a_nip98_identity_bound_to_a_wallet_is_paid_from_it(edge: PaidEdge, db_pool: asyncpg.Pool) -> None:
+    http = httpx.AsyncClient(auth=NostrAuth(NIP98_CLIENT))
+    async with openai.AsyncOpenAI(base_url=edge.router.url + "/v1", api_key="unused", http_client=http) as client:
+        completion = await client.chat.completions.create(**PARAMS)
+    chain = verify_completion(completion.model_dump(), edge.router.pubkey, PARAMS)
+    assert chain.request.pubkey == NIP98_CLIENT.pubkey and edge.runner.served == 1
+    assert (await balances(edge))[1:] == (call_total_msat() - FEE_MSAT, FEE_MSAT)
+    assert await spent(db_pool, f"client:{NIP98_CLIENT.pubkey}") >= call_total_msat()
+    assert await spent(db_pool, f"apikey:{digest(BOUND_KEY)}") == 0  # each binding has its own budget
