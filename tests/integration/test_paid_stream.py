@@ -8,12 +8,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
+from starlette.requests import ClientDisconnect, Request
 
+from fedai.protocol.envelope import seal
 from fedai.protocol.errors import ErrorCode
-from fedai.protocol.messages import PaymentProof, PaymentRequest, decode_payload
+from fedai.protocol.kinds import Kind
+from fedai.protocol.messages import InferenceRequest, PaymentProof, PaymentRequest, decode_payload
 from fedai.sdk import AsyncClient, PaymentRequiredError, RouterError
 from fedai.sdk.chain import VerifiedChain
 from fedai.sdk.client import Quote
@@ -167,3 +171,37 @@ async def test_the_node_refuses_a_stream_whose_invoice_is_not_settled_in_its_wal
     assert unpaid.value.code == ErrorCode.PAYMENT_INVALID
     assert set((await net.router.service.payment_store.states(event.id)).values()) == {"released"}
     assert await node_claims(db_pool) == [] and net.runner.served == 0 and net.ledger.payments == []
+
+
+async def test_a_caller_gone_before_the_stream_began_gets_the_proof_back(net: PaidNetwork, client: AsyncClient) -> None:
+    """The proof is claimed before the stream's headers; a caller that left before its body ran is served
+    nothing, so the claim is released (and the quote given back): the same proof serves the next request."""
+    quote, proof = await paid_quote(client, net)
+    asked = InferenceRequest(
+        model=MODEL, prompt=PROMPT, max_tokens=16, stream=True, quote_id=quote.quote.quote_id, payment=proof
+    )
+    body = seal(client.keys, Kind.INFER_REQUEST, asked, to=net.router.pubkey, nonce=True).to_json()
+    scope: dict[str, Any] = {
+        "type": "http",
+        "asgi": {"spec_version": "2.4"},
+        "method": "POST",
+        "path": "/infer/stream",
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 40000),
+    }
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def gone(_message: object) -> None:
+        raise OSError("the caller hung up")
+
+    response = await net.router.service.infer_stream.handle(Request(scope, receive))
+    assert response.status_code == 200 and await states(net, proof) == {"paid"}  # held while the stream starts
+    with pytest.raises(ClientDisconnect):
+        await response(scope, receive, gone)
+    assert await states(net, proof) == {"released"} and net.runner.served == 0
+    text, _ = await stream(client, quote, proof)
+    assert text and await states(net, proof) == {"consumed"} and net.runner.served == 1

@@ -196,6 +196,7 @@ class RouterService:
             metrics=self.metrics,
             background=self.background,
             limits=settings.stream_limits,
+            paid=self.paid,
         )
         self.infer_stream = InferStream(
             keys=keys,

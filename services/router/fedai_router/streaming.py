@@ -35,7 +35,7 @@ from fedai_router.metrics import RouterMetrics
 from fedai_router.offloading import OFFLOADABLE, Offloader
 from fedai_router.paid import Paid
 from fedai_router.planning import Plan, Planner
-from fedai_router.stream_relay import StreamRelay, paid_opening
+from fedai_router.stream_relay import StreamRelay
 from fedai_router.verify import Verified
 
 ROUTE = "infer_stream"
@@ -119,8 +119,7 @@ class InferStream:
         origin = Origin(client_event.pubkey, client_event.id)
         self.metrics.requests.labels(ROUTE, "ok").inc()
         sink = NativeSink(self.keys, origin)
-        around = paid_opening(self.paid, held)
-        return self.relay.respond(origin, held.for_node(payload), plan, sink, claim=client_event, around=around)
+        return self.relay.respond(origin, held.for_node(payload), plan, sink, claim=client_event, held=held)
 
     async def _plan(self, client: str, request: InferenceRequest) -> Plan:
         try:

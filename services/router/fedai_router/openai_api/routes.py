@@ -35,7 +35,7 @@ from fedai_router.paid import Held, Paid
 from fedai_router.planning import Plan, Planner
 from fedai_router.scheduler import ModelTable, Policy
 from fedai_router.store.chains import load_chain, save_chain
-from fedai_router.stream_relay import StreamRelay, paid_opening
+from fedai_router.stream_relay import StreamRelay
 from fedai_router.verify import Verified
 
 _encode = msgspec.json.Encoder().encode
@@ -153,8 +153,8 @@ class OpenAI:
 
                 self.metrics.requests.labels(route, "ok").inc()
                 sink = OpenAISink(pubkey, completion, asked, usage, prepared.payment)
-                around = None if prepared.held is None else paid_opening(self.paid, prepared.held)
-                return self.relay.respond(origin, prepared.request, prepared.plan, sink, on_answer=keep, around=around)
+                dispatched, plan, held = prepared.request, prepared.plan, prepared.held
+                return self.relay.respond(origin, dispatched, plan, sink, on_answer=keep, held=held)
             served = await self._serve(origin, prepared)
             answer = await self.completion.answer(origin, served.metered)
             await save_chain(self.pool, origin.id, caller.client, asked, answer)
