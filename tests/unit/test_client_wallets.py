@@ -14,9 +14,9 @@ from click.testing import CliRunner
 from fedai.cli.main import cli
 from fedai.payments.spec import WalletConfigError
 from fedai.protocol.keys import Keys
-from fedai.service.config import ConfigError
+from fedai.service.config import ConfigError, Env
 from fedai_router.client_wallets import binding_id, parse_wallet_bindings
-from fedai_router.config import parse_api_keys
+from fedai_router.config import RouterSettings, parse_api_keys
 
 SECRET = "ab" * 32
 URI = f"nostr+walletconnect://{'cd' * 32}?relay=ws%3A%2F%2F127.0.0.1%3A7777&secret={SECRET}"
@@ -89,3 +89,11 @@ def test_apikey_new_refuses_a_partial_binding_or_a_bad_uri(tmp_path: Path) -> No
     bad = ["--nwc", "https://example.invalid", "--budget-msat", "5", "--wallet-file", str(tmp_path / "w")]
     refused = CliRunner().invoke(cli, ["apikey", "new", "--client", client, *bad])
     assert refused.exit_code == 2 and "--nwc" in refused.output and not (tmp_path / "w").exists()
+
+
+def test_the_router_reads_its_bindings_from_the_environment(tmp_path: Path) -> None:
+    path, digest = wallet_file(tmp_path), "1e" * 32
+    env = {"ROUTER_PRIVATE_KEY": Keys.generate().nsec, "ROUTER_API_KEY_WALLETS": f"{digest}:900:{path}"}
+    settings = RouterSettings.from_env(Env(env))
+    assert settings.api_key_wallets[f"apikey:{digest}"].budget_msat == 900
+    assert RouterSettings.from_env(Env({"ROUTER_PRIVATE_KEY": Keys.generate().nsec})).api_key_wallets == {}
