@@ -7,6 +7,7 @@ call is refused with 402 `payment_refused` and nothing moves."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import time
@@ -17,18 +18,22 @@ from typing import Any
 
 import asyncpg
 import httpx
+import msgspec
 import openai
 import pytest
 
 from fedai.lnbits import LnbitsWallet
 from fedai.payments.backends.lnbits import LnbitsBackend, open_lnbits
 from fedai.payments.spec import parse_spec
+from fedai.protocol.errors import ErrorCode
 from fedai.protocol.event import decode_event
 from fedai.protocol.keys import Keys
 from fedai.protocol.messages import PaymentRequest, decode_payload, estimate_tokens, prompt_material
 from fedai.protocol.openai_map import chat_request
 from fedai.protocol.payment import check_payment_request
-from fedai.sdk.openai import NostrAuth, verify_completion
+from fedai.sdk import AsyncClient, RouterError
+from fedai.sdk.chain import VerifiedChain
+from fedai.sdk.openai import NostrAuth, PaidCall, verify_completion
 from fedai_node.app import create_app
 from fedai_node.config import NodeSettings
 from fedai_router.client_wallets import parse_wallet_bindings
@@ -223,3 +228,36 @@ async def test_a_nip98_identity_bound_to_a_wallet_is_paid_from_it(edge: PaidEdge
     assert (await balances(edge))[1:] == (call_total_msat() - FEE_MSAT, FEE_MSAT)
     assert await spent(db_pool, f"client:{NIP98_CLIENT.pubkey}") >= call_total_msat()
     assert await spent(db_pool, f"apikey:{digest(BOUND_KEY)}") == 0  # each binding has its own budget
+
+
+async def test_a_call_that_fails_after_it_was_paid_names_the_proof_for_a_retry(edge: PaidEdge) -> None:
+    """Nothing paid is lost: the node fails after the router paid from the bound wallet, the claims are given
+    back, the error names the payment, and the client (holding the key the API key acts as) is served with it."""
+    edge.runner.fail_next = 10  # every attempt of this call fails
+    async with openai_client(edge, BOUND_KEY) as client:
+        with pytest.raises(openai.APIStatusError) as failed:
+            await client.chat.completions.create(**PARAMS)
+    error = failed.value.body
+    assert isinstance(error, dict) and error["code"] == "upstream_error"
+    paid = msgspec.convert(error["payment"], PaidCall)
+    paid_before = await balances(edge)
+    edge.runner.fail_next = 0
+    async with AsyncClient(edge.router.url, BOUND_CLIENT, router_pubkey=edge.router.pubkey) as fedai:
+        chain = await retry_until_served(fedai, paid)
+    assert chain.node == edge.node.keys.pubkey and edge.runner.served == 1
+    assert await balances(edge) == paid_before  # served with what was paid, nothing paid twice
+
+
+async def retry_until_served(fedai: AsyncClient, paid: PaidCall) -> VerifiedChain:
+    """The same proof through /infer, while the failed node cools down (`no_capacity` until then)."""
+    messages = PARAMS["messages"]
+    for _ in range(100):
+        try:
+            return await fedai.infer(
+                MODEL, messages=messages, max_tokens=MAX_TOKENS, quote_id=paid.quote_id, payment=paid.proof
+            )
+        except RouterError as err:
+            if err.code != ErrorCode.NO_CAPACITY:
+                raise
+            await asyncio.sleep(0.1)
+    raise AssertionError("the retry was never served")

@@ -5,7 +5,8 @@ the same pure function clients verify with, and served by the same planning, dis
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +53,17 @@ def _error(err: FedaiError) -> Response:
     if err.status == 401:
         headers["WWW-Authenticate"] = 'Nostr, Bearer realm="fedai"'
     return _json(error_body(err), err.status, headers)
+
+
+@contextmanager
+def _naming(payment: dict[str, Any] | None) -> Iterator[None]:
+    """A call that failed after the router paid it names the payment in its error (`error.payment`), so the
+    client can retry with that proof through `/infer` until the payment request expires: nothing paid is lost."""
+    try:
+        yield
+    except FedaiError as err:
+        err.paid_call = payment  # type: ignore[attr-defined]
+        raise
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,13 +183,14 @@ class OpenAI:
         if self.edge is None:
             return Prepared(await self.planner.plan(caller.client, payload), payload, None)
         paid = await self.edge.paid(caller, payload, asked)
-        held = await self.paid.hold(caller.client, paid)
-        try:
-            plan = await self.planner.plan(caller.client, held.for_planning(paid))
-        except BaseException:
-            await self.paid.release(held)
-            raise
         payment = {"quote_id": paid.quote_id, "proof": msgspec.to_builtins(paid.payment)}
+        with _naming(payment):
+            held = await self.paid.hold(caller.client, paid)
+            try:
+                plan = await self.planner.plan(caller.client, held.for_planning(paid))
+            except BaseException:
+                await self.paid.release(held)
+                raise
         return Prepared(plan, held.for_node(paid), held, payment)
 
     async def _serve(self, origin: Origin, prepared: Prepared) -> Served:
@@ -189,7 +202,10 @@ class OpenAI:
         async def serve() -> Served:
             return await self.planner.unless_served(plan.quote, dispatch)
 
-        return await (serve() if prepared.held is None else self.paid.while_held(prepared.held, serve))
+        if prepared.held is None:
+            return await serve()
+        with _naming(prepared.payment):
+            return await self.paid.while_held(prepared.held, serve)
 
     async def models(self, _: Request) -> Response:
         """Every model name the federation can serve now (fresh, not cooling down), with the cheapest pricing."""

@@ -36,6 +36,9 @@ def error_body(err: FedaiError) -> dict[str, Any]:
     }
     if isinstance(err, PaymentRequired) and err.request is not None:
         body["payment_request"] = err.request.to_dict()
+    paid = getattr(err, "paid_call", None)
+    if paid is not None:  # the router paid this call before it failed: the proof, for a retry through /infer
+        body["payment"] = paid
     return {"error": body}
 
 
