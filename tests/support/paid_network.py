@@ -9,7 +9,7 @@ sees who was paid what. This is not a Lightning network: it stands in for one in
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +20,7 @@ from fedai.protocol.keys import Keys
 from fedai.protocol.messages import InferenceRequest
 from fedai_node.app import create_app
 from fedai_node.config import NodeSettings
-from fedai_node.runners.base import RunnerError, RunnerResult
+from fedai_node.runners.base import RunnerError, RunnerResult, StreamItem
 from fedai_node.runners.mock import MOCK_MODEL_ID, MockRunner
 from tests.support.fake_lnd import Lnd, running_lnd
 from tests.support.lightning import Ledger
@@ -37,20 +37,26 @@ WALLET_TIMEOUT_S = "2"  # each wallet call's bound (the backends' `timeout`): a 
 
 
 class ScriptedRunner(MockRunner):
-    """The mock runner, failing the next `fail_next` requests (a node that fails after it was paid)."""
+    """The mock runner, failing the next `fail_next` requests (a node that fails after it was paid) before any
+    output, or the next `break_next` after their first delta. `/infer` drains the same stream, so both count."""
 
     def __init__(self) -> None:
         super().__init__(MOCK_MODEL_ID, 4096)
         self.fail_next = 0
+        self.break_next = 0
         self.served = 0
 
-    async def infer(self, req: InferenceRequest) -> RunnerResult:
+    async def stream(self, req: InferenceRequest) -> AsyncGenerator[StreamItem, None]:
         if self.fail_next:
             self.fail_next -= 1
             raise RunnerError("scripted failure")
-        result = await super().infer(req)
-        self.served += 1
-        return result
+        breaking, self.break_next = self.break_next > 0, max(0, self.break_next - 1)
+        async for item in super().stream(req):
+            if isinstance(item, RunnerResult):
+                self.served += 1
+            yield item
+            if breaking:
+                raise RunnerError("scripted failure mid-stream")
 
 
 @dataclass

@@ -28,6 +28,7 @@ TABLES = (
     "payment_requests",
     "refunds",
     "payment_claims",
+    "wallet_budgets",
     "chains",
     "nodes",
     "nonces",

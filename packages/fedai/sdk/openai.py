@@ -13,12 +13,13 @@ from collections.abc import Generator, Iterable, Mapping
 from typing import Any
 
 import httpx
+import msgspec
 
 from fedai.keyfile import secret_keys
 from fedai.protocol.errors import FedaiError
 from fedai.protocol.event import event_from_obj
 from fedai.protocol.keys import Keys
-from fedai.protocol.messages import InferenceRequest
+from fedai.protocol.messages import InferenceRequest, PaymentProof
 from fedai.protocol.nip98 import KIND_HTTP_AUTH, auth_header
 from fedai.protocol.openai_map import chat_request, completion_request
 from fedai.sdk.chain import VerifiedChain, router_key, verify_chain
@@ -63,6 +64,23 @@ def _original(request: Mapping[str, Any] | bytes, kind: str, streamed: bool) -> 
         return chat_request(params) if kind == "chat" else completion_request(params)
     except FedaiError as err:
         raise InvalidRequest(err.message) from None
+
+
+class PaidCall(msgspec.Struct, forbid_unknown_fields=True):
+    quote_id: str
+    proof: PaymentProof
+
+
+def _paid_by_router(original: InferenceRequest, payment: Any) -> InferenceRequest:
+    """A paying router paid the call from the caller's bound wallet (docs/payments.md#the-openai-edge): the
+    request then names the quote it made and carries that proof, which the chain check follows to the node."""
+    if payment is None:
+        return original
+    try:
+        paid = msgspec.convert(payment, PaidCall)
+    except msgspec.ValidationError as err:
+        raise ChainError(Link.COMPLETION_FEDAI, f"the payment the answer names is malformed: {err}") from None
+    return msgspec.structs.replace(original, quote_id=paid.quote_id, payment=paid.proof)
 
 
 def _caller(asked: Any, router: str, request: Mapping[str, Any] | bytes) -> str:
@@ -114,7 +132,7 @@ def verify_completion(
     except FedaiError as err:
         raise ChainError.wrap(Link.COMPLETION_FEDAI, err) from None
     streamed = output is not None or answer_doc.get("object") == CHUNK_OBJECT
-    original = _original(request, kind, streamed)
+    original = _paid_by_router(_original(request, kind, streamed), fedai.get("payment"))
     client = _caller(asked, router, request)
     chain = verify_chain(asked, answer, router, client=client, original=original)
     if output is None:

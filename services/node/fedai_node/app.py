@@ -27,7 +27,7 @@ from fedai_node.infer import InferEndpoint
 from fedai_node.lifecycle import NodeLifecycle
 from fedai_node.limits import Limits
 from fedai_node.metrics import NodeMetrics
-from fedai_node.payments import NodePayments, payment_required_stream
+from fedai_node.payments import NodePayments
 from fedai_node.reply import ReplySigner
 from fedai_node.runners import Runner, make_runner
 from fedai_node.status import StatusEndpoints
@@ -88,6 +88,7 @@ def build_node(settings: NodeSettings, runner: Runner | None = None) -> Node:
         metrics=metrics,
         limits=settings.stream_limits,
         timeout_ms=timeout_ms,
+        payments=payments,
     )
     return Node(
         settings=settings,
@@ -141,12 +142,10 @@ def create_app(settings: NodeSettings, runner: Runner | None = None) -> Starlett
         finally:
             await node.lifecycle.stop()  # also after a failed start: it releases whatever was opened
 
-    # streams are not paid yet: a node that requires payment refuses them (402) rather than serve them for free
-    stream_route = payment_required_stream if settings.require_payment else node.streams.open
     app = Starlette(
         routes=[
             Route("/infer", node.infer.serve, methods=["POST"]),
-            Route("/infer/stream", stream_route, methods=["POST"]),
+            Route("/infer/stream", node.streams.open, methods=["POST"]),
             Route("/invoice", node.payments.invoice, methods=["POST"]),
             Route("/infer/cancel", node.streams.cancel, methods=["POST"]),
             Route("/health", node.status.health, methods=["GET"]),

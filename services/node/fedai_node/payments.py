@@ -134,8 +134,3 @@ class NodePayments:
             await self.claims.consume(held.payment_hash, held.claimant)
         else:
             await self.claims.release(held.payment_hash, held.claimant)
-
-
-async def payment_required_stream(_request: Request) -> Response:
-    """`/infer/stream` on a node that requires payment: streams are not paid yet, so they are refused (402)."""
-    return error_response(PaymentRequired("this node serves paid requests only, and streams are not paid yet"))

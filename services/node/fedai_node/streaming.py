@@ -13,6 +13,10 @@ stream ends with exactly one of:
   model server are not deltas), NODE_STREAM_MAX_OUTPUT_BYTES or NODE_STREAM_MAX_CHUNKS (the total is
   NODE_RUNNER_TIMEOUT_MS). The runner is stopped; a delta that would cross a bound is not sent.
 
+A paid stream (docs/payments.md#paid-streams) has its forwarded payment checked and claimed like `/infer`
+before anything runs; the claim is consumed once the first event went out (the node did work and meters it)
+and released when the stream failed before that (the router may retry with the same proof).
+
 If the router's connection drops, generation stops (the runner's HTTP response is closed), the partial usage
 is counted in the metrics and logs, and the capacity slot is freed.
 """
@@ -23,7 +27,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -42,6 +47,8 @@ from fedai.service.tasks import cancel_and_wait
 from fedai_node.admission import Admission
 from fedai_node.catalog import ModelCatalog
 from fedai_node.metrics import NodeMetrics
+from fedai_node.payments import Held as PaymentHeld
+from fedai_node.payments import NodePayments
 from fedai_node.reply import ReplySigner
 from fedai_node.runners.base import Runner, RunnerError, RunnerResult
 from fedai_node.serving import Admitted, as_protocol_error, failure_response
@@ -77,6 +84,7 @@ class LiveStream(Response):
         limits: StreamLimits,
         timeout_ms: int,
         on_end: Callable[[LiveStream], None],
+        settle: Callable[[bool], Awaitable[None]] | None = None,
     ) -> None:
         super().__init__(media_type="text/event-stream")
         self.admitted = admitted
@@ -92,6 +100,7 @@ class LiveStream(Response):
         self._limits = limits.for_request(admitted.req.max_tokens)
         self._timeout_ms = timeout_ms
         self._on_end = on_end
+        self._settle = settle  # a paid stream's claim: consumed (True) once an event went out, else released
         self._task: asyncio.Task[RunnerResult | None] | None = None
         self._sending = False
         self._started = False
@@ -113,6 +122,8 @@ class LiveStream(Response):
         finally:
             self._on_end(self)
             self._account(outcome, result)
+            if self._settle is not None:
+                await self._settle(self._started)
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> tuple[str, RunnerResult | None]:
         """Generate, then end the stream: (the outcome, the usage to count)."""
@@ -295,6 +306,7 @@ class StreamEndpoints:
         metrics: NodeMetrics,
         limits: StreamLimits,
         timeout_ms: int,
+        payments: NodePayments,
     ) -> None:
         self._admission = admission
         self._runner = runner
@@ -303,6 +315,7 @@ class StreamEndpoints:
         self._metrics = metrics
         self._limits = limits
         self._timeout_ms = timeout_ms
+        self._payments = payments
         self.live = StreamRegistry()
 
     async def open(self, request: Request) -> Response:
@@ -311,6 +324,7 @@ class StreamEndpoints:
         fields: dict[str, Any] = {"request": "-", "model": "-"}
         try:
             admitted = await self._admission.admit(request, started, fields, streaming=True)
+            held = await self._hold(admitted)
         except Exception as exc:  # noqa: BLE001 - every refusal is answered with its code
             response, code = failure_response(exc, self._timeout_ms, fields)
             self._metrics.streams.labels(code).inc()
@@ -325,9 +339,21 @@ class StreamEndpoints:
             limits=self._limits,
             timeout_ms=self._timeout_ms,
             on_end=self._ended,
+            settle=None if held is None else partial(self._settled, held),
         )
         self.live.add(live)
         return live
+
+    async def _hold(self, admitted: Admitted) -> PaymentHeld | None:
+        """The payment of an admitted stream, checked and claimed; refused, the stream's slot is freed."""
+        try:
+            return await self._payments.hold(admitted)
+        except BaseException:
+            self._admission.release()
+            raise
+
+    async def _settled(self, held: PaymentHeld, served: bool) -> None:
+        await self._payments.settle(held, served=served)
 
     def _ended(self, live: LiveStream) -> None:
         self.live.remove(live)

@@ -22,7 +22,6 @@ from starlette.routing import BaseRoute, Route
 
 from fedai.observability.tracing import request_spans
 from fedai.protocol.event import Event
-from fedai.protocol.payment import PaymentRequired
 from fedai.service.http import error_response, event_response, read_body
 from fedai_router.address import AddressLimit, client_address, rate_key
 from fedai_router.config import RouterSettings
@@ -71,21 +70,15 @@ class Signed:
         return endpoint
 
 
-async def payment_required(_request: Request) -> Response:
-    """Streams and the OpenAI edge on a router that requires payment: not paid yet, so refused, never free."""
-    return error_response(PaymentRequired("this router serves paid requests on POST /infer only for now"))
-
-
 def routes(svc: RouterService) -> list[BaseRoute]:
     signed = Signed(svc.settings, svc.metrics, svc.failures)
     ops, openai = svc.ops, svc.openai
-    paid_only = svc.settings.require_payment  # docs/payments.md#the-flow: streams and OpenAI are not paid yet
     chat, text = partial(openai.complete, kind="chat"), partial(openai.complete, kind="text")
     return [
         Route("/infer", signed("infer", svc.infer.handle), methods=["POST"]),
         Route("/pay", signed("pay", svc.payment_requests.handle), methods=["POST"]),
         Route("/payments/{payment_id}", PaymentStatus(svc.pool, svc.auth, svc.failures).handle, methods=["GET"]),
-        Route("/infer/stream", payment_required if paid_only else svc.infer_stream.handle, methods=["POST"]),
+        Route("/infer/stream", svc.infer_stream.handle, methods=["POST"]),
         Route("/quote", signed("quote", svc.quotes.handle), methods=["POST"]),
         Route("/federation/job", signed("federation_job", svc.federation.handle_job), methods=["POST"]),
         Route("/federation/invoice", signed("federation_invoice", svc.federation.handle_invoice), methods=["POST"]),
@@ -98,8 +91,8 @@ def routes(svc: RouterService) -> list[BaseRoute]:
         Route("/route/explain", ops.route_explain, methods=["GET"]),
         Route("/federation/peers", ops.federation_peers, methods=["GET"]),
         Route("/v1/models", openai.models, methods=["GET"]),
-        Route("/v1/chat/completions", payment_required if paid_only else chat, methods=["POST"]),
-        Route("/v1/completions", payment_required if paid_only else text, methods=["POST"]),
+        Route("/v1/chat/completions", chat, methods=["POST"]),
+        Route("/v1/completions", text, methods=["POST"]),
         Route("/v1/chains/{chain_id}", openai.chain, methods=["GET"]),
         *svc.admin_api.routes(),
         *svc.dashboard.routes(),

@@ -11,6 +11,7 @@ from fedai.protocol.errors import KeyFormatError
 from fedai.protocol.keys import Keys, parse_pubkey
 from fedai.service.config import ConfigError, Env
 from fedai.service.stream_limits import StreamLimits
+from fedai_router.client_wallets import WalletBinding, parse_wallet_bindings
 from fedai_router.pricing import MAX_FEE_BASE_MSAT
 from fedai_router.scheduler.types import Policy, Weights
 
@@ -139,6 +140,7 @@ class RouterSettings:
     # the edge: who may call what, from where (docs/security.md#edge)
     public_url: str | None = None  # the base URL clients use; NIP-98 is refused without it (`u` tags name it)
     api_keys: dict[str, str] = field(default_factory=dict)  # sha256(key) hex -> client pubkey
+    api_key_wallets: dict[str, WalletBinding] = field(default_factory=dict)  # ROUTER_API_KEY_WALLETS
     nip98_window_s: int = 60  # NIP-98 created_at tolerance; the replay store keeps ids at least this long
     admin_token_sha256: frozenset[str] = frozenset()  # sha256 hex of operator tokens (Authorization: Bearer)
     admin_keys: frozenset[str] = frozenset()  # pubkeys whose NIP-98 signature opens the operator view
@@ -267,6 +269,7 @@ class RouterSettings:
             retry_budget_min_per_s=env.number("ROUTER_RETRY_BUDGET_MIN_PER_S", 5.0, minimum=0, maximum=1e6),
             public_url=env.url("ROUTER_PUBLIC_URL") if env.optional("ROUTER_PUBLIC_URL") else None,
             api_keys=parse_api_keys(env.optional("ROUTER_API_KEYS") or ""),
+            api_key_wallets=parse_wallet_bindings(env.optional("ROUTER_API_KEY_WALLETS") or ""),
             nip98_window_s=env.integer("FEDAI_NIP98_WINDOW_S", 60, minimum=1, maximum=600),
             admin_token_sha256=parse_digests("ROUTER_ADMIN_TOKEN_SHA256", env.items("ROUTER_ADMIN_TOKEN_SHA256")),
             admin_keys=env.pubkeys("ROUTER_ADMIN_KEYS", required=False),

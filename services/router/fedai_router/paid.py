@@ -109,6 +109,10 @@ class Paid:
         await self.store.consume(held.request_id, held.claimant)
         return result
 
+    async def release(self, held: Held) -> None:
+        """Give back the claim of a request that was not dispatched."""
+        await self._release(held.request_id, held.claimant)
+
     async def _release(self, request_id: str, claimant: str) -> None:
         """Give the claim back; with the database down it stays held (logged) until `release_stale`."""
         try:

@@ -35,7 +35,21 @@ class Quotes:
 
     async def handle(self, body: bytes) -> Event:
         opened = self.intake.open_client(body, QuoteRequest, Kind.QUOTE_REQUEST)
-        event, request = opened.event, opened.payload
+        event = opened.event
+        quote = self._priced(opened.payload)
+        await self.claims.claim(event)
+        await self._store(event.pubkey, event.id, quote)
+        return seal(
+            self.keys, Kind.QUOTE_RESPONSE, quote, to=event.pubkey, reply_to=event.id, expiration=quote.expires_at
+        )
+
+    async def issue(self, client: str, request_id: str, request: QuoteRequest) -> QuoteResponse:
+        """Price `request` for `client` and store the quote (`request_id`: the event that asked for it)."""
+        quote = self._priced(request)
+        await self._store(client, request_id, quote)
+        return quote
+
+    def _priced(self, request: QuoteRequest) -> QuoteResponse:
         input_tokens = (
             request.input_tokens if request.input_tokens is not None else estimate_tokens(len(prompt_material(request)))
         )
@@ -61,23 +75,25 @@ class Quotes:
             price=price,
             expires_at=expires_at,
         )
-        await self.claims.claim(event)
+        return quote
+
+    async def _store(self, client: str, request_id: str, quote: QuoteResponse) -> None:
+        price = quote.price
         await insert_quote(
             self.pool,
             QuoteRow(
                 id=quote.quote_id,
-                request_id=event.id,
-                client=event.pubkey,
+                request_id=request_id,
+                client=client,
                 model=quote.model,
                 node=quote.node,
-                input_tokens=input_tokens,
-                max_output_tokens=request.max_tokens,
+                input_tokens=quote.input_tokens,
+                max_output_tokens=quote.max_output_tokens,
                 input_msat=price.input_msat,
                 output_msat=price.output_msat,
                 router_fee_msat=price.router_fee_msat,
                 total_msat=price.total_msat,
-                expires_at=datetime.fromtimestamp(expires_at, UTC),
+                expires_at=datetime.fromtimestamp(quote.expires_at, UTC),
                 router=self.keys.pubkey,
             ),
         )
-        return seal(self.keys, Kind.QUOTE_RESPONSE, quote, to=event.pubkey, reply_to=event.id, expiration=expires_at)

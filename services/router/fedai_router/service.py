@@ -23,6 +23,7 @@ from fedai_router.admin_api import AdminApi
 from fedai_router.admin_state import AdminState, ApiKeyTable
 from fedai_router.background import Background
 from fedai_router.claims import Claims
+from fedai_router.client_wallets import ClientWallets
 from fedai_router.completion import Completion
 from fedai_router.config import RouterSettings
 from fedai_router.dashboard import Dashboard
@@ -40,6 +41,7 @@ from fedai_router.manifests import Manifests
 from fedai_router.metrics import RouterMetrics
 from fedai_router.node_counts import NodeCounts
 from fedai_router.openai_api.auth import Authenticator
+from fedai_router.openai_api.paying import EdgePayments
 from fedai_router.openai_api.routes import OpenAI
 from fedai_router.ops import Ops
 from fedai_router.outbound import Outbound
@@ -203,6 +205,7 @@ class RouterService:
             metrics=self.metrics,
             background=self.background,
             limits=settings.stream_limits,
+            paid=self.paid,
         )
         self.infer_stream = InferStream(
             keys=keys,
@@ -213,6 +216,7 @@ class RouterService:
             failures=self.failures,
             metrics=self.metrics,
             offloader=self.federation,
+            paid=self.paid,
         )
         self.discovery = Discovery(registry, self.endpoints, settings.registry_limits)
         self.quotes = Quotes(
@@ -254,6 +258,8 @@ class RouterService:
             failures=self.failures,
             metrics=self.metrics,
             max_request_bytes=settings.max_request_bytes,
+            paid=self.paid,
+            edge=self._edge_payments(),
         )
 
     def _build_payments(self) -> None:
@@ -261,6 +267,7 @@ class RouterService:
         settings = self.settings
         self.wallet = open_wallet(settings.wallet, "ROUTER_WALLET") if settings.wallet else None
         self.payment_store = PaymentStore(self.pool)
+        self.client_wallets = ClientWallets(settings.api_key_wallets)
         self.payment_requests = PaymentRequests(
             keys=self.keys,
             intake=self.intake,
@@ -274,6 +281,14 @@ class RouterService:
         )
         enabled = settings.require_payment or self.wallet is not None
         self.paid = Paid(self.payment_store, self.payment_requests, required=settings.require_payment, enabled=enabled)
+
+    def _edge_payments(self) -> EdgePayments | None:
+        """A paying router pays OpenAI calls from the callers' bound wallets (docs/payments.md#the-openai-edge)."""
+        if not self.settings.require_payment:
+            return None
+        return EdgePayments(
+            issue=self.quotes.issue, requests=self.payment_requests, wallets=self.client_wallets, pool=self.pool
+        )
 
     def _ops(self) -> Ops:
         return Ops(
@@ -344,6 +359,7 @@ class RouterService:
         await self.outbound.close()
         if self.wallet is not None:
             await self.wallet.aclose()
+        await self.client_wallets.aclose()
         await self.database.close()
 
     async def _prune_stats(self) -> None:

@@ -36,6 +36,7 @@ from fedai_router.metrics import RouterMetrics
 from fedai_router.node_state import NodeState
 from fedai_router.node_stream import NodeStream, error_event, open_node_stream
 from fedai_router.outbound import Outbound
+from fedai_router.paid import Held, Paid
 from fedai_router.planning import Plan, Planner
 from fedai_router.verify import Binding, Verified
 
@@ -46,6 +47,7 @@ CANCEL_GRACE_S = 10.0
 ROUTE = "infer_stream"  # what an error inside a stream is logged as
 
 OnAnswer = Callable[[Event], Awaitable[None]]
+OnUnstarted = Callable[[], Awaitable[None]]
 
 
 class Sink(Protocol):
@@ -66,9 +68,10 @@ class RelayResponse(StreamingResponse):
     node stream's own bounds are never checked; past the deadline the response is abandoned and the relay's
     clean-up stops the node."""
 
-    def __init__(self, body: AsyncIterator[bytes], deadline_s: float) -> None:
+    def __init__(self, body: AsyncIterator[bytes], deadline_s: float, unstarted: OnUnstarted | None = None) -> None:
         super().__init__(body, media_type="text/event-stream", headers=SSE_HEADERS)
         self.deadline_s = deadline_s
+        self.unstarted = unstarted  # run at the end: undoes what was held for a body that never ran
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         deadline = asyncio.timeout(self.deadline_s)
@@ -83,6 +86,8 @@ class RelayResponse(StreamingResponse):
             close = getattr(self.body_iterator, "aclose", None)
             if close is not None:
                 await close()
+            if self.unstarted is not None:
+                await self.unstarted()
 
 
 class StreamRelay:
@@ -99,6 +104,7 @@ class StreamRelay:
         metrics: RouterMetrics,
         background: Background,
         limits: StreamLimits,
+        paid: Paid,
     ) -> None:
         self.keys = keys  # signs the cancel sent to a node
         self.dispatcher = dispatcher
@@ -110,6 +116,7 @@ class StreamRelay:
         self.metrics = metrics
         self.background = background  # runs the cancel-and-meter after the caller is gone
         self.limits = limits  # ROUTER_STREAM_*
+        self.paid = paid  # settles a paid stream's proof
 
     def respond(
         self,
@@ -120,21 +127,35 @@ class StreamRelay:
         *,
         claim: Event | None = None,
         on_answer: OnAnswer | None = None,
+        held: Held | None = None,
     ) -> Response:
         """Answer at once with the stream's headers, then open the node stream (claiming `claim`'s id in Postgres
         meanwhile) and relay it. Everything that depends only on the request was checked before this point and got
         a plain HTTP error; what depends on the nodes (all failed before a first chunk, a replay caught by another
         replica) arrives as the stream's typed error event, and gives back the quote the request spent. Sending
-        the headers while the node starts saves their round trip from the time to the first token."""
+        the headers while the node starts saves their round trip from the time to the first token. A paid stream's
+        proof (`held`) is consumed once the node stream opened (the node did work from then on, and meters it:
+        docs/payments.md#paid-streams) and released when none did, or when the caller left before the body ran."""
+        began: list[bool] = []
+
+        async def unstarted() -> None:
+            if not began:  # the caller went away before the body ran: nothing was served
+                await self.planner.give_back(plan.quote)
+                if held is not None:
+                    await self.paid.release(held)
 
         async def body() -> AsyncIterator[bytes]:
+            began.append(True)
             arrived, started = time.perf_counter(), time.monotonic()
             opening = partial(self._open, origin, payload, plan, started)
-            try:
+
+            async def opened() -> NodeStream:
                 if claim is None:
-                    stream = await opening()
-                else:
-                    stream = await self.claims.while_claiming(claim, opening, self._abandon, local=False)
+                    return await opening()
+                return await self.claims.while_claiming(claim, opening, self._abandon, local=False)
+
+            try:
+                stream = await (opened() if held is None else self.paid.while_held(held, opened))
             except Exception as exc:  # noqa: BLE001 - the stream's typed error event, whatever failed
                 await self.planner.give_back(plan.quote)  # no node served it
                 err = self.failures.in_stream(exc, ROUTE)
@@ -145,7 +166,7 @@ class StreamRelay:
             async for data in self._relay(origin, stream, sink, on_answer):
                 yield data
 
-        return RelayResponse(body(), deadline_s=self.limits.max_s + self.limits.idle_s)
+        return RelayResponse(body(), deadline_s=self.limits.max_s + self.limits.idle_s, unstarted=unstarted)
 
     async def _open(self, origin: Origin, payload: InferenceRequest, plan: Plan, started: float) -> NodeStream:
         """Open a node stream through the failover loop; the node stays in flight until the relay ends. The total

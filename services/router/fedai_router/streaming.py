@@ -33,6 +33,7 @@ from fedai_router.failure import Failures
 from fedai_router.intake import Intake
 from fedai_router.metrics import RouterMetrics
 from fedai_router.offloading import OFFLOADABLE, Offloader
+from fedai_router.paid import Paid
 from fedai_router.planning import Plan, Planner
 from fedai_router.stream_relay import StreamRelay
 from fedai_router.verify import Verified
@@ -76,6 +77,7 @@ class InferStream:
         failures: Failures,
         metrics: RouterMetrics,
         offloader: Offloader,
+        paid: Paid,
     ) -> None:
         self.keys = keys  # signs the chunks
         self.offloader = offloader  # only asked whether /infer could have offloaded the request
@@ -85,6 +87,7 @@ class InferStream:
         self.relay = relay
         self.failures = failures
         self.metrics = metrics
+        self.paid = paid
 
     async def handle(self, request: Request) -> Response:
         """Check everything that depends only on the request (a plain HTTP error), then stream."""
@@ -92,6 +95,8 @@ class InferStream:
             body = await read_body(request, self.intake.max_request_bytes)
             opened = self.intake.open_client(body, InferenceRequest, Kind.INFER_REQUEST)
             client_event, payload = opened.event, opened.payload
+            if self.paid.applies(payload):
+                return await self._paid(client_event, payload)
             plan = await self._plan(client_event.pubkey, payload)
             await self.planner.unless_served(plan.quote, lambda: self.claims.claim_locally(client_event))
         except Exception as exc:  # noqa: BLE001 - typed: FedaiError as is, a database outage 503, a bug 500
@@ -99,6 +104,22 @@ class InferStream:
         origin = Origin(client_event.pubkey, client_event.id)
         self.metrics.requests.labels(ROUTE, "ok").inc()
         return self.relay.respond(origin, payload, plan, NativeSink(self.keys, origin), claim=client_event)
+
+    async def _paid(self, client_event: Event, payload: InferenceRequest) -> Response:
+        """A paid stream (docs/payments.md#paid-streams): the proof claimed before the stream starts (a refusal is
+        a plain HTTP error: 402 with the payment request, `payment_invalid`, ...), served by the paid node only,
+        the claim consumed once the node's stream opened and released when it did not."""
+        held = await self.paid.hold(client_event.pubkey, payload)
+        try:
+            plan = await self.planner.plan(client_event.pubkey, held.for_planning(payload))
+            await self.planner.unless_served(plan.quote, lambda: self.claims.claim_locally(client_event))
+        except BaseException:
+            await self.paid.release(held)
+            raise
+        origin = Origin(client_event.pubkey, client_event.id)
+        self.metrics.requests.labels(ROUTE, "ok").inc()
+        sink = NativeSink(self.keys, origin)
+        return self.relay.respond(origin, held.for_node(payload), plan, sink, claim=client_event, held=held)
 
     async def _plan(self, client: str, request: InferenceRequest) -> Plan:
         try:

@@ -24,6 +24,7 @@ NOT_CONFIGURED = (
 class Caller:
     client: str  # the caller's pubkey
     auth_event: Event | None  # the verified NIP-98 event (None for an API key)
+    api_key_sha256: str | None = None  # the API key's digest (None for NIP-98): what a wallet binding names
 
 
 @dataclass(frozen=True)
@@ -66,11 +67,12 @@ class Authenticator:
             raise FedaiError(ErrorCode.UNAUTHORIZED, "send Authorization: Nostr <NIP-98 event> or Bearer <api key>")
         scheme, _, credential = header.partition(" ")
         if scheme.lower() == "bearer":
-            client = self.api_keys.get(hashlib.sha256(credential.strip().encode()).hexdigest())
+            digest = hashlib.sha256(credential.strip().encode()).hexdigest()
+            client = self.api_keys.get(digest)
             if client is None:
                 raise FedaiError(ErrorCode.UNAUTHORIZED, "unknown API key")
             self._client_policy(client)
-            return Caller(client, None)
+            return Caller(client, None, digest)
         event = self.check_nip98(request, body)
         self._client_policy(event.pubkey)
         await self.claim(event)

@@ -5,7 +5,9 @@ the same pure function clients verify with, and served by the same planning, dis
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -24,12 +26,14 @@ from fedai.protocol.openai_map import chat_request, completion_request
 from fedai.service.http import JSON, read_body, retry_after_header
 from fedai_router.completion import Completion as Completer
 from fedai_router.completion import Origin
-from fedai_router.dispatch import Dispatcher
+from fedai_router.dispatch import Dispatcher, Served
 from fedai_router.failure import Failures
 from fedai_router.metrics import RouterMetrics
 from fedai_router.openai_api.auth import Authenticator, Caller
+from fedai_router.openai_api.paying import EdgePayments
 from fedai_router.openai_api.shapes import Completion, error_body, fedai_field, sse_data
-from fedai_router.planning import Planner
+from fedai_router.paid import Held, Paid
+from fedai_router.planning import Plan, Planner
 from fedai_router.scheduler import ModelTable, Policy
 from fedai_router.store.chains import load_chain, save_chain
 from fedai_router.stream_relay import StreamRelay
@@ -51,17 +55,41 @@ def _error(err: FedaiError) -> Response:
     return _json(error_body(err), err.status, headers)
 
 
+@contextmanager
+def _naming(payment: dict[str, Any] | None) -> Iterator[None]:
+    """A call that failed after the router paid it names the payment in its error (`error.payment`), so the
+    client can retry with that proof through `/infer` until the payment request expires: nothing paid is lost."""
+    try:
+        yield
+    except FedaiError as err:
+        err.paid_call = payment  # type: ignore[attr-defined]
+        raise
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A call ready to dispatch: its plan, the request the node gets, and the proof it holds when paid."""
+
+    plan: Plan
+    request: InferenceRequest
+    held: Held | None
+    payment: dict[str, Any] | None = None  # a paid call: {quote_id, proof}, for the caller's chain check
+
+
 class OpenAISink:
     """Writes a relayed stream as OpenAI chunks (`data: {...}`), the fedai chain in the last one, then [DONE]."""
 
-    def __init__(self, router: str, completion: Completion, request: Event, include_usage: bool) -> None:
+    def __init__(
+        self, router: str, completion: Completion, request: Event, include_usage: bool, payment: Any = None
+    ) -> None:
         self.router, self.completion, self.request, self.include_usage = router, completion, request, include_usage
+        self.payment = payment
 
     def chunk(self, chunk: StreamChunk) -> bytes:
         return sse_data(self.completion.chunk(chunk))
 
     def done(self, answer: Event, verified: Verified) -> bytes:
-        fedai = fedai_field(self.router, self.request, answer, verified.record, answer_node(answer))
+        fedai = fedai_field(self.router, self.request, answer, verified.record, answer_node(answer), self.payment)
         chunks = self.completion.last_chunks(verified, fedai, self.include_usage)
         return b"".join(sse_data(c) for c in chunks) + sse_data("[DONE]")
 
@@ -90,6 +118,8 @@ class OpenAI:
         failures: Failures,
         metrics: RouterMetrics,
         max_request_bytes: int,
+        paid: Paid,
+        edge: EdgePayments | None,
     ) -> None:
         self.keys = keys  # records an API-key call as a router-signed request
         self.auth = auth
@@ -103,6 +133,8 @@ class OpenAI:
         self.failures = failures
         self.metrics = metrics
         self.max_request_bytes = max_request_bytes
+        self.paid = paid
+        self.edge = edge  # a paying router (ROUTER_REQUIRE_PAYMENT): every call is paid first
 
     async def _call(self, request: Request, kind: str) -> tuple[Caller, InferenceRequest, dict[str, Any]]:
         body = await read_body(request, self.max_request_bytes)
@@ -122,7 +154,7 @@ class OpenAI:
                 self.keys, Kind.INFER_REQUEST, payload, to=pubkey, nonce=True, extra_tags=[["client", caller.client]]
             )
             origin = Origin(caller.client, asked.id)
-            plan = await self.planner.plan(caller.client, payload)
+            prepared = await self._prepare(caller, payload, asked)
             completion = Completion(kind, origin.id, payload.model)
             if payload.stream:
                 options = document.get("stream_options") or {}
@@ -132,20 +164,48 @@ class OpenAI:
                     await save_chain(self.pool, origin.id, caller.client, asked, answer)
 
                 self.metrics.requests.labels(route, "ok").inc()
-                sink = OpenAISink(pubkey, completion, asked, usage)
-                return self.relay.respond(origin, payload, plan, sink, on_answer=keep)
-            served = await self.planner.unless_served(
-                plan.quote, lambda: self.dispatcher.serve(origin, payload, plan.candidates, limits=plan.limits)
-            )
+                sink = OpenAISink(pubkey, completion, asked, usage, prepared.payment)
+                dispatched, plan, held = prepared.request, prepared.plan, prepared.held
+                return self.relay.respond(origin, dispatched, plan, sink, on_answer=keep, held=held)
+            served = await self._serve(origin, prepared)
             answer = await self.completion.answer(origin, served.metered)
             await save_chain(self.pool, origin.id, caller.client, asked, answer)
         except Exception as exc:  # noqa: BLE001 - typed: FedaiError as is, a database outage 503, a bug 500
             return _error(self.failures.refused(route, exc))
         result = decode_payload(served.response.content, InferenceResponse)
-        fedai = fedai_field(pubkey, asked, answer, served.record, served.node.pubkey)
+        fedai = fedai_field(pubkey, asked, answer, served.record, served.node.pubkey, prepared.payment)
         body = completion.full(result, served.record, fedai)
         self.metrics.requests.labels(route, "ok").inc()
         return _json(body, headers={"X-Fedai-Chain-Id": answer.id})
+
+    async def _prepare(self, caller: Caller, payload: InferenceRequest, asked: Event) -> Prepared:
+        """Plan the call; on a paying router, pay it first (docs/payments.md#the-openai-edge) and hold its proof."""
+        if self.edge is None:
+            return Prepared(await self.planner.plan(caller.client, payload), payload, None)
+        paid = await self.edge.paid(caller, payload, asked)
+        payment = {"quote_id": paid.quote_id, "proof": msgspec.to_builtins(paid.payment)}
+        with _naming(payment):
+            held = await self.paid.hold(caller.client, paid)
+            try:
+                plan = await self.planner.plan(caller.client, held.for_planning(paid))
+            except BaseException:
+                await self.paid.release(held)
+                raise
+        return Prepared(plan, held.for_node(paid), held, payment)
+
+    async def _serve(self, origin: Origin, prepared: Prepared) -> Served:
+        plan = prepared.plan
+
+        async def dispatch() -> Served:
+            return await self.dispatcher.serve(origin, prepared.request, plan.candidates, limits=plan.limits)
+
+        async def serve() -> Served:
+            return await self.planner.unless_served(plan.quote, dispatch)
+
+        if prepared.held is None:
+            return await serve()
+        with _naming(prepared.payment):
+            return await self.paid.while_held(prepared.held, serve)
 
     async def models(self, _: Request) -> Response:
         """Every model name the federation can serve now (fresh, not cooling down), with the cheapest pricing."""

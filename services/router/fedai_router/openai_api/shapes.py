@@ -10,11 +10,13 @@ import msgspec
 from fedai.protocol.errors import FedaiError
 from fedai.protocol.event import Event
 from fedai.protocol.messages import InferenceResponse, MeteringRecord, StreamChunk
+from fedai.protocol.payment import PaymentRequired
 from fedai_router.verify import Verified
 
 _ERROR_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
+    402: "payment_error",
     403: "permission_error",
     404: "invalid_request_error",
     409: "invalid_request_error",
@@ -24,15 +26,20 @@ _ERROR_TYPES = {
 
 
 def error_body(err: FedaiError) -> dict[str, Any]:
-    """OpenAI's error shape, with fedai's machine-readable code in `code` (and the option refused in `param`)."""
-    return {
-        "error": {
-            "message": err.message,
-            "type": _ERROR_TYPES.get(err.status, "api_error"),
-            "param": getattr(err, "param", None),
-            "code": err.code.value,
-        }
+    """OpenAI's error shape, with fedai's machine-readable code in `code` (and the option refused in `param`); a
+    402 `payment_required` also carries the signed payment request to pay (`payment_request`)."""
+    body: dict[str, Any] = {
+        "message": err.message,
+        "type": _ERROR_TYPES.get(err.status, "api_error"),
+        "param": getattr(err, "param", None),
+        "code": err.code.value,
     }
+    if isinstance(err, PaymentRequired) and err.request is not None:
+        body["payment_request"] = err.request.to_dict()
+    paid = getattr(err, "paid_call", None)
+    if paid is not None:  # the router paid this call before it failed: the proof, for a retry through /infer
+        body["payment"] = paid
+    return {"error": body}
 
 
 def usage(record: MeteringRecord) -> dict[str, int]:
@@ -43,9 +50,13 @@ def usage(record: MeteringRecord) -> dict[str, int]:
     }
 
 
-def fedai_field(router: str, request: Event, answer: Event, record: MeteringRecord, node: str) -> dict[str, Any]:
-    """The verification material riding along every answer: check it with fedai.sdk.openai."""
-    return {
+def fedai_field(
+    router: str, request: Event, answer: Event, record: MeteringRecord, node: str, payment: Any = None
+) -> dict[str, Any]:
+    """The verification material riding along every answer: check it with fedai.sdk.openai. A call the router
+    paid from the caller's bound wallet also carries `payment` ({quote_id, proof}: what was paid, to whom)."""
+    extra = {} if payment is None else {"payment": payment}
+    return extra | {
         "chain_id": answer.id,
         "router": router,
         "node": node,

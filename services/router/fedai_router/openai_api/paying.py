@@ -1,0 +1,114 @@
+"""Paying for an OpenAI caller on a paying router (docs/payments.md#the-openai-edge).
+
+The router quotes the call for the caller's key and issues the quote's payment request, as `POST /pay` would.
+A caller whose API key (or NIP-98 identity) is bound to its own wallet (`ROUTER_API_KEY_WALLETS`) has every
+payee's invoice paid from that wallet, within the binding's budget (counted in Postgres, so it holds across
+replicas), and the call goes on as a paid request with the preimages as its proof. Money moves from the
+client's wallet to each payee's; the router only holds the permission to spend. A caller without a binding is
+refused with 402 `payment_required` carrying the payment request.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+import msgspec
+
+from fedai.payments.wallet import Wallet
+from fedai.protocol.errors import ErrorCode, FedaiError
+from fedai.protocol.event import Event
+from fedai.protocol.messages import (
+    InferenceRequest,
+    PaymentProof,
+    PaymentRequest,
+    QuoteRequest,
+    QuoteResponse,
+    decode_payload,
+)
+from fedai.protocol.payment import PaymentRequired
+from fedai_router.client_wallets import ClientWallets, WalletBinding
+from fedai_router.openai_api.auth import Caller
+from fedai_router.payment_requests import PaymentRequests
+from fedai_router.store.budgets import give_back, reserve
+
+log = logging.getLogger("fedai.router.payments")
+
+IssueQuote = Callable[[str, str, QuoteRequest], Awaitable[QuoteResponse]]  # (client, asking event id, what)
+MAX_FEE_MSAT = 10_000  # routing fees a bound wallet may pay per invoice (reserved from the budget, unspent given back)
+
+
+def quote_request(payload: InferenceRequest) -> QuoteRequest:
+    return QuoteRequest(
+        model=payload.model,
+        prompt=payload.prompt,
+        messages=payload.messages,
+        max_tokens=payload.max_tokens,
+        job_type=payload.job_type,
+    )
+
+
+class EdgePayments:
+    def __init__(
+        self, *, issue: IssueQuote, requests: PaymentRequests, wallets: ClientWallets, pool: asyncpg.Pool
+    ) -> None:
+        self.issue = issue  # Quotes.issue: the router quotes the call for the caller
+        self.requests = requests
+        self.wallets = wallets
+        self.pool = pool  # the budgets
+
+    async def paid(self, caller: Caller, payload: InferenceRequest, asked: Event) -> InferenceRequest:
+        """`payload` with its quote and the proof that it was paid from the caller's bound wallet; without a
+        binding, 402 `payment_required` with the payment request; over budget, 402 `payment_refused`."""
+        quote = await self.issue(caller.client, asked.id, quote_request(payload))
+        event = await self.requests.for_quote(caller.client, quote.quote_id)
+        binding = self.wallets.binding(caller.api_key_sha256, caller.client)
+        if binding is None:
+            raise PaymentRequired(
+                "this router serves paid requests: pay this payment request (fedai's /infer takes the proof), or "
+                "ask the operator to bind your API key to your wallet (fedai apikey new --nwc)",
+                event,
+            )
+        proof = await self._pay(binding, event)
+        return msgspec.structs.replace(payload, quote_id=quote.quote_id, payment=proof)
+
+    async def _pay(self, binding: WalletBinding, event: Event) -> PaymentProof:
+        request = decode_payload(event.content, PaymentRequest)  # the router's own, checked when it was built
+        allowance = request.total_msat + MAX_FEE_MSAT * len(request.payees)
+        wallet = await self.wallets.wallet(binding)
+        if not await reserve(self.pool, binding.id, allowance, binding.budget_msat):
+            raise FedaiError(
+                ErrorCode.PAYMENT_REFUSED,
+                f"this call would take the budget bound to your key past {binding.budget_msat} msat "
+                f"(it needs up to {allowance} msat); ask the operator for a larger budget",
+            )
+        tally = Tally()
+        try:
+            preimages = await _pay_all(wallet, request, tally)
+        finally:
+            await give_back(self.pool, binding.id, allowance - tally.msat)
+        log.info("paid from a bound wallet", extra={"request": event.id[:16], "msat": tally.msat})
+        return PaymentProof(payment_request=event.id, preimages=preimages)
+
+
+class Tally:
+    """What a bound wallet may have spent so far: an invoice being paid counts with its whole fee allowance (a
+    wallet that failed or timed out may still have paid it), a paid one with the fee it took."""
+
+    def __init__(self) -> None:
+        self.msat = 0
+
+
+async def _pay_all(wallet: Wallet, request: PaymentRequest, tally: Tally) -> dict[str, str]:
+    """Pay each payee's invoice; the preimages. The wallet's idempotency key is the payment hash, so a retry
+    never pays an invoice twice."""
+    preimages: dict[str, str] = {}
+    for payee in request.payees:
+        tally.msat += payee.amount_msat + MAX_FEE_MSAT
+        paid = await wallet.pay_invoice(payee.bolt11, MAX_FEE_MSAT, "fedai-edge-" + payee.payment_hash)
+        tally.msat -= MAX_FEE_MSAT - paid.fee_msat
+        if paid.payment_hash != payee.payment_hash:
+            raise FedaiError(ErrorCode.PAYMENT_REFUSED, "the bound wallet paid another invoice than the one listed")
+        preimages[payee.payment_hash] = paid.preimage
+    return preimages
