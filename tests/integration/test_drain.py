@@ -20,6 +20,7 @@ from fedai.protocol.keys import Keys
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import InferenceRequest
 from fedai.sdk import AsyncClient
+from fedai.sdk.errors import RouterError
 from tests.integration.test_devnet import FEDAI
 from tests.support.router import ADMIN, reset_database
 from tests.support.services import Service, network, wait_until_node_listed
@@ -141,3 +142,25 @@ async def test_a_draining_node_is_not_scheduled_before_its_heartbeat_expires_and
 async def _read(stream: object, deltas: list[str]) -> None:
     async for delta in stream:  # type: ignore[attr-defined]
         deltas.append(delta)
+
+
+async def test_a_drain_that_times_out_still_stops_the_router(
+    tmp_path: Path, database_url: str, db_pool: asyncpg.Pool
+) -> None:
+    await reset_database(db_pool)
+    router_keys = Keys.generate()
+    with network(tmp_path) as net:
+        router = net.router("router", router_keys, database_url, ROUTER_DRAIN_TIMEOUT_S="1")
+        node = net.node("node", router, NODE_MOCK_DELAY_MS="60000")  # never answers within the test
+        wait_until_node_listed(router, node)
+        async with AsyncClient(router.url, Keys.generate(), router_pubkey=router_keys.pubkey) as client:
+            stuck = asyncio.create_task(client.infer(MODEL, "an answer that never comes", max_tokens=4))
+            await until(lambda: node_in_flight(node) == 1, "the node has the request")
+            router.child.popen.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(router.child.popen.wait, 30) == 0  # not held by the stuck request
+            with pytest.raises(RouterError) as cut:  # cut off after the drain timeout, with a typed answer
+                await stuck
+            assert cut.value.code == "unavailable" and "drain timeout passed" in cut.value.message
+    log = router.child.log_path.read_text()
+    assert "drain timed out with 1 requests in flight" in log and "router stopped (SIGTERM)" in log, log
+    assert "Traceback" not in log

@@ -12,7 +12,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Collection
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fedai.protocol.errors import ErrorCode, FedaiError
 from fedai.service.http import error_response
@@ -22,6 +22,7 @@ log = logging.getLogger("fedai.drain")
 DEFAULT_TIMEOUT_S = 30.0
 RETRY_AFTER_MS = 5_000  # what a refused caller is told: another replica or node is there, or this one is back
 DRAINING_MESSAGE = "draining: this service is shutting down and takes no new requests; retry after Retry-After"
+CUT_OFF_MESSAGE = "draining: the drain timeout passed before this request finished; nothing was answered, send it again"
 OPS_PATHS = frozenset({"/health", "/ready", "/metrics", "/status", "/descriptor"})
 
 Hook = Callable[[], Awaitable[None]]
@@ -75,13 +76,14 @@ async def _run_hook(hook: Hook) -> None:
         log.warning("drain hook failed", extra={"error_type": type(exc).__name__})
 
 
-def draining_error() -> FedaiError:
-    return FedaiError(ErrorCode.UNAVAILABLE, DRAINING_MESSAGE, retry_after_ms=RETRY_AFTER_MS)
+def draining_error(message: str = DRAINING_MESSAGE) -> FedaiError:
+    return FedaiError(ErrorCode.UNAVAILABLE, message, retry_after_ms=RETRY_AFTER_MS)
 
 
 class DrainGate:
     """Counts each HTTP request while it runs (a streamed answer until its end); once draining, refuses new
-    ones outside `exempt` with `unavailable` and Retry-After."""
+    ones outside `exempt` with `unavailable` and Retry-After. A request the server cancels after the drain
+    timeout gets `unavailable` too if it had no answer yet (else its stream is cut), not a 500 and a traceback."""
 
     def __init__(self, app: ASGIApp, drain: Drain, exempt: Collection[str] = OPS_PATHS) -> None:
         self.app = app
@@ -96,8 +98,23 @@ class DrainGate:
         if drain.draining:
             await error_response(draining_error())(scope, receive, send)
             return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
         drain.enter()
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, tracked)
+        except asyncio.CancelledError:
+            if not drain.draining:
+                raise
+            # cancelled by the server once the drain timed out (server.CANCEL_AFTER_DRAIN_S): the end of this
+            # request, answered here; the cancellation is not passed on, the server is stopping this task
+            log.warning("request cut off by the drain timeout", extra={"answered": started})
+            if not started:
+                await error_response(draining_error(CUT_OFF_MESSAGE))(scope, receive, send)
         finally:
             drain.leave()
