@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 
+import msgspec
 import pytest
 
 from fedai.protocol.errors import FedaiError
@@ -40,6 +41,7 @@ def add(
     job_types: list[str] | None = None,
     latency_ms: float = 0.0,
     aliases: list[str] | None = None,
+    draining: bool = False,
 ) -> NodeState:
     info = ModelInfo(
         id=model,
@@ -51,7 +53,10 @@ def add(
         aliases=aliases or [],
     )
     desc = NodeDescriptor(
-        endpoint=f"http://{name}", models=[info], capacity=Capacity(max_concurrent=capacity, in_flight=reported)
+        endpoint=f"http://{name}",
+        models=[info],
+        capacity=Capacity(max_concurrent=capacity, in_flight=reported),
+        draining=draining,
     )
     node = index.upsert(key(name), desc, verified=verified, heartbeat=heartbeat, seen=NOW - seen_ago)
     node.in_flight = in_flight
@@ -110,6 +115,26 @@ def test_stale_cooldown_context_job_type_and_price_filters() -> None:
     assert pick(index, demand) == ["f"]
     verdicts = {e.pubkey[0]: e.verdict for e in explain(index.nodes.values(), demand, now=NOW, policy=POLICY)}
     assert verdicts == {"a": "job_type", "b": "job_type", "c": "job_type", "d": "job_type", "e": "price", "f": "ok"}
+
+
+@pytest.mark.parametrize("size", [1, 80], ids=["rows", "columns"])
+def test_a_draining_node_is_not_chosen_from_its_next_heartbeat(size: int) -> None:
+    index = NodeIndex()
+    for i in range(size - 1):
+        add(index, f"{i:064x}", price=5000)  # dearer, so the leaving node would win but for its notice
+    leaving = add(index, "d", price=1)
+    demand = Demand(model="m", input_tokens=10, max_tokens=10)
+    assert pick(index, demand, k=1) == ["d"]
+    notice = msgspec.structs.replace(leaving.descriptor, draining=True)  # a heartbeat whose descriptor says so
+    index.upsert(leaving.pubkey, notice, verified=True, heartbeat=True, seen=NOW)
+    verdicts = {e.pubkey: e.verdict for e in explain(index.nodes.values(), demand, now=NOW, policy=POLICY)}
+    assert verdicts[leaving.pubkey] == "draining"
+    if size == 1:
+        with pytest.raises(FedaiError) as err:
+            pick(index, demand)
+        assert err.value.code == "no_capacity" and "draining=1" in err.value.message
+    else:
+        assert "d" not in pick(index, demand, k=size)
 
 
 def test_explain_names_the_first_failing_filter() -> None:
@@ -281,6 +306,7 @@ def test_both_rankings_agree_with_the_per_node_reference(seed: int) -> None:
             context=rng.choice([64, 4096]),
             verified=rng.random() > 0.2,
             latency_ms=rng.choice([0, 50, 400]),
+            draining=rng.random() < 0.15,
         )
     index.hold(frozenset(rng.sample(sorted(index.nodes), k=len(index.nodes) // 5)))
     for node in list(index.nodes.values())[::3]:

@@ -16,8 +16,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import click
 
-from fedai.cli.extras import needs_extra
+from fedai.cli.extras import needs_extra, require_extra
 from fedai.cli.keyfile import KeyInputError, load_secret
+from fedai.cli.node_drain import drain_cmd
 from fedai.cli.output import console, fail, print_json
 from fedai.cli.postgres import start_postgres
 from fedai.cli.processes import python_module, run_foreground
@@ -188,7 +189,7 @@ def node_env(
     )
 
 
-@click.command("node")
+@click.group("node", invoke_without_command=True)
 @click.option("--key-file", type=click.Path(dir_okay=False, path_type=Path), help="Sets NODE_PRIVATE_KEY.")
 @click.option("--host", help="NODE_HOST (default 127.0.0.1).")
 @click.option("--port", type=click.IntRange(1, 65535), help="NODE_PORT (default 8090).")
@@ -204,8 +205,9 @@ def node_env(
 @click.option("--price-output-msat", type=click.IntRange(0), help="NODE_PRICE_OUTPUT_MSAT (per 1k tokens).")
 @click.option("--capacity", type=click.IntRange(1), help="NODE_CAPACITY_MAX.")
 @click.option("--log-level", help="NODE_LOG_LEVEL.")
-@needs_extra("node")
+@click.pass_context
 def node_cmd(
+    ctx: click.Context,
     key_file: Path | None,
     host: str | None,
     port: int | None,
@@ -222,7 +224,12 @@ def node_cmd(
     capacity: int | None,
     log_level: str | None,
 ) -> None:
-    """Run a node (`python -m fedai_node`) configured by NODE_* variables and these flags."""
+    """Run a node (`python -m fedai_node`) configured by NODE_* variables and these flags.
+
+    `fedai node drain --pid PID` asks a running node to drain and stop."""
+    if ctx.invoked_subcommand is not None:
+        return
+    require_extra("node", "fedai node")
     env = node_env(
         os.environ,
         key=secret_from_file(key_file),
@@ -292,3 +299,6 @@ def migrate_cmd(database_url: str | None, data_dir: Path, as_json: bool) -> None
         for name in applied:
             console.print(f"applied {name}")
     console.print(f"{len(applied)} migration(s) applied to {where}; schema is up to date")
+
+
+node_cmd.add_command(drain_cmd)

@@ -41,7 +41,7 @@ class ErrorCode(StrEnum):
     PAYMENT_IN_USE = "payment_in_use"  # the proof is claimed by a request in flight: retry after it ends
     UPSTREAM_ERROR = "upstream_error"
     UPSTREAM_TIMEOUT = "upstream_timeout"
-    UNAVAILABLE = "unavailable"  # the service's own database is down or restarting: retry after Retry-After
+    UNAVAILABLE = "unavailable"  # its database is down or restarting, or it is draining: retry after Retry-After
     INTERNAL = "internal"
 
 

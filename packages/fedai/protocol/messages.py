@@ -204,6 +204,9 @@ class NodeDescriptor(Payload, kw_only=True):
     capacity: Capacity
     region: str = ""
     software_version: str = ""
+    # the node is leaving (SIGTERM, `fedai node drain`): routers stop sending it requests at once; sent only
+    # when true, so a router that predates it ignores it (docs/protocol.md#draining)
+    draining: bool = False
 
     def model(self, model_id: str) -> ModelInfo | None:
         for m in self.models:

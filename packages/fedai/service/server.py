@@ -5,6 +5,8 @@ whole life as a process (`run_service`): configuration, listening socket, start-
 handling raises a caught signal again once it has shut down: a `KeyboardInterrupt` traceback on Ctrl-C, and a
 death by SIGTERM or SIGHUP that skips interpreter exit (an embedded PostgreSQL was left running). Here a stop
 signal stops the server, runs the app's shutdown, logs one line and exits 0 (runbooks/router-ops.md#start).
+SIGTERM to an app with a `Drain` (`app.state.drain`) drains first: new requests refused, those in flight
+finished within the drain timeout (`fedai.service.drain`, runbooks/router-ops.md#drain).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from starlette.applications import Starlette
 from fedai.observability.logging import setup_logging
 from fedai.observability.tracing import TracingConfigError, setup_tracing
 from fedai.service.config import ConfigError
+from fedai.service.drain import Drain
 
 S = TypeVar("S")
 
@@ -33,6 +36,7 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 EXIT_CONFIG = 2  # configuration (a variable named) is wrong or unusable
 EXIT_START_FAILED = 3  # anything else stopped the start-up
 LISTEN_BACKLOG = 2048  # uvicorn's default
+CANCEL_AFTER_DRAIN_S = 1  # after a drain that timed out, requests still running are cancelled this much later
 
 
 def uvicorn_config(app: Any, host: str, port: int, **overrides: Any) -> uvicorn.Config:
@@ -65,21 +69,37 @@ class Server(uvicorn.Server):
 
 @dataclass
 class Stopper:
-    """What a stop signal does: the first stops the server (during start-up it cancels the start-up); a second
-    SIGINT stops it without waiting for open connections."""
+    """What a stop signal does: the first stops the server (during start-up it cancels the start-up; SIGTERM to
+    an app with a `Drain` drains it first); a second SIGINT stops it without waiting for open connections, and a
+    second signal of any kind during a drain ends the drain and stops without waiting."""
 
     server: Server
     starting: asyncio.Task[Any] | None = None
     signum: int | None = None
+    drain: Drain | None = None
+    draining: asyncio.Task[None] | None = None
 
     def __call__(self, signum: int) -> None:
         if self.signum is not None:
             self.server.force_exit = signum == signal.SIGINT or self.server.force_exit
+            if self.draining is not None and not self.draining.done():
+                self.server.config.timeout_graceful_shutdown = CANCEL_AFTER_DRAIN_S
+                self.draining.cancel()
             return
         self.signum = signum
+        if self.starting is None and signum == signal.SIGTERM and self.drain is not None:
+            self.draining = asyncio.get_running_loop().create_task(self._drain(self.drain), name="fedai-drain")
+            return
         self.server.should_exit = True
         if self.starting is not None:
             self.starting.cancel()
+
+    async def _drain(self, drain: Drain) -> None:
+        try:
+            if not await drain.run():
+                self.server.config.timeout_graceful_shutdown = CANCEL_AFTER_DRAIN_S
+        finally:
+            self.server.should_exit = True
 
     @property
     def name(self) -> str:
@@ -115,7 +135,7 @@ async def _run(name: str, app: Starlette, sock: socket.socket, config: uvicorn.C
     log = logging.getLogger(f"fedai.{name}")
     loop = asyncio.get_running_loop()
     server = Server(config)
-    stop = Stopper(server, starting=asyncio.current_task())
+    stop = Stopper(server, starting=asyncio.current_task(), drain=getattr(app.state, "drain", None))
     for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, stop, sig)
     try:

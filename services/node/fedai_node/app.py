@@ -13,12 +13,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from fedai.observability.tracing import request_spans
 from fedai.payments.config import open_wallet
 from fedai.protocol.event import Event
 from fedai.protocol.messages import NodeDescriptor
+from fedai.service.drain import OPS_PATHS, Drain, DrainGate
 from fedai_node.admission import Admission
 from fedai_node.catalog import ModelCatalog
 from fedai_node.config import NodeSettings
@@ -32,6 +34,9 @@ from fedai_node.reply import ReplySigner
 from fedai_node.runners import Runner, make_runner
 from fedai_node.status import StatusEndpoints
 from fedai_node.streaming import StreamEndpoints
+
+# answered while draining: the ops paths, and cancels of streams in flight (they end a stream, never start one)
+DRAIN_EXEMPT = OPS_PATHS | {"/infer/cancel"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +53,7 @@ class Node:
     status: StatusEndpoints
     lifecycle: NodeLifecycle
     payments: NodePayments
+    drain: Drain
 
 
 def build_node(settings: NodeSettings, runner: Runner | None = None) -> Node:
@@ -71,10 +77,13 @@ def build_node(settings: NodeSettings, runner: Runner | None = None) -> Node:
     signer = ReplySigner(keys, pricing(settings))
     wallet = open_wallet(settings.wallet, "NODE_WALLET") if settings.wallet else None
     payments = NodePayments(keys, admission, wallet, network=settings.ln_network, required=settings.require_payment)
+    drain = Drain(settings.drain_timeout_s)  # SIGTERM: routers told, new requests refused, streams finished
 
     def describe() -> NodeDescriptor:
         in_flight = admission.in_flight.count
-        return build_descriptor(settings, catalog.served(), in_flight, catalog.latency_ms, catalog.primary)
+        return build_descriptor(
+            settings, catalog.served(), in_flight, catalog.latency_ms, catalog.primary, draining=drain.draining
+        )
 
     def announce() -> Event:
         return announce_event(keys, describe())
@@ -90,6 +99,18 @@ def build_node(settings: NodeSettings, runner: Runner | None = None) -> Node:
         timeout_ms=timeout_ms,
         payments=payments,
     )
+    lifecycle = NodeLifecycle(
+        settings,
+        runner=runner,
+        owns_runner=owns_runner,
+        catalog=catalog,
+        admission=admission,
+        metrics=metrics,
+        describe=describe,
+        announce=announce,
+        payments=payments,
+    )
+    drain.on_drain(lifecycle.leaving)
     return Node(
         settings=settings,
         runner=runner,
@@ -115,18 +136,9 @@ def build_node(settings: NodeSettings, runner: Runner | None = None) -> Node:
             metrics=metrics,
             announce=announce,
         ),
-        lifecycle=NodeLifecycle(
-            settings,
-            runner=runner,
-            owns_runner=owns_runner,
-            catalog=catalog,
-            admission=admission,
-            metrics=metrics,
-            describe=describe,
-            announce=announce,
-            payments=payments,
-        ),
+        lifecycle=lifecycle,
         payments=payments,
+        drain=drain,
     )
 
 
@@ -152,8 +164,10 @@ def create_app(settings: NodeSettings, runner: Runner | None = None) -> Starlett
             Route("/metrics", node.status.metrics, methods=["GET"]),
             Route("/descriptor", node.status.descriptor, methods=["GET"]),
         ],
-        middleware=request_spans("node.request"),  # a span per request only while tracing is on
+        # a span per request only while tracing is on; on SIGTERM (run_service) the drain: fedai.service.drain
+        middleware=[*request_spans("node.request"), Middleware(DrainGate, drain=node.drain, exempt=DRAIN_EXEMPT)],
         lifespan=lifespan,
     )
     app.state.node = node
+    app.state.drain = node.drain
     return app

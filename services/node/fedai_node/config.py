@@ -43,6 +43,7 @@ class NodeSettings:
     max_prompt_bytes: int = 65536
     max_tokens: int = 1024
     runner_timeout_ms: int = 60_000  # also the total duration of one stream
+    drain_timeout_s: float = 30.0  # NODE_DRAIN_TIMEOUT_S: on SIGTERM, how long streams and requests may finish
     stream_idle_s: float = 60.0  # waiting for the runner's next delta (keep-alives and empty events do not count)
     stream_max_output_bytes: int = 1024 * 1024  # UTF-8 bytes of all deltas of one stream
     stream_max_chunks: int = 32_768  # lowered per request to 4 x max_tokens + 16
@@ -149,6 +150,7 @@ def from_env(env: Env | None = None) -> NodeSettings:
         max_prompt_bytes=env.integer("NODE_MAX_PROMPT_BYTES", 65536, minimum=1),
         max_tokens=env.integer("NODE_MAX_TOKENS", 1024, minimum=1, maximum=INT4_MAX),
         runner_timeout_ms=env.integer("NODE_RUNNER_TIMEOUT_MS", 60_000, minimum=1),
+        drain_timeout_s=env.number("NODE_DRAIN_TIMEOUT_S", 30.0, minimum=0, maximum=86_400),
         stream_idle_s=env.number("NODE_STREAM_IDLE_S", 60.0, minimum=1, maximum=3600),
         stream_max_output_bytes=env.integer(
             "NODE_STREAM_MAX_OUTPUT_BYTES", 1024 * 1024, minimum=1024, maximum=4 * 1024 * 1024

@@ -27,6 +27,8 @@ def build_descriptor(
     in_flight: int,
     latency_ms: Mapping[str, float] | None = None,
     primary: str | None = None,
+    *,
+    draining: bool = False,
 ) -> NodeDescriptor:
     """What routers schedule on: `max_tokens` is the node's effective cap, not only the model's. `primary` is
     the model `NODE_MODEL_ALIASES` name (default `NODE_MODEL_ID`)."""
@@ -50,6 +52,7 @@ def build_descriptor(
         capacity=Capacity(max_concurrent=settings.capacity_max, in_flight=in_flight),
         region=settings.region,
         software_version=fedai.__version__,
+        draining=draining,
     )
 
 

@@ -117,6 +117,10 @@ class Heartbeat:
             delay = self._interval_s * random.uniform(1 - JITTER, 1 + JITTER)
             await asyncio.sleep(max(0.0, started + delay - time.monotonic()))
 
+    async def beat_all(self) -> list[BeatResult]:
+        """One heartbeat to every router now, backed off or not (the node is leaving: they must hear it)."""
+        return await asyncio.gather(*(self.beat(e) for e in self._endpoints))
+
     async def beat(self, endpoint: str) -> BeatResult:
         """One heartbeat to one router; never raises (except cancellation)."""
         try:

@@ -129,6 +129,13 @@ class NodeLifecycle:
             )
             await self._announcer.start()
 
+    async def leaving(self) -> None:
+        """The drain has begun (the descriptor now says `draining`): tell every router at once, so they stop
+        sending requests before the heartbeat would expire; the heartbeat loop keeps saying it."""
+        if self._heartbeat is not None:
+            results = await self._heartbeat.beat_all()
+            log.info("told routers the node is draining", extra={"results": [r.value for r in results]})
+
     def _count_beat(self, result: BeatResult) -> None:
         self._metrics.heartbeats.labels(result.value).inc()
 

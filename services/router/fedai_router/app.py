@@ -22,6 +22,7 @@ from starlette.routing import BaseRoute, Route
 
 from fedai.observability.tracing import request_spans
 from fedai.protocol.event import Event
+from fedai.service.drain import DrainGate
 from fedai.service.http import error_response, event_response, read_body
 from fedai_router.address import AddressLimit, client_address, rate_key
 from fedai_router.config import RouterSettings
@@ -113,7 +114,10 @@ def create_app(settings: RouterSettings) -> Starlette:
 
     # every route, ops and OpenAI ones included, is charged to its source address before anything else runs
     guards = [Middleware(AddressLimit, settings=settings, metrics=svc.metrics)]
+    # on SIGTERM (run_service), new requests are refused and those in flight finish: fedai.service.drain
+    guards.append(Middleware(DrainGate, drain=svc.drain))
     # a span per request (outermost, so a refused request is traced too) only while tracing is on
     app = Starlette(middleware=[*request_spans("router.request"), *guards], lifespan=lifespan)
     app.state.service = svc
+    app.state.drain = svc.drain
     return app

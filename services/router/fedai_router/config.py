@@ -114,6 +114,7 @@ class RouterSettings:
     stream_max_output_bytes: int = 1024 * 1024  # UTF-8 bytes of all deltas
     stream_max_chunks: int = 32_768  # lowered per request to 4 x max_tokens + 16
     max_attempts: int = 3
+    drain_timeout_s: float = 30.0  # ROUTER_DRAIN_TIMEOUT_S: on SIGTERM, how long requests in flight may finish
     heartbeat_ttl_ms: int = 30_000
     announce_ttl_s: int = 900
     quote_ttl_s: int = 120
@@ -239,6 +240,7 @@ class RouterSettings:
             ),
             stream_max_chunks=env.integer("ROUTER_STREAM_MAX_CHUNKS", 32_768, minimum=16, maximum=1_000_000),
             max_attempts=env.integer("ROUTER_MAX_ATTEMPTS", 3, minimum=1, maximum=10),
+            drain_timeout_s=env.number("ROUTER_DRAIN_TIMEOUT_S", 30.0, minimum=0, maximum=86_400),
             heartbeat_ttl_ms=env.integer("ROUTER_HEARTBEAT_TTL_MS", 30_000, minimum=100),
             announce_ttl_s=env.integer("ROUTER_ANNOUNCE_TTL_S", 900, minimum=1),
             quote_ttl_s=env.integer("ROUTER_QUOTE_TTL_S", 120, minimum=1),

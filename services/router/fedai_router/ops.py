@@ -20,6 +20,7 @@ from fedai.observability.metrics import metrics_response
 from fedai.protocol.errors import ErrorCode, FedaiError, KeyFormatError
 from fedai.protocol.keys import npub, parse_pubkey
 from fedai.protocol.messages import DEFAULT_JOB_TYPE
+from fedai.service.drain import Drain
 from fedai.service.http import error_response, json_response
 from fedai_router.admin import Operators
 from fedai_router.node_counts import NodeCounts
@@ -107,6 +108,7 @@ class Ops:
         operators: Operators,
         metrics: CollectorRegistry,
         metrics_public: bool,
+        drain: Drain,
     ) -> None:
         self.pubkey = pubkey
         self.version = version
@@ -121,6 +123,7 @@ class Ops:
         self.operators = operators
         self.metrics = metrics
         self.metrics_public = metrics_public  # ROUTER_METRICS_PUBLIC
+        self.drain = drain  # draining: not ready, whatever else holds
 
     async def health(self, _: Request) -> Response:
         return json_response(
@@ -136,6 +139,7 @@ class Ops:
             checks["database"] = False
         if self.relays is not None:
             checks["relays"] = self.relays.connected > 0
+        checks["accepting"] = not self.drain.draining
         ready_now = all(checks.values())
         return json_response({"ready": ready_now, "checks": checks}, status=200 if ready_now else 503)
 

@@ -17,6 +17,7 @@ from fedai.nostr import RelayPool
 from fedai.payments.config import open_wallet
 from fedai.payments.wallet import Wallet
 from fedai.protocol.replay import MemoryReplayGuard
+from fedai.service.drain import Drain
 from fedai.store.nonces import PostgresReplayGuard
 from fedai_router.admin import Operators
 from fedai_router.admin_api import AdminApi
@@ -82,6 +83,7 @@ class RouterService:
         self.metrics = RouterMetrics()
         self.failures = Failures(self.metrics)
         self.background = Background()
+        self.drain = Drain(settings.drain_timeout_s)  # SIGTERM: new requests refused, those in flight finished
         self.limiter = RateLimiter(settings.rate_limit_max, settings.rate_limit_window_ms / 1000)
         # one resolver (bounded threads and time) for the heartbeat-time endpoint check and for connecting
         self.resolver = BoundedResolver(settings.dns_concurrency, settings.dns_timeout_ms / 1000)
@@ -305,6 +307,7 @@ class RouterService:
             operators=self.operators,
             metrics=self.metrics.registry,
             metrics_public=self.settings.metrics_public,
+            drain=self.drain,
         )
 
     async def _start_admin(self) -> None:

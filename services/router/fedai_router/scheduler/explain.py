@@ -47,6 +47,8 @@ def verdict(node: NodeState, demand: Demand, now: float, policy: Policy) -> tupl
     ttl = policy.heartbeat_ttl_s if node.heartbeat else policy.announce_ttl_s
     if now - node.last_seen > ttl:
         return "stale", info, None
+    if node.descriptor.draining:
+        return "draining", info, None
     if node.cooldown_until > now:
         return "cooldown", info, None
     if node.load >= node.capacity:

@@ -47,6 +47,7 @@ def filter_masks(table: ModelTable, demand: Demand, now: float, policy: Policy) 
     masks.append(("context", fits & (demand.input_tokens + demand.max_tokens <= table.context_window[:n])))
     ttl = np.where(table.announced[:n], policy.announce_ttl_s, policy.heartbeat_ttl_s)
     masks.append(("stale", now - table.last_seen[:n] <= ttl))
+    masks.append(("draining", ~table.draining[:n]))
     masks.append(("cooldown", table.cooldown_until[:n] <= now))
     masks.append(("busy", table.load[:n] < table.capacity[:n]))
     price = np.ceil((demand.input_tokens * table.input_msat[:n] + demand.max_tokens * table.output_msat[:n]) / 1000)
@@ -161,6 +162,7 @@ REFUSED_AS = {
     "job_type": "not doing this job type",
     "context": "with a context window too small for the prompt plus max_tokens",
     "stale": "not seen recently",
+    "draining": "draining (leaving the network)",
     "cooldown": "cooling down after a failure",
     "busy": "busy (every slot in use)",
     "price": "above the price cap",

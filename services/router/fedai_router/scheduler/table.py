@@ -43,6 +43,7 @@ class ModelTable:
     capacity: F
     last_seen: F
     announced: B  # only announced on a relay (longer freshness TTL)
+    draining: B  # the node said it is leaving (NodeDescriptor.draining)
     verified: B
     load: F
     cooldown_until: F
@@ -64,6 +65,7 @@ class ModelTable:
         "capacity",
         "last_seen",
         "announced",
+        "draining",
         "verified",
         "load",
         "cooldown_until",
@@ -77,6 +79,7 @@ class ModelTable:
         "default_job": np.bool_,
         "alive": np.bool_,
         "announced": np.bool_,
+        "draining": np.bool_,
         "verified": np.bool_,
         "held": np.bool_,
         "tiebreak": np.uint64,
@@ -135,6 +138,7 @@ class ModelTable:
         self.capacity[row] = node.capacity
         self.last_seen[row] = node.last_seen
         self.announced[row] = not node.heartbeat
+        self.draining[row] = node.descriptor.draining
         self.verified[row] = node.verified
         self.load[row] = node.load
         self.cooldown_until[row] = health.blocked_until()
