@@ -97,9 +97,9 @@ def wait_gone(pid: int, timeout_s: float) -> bool:
 def drain_cmd(pid: int | None, pid_file: Path | None, timeout: float) -> None:
     """Drain a running node: routers told at once, new requests refused, streams finished, then it exits."""
     target = read_pid(pid, pid_file)
-    cmdline = command_line(target)
-    if cmdline == "" or not alive(target):
+    if not alive(target):
         fail(f"no process {target}")
+    cmdline = command_line(target)  # "" (no /proc entry) for a live process is no node of ours
     if not is_node(cmdline):
         fail(f"process {target} is not a fedai node ({cmdline[:80] if cmdline else '?'}); nothing sent")
     try:
