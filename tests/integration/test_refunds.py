@@ -21,6 +21,7 @@ from fedai.payments.refund import settle_share
 from fedai.payments.refunder import Refunder, RefundPolicy
 from fedai.payments.spec import parse_spec
 from fedai.payments.wallet import Wallet
+from fedai.protocol.messages import Settlement
 from fedai.store.refunds import RefundStore
 from fedai_router.outbound import Outbound
 from fedai_router.refunds import outbound_fetch
@@ -79,6 +80,10 @@ async def lnurl(party: Party) -> AsyncIterator[LnurlService]:
         yield service
 
 
+def share(payment_hash: str, quoted_msat: int, used_msat: int) -> Settlement:
+    return settle_share("node", payment_hash, quoted_msat, used_msat, DUST_MSAT, refunding=True)
+
+
 def address(service: LnurlService) -> str:
     return f"client@{service.base_url.removeprefix('http://')}"
 
@@ -87,12 +92,13 @@ async def test_the_refund_is_the_quoted_share_less_the_metered_one_over_nwc(
     db_pool: asyncpg.Pool, party: Party, relay_url: str, lnbits_wallet: Callable[..., LnbitsWallet]
 ) -> None:
     receiving = open_lnbits(parse_spec(lnbits_wallet("client-nwc").uri()))
-    service = await NwcService(relay_url, receiving).start()  # type: ignore[arg-type]
+    service = await NwcService(relay_url, receiving).start()
     try:
         refunder = party.refunder(db_pool)
-        settlement = settle_share(quoted_msat=21_000, used_msat=8_000, dust_msat=DUST_MSAT)
         payment_hash = secrets.token_hex(32)
-        assert await refunder.open(payment_hash, settlement, service.uri.uri())
+        settlement = settle_share("node", payment_hash, 21_000, 8_000, DUST_MSAT, refunding=True)
+        assert (settlement.refund_msat, settlement.kept_msat) == (13_000, 0)
+        assert await refunder.open(settlement, service.uri.uri())
 
         outcome = await refunder.attempt(payment_hash)
         assert outcome == "paid", await refunder.store.status(payment_hash)
@@ -108,10 +114,10 @@ async def test_the_refund_is_the_quoted_share_less_the_metered_one_over_nwc(
 
 
 async def test_dust_is_kept_and_stated_and_opens_no_refund(db_pool: asyncpg.Pool, party: Party) -> None:
-    settlement = settle_share(quoted_msat=21_000, used_msat=20_200, dust_msat=DUST_MSAT)
-    assert (settlement.refund_msat, settlement.dust_msat) == (0, 800)
     payment_hash = secrets.token_hex(32)
-    assert not await party.refunder(db_pool).open(payment_hash, settlement, "client@example.invalid")
+    settlement = settle_share("node", payment_hash, 21_000, 20_200, DUST_MSAT, refunding=True)
+    assert (settlement.used_msat, settlement.refund_msat, settlement.kept_msat) == (20_200, 0, 800)
+    assert not await party.refunder(db_pool).open(settlement, "client@example.invalid")
     assert await RefundStore(db_pool).status(payment_hash) is None
 
 
@@ -120,7 +126,7 @@ async def test_a_failing_destination_is_recorded_retried_and_paid_once(
 ) -> None:
     refunder = party.refunder(db_pool)
     payment_hash = secrets.token_hex(32)
-    assert await refunder.open(payment_hash, settle_share(30_000, 10_000, DUST_MSAT), address(lnurl))
+    assert await refunder.open(share(payment_hash, 30_000, 10_000), address(lnurl))
     lnurl.failing = True
 
     assert await refunder.attempt(payment_hash) == "retry"
@@ -143,7 +149,7 @@ async def test_a_retry_pays_the_same_invoice_and_a_payment_before_a_crash_is_not
     store = RefundStore(db_pool)
     poor = party.refunder(db_pool, wallet=broke)
     payment_hash = secrets.token_hex(32)
-    assert await poor.open(payment_hash, settle_share(30_000, 25_000, DUST_MSAT), address(lnurl))
+    assert await poor.open(share(payment_hash, 30_000, 25_000), address(lnurl))
     assert await poor.attempt(payment_hash) == "retry"  # the invoice was fixed, paying it was refused
     status = await store.status(payment_hash)
     assert status is not None and status.last_error == "wallet refused: insufficient_balance"
@@ -162,7 +168,7 @@ async def test_a_retry_pays_the_same_invoice_and_a_payment_before_a_crash_is_not
 async def test_concurrent_workers_pay_a_refund_once(db_pool: asyncpg.Pool, party: Party, lnurl: LnurlService) -> None:
     workers = [party.refunder(db_pool, f"w{i}") for i in range(4)]
     payment_hash = secrets.token_hex(32)
-    assert await workers[0].open(payment_hash, settle_share(50_000, 10_000, DUST_MSAT), address(lnurl))
+    assert await workers[0].open(share(payment_hash, 50_000, 10_000), address(lnurl))
 
     outcomes = await asyncio.gather(*(w.attempt(payment_hash) for w in workers))
 
@@ -180,7 +186,7 @@ async def test_the_guarded_session_refuses_a_private_destination_and_gives_up_af
         policy = RefundPolicy(max_fee_msat=MAX_FEE_MSAT, max_attempts=2, allow_http=True)
         refunder = Refunder(RefundStore(db_pool), party.payer, invoices, role="router_fee", worker="w", policy=policy)
         payment_hash = secrets.token_hex(32)
-        assert await refunder.open(payment_hash, settle_share(9_000, 1_000, DUST_MSAT), address(lnurl))
+        assert await refunder.open(share(payment_hash, 9_000, 1_000), address(lnurl))
         assert [await refunder.attempt(payment_hash) for _ in range(3)] == ["retry", "failed", "busy"]
         status = await refunder.store.status(payment_hash)
         assert status is not None and (status.state, status.attempts) == ("failed", 2)

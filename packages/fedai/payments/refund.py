@@ -2,7 +2,8 @@
 where a refund may go.
 
 A quote is a ceiling; the metering record states what was used. A payee refunds `quoted − used` of its own
-share from its own wallet, unless that is below its dust threshold, in which case it keeps it and says so.
+share from its own wallet, unless that is below its dust threshold, in which case it keeps it and says so in its
+signed `Settlement` (fedai.protocol.messages).
 A destination is the client's: a Lightning address (`name@domain`, LNURL-pay, LUD-16), an LNURL-pay URL, or an
 NWC connection URI (a wallet that makes invoices). Destinations are never logged.
 """
@@ -16,6 +17,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from fedai.payments.backends.nwc_uri import parse_nwc_uri
+from fedai.protocol.messages import PayeeRole, Settlement
 
 MAX_DESTINATION_CHARS = 2048
 _ADDRESS = re.compile(r"^([a-z0-9\-_.+]{1,64})@([a-z0-9\-.]{1,253}(?::[0-9]{1,5})?)$")
@@ -23,25 +25,25 @@ _ADDRESS = re.compile(r"^([a-z0-9\-_.+]{1,64})@([a-z0-9\-.]{1,253}(?::[0-9]{1,5}
 DestinationKind = Literal["lnurl", "nwc"]
 
 
-@dataclass(frozen=True, slots=True)
-class Settlement:
-    """What a payee does with the unused part of its share: `refund_msat` back, `dust_msat` kept (one is 0)."""
-
-    quoted_msat: int
-    used_msat: int
-    refund_msat: int
-    dust_msat: int
-
-
-def settle_share(quoted_msat: int, used_msat: int, dust_msat: int) -> Settlement:
-    """The unused part of a share: refunded when it reaches `dust_msat`, kept (and stated) below it. A payee
-    that used more than it was quoted refunds nothing (the quote is a ceiling: it is never paid more)."""
+def settle_share(
+    role: PayeeRole, payment_hash: str, quoted_msat: int, used_msat: int, dust_msat: int, *, refunding: bool
+) -> Settlement:
+    """What a payee states about its share: the unused part refunded when the client named a destination
+    (`refunding`) and it reaches `dust_msat`, kept otherwise. A payee that used more than it was quoted refunds
+    nothing and states `used = quoted` (the quote is a ceiling: it is never paid more)."""
     if quoted_msat < 0 or used_msat < 0 or dust_msat < 0:
         raise ValueError("amounts must not be negative")
-    unused = max(quoted_msat - used_msat, 0)
-    if unused == 0 or unused < dust_msat:
-        return Settlement(quoted_msat, min(used_msat, quoted_msat), 0, unused)
-    return Settlement(quoted_msat, used_msat, unused, 0)
+    used = min(used_msat, quoted_msat)
+    unused = quoted_msat - used
+    refund = unused if refunding and unused > 0 and unused >= dust_msat else 0
+    return Settlement(
+        role=role,
+        payment_hash=payment_hash,
+        quoted_msat=quoted_msat,
+        used_msat=used,
+        refund_msat=refund,
+        kept_msat=unused - refund,
+    )
 
 
 def fee_used(quoted_fee_msat: int, used_work_msat: int, *, base_msat: int, ppm: int) -> int:

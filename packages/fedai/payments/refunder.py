@@ -16,8 +16,9 @@ from dataclasses import dataclass
 
 from fedai.payments.destination import DestinationError, DestinationInvoices
 from fedai.payments.errors import WalletError, WalletUnavailable
-from fedai.payments.refund import Settlement, parse_destination, refund_key
+from fedai.payments.refund import parse_destination, refund_key
 from fedai.payments.wallet import Wallet
+from fedai.protocol.messages import Settlement
 from fedai.store.refunds import Attempt, Refund, RefundStore
 
 log = logging.getLogger("fedai.payments.refunds")
@@ -55,15 +56,13 @@ class Refunder:
         self._policy = policy or RefundPolicy()
         self._observe = observe
 
-    async def open(self, payment_hash: str, settlement: Settlement, refund_to: str) -> bool:
-        """Record the refund a settlement owes (nothing when it is dust); False when there is nothing to open
-        or this invoice already has one. `refund_to` was checked with `parse_destination` by the caller."""
+    async def open(self, settlement: Settlement, refund_to: str) -> bool:
+        """Record the refund a settlement owes; False when it refunds nothing or this invoice already has one.
+        `refund_to` was checked with `parse_destination` by the caller."""
         if settlement.refund_msat <= 0:
             return False
-        refund = Refund(
-            payment_hash, self._role, settlement.refund_msat, refund_to, refund_key(payment_hash, self._role)
-        )
-        return await self.store.open(refund)
+        h, role = settlement.payment_hash, settlement.role
+        return await self.store.open(Refund(h, role, settlement.refund_msat, refund_to, refund_key(h, role)))
 
     async def attempt(self, payment_hash: str) -> Outcome:
         """Try once to pay the refund of `payment_hash`; the outcome is also counted."""

@@ -13,6 +13,7 @@ from fedai.service.config import ConfigError, Env
 from fedai.service.stream_limits import StreamLimits
 from fedai_router.pricing import MAX_FEE_BASE_MSAT
 from fedai_router.scheduler.types import Policy, Weights
+from fedai_router.settlement_settings import SettlementSettings
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -126,6 +127,7 @@ class RouterSettings:
     wallet: str | None = field(default=None, repr=False)  # ROUTER_WALLET: URI or file (may hold a secret)
     ln_network: str = "bitcoin"  # ROUTER_LN_NETWORK: the network invoices are checked against
     payment_ttl_s: int = 600  # ROUTER_PAYMENT_TTL_S: a payment request's life (never past its quote's)
+    settlement: SettlementSettings = field(default_factory=SettlementSettings)  # reconciliation, refunds
     registry_refresh_ms: int = 1_000
     registry_limits: RegistryLimits = field(default_factory=RegistryLimits)  # bounded registry
     retention: Retention = field(default_factory=Retention)  # scheduled pruning
@@ -247,6 +249,7 @@ class RouterSettings:
             wallet=check_wallet_spec(spec, "ROUTER_WALLET") if (spec := env.optional("ROUTER_WALLET")) else None,
             ln_network=check_network(env.text("ROUTER_LN_NETWORK", "bitcoin"), "ROUTER_LN_NETWORK"),
             payment_ttl_s=env.integer("ROUTER_PAYMENT_TTL_S", 600, minimum=60, maximum=86_400),
+            settlement=SettlementSettings.from_env(env),
             registry_refresh_ms=env.integer("ROUTER_REGISTRY_REFRESH_MS", 1_000, minimum=50),
             registry_limits=RegistryLimits.from_env(env),
             retention=Retention.from_env(env),

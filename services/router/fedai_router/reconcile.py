@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import asyncpg
@@ -22,6 +21,7 @@ import asyncpg
 from fedai.observability.payment_metrics import PaymentMetrics
 from fedai.payments.refunder import Refunder
 from fedai.store.refunds import RefundStore
+from fedai_router.settlement_settings import SettlementSettings
 from fedai_router.store.payments import PaymentStore
 
 log = logging.getLogger("fedai.router.reconcile")
@@ -31,19 +31,12 @@ SELECT count(*) FROM payment_payees WHERE state = 'released' AND expires_at <= $
 """
 
 
-@dataclass(frozen=True, slots=True)
-class ReconcileSettings:
-    stale_s: float = 300.0  # ROUTER_PAYMENT_STALE_S: a claim or refund held this long belongs to a dead replica
-    refund_backoff_s: float = 60.0  # ROUTER_REFUND_RETRY_S: a failed refund is retried after this
-    failing_attempts: int = 3  # a refund tried this often and still open is an anomaly
-
-
 class Reconciler:
     def __init__(
         self,
         pool: asyncpg.Pool,
         metrics: PaymentMetrics,
-        settings: ReconcileSettings,
+        settings: SettlementSettings,
         refunder: Refunder | None = None,
     ) -> None:
         self._pool = pool
@@ -67,7 +60,7 @@ class Reconciler:
             self._metrics.reconciled.labels(action).inc(n)
         self._metrics.requests.labels("expired").inc(expired.requests)
         if self._refunder is not None:
-            await self._refunder.retry_due(self._settings.refund_backoff_s)
+            await self._refunder.retry_due(self._settings.refund_retry_s)
         anomalies = await self._anomalies(now)
         if any(done.values()) or any(anomalies.values()):
             log.info("payments reconciled", extra={"changed": done, "anomalies": anomalies})
