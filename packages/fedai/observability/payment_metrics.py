@@ -7,8 +7,6 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from fedai.observability.metrics import LATENCY_BUCKETS
-from fedai.payments.measured import MeasuredWallet
-from fedai.payments.wallet import Wallet
 
 
 class PaymentMetrics:
@@ -78,7 +76,3 @@ class PaymentMetrics:
 
     def observe_refund(self, role: str, outcome: str) -> None:
         self.refunds.labels(role, outcome).inc()
-
-    def measured(self, wallet: Wallet | None) -> Wallet | None:
-        """`wallet` reporting every call here (None stays None)."""
-        return None if wallet is None else MeasuredWallet(wallet, self.observe_wallet)

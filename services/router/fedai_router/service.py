@@ -16,6 +16,7 @@ from fedai import __version__
 from fedai.nostr import RelayPool
 from fedai.observability.payment_metrics import PaymentMetrics
 from fedai.payments.config import open_wallet
+from fedai.payments.measured import MeasuredWallet
 from fedai.payments.wallet import Wallet
 from fedai.protocol.replay import MemoryReplayGuard
 from fedai.store.nonces import PostgresReplayGuard
@@ -255,7 +256,7 @@ class RouterService:
         settings = self.settings
         self.payment_metrics = PaymentMetrics("router", self.metrics.registry)
         opened = open_wallet(settings.wallet, "ROUTER_WALLET") if settings.wallet else None
-        self.wallet = self.payment_metrics.measured(opened)  # wallet calls and latency in metrics
+        self.wallet = None if opened is None else MeasuredWallet(opened, self.payment_metrics.observe_wallet)
         self.payment_store = PaymentStore(self.pool)
         self.payment_requests = PaymentRequests(
             keys=self.keys,
