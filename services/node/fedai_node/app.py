@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from starlette.applications import Starlette
 from starlette.routing import Route
 
+from fedai.observability.payment_metrics import PaymentMetrics
 from fedai.observability.tracing import request_spans
 from fedai.payments.config import open_wallet
+from fedai.payments.measured import MeasuredWallet
 from fedai.protocol.event import Event
 from fedai.protocol.messages import NodeDescriptor
 from fedai_node.admission import Admission
@@ -30,6 +32,7 @@ from fedai_node.metrics import NodeMetrics
 from fedai_node.payments import NodePayments, payment_required_stream
 from fedai_node.reply import ReplySigner
 from fedai_node.runners import Runner, make_runner
+from fedai_node.settlement import NodeSettlement
 from fedai_node.status import StatusEndpoints
 from fedai_node.streaming import StreamEndpoints
 
@@ -69,8 +72,11 @@ def build_node(settings: NodeSettings, runner: Runner | None = None) -> Node:
         in_flight_gauge=metrics.in_flight,
     )
     signer = ReplySigner(keys, pricing(settings))
-    wallet = open_wallet(settings.wallet, "NODE_WALLET") if settings.wallet else None
+    payment_metrics = PaymentMetrics("node", metrics.registry)
+    opened = open_wallet(settings.wallet, "NODE_WALLET") if settings.wallet else None
+    wallet = None if opened is None else MeasuredWallet(opened, payment_metrics.observe_wallet)
     payments = NodePayments(keys, admission, wallet, network=settings.ln_network, required=settings.require_payment)
+    payments.settlement = NodeSettlement(settings.refunds, payment_metrics, network=settings.ln_network)
 
     def describe() -> NodeDescriptor:
         in_flight = admission.in_flight.count
