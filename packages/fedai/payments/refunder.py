@@ -99,7 +99,7 @@ class Refunder:
     async def retry_due(self, backoff_s: float, limit: int = 100) -> dict[Outcome, int]:
         """One pass of the retry loop: every pending refund not touched for `backoff_s`."""
         counts: dict[Outcome, int] = {}
-        for payment_hash in await self.store.due(time.time() - backoff_s, limit):
+        for payment_hash in await self.store.due(self._role, time.time() - backoff_s, limit):
             outcome = await self.attempt(payment_hash)
             counts[outcome] = counts.get(outcome, 0) + 1
         return counts

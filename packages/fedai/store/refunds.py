@@ -54,7 +54,7 @@ RETURNING id
 """
 
 _DUE = """
-SELECT payment_hash FROM refunds WHERE state = 'pending' AND updated_at < $1 ORDER BY updated_at LIMIT $2
+SELECT payment_hash FROM refunds WHERE state = 'pending' AND role = $3 AND updated_at < $1 ORDER BY updated_at LIMIT $2
 """
 
 _STATUS = "SELECT role, amount_msat, state, attempts, last_error FROM refunds WHERE payment_hash = $1"
@@ -131,9 +131,10 @@ class RefundStore:
         """Refunds a dead worker held since before `claimed_before` become pending again (their invoice stays)."""
         return len(await self._pool.fetch(_RELEASE_STALE, datetime.fromtimestamp(claimed_before, UTC)))
 
-    async def due(self, updated_before: float, limit: int) -> list[str]:
-        """Pending refunds last touched before `updated_before` (the retry backoff), oldest first."""
-        rows = await self._pool.fetch(_DUE, datetime.fromtimestamp(updated_before, UTC), limit)
+    async def due(self, role: str, updated_before: float, limit: int) -> list[str]:
+        """`role`'s pending refunds last touched before `updated_before` (the retry backoff), oldest first: a payee
+        retries only its own refunds, from its own wallet."""
+        rows = await self._pool.fetch(_DUE, datetime.fromtimestamp(updated_before, UTC), limit, role)
         return [r["payment_hash"] for r in rows]
 
     async def status(self, payment_hash: str) -> Status | None:
