@@ -102,6 +102,9 @@ async def test_each_payee_refunds_its_unused_share_and_signs_what_it_kept(
     metrics = net.router.service.metrics.registry
     assert metrics.get_sample_value("fedai_router_refunds_total", {"role": "router_fee", "outcome": "paid"}) == 1
     assert metrics.get_sample_value("fedai_router_earned_msat_total", {"role": "router_fee"}) == fee.used_msat
+    for role in ("node", "router_fee"):
+        proofs = {"role": role, "outcome": "consumed"}
+        assert metrics.get_sample_value("fedai_router_payment_proofs_total", proofs) == 1
     calls = {"method": "pay_invoice", "outcome": "ok"}
     assert metrics.get_sample_value("fedai_router_wallet_calls_total", calls) == 1
 

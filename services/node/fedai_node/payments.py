@@ -127,7 +127,10 @@ class NodePayments:
         claim = NodeClaim(
             entry.payment_hash, forwarded.request.id, event.pubkey, req.client, entry.amount_msat, expires_at
         )
-        error = claim_error(await self.claims.claim(claim, event.id, now))
+        outcome = await self.claims.claim(claim, event.id, now)
+        if self.settlement is not None:
+            self.settlement.count_proof(str(outcome))
+        error = claim_error(outcome)
         if error is not None:
             raise error
         return Held(entry.payment_hash, event.id, entry.amount_msat, forwarded.refund_to)
@@ -150,6 +153,8 @@ class NodePayments:
             await self.claims.consume(held.payment_hash, held.claimant)
         else:
             await self.claims.release(held.payment_hash, held.claimant)
+        if self.settlement is not None:
+            self.settlement.count_proof("consumed" if served else "released")
 
 
 async def payment_required_stream(_request: Request) -> Response:

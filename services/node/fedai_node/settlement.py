@@ -58,6 +58,10 @@ class NodeSettlement:
     async def stop(self) -> None:
         await cancel_and_wait([self._loop, *self._attempts])
 
+    def count_proof(self, outcome: str) -> None:
+        """A forwarded proof: its claim's outcome (`claimed` or the refusal), then `consumed` or `released`."""
+        self._metrics.proofs.labels("node", outcome).inc()
+
     def check_destination(self, refund_to: str | None) -> None:
         if refund_to is None:
             return

@@ -82,6 +82,8 @@ class Paid:
         claim = await self.store.claim_all(
             list(proof.preimages), proof.payment_request, claimant, time.time(), client=client, quote=request.quote_id
         )
+        if self.settlement is not None:
+            self.settlement.count_claim(claim.outcome, claim.payees)
         error = claim_error(claim.outcome)
         if error is not None:
             raise error
@@ -111,9 +113,15 @@ class Paid:
             result = await work()
         except BaseException:
             await self._release(held.request_id, held.claimant)
+            self._count(held, "released")
             raise
         await self.store.consume(held.request_id, held.claimant)
+        self._count(held, "consumed")
         return result
+
+    def _count(self, held: Held, outcome: str) -> None:
+        if self.settlement is not None:
+            self.settlement.count_proof(outcome, with_fee=held.fee is not None)
 
     async def _release(self, request_id: str, claimant: str) -> None:
         """Give the claim back; with the database down it stays held (logged) until `release_stale`."""

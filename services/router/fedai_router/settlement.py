@@ -16,7 +16,7 @@ from fedai.payments.refund import fee_used, parse_destination, settle_share
 from fedai.payments.refunder import Refunder, RefundPolicy
 from fedai.payments.wallet import Wallet
 from fedai.protocol.messages import MeteringRecord, Settlement
-from fedai.protocol.payment import invalid
+from fedai.protocol.payment import ClaimOutcome, invalid
 from fedai.store.refunds import RefundStore
 from fedai_router.background import Background
 from fedai_router.outbound import Outbound
@@ -62,6 +62,19 @@ class RouterSettlement:
                 observe=metrics.observe_refund,
             )
         self.reconciler = Reconciler(pool, metrics, settings, self.refunder)
+
+    def count_claim(self, outcome: ClaimOutcome, payees: tuple[ClaimedPayee, ...]) -> None:
+        """A proof's claim: `claimed` per payee's role, or the refusal (role `any`: nothing was claimed)."""
+        if outcome is not ClaimOutcome.CLAIMED:
+            self.metrics.proofs.labels("any", str(outcome)).inc()
+        for payee in payees:
+            self.metrics.proofs.labels(payee.role, "claimed").inc()
+
+    def count_proof(self, outcome: str, *, with_fee: bool) -> None:
+        """A held proof `consumed` (served) or `released` (the node failed), per payee's role."""
+        self.metrics.proofs.labels("node", outcome).inc()
+        if with_fee:
+            self.metrics.proofs.labels("router_fee", outcome).inc()
 
     def check_destination(self, refund_to: str | None) -> None:
         """A paid request's `refund_to` is checked before its proof is claimed (400 `payment_invalid`)."""
