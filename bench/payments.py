@@ -119,12 +119,11 @@ async def prepare(client: AsyncClient, client_spec: str, n: int, paid: bool) -> 
     return out
 
 
-def bodies(keys: Keys, router: str, prepared: list[tuple[str, PaymentProof | None]]) -> list[bytes]:
-    def one(quote_id: str, proof: PaymentProof | None) -> bytes:
-        payload = InferenceRequest(model=MODEL, prompt=PROMPT, max_tokens=MAX_TOKENS, quote_id=quote_id, payment=proof)
-        return seal(keys, Kind.INFER_REQUEST, payload, to=router, nonce=True).to_json()
-
-    return [one(q, p) for q, p in prepared]
+def body(keys: Keys, router: str, prepared: tuple[str, PaymentProof | None]) -> bytes:
+    """The signed infer.request, signed just before it is sent (a receiver refuses events older than its skew)."""
+    quote_id, proof = prepared
+    payload = InferenceRequest(model=MODEL, prompt=PROMPT, max_tokens=MAX_TOKENS, quote_id=quote_id, payment=proof)
+    return seal(keys, Kind.INFER_REQUEST, payload, to=router, nonce=True).to_json()
 
 
 async def send(session: aiohttp.ClientSession, url: str, body: bytes) -> float:
@@ -144,20 +143,21 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 
 async def measure(router_url: str, pids: dict[str, int], keys: Keys, router: str, spec: str, n: int) -> dict[str, Any]:
     async with AsyncClient(router_url, keys=keys, router_pubkey=router) as client:
-        warm = bodies(keys, router, await prepare(client, spec, 20, True) + await prepare(client, spec, 20, False))
-        unpaid = bodies(keys, router, await prepare(client, spec, n, False))
-        paid = bodies(keys, router, await prepare(client, spec, n, True))
+        warm = await prepare(client, spec, 20, True) + await prepare(client, spec, 20, False)
+        unpaid = await prepare(client, spec, n, False)
+        paid = await prepare(client, spec, n, True)
     kinds: dict[str, dict[str, Any]] = {
         k: {"latency_ms": [], "cpu": {"router": 0.0, "node": 0.0}} for k in ("unpaid", "paid")
     }
     async with session() as s:
-        for body in warm:
-            await send(s, router_url + "/infer", body)
+        for prepared in warm:
+            await send(s, router_url + "/infer", body(keys, router, prepared))
         for start in range(0, n, BLOCK):
             for kind, batch in (("unpaid", unpaid), ("paid", paid)):
+                signed = [body(keys, router, prepared) for prepared in batch[start : start + BLOCK]]
                 before = {who: cpu_seconds(pid) for who, pid in pids.items()}
-                for body in batch[start : start + BLOCK]:
-                    kinds[kind]["latency_ms"].append(await send(s, router_url + "/infer", body))
+                for one in signed:
+                    kinds[kind]["latency_ms"].append(await send(s, router_url + "/infer", one))
                 for who, pid in pids.items():
                     kinds[kind]["cpu"][who] += cpu_seconds(pid) - before[who]
     return {kind: summarize(v["latency_ms"], v["cpu"]) for kind, v in kinds.items()}
