@@ -113,7 +113,9 @@ async def test_a_pass_expires_releases_and_flags_then_the_next_changes_nothing(p
         return registry.get_sample_value(name, labels)
 
     assert sample("fedai_router_payments_reconciled_total", action="released_claims") == 1
-    assert sample("fedai_router_payment_requests_total", state="expired") == 2
+    assert sample("fedai_router_payment_requests", state="expired") == 2
+    assert sample("fedai_router_payment_requests", state="issued") == 3
+    assert sample("fedai_router_payment_payees", role="node", state="released") == 2
     assert sample("fedai_router_payment_anomalies", kind="paid_never_consumed") == 1
     assert sample("fedai_router_payment_anomalies", kind="refund_failed") == 1
 

@@ -14,10 +14,16 @@ class PaymentMetrics:
 
     def __init__(self, service: str, registry: CollectorRegistry) -> None:
         p = f"fedai_{service}"
-        self.requests = Counter(
+        self.requests = Gauge(
             f"{p}_payment_requests",
-            "Payment requests by state reached (issued, consumed, expired)",
+            "Payment requests by state (issued, consumed, expired), counted by the reconciliation job",
             ["state"],
+            registry=registry,
+        )
+        self.payees = Gauge(
+            f"{p}_payment_payees",
+            "Payees of payment requests by role and state (issued, paid, consumed, released, expired)",
+            ["role", "state"],
             registry=registry,
         )
         self.proofs = Counter(
