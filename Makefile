@@ -33,6 +33,7 @@ bench: $(STAMP)  ## each benchmark prints one JSON document
 	$(BIN)/python bench/auction.py
 	$(BIN)/python bench/sse_decode.py
 	$(BIN)/python bench/payment_check.py
+	$(BIN)/python bench/payments.py
 	$(BIN)/python bench/tracing_calls.py
 
 SOAK_MINUTES ?= 10
@@ -40,7 +41,7 @@ soak: $(STAMP)  ## N minutes through a router and two nodes with abusive traffic
 	$(BIN)/python bench/soak.py --minutes $(SOAK_MINUTES)
 
 # mutmut 3 wants the code under src/: run it in a copy laid out that way (config: [tool.mutmut] in pyproject.toml).
-# MUTANTS narrows the run to mutant names, e.g. MUTANTS='fedai.protocol.nip98*' (docs/security.d/mutants.md).
+# MUTANTS narrows the run to mutant names, e.g. MUTANTS='fedai.protocol.nip98*' (docs/security.md#mutants).
 MUTANTS_DIR := build/mutants-work
 MUTANTS ?=
 mutants: $(STAMP)  ## mutation testing of the security-critical modules (slow, not CI); lists the survivors

@@ -15,8 +15,10 @@ import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,14 @@ pytestmark = [
 
 FEDAI = [sys.executable, "-m", "fedai.cli.main"]
 MARKER = "FEDAI_DEVNET_TEST_MARKER"
+
+
+@pytest.fixture
+def net_dir() -> Iterator[Path]:
+    """The devnet's data dir outside pytest's base directory: as root the embedded server runs as another user,
+    and a pytest session starting meanwhile (another checkout's) makes /tmp/pytest-of-root 0700 again."""
+    with tempfile.TemporaryDirectory(prefix="fedai-devnet-") as path:
+        yield Path(path) / "net"
 
 
 def marked_env(marker: str) -> dict[str, str]:
@@ -113,8 +123,8 @@ def check_devnet_file(data_dir: Path, nodes: int) -> dict[str, Any]:
     return info
 
 
-def test_devnet_demo_once_verifies_the_chain_and_leaves_nothing(tmp_path: Path) -> None:
-    data_dir = tmp_path / "net"
+def test_devnet_demo_once_verifies_the_chain_and_leaves_nothing(net_dir: Path) -> None:
+    data_dir = net_dir
     marker = uuid.uuid4().hex
     started = time.monotonic()
     proc = fedai("devnet", "--demo", "--once", "--data-dir", str(data_dir), env=marked_env(marker), timeout=150)
@@ -142,8 +152,8 @@ def test_devnet_demo_once_verifies_the_chain_and_leaves_nothing(tmp_path: Path) 
     print(f"fedai devnet --demo --once took {took:.1f} s")
 
 
-def test_running_devnet_serves_infer_and_status_then_stops_on_sigint(tmp_path: Path) -> None:
-    data_dir = tmp_path / "net"
+def test_running_devnet_serves_infer_and_status_then_stops_on_sigint(tmp_path: Path, net_dir: Path) -> None:
+    data_dir = net_dir
     marker = uuid.uuid4().hex
     env = marked_env(marker)
     out_path = tmp_path / "devnet.out"
@@ -195,9 +205,9 @@ def test_running_devnet_serves_infer_and_status_then_stops_on_sigint(tmp_path: P
             devnet.wait()
 
 
-def test_devnet_on_llama_cpp_with_the_tiny_model(tmp_path: Path, llama_server_bin: Path, tiny_model: Path) -> None:
+def test_devnet_on_llama_cpp_with_the_tiny_model(net_dir: Path, llama_server_bin: Path, tiny_model: Path) -> None:
     """`--runner llama`: one llama-server for both nodes (already built and cached by the fixtures)."""
-    data_dir = tmp_path / "net"
+    data_dir = net_dir
     marker = uuid.uuid4().hex
     started = time.monotonic()
     proc = fedai(
@@ -233,8 +243,8 @@ def test_devnet_on_llama_cpp_with_the_tiny_model(tmp_path: Path, llama_server_bi
     print(f"fedai devnet --runner llama --model tiny --demo --once took {took:.1f} s")
 
 
-def test_devnet_mock_writes_no_llama_entry(tmp_path: Path) -> None:
-    data_dir = tmp_path / "net"
+def test_devnet_mock_writes_no_llama_entry(net_dir: Path) -> None:
+    data_dir = net_dir
     marker = uuid.uuid4().hex
     proc = fedai(
         "devnet",

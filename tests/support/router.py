@@ -39,6 +39,11 @@ TABLES = (
     "node_manifests",
     "peers",
     "federation_jobs",
+    "admin_nodes",
+    "admin_peers",
+    "admin_api_keys",
+    "admin_settings",
+    "admin_audit",
 )
 
 

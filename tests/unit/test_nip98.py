@@ -150,3 +150,12 @@ def test_a_wider_window_accepts_older_events() -> None:
 )
 def test_malformed_headers_are_invalid_auth(header: str) -> None:
     assert refused(header).code is ErrorCode.INVALID_AUTH
+
+
+def test_two_headers_for_the_same_request_in_the_same_second_are_two_events() -> None:
+    """Replay protection refuses an event id seen before: identical requests signed within one second (an SDK
+    retrying, two identical chat requests) must not share one, or the second is refused as a replay."""
+    first, second = (auth_header(KEYS, "POST", URL, BODY) for _ in range(2))
+    events = [verify_auth_header(h, method="POST", url=URL, body=BODY) for h in (first, second)]
+    assert events[0].id != events[1].id
+    assert events[0].tag("nonce") != events[1].tag("nonce")

@@ -121,6 +121,17 @@ def test_policy_states_and_their_precedence() -> None:
     assert wot.admits(b) and not wot.choosable(b)
 
 
+def test_an_operators_rule_overrides_the_environment_for_its_key() -> None:
+    a, b, c, d = (Keys.generate().pubkey for _ in range(4))
+    env = PeerPolicy(blocklist=frozenset({a}), allowlist=frozenset({a, c}), follow=frozenset({c}), wot_min=1)
+    assert [env.state(k) for k in (a, b, c, d)] == ["blocked", "not_allowed", "ok", "not_allowed"]
+    env.admin = {a: "allow", b: "mute", c: "block"}
+    assert [env.state(k) for k in (a, b, c, d)] == ["ok", "muted", "blocked", "not_allowed"]
+    assert env.choosable(a) and env.admits(b) and not env.choosable(b) and not env.admits(c)
+    env.admin = {}
+    assert env.state(a) == "blocked"
+
+
 def contacts(keys: Keys, follows: list[str], created_at: int) -> Event:
     return sign_event(keys, 3, "", [["p", k] for k in follows] + [["p", "not-a-key"]], created_at)
 

@@ -245,6 +245,25 @@ def test_removed_and_re_added_nodes_reuse_rows() -> None:
     assert index.tables["m"].n == 2
 
 
+def test_held_nodes_are_never_ranked_and_say_why() -> None:
+    """A node drained or banned by an operator (`NodeIndex.hold`) is out, now and when it registers later."""
+    index = NodeIndex()
+    add(index, "a", price=500)
+    add(index, "b", price=2000)
+    index.hold(frozenset({key("a"), key("c")}))
+    assert pick(index) == ["b"]
+    add(index, "c", price=100)  # held before it arrived
+    assert pick(index) == ["b"]
+    verdicts = {e.pubkey: e.verdict for e in explain(index.nodes.values(), Demand("m", 10, 10), now=NOW, policy=POLICY)}
+    assert verdicts == {key("a"): "held", key("b"): "ok", key("c"): "held"}
+    index.hold(frozenset({key("b")}))
+    assert pick(index) == ["c", "a"]
+    index.hold(frozenset({key("a"), key("b"), key("c")}))
+    with pytest.raises(FedaiError) as err:
+        pick(index)
+    assert "held=3" in err.value.message
+
+
 @pytest.mark.parametrize("seed", range(30))
 def test_both_rankings_agree_with_the_per_node_reference(seed: int) -> None:
     """The vectorised path (large tables) and the loop (small tables) both match `explain`."""
@@ -263,6 +282,7 @@ def test_both_rankings_agree_with_the_per_node_reference(seed: int) -> None:
             verified=rng.random() > 0.2,
             latency_ms=rng.choice([0, 50, 400]),
         )
+    index.hold(frozenset(rng.sample(sorted(index.nodes), k=len(index.nodes) // 5)))
     for node in list(index.nodes.values())[::3]:
         node.health.successes, node.health.failures = rng.randint(0, 50), rng.randint(0, 10)
         node.manifest_trust = rng.random()

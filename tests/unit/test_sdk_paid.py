@@ -31,6 +31,14 @@ from tests.unit.test_sdk_chain import CLIENT, NODE, ROUTER, build
 NOW = int(time.time())
 
 
+@pytest.fixture(autouse=True)
+def _now() -> None:
+    """Each test's own clock: the chain check reads the real time, so dates fixed at import (the suite may run
+    for minutes before these tests) would make the requests look expired."""
+    global NOW  # the module's helpers read it
+    NOW = int(time.time())
+
+
 class LivePaid(Paid):
     """A paid quote whose bolt11 strings are real regtest invoices, signed by each payee's Lightning key."""
 
@@ -143,3 +151,25 @@ def test_a_forwarded_payment_that_is_not_the_clients_is_caught(tamper: str) -> N
     with pytest.raises(ChainError) as refused:
         paid_chain(p, forwarded, proof=proof, payment_kept=kept)
     assert refused.value.link == Link.FORWARDED
+
+
+def test_a_paid_chain_still_verifies_after_its_payment_request_expired(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An archived chain is verified later (GET /v1/chains/{id}): the payment request had to be unexpired when
+    the router forwarded it, not when the chain is read."""
+    p = paid()
+    asked = InferenceRequest(model="m", prompt="what is 2+2?", max_tokens=16, quote_id=p.quote_id, payment=p.proof())
+    request = seal(CLIENT, Kind.INFER_REQUEST, asked, to=ROUTER.pubkey, nonce=True)
+    share = node_share(p)
+    chain = build(
+        request=request, forward=lambda sent: msgspec.structs.replace(sent, payment=None, forwarded_payment=share)
+    )
+    later = time.time() + 3600  # an hour on: the payment request (5 minutes) has long expired
+    monkeypatch.setattr("fedai.protocol.envelope.time.time", lambda: later)
+    verify_chain(*chain, ROUTER.pubkey)
+
+
+def test_a_payment_request_expired_when_forwarded_is_refused() -> None:
+    p = LivePaid(router=ROUTER, node=NODE, client=CLIENT, expires_at=NOW - 10)
+    with pytest.raises(ChainError) as refused:
+        paid_chain(p, node_share(p), proof=p.proof())
+    assert refused.value.link == Link.FORWARDED and "expired" in str(refused.value)

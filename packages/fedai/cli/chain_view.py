@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from fedai.cli.output import CHECK, short_id, short_npub
+from fedai.cli.payment_view import payment_document, payment_lines
 from fedai.protocol.event import Event
 from fedai.protocol.messages import InferResult, Offload, decode_payload
 from fedai.sdk import VerifiedChain
@@ -83,9 +84,11 @@ def chain_lines(chain: VerifiedChain) -> list[str]:
 
 def chain_document(chain: VerifiedChain) -> dict[str, Any]:
     """What `fedai infer --json` prints: the SDK's summary, whole ids, and who served it (`offloaded`,
-    `provider`, the provider's signed `receipt` as event id, signer and terms)."""
+    `provider`, the provider's signed `receipt` as event id, signer and terms), and the invoices paid
+    (`payment`, null when unpaid)."""
     document = {**chain.summary(), "verified": True, "offloaded": chain.provider is not None, "provider": None}
     document["receipt"] = None
+    document["payment"] = payment_document(chain)
     off = offload_of(chain)
     if off is not None and chain.receipt is not None:
         document["provider"] = off.provider
@@ -126,4 +129,6 @@ def print_chain(console: Console, chain: VerifiedChain, *, show_output: bool = T
     for line in chain_lines(chain):
         console.print(line, highlight=False)
     console.print(metering_table(chain))
+    for line in payment_lines(chain):
+        console.print(line, highlight=False)
     console.print(f"{CHECK} [bold green]chain verified[/bold green]: every signature and binding above was checked")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,9 @@ from rich.text import Text
 
 from fedai.cli.chain_view import chain_document, print_chain
 from fedai.cli.client import Target, default_model, resolve_target, target_options, warn_if_anonymous
+from fedai.cli.infer_paid import PayOptions, check_pay, run_paid
 from fedai.cli.output import console, fail_fedai, print_json
+from fedai.cli.pay import read_proof, wallet_options
 from fedai.cli.prompt_input import PromptInput, exactly_one, read_prompt
 from fedai.protocol.errors import FedaiError
 from fedai.sdk import Client, FedaiClientError, VerifiedChain
@@ -54,6 +57,9 @@ def _run(
 @click.option("--prompt", "prompt_opt", help="A raw completion prompt, no chat template ('-' reads stdin).")
 @click.option("--messages", help='Chat messages as JSON ([{"role": "user", "content": "…"}]), a file of it, or -.')
 @click.option("--quote", "quote_id", help="Pay with this quote (`fedai quote`: same --key, model and max tokens).")
+@click.option("--proof", help="The proof `fedai pay` printed for --quote (the JSON line, a file of it, or -).")
+@click.option("--pay", "pay_flag", is_flag=True, help="Quote, pay from --wallet (after a confirmation), then infer.")
+@wallet_options
 @click.option("--stream", is_flag=True, help="Print the answer as it is generated (every chunk verified).")
 @click.option("--temperature", type=click.FloatRange(0, 2))
 @click.option("--top-p", type=click.FloatRange(0, 1, min_open=True))
@@ -69,6 +75,12 @@ def infer_cmd(
     prompt_opt: str | None,
     messages: str | None,
     quote_id: str | None,
+    proof: str | None,
+    pay_flag: bool,
+    wallet: str | None,
+    network: str,
+    max_fee_msat: int,
+    yes: bool,
     stream: bool,
     temperature: float | None,
     top_p: float | None,
@@ -77,16 +89,26 @@ def infer_cmd(
     """Sign an inference request, send it through the router and verify the returned chain.
 
     PROMPT is sent as one user chat message (the model's chat template applies); --prompt sends a raw
-    completion prompt; --messages a whole conversation. '-' reads any of them from stdin.
+    completion prompt; --messages a whole conversation. '-' reads any of them from stdin. On a paying router,
+    --pay quotes, pays from --wallet and sends the proof in one go; or pay first with `fedai pay`.
     """
     exactly_one("PROMPT, --prompt or --messages", prompt_arg, prompt_opt, messages)
+    paying = PayOptions(wallet, network, max_fee_msat, yes)
+    if pay_flag:
+        paying = replace(paying, wallet=check_pay(paying, stream=stream, quote_id=quote_id, proof=proof is not None))
     sent = read_prompt(prompt_arg, prompt_opt, messages)
-    options = {"temperature": temperature, "top_p": top_p, "quote_id": quote_id}
+    payment = read_proof(proof) if proof is not None else None
+    options = {"temperature": temperature, "top_p": top_p, "quote_id": quote_id, "payment": payment}
     target = resolve_target(router, router_pubkey, key, devnet_dir)
     warn_if_anonymous(target)
     streamed = stream and not as_json
     try:
-        chain = _run(target, model, sent, max_tokens, streamed, **{k: v for k, v in options.items() if v is not None})
+        if pay_flag:
+            chain = run_paid(target, model, sent, max_tokens, paying, as_json=as_json)
+        else:
+            chain = _run(
+                target, model, sent, max_tokens, streamed, **{k: v for k, v in options.items() if v is not None}
+            )
     except (FedaiError, FedaiClientError) as err:
         fail_fedai(err, as_json=as_json, hint=target.hint(err))
     if as_json:

@@ -7,14 +7,17 @@ from importlib.metadata import PackageNotFoundError, version
 import click
 
 from fedai.cli.admin import admin_token_group
+from fedai.cli.admin_api import admin_group
 from fedai.cli.apikey import apikey_group
 from fedai.cli.client import status_cmd
 from fedai.cli.devnet import devnet_cmd
+from fedai.cli.earnings import earnings_cmd
 from fedai.cli.infer import infer_cmd
 from fedai.cli.keys import keys_group
 from fedai.cli.llama import llama_group
 from fedai.cli.lnbits import lnbits_group
 from fedai.cli.manifest import bench_cmd, manifest_cmd, profile_cmd, recommend_cmd
+from fedai.cli.pay import pay_cmd, payment_cmd
 from fedai.cli.peers import peers_cmd
 from fedai.cli.quote import quote_cmd
 from fedai.cli.route import route_group
@@ -46,6 +49,9 @@ for command in (
     migrate_cmd,
     quote_cmd,
     infer_cmd,
+    pay_cmd,
+    payment_cmd,
+    earnings_cmd,
     status_cmd,
     devnet_cmd,
     llama_group,
@@ -53,6 +59,7 @@ for command in (
     route_group,
     apikey_group,
     admin_token_group,
+    admin_group,
     *(profile_cmd, bench_cmd, recommend_cmd, manifest_cmd),
     simulate_cmd,
     peers_cmd,

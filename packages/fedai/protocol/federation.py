@@ -148,6 +148,18 @@ class SealedJob(Payload, kw_only=True):
     salt: Hex64
 
 
+SETTLEMENT_LIGHTNING = "lightning"  # RouterCaps.settlement: jobs paid by a Lightning invoice of the provider
+SETTLEMENT_NONE = "none"  # jobs taken unpaid
+
+
+class JobPayment(Payload, kw_only=True):
+    """`JobSubmit.payment`: the provider's own invoice for this award (asked with `POST /federation/invoice`)
+    is paid; the preimage proves it (sha256(preimage) = payment_hash)."""
+
+    payment_hash: Hex64
+    preimage: Hex64
+
+
 class JobSubmit(Payload, kw_only=True):
     """The job itself (21038), over HTTP to the winner, bound to its award. At PL0 the job and its salt travel
     in clear; at PL1/PL2 both are inside `sealed` (a `SealedJob`), so nothing in clear lets an observer of the
@@ -161,6 +173,7 @@ class JobSubmit(Payload, kw_only=True):
     sealed: str | None = None  # PL1/PL2: NIP-44 v2 ciphertext of a `SealedJob` JSON, to the provider's key
     input_sha256: Hex64  # job_hash(job, salt): equal to the RFB's job_hash the bid was for
     max_cost_msat: Msat
+    payment: JobPayment | None = None  # the provider's invoice for this award, paid (docs/federation.md#settlement)
 
 
 class Receipt(Payload, kw_only=True):
@@ -177,6 +190,7 @@ class Receipt(Payload, kw_only=True):
     status: Literal["ok", "failed", "cancelled"]
     started_ms: UnixMs
     finished_ms: UnixMs
+    payment_hash: Hex64 | None = None  # a paid job: the provider's invoice it was paid with
 
 
 class SealedOutput(Payload, kw_only=True):

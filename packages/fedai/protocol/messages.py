@@ -70,6 +70,7 @@ class PayeeInvoice(Payload, kw_only=True):
     payment_hash: Hex64
     bolt11: Bolt11
     expires_at: UnixS
+    award: Hex64 | None = None  # a provider router's invoice: the award it is for (docs/federation.md#settlement)
 
 
 class Payee(Payload, kw_only=True):
@@ -134,6 +135,7 @@ class InvoiceRequest(Payload, kw_only=True):
     router: Hex64
     amount_msat: PaidMsat
     expires_at: UnixS  # the payment request's expiry: the invoice must not outlive it
+    award: Hex64 | None = None  # to a provider router `POST /federation/invoice`: the award to invoice
 
 
 class PayRequest(Payload, kw_only=True):

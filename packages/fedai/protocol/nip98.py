@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import secrets
 import time
 
 from fedai.protocol.errors import ErrorCode, FedaiError
@@ -17,11 +18,15 @@ DEFAULT_WINDOW_S = 60
 MAX_HEADER_BYTES = 8 * 1024
 
 
-def auth_header(keys: Keys, method: str, url: str, body: bytes = b"") -> str:
-    """The `Authorization` header value for one request."""
+def auth_header(keys: Keys, method: str, url: str, body: bytes = b"", *, nonce: bool = True) -> str:
+    """The `Authorization` header value for one request. A random `nonce` tag (on unless `nonce=False`) makes
+    each header a new event: replay protection refuses an event id seen before, and two identical requests
+    signed within the same second would otherwise be one event (verifiers ignore tags they do not know)."""
     tags = [["u", url], ["method", method.upper()]]
     if body:
         tags.append(["payload", hashlib.sha256(body).hexdigest()])
+    if nonce:
+        tags.append(["nonce", secrets.token_hex(8)])
     event = sign_event(keys, KIND_HTTP_AUTH, "", tags)
     return "Nostr " + base64.b64encode(event.to_json()).decode()
 

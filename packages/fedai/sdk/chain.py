@@ -169,7 +169,7 @@ def _node_chain(
     sent = msgspec.structs.replace(forwarded, origin=None, client=None, forwarded_payment=None)
     if sent != msgspec.structs.replace(expected, payment=None):
         raise ChainError(Link.FORWARDED, "the router changed the request it forwarded")
-    _check_forwarded_payment(forwarded.forwarded_payment, expected.payment, forwarder, node)
+    _check_forwarded_payment(forwarded.forwarded_payment, expected.payment, forwarder, node, chain.forwarded.created_at)
     response: InferenceResponse = _link(
         Link.RESPONSE,
         chain.response,
@@ -200,11 +200,12 @@ def _node_chain(
 
 
 def _check_forwarded_payment(
-    forwarded: ForwardedPayment | None, proof: PaymentProof | None, router: str, node: str
+    forwarded: ForwardedPayment | None, proof: PaymentProof | None, router: str, node: str, forwarded_at: int
 ) -> None:
     """A paid request reaches its node with `forwarded_payment` in place of `payment`: the payment request the
     client paid (signed by the router) and, of the client's preimages, the node's own only. An unpaid request
-    carries none."""
+    carries none. The payment request must not have expired when the router forwarded it (`forwarded_at`): a
+    chain verified later, from the archive, still verifies."""
     if proof is None:
         if forwarded is not None:
             raise ChainError(Link.FORWARDED, "the router forwarded a payment the client did not make")
@@ -214,7 +215,12 @@ def _check_forwarded_payment(
     if forwarded.refund_to != proof.refund_to:
         raise ChainError(Link.FORWARDED, "the node was not forwarded the refund destination the client named")
     request: PaymentRequest = _link(
-        Link.FORWARDED, forwarded.request, PaymentRequest, kinds=(Kind.PAYMENT_REQUEST,), signers=(router,)
+        Link.FORWARDED,
+        forwarded.request,
+        PaymentRequest,
+        kinds=(Kind.PAYMENT_REQUEST,),
+        signers=(router,),
+        now=forwarded_at,
     )
     entry = next((p for p in request.payees if p.role in WORK_ROLES and p.payee == node), None)
     if entry is None or proof.preimages.get(entry.payment_hash) != forwarded.preimage:

@@ -194,8 +194,13 @@ class _Base:
         payload = _infer_request(model, prompt, messages, max_tokens, options)
         return seal(self.keys, Kind.INFER_REQUEST, payload, to=router, nonce=True)
 
-    def _verified(self, request: Event, quote: Quote, router: str, network: str) -> Opened[PaymentRequest]:
-        return verify_payment_request(request, quote.quote, router=router, client=self.keys.pubkey, network=network)
+    def _verified(self, request: Event, quote: Quote | str, router: str, network: str) -> Opened[PaymentRequest]:
+        terms = quote if isinstance(quote, str) else quote.quote
+        return verify_payment_request(request, terms, router=router, client=self.keys.pubkey, network=network)
+
+    def _client_auth(self, path: str) -> dict[str, str]:
+        """A NIP-98 event by this client's key for `GET path` (the router checks it against ROUTER_PUBLIC_URL)."""
+        return {"Authorization": auth_header(self.keys, "GET", self.router_url + path)}
 
     @staticmethod
     def _pubkey_from_health(response: httpx.Response) -> str:
@@ -279,6 +284,20 @@ class Client(_Base):
             payment_request = _payment_request(self._post("/pay", event))
         opened = self._verified(payment_request, quote, router, network)
         return asyncio.run(pay_with_spec(opened, wallet, max_fee_msat=max_fee_msat))
+
+    def payment_request(self, quote: Quote | str, *, network: str = "bitcoin") -> Opened[PaymentRequest]:
+        """`POST /pay` for `quote` (a `Quote`, or only its id), verified before anything is paid (with only the
+        id, all but the split against the signed quote); pay it with `fedai.sdk.pay.pay_with_spec`."""
+        router = self.router_pubkey()
+        quote_id = quote if isinstance(quote, str) else quote.quote.quote_id
+        event = _payment_request(self._post("/pay", pay_event(self.keys, router, quote_id)))
+        return self._verified(event, quote, router, network)
+
+    def payment_status(self, payment_id: str) -> dict[str, Any]:
+        """`GET /payments/{id}` (NIP-98 by this client's key): one of this client's payment requests and each
+        payee's state (issued, paid, consumed, released, refunded, expired)."""
+        path = f"/payments/{payment_id}"
+        return _json(self._get(path, self._client_auth(path)))
 
     def infer(
         self,
@@ -410,6 +429,12 @@ class AsyncClient(_Base):
         opened = self._verified(payment_request, quote, router, network)
         return await pay_request(opened, wallet, max_fee_msat=max_fee_msat)
 
+    async def payment_request(self, quote: Quote | str, *, network: str = "bitcoin") -> Opened[PaymentRequest]:
+        router = await self.router_pubkey()
+        quote_id = quote if isinstance(quote, str) else quote.quote.quote_id
+        event = _payment_request(await self._post("/pay", pay_event(self.keys, router, quote_id)))
+        return self._verified(event, quote, router, network)
+
     async def infer(
         self,
         model: str,
@@ -451,6 +476,10 @@ class AsyncClient(_Base):
 
     async def models(self) -> list[str]:
         return _model_ids(_json(await self._get("/v1/models")))
+
+    async def payment_status(self, payment_id: str) -> dict[str, Any]:
+        path = f"/payments/{payment_id}"
+        return _json(await self._get(path, self._client_auth(path)))
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -27,17 +27,17 @@ MIN_EXPIRY_S = 5  # an invoice with less left than this is not paid (the payment
 
 
 def verify_payment_request(
-    event: Event, quote: QuoteResponse, *, router: str, client: str, network: str, now: float | None = None
+    event: Event, quote: QuoteResponse | str, *, router: str, client: str, network: str, now: float | None = None
 ) -> Opened[PaymentRequest]:
     """The payment request is the router's, for this client and quote, split as quoted, each payee's invoice its
-    own, and every BOLT11 string the invoice it claims to be. Raises `ChainError` (link `payment_request`)."""
+    own, and every BOLT11 string the invoice it claims to be. Raises `ChainError` (link `payment_request`).
+    Given only the quote's id (`fedai pay QUOTE_ID`), everything but the split against the signed quote is checked."""
     from fedai.payments.invoice import check_invoice  # the `pay` extra
 
     at = time.time() if now is None else now
     try:
-        opened = check_payment_request(
-            event, router=router, client=client, quote=QuoteTerms.from_response(quote), now=at
-        )
+        terms = quote if isinstance(quote, str) else QuoteTerms.from_response(quote)
+        opened = check_payment_request(event, router=router, client=client, quote=terms, now=at)
         for payee in opened.payload.payees:
             check_invoice(
                 payee.bolt11,

@@ -22,6 +22,8 @@ NEEDED = (
     "or a NIP-98 event signed by a key in ROUTER_ADMIN_KEYS"
 )
 
+ADMIN_NEEDED = "the admin API needs Authorization: Nostr <NIP-98 event> signed by a key in ROUTER_ADMIN_KEYS"
+
 
 def token_matches(token: str, digests: frozenset[str]) -> bool:
     """True if sha256(token) is one of `digests`; every digest is compared, each in constant time."""
@@ -55,6 +57,20 @@ class Operators:
             raise FedaiError(ErrorCode.FORBIDDEN, "this key is not an operator key here (ROUTER_ADMIN_KEYS)")
         await self.auth.claim(event)
         return True
+
+    async def signer(self, request: Request, body: bytes) -> str:
+        """The admin API's check (runbooks/admin.md): a NIP-98 event for this URL, method and body, signed by a
+        key in ROUTER_ADMIN_KEYS and never seen before; returns its pubkey. Operator tokens do not open it.
+        Missing or bad: a typed 401; a valid signature by another key: 403; a replay: 409 `replay`."""
+        header = request.headers.get("authorization", "")
+        scheme, _, _ = header.partition(" ")
+        if scheme.lower() != "nostr":
+            raise FedaiError(ErrorCode.UNAUTHORIZED, ADMIN_NEEDED)
+        event = self.auth.check_nip98(request, body)
+        if event.pubkey not in self.keys:
+            raise FedaiError(ErrorCode.FORBIDDEN, "this key is not an operator key here (ROUTER_ADMIN_KEYS)")
+        await self.auth.claim(event)
+        return event.pubkey
 
     async def require(self, request: Request) -> None:
         if not await self.is_operator(request):

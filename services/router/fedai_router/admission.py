@@ -1,6 +1,6 @@
 """What a node may register: per-descriptor caps (pure checks) and how fast new registrations are accepted per
 key, per source address and per relay. Every refusal is a typed error naming the bound and its variable, raised
-before anything is claimed or stored (docs/security.d/registry.md)."""
+before anything is claimed or stored (docs/security.md#registry)."""
 
 from __future__ import annotations
 

@@ -28,6 +28,7 @@ from fedai_router.address import AddressLimit, client_address, rate_key
 from fedai_router.config import RouterSettings
 from fedai_router.failure import Failures
 from fedai_router.metrics import RouterMetrics
+from fedai_router.payment_status import PaymentStatus
 from fedai_router.service import RouterService
 
 Handler = Callable[[bytes], Awaitable[Event]]
@@ -83,9 +84,11 @@ def routes(svc: RouterService) -> list[BaseRoute]:
     return [
         Route("/infer", signed("infer", svc.infer.handle), methods=["POST"]),
         Route("/pay", signed("pay", svc.payment_requests.handle), methods=["POST"]),
+        Route("/payments/{payment_id}", PaymentStatus(svc.pool, svc.auth, svc.failures).handle, methods=["GET"]),
         Route("/infer/stream", payment_required if paid_only else svc.infer_stream.handle, methods=["POST"]),
         Route("/quote", signed("quote", svc.quotes.handle), methods=["POST"]),
         Route("/federation/job", signed("federation_job", svc.federation.handle_job), methods=["POST"]),
+        Route("/federation/invoice", signed("federation_invoice", svc.federation.handle_invoice), methods=["POST"]),
         Route("/register-node", signed.sourced("register", svc.registration.handle), methods=["POST"]),
         Route("/manifest", signed("manifest", svc.manifests.handle), methods=["POST"]),
         Route("/health", ops.health, methods=["GET"]),
@@ -98,6 +101,8 @@ def routes(svc: RouterService) -> list[BaseRoute]:
         Route("/v1/chat/completions", payment_required if paid_only else chat, methods=["POST"]),
         Route("/v1/completions", payment_required if paid_only else text, methods=["POST"]),
         Route("/v1/chains/{chain_id}", openai.chain, methods=["GET"]),
+        *svc.admin_api.routes(),
+        *svc.dashboard.routes(),
     ]
 
 

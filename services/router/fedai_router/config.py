@@ -17,7 +17,7 @@ from fedai_router.settlement_settings import SettlementSettings
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-# --- the bounded registry and scheduled pruning (docs/security.d/registry.md) ---------------------------------
+# --- the bounded registry and scheduled pruning (docs/security.md#registry) ---------------------------------
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,7 @@ class RouterSettings:
     clock_skew_s: int = 60
     node_timeout_ms: int = 60_000
     node_connect_timeout_ms: int = 2_000
-    # streams read from nodes (docs/security.d/streams.md)
+    # streams read from nodes (docs/security.md#streams)
     stream_max_s: float = 600.0  # total duration of one stream
     stream_idle_s: float = 60.0  # waiting for the node's next delta (keep-alive comments do not count)
     stream_max_output_bytes: int = 1024 * 1024  # UTF-8 bytes of all deltas
@@ -129,6 +129,7 @@ class RouterSettings:
     payment_ttl_s: int = 600  # ROUTER_PAYMENT_TTL_S: a payment request's life (never past its quote's)
     settlement: SettlementSettings = field(default_factory=SettlementSettings)  # reconciliation, refunds
     registry_refresh_ms: int = 1_000
+    admin_sync_ms: int = 1_000  # ROUTER_ADMIN_SYNC_MS: how often a replica checks for operators' changes
     registry_limits: RegistryLimits = field(default_factory=RegistryLimits)  # bounded registry
     retention: Retention = field(default_factory=Retention)  # scheduled pruning
     db_pool_max: int = 10
@@ -137,7 +138,7 @@ class RouterSettings:
     sched_top_n: int = 1
     retry_budget_ratio: float = 0.2
     retry_budget_min_per_s: float = 5.0
-    # the edge: who may call what, from where (docs/security.d/edge.md)
+    # the edge: who may call what, from where (docs/security.md#edge)
     public_url: str | None = None  # the base URL clients use; NIP-98 is refused without it (`u` tags name it)
     api_keys: dict[str, str] = field(default_factory=dict)  # sha256(key) hex -> client pubkey
     nip98_window_s: int = 60  # NIP-98 created_at tolerance; the replay store keeps ids at least this long
@@ -179,7 +180,7 @@ class RouterSettings:
     peer_rate: int = 600  # inbound relay events per author and minute (the relay pool's author budget)
     peer_max_content_bytes: int = 128 * 1024  # announcement content bound, checked before parsing
     peer_ttl_s: int = 300  # an announcement without `expiration` counts as fresh this long
-    # federation bounds (docs/security.d/federation.md)
+    # federation bounds (docs/security.md#federation)
     fed_min_privacy: int = 1  # offloaded jobs leave at least at this level (PL1: sealed to the provider)
     fed_bid_hold_s: int = 30  # an open bid holds capacity at most this long, whatever the RFB's expiration
     fed_max_deadline_s: int = 600  # no bid on an RFB whose deadline is further away than this
@@ -251,6 +252,7 @@ class RouterSettings:
             payment_ttl_s=env.integer("ROUTER_PAYMENT_TTL_S", 600, minimum=60, maximum=86_400),
             settlement=SettlementSettings.from_env(env),
             registry_refresh_ms=env.integer("ROUTER_REGISTRY_REFRESH_MS", 1_000, minimum=50),
+            admin_sync_ms=env.integer("ROUTER_ADMIN_SYNC_MS", 1_000, minimum=50, maximum=60_000),
             registry_limits=RegistryLimits.from_env(env),
             retention=Retention.from_env(env),
             db_pool_max=env.integer("ROUTER_DB_POOL_MAX", 10, minimum=2),

@@ -1,6 +1,6 @@
 """Learn nodes from `node.announce` events on relays; they stay unverified until a heartbeat or a good call.
 Announcements meet the same registry bounds as heartbeats, with the relay as the source whose rate of new
-registrations is limited (docs/security.d/registry.md)."""
+registrations is limited (docs/security.md#registry)."""
 
 from __future__ import annotations
 

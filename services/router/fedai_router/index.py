@@ -3,7 +3,7 @@ step. No I/O: the registry persists around it, and the simulator drives it direc
 
 With a `Budget`, the index never holds more than `max_nodes` nodes or `max_names` distinct model names (a table
 is freed with its last row); unverified nodes may use only the share below the verified reserve
-(docs/security.d/registry.md)."""
+(docs/security.md#registry)."""
 
 from __future__ import annotations
 
@@ -55,6 +55,7 @@ class NodeIndex:
         self.nodes: dict[str, NodeState] = {}
         self.tables: dict[str, ModelTable] = {}
         self.budget = budget
+        self.held: frozenset[str] = frozenset()  # drained or banned by an operator (`hold`)
 
     def changes_names(self, pubkey: str, descriptor: NodeDescriptor) -> bool:
         """Whether taking `descriptor` adds the node or changes the names it answers to (a registration)."""
@@ -100,6 +101,7 @@ class NodeIndex:
                 heartbeat=heartbeat,
                 last_seen=seen,
                 reported_in_flight=descriptor.capacity.in_flight,
+                held=pubkey in self.held,
             )
             self.nodes[pubkey] = node
         else:
@@ -141,6 +143,16 @@ class NodeIndex:
         for pubkey in stale:
             self.remove(pubkey)
         return stale
+
+    def hold(self, held: frozenset[str]) -> None:
+        """Operators' drained and banned nodes (runbooks/admin.md): held out of scheduling, now and on arrival."""
+        changed = (self.held | held) - (self.held & held)
+        self.held = held
+        for pubkey in changed:
+            node = self.nodes.get(pubkey)
+            if node is not None:
+                node.held = pubkey in held
+                self.sync(node)
 
     def sync(self, node: NodeState) -> None:
         """Copy a node's changing state into its scheduler rows (after any change of load, health or trust).

@@ -24,6 +24,7 @@ class NodeState:
     manifest_trust: float = DEFAULT_TRUST  # what the node's signed manifest earns it (fedai_router.trust)
     trust: float = DEFAULT_TRUST  # 0..1, the manifest's, giving way to observation as calls accumulate
     models: dict[str, ModelInfo] = field(default_factory=dict)  # by id and by alias
+    held: bool = False  # drained or banned by an operator (runbooks/admin.md): never scheduled
 
     def __post_init__(self) -> None:
         self.models = models_by_name(self.descriptor)

@@ -65,6 +65,7 @@ def node_summary(n: NodeState, now: float, policy: Policy) -> dict[str, Any]:
         "window": {"successes": h.successes, "failures": h.failures},
         "latency_ms": round(h.latency_ms, 2) if h.latency_ms is not None else None,
         "trust": round(n.trust, 4),
+        "held": n.held,  # drained or banned by an operator (runbooks/admin.md)
     }
 
 

@@ -27,3 +27,16 @@ def quote_price(
     return PriceBreakdown(
         input_msat=input_msat, output_msat=output_msat, router_fee_msat=fee, total_msat=input_msat + output_msat + fee
     )
+
+
+class Fees:
+    """The router fee now: ROUTER_FEE_BASE_MSAT / ROUTER_FEE_PPM, unless an operator set another through the admin
+    API (applied by `fedai_router.admin_state`, on every replica)."""
+
+    def __init__(self, base_msat: int, ppm: int) -> None:
+        self.env_base_msat, self.env_ppm = base_msat, ppm
+        self.base_msat, self.ppm = base_msat, ppm
+
+    def apply(self, settings: dict[str, int]) -> None:
+        self.base_msat = settings.get("fee_base_msat", self.env_base_msat)
+        self.ppm = settings.get("fee_ppm", self.env_ppm)

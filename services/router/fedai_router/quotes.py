@@ -17,7 +17,7 @@ from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import QuoteRequest, QuoteResponse, estimate_tokens, prompt_material
 from fedai_router.claims import Claims
 from fedai_router.intake import Intake
-from fedai_router.pricing import quote_price
+from fedai_router.pricing import Fees, quote_price
 from fedai_router.scheduler import Demand, ModelTable, Policy, rank
 from fedai_router.store.quotes import QuoteRow, insert_quote
 
@@ -30,8 +30,7 @@ class Quotes:
     pool: asyncpg.Pool  # where quotes are stored
     tables: Mapping[str, ModelTable]  # the registry's scheduler tables, by model name
     policy: Policy
-    fee_base_msat: int  # ROUTER_FEE_BASE_MSAT
-    fee_ppm: int  # ROUTER_FEE_PPM
+    fees: Fees  # ROUTER_FEE_BASE_MSAT / ROUTER_FEE_PPM, or the operator's (admin API)
     ttl_s: int  # ROUTER_QUOTE_TTL_S
 
     async def handle(self, body: bytes) -> Event:
@@ -46,7 +45,11 @@ class Quotes:
         )
         best = rank(self.tables.get(demand.model), demand, now=now, policy=self.policy, k=1)[0]
         price = quote_price(
-            best.model.pricing, input_tokens, request.max_tokens, fee_base_msat=self.fee_base_msat, fee_ppm=self.fee_ppm
+            best.model.pricing,
+            input_tokens,
+            request.max_tokens,
+            fee_base_msat=self.fees.base_msat,
+            fee_ppm=self.fees.ppm,
         )
         expires_at = int(now) + self.ttl_s
         quote = QuoteResponse(

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from fedai.protocol.envelope import seal
-from fedai.protocol.errors import FedaiError
+from fedai.protocol.errors import ErrorCode, FedaiError
 from fedai.protocol.event import Event
 from fedai.protocol.keys import Keys
 from fedai.protocol.kinds import Kind
@@ -53,6 +53,8 @@ class Registration:
 
     async def _register(self, event: Event, descriptor: NodeDescriptor, source: str) -> None:
         registry = self.registry
+        if event.pubkey in registry.banned:
+            raise FedaiError(ErrorCode.FORBIDDEN, "this node is banned by the router's operator")
         check_descriptor(descriptor, self.limits)
         registry.admit(event.pubkey, descriptor, verified=True, address=source)
         await self.endpoints.check(descriptor.endpoint)

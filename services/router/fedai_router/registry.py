@@ -6,7 +6,7 @@ summed per minute and exchanged every few seconds); every replica refreshes incr
 heartbeat to learn that a node is busy (docs/decisions.md#live-load).
 
 The index is bounded (`RegistryLimits`): rows beyond its budget are not loaded, registrations that would pass it
-are refused, and nodes not seen for `ROUTER_NODE_RETENTION_S` are forgotten (docs/security.d/registry.md).
+are refused, and nodes not seen for `ROUTER_NODE_RETENTION_S` are forgotten (docs/security.md#registry).
 """
 
 from __future__ import annotations
@@ -70,6 +70,7 @@ class Registry:
         self._node_mark: datetime | None = None
         self._health_mark: datetime | None = None
         self._manifest_mark: datetime | None = None
+        self.banned: frozenset[str] = frozenset()  # banned by an operator: heartbeats and announcements refused
         self.manifest_trust: dict[str, float] = {}  # pubkey -> trust from its stored manifest (node known or not)
         self._manifest_seen: dict[str, float] = {}  # pubkey -> when its manifest was stored (unix s)
         # this replica's outcomes not yet added to node_stats: pubkey -> [successes, failures, latency_ms_sum]
@@ -192,6 +193,8 @@ class Registry:
         self._apply_manifest(self.index.upsert(pubkey, descriptor, verified=True, heartbeat=True, seen=time.time()))
 
     async def record_announce(self, pubkey: str, descriptor: NodeDescriptor) -> bool:
+        if pubkey in self.banned:
+            return False
         stored = await node_store.upsert_announce(self.pool, pubkey, descriptor)
         if stored:
             self.index.upsert(pubkey, descriptor, verified=False, heartbeat=False, seen=time.time())

@@ -21,10 +21,14 @@ from fedai.payments.wallet import Wallet
 from fedai.protocol.replay import MemoryReplayGuard
 from fedai.store.nonces import PostgresReplayGuard
 from fedai_router.admin import Operators
+from fedai_router.admin_api import AdminApi
+from fedai_router.admin_state import AdminState, ApiKeyTable
 from fedai_router.background import Background
 from fedai_router.claims import Claims
 from fedai_router.completion import Completion
 from fedai_router.config import RouterSettings
+from fedai_router.dashboard import Dashboard
+from fedai_router.dashboard_session import Sessions
 from fedai_router.database import Database
 from fedai_router.discovery import Discovery
 from fedai_router.dispatch import Dispatcher
@@ -44,6 +48,7 @@ from fedai_router.outbound import Outbound
 from fedai_router.paid import Paid
 from fedai_router.payment_requests import PaymentRequests, PaySettings
 from fedai_router.planning import Planner
+from fedai_router.pricing import Fees
 from fedai_router.quotes import Quotes
 from fedai_router.ratelimit import RateLimiter
 from fedai_router.registration import Registration
@@ -139,6 +144,7 @@ class RouterService:
             await self.discovery.subscribe(self.relays)
         await self.federation.start(self.relays)
         self.ops = self._ops()
+        await self._start_admin()
         if not settings.public_url:
             log.warning("ROUTER_PUBLIC_URL is not set: NIP-98 authorization is refused (API keys still work)")
         if not (settings.admin_token_sha256 or settings.admin_keys):
@@ -149,6 +155,8 @@ class RouterService:
         """The parts that serve requests, each with what it uses."""
         settings, pool, registry, keys = self.settings, self.pool, self.registry, self.keys
         self.metering = MeteringStore(pool, database.metering_writer)
+        self.fees = Fees(settings.fee_base_msat, settings.fee_ppm)
+        self.api_keys = ApiKeyTable(settings.api_keys)
         self.completion = Completion(keys, self.metering, self.metrics)
         self.planner = Planner(
             pool,
@@ -176,6 +184,7 @@ class RouterService:
             endpoints=self.endpoints,
             metrics=self.metrics,
             background=self.background,
+            wallet=self.wallet,
         )
         self.infer = Infer(
             intake=self.intake,
@@ -216,8 +225,7 @@ class RouterService:
             pool,
             registry.tables,
             self.policy,
-            settings.fee_base_msat,
-            settings.fee_ppm,
+            self.fees,
             settings.quote_ttl_s,
         )
         self.registration = Registration(
@@ -231,7 +239,7 @@ class RouterService:
             self.limiter,
             settings.public_url,
             settings.nip98_window_s,
-            settings.api_keys,
+            self.api_keys,
             settings.client_allowlist,
             settings.client_blocklist,
         )
@@ -298,6 +306,28 @@ class RouterService:
             operators=self.operators,
             metrics=self.metrics.registry,
             metrics_public=self.settings.metrics_public,
+        )
+
+    async def _start_admin(self) -> None:
+        """Operators' run-time changes (runbooks/admin.md): applied now, then whenever the audit log moves."""
+        pool = self.pool
+        self.admin_state = AdminState(pool, self.registry, self.federation.peers.policy, self.api_keys, self.fees)
+        await self.admin_state.reload()
+        self.background.every(self.settings.admin_sync_ms / 1000, "admin sync", self.admin_state.sync)
+        self.admin_api = AdminApi(
+            operators=self.operators,
+            state=self.admin_state,
+            pool=pool,
+            nodes=self.registry.nodes,
+            federation=self.federation,
+            policy=self.policy,
+        )
+        self.dashboard = Dashboard(
+            operators=self.operators,
+            state=self.admin_state,
+            ops=self.ops,
+            sessions=Sessions(self.keys.secret_hex),
+            public_url=self.settings.public_url or "",
         )
 
     def _every_loop(self) -> None:

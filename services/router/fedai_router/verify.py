@@ -49,7 +49,7 @@ class Verified:
 
 @dataclass(frozen=True, slots=True)
 class ReplyLimits:
-    """What the client agreed to: a node's metering above any of these is refused (docs/security.d/metering.md)."""
+    """What the client agreed to: a node's metering above any of these is refused (docs/security.md#metering)."""
 
     max_input_tokens: int  # a generous bound from the prompt's size (`input_token_bound`)
     max_output_tokens: int  # the request's max_tokens

@@ -51,6 +51,7 @@ from fedai.protocol.keys import Keys
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import Payload, Pricing
 from fedai_router.config import RouterSettings
+from fedai_router.federation.settlement import settlement_methods
 from fedai_router.node_state import NodeState
 from fedai_router.scheduler import ModelTable, Policy
 
@@ -327,7 +328,7 @@ class Announcer:
             models=offer.models,
             limits=RouterLimits(max_tokens=offer.max_tokens, max_request_bytes=settings.max_request_bytes),
             max_privacy=settings.fed_max_privacy,
-            settlement=["none"],
+            settlement=settlement_methods(wallet=settings.wallet is not None, required=settings.require_payment),
             software_version=self.version,
         )
         out = [_Wanted((int(Kind.ROUTER_CAPS), CAPS_D), caps, caps)]

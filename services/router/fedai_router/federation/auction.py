@@ -30,7 +30,7 @@ from fedai.nostr import RelayPool, Subscription
 from fedai.protocol.envelope import seal
 from fedai.protocol.errors import ErrorCode, FedaiError
 from fedai.protocol.event import Event
-from fedai.protocol.federation import Award, Bid, Cancel, Rfb
+from fedai.protocol.federation import SETTLEMENT_LIGHTNING, Award, Bid, Cancel, Rfb
 from fedai.protocol.keys import Keys
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import decode_payload
@@ -378,6 +378,7 @@ class Auctioneer:
             reputation=self.reputation.score(peer),
             min_reputation=self.settings.fed_min_reputation,
             now=now,
+            settlement=SETTLEMENT_LIGHTNING if self.settings.require_payment else None,
         )
 
 

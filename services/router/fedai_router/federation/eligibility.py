@@ -1,7 +1,8 @@
 """Who may win an award: a peer must have announced, in caps that are still fresh, the RFB's model and job type
-at its privacy level and an endpoint of a valid shape, and (when `ROUTER_FED_MIN_REPUTATION` is set) a good
-enough record with us. Without this, any fresh key could win with a 0 bid and no caps or endpoint at all.
-Web-of-trust and allow/block lists are the peer policy's part (`choosable`), checked before this.
+at its privacy level and an endpoint of a valid shape, Lightning settlement when we are a paying router, and
+(when `ROUTER_FED_MIN_REPUTATION` is set) a good enough record with us. Without this, any fresh key could win
+with a 0 bid and no caps or endpoint at all. Web-of-trust and allow/block lists are the peer policy's part
+(`choosable`), checked before this.
 """
 
 from __future__ import annotations
@@ -18,7 +19,14 @@ def choosable(book: PeerBook, pubkey: str) -> bool:
 
 
 def award_refusal(
-    book: PeerBook, peer: str, rfb: Rfb, *, reputation: float, min_reputation: float, now: float
+    book: PeerBook,
+    peer: str,
+    rfb: Rfb,
+    *,
+    reputation: float,
+    min_reputation: float,
+    now: float,
+    settlement: str | None = None,
 ) -> str | None:
     """Why `peer` may not win an award for `rfb` (a metric label), or None when it may. Pure over the book."""
     view = book.view(peer, now)
@@ -31,6 +39,8 @@ def award_refusal(
         parse_endpoint(caps.endpoint)
     except FedaiError:
         return "bad_endpoint"
+    if settlement is not None and settlement not in caps.settlement:
+        return "no_settlement"  # a paying requester awards only peers that accept its settlement (Lightning)
     if reputation < min_reputation:
         return "low_reputation"
     return None

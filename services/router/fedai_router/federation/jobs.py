@@ -11,6 +11,7 @@ first), and the award's deadline bounds how long it stays usable. Nothing about 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections.abc import Callable
@@ -41,6 +42,7 @@ from fedai.protocol.messages import (
     InferenceRequest,
     InferenceResponse,
     InferResult,
+    InvoiceRequest,
     Usage,
     decode_payload,
     encode_payload,
@@ -54,6 +56,7 @@ from fedai_router.config import RouterSettings
 from fedai_router.dispatch import Dispatcher, Served
 from fedai_router.federation.bidder import Bidder
 from fedai_router.federation.events import auction_events
+from fedai_router.federation.settlement import ProviderSettlement
 from fedai_router.intake import Intake
 from fedai_router.planning import Planner
 from fedai_router.store import federation as jobs_store
@@ -112,6 +115,7 @@ class Provider:
         pool: asyncpg.Pool,
         metrics: CollectorRegistry,
         bidder: Callable[[], Bidder | None],
+        settlement: ProviderSettlement,
     ) -> None:
         self.keys = keys  # signs the receipt and the result; PL1/PL2 jobs are sealed to us
         self.settings = settings  # the privacy levels we accept, our fee
@@ -123,6 +127,7 @@ class Provider:
         self.pool = pool  # federation_jobs
         self.bidder = bidder  # our open bids (None before federation starts, or with bidding off)
         self.counter = auction_events(metrics)
+        self.settlement = settlement  # paid jobs: our invoice for an award, the proof checked before running
 
     async def handle(self, body: bytes) -> Event:
         try:
@@ -137,7 +142,7 @@ class Provider:
     async def _handle(self, body: bytes) -> Event:
         opened = self.intake.open_addressed(body, JobSubmit, Kind.JOB_SUBMIT)
         event, submit = opened.event, opened.payload
-        award = await self._award_for(submit, event.pubkey)
+        award = await self._award_for(submit.award, submit.job_id, event.pubkey)
         refusal = award_refusal(award, event.pubkey, submit, time.time())
         if refusal is not None:
             raise refusal
@@ -148,22 +153,43 @@ class Provider:
         problems = binding_problems(award.terms, request, submit.input_sha256)
         if problems:
             raise FedaiError(ErrorCode.FORBIDDEN, "the job is not the one bid on: " + ", ".join(problems) + " differ")
+        payment_hash = await self.settlement.verify(award, submit)  # None: an unpaid job we take
         await self.claims.claim(event)
-        if not await jobs_store.start_job(self.pool, submit.job_id):
-            raise FedaiError(ErrorCode.REPLAY, "this award's job was already submitted")
+        await self._start(submit.job_id, payment_hash)
         started_ms = int(time.time() * 1000)
         origin = Origin(event.pubkey, event.id)
         try:
             plan = await self.planner.plan(event.pubkey, request)
             served = await self.dispatcher.serve(origin, request, plan.candidates, limits=plan.limits)
         except FedaiError:
-            await jobs_store.set_job_status(self.pool, submit.job_id, "failed")
+            if payment_hash is None:
+                await jobs_store.set_job_status(self.pool, submit.job_id, "failed")
+            else:  # paid: the same proof serves a retry of this award until its deadline
+                await self.settlement.release(submit.job_id)
             raise
         await self.completion.record(origin, served.metered)
-        receipt = self._receipt(event, submit, served, award.price_msat, started_ms)
+        receipt = self._receipt(event, submit, served, award.price_msat, started_ms, payment_hash)
         result = self._result(event, submit, served, receipt)
         await jobs_store.set_job_status(self.pool, submit.job_id, "done", receipt)
         return seal(self.keys, Kind.JOB_RESULT, result, to=event.pubkey, reply_to=event.id)
+
+    async def _start(self, job_id: str, payment_hash: str | None) -> None:
+        """awarded → running, exactly once across replicas; a paid job only with its award's invoice."""
+        if payment_hash is not None:
+            await self.settlement.start(job_id, payment_hash)
+        elif not await jobs_store.start_job(self.pool, job_id):
+            raise FedaiError(ErrorCode.REPLAY, "this award's job was already submitted")
+
+    async def handle_invoice(self, body: bytes) -> Event:
+        """`POST /federation/invoice`: the awarded requester's signed invoice.request (`award` set) → our signed
+        payment.invoice (role `provider`) for the award's price, from our own wallet."""
+        opened = self.intake.open_addressed(body, InvoiceRequest, Kind.INVOICE_REQUEST)
+        ask = opened.payload
+        if ask.award is None:
+            raise FedaiError(ErrorCode.INVALID_REQUEST, "an invoice request to a provider router names its award")
+        award = await self._award_for(ask.award, None, opened.event.pubkey)  # may still be on its way by relay
+        await self.claims.claim(opened.event)
+        return await self.settlement.invoice(opened.event.pubkey, ask, award)
 
     def _open_payload(self, event: Event, submit: JobSubmit) -> tuple[InferenceRequest, str]:
         """The job and the salt of its hash, checked to hash to the submit's `input_sha256`."""
@@ -182,19 +208,19 @@ class Provider:
             raise FedaiError(ErrorCode.INVALID_REQUEST, "the job does not hash to its input_sha256")
         return request, salt
 
-    async def _award_for(self, submit: JobSubmit, requester: str) -> jobs_store.AwardRow | None:
+    async def _award_for(self, award_id: str, job_id: str | None, requester: str) -> jobs_store.AwardRow | None:
         """Our stored award. When it is not stored yet, wait briefly for it to arrive from the relay, but only if we
         hold an open bid for this requester (an award from it may be on its way) and within its waiting budget (one
         wait per open bid, `Bidder.begin_award_wait`): a submit naming a random award costs one lookup."""
-        award = await jobs_store.find_award(self.pool, submit.award)
+        award = await jobs_store.find_award(self.pool, award_id)
         bidder = self.bidder()
         if award is not None or bidder is None or not bidder.begin_award_wait(requester):
             return award
         try:
             deadline, pause = time.monotonic() + AWARD_WAIT_S, FIRST_POLL_S
             while (left := deadline - time.monotonic()) > 0:
-                accepted_here = await bidder.wait_accepted(submit.job_id, min(pause, left))  # wakes when we accept it
-                award = await jobs_store.find_award(self.pool, submit.award)  # another replica may have accepted it
+                accepted_here = await self._wait(bidder, job_id, min(pause, left))  # wakes when we accept it
+                award = await jobs_store.find_award(self.pool, award_id)  # another replica may have accepted it
                 if award is not None or accepted_here:
                     return award
                 pause = min(pause * 2, MAX_POLL_S)
@@ -202,7 +228,17 @@ class Provider:
         finally:
             bidder.end_award_wait(requester)
 
-    def _receipt(self, event: Event, submit: JobSubmit, served: Served, awarded_msat: int, started_ms: int) -> Event:
+    @staticmethod
+    async def _wait(bidder: Bidder, job_id: str | None, pause: float) -> bool:
+        """Wait `pause` (or less, when we accept the award of `job_id` here); True when we did."""
+        if job_id is None:  # an invoice request names the award only
+            await asyncio.sleep(pause)
+            return False
+        return await bidder.wait_accepted(job_id, pause)
+
+    def _receipt(
+        self, event: Event, submit: JobSubmit, served: Served, awarded_msat: int, started_ms: int, paid: str | None
+    ) -> Event:
         """Our signed receipt: the node's price plus our fee, never above the award."""
         record = served.record
         node_price = price_msat(served.node.models[record.model].pricing, record.input_tokens, record.output_tokens)
@@ -220,6 +256,7 @@ class Provider:
             status="ok",
             started_ms=started_ms,
             finished_ms=int(time.time() * 1000),
+            payment_hash=paid,
         )
         return seal(self.keys, Kind.JOB_RECEIPT, terms, to=event.pubkey, reply_to=event.id)
 

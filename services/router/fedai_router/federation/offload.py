@@ -22,7 +22,17 @@ from fedai.protocol import nip44
 from fedai.protocol.envelope import seal
 from fedai.protocol.errors import ErrorCode, FedaiError
 from fedai.protocol.event import Event
-from fedai.protocol.federation import PL0_PUBLIC, PL3_LOCAL, JobSubmit, Rfb, SealedJob, job_hash, job_request, new_salt
+from fedai.protocol.federation import (
+    PL0_PUBLIC,
+    PL3_LOCAL,
+    JobPayment,
+    JobSubmit,
+    Rfb,
+    SealedJob,
+    job_hash,
+    job_request,
+    new_salt,
+)
 from fedai.protocol.keys import Keys
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import (
@@ -30,6 +40,7 @@ from fedai.protocol.messages import (
     InferenceRequest,
     MeteringRecord,
     Offload,
+    Payee,
     decode_payload,
     encode_payload,
     estimate_tokens,
@@ -39,6 +50,7 @@ from fedai_router.completion import Completion, Metered, Origin
 from fedai_router.config import RouterSettings
 from fedai_router.federation.auction import Auctioneer, Awarded
 from fedai_router.federation.peers import PeerBook
+from fedai_router.federation.provider_invoice import InvoiceFor, ask_provider_invoice
 from fedai_router.federation.result_check import MAX_RESULT_BYTES, ResultCheck, Submitted
 from fedai_router.metrics import RouterMetrics
 from fedai_router.outbound import Outbound
@@ -136,7 +148,30 @@ class Offloading:
             raise FedaiError(ErrorCode.UPSTREAM_ERROR, "the winning peer has announced no endpoint")
         return endpoint.rstrip("/")
 
-    def _submit(self, request: InferenceRequest, awarded: Awarded, salt: str) -> Submitted:
+    async def provider_invoice(self, awarded: Awarded, wanted: InvoiceFor) -> Payee:
+        """The winner's own invoice for `awarded` (checked), to list in the client's payment request."""
+        timeout_s = self.settings.node_timeout_ms / 1000
+        return await ask_provider_invoice(
+            self.keys,
+            self.outbound,
+            self._endpoint(awarded.peer),
+            awarded,
+            wanted,
+            network=self.settings.ln_network,
+            timeout_s=timeout_s,
+        )
+
+    async def run_paid(
+        self, client_event: Event, request: InferenceRequest, awarded: Awarded, salt: str, paid: Payee, preimage: str
+    ) -> Event:
+        """Submit the job of `awarded` with the proof that the provider's invoice `paid` was paid (by the client:
+        never from this router's wallet); the receipt must name its payment hash."""
+        payment = JobPayment(payment_hash=paid.payment_hash, preimage=preimage)
+        return await self._run(client_event, request, awarded, salt, payment, paid.amount_msat)
+
+    def _submit(
+        self, request: InferenceRequest, awarded: Awarded, salt: str, payment: JobPayment | None = None
+    ) -> Submitted:
         """The signed job.submit for the award: the job and its salt in the clear at PL0, sealed at PL1/PL2."""
         peer, price = awarded.peer, awarded.bid_payload.price_msat
         job, privacy = job_request(request), self.settings.offload_privacy(request.privacy)
@@ -151,12 +186,21 @@ class Offloading:
             sealed=sealed,
             input_sha256=job_hash(request, salt),
             max_cost_msat=price,
+            payment=payment,
         )
         submit = seal(self.keys, Kind.JOB_SUBMIT, payload, to=peer, nonce=True)
         return Submitted(peer, submit, payload, request, price)
 
-    async def _run(self, client_event: Event, request: InferenceRequest, awarded: Awarded, salt: str) -> Event:
-        job = self._submit(request, awarded, salt)
+    async def _run(
+        self,
+        client_event: Event,
+        request: InferenceRequest,
+        awarded: Awarded,
+        salt: str,
+        payment: JobPayment | None = None,
+        paid_msat: int = 0,
+    ) -> Event:
+        job = self._submit(request, awarded, salt, payment)
         timeout = aiohttp.ClientTimeout(total=self.settings.fed_job_timeout_ms / 1000)
         url = self._endpoint(job.peer) + "/federation/job"  # judged again where the connection is made (outbound)
         body = await self.outbound.exchange(
@@ -164,7 +208,10 @@ class Offloading:
         )
         checked = self.check.verify(job, body)
         receipt, chain = checked.receipt, checked.chain
-        await jobs_store.settle_job(self.pool, awarded.job_id, checked.result.receipt, receipt.price_msat)
+        if receipt.payment_hash != (payment.payment_hash if payment else None):
+            raise FedaiError(ErrorCode.UPSTREAM_ERROR, "the provider's receipt does not name the payment made")
+        spent = paid_msat if payment else receipt.price_msat  # a paid job counts what was settled
+        await jobs_store.settle_job(self.pool, awarded.job_id, checked.result.receipt, spent)
         record = decode_payload(chain.metering.content, MeteringRecord)
         metered = Metered(chain.node, chain.forwarded, chain.response, chain.metering, record)
         offloaded = Offload(

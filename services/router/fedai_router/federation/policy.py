@@ -3,6 +3,9 @@
 Pure and in memory. `PeerPolicy.state(pubkey)` is the verdict for a key right now; contact lists (NIP-02 kind 3)
 of the keys we follow feed the web-of-trust count. Filters combine with AND; the first failing one names the
 state: `blocked`, `not_allowed`, `untrusted`, then `muted` (learned, never chosen), else `ok`.
+
+An operator's rule for a key (`admin`, set through the admin API and shared by replicas through Postgres) comes
+first and overrides the environment's lists for that key: `block` → blocked, `mute` → muted, `allow` → ok.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from fedai.protocol.event import Event
 
 PolicyState = Literal["ok", "muted", "blocked", "not_allowed", "untrusted"]
 REFUSED: frozenset[str] = frozenset({"blocked", "not_allowed", "untrusted"})
+ADMIN_STATES: dict[str, PolicyState] = {"allow": "ok", "block": "blocked", "mute": "muted"}
 CONTACTS_KIND = 3  # NIP-02 contact list
 MAX_CONTACTS = 10_000  # p tags read from one contact list
 
@@ -54,10 +58,14 @@ class PeerPolicy:
     mute: frozenset[str] = frozenset()
     follow: frozenset[str] = frozenset()
     wot_min: int = 0
+    admin: dict[str, str] = field(default_factory=dict)  # pubkey -> "allow" | "block" | "mute" (runbooks/admin.md)
     _lists: dict[str, ContactList] = field(default_factory=dict)
     _endorsements: Counter[str] = field(default_factory=Counter)
 
     def state(self, pubkey: str) -> PolicyState:
+        rule = self.admin.get(pubkey)
+        if rule is not None:
+            return ADMIN_STATES[rule]
         if pubkey in self.blocklist:
             return "blocked"
         if self.allowlist and pubkey not in self.allowlist:

@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 
 from fedai.nostr import RelayPool
+from fedai.payments.wallet import Wallet
 from fedai.protocol.errors import FedaiError
 from fedai.protocol.event import Event
 from fedai.protocol.federation import Backpressure
@@ -33,6 +34,7 @@ from fedai_router.federation.jobs import Provider
 from fedai_router.federation.offload import Offloading
 from fedai_router.federation.peer_feed import feed_peers
 from fedai_router.federation.peers import PeerBook
+from fedai_router.federation.settlement import ProviderSettlement
 from fedai_router.intake import Intake
 from fedai_router.metrics import RouterMetrics
 from fedai_router.outbound import Outbound
@@ -61,6 +63,7 @@ class Federation:
         endpoints: EndpointValidator,
         metrics: RouterMetrics,
         background: Background,
+        wallet: Wallet | None = None,
     ) -> None:
         self.keys = keys
         self.settings = settings
@@ -93,6 +96,9 @@ class Federation:
             pool=pool,
             metrics=metrics.registry,
             bidder=lambda: self.bidder,
+            settlement=ProviderSettlement(
+                keys, pool, wallet, network=settings.ln_network, required=settings.require_payment
+            ),
         )
         self.auctioneer: Auctioneer | None = None  # with relays
         self.bidder: Bidder | None = None  # with relays, unless ROUTER_BIDDING=false
@@ -161,6 +167,10 @@ class Federation:
 
     async def handle_job(self, body: bytes) -> Event:
         return await self.provider.handle(body)
+
+    async def handle_invoice(self, body: bytes) -> Event:
+        """`POST /federation/invoice`: our invoice for an award (docs/federation.md#settlement)."""
+        return await self.provider.handle_invoice(body)
 
     # -- what the ops endpoints show (`fedai_router.ops.FederationView`) -----------------------------------------
 

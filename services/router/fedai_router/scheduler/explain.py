@@ -38,6 +38,8 @@ def verdict(node: NodeState, demand: Demand, now: float, policy: Policy) -> tupl
         return "pinned_out", info, None
     if node.pubkey in demand.exclude:
         return "excluded", info, None
+    if node.held:
+        return "held", info, None
     if demand.job_type is not None and demand.job_type not in info.job_types:
         return "job_type", info, None
     if demand.max_tokens > info.max_tokens or demand.input_tokens + demand.max_tokens > info.context_window:

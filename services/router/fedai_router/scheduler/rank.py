@@ -34,6 +34,7 @@ def filter_masks(table: ModelTable, demand: Demand, now: float, policy: Policy) 
         kept = np.ones(n, dtype=np.bool_)
         kept[_rows_of(table, demand.exclude)] = False
         masks.append(("excluded", kept))
+    masks.append(("held", ~table.held[:n]))
     if demand.job_type is not None:
         if demand.job_type == "text-generation":
             masks.append(("job_type", table.default_job[:n].copy()))
@@ -156,6 +157,7 @@ REFUSED_AS = {
     "model": "not serving the model",
     "pinned_out": "not among the pinned nodes",
     "excluded": "excluded by the request",
+    "held": "held by the operator (drained or banned)",
     "job_type": "not doing this job type",
     "context": "with a context window too small for the prompt plus max_tokens",
     "stale": "not seen recently",

@@ -46,6 +46,7 @@ class ModelTable:
     verified: B
     load: F
     cooldown_until: F
+    held: B  # drained or banned by an operator
     reliability: F
     latency_obs_ms: F
     latency_samples: F
@@ -66,6 +67,7 @@ class ModelTable:
         "verified",
         "load",
         "cooldown_until",
+        "held",
         "reliability",
         "latency_obs_ms",
         "latency_samples",
@@ -76,6 +78,7 @@ class ModelTable:
         "alive": np.bool_,
         "announced": np.bool_,
         "verified": np.bool_,
+        "held": np.bool_,
         "tiebreak": np.uint64,
     }
 
@@ -135,6 +138,7 @@ class ModelTable:
         self.verified[row] = node.verified
         self.load[row] = node.load
         self.cooldown_until[row] = health.blocked_until()
+        self.held[row] = node.held
         self.reliability[row] = health.reliability
         self.latency_obs_ms[row] = health.latency_ms if health.latency_ms is not None else 0.0
         self.latency_samples[row] = health.latency_samples

@@ -8,7 +8,7 @@ from fedai.protocol.messages import ModelInfo
 from fedai_router.node_state import NodeState
 
 # Why a node was filtered out, in the order the filters run (explain() and errors use these names).
-REASONS = ("model", "pinned_out", "excluded", "job_type", "context", "stale", "cooldown", "busy", "price")
+REASONS = ("model", "pinned_out", "excluded", "held", "job_type", "context", "stale", "cooldown", "busy", "price")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,70 @@
+"""The payment part of a verified chain, for `fedai infer` (docs/payments.md#paying-from-the-command-line).
+
+A paid request carries the client's proof (`payment`: the payment request's id and a preimage per invoice) and
+reaches its node with the router-signed payment request (`forwarded_payment`); `verify_chain` already checked
+that the node was forwarded the request the client paid and its own preimage. Here: which invoices were paid,
+to whom, for how much, each ✓ a preimage that hashes to its invoice's payment hash. 80 columns; ids whole in
+`--json`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fedai.cli.output import mark, short_id, short_npub
+from fedai.protocol.messages import InferenceRequest, PaymentRequest, decode_payload
+from fedai.protocol.payment import preimage_matches
+from fedai.sdk import VerifiedChain
+
+ROLES = {"node": "node share", "router_fee": "router fee", "provider": "provider"}
+
+
+def paid_request(chain: VerifiedChain) -> tuple[str, PaymentRequest, dict[str, str]] | None:
+    """(payment request id, its content, the client's preimages) of a paid chain; None for an unpaid one."""
+    sent = decode_payload(chain.request.content, InferenceRequest)
+    forwarded = decode_payload(chain.forwarded.content, InferenceRequest).forwarded_payment
+    if sent.payment is None or forwarded is None:
+        return None
+    return (
+        sent.payment.payment_request,
+        decode_payload(forwarded.request.content, PaymentRequest),
+        sent.payment.preimages,
+    )
+
+
+def payment_lines(chain: VerifiedChain) -> list[str]:
+    """What was paid for this answer, one invoice a line; nothing for an unpaid request."""
+    paid = paid_request(chain)
+    if paid is None:
+        return []
+    request_id, request, preimages = paid
+    lines = [f"[bold]payment[/bold] {short_id(request_id)}: {request.total_msat} msat paid, invoice by invoice"]
+    for p in request.payees:
+        proven = preimage_matches(preimages.get(p.payment_hash, ""), p.payment_hash)
+        role = ROLES.get(p.role, p.role)
+        lines.append(
+            f"  {mark(proven)} {role:<11} {short_npub(p.payee)} {p.amount_msat:>9} msat  {short_id(p.payment_hash)}"
+        )
+    return lines
+
+
+def payment_document(chain: VerifiedChain) -> dict[str, Any] | None:
+    """The payment in `fedai infer --json`: the request id, the total and each invoice paid, ids whole."""
+    paid = paid_request(chain)
+    if paid is None:
+        return None
+    request_id, request, preimages = paid
+    return {
+        "payment_request": request_id,
+        "total_msat": request.total_msat,
+        "payees": [
+            {
+                "role": p.role,
+                "payee": p.payee,
+                "amount_msat": p.amount_msat,
+                "payment_hash": p.payment_hash,
+                "paid": preimage_matches(preimages.get(p.payment_hash, ""), p.payment_hash),
+            }
+            for p in request.payees
+        ],
+    }
