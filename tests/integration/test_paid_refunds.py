@@ -16,6 +16,7 @@ from fedai.protocol.errors import ErrorCode
 from fedai.protocol.messages import PaymentProof
 from fedai.sdk import AsyncClient, RouterError
 from fedai.sdk.chain import VerifiedChain
+from fedai.sdk.errors import InvalidRequest
 from fedai_router.settlement_settings import SettlementSettings
 from tests.support.lnurl import LnurlService
 from tests.support.paid_network import MODEL, NETWORK, NODE_DUST_MSAT, PaidNetwork, paid_network
@@ -64,8 +65,8 @@ async def client(net: PaidNetwork) -> AsyncIterator[AsyncClient]:
 
 async def paid_infer(client: AsyncClient, net: PaidNetwork, refund_to: str) -> tuple[int, VerifiedChain]:
     quote = await client.quote(MODEL, max_tokens=MAX_TOKENS, prompt=PROMPT)
-    proof = await client.pay(quote, net.client_wallet.wallet, network=NETWORK)
-    proof = msgspec.structs.replace(proof, refund_to=refund_to)
+    proof = await client.pay(quote, net.client_wallet.wallet, network=NETWORK, refund_to=refund_to)
+    assert proof.refund_to == refund_to
     chain = await client.infer(MODEL, PROMPT, max_tokens=MAX_TOKENS, quote_id=quote.quote.quote_id, payment=proof)
     return quote.quote.price.total_msat, chain
 
@@ -126,6 +127,9 @@ async def test_a_bad_refund_destination_is_refused_before_the_proof_is_claimed(
     net: PaidNetwork, client: AsyncClient
 ) -> None:
     quote = await client.quote(MODEL, max_tokens=MAX_TOKENS, prompt=PROMPT)
+    with pytest.raises(InvalidRequest, match="refund_to"):  # the SDK refuses it before paying anything
+        await client.pay(quote, net.client_wallet.wallet, network=NETWORK, refund_to="ftp://example.invalid/r")
+    assert net.balance("client") == CLIENT_BALANCE_MSAT
     proof: PaymentProof = await client.pay(quote, net.client_wallet.wallet, network=NETWORK)
     bad = msgspec.structs.replace(proof, refund_to="ftp://example.invalid/refund")
     with pytest.raises(RouterError) as refused:

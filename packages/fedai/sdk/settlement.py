@@ -9,9 +9,11 @@ no destination. Whether a refund arrived is for the client's wallet to see: the 
 
 from __future__ import annotations
 
+import msgspec
+
 from fedai.protocol.messages import MeteringRecord, Payee, PaymentProof, PaymentRequest, Settlement, decode_payload
 from fedai.protocol.payment import WORK_ROLES
-from fedai.sdk.errors import ChainError, Link
+from fedai.sdk.errors import ChainError, InvalidRequest, Link
 
 
 def check_settlements(
@@ -39,6 +41,23 @@ def check_settlements(
         _check(router_statement, entry, refunding, Link.ROUTER_ANSWER)
         found.append(router_statement)
     return tuple(found)
+
+
+def checked_refund_to(refund_to: str | None) -> str | None:
+    """A refund destination checked before anything is paid (`InvalidRequest`, never quoting it)."""
+    if refund_to is None:
+        return None
+    from fedai.payments.refund import parse_destination  # the `pay` extra, which paying needs anyway
+
+    try:
+        parse_destination(refund_to)
+    except ValueError as exc:
+        raise InvalidRequest(f"refund_to: {exc}") from None
+    return refund_to
+
+
+def with_refund_to(proof: PaymentProof, refund_to: str | None) -> PaymentProof:
+    return proof if refund_to is None else msgspec.structs.replace(proof, refund_to=refund_to)
 
 
 def paid_request(forwarded_request_content: str) -> PaymentRequest:
