@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry
 
+from fedai.observability.payment_metrics import PaymentMetrics
 from fedai_node.metrics import NodeMetrics
 from fedai_router.federation.events import auction_events
 from fedai_router.metrics import RouterMetrics
@@ -29,7 +30,10 @@ def code_registries() -> list[CollectorRegistry]:
     router = RouterMetrics().registry
     auction_events(router)
     router.register(RelayPoolCollector(_NoPool()))
-    return [router, NodeMetrics().registry]
+    PaymentMetrics("router", router)  # the payment metrics, registered by the router's and node's payment parts
+    node = NodeMetrics().registry
+    PaymentMetrics("node", node)
+    return [router, node]
 
 
 def series_names() -> set[str]:

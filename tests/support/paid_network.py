@@ -13,6 +13,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -20,6 +21,7 @@ from fedai.protocol.keys import Keys
 from fedai.protocol.messages import InferenceRequest
 from fedai_node.app import create_app
 from fedai_node.config import NodeSettings
+from fedai_node.refund_settings import RefundSettings
 from fedai_node.runners.base import RunnerError, RunnerResult, StreamItem
 from fedai_node.runners.mock import MOCK_MODEL_ID, MockRunner
 from tests.support.fake_lnd import Lnd, running_lnd
@@ -33,6 +35,7 @@ MODEL = MOCK_MODEL_ID
 NETWORK = "regtest"  # the ledger's invoices are lnbcrt…
 ROUTER_FEE_MSAT = 500  # ROUTER_FEE_BASE_MSAT
 CLIENT_BALANCE_MSAT = 10_000_000
+NODE_DUST_MSAT = 100  # NODE_REFUND_DUST_MSAT
 WALLET_TIMEOUT_S = "2"  # each wallet call's bound (the backends' `timeout`): a slow wallet fails fast in tests
 
 
@@ -74,8 +77,11 @@ class PaidNetwork:
 
 
 @asynccontextmanager
-async def paid_network(database_url: str, pool: asyncpg.Pool, tls: SelfSigned, tmp: Path) -> AsyncIterator[PaidNetwork]:
-    """Router (ROUTER_REQUIRE_PAYMENT, a fee, its own wallet) and node (NODE_REQUIRE_PAYMENT, its own wallet)."""
+async def paid_network(
+    database_url: str, pool: asyncpg.Pool, tls: SelfSigned, tmp: Path, **router_settings: Any
+) -> AsyncIterator[PaidNetwork]:
+    """Router (ROUTER_REQUIRE_PAYMENT, a fee, its own wallet) and node (NODE_REQUIRE_PAYMENT, its own wallet);
+    `router_settings` override the router's. Refund destinations on loopback are allowed (NODE_REFUND_ALLOW_PRIVATE)."""
     await reset_database(pool)
     ledger = Ledger()
     ledger.add_node("client", balance_msat=CLIENT_BALANCE_MSAT)
@@ -93,7 +99,7 @@ async def paid_network(database_url: str, pool: asyncpg.Pool, tls: SelfSigned, t
                 require_payment=True,
                 wallet=wallets[2].spec,
                 ln_network=NETWORK,
-                fee_base_msat=ROUTER_FEE_MSAT,
+                **({"fee_base_msat": ROUTER_FEE_MSAT} | router_settings),
             )
         )
         port = free_port()
@@ -111,6 +117,7 @@ async def paid_network(database_url: str, pool: asyncpg.Pool, tls: SelfSigned, t
             wallet=wallets[1].spec,
             ln_network=NETWORK,
             db_url=database_url,
+            refunds=RefundSettings(dust_msat=NODE_DUST_MSAT, allow_private=True),
         )
         runner = ScriptedRunner()
         await stack.enter_async_context(serve_app(create_app(node, runner), port=port))

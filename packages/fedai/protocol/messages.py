@@ -55,6 +55,7 @@ Bolt11 = Annotated[str, msgspec.Meta(min_length=8, max_length=MAX_BOLT11_CHARS, 
 PaidMsat = Annotated[int, msgspec.Meta(ge=1, le=INT8_MAX)]  # an invoice asks for at least 1 msat
 UnixS = Annotated[int, msgspec.Meta(ge=0, le=MAX_UNIX_MS)]
 Preimages = Annotated[dict[Hex64, Hex64], msgspec.Meta(min_length=1, max_length=MAX_PAYEES)]
+RefundTo = Annotated[str, msgspec.Meta(min_length=3, max_length=2048)]  # fedai.payments.refund.parse_destination
 
 
 class PayeeInvoice(Payload, kw_only=True):
@@ -99,6 +100,7 @@ class PaymentProof(Payload, kw_only=True):
 
     payment_request: Hex64  # the payment.request event id
     preimages: Preimages  # payment_hash → preimage, sha256(preimage) = payment_hash
+    refund_to: RefundTo | None = None  # where payees refund the unused part (docs/payments.md#refunds)
 
 
 class ForwardedPayment(Payload, kw_only=True):
@@ -107,6 +109,21 @@ class ForwardedPayment(Payload, kw_only=True):
 
     request: Event  # the payment.request (21036)
     preimage: Hex64
+    refund_to: RefundTo | None = None  # the client's, as it signed it in `payment`
+
+
+class Settlement(Payload, kw_only=True):
+    """A payee's signed statement of what it did with its share (docs/payments.md#refunds): in the node's
+    metering record for its work, in the router's infer.response for its fee. `used + refund + kept = quoted`;
+    `refund_msat` is owed to the client's `refund_to` (paid after the answer, retried), `kept_msat` is dust
+    below the payee's threshold, or everything unused when the client named no destination."""
+
+    role: PayeeRole
+    payment_hash: Hex64
+    quoted_msat: Msat
+    used_msat: Msat
+    refund_msat: Msat
+    kept_msat: Msat
 
 
 class InvoiceRequest(Payload, kw_only=True):
@@ -175,6 +192,7 @@ class MeteringRecord(Payload, kw_only=True):
     prompt_sha256: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}\Z")]
     output_sha256: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}\Z")] | None = None
     price_msat: Msat
+    settlement: Settlement | None = None  # a paid request: what the node keeps and refunds of its share
 
 
 class Pricing(Payload, kw_only=True):
@@ -294,6 +312,7 @@ class InferResult(Payload, kw_only=True):
     metering: Event
     node: Hex64
     offload: Offload | None = None
+    settlement: Settlement | None = None  # a paid request: what the router keeps and refunds of its fee
 
 
 T = TypeVar("T", bound=Payload)

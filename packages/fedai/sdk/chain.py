@@ -29,11 +29,13 @@ from fedai.protocol.messages import (
     Offload,
     PaymentProof,
     PaymentRequest,
+    Settlement,
     decode_payload,
     prompt_sha256,
 )
 from fedai.protocol.payment import WORK_ROLES
 from fedai.sdk.errors import ChainError, InvalidRequest, Link
+from fedai.sdk.settlement import check_settlements, paid_request
 
 __all__ = ["ChainError", "Link", "VerifiedChain", "router_key", "verify_chain"]
 
@@ -63,6 +65,7 @@ class VerifiedChain:
     record: MeteringRecord
     provider: str | None = None  # set when the router offloaded the request to this peer router
     receipt: Receipt | None = None  # the provider's signed receipt for it
+    settlements: tuple[Settlement, ...] = ()  # a paid request: what the node and the router kept and refunded
 
     @property
     def output(self) -> str:
@@ -124,6 +127,8 @@ def verify_chain(
     if chain.offload is not None:
         return _verify_offloaded(request, answer, router_pubkey, client, original, chain, chain.offload)
     response, record = _node_chain(chain, router_pubkey, request.id, client, original, original)
+    paid = _paid_request(chain.forwarded, original.payment)
+    settlements = check_settlements(original.payment, paid, record, chain.settlement, router_pubkey)
     return VerifiedChain(
         request=request,
         answer=answer,
@@ -134,7 +139,16 @@ def verify_chain(
         node=chain.node,
         result=response,
         record=record,
+        settlements=settlements,
     )
+
+
+def _paid_request(forwarded: Event, proof: PaymentProof | None) -> PaymentRequest | None:
+    """The payment request a paid request was forwarded with (its links already checked by `_node_chain`)."""
+    if proof is None:
+        return None
+    carried = decode_payload(forwarded.content, InferenceRequest).forwarded_payment
+    return None if carried is None else paid_request(carried.request.content)
 
 
 def _node_chain(
@@ -198,6 +212,8 @@ def _check_forwarded_payment(
         return
     if forwarded is None or forwarded.request.id != proof.payment_request:
         raise ChainError(Link.FORWARDED, "the node was not forwarded the payment request the client paid")
+    if forwarded.refund_to != proof.refund_to:
+        raise ChainError(Link.FORWARDED, "the node was not forwarded the refund destination the client named")
     request: PaymentRequest = _link(
         Link.FORWARDED,
         forwarded.request,

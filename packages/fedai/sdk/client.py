@@ -53,6 +53,7 @@ from fedai.sdk.pay import (
     verify_payment_request,
 )
 from fedai.sdk.pin import check_pin, health_pubkey, refused_for_pin
+from fedai.sdk.settlement import checked_refund_to, with_refund_to
 from fedai.sdk.stream import DEFAULT_STREAM_LIMITS, AsyncStream, Stream
 from fedai.service.stream_limits import StreamLimits
 
@@ -273,17 +274,21 @@ class Client(_Base):
         payment_request: Event | None = None,
         network: str = "bitcoin",
         max_fee_msat: int = DEFAULT_MAX_FEE_MSAT,
+        refund_to: str | None = None,
     ) -> PaymentProof:
         """Pay `quote` from the wallet `wallet` names (a URI or a file: docs/payments.md#wallet-uris), its payment
         request from `POST /pay` or the one a `PaymentRequiredError` carried, after verifying it; returns the proof
         for `infer(..., quote_id=..., payment=proof)`. The wallet is opened, used and closed in an event loop of
-        its own (`asyncio.run`); `AsyncClient.pay` takes an open `Wallet` instead."""
+        its own (`asyncio.run`); `AsyncClient.pay` takes an open `Wallet` instead. `refund_to` (a Lightning
+        address, LNURL-pay URL or receive-only NWC URI) is where payees refund what the answer did not use
+        (docs/payments.md#refunds)."""
+        refund_to = checked_refund_to(refund_to)
         router = self.router_pubkey()
         if payment_request is None:
             event = pay_event(self.keys, router, quote.quote.quote_id)
             payment_request = _payment_request(self._post("/pay", event))
         opened = self._verified(payment_request, quote, router, network)
-        return asyncio.run(pay_with_spec(opened, wallet, max_fee_msat=max_fee_msat))
+        return with_refund_to(asyncio.run(pay_with_spec(opened, wallet, max_fee_msat=max_fee_msat)), refund_to)
 
     def payment_request(self, quote: Quote | str, *, network: str = "bitcoin") -> Opened[PaymentRequest]:
         """`POST /pay` for `quote` (a `Quote`, or only its id), verified before anything is paid (with only the
@@ -419,15 +424,17 @@ class AsyncClient(_Base):
         payment_request: Event | None = None,
         network: str = "bitcoin",
         max_fee_msat: int = DEFAULT_MAX_FEE_MSAT,
+        refund_to: str | None = None,
     ) -> PaymentProof:
         """Pay `quote` from `wallet` (an open `fedai.payments.wallet.Wallet`, the caller's to close); as
         `Client.pay`."""
+        refund_to = checked_refund_to(refund_to)
         router = await self.router_pubkey()
         if payment_request is None:
             event = pay_event(self.keys, router, quote.quote.quote_id)
             payment_request = _payment_request(await self._post("/pay", event))
         opened = self._verified(payment_request, quote, router, network)
-        return await pay_request(opened, wallet, max_fee_msat=max_fee_msat)
+        return with_refund_to(await pay_request(opened, wallet, max_fee_msat=max_fee_msat), refund_to)
 
     async def payment_request(self, quote: Quote | str, *, network: str = "bitcoin") -> Opened[PaymentRequest]:
         router = await self.router_pubkey()

@@ -53,6 +53,29 @@ WHERE state = 'paying' AND claimed_at < $1
 RETURNING id
 """
 
+_DUE = """
+SELECT payment_hash FROM refunds WHERE state = 'pending' AND role = $3 AND updated_at < $1 ORDER BY updated_at LIMIT $2
+"""
+
+_STATUS = "SELECT role, amount_msat, state, attempts, last_error FROM refunds WHERE payment_hash = $1"
+
+_FAILING = """
+SELECT count(*) FILTER (WHERE state = 'failed') AS failed,
+       count(*) FILTER (WHERE state IN ('pending', 'paying') AND attempts >= $1) AS failing
+FROM refunds
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """A refund as operators and tests see it (no destination, no invoice)."""
+
+    role: str
+    amount_msat: int
+    state: str  # pending | paying | paid | failed
+    attempts: int
+    last_error: str | None
+
 
 @dataclass(frozen=True, slots=True)
 class Refund:
@@ -107,3 +130,21 @@ class RefundStore:
     async def release_stale(self, claimed_before: float) -> int:
         """Refunds a dead worker held since before `claimed_before` become pending again (their invoice stays)."""
         return len(await self._pool.fetch(_RELEASE_STALE, datetime.fromtimestamp(claimed_before, UTC)))
+
+    async def due(self, role: str, updated_before: float, limit: int) -> list[str]:
+        """`role`'s pending refunds last touched before `updated_before` (the retry backoff), oldest first: a payee
+        retries only its own refunds, from its own wallet."""
+        rows = await self._pool.fetch(_DUE, datetime.fromtimestamp(updated_before, UTC), limit, role)
+        return [r["payment_hash"] for r in rows]
+
+    async def status(self, payment_hash: str) -> Status | None:
+        row = await self._pool.fetchrow(_STATUS, payment_hash)
+        if row is None:
+            return None
+        return Status(row["role"], row["amount_msat"], row["state"], row["attempts"], row["last_error"])
+
+    async def failing(self, min_attempts: int) -> tuple[int, int]:
+        """Anomalies for reconciliation: (refunds failed for good, open refunds tried at least `min_attempts`)."""
+        row = await self._pool.fetchrow(_FAILING, min_attempts)
+        assert row is not None
+        return row["failed"], row["failing"]

@@ -16,8 +16,10 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
+from fedai.observability.payment_metrics import PaymentMetrics
 from fedai.observability.tracing import request_spans
 from fedai.payments.config import open_wallet
+from fedai.payments.measured import MeasuredWallet
 from fedai.protocol.event import Event
 from fedai.protocol.messages import NodeDescriptor
 from fedai.service.drain import OPS_PATHS, Drain, DrainGate
@@ -32,6 +34,7 @@ from fedai_node.metrics import NodeMetrics
 from fedai_node.payments import NodePayments
 from fedai_node.reply import ReplySigner
 from fedai_node.runners import Runner, make_runner
+from fedai_node.settlement import NodeSettlement
 from fedai_node.status import StatusEndpoints
 from fedai_node.streaming import StreamEndpoints
 
@@ -75,9 +78,12 @@ def build_node(settings: NodeSettings, runner: Runner | None = None) -> Node:
         in_flight_gauge=metrics.in_flight,
     )
     signer = ReplySigner(keys, pricing(settings))
-    wallet = open_wallet(settings.wallet, "NODE_WALLET") if settings.wallet else None
+    payment_metrics = PaymentMetrics("node", metrics.registry)
+    opened = open_wallet(settings.wallet, "NODE_WALLET") if settings.wallet else None
+    wallet = None if opened is None else MeasuredWallet(opened, payment_metrics.observe_wallet)
     payments = NodePayments(keys, admission, wallet, network=settings.ln_network, required=settings.require_payment)
     drain = Drain(settings.drain_timeout_s)  # SIGTERM: routers told, new requests refused, streams finished
+    payments.settlement = NodeSettlement(settings.refunds, payment_metrics, network=settings.ln_network)
 
     def describe() -> NodeDescriptor:
         in_flight = admission.in_flight.count

@@ -13,6 +13,7 @@ from fedai.protocol.keys import Keys
 from fedai.protocol.messages import INT4_MAX, MAX_RATE_MSAT
 from fedai.service.config import ConfigError, Env
 from fedai.service.stream_limits import StreamLimits
+from fedai_node.refund_settings import RefundSettings
 from fedai_node.runners import RUNNER_NAMES, URL_RUNNERS, RunnerSpec
 from fedai_node.runners.mock import MOCK_MODEL_ID
 from fedai_node.sandbox import check_sandbox, parse_mode
@@ -54,6 +55,7 @@ class NodeSettings:
     require_payment: bool = False
     wallet: str | None = field(default=None, repr=False)  # NODE_WALLET: a URI or file (may hold a secret)
     ln_network: str = "bitcoin"  # NODE_LN_NETWORK: the network of the wallet's invoices
+    refunds: RefundSettings = field(default_factory=RefundSettings)  # NODE_REFUND_*: usage-based settlement
     relays: tuple[str, ...] = ()
     announce_s: int = 300
     db_url: str | None = None
@@ -163,6 +165,7 @@ def from_env(env: Env | None = None) -> NodeSettings:
         require_payment=require_payment,
         wallet=wallet,
         ln_network=check_network(env.text("NODE_LN_NETWORK", "bitcoin"), "NODE_LN_NETWORK"),
+        refunds=RefundSettings.from_env(env),
         relays=tuple(env.urls("NODE_RELAYS", ("ws", "wss"))),
         announce_s=env.integer("NODE_ANNOUNCE_S", 300, minimum=1),
         db_url=env.optional("NODE_DB_URL"),

@@ -16,7 +16,7 @@ from fedai.service.http import JSON
 from fedai_node.admission import Admission
 from fedai_node.catalog import ModelCatalog
 from fedai_node.metrics import NodeMetrics
-from fedai_node.payments import NodePayments
+from fedai_node.payments import Held, NodePayments
 from fedai_node.reply import ReplySigner
 from fedai_node.runners.base import Runner, RunnerError, RunnerResult
 from fedai_node.serving import Admitted, failure_response, runner_failure, timeout_error
@@ -52,12 +52,14 @@ class InferEndpoint:
         try:
             admitted = await self._admission.admit(request, started, fields, streaming=False)
             try:
-                result, latency_ms = await self._paid_run(admitted)
+                result, latency_ms, held = await self._paid_run(admitted)
             finally:
                 self._admission.release()
             self._catalog.observe_latency(admitted.req.model, latency_ms)
             self._metrics.count_usage(result)
-            reply = self._signer.reply(admitted, result, latency_ms)
+            statement = self._payments.statement(held, self._signer.price(result))
+            reply = self._signer.reply(admitted, result, latency_ms, statement)
+            await self._payments.after_answer(held, statement)
             fields.update(input_tokens=result.input_tokens, output_tokens=result.output_tokens)
             response, code = Response(reply, media_type=JSON), "ok"
         except Exception as exc:  # noqa: BLE001 - every failure is answered with its code
@@ -70,7 +72,7 @@ class InferEndpoint:
         )
         return response
 
-    async def _paid_run(self, admitted: Admitted) -> tuple[RunnerResult, float]:
+    async def _paid_run(self, admitted: Admitted) -> tuple[RunnerResult, float, Held | None]:
         """Run the request, its payment (when it carries one) claimed first: consumed once the runner answered,
         released when it failed, so the same proof serves a retry (docs/payments.md#the-flow)."""
         held = await self._payments.hold(admitted)
@@ -80,7 +82,7 @@ class InferEndpoint:
             await self._payments.settle(held, served=False)
             raise
         await self._payments.settle(held, served=True)
-        return result
+        return (*result, held)
 
     async def _run(self, req: InferenceRequest) -> tuple[RunnerResult, float]:
         t0 = time.perf_counter()

@@ -88,9 +88,13 @@ class NodeLifecycle:
         self._admission.guard = PostgresReplayGuard(self._db)
         if self._payments.wallet is not None:
             self._payments.claims = NodeClaims(self._db)  # the node's single-use payment claims, beside it
+            if self._payments.settlement is not None:  # and its refunds of unused shares
+                self._payments.settlement.start(self._db, self._payments.wallet)
 
     async def stop(self) -> None:
         await cancel_and_wait([self._discovery])
+        if self._payments.settlement is not None:
+            await self._payments.settlement.stop()
         if self._announcer is not None:
             await self._announcer.stop()
         if self._heartbeat is not None:

@@ -22,12 +22,13 @@ from fedai.protocol.errors import ErrorCode, FedaiError
 from fedai.protocol.event import Event
 from fedai.protocol.keys import Keys
 from fedai.protocol.kinds import Kind
-from fedai.protocol.messages import InvoiceRequest, PayeeInvoice, PaymentRequest, decode_payload
+from fedai.protocol.messages import InvoiceRequest, PayeeInvoice, PaymentRequest, Settlement, decode_payload
 from fedai.protocol.payment import PaymentRequired, check_forwarded, claim_error, invalid, seal_invoice
 from fedai.service.http import error_response, event_response
 from fedai_node.admission import Admission
 from fedai_node.payment_claims import NodeClaim, NodeClaims
 from fedai_node.serving import Admitted
+from fedai_node.settlement import NodeSettlement
 
 MAX_INVOICE_TTL_S = 3600  # an invoice request further ahead than this is refused
 MIN_INVOICE_TTL_S = 10
@@ -40,6 +41,8 @@ class Held:
 
     payment_hash: str
     claimant: str
+    share_msat: int = 0  # the node's share of the payment request, as paid
+    refund_to: str | None = None  # the client's refund destination, as the router forwarded it
 
 
 def invoice_key(request: InvoiceRequest) -> str:
@@ -60,6 +63,7 @@ class NodePayments:
         self._network = network
         self.wallet = wallet
         self.claims: NodeClaims | None = None  # set at start, on the NODE_DB_URL pool
+        self.settlement: NodeSettlement | None = None  # refunds of the unused share (docs/payments.md#refunds)
         self.required = required
 
     async def invoice(self, request: Request) -> Response:
@@ -110,6 +114,8 @@ class NodePayments:
             return None
         if req.client is None or req.quote_id is None:
             raise invalid("a paid request names its client and quote")
+        if self.settlement is not None:
+            self.settlement.check_destination(forwarded.refund_to)
         now = time.time()
         entry = check_forwarded(
             forwarded, payee=self._keys.pubkey, router=event.pubkey, client=req.client, quote_id=req.quote_id, now=now
@@ -121,10 +127,23 @@ class NodePayments:
         claim = NodeClaim(
             entry.payment_hash, forwarded.request.id, event.pubkey, req.client, entry.amount_msat, expires_at
         )
-        error = claim_error(await self.claims.claim(claim, event.id, now))
+        outcome = await self.claims.claim(claim, event.id, now)
+        if self.settlement is not None:
+            self.settlement.count_proof(str(outcome))
+        error = claim_error(outcome)
         if error is not None:
             raise error
-        return Held(entry.payment_hash, event.id)
+        return Held(entry.payment_hash, event.id, entry.amount_msat, forwarded.refund_to)
+
+    def statement(self, held: Held | None, price_msat: int) -> Settlement | None:
+        """What the node's metering record states of its share (None for an unpaid request)."""
+        if held is None or self.settlement is None:
+            return None
+        return self.settlement.statement(held.payment_hash, held.share_msat, price_msat, held.refund_to)
+
+    async def after_answer(self, held: Held | None, statement: Settlement | None) -> None:
+        if held is not None and statement is not None and self.settlement is not None:
+            await self.settlement.after_answer(statement, held.refund_to)
 
     async def settle(self, held: Held | None, *, served: bool) -> None:
         """Consume the claim of a request that was answered; release it when serving failed."""
@@ -134,3 +153,5 @@ class NodePayments:
             await self.claims.consume(held.payment_hash, held.claimant)
         else:
             await self.claims.release(held.payment_hash, held.claimant)
+        if self.settlement is not None:
+            self.settlement.count_proof("consumed" if served else "released")

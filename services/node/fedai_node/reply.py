@@ -11,7 +11,16 @@ from fedai.protocol.envelope import seal
 from fedai.protocol.event import Event
 from fedai.protocol.keys import Keys
 from fedai.protocol.kinds import Kind
-from fedai.protocol.messages import Ack, InferenceResponse, NodeReply, Pricing, StreamChunk, Usage
+from fedai.protocol.messages import (
+    Ack,
+    InferenceResponse,
+    NodeReply,
+    Pricing,
+    Settlement,
+    StreamChunk,
+    Usage,
+    price_msat,
+)
 from fedai_node.metering import build_record
 from fedai_node.runners.base import RunnerResult
 from fedai_node.serving import Admitted
@@ -26,8 +35,15 @@ class ReplySigner:
         self._keys = keys
         self._pricing = pricing
 
-    def reply(self, admitted: Admitted, result: RunnerResult, latency_ms: float) -> bytes:
-        """The node-signed infer.response and metering record for `result`, as `NodeReply` JSON."""
+    def reply(
+        self,
+        admitted: Admitted,
+        result: RunnerResult,
+        latency_ms: float,
+        settlement: Settlement | None = None,
+    ) -> bytes:
+        """The node-signed infer.response and metering record for `result`, as `NodeReply` JSON; a paid request's
+        record states its `settlement`."""
         event, req = admitted.event, admitted.req
         answer = InferenceResponse(
             model=req.model,
@@ -46,8 +62,14 @@ class ReplySigner:
             wall_ms=(time.perf_counter() - admitted.started) * 1000,
             bytes_in=admitted.bytes_in,
         )
+        if settlement is not None:
+            record = msgspec.structs.replace(record, settlement=settlement)
         metering = seal(self._keys, Kind.METERING_RECORD, record, to=event.pubkey, reply_to=event.id)
         return _encode(NodeReply(response=response, metering=metering))
+
+    def price(self, result: RunnerResult) -> int:
+        """What the metering record will charge for `result` (this node's pricing)."""
+        return price_msat(self._pricing, result.input_tokens, result.output_tokens)
 
     def chunk(self, admitted: Admitted, seq: int, delta: str) -> Event:
         """One stream.chunk: the `seq`-th delta of the stream answering `admitted`."""

@@ -11,7 +11,7 @@ from fedai.protocol.envelope import seal
 from fedai.protocol.event import Event
 from fedai.protocol.keys import Keys
 from fedai.protocol.kinds import Kind
-from fedai.protocol.messages import InferResult, MeteringRecord, Offload
+from fedai.protocol.messages import InferResult, MeteringRecord, Offload, Settlement
 from fedai_router.metrics import RouterMetrics
 from fedai_router.store.metering import MeteringEntry, MeteringStore
 
@@ -61,7 +61,9 @@ class Completion:
         self.metrics.tokens.labels("in").inc(record.input_tokens)
         self.metrics.tokens.labels("out").inc(record.output_tokens)
 
-    async def answer(self, origin: Origin, metered: Metered, offload: Offload | None = None) -> Event:
+    async def answer(
+        self, origin: Origin, metered: Metered, offload: Offload | None = None, settlement: Settlement | None = None
+    ) -> Event:
         """Record the metering, then sign the infer.response carrying the whole chain (and, for a request served
         by a peer router, the offload that proves it)."""
         await self.record(origin, metered)
@@ -71,5 +73,6 @@ class Completion:
             metering=metered.metering,
             node=metered.node,
             offload=offload,
+            settlement=settlement,
         )
         return seal(self.keys, Kind.INFER_RESPONSE, result, to=origin.client, reply_to=origin.id)

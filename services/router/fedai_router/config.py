@@ -14,6 +14,7 @@ from fedai.service.stream_limits import StreamLimits
 from fedai_router.client_wallets import WalletBinding, parse_wallet_bindings
 from fedai_router.pricing import MAX_FEE_BASE_MSAT
 from fedai_router.scheduler.types import Policy, Weights
+from fedai_router.settlement_settings import SettlementSettings
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -128,6 +129,7 @@ class RouterSettings:
     wallet: str | None = field(default=None, repr=False)  # ROUTER_WALLET: URI or file (may hold a secret)
     ln_network: str = "bitcoin"  # ROUTER_LN_NETWORK: the network invoices are checked against
     payment_ttl_s: int = 600  # ROUTER_PAYMENT_TTL_S: a payment request's life (never past its quote's)
+    settlement: SettlementSettings = field(default_factory=SettlementSettings)  # reconciliation, refunds
     registry_refresh_ms: int = 1_000
     admin_sync_ms: int = 1_000  # ROUTER_ADMIN_SYNC_MS: how often a replica checks for operators' changes
     registry_limits: RegistryLimits = field(default_factory=RegistryLimits)  # bounded registry
@@ -252,6 +254,7 @@ class RouterSettings:
             wallet=check_wallet_spec(spec, "ROUTER_WALLET") if (spec := env.optional("ROUTER_WALLET")) else None,
             ln_network=check_network(env.text("ROUTER_LN_NETWORK", "bitcoin"), "ROUTER_LN_NETWORK"),
             payment_ttl_s=env.integer("ROUTER_PAYMENT_TTL_S", 600, minimum=60, maximum=86_400),
+            settlement=SettlementSettings.from_env(env),
             registry_refresh_ms=env.integer("ROUTER_REGISTRY_REFRESH_MS", 1_000, minimum=50),
             admin_sync_ms=env.integer("ROUTER_ADMIN_SYNC_MS", 1_000, minimum=50, maximum=60_000),
             registry_limits=RegistryLimits.from_env(env),

@@ -77,7 +77,13 @@ class Infer:
             return await self.planner.unless_served(plan.quote, lambda: self.claims.while_claiming(client_event, serve))
 
         served = await self.paid.while_held(held, work)
-        return await self.completion.answer(origin, served.metered)
+        settlement, refund_to = self.paid.settlement, held.forwarded.refund_to
+        if settlement is None:
+            return await self.completion.answer(origin, served.metered)
+        statement = settlement.statement(held.fee, served.metered.record, refund_to)
+        answer = await self.completion.answer(origin, served.metered, settlement=statement)
+        await settlement.after_answer(statement, refund_to)
+        return answer
 
     async def _offload(self, client_event: Event, request: InferenceRequest, local: FedaiError) -> Event:
         """Offload under the same price cap and quote as a local dispatch (the job sent strips the cap itself)."""

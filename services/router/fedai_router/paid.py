@@ -15,10 +15,11 @@ from typing import TypeVar
 
 import msgspec
 
-from fedai.protocol.messages import ForwardedPayment, InferenceRequest
+from fedai.protocol.messages import ForwardedPayment, InferenceRequest, PaymentProof
 from fedai.protocol.payment import WORK_ROLES, PaymentRequired, claim_error, invalid, preimage_matches
 from fedai.store.db import UNAVAILABLE
 from fedai_router.payment_requests import PaymentRequests
+from fedai_router.settlement import RouterSettlement
 from fedai_router.store.payments import ClaimedPayee, PaymentStore
 
 log = logging.getLogger("fedai.router.payments")
@@ -34,6 +35,7 @@ class Held:
     claimant: str
     node: str  # the node the request was paid for: the only one that may serve it
     forwarded: ForwardedPayment  # what the node is sent: the payment request and its own preimage only
+    fee: ClaimedPayee | None = None  # the router's own fee invoice, when it charges one
 
     def for_planning(self, request: InferenceRequest) -> InferenceRequest:
         """The request as the planner must see it: pinned to the paid node, nothing else (the client's own
@@ -54,6 +56,7 @@ class Paid:
         self.requests = requests
         self.required = required
         self.enabled = enabled  # a router wallet or ROUTER_REQUIRE_PAYMENT: this router takes payments
+        self.settlement: RouterSettlement | None = None  # refunds of the unused fee (docs/payments.md#refunds)
 
     def applies(self, request: InferenceRequest) -> bool:
         return self.required or request.payment is not None
@@ -71,32 +74,37 @@ class Paid:
             raise PaymentRequired("pay this payment request, then send the request with its proof", event)
         if request.quote_id is None:
             raise invalid("a paid request names the quote it paid (quote_id)")
+        if self.settlement is not None:
+            self.settlement.check_destination(proof.refund_to)
         if not all(preimage_matches(pre, h) for h, pre in proof.preimages.items()):
             raise invalid("a preimage does not match its payment hash")
         claimant = secrets.token_hex(16)
         claim = await self.store.claim_all(
             list(proof.preimages), proof.payment_request, claimant, time.time(), client=client, quote=request.quote_id
         )
+        if self.settlement is not None:
+            self.settlement.count_claim(claim.outcome, claim.payees)
         error = claim_error(claim.outcome)
         if error is not None:
             raise error
         try:
-            return await self._held(proof.payment_request, claimant, claim.payees, proof.preimages)
+            return await self._held(proof.payment_request, claimant, claim.payees, proof)
         except BaseException:
             await self._release(proof.payment_request, claimant)
             raise
 
     async def _held(
-        self, request_id: str, claimant: str, payees: tuple[ClaimedPayee, ...], preimages: dict[str, str]
+        self, request_id: str, claimant: str, payees: tuple[ClaimedPayee, ...], proof: PaymentProof
     ) -> Held:
         """What a claimed proof binds the request to: the paid node, and what that node is forwarded."""
         node = next(p for p in payees if p.role in WORK_ROLES)
         event = await self.store.event(request_id)
         if event is None:
             raise invalid("payment request unknown here")
-        return Held(
-            request_id, claimant, node.payee, ForwardedPayment(request=event, preimage=preimages[node.payment_hash])
-        )
+        preimage, refund_to = proof.preimages[node.payment_hash], proof.refund_to
+        forwarded = ForwardedPayment(request=event, preimage=preimage, refund_to=refund_to)
+        fee = next((p for p in payees if p.role == "router_fee"), None)
+        return Held(request_id, claimant, node.payee, forwarded, fee)
 
     async def while_held(self, held: Held, work: Callable[[], Awaitable[T]]) -> T:
         """Run `work` (plan, dispatch to the paid node) holding the claim: consumed once it succeeded, released
@@ -105,13 +113,20 @@ class Paid:
             result = await work()
         except BaseException:
             await self._release(held.request_id, held.claimant)
+            self._count(held, "released")
             raise
         await self.store.consume(held.request_id, held.claimant)
+        self._count(held, "consumed")
         return result
 
     async def release(self, held: Held) -> None:
         """Give back the claim of a request that was not dispatched."""
         await self._release(held.request_id, held.claimant)
+        self._count(held, "released")
+
+    def _count(self, held: Held, outcome: str) -> None:
+        if self.settlement is not None:
+            self.settlement.count_proof(outcome, with_fee=held.fee is not None)
 
     async def _release(self, request_id: str, claimant: str) -> None:
         """Give the claim back; with the database down it stays held (logged) until `release_stale`."""

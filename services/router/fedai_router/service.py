@@ -14,7 +14,9 @@ import asyncpg
 
 from fedai import __version__
 from fedai.nostr import RelayPool
+from fedai.observability.payment_metrics import PaymentMetrics
 from fedai.payments.config import open_wallet
+from fedai.payments.measured import MeasuredWallet
 from fedai.payments.wallet import Wallet
 from fedai.protocol.replay import MemoryReplayGuard
 from fedai.service.drain import Drain
@@ -57,6 +59,7 @@ from fedai_router.registry import WINDOW_MINUTES, Registry
 from fedai_router.relay_metrics import RelayPoolCollector
 from fedai_router.resolver import BoundedResolver
 from fedai_router.retry import RetryBudget
+from fedai_router.settlement import RouterSettlement
 from fedai_router.store.health import prune_stats
 from fedai_router.store.metering import MeteringStore
 from fedai_router.store.payments import PaymentStore
@@ -267,7 +270,9 @@ class RouterService:
     def _build_payments(self) -> None:
         """Payment requests and the paid path (docs/payments.md#the-flow), with the router's own wallet."""
         settings = self.settings
-        self.wallet = open_wallet(settings.wallet, "ROUTER_WALLET") if settings.wallet else None
+        self.payment_metrics = PaymentMetrics("router", self.metrics.registry)
+        opened = open_wallet(settings.wallet, "ROUTER_WALLET") if settings.wallet else None
+        self.wallet = None if opened is None else MeasuredWallet(opened, self.payment_metrics.observe_wallet)
         self.payment_store = PaymentStore(self.pool)
         self.client_wallets = ClientWallets(settings.api_key_wallets)
         self.payment_requests = PaymentRequests(
@@ -283,6 +288,17 @@ class RouterService:
         )
         enabled = settings.require_payment or self.wallet is not None
         self.paid = Paid(self.payment_store, self.payment_requests, required=settings.require_payment, enabled=enabled)
+        self.paid.settlement = RouterSettlement(
+            self.pool,
+            self.wallet,
+            self.outbound,
+            self.payment_metrics,
+            settings.settlement,
+            fee=(settings.fee_base_msat, settings.fee_ppm),
+            network=settings.ln_network,
+            allow_http=settings.allow_private_endpoints,
+            background=self.background,
+        )
 
     def _edge_payments(self) -> EdgePayments | None:
         """A paying router pays OpenAI calls from the callers' bound wallets (docs/payments.md#the-openai-edge)."""
@@ -341,6 +357,8 @@ class RouterService:
         every(STATS_PRUNE_INTERVAL_S, "health window prune", self._prune_stats)
         self.housekeeper = Housekeeper(self.pool, registry, settings.retention, self.metrics.registry)
         every(settings.retention.interval_s, "housekeeping", self.housekeeper.run)
+        assert self.paid.settlement is not None
+        every(settings.settlement.interval_s, "payment reconciliation", self.paid.settlement.reconciler.run)
 
     async def _open_relays(self) -> RelayPool:
         settings = self.settings

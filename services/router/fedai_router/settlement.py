@@ -1,0 +1,113 @@
+"""The router's usage-based settlement of its fee (docs/payments.md#refunds): after a paid answer it states, in
+its signed infer.response, what it used of the fee it was paid (its fee formula on the node's metered price) and
+refunds the rest to the client's `refund_to` from its own wallet, unless that is dust (ROUTER_REFUND_DUST_MSAT).
+Refunds are opened before the answer leaves, paid in the background, retried by the reconciliation job."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+
+import asyncpg
+
+from fedai.observability.payment_metrics import PaymentMetrics
+from fedai.payments.destination import DestinationInvoices
+from fedai.payments.refund import fee_used, parse_destination, settle_share
+from fedai.payments.refunder import Refunder, RefundPolicy
+from fedai.payments.wallet import Wallet
+from fedai.protocol.messages import MeteringRecord, Settlement
+from fedai.protocol.payment import ClaimOutcome, invalid
+from fedai.store.refunds import RefundStore
+from fedai_router.background import Background
+from fedai_router.outbound import Outbound
+from fedai_router.reconcile import Reconciler
+from fedai_router.refunds import outbound_fetch
+from fedai_router.settlement_settings import SettlementSettings
+from fedai_router.store.payments import ClaimedPayee
+
+log = logging.getLogger("fedai.router.settlement")
+
+
+class RouterSettlement:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        wallet: Wallet | None,
+        outbound: Outbound,
+        metrics: PaymentMetrics,
+        settings: SettlementSettings,
+        *,
+        fee: tuple[int, int],  # ROUTER_FEE_BASE_MSAT, ROUTER_FEE_PPM
+        network: str,
+        allow_http: bool,
+        background: Background,  # ROUTER_ALLOW_PRIVATE_ENDPOINTS: http destinations too (loopback tests)
+    ) -> None:
+        self.metrics = metrics
+        self._settings = settings
+        self._fee = fee
+        self._allow_http = allow_http
+        self._background = background
+        self.refunder: Refunder | None = None
+        if wallet is not None:
+            invoices = DestinationInvoices(outbound_fetch(outbound), network=network, allow_http=allow_http)
+            policy = RefundPolicy(settings.refund_max_fee_msat, settings.refund_max_attempts, allow_http)
+            worker = f"router-{secrets.token_hex(6)}"
+            self.refunder = Refunder(
+                RefundStore(pool),
+                wallet,
+                invoices,
+                role="router_fee",
+                worker=worker,
+                policy=policy,
+                observe=metrics.observe_refund,
+            )
+        self.reconciler = Reconciler(pool, metrics, settings, self.refunder)
+
+    def count_claim(self, outcome: ClaimOutcome, payees: tuple[ClaimedPayee, ...]) -> None:
+        """A proof's claim: `claimed` per payee's role, or the refusal (role `any`: nothing was claimed)."""
+        if outcome is not ClaimOutcome.CLAIMED:
+            self.metrics.proofs.labels("any", str(outcome)).inc()
+        for payee in payees:
+            self.metrics.proofs.labels(payee.role, "claimed").inc()
+
+    def count_proof(self, outcome: str, *, with_fee: bool) -> None:
+        """A held proof `consumed` (served) or `released` (the node failed), per payee's role."""
+        self.metrics.proofs.labels("node", outcome).inc()
+        if with_fee:
+            self.metrics.proofs.labels("router_fee", outcome).inc()
+
+    def check_destination(self, refund_to: str | None) -> None:
+        """A paid request's `refund_to` is checked before its proof is claimed (400 `payment_invalid`)."""
+        if refund_to is None:
+            return
+        try:
+            parse_destination(refund_to, allow_http=self._allow_http)
+        except ValueError as exc:
+            raise invalid(str(exc)) from None
+
+    def statement(self, fee: ClaimedPayee | None, record: MeteringRecord, refund_to: str | None) -> Settlement | None:
+        """What the router states of its fee, once the node metered what it used."""
+        if fee is None:
+            return None
+        base, ppm = self._fee
+        used = fee_used(fee.amount_msat, record.price_msat, base_msat=base, ppm=ppm)
+        refunding = refund_to is not None and self.refunder is not None
+        return settle_share(
+            "router_fee", fee.payment_hash, fee.amount_msat, used, self._settings.refund_dust_msat, refunding=refunding
+        )
+
+    async def after_answer(self, statement: Settlement | None, refund_to: str | None) -> None:
+        """Count what was earned and kept; open the refund, then pay it in the background."""
+        if statement is None:
+            return
+        self.metrics.earned.labels("router_fee").inc(statement.used_msat + statement.kept_msat)
+        self.metrics.refund_msat.labels("router_fee", "kept").inc(statement.kept_msat)
+        if self.refunder is None or refund_to is None or statement.refund_msat == 0:
+            return
+        if await self.refunder.open(statement, refund_to):
+            self.metrics.refund_msat.labels("router_fee", "refunded").inc(statement.refund_msat)
+            self._background.spawn(self._attempt(statement.payment_hash), "refund")
+
+    async def _attempt(self, payment_hash: str) -> None:
+        assert self.refunder is not None
+        await self.refunder.attempt(payment_hash)
