@@ -17,10 +17,10 @@ import asyncpg
 from fedai.observability.payment_metrics import PaymentMetrics
 from fedai.payments.destination import DestinationInvoices
 from fedai.payments.refund import parse_destination, settle_share
-from fedai.payments.refunder import Refunder, RefundPolicy
 from fedai.payments.wallet import Wallet
 from fedai.protocol.messages import Settlement
 from fedai.protocol.payment import invalid
+from fedai.service.refunder import Refunder, RefundPolicy
 from fedai.service.tasks import cancel_and_wait
 from fedai.store.refunds import RefundStore
 from fedai_node.refund_fetch import public_fetch

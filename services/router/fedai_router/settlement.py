@@ -13,10 +13,10 @@ import asyncpg
 from fedai.observability.payment_metrics import PaymentMetrics
 from fedai.payments.destination import DestinationInvoices
 from fedai.payments.refund import fee_used, parse_destination, settle_share
-from fedai.payments.refunder import Refunder, RefundPolicy
 from fedai.payments.wallet import Wallet
 from fedai.protocol.messages import MeteringRecord, Settlement
 from fedai.protocol.payment import ClaimOutcome, invalid
+from fedai.service.refunder import Refunder, RefundPolicy
 from fedai.store.refunds import RefundStore
 from fedai_router.background import Background
 from fedai_router.outbound import Outbound
