@@ -21,7 +21,7 @@ from fedai.payments.refund import settle_share
 from fedai.payments.spec import parse_spec
 from fedai.payments.wallet import Wallet
 from fedai.protocol.messages import Settlement
-from fedai.service.refunder import Refunder, RefundPolicy
+from fedai.refunder import Refunder, RefundPolicy
 from fedai.store.refunds import RefundStore
 from fedai_router.outbound import Outbound
 from fedai_router.refunds import outbound_fetch

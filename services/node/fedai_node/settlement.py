@@ -20,7 +20,7 @@ from fedai.payments.refund import parse_destination, settle_share
 from fedai.payments.wallet import Wallet
 from fedai.protocol.messages import Settlement
 from fedai.protocol.payment import invalid
-from fedai.service.refunder import Refunder, RefundPolicy
+from fedai.refunder import Refunder, RefundPolicy
 from fedai.service.tasks import cancel_and_wait
 from fedai.store.refunds import RefundStore
 from fedai_node.refund_fetch import public_fetch

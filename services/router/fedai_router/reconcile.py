@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 import asyncpg
 
 from fedai.observability.payment_metrics import PaymentMetrics
-from fedai.service.refunder import Refunder
+from fedai.refunder import Refunder
 from fedai.store.refunds import RefundStore
 from fedai_router.settlement_settings import SettlementSettings
 from fedai_router.store.payments import PaymentStore

@@ -1,6 +1,6 @@
 """The router's refunds of its fee (docs/payments.md#refunds): LNURL-pay destinations are reached through the
 router's SSRF-safe outbound session (`fedai_router.outbound`: the address connected to is judged, no redirect is
-followed, the body is bounded), and paid from the router's own wallet by `fedai.service.refunder.Refunder`."""
+followed, the body is bounded), and paid from the router's own wallet by `fedai.refunder.Refunder`."""
 
 from __future__ import annotations
 

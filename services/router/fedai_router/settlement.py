@@ -16,7 +16,7 @@ from fedai.payments.refund import fee_used, parse_destination, settle_share
 from fedai.payments.wallet import Wallet
 from fedai.protocol.messages import MeteringRecord, Settlement
 from fedai.protocol.payment import ClaimOutcome, invalid
-from fedai.service.refunder import Refunder, RefundPolicy
+from fedai.refunder import Refunder, RefundPolicy
 from fedai.store.refunds import RefundStore
 from fedai_router.background import Background
 from fedai_router.outbound import Outbound
