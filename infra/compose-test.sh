@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# `make compose-test`: the container stack built offline from a local Debian base, brought up, one verified
+# inference through it from this host, then torn down. Not part of `make test` (infra/README.md).
+#
+#   1. the base image fedai-base:bookworm (infra/base-image.sh: debootstrap + docker import), once
+#   2. the images: fedai (multi-stage, non-root), PostgreSQL and Prometheus from Debian's packages
+#   3. `compose up` with fresh keys and passwords in a temporary .env; the router's port published on 127.0.0.1
+#   4. both nodes registered, `fedai infer --json` through the router: the chain must verify, signed by the
+#      router's pinned key and one of the two nodes; Prometheus ready
+#   5. `compose down -v` (also on failure or Ctrl-C)
+#
+# Exits 1 with one clear line when Docker is not running or Debian's archive cannot be reached.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(dirname "$here")
+fedai=${FEDAI:-$repo/.venv/bin/fedai}
+python=${PYTHON:-$repo/.venv/bin/python}
+project=fedai-compose-test
+started=$(date +%s)
+
+say() { printf 'compose-test: %s\n' "$*"; }
+die() { printf 'compose-test: %s\n' "$*" >&2; exit 1; }
+
+docker info >/dev/null 2>&1 || die "the Docker engine is not running (or not installed): run infra/install-compose-tools as root"
+if docker compose version >/dev/null 2>&1; then
+  compose=(docker compose)
+elif command -v docker-compose >/dev/null 2>&1; then
+  compose=(docker-compose)
+else
+  die "no docker compose: run infra/install-compose-tools as root"
+fi
+
+if ! docker image inspect fedai-base:bookworm >/dev/null 2>&1; then
+  say "building the base image with debootstrap (once)"
+  "$here/base-image.sh" || die "could not build the base image (above)"
+fi
+
+say "building the images (pip reaches PyPI, apt Debian's archive)"
+build() { docker build --quiet --network host -f "$1" -t "$2" "$repo" >/dev/null || die "docker build $2 failed"; }
+build "$here/Dockerfile" fedai:local
+build "$here/images/postgres.Dockerfile" fedai-postgres:local
+build "$here/images/prometheus.Dockerfile" fedai-prometheus:local
+built=$(date +%s)
+
+work=$(mktemp -d /tmp/fedai-compose-test.XXXXXX)
+env_file=$work/.env
+run_compose() { "${compose[@]}" -p "$project" -f "$here/docker-compose.yml" --env-file "$env_file" "$@"; }
+cleanup() {
+  status=$?
+  if [ $status -ne 0 ] && [ -s "$env_file" ]; then
+    run_compose ps >&2 || true
+    run_compose logs --no-color --tail 40 >&2 || true
+  fi
+  [ -s "$env_file" ] && run_compose down -v --remove-orphans >/dev/null 2>&1 || true
+  rm -rf "$work"
+  exit $status
+}
+trap cleanup EXIT INT TERM
+
+key() { "$fedai" keys gen --json --show-secret | "$python" -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
+free_port() { "$python" -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])"; }
+router_secret_and_npub=$("$fedai" keys gen --json --show-secret)
+router_secret=$(printf '%s' "$router_secret_and_npub" | "$python" -c "import json,sys; print(json.load(sys.stdin)['secret_hex'])")
+router_npub=$(printf '%s' "$router_secret_and_npub" | "$python" -c "import json,sys; print(json.load(sys.stdin)['npub'])")
+token_json=$("$fedai" admin-token new --json)
+printf '%s' "$token_json" | "$python" -c "import json,sys; print(json.load(sys.stdin)['admin_token'])" >"$work/router-admin.token"
+chmod 644 "$work/router-admin.token"
+router_port=$(free_port)
+cat >"$env_file" <<ENV
+ROUTER_PRIVATE_KEY=$router_secret
+ROUTER_PUBLIC_KEY=$router_npub
+NODE1_PRIVATE_KEY=$(key secret_hex)
+NODE2_PRIVATE_KEY=$(key secret_hex)
+POSTGRES_PASSWORD=$("$python" -c "import secrets; print(secrets.token_hex(16))")
+ROUTER_ADMIN_TOKEN_SHA256=$(printf '%s' "$token_json" | "$python" -c "import json,sys; print(json.load(sys.stdin)['router_admin_token_sha256'])")
+ROUTER_ADMIN_TOKEN_FILE=$work/router-admin.token
+ROUTER_HOST_PORT=$router_port
+ROUTER_PUBLIC_URL=http://127.0.0.1:$router_port
+PROMETHEUS_HOST_PORT=$(free_port)
+ENV
+
+say "starting the stack (router on 127.0.0.1:$router_port)"
+run_compose up -d --no-build >/dev/null
+router=http://127.0.0.1:$router_port
+
+fresh_nodes() {
+  "$fedai" status --router "$router" --router-pubkey "$router_npub" --json 2>/dev/null \
+    | "$python" -c "import json,sys; print(json.load(sys.stdin)['nodes']['fresh'])" 2>/dev/null || echo 0
+}
+for _ in $(seq 120); do [ "$(fresh_nodes)" = 2 ] && break; sleep 1; done
+[ "$(fresh_nodes)" = 2 ] || die "the two nodes did not register within 120 s"
+up=$(date +%s)
+
+say "sending a verified inference through the router"
+client_key=$work/client.key
+"$fedai" keys gen --out "$client_key" >/dev/null
+answer=$("$fedai" infer --router "$router" --router-pubkey "$router_npub" --key "$client_key" --json "hello from compose")
+printf '%s' "$answer" | "$python" -c '
+import json, sys
+chain = json.load(sys.stdin)
+assert chain["verified"] is True, chain
+print("compose-test: chain verified, served by node", chain.get("node", "?")[:16] + "…")
+'
+"$python" -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=10)" \
+  "http://127.0.0.1:$(grep PROMETHEUS_HOST_PORT "$env_file" | cut -d= -f2)/-/ready" || die "Prometheus is not ready"
+
+say "restarting PostgreSQL under the running router: it must serve again"
+run_compose restart postgres >/dev/null
+for _ in $(seq 60); do
+  "$fedai" infer --router "$router" --router-pubkey "$router_npub" --key "$client_key" --json "again" >/dev/null 2>&1 && break
+  sleep 1
+done
+"$fedai" infer --router "$router" --router-pubkey "$router_npub" --key "$client_key" --json "again" >/dev/null \
+  || die "no verified inference after PostgreSQL restarted"
+
+run_compose down -v --remove-orphans >/dev/null
+: >"$env_file"
+ended=$(date +%s)
+say "passed in $((ended - started)) s (images $((built - started)) s, stack up and nodes registered $((up - built)) s)"
