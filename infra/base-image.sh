@@ -28,6 +28,14 @@ deb $mirror $suite main
 deb $mirror $suite-updates main
 deb http://deb.debian.org/debian-security $suite-security main
 SOURCES
+# services installed later (PostgreSQL, Prometheus) are not started during an image build
+printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d" && chmod 755 "$root/usr/sbin/policy-rc.d"
+# this host's own extra CAs (e.g. a TLS-inspecting egress proxy's), trusted in the image too: pip needs them
+ca_dir=${FEDAI_EXTRA_CA_DIR:-/usr/local/share/ca-certificates}
+if compgen -G "$ca_dir/*.crt" >/dev/null; then
+  cp "$ca_dir"/*.crt "$root/usr/local/share/ca-certificates/"
+  chroot "$root" update-ca-certificates >/dev/null
+fi
 rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
 tar -C "$root" -c . | docker import \
   --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8' \
