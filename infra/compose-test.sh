@@ -7,7 +7,9 @@
 #   3. `compose up` with fresh keys and passwords in a temporary .env; the router's port published on 127.0.0.1
 #   4. both nodes registered, `fedai infer --json` through the router: the chain must verify, signed by the
 #      router's pinned key and one of the two nodes; Prometheus ready
-#   5. `compose down -v` (also on failure or Ctrl-C)
+#   5. PostgreSQL stopped, the router restarted without it: it must wait (ROUTER_DB_WAIT_S, not the engine's
+#      restart policy) and serve a verified inference once PostgreSQL is started again
+#   6. `compose down -v` (also on failure or Ctrl-C)
 #
 # Exits 1 with one clear line when Docker is not running or Debian's archive cannot be reached.
 set -euo pipefail
@@ -35,9 +37,14 @@ if ! docker image inspect fedai-base:bookworm >/dev/null 2>&1; then
   say "building the base image with debootstrap (once)"
   "$here/base-image.sh" || die "could not build the base image (above)"
 fi
+based=$(date +%s)
+logs=$(mktemp -d /tmp/fedai-compose-test-logs.XXXXXX)
 
 say "building the images (pip reaches PyPI, apt Debian's archive)"
-build() { docker build --quiet --network host -f "$1" -t "$2" "$repo" >/dev/null || die "docker build $2 failed"; }
+build() {
+  docker build --network host -f "$1" -t "$2" "$repo" >"$logs/build-$2.log" 2>&1 \
+    || { tail -30 "$logs/build-$2.log" >&2; die "docker build $2 failed (log: $logs/build-$2.log)"; }
+}
 build "$here/Dockerfile" fedai:local
 build "$here/images/postgres.Dockerfile" fedai-postgres:local
 build "$here/images/prometheus.Dockerfile" fedai-prometheus:local
@@ -46,6 +53,7 @@ built=$(date +%s)
 work=$(mktemp -d /tmp/fedai-compose-test.XXXXXX)
 env_file=$work/.env
 run_compose() { "${compose[@]}" -p "$project" -f "$here/docker-compose.yml" --env-file "$env_file" "$@"; }
+quiet_compose() { run_compose "$@" >>"$logs/compose.log" 2>&1 || { tail -20 "$logs/compose.log" >&2; return 1; }; }
 cleanup() {
   status=$?
   if [ $status -ne 0 ] && [ -s "$env_file" ]; then
@@ -54,6 +62,7 @@ cleanup() {
   fi
   [ -s "$env_file" ] && run_compose down -v --remove-orphans >/dev/null 2>&1 || true
   rm -rf "$work"
+  [ $status -ne 0 ] || rm -rf "$logs"
   exit $status
 }
 trap cleanup EXIT INT TERM
@@ -81,7 +90,7 @@ PROMETHEUS_HOST_PORT=$(free_port)
 ENV
 
 say "starting the stack (router on 127.0.0.1:$router_port)"
-run_compose up -d --no-build >/dev/null
+quiet_compose up -d --no-build
 router=http://127.0.0.1:$router_port
 
 fresh_nodes() {
@@ -105,16 +114,24 @@ print("compose-test: chain verified, served by node", chain.get("node", "?")[:16
 "$python" -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=10)" \
   "http://127.0.0.1:$(grep PROMETHEUS_HOST_PORT "$env_file" | cut -d= -f2)/-/ready" || die "Prometheus is not ready"
 
-say "restarting PostgreSQL under the running router: it must serve again"
-run_compose restart postgres >/dev/null
-for _ in $(seq 60); do
+say "restarting the router while PostgreSQL is down: it must wait for it, then serve"
+quiet_compose stop postgres
+quiet_compose restart router
+sleep 5
+router_id=$(run_compose ps -q router)
+docker logs "$router_id" 2>&1 | grep -q "database not ready" || die "the router did not wait for its database"
+quiet_compose start postgres
+for _ in $(seq 90); do
   "$fedai" infer --router "$router" --router-pubkey "$router_npub" --key "$client_key" --json "again" >/dev/null 2>&1 && break
   sleep 1
 done
 "$fedai" infer --router "$router" --router-pubkey "$router_npub" --key "$client_key" --json "again" >/dev/null \
-  || die "no verified inference after PostgreSQL restarted"
+  || die "no verified inference after PostgreSQL came back"
+restarts=$(docker inspect --format '{{.RestartCount}}' "$router_id")
+[ "$restarts" = 0 ] || die "the router exited and was restarted $restarts times instead of waiting"
+say "the router waited for PostgreSQL and served again, without a restart"
 
-run_compose down -v --remove-orphans >/dev/null
+quiet_compose down -v --remove-orphans
 : >"$env_file"
 ended=$(date +%s)
-say "passed in $((ended - started)) s (images $((built - started)) s, stack up and nodes registered $((up - built)) s)"
+say "passed in $((ended - started)) s (base image $((based - started)) s, images $((built - based)) s, stack up and nodes registered $((up - built)) s)"
