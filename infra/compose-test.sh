@@ -3,7 +3,8 @@
 # inference through it from this host, then torn down. Not part of `make test` (infra/README.md).
 #
 #   1. the base image fedai-base:bookworm (infra/base-image.sh: debootstrap + docker import), once
-#   2. the images: fedai (multi-stage, non-root), PostgreSQL and Prometheus from Debian's packages
+#   2. the images: fedai (multi-stage, non-root), PostgreSQL and Prometheus from Debian's packages, llama-server
+#      (the portable binary and model from `fedai llama build` / `fedai llama model tiny`)
 #   3. `compose up` with fresh keys and passwords in a temporary .env; the router's port published on 127.0.0.1
 #   4. both nodes registered, `fedai infer --json` through the router: the chain must verify, signed by the
 #      router's pinned key and one of the two nodes; Prometheus ready
@@ -48,6 +49,18 @@ build() {
 build "$here/Dockerfile" fedai:local
 build "$here/images/postgres.Dockerfile" fedai-postgres:local
 build "$here/images/prometheus.Dockerfile" fedai-prometheus:local
+# llama-server and the model: from the project's own tooling (cached after the first `fedai llama build`)
+stage=$logs/llama-context
+mkdir -p "$stage"
+llama_json=$("$fedai" llama build --portable --json) || die "fedai llama build failed"
+model_json=$("$fedai" llama model "${FEDAI_COMPOSE_MODEL:-tiny}" --json) || die "fedai llama model failed"
+field() { "$python" -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$1" "$2"; }
+cp "$(field "$llama_json" path)" "$stage/llama-server"
+cp "$(field "$model_json" path)" "$stage/model.gguf"
+cp "$here/images/llama.Dockerfile" "$stage/Dockerfile"
+docker build --network host -t fedai-llama:local "$stage" >"$logs/build-fedai-llama.log" 2>&1 \
+  || { tail -30 "$logs/build-fedai-llama.log" >&2; die "docker build fedai-llama failed"; }
+rm -f "$stage/llama-server" "$stage/model.gguf"
 built=$(date +%s)
 
 work=$(mktemp -d /tmp/fedai-compose-test.XXXXXX)
@@ -87,6 +100,7 @@ ROUTER_ADMIN_TOKEN_FILE=$work/router-admin.token
 ROUTER_HOST_PORT=$router_port
 ROUTER_PUBLIC_URL=http://127.0.0.1:$router_port
 PROMETHEUS_HOST_PORT=$(free_port)
+LLAMA_MODEL_ID=$(field "$model_json" model_id)
 ENV
 
 say "starting the stack (router on 127.0.0.1:$router_port)"
@@ -104,13 +118,14 @@ up=$(date +%s)
 say "sending a verified inference through the router"
 client_key=$work/client.key
 "$fedai" keys gen --out "$client_key" >/dev/null
-answer=$("$fedai" infer --router "$router" --router-pubkey "$router_npub" --key "$client_key" --json "hello from compose")
+answer=$("$fedai" infer --router "$router" --router-pubkey "$router_npub" --key "$client_key" --max-tokens 16 --json "hello from compose")
 printf '%s' "$answer" | "$python" -c '
 import json, sys
 chain = json.load(sys.stdin)
 assert chain["verified"] is True, chain
-print("compose-test: chain verified, served by node", chain.get("node", "?")[:16] + "…")
-'
+assert chain["model"] == sys.argv[1], chain  # served by llama-server, not a mock
+print("compose-test: chain verified, model", chain["model"], "on llama.cpp, node", chain["node"][:16] + "…")
+' "$(field "$model_json" model_id)"
 "$python" -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=10)" \
   "http://127.0.0.1:$(grep PROMETHEUS_HOST_PORT "$env_file" | cut -d= -f2)/-/ready" || die "Prometheus is not ready"
 
@@ -122,10 +137,10 @@ router_id=$(run_compose ps -q router)
 docker logs "$router_id" 2>&1 | grep -q "database not ready" || die "the router did not wait for its database"
 quiet_compose start postgres
 for _ in $(seq 90); do
-  "$fedai" infer --router "$router" --router-pubkey "$router_npub" --key "$client_key" --json "again" >/dev/null 2>&1 && break
+  "$fedai" infer --router "$router" --router-pubkey "$router_npub" --key "$client_key" --max-tokens 16 --json "again" >/dev/null 2>&1 && break
   sleep 1
 done
-"$fedai" infer --router "$router" --router-pubkey "$router_npub" --key "$client_key" --json "again" >/dev/null \
+"$fedai" infer --router "$router" --router-pubkey "$router_npub" --key "$client_key" --max-tokens 16 --json "again" >/dev/null \
   || die "no verified inference after PostgreSQL came back"
 restarts=$(docker inspect --format '{{.RestartCount}}' "$router_id")
 [ "$restarts" = 0 ] || die "the router exited and was restarted $restarts times instead of waiting"

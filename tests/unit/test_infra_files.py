@@ -31,16 +31,24 @@ def test_the_fedai_image_is_built_in_one_stage_and_runs_unprivileged_in_another(
 
 def test_every_service_restarts_is_health_checked_and_waits_for_what_it_needs() -> None:
     services = compose()["services"]
-    assert set(services) == {"postgres", "prometheus", *FEDAI_SERVICES}
+    assert set(services) == {"postgres", "prometheus", "llama-1", "llama-2", *FEDAI_SERVICES}
     for name, service in services.items():
         assert service["restart"] == "unless-stopped", name
         assert "registry" not in service["image"] and service["image"].startswith("${"), name
         for needed, how in service.get("depends_on", {}).items():
             assert how == {"condition": "service_healthy"}, (name, needed)
-    for dockerfile in ("Dockerfile", "images/postgres.Dockerfile", "images/prometheus.Dockerfile"):
+    for dockerfile in ("Dockerfile", *(f"images/{n}.Dockerfile" for n in ("postgres", "prometheus", "llama"))):
         assert "\nHEALTHCHECK " in (INFRA / dockerfile).read_text(), dockerfile
     assert set(services["router"]["depends_on"]) == {"postgres", "relay"}
-    assert set(services["node-1"]["depends_on"]) == set(services["node-2"]["depends_on"]) == {"router"}
+    assert set(services["node-1"]["depends_on"]) == {"router", "llama-1"}
+    assert set(services["node-2"]["depends_on"]) == {"router", "llama-2"}
+
+
+def test_the_nodes_run_on_llama_cpp_each_on_its_own_server() -> None:
+    services = compose()["services"]
+    for n in (1, 2):
+        node = services[f"node-{n}"]["environment"]
+        assert node["NODE_RUNNER"] == "llama_cpp" and node["NODE_RUNNER_URL"] == f"http://llama-{n}:8085"
 
 
 def test_the_router_waits_for_its_database_and_publishes_on_loopback_only() -> None:
