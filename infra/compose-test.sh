@@ -132,9 +132,10 @@ print("compose-test: chain verified, model", chain["model"], "on llama.cpp, node
 say "restarting the router while PostgreSQL is down: it must wait for it, then serve"
 quiet_compose stop postgres
 quiet_compose restart router
-sleep 5
 router_id=$(run_compose ps -q router)
-docker logs "$router_id" 2>&1 | grep -q "database not ready" || die "the router did not wait for its database"
+waited() { docker logs "$router_id" 2>&1 | grep -c "database not ready" || true; }  # -c: no SIGPIPE under pipefail
+for _ in $(seq 30); do [ "$(waited)" -gt 0 ] && break; sleep 1; done
+[ "$(waited)" -gt 0 ] || die "the router did not wait for its database"
 quiet_compose start postgres
 for _ in $(seq 90); do
   "$fedai" infer --router "$router" --router-pubkey "$router_npub" --key "$client_key" --max-tokens 16 --json "again" >/dev/null 2>&1 && break
