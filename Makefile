@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench soak mutants lint fmt clean alerts-test
+.PHONY: demo test bench soak mutants lint fmt clean alerts-test compose-test compose-tools
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -24,6 +24,13 @@ alerts-test:  ## check the Prometheus config and rules and run their unit tests 
 	$(PROMTOOL) check config --syntax-only infra/prometheus/prometheus.yml
 	$(PROMTOOL) check rules infra/prometheus/rules/*.yml
 	cd infra/prometheus && $(PROMTOOL) test rules tests/*.yml
+
+# The container stack (infra/): not part of `make test`; needs Docker, and root for the debootstrap base image.
+compose-tools:  ## install docker.io, docker-compose and debootstrap from Debian's archive; start the engine
+	infra/install-compose-tools
+
+compose-test: $(STAMP)  ## build the images offline on a local Debian base, bring the stack up, one verified inference, down
+	infra/compose-test.sh
 
 bench: $(STAMP)  ## each benchmark prints one JSON document
 	$(BIN)/python bench/envelope.py

@@ -10,6 +10,7 @@ import socket
 import subprocess
 
 import aiohttp
+import asyncpg
 import pytest
 
 from fedai.protocol.errors import ErrorCode, FedaiError
@@ -17,7 +18,7 @@ from fedai.protocol.keys import Keys
 from fedai.protocol.messages import NodeDescriptor
 from fedai.service.config import ConfigError
 from fedai.service.server import Server, Stopper, http_url, listen, uvicorn_config
-from fedai.store.db import redact_dsn, unusable_database
+from fedai.store.db import redact_dsn, unusable_database, wait_for_database
 from fedai_node.heartbeat import BACKOFF_MAX_S, BeatResult, Heartbeat, refusal
 from fedai_router.endpoints import EndpointValidator, address_kind, check_shape
 from fedai_router.refusals import RefusalLog
@@ -149,3 +150,44 @@ async def test_a_stop_signal_stops_the_server_and_cancels_a_start_up_a_second_ct
     assert (server.force_exit, stop.name) == (False, "SIGTERM")  # the first signal is the one reported
     stop(signal.SIGINT)
     assert server.force_exit
+
+
+class Attempts:
+    """An attempt at a database that fails with `errors` in turn, then answers "pool"."""
+
+    def __init__(self, *errors: BaseException) -> None:
+        self.errors = list(errors)
+        self.calls = 0
+
+    async def __call__(self) -> str:
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return "pool"
+
+
+async def test_a_database_not_ready_is_tried_again_until_it_answers(caplog: pytest.LogCaptureFixture) -> None:
+    attempt = Attempts(ConnectionRefusedError(111, "refused"), asyncpg.CannotConnectNowError("starting up"))
+    with caplog.at_level(logging.WARNING, logger="fedai.store"):
+        assert await wait_for_database(attempt, 30, lambda exc: f"said {type(exc).__name__}") == "pool"
+    assert attempt.calls == 3
+    said = [r.getMessage() for r in caplog.records if r.name == "fedai.store"]
+    assert len(said) == 2 and said[0].endswith("said ConnectionRefusedError"), said
+
+
+async def test_the_wait_is_bounded_and_ends_with_the_last_error() -> None:
+    attempt = Attempts(*(ConnectionRefusedError(111, f"refused {i}") for i in range(100)))
+    with pytest.raises(ConnectionRefusedError):
+        await wait_for_database(attempt, 0.5, str)
+    assert 2 <= attempt.calls <= 4  # 0.25 s, then the 0.25 s left: bounded by the wait, not by the errors
+
+
+async def test_no_wait_is_one_attempt_and_errors_that_do_not_heal_are_not_retried() -> None:
+    refused = Attempts(ConnectionRefusedError(111, "refused"))
+    with pytest.raises(ConnectionRefusedError):
+        await wait_for_database(refused, 0, str)
+    assert refused.calls == 1
+    wrong = Attempts(asyncpg.InvalidPasswordError("password authentication failed"))
+    with pytest.raises(asyncpg.InvalidPasswordError):
+        await wait_for_database(wrong, 30, str)
+    assert wrong.calls == 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import subprocess
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -86,6 +88,42 @@ def unusable_database(variable: str, target: str, exc: BaseException, dsn: str |
     if password:
         reason = reason.replace(password, "***")
     return ConfigError(f"{variable}: cannot use {target}: {reason}")
+
+
+# What a database server still starting (or not yet resolvable, in a container network) gives at connect:
+# worth waiting for at start when the operator asked for it (ROUTER_DB_WAIT_S, NODE_DB_WAIT_S).
+NOT_READY: tuple[type[BaseException], ...] = (
+    OSError,  # refused, reset, a name that does not resolve yet
+    TimeoutError,
+    asyncpg.PostgresConnectionError,  # SQLSTATE class 08
+    asyncpg.exceptions.OperatorInterventionError,  # class 57: "the database system is starting up"
+    asyncpg.ConnectionDoesNotExistError,  # closed during the handshake
+)
+FIRST_RETRY_S = 0.25
+MAX_RETRY_S = 5.0
+
+
+async def wait_for_database(
+    attempt: Callable[[], Awaitable[T]], wait_s: float, describe: Callable[[BaseException], str]
+) -> T:
+    """`attempt()`, tried again after 0.25 s, 0.5 s, ... up to 5 s apart while it fails with a `NOT_READY`
+    error and `wait_s` seconds have not passed; then that error. Other errors are raised at once (a wrong
+    password or a missing database does not heal). Each retry logs one warning line, `describe(error)`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    delay = FIRST_RETRY_S
+    while True:
+        try:
+            return await attempt()
+        except NOT_READY as exc:
+            left = deadline - loop.time()
+            if left <= 0:
+                raise
+            logging.getLogger("fedai.store").warning(
+                f"database not ready, retrying for up to {left:.0f} s more: {describe(exc)}"
+            )
+            await asyncio.sleep(min(delay, left))
+            delay = min(delay * 2, MAX_RETRY_S)
 
 
 def configured_dsn(*names: str) -> str | None:

@@ -59,6 +59,7 @@ class NodeSettings:
     relays: tuple[str, ...] = ()
     announce_s: int = 300
     db_url: str | None = None
+    db_wait_s: float = 0.0  # NODE_DB_WAIT_S: how long NODE_DB_URL's server is waited for at start
     clock_skew_s: int = 60
     mock_delay_ms: int = 0
     mock_token_ms: int = 0
@@ -169,6 +170,7 @@ def from_env(env: Env | None = None) -> NodeSettings:
         relays=tuple(env.urls("NODE_RELAYS", ("ws", "wss"))),
         announce_s=env.integer("NODE_ANNOUNCE_S", 300, minimum=1),
         db_url=env.optional("NODE_DB_URL"),
+        db_wait_s=env.number("NODE_DB_WAIT_S", 0.0, minimum=0, maximum=3600),
         clock_skew_s=env.integer("FEDAI_CLOCK_SKEW_S", 60, minimum=1),
         mock_delay_ms=env.integer("NODE_MOCK_DELAY_MS", 0, minimum=0),
         mock_token_ms=env.integer("NODE_MOCK_TOKEN_MS", 0, minimum=0),

@@ -78,10 +78,15 @@ class NodeLifecycle:
     async def _open_replay_store(self, dsn: str) -> None:
         """NODE_DB_URL's server, migrated; one that cannot be used is a `config error` naming the variable."""
         from fedai.store import PostgresReplayGuard, create_pool, migrate_dsn
-        from fedai.store.db import CONNECT_TIMEOUT_S, START_ERRORS, redact_dsn, unusable_database
+        from fedai.store.db import CONNECT_TIMEOUT_S, START_ERRORS, redact_dsn, unusable_database, wait_for_database
 
-        try:
-            await asyncio.wait_for(migrate_dsn(dsn), CONNECT_TIMEOUT_S * 3)
+        def describe(exc: BaseException) -> str:
+            return str(unusable_database("NODE_DB_URL", redact_dsn(dsn), exc, dsn))
+
+        try:  # NODE_DB_WAIT_S: a server not up yet is waited for that long
+            await wait_for_database(
+                lambda: asyncio.wait_for(migrate_dsn(dsn), CONNECT_TIMEOUT_S * 3), self._settings.db_wait_s, describe
+            )
             self._db = await create_pool(dsn, min_size=1, max_size=4, timeout_s=CONNECT_TIMEOUT_S)
         except START_ERRORS as exc:
             raise unusable_database("NODE_DB_URL", redact_dsn(dsn), exc, dsn) from None

@@ -96,6 +96,7 @@ class RouterSettings:
     port: int = 8080
     db_url: str | None = None
     db_url_variable: str = "ROUTER_DB_URL"  # the variable db_url came from, for errors that name it
+    db_wait_s: float = 0.0  # ROUTER_DB_WAIT_S: how long a configured server that is not up yet is waited for
     data_dir: Path = Path(".fedai")
     relays: list[str] = field(default_factory=list)
     max_request_bytes: int = 256 * 1024
@@ -222,6 +223,7 @@ class RouterSettings:
             port=env.integer("ROUTER_PORT", 8080, minimum=0, maximum=65535),
             db_url=env.optional("ROUTER_DB_URL") or env.optional("DATABASE_URL"),
             db_url_variable="ROUTER_DB_URL" if env.optional("ROUTER_DB_URL") else "DATABASE_URL",
+            db_wait_s=env.number("ROUTER_DB_WAIT_S", 0.0, minimum=0, maximum=3600),
             data_dir=Path(env.text("FEDAI_DATA_DIR", ".fedai")),
             relays=env.urls("ROUTER_RELAYS", ("ws", "wss")),
             max_request_bytes=env.integer("ROUTER_MAX_REQUEST_BYTES", 256 * 1024, minimum=1024),

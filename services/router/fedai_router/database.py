@@ -2,7 +2,8 @@
 queries and one dedicated connection for each hot-path writer (the replay store and metering).
 
 A server that cannot be reached, refuses us or cannot be migrated at start is a configuration error naming its
-variable (`ROUTER_DB_URL`/`DATABASE_URL`, or `FEDAI_DATA_DIR` for the embedded one), never with the password.
+variable (`ROUTER_DB_URL`/`DATABASE_URL`, or `FEDAI_DATA_DIR` for the embedded one), never with the password;
+with ROUTER_DB_WAIT_S a configured server that is not up yet is waited for that long first (containers).
 An embedded server this router started is stopped when the router stops."""
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from fedai.store.db import (
     create_pool,
     redact_dsn,
     unusable_database,
+    wait_for_database,
 )
 from fedai.store.migrations import migrate
 from fedai_router.config import RouterSettings
@@ -44,8 +46,17 @@ class Database:
             embedded = settings.data_dir / "pg"
             variable, target = "FEDAI_DATA_DIR", f"the embedded PostgreSQL in {embedded}"
             dsn = await _start_embedded(embedded, variable, target)
+        wait_s = settings.db_wait_s if embedded is None else 0.0  # the embedded server is up once started
+
+        def describe(exc: BaseException) -> str:
+            return str(unusable_database(variable, target, exc, dsn))
+
         try:
-            pool = await create_pool(dsn, min_size=2, max_size=settings.db_pool_max, timeout_s=CONNECT_TIMEOUT_S)
+            pool = await wait_for_database(
+                lambda: create_pool(dsn, min_size=2, max_size=settings.db_pool_max, timeout_s=CONNECT_TIMEOUT_S),
+                wait_s,
+                describe,
+            )
         except START_ERRORS as exc:
             raise unusable_database(variable, target, exc, dsn) from None
         try:
