@@ -18,7 +18,9 @@ import pytest
 
 from fedai.protocol.event import sign_event
 from fedai.protocol.keys import Keys
+from fedai.protocol.messages import Pricing, price_msat
 from fedai.protocol.nip98 import KIND_HTTP_AUTH, auth_header
+from fedai.sdk import AsyncClient
 from fedai.service.config import ConfigError, Env
 from fedai_node.app import create_app
 from fedai_node.config import NodeSettings, from_env
@@ -176,6 +178,17 @@ async def test_prices_are_checked_applied_to_heartbeats_and_kept(stand: Stand, d
     assert changed["pricing"] == {"input_msat": 3000, "output_msat": 4000} and changed["routers_told"] == ["ok"]
     pricing = stand.registered().models[MODEL].pricing
     assert (pricing.input_msat, pricing.output_msat) == (3000, 4000)  # the router heard it at once
+    # a request served now is charged the new price, and the router's check of it (at most the advertised) passes
+    async with AsyncClient(stand.router.url, Keys.generate(), router_pubkey=stand.router.pubkey) as client:
+        chain = await client.infer(MODEL, "a priced prompt", max_tokens=4)
+    record = chain.record
+    assert chain.node == stand.node_keys.pubkey
+    assert record.price_msat == price_msat(
+        Pricing(input_msat=3000, output_msat=4000), record.input_tokens, record.output_tokens
+    )
+    assert record.price_msat > price_msat(
+        Pricing(input_msat=1000, output_msat=2000), record.input_tokens, record.output_tokens
+    )
     prices = await stand.ok("GET", "/admin/api/prices")
     assert prices["env"] == {"input_msat": 1000, "output_msat": 2000}
     assert prices["set"] == {MODEL: {"input_msat": 3000, "output_msat": 4000}}

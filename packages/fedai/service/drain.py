@@ -34,6 +34,7 @@ class Drain:
     def __init__(self, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         self.timeout_s = timeout_s
         self.draining = False
+        self.stopping = False  # SIGTERM's drain: the service stops once it ends, and is never resumed
         self.in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -55,11 +56,15 @@ class Drain:
         log.info(f"draining on an operator's request: {self.in_flight} requests in flight")
         await self._run_hooks(self._hooks)
 
-    async def resume(self) -> None:
-        """Take new requests again after `begin`, and run the resume hooks."""
+    async def resume(self) -> bool:
+        """Take new requests again after `begin`, and run the resume hooks; False (nothing changed) once the
+        service is stopping."""
+        if self.stopping:
+            return False
         self.draining = False
         log.info("drain lifted: taking new requests")
         await self._run_hooks(self._resume_hooks)
+        return True
 
     async def _run_hooks(self, hooks: list[Hook]) -> None:
         try:
@@ -82,6 +87,7 @@ class Drain:
         """Refuse new requests from now, run the hooks, wait for the requests in flight; True if they all
         finished within the timeout."""
         self.draining = True
+        self.stopping = True
         log.info(f"draining: {self.in_flight} requests in flight, at most {self.timeout_s:g} s")
         try:
             async with asyncio.timeout(self.timeout_s):

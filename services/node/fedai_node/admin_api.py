@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -103,6 +103,7 @@ class NodeAdminApi:
     prices: NodePrices
     trusted: TrustedRouters
     drain: Drain
+    _prices_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one price change told to routers at a time
 
     @property
     def node(self) -> str:
@@ -191,6 +192,8 @@ class NodeAdminApi:
         return {"draining": True, "in_flight": self.drain.in_flight}
 
     async def resume(self, _request: Request, _body: bytes, actor: str) -> Any:
+        if self.drain.stopping:
+            raise FedaiError(ErrorCode.UNAVAILABLE, "the node is stopping (SIGTERM): it is not resumed")
         await store.set_drained(self.pool, self._change(actor, "node.resume", self.node), False)
         await self.drain.resume()
         return {"draining": False, "in_flight": self.drain.in_flight}
@@ -212,10 +215,11 @@ class NodeAdminApi:
             raise FedaiError(ErrorCode.NOT_FOUND, f"this node serves no model {model!r} (GET /admin/api/prices)")
         pricing = price_body(body)
         action = "price.reset" if pricing is None else "price.set"
-        await store.set_price(self.pool, self._change(actor, action, model), pricing)
-        self.prices.set(model, pricing)
-        results = await self.lifecycle.tell_routers()
-        self.prices.settle()
+        async with self._prices_lock:  # settle only what the routers were told
+            await store.set_price(self.pool, self._change(actor, action, model), pricing)
+            self.prices.set(model, pricing)
+            results = await self.lifecycle.tell_routers()
+            self.prices.settle()
         return {"model": model, "pricing": pricing_doc(self.prices.advertised(model)), "routers_told": results}
 
     async def list_routers(self, _request: Request, _body: bytes, _actor: str) -> Any:
