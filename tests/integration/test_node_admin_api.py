@@ -4,6 +4,7 @@ hears it in the next heartbeat, sent at once) and kept across a restart."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -15,7 +16,9 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from click.testing import CliRunner
 
+from fedai.cli.main import cli
 from fedai.protocol.event import sign_event
 from fedai.protocol.keys import Keys
 from fedai.protocol.messages import Pricing, price_msat
@@ -282,3 +285,43 @@ def test_node_admin_keys_need_a_database() -> None:
         from_env(Env({**base, "NODE_ADMIN_KEYS": "not-a-key", "NODE_DB_URL": "postgresql://x/y"}))
     settings = from_env(Env({**base, "NODE_ADMIN_KEYS": admin, "NODE_DB_URL": "postgresql://x/y"}))
     assert settings.admin_keys == frozenset({admin})
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, list(args), env={"COLUMNS": "80"})
+    return result.exit_code, result.stdout, result.stderr
+
+
+async def test_the_node_admin_commands(stand: Stand) -> None:
+    common = ("--node", stand.node_url, "--admin-key", stand.operator.secret_hex)
+
+    async def fedai(*args: str) -> tuple[int, str, str]:
+        return await asyncio.to_thread(run, "node", "admin", *args)
+
+    code_, out, _ = await fedai("status", *common)
+    assert code_ == 0 and "serving" in out and MODEL in out and "1000 in / 2000 out" in out
+    assert max(len(line) for line in out.splitlines()) <= 80
+    code_, out, _ = await fedai("price", MODEL, "--input-msat", "5", "--output-msat", "6", *common)
+    assert code_ == 0 and "5 in / 6 out" in out
+    assert stand.registered().models[MODEL].pricing.output_msat == 6
+    code_, _, err = await fedai("price", MODEL, "--input-msat", "5", *common)
+    assert code_ == 2 and "--reset" in err
+    code_, out, _ = await fedai("price", MODEL, "--reset", *common, "--json")
+    assert code_ == 0 and json.loads(out)["pricing"] == {"input_msat": 1000, "output_msat": 2000}
+    code_, out, _ = await fedai("drain", *common, "--json")
+    assert code_ == 0 and json.loads(out)["draining"] is True and stand.registered().descriptor.draining
+    code_, out, _ = await fedai("resume", *common)
+    assert code_ == 0 and "serving" in out and not stand.registered().descriptor.draining
+    other = Keys.generate()
+    code_, out, _ = await fedai("router", "allow", other.npub, *common)
+    assert code_ == 0 and "rule allow, accepted" in out
+    for table in ("routers", "prices", "earnings", "audit"):
+        code_, out, _ = await fedai(table, *common)
+        assert code_ == 0 and max(len(line) for line in out.splitlines()) <= 80, table
+    code_, out, _ = await fedai("audit", *common, "--json")
+    actions = [e["action"] for e in json.loads(out)["entries"]]
+    assert actions == ["router.allow", "node.resume", "node.drain", "price.reset", "price.set"]
+
+    stranger = ("--node", stand.node_url, "--admin-key", other.secret_hex)
+    code_, _, err = await fedai("drain", *stranger)
+    assert code_ == 1 and "error forbidden" in err and stand.registered().descriptor.draining is False
