@@ -143,7 +143,10 @@ class NodeAdminApi:
                 body = await read_body(request, MAX_BODY)
                 url = public_request_url(endpoint_url, request, NOT_CONFIGURED)
                 actor = await gate.signer(request, body, url)
-                return json_response(await handler(request, body, actor))
+                answer = await handler(request, body, actor)
+                if request.method == "POST":  # who changed what (the path names it; the body is not logged)
+                    log.info("admin change", extra={"actor": actor, "path": request.url.path})
+                return json_response(answer)
             except FedaiError as err:
                 response = error_response(err)
                 if err.status == 401:
