@@ -162,7 +162,7 @@ async def test_status_drain_and_resume_reach_the_router_at_once(stand: Stand, db
 
 
 async def test_prices_are_checked_applied_to_heartbeats_and_kept(stand: Stand, db_pool: asyncpg.Pool) -> None:
-    bad = {
+    bad: dict[str, dict[str, Any]] = {
         "negative": {"input_msat": -1, "output_msat": 5},
         "too large": {"input_msat": 10**13, "output_msat": 5},
         "not an integer": {"input_msat": "5", "output_msat": 5},
