@@ -325,3 +325,19 @@ async def test_the_node_admin_commands(stand: Stand) -> None:
     stranger = ("--node", stand.node_url, "--admin-key", other.secret_hex)
     code_, _, err = await fedai("drain", *stranger)
     assert code_ == 1 and "error forbidden" in err and stand.registered().descriptor.draining is False
+
+
+async def test_a_database_failure_is_a_typed_503_and_changes_nothing(database_url: str, db_pool: asyncpg.Pool) -> None:
+    await reset_database(db_pool)
+    operator, node_keys, port = Keys.generate(), Keys.generate(), free_port()
+    async with running_router(database_url) as router, httpx.AsyncClient(timeout=10) as http:
+        settings = node_settings(router, node_keys, port, database_url, admin_keys=frozenset({operator.pubkey}))
+        app = create_app(settings)
+        async with serve_app(app, port=port) as url:
+            stand = Stand(router, node_keys, url, operator, http)
+            await eventually(lambda: stand.registered() is not None, 10, "the router has the node")
+            app.state.node.lifecycle.db.terminate()  # the node's database is gone
+            refused = await stand.call("POST", "/admin/api/drain")
+            assert code(refused) == (503, "unavailable")
+            assert app.state.node.drain.draining is False and stand.registered().descriptor.draining is False
+    assert await audit_count(db_pool) == 0

@@ -159,6 +159,9 @@ class NodeAdminApi:
             ) as exc:  # the database: a typed 503, the type logged
                 log.warning("admin call failed", extra={"error_type": type(exc).__name__})
                 return error_response(FedaiError(ErrorCode.UNAVAILABLE, "the node's database failed; try again"))
+            except Exception as exc:  # noqa: BLE001 - a bug: a typed 500, logged by type (its text may carry data)
+                log.error("admin call failed", extra={"error_type": type(exc).__name__, "path": request.url.path})
+                return error_response(FedaiError(ErrorCode.INTERNAL, "internal error"))
 
         return endpoint
 
