@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from fedai.protocol.event import sign_event
+from fedai.protocol.federation import RouterPrice
 from fedai.protocol.keys import Keys
 from fedai.protocol.nip98 import KIND_HTTP_AUTH, auth_header
 from tests.support.fake_node import FakeNode, register
@@ -178,6 +179,13 @@ async def test_peer_rules_and_fees_reach_the_other_replica_and_override_the_envi
         fees = await admin_a.call("POST", "/admin/api/fees", {"fee_ppm": 2500})
         assert fees.json()["fee_base_msat"] == 5 and fees.json()["fee_ppm"] == 2500
         await eventually(lambda: (b.service.fees.base_msat, b.service.fees.ppm) == (5, 2500))
+        # the other replica's federation prices with it too: its price sheet for a node it has
+        node = FakeNode(input_msat=1000, output_msat=2000, endpoint="http://127.0.0.1:9")
+        assert (await register(b.url, b.pubkey, node.keys, node.descriptor())).status_code == 200
+        await eventually(lambda: node.keys.pubkey in b.service.registry.nodes)
+        sheets = [w.payload for w in b.service.federation.announcer.wanted(time.time())]
+        prices = [(p.base_msat, p.models[0].input_msat) for p in sheets if isinstance(p, RouterPrice)]
+        assert prices == [(5, 1003)]  # 1000 + 2500 ppm
         bad = await admin_a.call("POST", "/admin/api/fees", {"fee_ppm": 2_000_000})
         assert _code(bad) == (400, "invalid_request")
         await admin_a.call("POST", "/admin/api/fees", {"fee_ppm": None})

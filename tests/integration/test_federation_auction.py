@@ -8,6 +8,7 @@ Scripted peers (a bare relay pool with their own keys) play the misbehaving bidd
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 
 from fedai.nostr import RelayPool, start_local_relay
@@ -25,6 +27,7 @@ from fedai.protocol.federation import Award, Bid, Cancel, Rfb
 from fedai.protocol.keys import Keys
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import decode_payload
+from fedai.protocol.nip98 import auth_header
 from fedai_router.federation.auction import Auctioneer
 from fedai_router.federation.bidder import Bidder, OpenBid
 from fedai_router.service import RouterService
@@ -83,16 +86,17 @@ async def pair_factory(
     async with AsyncExitStack() as stack:
         stack.callback(relay.shutdown)
 
-        async def make(a_options: dict[str, Any] | None = None) -> Pair:
+        async def make(a_options: dict[str, Any] | None = None, b_options: dict[str, Any] | None = None) -> Pair:
             await reset_database(db_pool)
             b_pool = await asyncpg.connect(second_database)
             try:
-                await b_pool.execute("TRUNCATE nodes, federation_jobs, peers, nonces")
+                await b_pool.execute("TRUNCATE nodes, federation_jobs, peers, nonces, admin_audit, admin_settings")
             finally:
                 await b_pool.close()
             common = {"relays": [relay_url], "peer_rate": 100_000}
             a = await stack.enter_async_context(running_router(database_url, **common, **(a_options or {})))
-            b = await stack.enter_async_context(running_router(second_database, **common, fee_base_msat=FEE))
+            b_settings = {"fee_base_msat": FEE, **(b_options or {})}
+            b = await stack.enter_async_context(running_router(second_database, **common, **b_settings))
             node = FakeNode(model=MODEL)
             node.endpoint = await stack.enter_async_context(serve_app(node.app()))
             response = await register(b.url, b.pubkey, node.keys, node.descriptor())
@@ -443,3 +447,32 @@ async def test_posted_price_routing_from_the_price_sheets(pair: Pair) -> None:
     assert awarded is not None and awarded.peer == pair.b.pubkey
     assert awarded.bid_payload.price_msat <= offer.price_msat  # the bid honours the posted price
     assert await pair.bidder.wait_accepted(awarded.job_id, 5)
+
+
+async def test_the_admin_fee_is_in_the_next_price_announcement_and_bid(
+    pair_factory: Callable[..., Any],
+) -> None:
+    """A fee set through B's admin API (runbooks/admin.md) replaces ROUTER_FEE_* in its price sheets (re-announced
+    at once) and in its bids, without a restart."""
+    operator = Keys.generate()
+    pair: Pair = await pair_factory(b_options={"admin_keys": frozenset({operator.pubkey})})
+    book = pair.a.service.federation.peers
+
+    def base_msat() -> int | None:
+        sheet = book.price(pair.b.pubkey, MODEL, "text-generation")
+        return None if sheet is None else sheet.base_msat
+
+    await eventually(lambda: base_msat() == FEE, 10, "A has B's price sheet with B's environment fee")
+    url = pair.b.url + "/admin/api/fees"
+    body = json.dumps({"fee_base_msat": 50, "fee_ppm": 100_000}).encode()
+    headers = {"Authorization": auth_header(operator, "POST", url, body), "Content-Type": "application/json"}
+    async with httpx.AsyncClient() as http:
+        response = await http.post(url, content=body, headers=headers)
+    assert response.status_code == 200, response.text
+
+    await eventually(lambda: base_msat() == 50, 10, "B re-announced its prices with the admin fee")
+    sheet = book.price(pair.b.pubkey, MODEL, "text-generation")
+    assert sheet is not None and (sheet.input_msat, sheet.output_msat) == (1100, 2200)  # 1000 and 2000 + 10 %
+    awarded = await pair.auctioneer.auction(make_rfb(), ttl_s=3.0, expect={pair.b.pubkey}, origin_id="f" * 64)
+    assert awarded is not None and awarded.peer == pair.b.pubkey
+    assert awarded.bid_payload.price_msat == 10 + 40 + 50 + 5  # the node's 50 msat, 50 base, 10 % of 50

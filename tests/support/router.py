@@ -45,6 +45,10 @@ TABLES = (
     "admin_api_keys",
     "admin_settings",
     "admin_audit",
+    "node_admin_prices",
+    "node_admin_routers",
+    "node_admin_state",
+    "node_admin_audit",
 )
 
 

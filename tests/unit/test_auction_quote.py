@@ -16,6 +16,7 @@ from fedai.service.config import ConfigError, Env
 from fedai_router.config import RouterSettings
 from fedai_router.federation.bid_quote import local_quote
 from fedai_router.index import NodeIndex
+from fedai_router.pricing import Fees
 
 REQUESTER = Keys.generate()
 
@@ -39,7 +40,8 @@ def provider(*, nodes: list[tuple[int, int, float]], backpressure: str = "NORMAL
         )
         index.upsert(Keys.generate().pubkey, descriptor, verified=True, heartbeat=True, seen=time.time())
     config = RouterSettings(keys=Keys.generate(), **settings)
-    return (config, index.tables, config.policy, lambda: backpressure)  # local_quote's collaborators
+    fees = Fees(config.fee_base_msat, config.fee_ppm)
+    return (config, fees, index.tables, config.policy, lambda: backpressure)  # local_quote's collaborators
 
 
 def rfb(**over: Any) -> tuple[Any, Rfb]:

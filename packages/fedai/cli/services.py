@@ -18,6 +18,7 @@ import click
 
 from fedai.cli.extras import needs_extra, require_extra
 from fedai.cli.keyfile import KeyInputError, load_secret
+from fedai.cli.node_admin import node_admin_group
 from fedai.cli.node_drain import drain_cmd
 from fedai.cli.output import console, fail, print_json
 from fedai.cli.postgres import start_postgres
@@ -226,7 +227,8 @@ def node_cmd(
 ) -> None:
     """Run a node (`python -m fedai_node`) configured by NODE_* variables and these flags.
 
-    `fedai node drain --pid PID` asks a running node to drain and stop."""
+    `fedai node drain --pid PID` asks a running node to drain and stop; `fedai node admin …` calls a node's admin
+    API (NODE_ADMIN_KEYS)."""
     if ctx.invoked_subcommand is not None:
         return
     require_extra("node", "fedai node")
@@ -302,3 +304,4 @@ def migrate_cmd(database_url: str | None, data_dir: Path, as_json: bool) -> None
 
 
 node_cmd.add_command(drain_cmd)
+node_cmd.add_command(node_admin_group)

@@ -34,14 +34,45 @@ class Drain:
     def __init__(self, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         self.timeout_s = timeout_s
         self.draining = False
+        self.stopping = False  # SIGTERM's drain: the service stops once it ends, and is never resumed
         self.in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
         self._hooks: list[Hook] = []
+        self._resume_hooks: list[Hook] = []
 
     def on_drain(self, hook: Hook) -> None:
         """`hook` runs when the drain begins (the node tells its routers it is leaving), within the timeout."""
         self._hooks.append(hook)
+
+    def on_resume(self, hook: Hook) -> None:
+        """`hook` runs when an operator's drain is lifted (`resume`): the node tells its routers it is back."""
+        self._resume_hooks.append(hook)
+
+    async def begin(self) -> None:
+        """An operator's drain (the node's admin API): refuse new requests from now and run the hooks, within the
+        timeout; the process keeps running, and the requests in flight finish, until `resume` or SIGTERM."""
+        self.draining = True
+        log.info(f"draining on an operator's request: {self.in_flight} requests in flight")
+        await self._run_hooks(self._hooks)
+
+    async def resume(self) -> bool:
+        """Take new requests again after `begin`, and run the resume hooks; False (nothing changed) once the
+        service is stopping."""
+        if self.stopping:
+            return False
+        self.draining = False
+        log.info("drain lifted: taking new requests")
+        await self._run_hooks(self._resume_hooks)
+        return True
+
+    async def _run_hooks(self, hooks: list[Hook]) -> None:
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                for hook in hooks:
+                    await _run_hook(hook)
+        except TimeoutError:
+            log.warning("drain hooks timed out")
 
     def enter(self) -> None:
         self.in_flight += 1
@@ -56,6 +87,7 @@ class Drain:
         """Refuse new requests from now, run the hooks, wait for the requests in flight; True if they all
         finished within the timeout."""
         self.draining = True
+        self.stopping = True
         log.info(f"draining: {self.in_flight} requests in flight, at most {self.timeout_s:g} s")
         try:
             async with asyncio.timeout(self.timeout_s):
@@ -85,13 +117,17 @@ class DrainGate:
     ones outside `exempt` with `unavailable` and Retry-After. A request the server cancels after the drain
     timeout gets `unavailable` too if it had no answer yet (else its stream is cut), not a 500 and a traceback."""
 
-    def __init__(self, app: ASGIApp, drain: Drain, exempt: Collection[str] = OPS_PATHS) -> None:
+    def __init__(
+        self, app: ASGIApp, drain: Drain, exempt: Collection[str] = OPS_PATHS, exempt_prefixes: tuple[str, ...] = ()
+    ) -> None:
         self.app = app
         self.drain = drain
         self.exempt = frozenset(exempt)
+        self.exempt_prefixes = exempt_prefixes  # e.g. the node's /admin/api/: a drained node can still be resumed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.exempt:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path in self.exempt or path.startswith(self.exempt_prefixes):
             await self.app(scope, receive, send)
             return
         drain = self.drain

@@ -22,6 +22,7 @@ from fedai.protocol.replay import MemoryReplayGuard, ReplayGuard, claim_or_raise
 from fedai.service.http import read_body
 from fedai_node.catalog import NOT_READY_RETRY_MS, ModelCatalog
 from fedai_node.limits import InFlight, Limits, check_request
+from fedai_node.prices import NodePrices
 from fedai_node.serving import Admitted
 
 _INFER_KINDS = frozenset({Kind.INFER_REQUEST})
@@ -44,6 +45,7 @@ class Admission:
         limits: Limits,
         capacity: int,
         in_flight_gauge: Gauge,
+        prices: NodePrices | None = None,
     ) -> None:
         self._pubkey = pubkey
         self._routers = routers
@@ -54,6 +56,7 @@ class Admission:
         self._gauge = in_flight_gauge
         self.in_flight = InFlight(capacity)
         self.guard: ReplayGuard = MemoryReplayGuard()
+        self._prices = prices  # what an admitted request is charged, fixed when it is admitted
 
     async def open(self, request: Request, cls: type[P], kinds: Collection[int]) -> tuple[Opened[P], int]:
         """The request's envelope, checked, and its size in bytes. Raises `FedaiError`."""
@@ -95,7 +98,8 @@ class Admission:
         except BaseException:
             self.release()
             raise
-        return Admitted(opened.event, req, size, started)
+        pricing = None if self._prices is None else self._prices.charged(model.id)
+        return Admitted(opened.event, req, size, started, pricing)
 
     def acquire(self) -> None:
         self.in_flight.acquire()

@@ -2,8 +2,8 @@
 
 Routes: the router-only, signed `POST /infer` (`fedai_node.infer`), `POST /infer/stream` and
 `POST /infer/cancel` (`fedai_node.streaming`), `POST /invoice` (`fedai_node.payments`); `GET /health`,
-`/metrics` and `/descriptor` (`fedai_node.status`). Background work (replay store, model discovery,
-heartbeats, announcements) is `fedai_node.lifecycle`.
+`/metrics` and `/descriptor` (`fedai_node.status`); with NODE_ADMIN_KEYS, `/admin/api/…` (`fedai_node.admin_api`).
+Background work (replay store, model discovery, heartbeats, announcements) is `fedai_node.lifecycle`.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -23,6 +24,9 @@ from fedai.payments.measured import MeasuredWallet
 from fedai.protocol.event import Event
 from fedai.protocol.messages import NodeDescriptor
 from fedai.service.drain import OPS_PATHS, Drain, DrainGate
+from fedai_node.admin_api import PREFIX as ADMIN_PREFIX
+from fedai_node.admin_api import NodeAdminApi
+from fedai_node.admin_store import load_snapshot
 from fedai_node.admission import Admission
 from fedai_node.catalog import ModelCatalog
 from fedai_node.config import NodeSettings
@@ -32,11 +36,16 @@ from fedai_node.lifecycle import NodeLifecycle
 from fedai_node.limits import Limits
 from fedai_node.metrics import NodeMetrics
 from fedai_node.payments import NodePayments
+from fedai_node.prices import NodePrices
 from fedai_node.reply import ReplySigner
 from fedai_node.runners import Runner, make_runner
 from fedai_node.settlement import NodeSettlement
 from fedai_node.status import StatusEndpoints
 from fedai_node.streaming import StreamEndpoints
+from fedai_node.trusted_routers import TrustedRouters
+
+if TYPE_CHECKING:
+    import asyncpg
 
 # answered while draining: the ops paths, and cancels of streams in flight (they end a stream, never start one)
 DRAIN_EXEMPT = OPS_PATHS | {"/infer/cancel"}
@@ -57,6 +66,7 @@ class Node:
     lifecycle: NodeLifecycle
     payments: NodePayments
     drain: Drain
+    admin_api: NodeAdminApi | None = None  # with NODE_ADMIN_KEYS
 
 
 def build_node(settings: NodeSettings, runner: Runner | None = None) -> Node:
@@ -67,17 +77,20 @@ def build_node(settings: NodeSettings, runner: Runner | None = None) -> Node:
     keys = settings.keys
     metrics = NodeMetrics()
     catalog = ModelCatalog(runner, settings.model_id, settings.model_aliases)
+    prices = NodePrices(pricing(settings))  # NODE_PRICE_*, or per model the admin API's
+    trusted = TrustedRouters(settings.router_pubkeys)  # ROUTER_PUBLIC_KEY, with the admin API's rules
     admission = Admission(
         pubkey=keys.pubkey,
-        routers=settings.router_pubkeys,
+        routers=trusted,
         max_request_bytes=settings.max_request_bytes,
         skew_s=settings.clock_skew_s,
         catalog=catalog,
         limits=Limits(settings.max_prompt_bytes, settings.max_tokens, frozenset(settings.job_types)),
         capacity=settings.capacity_max,
         in_flight_gauge=metrics.in_flight,
+        prices=prices,
     )
-    signer = ReplySigner(keys, pricing(settings))
+    signer = ReplySigner(keys, prices)
     payment_metrics = PaymentMetrics("node", metrics.registry)
     opened = open_wallet(settings.wallet, "NODE_WALLET") if settings.wallet else None
     wallet = None if opened is None else MeasuredWallet(opened, payment_metrics.observe_wallet)
@@ -88,11 +101,24 @@ def build_node(settings: NodeSettings, runner: Runner | None = None) -> Node:
     def describe() -> NodeDescriptor:
         in_flight = admission.in_flight.count
         return build_descriptor(
-            settings, catalog.served(), in_flight, catalog.latency_ms, catalog.primary, draining=drain.draining
+            settings,
+            catalog.served(),
+            in_flight,
+            catalog.latency_ms,
+            catalog.primary,
+            draining=drain.draining,
+            prices=prices,
         )
 
     def announce() -> Event:
         return announce_event(keys, describe())
+
+    async def apply_admin(pool: asyncpg.Pool) -> None:
+        """The admin API's stored changes, applied at start before any heartbeat (runbooks/admin.md#node)."""
+        snapshot = await load_snapshot(pool, keys.pubkey)
+        prices.load(snapshot.prices)
+        trusted.apply(snapshot.routers)
+        drain.draining = snapshot.drained  # an operator's drain outlives a restart; heartbeats say it
 
     timeout_ms = settings.runner_timeout_ms
     streams = StreamEndpoints(
@@ -115,8 +141,23 @@ def build_node(settings: NodeSettings, runner: Runner | None = None) -> Node:
         describe=describe,
         announce=announce,
         payments=payments,
+        trusted=trusted,
+        admin=apply_admin if settings.admin_keys else None,
     )
     drain.on_drain(lifecycle.leaving)
+    drain.on_resume(lambda: tell(lifecycle))
+    admin_api = None
+    if settings.admin_keys:
+        admin_api = NodeAdminApi(
+            settings=settings,
+            runner=runner,
+            catalog=catalog,
+            admission=admission,
+            lifecycle=lifecycle,
+            prices=prices,
+            trusted=trusted,
+            drain=drain,
+        )
     return Node(
         settings=settings,
         runner=runner,
@@ -145,7 +186,12 @@ def build_node(settings: NodeSettings, runner: Runner | None = None) -> Node:
         lifecycle=lifecycle,
         payments=payments,
         drain=drain,
+        admin_api=admin_api,
     )
+
+
+async def tell(lifecycle: NodeLifecycle) -> None:
+    await lifecycle.tell_routers()
 
 
 def create_app(settings: NodeSettings, runner: Runner | None = None) -> Starlette:
@@ -160,8 +206,10 @@ def create_app(settings: NodeSettings, runner: Runner | None = None) -> Starlett
         finally:
             await node.lifecycle.stop()  # also after a failed start: it releases whatever was opened
 
+    admin_routes = node.admin_api.routes() if node.admin_api is not None else []
     app = Starlette(
         routes=[
+            *admin_routes,
             Route("/infer", node.infer.serve, methods=["POST"]),
             Route("/infer/stream", node.streams.open, methods=["POST"]),
             Route("/invoice", node.payments.invoice, methods=["POST"]),
@@ -171,7 +219,10 @@ def create_app(settings: NodeSettings, runner: Runner | None = None) -> Starlett
             Route("/descriptor", node.status.descriptor, methods=["GET"]),
         ],
         # a span per request only while tracing is on; on SIGTERM (run_service) the drain: fedai.service.drain
-        middleware=[*request_spans("node.request"), Middleware(DrainGate, drain=node.drain, exempt=DRAIN_EXEMPT)],
+        middleware=[
+            *request_spans("node.request"),
+            Middleware(DrainGate, drain=node.drain, exempt=DRAIN_EXEMPT, exempt_prefixes=(ADMIN_PREFIX,)),
+        ],
         lifespan=lifespan,
     )
     app.state.node = node

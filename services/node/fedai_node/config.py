@@ -61,6 +61,8 @@ class NodeSettings:
     db_url: str | None = None
     db_wait_s: float = 0.0  # NODE_DB_WAIT_S: how long NODE_DB_URL's server is waited for at start
     clock_skew_s: int = 60
+    admin_keys: frozenset[str] = frozenset()  # NODE_ADMIN_KEYS: who may call /admin/api (off when empty)
+    nip98_window_s: int = 60  # FEDAI_NIP98_WINDOW_S: an admin call's created_at tolerance
     mock_delay_ms: int = 0
     mock_token_ms: int = 0
     log_level: str = "INFO"
@@ -112,6 +114,14 @@ def _payment(env: Env) -> tuple[bool, str | None]:
     if wallet is not None and not env.optional("NODE_DB_URL"):
         raise ConfigError("NODE_WALLET needs NODE_DB_URL: the node keeps its single-use payment claims there")
     return required, wallet
+
+
+def _admin_keys(env: Env) -> frozenset[str]:
+    """NODE_ADMIN_KEYS: the admin API is on with them; it keeps its audit log and replay claims in NODE_DB_URL."""
+    keys = env.pubkeys("NODE_ADMIN_KEYS", required=False)
+    if keys and not env.optional("NODE_DB_URL"):
+        raise ConfigError("NODE_ADMIN_KEYS needs NODE_DB_URL: the admin API keeps its changes and audit log there")
+    return keys
 
 
 def from_env(env: Env | None = None) -> NodeSettings:
@@ -172,6 +182,8 @@ def from_env(env: Env | None = None) -> NodeSettings:
         db_url=env.optional("NODE_DB_URL"),
         db_wait_s=env.number("NODE_DB_WAIT_S", 0.0, minimum=0, maximum=3600),
         clock_skew_s=env.integer("FEDAI_CLOCK_SKEW_S", 60, minimum=1),
+        admin_keys=_admin_keys(env),
+        nip98_window_s=env.integer("FEDAI_NIP98_WINDOW_S", 60, minimum=1, maximum=600),
         mock_delay_ms=env.integer("NODE_MOCK_DELAY_MS", 0, minimum=0),
         mock_token_ms=env.integer("NODE_MOCK_TOKEN_MS", 0, minimum=0),
         log_level=_log_level(env),
@@ -190,6 +202,7 @@ def log_summary(settings: NodeSettings, log: logging.Logger) -> None:
             "routers": len(settings.router_pubkeys),
             "router_endpoints": len(settings.router_endpoints),
             "relays": len(settings.relays),
+            "admin_api": bool(settings.admin_keys),
             "replay_store": "postgres" if settings.db_url else "memory",
         },
     )

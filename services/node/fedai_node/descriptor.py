@@ -11,6 +11,7 @@ from fedai.protocol.keys import Keys
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import Capacity, ModelInfo, NodeDescriptor, Pricing
 from fedai_node.config import NodeSettings
+from fedai_node.prices import NodePrices
 from fedai_node.runners.base import RunnerModel
 
 ANNOUNCE_D_TAG = "fedai-node"
@@ -29,10 +30,12 @@ def build_descriptor(
     primary: str | None = None,
     *,
     draining: bool = False,
+    prices: NodePrices | None = None,
 ) -> NodeDescriptor:
     """What routers schedule on: `max_tokens` is the node's effective cap, not only the model's. `primary` is
-    the model `NODE_MODEL_ALIASES` name (default `NODE_MODEL_ID`)."""
-    price = pricing(settings)
+    the model `NODE_MODEL_ALIASES` name (default `NODE_MODEL_ID`). `prices`: the run-time ones (the admin API's),
+    else NODE_PRICE_* for every model."""
+    prices = prices or NodePrices(pricing(settings))
     primary = primary or settings.model_id
     latency_ms = latency_ms or {}
     return NodeDescriptor(
@@ -42,7 +45,7 @@ def build_descriptor(
                 id=m.id,
                 context_window=m.context_window,
                 max_tokens=min(settings.max_tokens, m.max_tokens),
-                pricing=price,
+                pricing=prices.advertised(m.id),
                 job_types=list(settings.job_types),
                 latency_estimate_ms=round(latency_ms.get(m.id, 0.0), 3),
                 aliases=list(settings.model_aliases) if m.id == primary else [],

@@ -88,7 +88,7 @@ class Heartbeat:
     ) -> None:
         self._keys = keys
         self._endpoints = [e.rstrip("/") for e in endpoints]
-        self._trusted = frozenset(trusted)
+        self._trusted = trusted  # live: the admin API may allow or block routers (`TrustedRouters`)
         self._interval_s = interval_ms / 1000
         self._skew_s = skew_s
         self._session = session
@@ -99,6 +99,7 @@ class Heartbeat:
         self._refusals: dict[str, int] = {}  # endpoint → refusals in a row
         self._not_before: dict[str, float] = {}  # endpoint → monotonic time of its next beat after refusals
         self._retry_after: dict[str, float] = {}  # endpoint → the Retry-After of its last refusal, in seconds
+        self._last: dict[str, tuple[BeatResult, float]] = {}  # endpoint → its last result and when (unix s)
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -134,6 +135,7 @@ class Heartbeat:
         if result is not BeatResult.OK:
             self._router_keys.pop(endpoint, None)  # learn the key again next time
         self._back_off(endpoint, result)
+        self._last[endpoint] = (result, time.time())
         self._on_result(result)
         return result
 
@@ -152,6 +154,24 @@ class Heartbeat:
     def next_try_s(self, endpoint: str) -> float:
         """Seconds until `endpoint` is beaten again after refusals (0 when it is not backed off)."""
         return max(0.0, self._not_before.get(endpoint.rstrip("/"), 0.0) - time.monotonic())
+
+    def summary(self) -> list[dict[str, object]]:
+        """Every router endpoint: its key (as last learned), the last heartbeat's result and time, refusals in a row
+        and seconds until the next try (the admin API's status)."""
+        out: list[dict[str, object]] = []
+        for endpoint in self._endpoints:
+            result, at = self._last.get(endpoint, (None, None))
+            out.append(
+                {
+                    "endpoint": endpoint,
+                    "pubkey": self._router_keys.get(endpoint),
+                    "last_result": None if result is None else result.value,
+                    "last_at": at,
+                    "refusals": self._refusals.get(endpoint, 0),
+                    "next_try_s": round(self.next_try_s(endpoint), 3),
+                }
+            )
+        return out
 
     async def _router_pubkey(self, endpoint: str) -> str:
         cached = self._router_keys.get(endpoint)

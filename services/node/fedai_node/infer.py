@@ -57,7 +57,7 @@ class InferEndpoint:
                 self._admission.release()
             self._catalog.observe_latency(admitted.req.model, latency_ms)
             self._metrics.count_usage(result)
-            statement = self._payments.statement(held, self._signer.price(result))
+            statement = self._payments.statement(held, self._signer.price(admitted, result))
             reply = self._signer.reply(admitted, result, latency_ms, statement)
             await self._payments.after_answer(held, statement)
             fields.update(input_tokens=result.input_tokens, output_tokens=result.output_tokens)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -48,6 +48,8 @@ class NodeLifecycle:
         describe: Callable[[], NodeDescriptor],
         announce: Callable[[], Event],
         payments: NodePayments,
+        trusted: Collection[str] | None = None,
+        admin: Callable[[asyncpg.Pool], Awaitable[None]] | None = None,
     ) -> None:
         self._settings = settings
         self._runner = runner
@@ -58,6 +60,8 @@ class NodeLifecycle:
         self._describe = describe
         self._announce = announce
         self._payments = payments
+        self._trusted = trusted if trusted is not None else settings.router_pubkeys  # live (admin API)
+        self._admin = admin  # applies the admin API's stored changes, once the database is open
         self._session: aiohttp.ClientSession | None = None
         self._heartbeat: Heartbeat | None = None
         self._announcer: Announcer | None = None
@@ -69,6 +73,8 @@ class NodeLifecycle:
         log_summary(s, log)
         if s.db_url:
             await self._open_replay_store(s.db_url)
+            if self._admin is not None and self._db is not None:
+                await self._admin(self._db)
         self._session = aiohttp.ClientSession()
         if await self._try_load_models():
             await self._start_loops()
@@ -120,7 +126,7 @@ class NodeLifecycle:
         self._heartbeat = Heartbeat(
             keys=s.keys,
             endpoints=s.router_endpoints,
-            trusted=s.router_pubkeys,
+            trusted=self._trusted,
             interval_ms=s.heartbeat_ms,
             skew_s=s.clock_skew_s,
             session=self._session,
@@ -144,6 +150,22 @@ class NodeLifecycle:
         if self._heartbeat is not None:
             results = await self._heartbeat.beat_all()
             log.info("told routers the node is draining", extra={"results": [r.value for r in results]})
+
+    @property
+    def db(self) -> asyncpg.Pool | None:
+        """The NODE_DB_URL pool, once started (None without NODE_DB_URL)."""
+        return self._db
+
+    def heartbeat_summary(self) -> list[dict[str, object]]:
+        return [] if self._heartbeat is None else self._heartbeat.summary()
+
+    async def tell_routers(self) -> list[str]:
+        """A change routers must hear now (prices, a resumed drain): a heartbeat to every router, and the node's
+        announcement on its relays; the heartbeat results."""
+        results = [] if self._heartbeat is None else await self._heartbeat.beat_all()
+        if self._announcer is not None:
+            await self._announcer.publish_once()
+        return [r.value for r in results]
 
     def _count_beat(self, result: BeatResult) -> None:
         self._metrics.heartbeats.labels(result.value).inc()

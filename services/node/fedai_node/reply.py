@@ -22,6 +22,7 @@ from fedai.protocol.messages import (
     price_msat,
 )
 from fedai_node.metering import build_record
+from fedai_node.prices import NodePrices
 from fedai_node.runners.base import RunnerResult
 from fedai_node.serving import Admitted
 
@@ -31,9 +32,13 @@ _encode = msgspec.json.Encoder().encode
 class ReplySigner:
     """Seals with the node's keys; every event is addressed (`p`) to the router and bound (`e`) to its request."""
 
-    def __init__(self, keys: Keys, pricing: Pricing) -> None:
+    def __init__(self, keys: Keys, prices: NodePrices | Pricing) -> None:
         self._keys = keys
-        self._pricing = pricing
+        self._prices = prices if isinstance(prices, NodePrices) else NodePrices(prices)
+
+    def pricing(self, admitted: Admitted) -> Pricing:
+        """The price `admitted` is charged: fixed at admission, else this node's for its model now."""
+        return admitted.pricing or self._prices.charged(admitted.req.model)
 
     def reply(
         self,
@@ -58,7 +63,7 @@ class ReplySigner:
             req=req,
             response=response,
             result=result,
-            pricing=self._pricing,
+            pricing=self.pricing(admitted),
             wall_ms=(time.perf_counter() - admitted.started) * 1000,
             bytes_in=admitted.bytes_in,
         )
@@ -67,9 +72,9 @@ class ReplySigner:
         metering = seal(self._keys, Kind.METERING_RECORD, record, to=event.pubkey, reply_to=event.id)
         return _encode(NodeReply(response=response, metering=metering))
 
-    def price(self, result: RunnerResult) -> int:
-        """What the metering record will charge for `result` (this node's pricing)."""
-        return price_msat(self._pricing, result.input_tokens, result.output_tokens)
+    def price(self, admitted: Admitted, result: RunnerResult) -> int:
+        """What the metering record will charge for `result` (this node's pricing for the request)."""
+        return price_msat(self.pricing(admitted), result.input_tokens, result.output_tokens)
 
     def chunk(self, admitted: Admitted, seq: int, delta: str) -> Event:
         """One stream.chunk: the `seq`-th delta of the stream answering `admitted`."""

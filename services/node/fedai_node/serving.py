@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from fedai.protocol.errors import ErrorCode, FedaiError
 from fedai.protocol.event import Event
-from fedai.protocol.messages import InferenceRequest
+from fedai.protocol.messages import InferenceRequest, Pricing
 from fedai.service.http import error_response
 from fedai_node.runners.base import RunnerError
 
@@ -26,6 +26,7 @@ class Admitted:
     req: InferenceRequest  # its payload, `model` resolved to the served id (aliases)
     bytes_in: int
     started: float  # perf_counter when the request arrived
+    pricing: Pricing | None = None  # what it is charged, fixed at admission (None: the signer's price now)
 
 
 def runner_failure(exc: RunnerError) -> FedaiError:

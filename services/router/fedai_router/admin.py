@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from fedai.protocol.errors import ErrorCode, FedaiError
+from fedai.service.admin_auth import AdminSigner
 from fedai.service.http import error_response
 from fedai_router.failure import Failures
 from fedai_router.openai_api.auth import Authenticator
@@ -21,8 +22,6 @@ NEEDED = (
     "operator credentials required: Authorization: Bearer <operator token> (ROUTER_ADMIN_TOKEN_SHA256) "
     "or a NIP-98 event signed by a key in ROUTER_ADMIN_KEYS"
 )
-
-ADMIN_NEEDED = "the admin API needs Authorization: Nostr <NIP-98 event> signed by a key in ROUTER_ADMIN_KEYS"
 
 
 def token_matches(token: str, digests: frozenset[str]) -> bool:
@@ -59,18 +58,12 @@ class Operators:
         return True
 
     async def signer(self, request: Request, body: bytes) -> str:
-        """The admin API's check (runbooks/admin.md): a NIP-98 event for this URL, method and body, signed by a
-        key in ROUTER_ADMIN_KEYS and never seen before; returns its pubkey. Operator tokens do not open it.
-        Missing or bad: a typed 401; a valid signature by another key: 403; a replay: 409 `replay`."""
-        header = request.headers.get("authorization", "")
-        scheme, _, _ = header.partition(" ")
-        if scheme.lower() != "nostr":
-            raise FedaiError(ErrorCode.UNAUTHORIZED, ADMIN_NEEDED)
-        event = self.auth.check_nip98(request, body)
-        if event.pubkey not in self.keys:
-            raise FedaiError(ErrorCode.FORBIDDEN, "this key is not an operator key here (ROUTER_ADMIN_KEYS)")
-        await self.auth.claim(event)
-        return event.pubkey
+        """The admin API's check (runbooks/admin.md, `fedai.service.admin_auth`): a NIP-98 event for this URL,
+        method and body, signed by a key in ROUTER_ADMIN_KEYS and never seen before; returns its pubkey. Operator
+        tokens do not open it. Missing or bad: a typed 401; a valid signature by another key: 403; a replay: 409
+        `replay`."""
+        gate = AdminSigner(self.keys, "ROUTER_ADMIN_KEYS", self.auth.window_s, self.auth.claim)
+        return await gate.signer(request, body, self.auth.request_url(request))
 
     async def require(self, request: Request) -> None:
         if not await self.is_operator(request):

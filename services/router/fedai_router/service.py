@@ -188,6 +188,7 @@ class RouterService:
             endpoints=self.endpoints,
             metrics=self.metrics,
             background=self.background,
+            fees=self.fees,
             wallet=self.wallet,
         )
         self.infer = Infer(

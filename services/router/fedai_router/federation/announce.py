@@ -53,6 +53,7 @@ from fedai.protocol.messages import Payload, Pricing
 from fedai_router.config import RouterSettings
 from fedai_router.federation.settlement import settlement_methods
 from fedai_router.node_state import NodeState
+from fedai_router.pricing import Fees
 from fedai_router.scheduler import ModelTable, Policy
 
 log = logging.getLogger("fedai.router.announce")
@@ -267,9 +268,13 @@ class Announcer:
         policy: Policy,
         latency: Histogram,
         metrics: CollectorRegistry,
+        fees: Fees | None = None,
         relays: RelayPool | None = None,
     ) -> None:
         self.keys = keys  # signs the announcements
+        # the router fee in force: a change through the admin API changes the price sheets, re-published at the
+        # next tick (a sheet is re-published whenever it differs from the one relays hold)
+        self.fees = fees if fees is not None else Fees(settings.fee_base_msat, settings.fee_ppm)
         self.settings = settings  # ROUTER_ANNOUNCE_S, the backpressure and surge thresholds, fees, endpoint, limits
         self.version = version
         self.nodes = nodes  # the registry's nodes, by pubkey
@@ -336,8 +341,8 @@ class Announcer:
             sheet = price_sheet(
                 job_type,
                 offer,
-                fee_ppm=settings.fee_ppm,
-                fee_base_msat=settings.fee_base_msat,
+                fee_ppm=self.fees.ppm,
+                fee_base_msat=self.fees.base_msat,
                 surge=self.surge,
                 p95_ms=p95_ms,
             )

@@ -14,7 +14,7 @@ from fedai.protocol.errors import FedaiError
 from fedai.protocol.event import Event
 from fedai.protocol.federation import PL3_LOCAL, Bid, Rfb
 from fedai_router.config import RouterSettings
-from fedai_router.pricing import quote_price
+from fedai_router.pricing import Fees, quote_price
 from fedai_router.scheduler import Demand, ModelTable, Policy, rank
 
 RANK_DEPTH = 64  # nodes looked at when counting free capacity for a bid
@@ -25,12 +25,14 @@ Quote = Callable[[Event, Rfb], QuoteResult | Awaitable[QuoteResult]]
 
 def local_quote(
     settings: RouterSettings,
+    fees: Fees,
     tables: Mapping[str, ModelTable],
     policy: Policy,
     backpressure: Callable[[], str],
     held: Callable[[str], int] | None = None,
 ) -> Quote:
-    """The default quote: bid what our cheapest fitting node would charge for the whole job plus our fee,
+    """The default quote: bid what our cheapest fitting node would charge for the whole job plus our fee (the
+    one in force when the RFB arrives: `fees` follows the admin API on every replica),
     with that node's latency as the ETA. None (no bid) when the privacy level is above what we accept, the
     router is SATURATED, no fresh node can take the job within the price cap and deadline, or the free
     slots on fitting nodes are all promised to open bids (`held`)."""
@@ -56,8 +58,8 @@ def local_quote(
                 c.model.pricing,
                 rfb.input_tokens,
                 rfb.max_tokens,
-                fee_base_msat=settings.fee_base_msat,
-                fee_ppm=settings.fee_ppm,
+                fee_base_msat=fees.base_msat,
+                fee_ppm=fees.ppm,
             ).total_msat
             health = c.node.health
             observed = health.latency_ms is not None and health.latency_samples >= policy.min_latency_samples

@@ -59,6 +59,7 @@ from fedai_router.federation.events import auction_events
 from fedai_router.federation.settlement import ProviderSettlement
 from fedai_router.intake import Intake
 from fedai_router.planning import Planner
+from fedai_router.pricing import Fees
 from fedai_router.store import federation as jobs_store
 
 AWARD_WAIT_S = 2.0  # the award travels by relay, the job by HTTP: the job may arrive first
@@ -115,10 +116,12 @@ class Provider:
         pool: asyncpg.Pool,
         metrics: CollectorRegistry,
         bidder: Callable[[], Bidder | None],
+        fees: Fees,
         settlement: ProviderSettlement,
     ) -> None:
         self.keys = keys  # signs the receipt and the result; PL1/PL2 jobs are sealed to us
-        self.settings = settings  # the privacy levels we accept, our fee
+        self.settings = settings  # the privacy levels we accept
+        self.fees = fees  # our fee in force (the admin API's, else ROUTER_FEE_*), as our bids used it
         self.intake = intake
         self.claims = claims
         self.planner = planner
@@ -242,7 +245,7 @@ class Provider:
         """Our signed receipt: the node's price plus our fee, never above the award."""
         record = served.record
         node_price = price_msat(served.node.models[record.model].pricing, record.input_tokens, record.output_tokens)
-        fee = self.settings.fee_base_msat + -(-node_price * self.settings.fee_ppm // 1_000_000)
+        fee = self.fees.base_msat + -(-node_price * self.fees.ppm // 1_000_000)
         output = decode_payload(served.response.content, InferenceResponse).output
         terms = Receipt(
             job_id=submit.job_id,

@@ -39,6 +39,7 @@ from fedai_router.intake import Intake
 from fedai_router.metrics import RouterMetrics
 from fedai_router.outbound import Outbound
 from fedai_router.planning import Planner
+from fedai_router.pricing import Fees
 from fedai_router.registry import Registry
 from fedai_router.scheduler import Policy
 from fedai_router.store.peers import load_peers
@@ -63,10 +64,12 @@ class Federation:
         endpoints: EndpointValidator,
         metrics: RouterMetrics,
         background: Background,
+        fees: Fees,
         wallet: Wallet | None = None,
     ) -> None:
         self.keys = keys
         self.settings = settings
+        self.fees = fees  # the router fee in force (ROUTER_FEE_*, or the admin API's): bids, prices, receipts
         self.pool = pool  # peers and federation_jobs
         self.registry = registry  # our fleet: what we announce and bid with
         self.policy = policy
@@ -84,6 +87,7 @@ class Federation:
             policy=policy,
             latency=metrics.node_latency,
             metrics=metrics.registry,
+            fees=fees,
         )
         self.provider = Provider(
             keys=keys,
@@ -96,6 +100,7 @@ class Federation:
             pool=pool,
             metrics=metrics.registry,
             bidder=lambda: self.bidder,
+            fees=fees,
             settlement=ProviderSettlement(
                 keys, pool, wallet, network=settings.ln_network, required=settings.require_payment
             ),
@@ -122,6 +127,7 @@ class Federation:
         if settings.bidding:
             quote = local_quote(
                 settings,
+                self.fees,
                 self.registry.tables,
                 self.policy,
                 lambda: self.announcer.backpressure,

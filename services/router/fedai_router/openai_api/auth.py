@@ -10,7 +10,7 @@ from starlette.requests import Request
 
 from fedai.protocol.errors import ErrorCode, FedaiError
 from fedai.protocol.event import Event
-from fedai.protocol.nip98 import verify_auth_header
+from fedai.service.admin_auth import check_nip98, public_request_url
 from fedai_router.claims import Claims
 from fedai_router.ratelimit import RateLimiter
 
@@ -38,21 +38,14 @@ class Authenticator:
     client_blocklist: frozenset[str] = frozenset()
 
     def request_url(self, request: Request) -> str:
-        """The full URL the client called, as NIP-98 `u` tags name it: always ROUTER_PUBLIC_URL + path + query.
-
-        Never derived from the Host header: that would let a header captured by one router be replayed to another
-        (the attacker picks the Host). Without ROUTER_PUBLIC_URL, NIP-98 is refused (`auth_not_configured`)."""
-        if not self.public_url:
-            raise FedaiError(ErrorCode.AUTH_NOT_CONFIGURED, NOT_CONFIGURED)
-        query = f"?{request.url.query}" if request.url.query else ""
-        return self.public_url + request.url.path + query
+        """The full URL the client called, as NIP-98 `u` tags name it: always ROUTER_PUBLIC_URL + path + query
+        (`fedai.service.admin_auth.public_request_url`); without ROUTER_PUBLIC_URL, `auth_not_configured`."""
+        return public_request_url(self.public_url, request, NOT_CONFIGURED)
 
     def check_nip98(self, request: Request, body: bytes) -> Event:
         """A NIP-98 `Authorization` header checked against this router's public URL (every failure a typed 401).
         Not yet claimed: call `claim` once the caller is known to be allowed."""
-        header = request.headers.get("authorization", "")
-        url = self.request_url(request)
-        return verify_auth_header(header, method=request.method, url=url, body=body, window_s=self.window_s)
+        return check_nip98(request, body, url=self.request_url(request), window_s=self.window_s)
 
     async def claim(self, event: Event) -> None:
         """Claim a NIP-98 event in the replay store (this replica first, then Postgres, shared by every replica);
