@@ -321,6 +321,7 @@ class Offload(Payload, kw_only=True):
     receipt: Event  # job.receipt (21044), signed by the provider
     provider: Hex64
     salt: Hex64 | None = None  # the secret salt of the job's hash (`fedai.protocol.federation.job_hash`)
+    payment_request: Event | None = None  # a paid offload: the payment request the client paid (role `provider`)
 
 
 class InferResult(Payload, kw_only=True):

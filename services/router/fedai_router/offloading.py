@@ -9,12 +9,22 @@ from typing import Protocol
 
 from fedai.protocol.errors import ErrorCode, FedaiError
 from fedai.protocol.event import Event
-from fedai.protocol.messages import InferenceRequest, Payee
+from fedai.protocol.messages import InferenceRequest, Payee, PaymentRequest, decode_payload
+from fedai.protocol.payment import invalid
 from fedai_router.store.offload_quotes import WonJob
 
-__all__ = ["OFFLOADABLE", "Offloader", "WonJob"]
+__all__ = ["OFFLOADABLE", "Offloader", "WonJob", "provider_entry"]
 
 OFFLOADABLE = (ErrorCode.UNKNOWN_MODEL, ErrorCode.NO_CAPACITY)  # no node of ours fits, or all are busy
+
+
+def provider_entry(payment_request: Event, provider: str) -> Payee:
+    """The provider's entry of a payment request this router issued (and checked when it issued it)."""
+    request = decode_payload(payment_request.content, PaymentRequest)
+    entry = next((p for p in request.payees if p.role == "provider" and p.payee == provider), None)
+    if entry is None:
+        raise invalid("the payment request pays no invoice of the quote's provider")
+    return entry
 
 
 class Offloader(Protocol):
@@ -37,8 +47,8 @@ class Offloader(Protocol):
         ...
 
     async def run_paid(
-        self, client_event: Event, request: InferenceRequest, job: WonJob, paid: Payee, preimage: str
+        self, client_event: Event, request: InferenceRequest, job: WonJob, paid: Event, preimage: str
     ) -> Event:
-        """Submit `job` with the client's proof of paying `paid` and answer the client; the receipt must name
-        the payment hash."""
+        """Submit `job` with the client's proof of paying the provider's invoice of the payment request `paid`
+        (the provider's `preimage`) and answer the client; the receipt must name the payment hash."""
         ...

@@ -30,17 +30,15 @@ from fedai.protocol.messages import (
     ForwardedPayment,
     InferenceRequest,
     Payee,
-    PaymentRequest,
     PriceBreakdown,
     QuoteRequest,
     QuoteResponse,
-    decode_payload,
     estimate_tokens,
     prompt_material,
 )
 from fedai.protocol.payment import invalid
 from fedai_router.claims import Claims
-from fedai_router.offloading import Offloader, WonJob
+from fedai_router.offloading import Offloader, WonJob, provider_entry
 from fedai_router.planning import Planner
 from fedai_router.pricing import Fees
 from fedai_router.store.offload_quotes import bind_payment_request, insert_won, won_for_quote
@@ -80,15 +78,6 @@ def offload_price(work_msat: int, fees: Fees) -> PriceBreakdown:
 def is_quoted_job(request: InferenceRequest, job: WonJob) -> bool:
     """The client's request is exactly the job the award was won for (its salted hash is the RFB's). Pure."""
     return job_hash(request, job.salt) == job.job_hash
-
-
-def provider_entry(payment_request: Event, provider: str) -> Payee:
-    """The provider's entry of a payment request this router issued (and checked when it issued it)."""
-    request = decode_payload(payment_request.content, PaymentRequest)
-    entry = next((p for p in request.payees if p.role == "provider" and p.payee == provider), None)
-    if entry is None:
-        raise invalid("the payment request pays no invoice of the quote's provider")
-    return entry
 
 
 class PaidOffload:
@@ -168,11 +157,11 @@ class PaidOffload:
         is spent while it runs and given back if the provider fails."""
         if not is_quoted_job(request, job):
             raise FedaiError(ErrorCode.QUOTE_INVALID, NOT_THE_QUOTED_JOB)
-        paid = provider_entry(forwarded.request, job.provider)
+        provider_entry(forwarded.request, job.provider)  # refused before the quote is spent
         quote = await get_quote(self.pool, request.quote_id or "")
         spent = await self.planner.spend(quote)
 
         async def run() -> Event:
-            return await self.offloader.run_paid(client_event, request, job, paid, forwarded.preimage)
+            return await self.offloader.run_paid(client_event, request, job, forwarded.request, forwarded.preimage)
 
         return await self.planner.unless_served(spent, lambda: self.claims.while_claiming(client_event, run))

@@ -175,14 +175,23 @@ class Offloading:
         )
 
     async def run_paid(
-        self, client_event: Event, request: InferenceRequest, awarded: Awarded, salt: str, paid: Payee, preimage: str
+        self,
+        client_event: Event,
+        request: InferenceRequest,
+        awarded: Awarded,
+        salt: str,
+        paid: Payee,
+        preimage: str,
+        payment_request: Event | None = None,
     ) -> Event:
         """Submit the job of `awarded` with the proof that the provider's invoice `paid` was paid (by the client:
         never from this router's wallet); the receipt must name its payment hash."""
         payment = JobPayment(payment_hash=paid.payment_hash, preimage=preimage)
         try:
             with span("router.job", {"fedai.role": "requester", "fedai.peer": awarded.peer}):
-                answer = await self._run(client_event, request, awarded, salt, payment, paid.amount_msat)
+                answer = await self._run(
+                    client_event, request, awarded, salt, payment, paid.amount_msat, payment_request
+                )
         except FedaiError as err:
             # the award stays usable: a paid job that failed is released by the provider, and the same proof
             # retries it until its deadline (a failed or cancelled row would refuse the retry here)
@@ -223,6 +232,7 @@ class Offloading:
         salt: str,
         payment: JobPayment | None = None,
         paid_msat: int = 0,
+        payment_request: Event | None = None,  # shown to the client, who checks the receipt against it
     ) -> Event:
         job = self._submit(request, awarded, salt, payment)
         timeout = aiohttp.ClientTimeout(total=self.settings.fed_job_timeout_ms / 1000)
@@ -239,7 +249,12 @@ class Offloading:
         record = decode_payload(chain.metering.content, MeteringRecord)
         metered = Metered(chain.node, chain.forwarded, chain.response, chain.metering, record)
         offloaded = Offload(
-            submit=job.submit, result=checked.event, receipt=checked.result.receipt, provider=job.peer, salt=salt
+            submit=job.submit,
+            result=checked.event,
+            receipt=checked.result.receipt,
+            provider=job.peer,
+            salt=salt,
+            payment_request=payment_request,
         )
         return await self.completion.answer(Origin(client_event.pubkey, client_event.id), metered, offload=offloaded)
 

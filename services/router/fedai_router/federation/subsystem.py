@@ -38,7 +38,7 @@ from fedai_router.federation.provider_invoice import InvoiceFor
 from fedai_router.federation.settlement import ProviderSettlement
 from fedai_router.intake import Intake
 from fedai_router.metrics import RouterMetrics
-from fedai_router.offloading import WonJob
+from fedai_router.offloading import WonJob, provider_entry
 from fedai_router.outbound import Outbound
 from fedai_router.planning import Planner
 from fedai_router.registry import Registry
@@ -176,10 +176,12 @@ class Federation:
         return await offloading.provider_invoice(awarded_of(job), InvoiceFor(quote, client, expires_at))
 
     async def run_paid(
-        self, client_event: Event, request: InferenceRequest, job: WonJob, paid: Payee, preimage: str
+        self, client_event: Event, request: InferenceRequest, job: WonJob, paid: Event, preimage: str
     ) -> Event:
         offloading = self._running()
-        return await offloading.run_paid(client_event, request, awarded_of(job), job.salt, paid, preimage)
+        entry = provider_entry(paid, job.provider)
+        awarded = awarded_of(job)
+        return await offloading.run_paid(client_event, request, awarded, job.salt, entry, preimage, paid)
 
     def _running(self) -> Offloading:
         if self._offloading is None:
