@@ -66,7 +66,8 @@ class Infer:
 
     async def _paid(self, client_event: Event, request: InferenceRequest) -> Event:
         """A paid request (docs/payments.md#the-flow): its proof claimed first, then served by the paid node only
-        (no offloading: a provider would need its own invoice), the claim consumed or released with the outcome."""
+        (or, for a quote a peer router won, by that provider: `_paid_offload`), the claim consumed or released with
+        the outcome."""
         held = await self.paid.hold(client_event.pubkey, request)
         offloaded = await self._paid_offload(client_event, request, held)
         if offloaded is not None:
