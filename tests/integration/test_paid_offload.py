@@ -17,6 +17,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from fedai.cli.chain_view import chain_document
 from fedai.protocol.keys import Keys
 from fedai.sdk import AsyncClient, FedaiClientError
 from tests.support.database import extra_database
@@ -110,6 +111,11 @@ async def test_a_client_quotes_pays_and_gets_a_verified_answer_from_a_provider(n
         assert chain.provider == b.pubkey and chain.receipt is not None
         assert chain.provider_payment_hash == chain.receipt.payment_hash == provider_hash
         assert node.calls == 1
+        # `fedai infer --json` shows the provider paid, from the payment request the answer carries
+        shown = chain_document(chain)["payment"]
+        assert shown["payment_request"] == opened.event.id and shown["total_msat"] == q.price.total_msat
+        provider_row = {"role": "provider", "payee": b.pubkey, "amount_msat": bid, "payment_hash": provider_hash}
+        assert {**provider_row, "paid": True} in shown["payees"]
 
         # the same proof again: refused, nothing runs twice
         replay = c.infer(MODEL, PROMPT, max_tokens=8, quote_id=q.quote_id, payment=proof)
