@@ -20,6 +20,8 @@ import pytest
 from fedai.cli.chain_view import chain_document
 from fedai.protocol.keys import Keys
 from fedai.sdk import AsyncClient, FedaiClientError
+from fedai_router.housekeeping import UNPAID_AWARDS
+from fedai_router.store.federation import spent
 from tests.support.database import extra_database
 from tests.support.fake_lnd import Lnd, running_lnd
 from tests.support.federation import MODEL, Duo, duo
@@ -121,8 +123,29 @@ async def test_a_client_quotes_pays_and_gets_a_verified_answer_from_a_provider(n
         replay = c.infer(MODEL, PROMPT, max_tokens=8, quote_id=q.quote_id, payment=proof)
         assert await code_of(replay) == "payment_used"
         assert node.calls == 1
-    bound = await a.service.pool.fetchval("SELECT payment_request FROM offload_quotes WHERE quote_id = $1", q.quote_id)
+    pool = a.service.pool
+    bound = await pool.fetchval("SELECT payment_request FROM offload_quotes WHERE quote_id = $1", q.quote_id)
     assert bound == opened.event.id  # the award was bound to the payment request issued for it
+
+
+async def test_an_award_whose_quote_expired_unpaid_stops_counting_against_the_spend_cap(net: Network) -> None:
+    a, b = net.pair.a, net.pair.b
+    pool = a.service.pool
+    async with net.client() as c:
+        paid_quote = await c.quote(MODEL, max_tokens=8, prompt=PROMPT)
+        await c.pay(paid_quote, net.wallet.wallet, network=NETWORK)  # a payment request issued: kept
+        unpaid = await c.quote(MODEL, max_tokens=8, prompt=PROMPT)
+    window = a.service.settings.fed_spend_window_s
+    reserved = await spent(pool, b.pubkey, window)
+    assert reserved == paid_quote.quote.price.output_msat + unpaid.quote.price.output_msat
+    ids = [paid_quote.quote.quote_id, unpaid.quote.quote_id]
+    await pool.execute("UPDATE quotes SET expires_at = now() - interval '1 second' WHERE id = ANY($1)", ids)
+    counts = await a.service.housekeeper.run()
+    assert counts[UNPAID_AWARDS] == 1
+    status = "SELECT j.status FROM federation_jobs j JOIN offload_quotes o USING (job_id) WHERE o.quote_id = $1"
+    assert await pool.fetchval(status, unpaid.quote.quote_id) == "cancelled"
+    assert await pool.fetchval(status, paid_quote.quote.quote_id) == "awarded"  # a payment request was issued: left to run out
+    assert await spent(pool, b.pubkey, window) == paid_quote.quote.price.output_msat
 
 
 async def test_a_failed_provider_releases_the_claim_and_the_same_proof_is_served_once(net: Network) -> None:

@@ -79,3 +79,16 @@ async def bind_payment_request(pool: asyncpg.Pool, quote_id: str, payment_reques
         payment_request,
     )
     return bool(bound == payment_request)
+
+
+async def cancel_unpaid(pool: asyncpg.Pool) -> int:
+    """Cancel the awards of quotes that expired with no payment request issued (no client can pay them any more:
+    `POST /pay` refuses an expired quote), so they stop counting against their peer's spend cap. Returns how
+    many."""
+    status = await pool.execute(
+        "UPDATE federation_jobs j SET status = 'cancelled', updated_at = now()"
+        " FROM offload_quotes o JOIN quotes q ON q.id = o.quote_id"
+        " WHERE j.job_id = o.job_id AND j.role = 'requester' AND j.status = 'awarded'"
+        " AND o.payment_request IS NULL AND q.expires_at < now()"
+    )
+    return int(status.split()[-1])
