@@ -137,13 +137,12 @@ class PaymentRequests:
     async def _build(self, quote: QuoteRow, now: float) -> tuple[Event, PaymentRequest]:
         expires_at = min(int(quote.expires_at.timestamp()), int(now) + self.settings.ttl_s)
         node_msat = quote.input_msat + quote.output_msat
-        won = None if self.offload is None else await self.offload.won(quote.id)
-        if won is None:
+        offload = self.offload
+        won = None if offload is None else await offload.won(quote.id)
+        if offload is None or won is None:
             payees = [await self._node_invoice(quote, node_msat, expires_at, now)]
         else:  # a peer router won the quoted job: it invoices its bid from its own wallet
-            assert self.offload is not None
-            invoice = self.offload.invoice(won, quote=quote.id, client=quote.client, expires_at=expires_at)
-            payees = [await invoice]
+            payees = [await offload.invoice(won, quote=quote.id, client=quote.client, expires_at=expires_at)]
         if quote.router_fee_msat > 0:
             payees.append(await self._fee_invoice(quote, expires_at, now))
         request = PaymentRequest(
