@@ -40,6 +40,7 @@ TABLES = (
     "node_manifests",
     "peers",
     "federation_jobs",
+    "offload_quotes",
     "admin_nodes",
     "admin_peers",
     "admin_api_keys",

@@ -88,7 +88,7 @@ def expected_changes(info: DevnetInfo, quote: Quote) -> dict[str, int]:
     price = quote.quote.price
     names = {node.pubkey: f"node-{index + 1}" for index, node in enumerate(info.nodes)}
     expected = {party: 0 for party in names.values()}
-    expected[names[quote.quote.node]] = price.input_msat + price.output_msat
+    expected[names[quote.quote.payee]] = price.input_msat + price.output_msat
     return expected | {CLIENT: -price.total_msat, ROUTER: price.router_fee_msat}
 
 

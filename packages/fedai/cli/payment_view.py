@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from fedai.cli.output import mark, short_id, short_npub
-from fedai.protocol.messages import InferenceRequest, PaymentRequest, decode_payload
+from fedai.protocol.messages import InferenceRequest, InferResult, PaymentRequest, decode_payload
 from fedai.protocol.payment import preimage_matches
 from fedai.sdk import VerifiedChain
 
@@ -22,14 +22,17 @@ ROLES = {"node": "node share", "router_fee": "router fee", "provider": "provider
 def paid_request(chain: VerifiedChain) -> tuple[str, PaymentRequest, dict[str, str]] | None:
     """(payment request id, its content, the client's preimages) of a paid chain; None for an unpaid one."""
     sent = decode_payload(chain.request.content, InferenceRequest)
-    forwarded = decode_payload(chain.forwarded.content, InferenceRequest).forwarded_payment
-    if sent.payment is None or forwarded is None:
+    if sent.payment is None:
         return None
-    return (
-        sent.payment.payment_request,
-        decode_payload(forwarded.request.content, PaymentRequest),
-        sent.payment.preimages,
-    )
+    if chain.provider is not None:  # offloaded: the answer carries it, checked against the provider's receipt
+        offload = decode_payload(chain.answer.content, InferResult).offload
+        carried = None if offload is None else offload.payment_request
+    else:  # the node was forwarded it
+        forwarded = decode_payload(chain.forwarded.content, InferenceRequest).forwarded_payment
+        carried = None if forwarded is None else forwarded.request
+    if carried is None:
+        return None
+    return sent.payment.payment_request, decode_payload(carried.content, PaymentRequest), sent.payment.preimages
 
 
 def payment_lines(chain: VerifiedChain) -> list[str]:

@@ -28,10 +28,14 @@ def _print_quote(quote: Quote) -> None:
     paste_line(f"  quote id    {q.quote_id}")
     rows = [
         ("model", q.model),
-        ("node", short_npub(q.node)),
+        # a peer router's job is priced by its bid, one figure (docs/payments.md#federation-settlement)
+        ("provider", short_npub(q.provider)) if q.provider else ("node", short_npub(q.payee)),
         ("tokens", f"{q.input_tokens} in / up to {q.max_output_tokens} out"),
-        ("input", f"{q.price.input_msat} msat"),
-        ("output max", f"{q.price.output_msat} msat"),
+        *(
+            [("provider bid", f"{q.price.output_msat} msat")]
+            if q.provider
+            else [("input", f"{q.price.input_msat} msat"), ("output max", f"{q.price.output_msat} msat")]
+        ),
         ("router fee", f"{q.price.router_fee_msat} msat"),
         ("total max", f"[bold]{q.price.total_msat} msat[/bold]"),
         ("expires", f"in {max(0, q.expires_at - int(time.time()))} s"),

@@ -240,6 +240,12 @@ class QuoteRequest(Payload, kw_only=True):
     input_tokens: Count | None = None
     max_tokens: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]
     job_type: Name | None = None
+    # the rest of the job, as the request will carry it: a quote a peer router serves is for this exact job
+    # (docs/payments.md#federation-settlement); a quote of a local node ignores them
+    temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] | None = None
+    top_p: Annotated[float, msgspec.Meta(gt=0, le=1)] | None = None
+    stop: list[str] | None = None
+    privacy: Annotated[int, msgspec.Meta(ge=0, le=3)] = 0
 
     def __post_init__(self) -> None:
         if self.prompt is None and self.messages is None and self.input_tokens is None:
@@ -254,13 +260,29 @@ class PriceBreakdown(Payload, kw_only=True):
 
 
 class QuoteResponse(Payload, kw_only=True):
+    """A signed price. Exactly one of `node` (a node of this router does the work) and `provider` (a peer router
+    won the job's auction: docs/payments.md#federation-settlement) is set; for a provider the work's share
+    (`input_msat + output_msat`) is its bid, all in `output_msat`."""
+
     quote_id: Name
     model: Name
-    node: Hex64
+    node: Hex64 | None = None
     input_tokens: Count
     max_output_tokens: Count
     price: PriceBreakdown
     expires_at: Annotated[int, msgspec.Meta(ge=0, le=2**53)]
+    provider: Hex64 | None = None
+
+    def __post_init__(self) -> None:
+        if (self.node is None) == (self.provider is None):
+            raise ValueError("a quote names exactly one of `node` or `provider`")
+
+    @property
+    def payee(self) -> str:
+        """Whom the work is paid to: the node, or the provider router."""
+        payee = self.node or self.provider
+        assert payee is not None
+        return payee
 
 
 class Ack(Payload, kw_only=True):
@@ -299,6 +321,7 @@ class Offload(Payload, kw_only=True):
     receipt: Event  # job.receipt (21044), signed by the provider
     provider: Hex64
     salt: Hex64 | None = None  # the secret salt of the job's hash (`fedai.protocol.federation.job_hash`)
+    payment_request: Event | None = None  # a paid offload: the payment request the client paid (role `provider`)
 
 
 class InferResult(Payload, kw_only=True):

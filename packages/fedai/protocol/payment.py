@@ -42,17 +42,24 @@ class QuoteTerms:
     from the signed quote it holds (`from_response`). A node, which never sees the quote, passes its id only."""
 
     quote_id: str
-    node: str
-    node_msat: int  # input_msat + output_msat: the work's ceiling
+    node: str | None
+    node_msat: int  # input_msat + output_msat: the work's ceiling (a provider's: its bid)
     router_fee_msat: int
     total_msat: int
     expires_at: int
+    provider: str | None = None  # a peer router won the job: it is the work's payee, role `provider`
 
     @classmethod
     def from_response(cls, quote: QuoteResponse) -> QuoteTerms:
         p = quote.price
         return cls(
-            quote.quote_id, quote.node, p.input_msat + p.output_msat, p.router_fee_msat, p.total_msat, quote.expires_at
+            quote.quote_id,
+            quote.node,
+            p.input_msat + p.output_msat,
+            p.router_fee_msat,
+            p.total_msat,
+            quote.expires_at,
+            quote.provider,
         )
 
 
@@ -161,6 +168,7 @@ def _check_split(request: PaymentRequest, quote: QuoteTerms, provider: str | Non
     if request.total_msat != quote.total_msat or request.expires_at > quote.expires_at:
         raise invalid("payment request's total or expiry differs from its quote")
     work = next(p for p in request.payees if p.role in WORK_ROLES)
+    provider = provider if provider is not None else quote.provider
     expected = ("provider", provider) if provider is not None else ("node", quote.node)
     if (work.role, work.payee) != expected:
         raise invalid("the work is payable to another payee than the quote's")

@@ -66,6 +66,7 @@ class VerifiedChain:
     provider: str | None = None  # set when the router offloaded the request to this peer router
     receipt: Receipt | None = None  # the provider's signed receipt for it
     settlements: tuple[Settlement, ...] = ()  # a paid request: what the node and the router kept and refunded
+    provider_payment_hash: str | None = None  # a paid offload: the provider invoice's hash its receipt names
 
     @property
     def output(self) -> str:
@@ -275,6 +276,7 @@ def _verify_offloaded(
         raise ChainError(Link.OFFLOAD_RECEIPT, "receipt names other routers or another job")
     if receipt.input_sha256 != submit.input_sha256 or receipt.status != "ok":
         raise ChainError(Link.OFFLOAD_RECEIPT, "receipt is not for this input, or not a success")
+    paid_hash = check_offload_payment(submit, receipt, original.payment, off, router, off.submit.created_at)
     response, record = _node_chain(chain, provider, off.submit.id, router, expected, original)
     if receipt.output_sha256 != record.output_sha256:
         raise ChainError(Link.OFFLOAD_RECEIPT, "receipt's output hash is not the node's")
@@ -290,4 +292,42 @@ def _verify_offloaded(
         record=record,
         provider=provider,
         receipt=receipt,
+        provider_payment_hash=paid_hash,
     )
+
+
+def check_offload_payment(
+    submit: JobSubmit, receipt: Receipt, proof: PaymentProof | None, off: Offload, router: str, submitted_at: int
+) -> str | None:
+    """A paid offloaded request (docs/payments.md#federation-settlement): the answer carries the payment request the
+    client paid (signed by the router, unexpired when the job was submitted), whose `provider` entry is the
+    provider's own invoice; the router submitted the job with the client's preimage of that invoice, and the
+    provider's signed receipt names its payment hash (the provider says it was paid by the invoice the client
+    paid). An unpaid request carries no payment anywhere. Returns the payment hash the receipt names. Pure."""
+    sent = submit.payment
+    if proof is None:
+        if sent is not None or receipt.payment_hash is not None or off.payment_request is not None:
+            raise ChainError(Link.OFFLOAD_SUBMIT, "the router sent the provider a payment the client did not make")
+        return None
+    if off.payment_request is None or off.payment_request.id != proof.payment_request:
+        raise ChainError(Link.OFFLOAD_SUBMIT, "the answer does not carry the payment request the client paid")
+    request: PaymentRequest = _link(
+        Link.OFFLOAD_SUBMIT,
+        off.payment_request,
+        PaymentRequest,
+        kinds=(Kind.PAYMENT_REQUEST,),
+        signers=(router,),
+        now=submitted_at,
+    )
+    entry = next((p for p in request.payees if p.role == "provider" and p.payee == off.provider), None)
+    if entry is None:
+        raise ChainError(Link.OFFLOAD_SUBMIT, "the payment request the client paid lists no invoice of the provider")
+    if (
+        sent is None
+        or sent.payment_hash != entry.payment_hash
+        or proof.preimages.get(entry.payment_hash) != sent.preimage
+    ):
+        raise ChainError(Link.OFFLOAD_SUBMIT, "the provider was not sent the client's payment of its own invoice")
+    if receipt.payment_hash != entry.payment_hash:
+        raise ChainError(Link.OFFLOAD_RECEIPT, "the provider's receipt does not name the payment hash the client paid")
+    return entry.payment_hash

@@ -15,10 +15,12 @@ from prometheus_client import CollectorRegistry, Counter
 from fedai_router.config import Retention
 from fedai_router.registry import Registry
 from fedai_router.store import retention as store
+from fedai_router.store.offload_quotes import cancel_unpaid
 
 log = logging.getLogger("fedai.router.housekeeping")
 
 MEMORY = "registry_memory"  # the metric label for nodes forgotten by this replica's index
+UNPAID_AWARDS = "unpaid_offload_awards"  # awards of quotes that expired unpaid, cancelled (not deleted, not counted)
 
 
 def retention_by_table(retention: Retention) -> dict[str, int]:
@@ -26,6 +28,7 @@ def retention_by_table(retention: Retention) -> dict[str, int]:
     return {
         "nodes": retention.nodes_s,
         "quotes": retention.quotes_s,
+        "offload_quotes": retention.quotes_s,
         "chains": retention.chains_s,
         "dispatch_attempts": retention.attempts_s,
         "node_manifests": retention.manifests_s,
@@ -51,6 +54,7 @@ class Housekeeper:
         """One pass: memory first (it needs no database), then each table in turn; returns the counts."""
         counts = {MEMORY: self.registry.prune(time.time())}
         self.pruned.labels(MEMORY).inc(counts[MEMORY])
+        counts[UNPAID_AWARDS] = await cancel_unpaid(self.pool)  # their reservations freed, the rows kept
         for table, seconds in retention_by_table(self.retention).items():
             if seconds <= 0:
                 continue

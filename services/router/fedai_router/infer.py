@@ -15,7 +15,8 @@ from fedai_router.completion import Completion, Origin
 from fedai_router.dispatch import Dispatcher, Served
 from fedai_router.intake import Intake
 from fedai_router.offloading import OFFLOADABLE, Offloader
-from fedai_router.paid import Paid
+from fedai_router.paid import Held, Paid
+from fedai_router.paid_offload import PaidOffload
 from fedai_router.planning import Planner
 
 
@@ -30,6 +31,7 @@ class Infer:
         completion: Completion,
         offloader: Offloader,
         paid: Paid,
+        offload: PaidOffload | None = None,
     ) -> None:
         self.intake = intake
         self.claims = claims
@@ -38,6 +40,7 @@ class Infer:
         self.completion = completion
         self.offloader = offloader
         self.paid = paid
+        self.offload = offload  # a paying router with federation: proofs paying a peer's quote
 
     async def handle(self, body: bytes) -> Event:
         opened = self.intake.open_client(body, InferenceRequest, Kind.INFER_REQUEST)
@@ -63,8 +66,12 @@ class Infer:
 
     async def _paid(self, client_event: Event, request: InferenceRequest) -> Event:
         """A paid request (docs/payments.md#the-flow): its proof claimed first, then served by the paid node only
-        (no offloading: a provider would need its own invoice), the claim consumed or released with the outcome."""
+        (or, for a quote a peer router won, by that provider: `_paid_offload`), the claim consumed or released with
+        the outcome."""
         held = await self.paid.hold(client_event.pubkey, request)
+        offloaded = await self._paid_offload(client_event, request, held)
+        if offloaded is not None:
+            return offloaded
         origin = Origin(client_event.pubkey, client_event.id)
 
         async def work() -> Served:
@@ -84,6 +91,22 @@ class Infer:
         answer = await self.completion.answer(origin, served.metered, settlement=statement)
         await settlement.after_answer(statement, refund_to)
         return answer
+
+    async def _paid_offload(self, client_event: Event, request: InferenceRequest, held: Held) -> Event | None:
+        """A proof paying a peer router's quote (docs/payments.md#federation-settlement): the job submitted to
+        that provider with its preimage, the claim consumed once it answered, released if it failed. None when
+        the quote is a local node's."""
+        offload = self.offload
+        if offload is None or request.quote_id is None:
+            return None
+        try:
+            job = await offload.for_payment(request.quote_id, held.request_id)
+        except BaseException:
+            await self.paid.release(held)
+            raise
+        if job is None:
+            return None
+        return await self.paid.while_held(held, lambda: offload.serve(client_event, request, job, held.forwarded))
 
     async def _offload(self, client_event: Event, request: InferenceRequest, local: FedaiError) -> Event:
         """Offload under the same price cap and quote as a local dispatch (the job sent strips the cap itself)."""

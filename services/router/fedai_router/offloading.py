@@ -1,5 +1,7 @@
-"""What the request path may ask of federation: whether a request may leave this router, and to serve it
-through a peer. `fedai_router.federation` implements it; the request path knows only this."""
+"""What the request path may ask of federation: whether a request may leave this router, to serve it through a
+peer, and, for a paying router, a peer's job priced, invoiced and run with the client's payment
+(docs/payments.md#federation-settlement). `fedai_router.federation` implements it; the request path knows only
+this."""
 
 from __future__ import annotations
 
@@ -7,9 +9,22 @@ from typing import Protocol
 
 from fedai.protocol.errors import ErrorCode, FedaiError
 from fedai.protocol.event import Event
-from fedai.protocol.messages import InferenceRequest
+from fedai.protocol.messages import InferenceRequest, Payee, PaymentRequest, decode_payload
+from fedai.protocol.payment import invalid
+from fedai_router.store.offload_quotes import WonJob
+
+__all__ = ["OFFLOADABLE", "Offloader", "WonJob", "provider_entry"]
 
 OFFLOADABLE = (ErrorCode.UNKNOWN_MODEL, ErrorCode.NO_CAPACITY)  # no node of ours fits, or all are busy
+
+
+def provider_entry(payment_request: Event, provider: str) -> Payee:
+    """The provider's entry of a payment request this router issued (and checked when it issued it)."""
+    request = decode_payload(payment_request.content, PaymentRequest)
+    entry = next((p for p in request.payees if p.role == "provider" and p.payee == provider), None)
+    if entry is None:
+        raise invalid("the payment request pays no invoice of the quote's provider")
+    return entry
 
 
 class Offloader(Protocol):
@@ -20,4 +35,20 @@ class Offloader(Protocol):
     async def offload(self, client_event: Event, request: InferenceRequest, local: FedaiError) -> Event:
         """Serve `request` through a peer and answer the client; raise `local` (why we could not serve it
         ourselves) if no peer can."""
+        ...
+
+    async def win_job(self, request: InferenceRequest, *, hold_s: int, key: str) -> WonJob | None:
+        """Auction exactly `request`'s job to peers that take Lightning, its award valid `hold_s` longer than a
+        job's own time (the client pays in between); None when no peer won it."""
+        ...
+
+    async def provider_invoice(self, job: WonJob, *, quote: str, client: str, expires_at: int) -> Payee:
+        """The winner's own checked invoice for `job` (role `provider`), listed for `client`'s `quote`."""
+        ...
+
+    async def run_paid(
+        self, client_event: Event, request: InferenceRequest, job: WonJob, paid: Event, preimage: str
+    ) -> Event:
+        """Submit `job` with the client's proof of paying the provider's invoice of the payment request `paid`
+        (the provider's `preimage`) and answer the client; the receipt must name the payment hash."""
         ...

@@ -31,6 +31,7 @@ from fedai_router.claims import Claims
 from fedai_router.intake import Intake
 from fedai_router.node_state import NodeState
 from fedai_router.outbound import Outbound
+from fedai_router.paid_offload import PaidOffload
 from fedai_router.store.payments import PaymentStore
 from fedai_router.store.quotes import QuoteRow, get_quote
 
@@ -52,11 +53,12 @@ def fee_key(router: str, quote: str, client: str, amount_msat: int, expires_at: 
     return "fedai-" + hashlib.sha256(binding.encode()).hexdigest()
 
 
-def _terms(quote: QuoteRow) -> QuoteTerms:
+def _terms(quote: QuoteRow, provider: str | None = None) -> QuoteTerms:
+    """The quote's terms; with `provider` (the quote's work is a peer router's), that router is the work's payee."""
     node_msat = quote.input_msat + quote.output_msat
-    return QuoteTerms(
-        quote.id, quote.node, node_msat, quote.router_fee_msat, quote.total_msat, int(quote.expires_at.timestamp())
-    )
+    node = None if provider is not None else quote.node
+    expires_at = int(quote.expires_at.timestamp())
+    return QuoteTerms(quote.id, node, node_msat, quote.router_fee_msat, quote.total_msat, expires_at, provider=provider)
 
 
 def _payee(event: Event, invoice: PayeeInvoice, payee: str) -> Payee:
@@ -95,6 +97,7 @@ class PaymentRequests:
         self.outbound = outbound
         self.nodes = nodes  # the registry's nodes, by pubkey
         self.settings = settings
+        self.offload: PaidOffload | None = None  # a paying router with federation: a provider's quote
 
     async def handle(self, body: bytes) -> Event:
         """`POST /pay`: a client's signed pay.request (quote id) → the router-signed payment.request."""
@@ -127,12 +130,19 @@ class PaymentRequests:
                     ErrorCode.QUOTE_INVALID, "quote's invoices were already issued; ask a new quote"
                 ) from None
             return issued
+        if self.offload is not None:
+            await self.offload.bind(quote.id, event.id)
         return event
 
     async def _build(self, quote: QuoteRow, now: float) -> tuple[Event, PaymentRequest]:
         expires_at = min(int(quote.expires_at.timestamp()), int(now) + self.settings.ttl_s)
         node_msat = quote.input_msat + quote.output_msat
-        payees = [await self._node_invoice(quote, node_msat, expires_at, now)]
+        offload = self.offload
+        won = None if offload is None else await offload.won(quote.id)
+        if offload is None or won is None:
+            payees = [await self._node_invoice(quote, node_msat, expires_at, now)]
+        else:  # a peer router won the quoted job: it invoices its bid from its own wallet
+            payees = [await offload.invoice(won, quote=quote.id, client=quote.client, expires_at=expires_at)]
         if quote.router_fee_msat > 0:
             payees.append(await self._fee_invoice(quote, expires_at, now))
         request = PaymentRequest(
@@ -145,7 +155,8 @@ class PaymentRequests:
         )
         event = seal_payment_request(self.keys, request)
         # what the client will check, checked once here; at /infer the router trusts its stored copy
-        check_payment_request(event, router=self.keys.pubkey, client=quote.client, quote=_terms(quote), now=now)
+        terms = _terms(quote, None if won is None else won.provider)
+        check_payment_request(event, router=self.keys.pubkey, client=quote.client, quote=terms, now=now)
         return event, request
 
     async def _node_invoice(self, quote: QuoteRow, amount_msat: int, expires_at: int, now: float) -> Payee:

@@ -11,12 +11,15 @@ from datetime import UTC, datetime
 import asyncpg
 
 from fedai.protocol.envelope import seal
+from fedai.protocol.errors import FedaiError
 from fedai.protocol.event import Event
 from fedai.protocol.keys import Keys
 from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import QuoteRequest, QuoteResponse, estimate_tokens, prompt_material
 from fedai_router.claims import Claims
 from fedai_router.intake import Intake
+from fedai_router.offloading import OFFLOADABLE
+from fedai_router.paid_offload import PaidOffload
 from fedai_router.pricing import Fees, quote_price
 from fedai_router.scheduler import Demand, ModelTable, Policy, rank
 from fedai_router.store.quotes import QuoteRow, insert_quote
@@ -32,12 +35,21 @@ class Quotes:
     policy: Policy
     fees: Fees  # ROUTER_FEE_BASE_MSAT / ROUTER_FEE_PPM, or the operator's (admin API)
     ttl_s: int  # ROUTER_QUOTE_TTL_S
+    offload: PaidOffload | None = None  # a paying router with federation: quotes for peers' work
 
     async def handle(self, body: bytes) -> Event:
         opened = self.intake.open_client(body, QuoteRequest, Kind.QUOTE_REQUEST)
         event = opened.event
-        quote = self._priced(opened.payload)
-        await self.claims.claim(event)
+        try:
+            quote = self._priced(opened.payload)
+        except FedaiError as err:
+            # no node of ours fits: a paying router may price the exact job by an auction among its peers
+            if err.code not in OFFLOADABLE or self.offload is None:
+                raise
+            await self.claims.claim(event)  # before the auction: a replayed quote request runs none
+            quote = await self.offload.quote(event.id, opened.payload, err)
+        else:
+            await self.claims.claim(event)
         await self._store(event.pubkey, event.id, quote)
         return seal(
             self.keys, Kind.QUOTE_RESPONSE, quote, to=event.pubkey, reply_to=event.id, expiration=quote.expires_at
@@ -86,7 +98,7 @@ class Quotes:
                 request_id=request_id,
                 client=client,
                 model=quote.model,
-                node=quote.node,
+                node=quote.payee,  # the work's payee: a node of ours, or the provider router
                 input_tokens=quote.input_tokens,
                 max_output_tokens=quote.max_output_tokens,
                 input_msat=price.input_msat,

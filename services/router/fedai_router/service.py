@@ -49,6 +49,7 @@ from fedai_router.openai_api.routes import OpenAI
 from fedai_router.ops import Ops
 from fedai_router.outbound import Outbound
 from fedai_router.paid import Paid
+from fedai_router.paid_offload import PaidOffload
 from fedai_router.payment_requests import PaymentRequests, PaySettings
 from fedai_router.planning import Planner
 from fedai_router.pricing import Fees
@@ -191,6 +192,7 @@ class RouterService:
             fees=self.fees,
             wallet=self.wallet,
         )
+        self.paid_offload = self._paid_offload()
         self.infer = Infer(
             intake=self.intake,
             claims=self.claims,
@@ -199,6 +201,7 @@ class RouterService:
             completion=self.completion,
             offloader=self.federation,
             paid=self.paid,
+            offload=self.paid_offload,
         )
         self.relay = StreamRelay(
             keys=keys,
@@ -234,6 +237,7 @@ class RouterService:
             self.policy,
             self.fees,
             settings.quote_ttl_s,
+            offload=self.paid_offload,
         )
         self.registration = Registration(
             keys, self.intake, self.claims, registry, self.endpoints, settings.registry_limits
@@ -300,6 +304,21 @@ class RouterService:
             allow_http=settings.allow_private_endpoints,
             background=self.background,
         )
+
+    def _paid_offload(self) -> PaidOffload | None:
+        """A paying router lets clients pay for work a peer router does (docs/payments.md#federation-settlement)."""
+        if not self.paid.enabled:
+            return None
+        offload = PaidOffload(
+            offloader=self.federation,
+            pool=self.pool,
+            fees=self.fees,
+            quote_ttl_s=self.settings.quote_ttl_s,
+            planner=self.planner,
+            claims=self.claims,
+        )
+        self.payment_requests.offload = offload
+        return offload
 
     def _edge_payments(self) -> EdgePayments | None:
         """A paying router pays OpenAI calls from the callers' bound wallets (docs/payments.md#the-openai-edge)."""

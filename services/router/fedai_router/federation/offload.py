@@ -25,6 +25,7 @@ from fedai.protocol.event import Event
 from fedai.protocol.federation import (
     PL0_PUBLIC,
     PL3_LOCAL,
+    Bid,
     JobPayment,
     JobSubmit,
     Rfb,
@@ -53,6 +54,7 @@ from fedai_router.federation.peers import PeerBook
 from fedai_router.federation.provider_invoice import InvoiceFor, ask_provider_invoice
 from fedai_router.federation.result_check import MAX_RESULT_BYTES, ResultCheck, Submitted
 from fedai_router.metrics import RouterMetrics
+from fedai_router.offloading import WonJob
 from fedai_router.outbound import Outbound
 from fedai_router.store import federation as jobs_store
 
@@ -129,7 +131,17 @@ class Offloading:
             return answer
         raise last
 
-    def _rfb(self, request: InferenceRequest, cap: int, salt: str) -> Rfb:
+    async def win_job(self, request: InferenceRequest, *, hold_s: int, key: str) -> tuple[Awarded, str] | None:
+        """Auction exactly `request`'s job for a client's quote (docs/payments.md#federation-settlement): the award
+        stays valid `hold_s` longer than a job's own time, for the client to pay before the job is submitted.
+        The winner and its salt, or None."""
+        salt = new_salt()
+        rfb = self._rfb(request, self.settings.fed_max_cost_msat, salt, hold_s=hold_s)
+        with span("router.auction", {"fedai.model": request.model, "fedai.attempt": 1}):
+            awarded = await self.auctioneer.auction(rfb, key=key, origin_id=key)
+        return None if awarded is None else (awarded, salt)
+
+    def _rfb(self, request: InferenceRequest, cap: int, salt: str, *, hold_s: int = 0) -> Rfb:
         settings = self.settings
         return Rfb(
             job_type=request.job_type or DEFAULT_JOB_TYPE,
@@ -139,7 +151,8 @@ class Offloading:
             max_tokens=request.max_tokens,
             max_price_msat=cap,
             job_hash=job_hash(request, salt),
-            deadline_ms=int(time.time() * 1000) + settings.fed_job_timeout_ms,  # each attempt gets the full time
+            # each attempt gets the full time (and a quoted job the time its client has to pay)
+            deadline_ms=int(time.time() * 1000) + hold_s * 1000 + settings.fed_job_timeout_ms,
         )
 
     def _endpoint(self, peer: str) -> str:
@@ -162,12 +175,32 @@ class Offloading:
         )
 
     async def run_paid(
-        self, client_event: Event, request: InferenceRequest, awarded: Awarded, salt: str, paid: Payee, preimage: str
+        self,
+        client_event: Event,
+        request: InferenceRequest,
+        awarded: Awarded,
+        salt: str,
+        paid: Payee,
+        preimage: str,
+        payment_request: Event | None = None,
     ) -> Event:
         """Submit the job of `awarded` with the proof that the provider's invoice `paid` was paid (by the client:
         never from this router's wallet); the receipt must name its payment hash."""
         payment = JobPayment(payment_hash=paid.payment_hash, preimage=preimage)
-        return await self._run(client_event, request, awarded, salt, payment, paid.amount_msat)
+        try:
+            with span("router.job", {"fedai.role": "requester", "fedai.peer": awarded.peer}):
+                answer = await self._run(
+                    client_event, request, awarded, salt, payment, paid.amount_msat, payment_request
+                )
+        except FedaiError as err:
+            # the award stays usable: a paid job that failed is released by the provider, and the same proof
+            # retries it until its deadline (a failed or cancelled row would refuse the retry here)
+            self.auctioneer.record_outcome(awarded.peer, ok=False)
+            self.metrics.offloads.labels(err.code.value).inc()
+            raise
+        self.auctioneer.record_outcome(awarded.peer, ok=True)
+        self.metrics.offloads.labels("ok").inc()
+        return answer
 
     def _submit(
         self, request: InferenceRequest, awarded: Awarded, salt: str, payment: JobPayment | None = None
@@ -199,6 +232,7 @@ class Offloading:
         salt: str,
         payment: JobPayment | None = None,
         paid_msat: int = 0,
+        payment_request: Event | None = None,  # shown to the client, who checks the receipt against it
     ) -> Event:
         job = self._submit(request, awarded, salt, payment)
         timeout = aiohttp.ClientTimeout(total=self.settings.fed_job_timeout_ms / 1000)
@@ -215,6 +249,33 @@ class Offloading:
         record = decode_payload(chain.metering.content, MeteringRecord)
         metered = Metered(chain.node, chain.forwarded, chain.response, chain.metering, record)
         offloaded = Offload(
-            submit=job.submit, result=checked.event, receipt=checked.result.receipt, provider=job.peer, salt=salt
+            submit=job.submit,
+            result=checked.event,
+            receipt=checked.result.receipt,
+            provider=job.peer,
+            salt=salt,
+            payment_request=payment_request,
         )
         return await self.completion.answer(Origin(client_event.pubkey, client_event.id), metered, offload=offloaded)
+
+
+def won_job(awarded: Awarded, salt: str) -> WonJob:
+    """What the request path keeps of an award won for a quote (to invoice and run it later). Pure."""
+    rfb = decode_payload(awarded.rfb.content, Rfb)
+    return WonJob(
+        job_id=awarded.job_id,
+        provider=awarded.peer,
+        price_msat=awarded.bid_payload.price_msat,
+        salt=salt,
+        job_hash=rfb.job_hash,
+        deadline_s=rfb.deadline_ms // 1000,
+        rfb=awarded.rfb,
+        bid=awarded.bid,
+        award=awarded.award,
+    )
+
+
+def awarded_of(job: WonJob) -> Awarded:
+    """The award back from what the request path kept (its events were checked when it was won). Pure."""
+    bid = decode_payload(job.bid.content, Bid)
+    return Awarded(job_id=job.job_id, award=job.award, bid=job.bid, bid_payload=bid, peer=job.provider, rfb=job.rfb)

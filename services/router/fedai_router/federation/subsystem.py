@@ -15,11 +15,11 @@ import asyncpg
 
 from fedai.nostr import RelayPool
 from fedai.payments.wallet import Wallet
-from fedai.protocol.errors import FedaiError
+from fedai.protocol.errors import ErrorCode, FedaiError
 from fedai.protocol.event import Event
 from fedai.protocol.federation import Backpressure
 from fedai.protocol.keys import Keys
-from fedai.protocol.messages import InferenceRequest
+from fedai.protocol.messages import InferenceRequest, Payee
 from fedai_router.background import Background
 from fedai_router.claims import Claims
 from fedai_router.completion import Completion
@@ -31,12 +31,14 @@ from fedai_router.federation.auction import Auctioneer
 from fedai_router.federation.bid_quote import local_quote
 from fedai_router.federation.bidder import Bidder
 from fedai_router.federation.jobs import Provider
-from fedai_router.federation.offload import Offloading
+from fedai_router.federation.offload import Offloading, awarded_of, won_job
 from fedai_router.federation.peer_feed import feed_peers
 from fedai_router.federation.peers import PeerBook
+from fedai_router.federation.provider_invoice import InvoiceFor
 from fedai_router.federation.settlement import ProviderSettlement
 from fedai_router.intake import Intake
 from fedai_router.metrics import RouterMetrics
+from fedai_router.offloading import WonJob, provider_entry
 from fedai_router.outbound import Outbound
 from fedai_router.planning import Planner
 from fedai_router.pricing import Fees
@@ -168,6 +170,29 @@ class Federation:
         if self._offloading is None:
             raise local
         return await self._offloading.offload(client_event, request, local)
+
+    async def win_job(self, request: InferenceRequest, *, hold_s: int, key: str) -> WonJob | None:
+        if self._offloading is None:
+            return None
+        won = await self._offloading.win_job(request, hold_s=hold_s, key=key)
+        return None if won is None else won_job(*won)
+
+    async def provider_invoice(self, job: WonJob, *, quote: str, client: str, expires_at: int) -> Payee:
+        offloading = self._running()
+        return await offloading.provider_invoice(awarded_of(job), InvoiceFor(quote, client, expires_at))
+
+    async def run_paid(
+        self, client_event: Event, request: InferenceRequest, job: WonJob, paid: Event, preimage: str
+    ) -> Event:
+        offloading = self._running()
+        entry = provider_entry(paid, job.provider)
+        awarded = awarded_of(job)
+        return await offloading.run_paid(client_event, request, awarded, job.salt, entry, preimage, paid)
+
+    def _running(self) -> Offloading:
+        if self._offloading is None:
+            raise FedaiError(ErrorCode.NO_CAPACITY, "federation is not running (no relays): retry later", 1000)
+        return self._offloading
 
     # -- POST /federation/job -------------------------------------------------------------------------------------
 

@@ -32,6 +32,8 @@ RULES: dict[str, Rule] = {
     "nodes": Rule("nodes", "pubkey", f"updated_at < {_BEFORE}"),
     # expired more than the retention ago (used or not)
     "quotes": Rule("quotes", "id", f"expires_at < {_BEFORE}"),
+    # the award won for a quote (its salt with it): past its deadline by the quotes' retention
+    "offload_quotes": Rule("offload_quotes", "quote_id", f"deadline < {_BEFORE}"),
     "chains": Rule("chains", "id", f"created_at < {_BEFORE}"),
     "dispatch_attempts": Rule("dispatch_attempts", "id", f"created_at < {_BEFORE}"),
     # a manifest or health record outlives its node by the retention (a manifest may come before the node)
