@@ -70,7 +70,7 @@ class Pair:
 
 async def ready(router: RunningRouter) -> None:
     svc = router.service
-    assert await svc.relays.wait_connected(5)
+    assert svc.relays is not None and await svc.relays.wait_connected(5)
     assert svc.federation.auctioneer is not None and await svc.federation.auctioneer.ready()
     assert svc.federation.bidder is not None and await svc.federation.bidder.ready()
 
@@ -149,7 +149,9 @@ async def counted(svc: RouterService, kind: str, result: str, n: float = 1, with
 
 
 async def publish(router: RunningRouter, event: Event) -> None:
-    results = await router.service.relays.publish(event)
+    relays = router.service.relays
+    assert relays is not None
+    results = await relays.publish(event)
     assert any(r.ok for r in results), results
 
 
