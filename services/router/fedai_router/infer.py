@@ -17,6 +17,7 @@ from fedai_router.intake import Intake
 from fedai_router.offloading import OFFLOADABLE, Offloader
 from fedai_router.paid import Paid
 from fedai_router.planning import Planner
+from fedai_router.settlement import node_statement
 
 
 class Infer:
@@ -82,7 +83,8 @@ class Infer:
             return await self.completion.answer(origin, served.metered)
         statement = settlement.statement(held.fee, served.metered.record, refund_to)
         answer = await self.completion.answer(origin, served.metered, settlement=statement)
-        await settlement.after_answer(statement, refund_to)
+        node = node_statement(served.metered.record, held.forwarded.preimage)
+        await settlement.after_answer(statement, refund_to, node)
         return answer
 
     async def _offload(self, client_event: Event, request: InferenceRequest, local: FedaiError) -> Event:
