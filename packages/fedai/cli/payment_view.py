@@ -80,4 +80,3 @@ def refund_line(payee: dict[str, Any]) -> str | None:
     used, kept = refund.get("used_msat"), refund.get("kept_msat")
     stated = "" if used is None else f", used {used}, kept {kept}"
     return f"      refund {refund.get('state')}: {refund.get('refund_msat')} msat{stated}"
-
