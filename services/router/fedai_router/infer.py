@@ -17,7 +17,6 @@ from fedai_router.intake import Intake
 from fedai_router.offloading import OFFLOADABLE, Offloader
 from fedai_router.paid import Paid
 from fedai_router.planning import Planner
-from fedai_router.settlement import node_statement
 
 
 class Infer:
@@ -78,14 +77,10 @@ class Infer:
             return await self.planner.unless_served(plan.quote, lambda: self.claims.while_claiming(client_event, serve))
 
         served = await self.paid.while_held(held, work)
-        settlement, refund_to = self.paid.settlement, held.forwarded.refund_to
+        settlement = self.paid.settlement
         if settlement is None:
             return await self.completion.answer(origin, served.metered)
-        statement = settlement.statement(held.fee, served.metered.record, refund_to)
-        answer = await self.completion.answer(origin, served.metered, settlement=statement)
-        node = node_statement(served.metered.record, held.forwarded.preimage)
-        await settlement.after_answer(statement, refund_to, node)
-        return answer
+        return await settlement.settled_answer(self.completion, origin, served.metered, held.fee, held.forwarded)
 
     async def _offload(self, client_event: Event, request: InferenceRequest, local: FedaiError) -> Event:
         """Offload under the same price cap and quote as a local dispatch (the job sent strips the cap itself)."""

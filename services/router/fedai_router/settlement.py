@@ -14,11 +14,13 @@ from fedai.observability.payment_metrics import PaymentMetrics
 from fedai.payments.destination import DestinationInvoices
 from fedai.payments.refund import fee_used, parse_destination, settle_share
 from fedai.payments.wallet import Wallet
-from fedai.protocol.messages import MeteringRecord, Settlement
+from fedai.protocol.event import Event
+from fedai.protocol.messages import ForwardedPayment, MeteringRecord, Settlement
 from fedai.protocol.payment import ClaimOutcome, invalid, preimage_matches
 from fedai.refunder import Refunder, RefundPolicy
 from fedai.store.refunds import RefundStore
 from fedai_router.background import Background
+from fedai_router.completion import Completion, Metered, Origin
 from fedai_router.outbound import Outbound
 from fedai_router.reconcile import Reconciler
 from fedai_router.refunds import outbound_fetch
@@ -126,6 +128,16 @@ class RouterSettlement:
         if await self.refunder.open(statement, refund_to):
             self.metrics.refund_msat.labels("router_fee", "refunded").inc(statement.refund_msat)
             self._background.spawn(self._attempt(statement.payment_hash), "refund")
+
+    async def settled_answer(
+        self, completion: Completion, origin: Origin, metered: Metered, fee: ClaimedPayee | None, paid: ForwardedPayment
+    ) -> Event:
+        """The signed answer of a paid request that was served (`/infer`, the OpenAI edge): the router's statement
+        in it, both statements kept, the fee's refund opened."""
+        statement = self.statement(fee, metered.record, paid.refund_to)
+        answer = await completion.answer(origin, metered, settlement=statement)
+        await self.after_answer(statement, paid.refund_to, node_statement(metered.record, paid.preimage))
+        return answer
 
     async def _attempt(self, payment_hash: str) -> None:
         assert self.refunder is not None

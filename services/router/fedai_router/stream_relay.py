@@ -208,12 +208,9 @@ class StreamRelay:
                     yield sink.chunk(chunk)
                 elif event.event == "done":
                     verified = stream.done(event)
-                    metered = stream.metered(verified)
-                    statement = self._statement(held, metered)
-                    answer = await self.completion.answer(origin, metered, settlement=statement)
+                    answer = await self._answer(origin, stream.metered(verified), held)
                     if on_answer is not None:
                         await on_answer(answer)
-                    await self._settled(held, statement, metered)
                     ending = "release"
                     await self._finished(stream, first_chunk_at)
                     yield sink.done(answer, verified)
@@ -250,6 +247,13 @@ class StreamRelay:
         await self.dispatcher.penalise(origin, stream.node, stream.attempt, err, elapsed_ms)
         self.metrics.streams.labels("error").inc()
         return err
+
+    async def _answer(self, origin: Origin, metered: Metered, held: Held | None) -> Event:
+        """The signed answer at `done`; a paid stream's states the router's settlement and opens its refund."""
+        settlement = self.paid.settlement
+        if held is None or settlement is None:
+            return await self.completion.answer(origin, metered)
+        return await settlement.settled_answer(self.completion, origin, metered, held.fee, held.forwarded)
 
     def _statement(self, held: Held | None, metered: Metered) -> Settlement | None:
         """What the router states of its fee for a paid stream the node metered (docs/payments.md#refunds)."""
