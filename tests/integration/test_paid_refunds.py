@@ -194,3 +194,5 @@ async def test_payment_status_shows_each_refund_to_its_client_only_and_earnings_
     assert code == 0, err
     assert f"total node share: {node.used_msat} msat net ({node.refund_msat} refunded)" in out
     assert MODEL in out and max(len(line) for line in out.splitlines()) <= 80
+    await db_pool.execute("UPDATE payment_claims SET model = NULL")  # a claim made before migrations/0015
+    assert [r["model"] for r in await earnings_rows(database_url, "node", 1)] == ["?"]

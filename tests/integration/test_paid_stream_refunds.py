@@ -2,7 +2,8 @@
 Postgres, each party with its own wallet, and an LNURL-pay destination on loopback invoicing from the client's
 wallet. A stream served to `done` carries both payees' signed statements, which the SDK's stream verification
 checks; a stream the client cancels is metered and both payees refund what it did not use; a failing destination
-is recorded and retried until the refund is paid."""
+is recorded and retried until the refund is paid; a stream the node breaks mid-way refunds the node's unused share
+while the router keeps its fee."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from fedai.protocol.messages import PaymentProof
-from fedai.sdk import AsyncClient
+from fedai.protocol.messages import PaymentProof, PaymentRequest, decode_payload
+from fedai.sdk import AsyncClient, RouterError
 from fedai.sdk.chain import VerifiedChain
 from fedai.sdk.client import Quote
 from fedai_node.refund_settings import RefundSettings
@@ -81,6 +82,13 @@ async def streamed(client: AsyncClient, quote: Quote, proof: PaymentProof) -> Ve
     async with await client.stream(MODEL, PROMPT, max_tokens=MAX_TOKENS, quote_id=quote_id, payment=proof) as s:
         assert "".join([delta async for delta in s])
         return s.chain
+
+
+async def node_share(proof: PaymentProof, net: PaidNetwork) -> int:
+    """The node's share in the payment request `proof` pays, as the router stored it."""
+    event = await net.router.service.payment_store.event(proof.payment_request)
+    assert event is not None
+    return next(p.amount_msat for p in decode_payload(event.content, PaymentRequest).payees if p.role == "node")
 
 
 async def refunds(pool: asyncpg.Pool) -> dict[str, asyncpg.Record]:
@@ -152,3 +160,23 @@ async def test_a_failing_destination_on_a_stream_is_recorded_and_retried(
     lnurl.failing = False
     await both_paid(db_pool)
     assert len(lnurl.invoices_made) == 2
+
+
+async def test_a_stream_failing_midway_refunds_the_nodes_unused_share_and_the_router_keeps_its_fee(
+    net: PaidNetwork, client: AsyncClient, lnurl: LnurlService, db_pool: asyncpg.Pool
+) -> None:
+    """The node's `error` event carries no metering: the node still settles on what it produced and refunds the
+    rest of its share; the router, with no metering to base a statement on, keeps its fee."""
+    net.runner.break_next = 1  # the node fails after its first delta
+    quote, proof = await paid(client, net, lnurl)
+    with pytest.raises(RouterError):
+        await streamed(client, quote, proof)
+
+    async def node_refunded() -> bool:
+        return {role: r["state"] for role, r in (await refunds(db_pool)).items()} == {"node": "paid"}
+
+    await eventually_async(node_refunded, what="the node's refund paid")
+    share = await node_share(proof, net)
+    refunded = (await refunds(db_pool))["node"]["amount_msat"]
+    assert 0 < refunded < share and net.balance("node") == share - refunded
+    assert net.balance("router") == quote.quote.price.router_fee_msat  # kept whole
