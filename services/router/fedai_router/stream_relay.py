@@ -25,7 +25,7 @@ from fedai.protocol.errors import ErrorCode, FedaiError
 from fedai.protocol.event import Event
 from fedai.protocol.keys import Keys
 from fedai.protocol.kinds import Kind
-from fedai.protocol.messages import InferCancel, InferenceRequest, Settlement, StreamChunk
+from fedai.protocol.messages import InferCancel, InferenceRequest, StreamChunk
 from fedai.service.sse import SSEError, SSEvent
 from fedai.service.stream_limits import StreamBudget, StreamCapExceeded, StreamLimits
 from fedai_router.background import Background
@@ -255,18 +255,15 @@ class StreamRelay:
             return await self.completion.answer(origin, metered)
         return await settlement.settled_answer(self.completion, origin, metered, held.fee, held.forwarded)
 
-    def _statement(self, held: Held | None, metered: Metered) -> Settlement | None:
-        """What the router states of its fee for a paid stream the node metered (docs/payments.md#refunds)."""
+    async def _settle_cancelled(self, held: Held | None, metered: Metered) -> None:
+        """A paid stream cut short, metered after the cancel: the router's statement on that metering (no answer
+        carries it), both statements kept, the fee's refund opened (docs/payments.md#paid-streams)."""
         settlement = self.paid.settlement
         if held is None or settlement is None:
-            return None
-        return settlement.statement(held.fee, metered.record, held.forwarded.refund_to)
-
-    async def _settled(self, held: Held | None, statement: Settlement | None, metered: Metered) -> None:
-        """Keep both statements, count what the fee earned and open its refund (paid in the background)."""
-        if held is not None and self.paid.settlement is not None:
-            node = node_statement(metered.record, held.forwarded.preimage)
-            await self.paid.settlement.after_answer(statement, held.forwarded.refund_to, node)
+            return
+        refund_to = held.forwarded.refund_to
+        statement = settlement.statement(held.fee, metered.record, refund_to)
+        await settlement.after_answer(statement, refund_to, node_statement(metered.record, held.forwarded.preimage))
 
     async def _end(self, origin: Origin, stream: NodeStream, ending: str, held: Held | None) -> None:
         if ending == "release":
@@ -323,7 +320,7 @@ class StreamRelay:
         if event.event == "done":
             metered = stream.metered(stream.done(event))
             await self.completion.record(origin, metered)
-            await self._settled(held, self._statement(held, metered), metered)
+            await self._settle_cancelled(held, metered)
             if not counted:
                 self.metrics.streams.labels("cancelled").inc()
             return True
