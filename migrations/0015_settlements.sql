@@ -21,12 +21,14 @@ CREATE TABLE payment_settlements (
 -- Refund links of the OpenAI edge: a caller whose API key (or NIP-98 identity) is bound to its own wallet gets
 -- its refunds through an LNURL-pay link the router serves, `/refunds/lnurlp/<token>`, which asks that bound
 -- wallet for an invoice (NIP-47 make_invoice). The token is random and names one payment request; the link
--- accepts at most `max_msat` per invoice (the request's total). The wallet's connection URI never leaves the
--- router.
+-- accepts at most `max_msat` per invoice (the request's total) and makes at most a few invoices in all
+-- (`invoices`: each payee asks once per refund, again only if an attempt failed before its invoice was recorded).
+-- The wallet's connection URI never leaves the router.
 CREATE TABLE edge_refund_links (
     token       text PRIMARY KEY CHECK (token ~ '^[0-9a-f]{64}$'),
     request_id  text NOT NULL UNIQUE REFERENCES payment_requests (id),
     binding     text NOT NULL,                           -- the wallet binding that paid: `apikey:…` or `client:…`
     max_msat    bigint NOT NULL CHECK (max_msat > 0),
+    invoices    integer NOT NULL DEFAULT 0 CHECK (invoices >= 0),
     created_at  timestamptz NOT NULL DEFAULT now()
 );

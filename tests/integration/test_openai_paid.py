@@ -40,6 +40,7 @@ from fedai_node.app import create_app
 from fedai_node.config import NodeSettings
 from fedai_node.refund_settings import RefundSettings
 from fedai_router.client_wallets import parse_wallet_bindings
+from fedai_router.openai_api.edge_refunds import MAX_INVOICES
 from fedai_router.openai_api.paying import MAX_FEE_MSAT
 from fedai_router.store.budgets import spent
 from tests.support.nwc_service import NwcService
@@ -358,6 +359,10 @@ async def test_a_bound_key_streaming_gets_its_refund_and_a_link_serves_no_one_el
         malformed = (await http.get(f"{link}/callback", params={"amount": "-5"})).json()
     assert too_much == {"status": "ERROR", "reason": "amount out of range"} and malformed["status"] == "ERROR"
     assert unknown == {"status": "ERROR", "reason": "no such refund link"}
+    await db_pool.execute("UPDATE edge_refund_links SET invoices = $1", MAX_INVOICES)
+    async with httpx.AsyncClient() as http:
+        spent_link = (await http.get(f"{link}/callback", params={"amount": 1000})).json()
+    assert spent_link == {"status": "ERROR", "reason": "no such refund link, or it made all its invoices"}
     request_id = last["fedai"]["payment"]["proof"]["payment_request"]
     async with AsyncClient(edge.router.url, UNBOUND_CLIENT, router_pubkey=edge.router.pubkey) as other:
         with pytest.raises(RouterError) as refused:  # another client's key never sees this payment or its refund

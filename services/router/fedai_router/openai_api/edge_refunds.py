@@ -27,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from fedai.payments.errors import WalletError
+from fedai.store.db import UNAVAILABLE
 from fedai_router.client_wallets import ClientWallets, WalletBinding
 
 log = logging.getLogger("fedai.router.payments")
@@ -42,6 +43,10 @@ ON CONFLICT (request_id) DO UPDATE SET request_id = EXCLUDED.request_id
 RETURNING token
 """
 _FIND = "SELECT binding, max_msat FROM edge_refund_links WHERE token = $1"
+_TAKE = """
+UPDATE edge_refund_links SET invoices = invoices + 1 WHERE token = $1 AND invoices < $2 RETURNING binding, max_msat
+"""
+MAX_INVOICES = 16  # invoices one link makes in all: a payee asks once per refund (again after a failed attempt)
 
 
 def offers_links(public_url: str | None, setting: bool | None) -> bool:
@@ -54,6 +59,11 @@ def offers_links(public_url: str | None, setting: bool | None) -> bool:
 def _refused(reason: str) -> Response:
     """LUD-06's error answer: the payer sees a refusal (and retries later), never a detail of the wallet."""
     return JSONResponse({"status": "ERROR", "reason": reason})
+
+
+def _unavailable() -> Response:
+    """The database is down: the payer's attempt fails as `unreachable` and is retried."""
+    return JSONResponse({"status": "ERROR", "reason": "temporarily unavailable"}, status_code=503)
 
 
 class EdgeRefunds:
@@ -69,15 +79,24 @@ class EdgeRefunds:
         token = await self._pool.fetchval(_LINK, secrets.token_hex(32), request_id, binding.id, max_msat)
         return f"{self._base}/{token}"
 
-    async def _find(self, request: Request) -> tuple[WalletBinding, int] | None:
+    async def _find(self, request: Request, *, taking: bool) -> tuple[WalletBinding, int] | None:
+        """The link's binding and bound; `taking` counts one more invoice (None once it made MAX_INVOICES)."""
         token = str(request.path_params["token"])
-        row = await self._pool.fetchrow(_FIND, token) if TOKEN.fullmatch(token) else None
+        if not TOKEN.fullmatch(token):
+            return None
+        if taking:
+            row = await self._pool.fetchrow(_TAKE, token, MAX_INVOICES)
+        else:
+            row = await self._pool.fetchrow(_FIND, token)
         binding = None if row is None else self._wallets.bindings.get(row["binding"])
         return None if row is None or binding is None else (binding, int(row["max_msat"]))
 
     async def offer(self, request: Request) -> Response:
         """`GET /refunds/lnurlp/{token}`: the LNURL-pay offer (LUD-06)."""
-        found = await self._find(request)
+        try:
+            found = await self._find(request, taking=False)
+        except UNAVAILABLE:
+            return _unavailable()
         if found is None:
             return _refused("no such refund link")
         return JSONResponse(
@@ -92,12 +111,17 @@ class EdgeRefunds:
 
     async def callback(self, request: Request) -> Response:
         """`GET /refunds/lnurlp/{token}/callback?amount=MSAT`: an invoice from the caller's bound wallet."""
-        found = await self._find(request)
-        if found is None:
-            return _refused("no such refund link")
-        binding, max_msat = found
         amount = _amount(request.query_params.get("amount"))
-        if amount is None or not 1 <= amount <= max_msat:
+        if amount is None:
+            return _refused("amount out of range")
+        try:
+            found = await self._find(request, taking=True)
+        except UNAVAILABLE:
+            return _unavailable()
+        if found is None:
+            return _refused("no such refund link, or it made all its invoices")
+        binding, max_msat = found
+        if not 1 <= amount <= max_msat:
             return _refused("amount out of range")
         wallet = await self._wallets.wallet(binding)
         try:
