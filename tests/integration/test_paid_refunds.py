@@ -166,6 +166,7 @@ async def test_payment_status_shows_each_refund_to_its_client_only_and_earnings_
     assert request_id is not None
     status = await client.payment_status(request_id.payment_request)
     shown = {p["role"]: p["refund"] for p in status["payees"]}
+    # here the node shares the router's database, so its refund's own state shows (elsewhere: `stated`)
     for role, statement in statements.items():
         assert shown[role] == {
             "state": "paid",
