@@ -3,7 +3,8 @@ package: a caller without a wallet binding gets 402 `payment_required` carrying 
 error shape; an API key bound to the client's own NWC connection is paid from that wallet (the NIP-47 wallet
 service on the embedded relay answers from an LNbits wallet: tests/support/nwc_service.py) and served, the
 money going from the client's wallet to the node's and the router's (LNbits wallets too); past the budget the
-call is refused with 402 `payment_refused` and nothing moves."""
+call is refused with 402 `payment_refused` and nothing moves. With refund links (ROUTER_EDGE_REFUNDS) the unused
+part of the node's share goes back to the bound wallet, for a plain and a streamed call."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import hashlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,14 +38,16 @@ from fedai.sdk.chain import VerifiedChain
 from fedai.sdk.openai import NostrAuth, PaidCall, verify_completion
 from fedai_node.app import create_app
 from fedai_node.config import NodeSettings
+from fedai_node.refund_settings import RefundSettings
 from fedai_router.client_wallets import parse_wallet_bindings
+from fedai_router.openai_api.edge_refunds import MAX_INVOICES
 from fedai_router.openai_api.paying import MAX_FEE_MSAT
 from fedai_router.store.budgets import spent
 from tests.support.nwc_service import NwcService
 from tests.support.paid_network import MODEL, ScriptedRunner
 from tests.support.router import RunningRouter, reset_database, running_router
 from tests.support.servers import free_port, serve_app
-from tests.support.wait import eventually
+from tests.support.wait import eventually, eventually_async
 
 pytestmark = pytest.mark.integration
 
@@ -96,6 +100,34 @@ async def edge(
     lnbits_wallet: Callable[..., LnbitsWallet],
     tmp_path: Path,
 ) -> AsyncIterator[PaidEdge]:
+    async with running_edge(database_url, db_pool, relay_url, lnbits_wallet, tmp_path) as paid_edge:
+        yield paid_edge
+
+
+@pytest.fixture
+async def refunding_edge(
+    database_url: str,
+    db_pool: asyncpg.Pool,
+    relay_url: str,
+    lnbits_wallet: Callable[..., LnbitsWallet],
+    tmp_path: Path,
+) -> AsyncIterator[PaidEdge]:
+    """The edge with refund links (ROUTER_EDGE_REFUNDS, here over http), payees whose wallets can pay refunds, and
+    a node that accepts a loopback destination (NODE_REFUND_ALLOW_PRIVATE)."""
+    async with running_edge(database_url, db_pool, relay_url, lnbits_wallet, tmp_path, refunds=True) as paid_edge:
+        yield paid_edge
+
+
+@asynccontextmanager
+async def running_edge(
+    database_url: str,
+    db_pool: asyncpg.Pool,
+    relay_url: str,
+    lnbits_wallet: Callable[..., LnbitsWallet],
+    tmp_path: Path,
+    *,
+    refunds: bool = False,
+) -> AsyncIterator[PaidEdge]:
     await reset_database(db_pool)
     client, node_wallet, router_wallet = lnbits_wallet("client", 1000), lnbits_wallet("node"), lnbits_wallet("router")
     client_backend = backend(client, admin=True)
@@ -107,16 +139,18 @@ async def edge(
     bindings = parse_wallet_bindings(entries)
     keys = {digest(BOUND_KEY): BOUND_CLIENT.pubkey, digest(UNBOUND_KEY): UNBOUND_CLIENT.pubkey}
     readers = [backend(node_wallet), backend(router_wallet)]
+    node_refunds = RefundSettings(allow_private=True, dust_msat=1) if refunds else RefundSettings()
     try:
         async with running_router(
             database_url,
             node_timeout_ms=10_000,
             require_payment=True,
-            wallet=router_wallet.uri(admin=False),
+            wallet=router_wallet.uri(admin=refunds),
             ln_network=NETWORK,
             fee_base_msat=FEE_MSAT,
             api_keys=keys,
             api_key_wallets=bindings,
+            edge_refunds=refunds,
         ) as router:
             port = free_port()
             node = NodeSettings(
@@ -130,9 +164,10 @@ async def edge(
                 price_input_msat=PRICE_MSAT,
                 price_output_msat=PRICE_MSAT,
                 require_payment=True,
-                wallet=node_wallet.uri(admin=False),
+                wallet=node_wallet.uri(admin=refunds),
                 ln_network=NETWORK,
                 db_url=database_url,
+                refunds=node_refunds,
             )
             runner = ScriptedRunner()
             async with serve_app(create_app(node, runner), port=port):
@@ -261,3 +296,75 @@ async def retry_until_served(fedai: AsyncClient, paid: PaidCall) -> VerifiedChai
                 raise
             await asyncio.sleep(0.1)
     raise AssertionError("the retry was never served")
+
+
+async def refunds_paid(pool: asyncpg.Pool) -> dict[str, str]:
+    return {r["role"]: r["state"] for r in await pool.fetch("SELECT role, state FROM refunds")}
+
+
+async def test_a_bound_key_gets_the_unused_share_back_in_its_own_wallet(
+    refunding_edge: PaidEdge, db_pool: asyncpg.Pool
+) -> None:
+    """The call's `refund_to` is the router's refund link for it (never the bound connection's URI); the node
+    refunds the unused part of its share there, which the bound wallet invoiced; the statements are checked."""
+    edge = refunding_edge
+    params = PARAMS | {"max_tokens": 2 * MAX_TOKENS}  # a ceiling the mock's answer does not reach (within the budget)
+    async with openai_client(edge, BOUND_KEY) as client:
+        completion = await client.chat.completions.create(**params)
+    body = completion.model_dump()
+    chain = verify_completion(body, edge.router.pubkey, params)  # the statements, checked against the proof
+    refund_to = body["fedai"]["payment"]["proof"]["refund_to"]
+    assert refund_to.startswith(f"{edge.router.url}/refunds/lnurlp/") and "nostr+walletconnect" not in json.dumps(body)
+    node = next(s for s in chain.settlements if s.role == "node")
+    assert node.used_msat == chain.record.price_msat and node.refund_msat == node.quoted_msat - node.used_msat > 0
+    total = node.quoted_msat + FEE_MSAT
+
+    async def node_refunded() -> bool:
+        return await refunds_paid(db_pool) == {"node": "paid"}  # the fee (base only) refunds nothing
+
+    await eventually_async(node_refunded, what="the node's refund paid")
+    client_msat, node_msat, router_msat = await balances(edge)
+    assert (node_msat, router_msat) == (node.used_msat, FEE_MSAT)
+    assert client_msat == 1_000_000 - total + node.refund_msat  # LNbits charges no fee between its wallets
+
+    async with AsyncClient(edge.router.url, BOUND_CLIENT, router_pubkey=edge.router.pubkey) as fedai:
+        status = await fedai.payment_status(body["fedai"]["payment"]["proof"]["payment_request"])
+    shown = {p["role"]: p["refund"] for p in status["payees"]}
+    assert shown["node"]["state"] == "paid" and shown["node"]["refunded_msat"] == node.refund_msat
+    assert refund_to not in json.dumps(status)
+
+
+async def test_a_bound_key_streaming_gets_its_refund_and_a_link_serves_no_one_else(
+    refunding_edge: PaidEdge, db_pool: asyncpg.Pool
+) -> None:
+    edge = refunding_edge
+    params = PARAMS | {"max_tokens": 2 * MAX_TOKENS}  # a ceiling the mock's stream does not reach (within the budget)
+    async with openai_client(edge, BOUND_KEY) as client:
+        stream = await client.chat.completions.create(**params, stream=True)
+        chunks = [chunk.model_dump() async for chunk in stream]
+    text = "".join(c["choices"][0]["delta"]["content"] or "" for c in chunks if c["choices"])
+    last = next(c for c in reversed(chunks) if c.get("fedai"))
+    chain = verify_completion(last, edge.router.pubkey, params, output=text)
+    node = next(s for s in chain.settlements if s.role == "node")
+    assert node.refund_msat > 0
+
+    async def node_refunded() -> bool:
+        return await refunds_paid(db_pool) == {"node": "paid"}
+
+    await eventually_async(node_refunded, what="the stream's node refund paid")
+    link = last["fedai"]["payment"]["proof"]["refund_to"]
+    async with httpx.AsyncClient() as http:
+        too_much = (await http.get(f"{link}/callback", params={"amount": node.quoted_msat + FEE_MSAT + 1})).json()
+        unknown = (await http.get(f"{edge.router.url}/refunds/lnurlp/{'0' * 64}")).json()
+        malformed = (await http.get(f"{link}/callback", params={"amount": "-5"})).json()
+    assert too_much == {"status": "ERROR", "reason": "amount out of range"} and malformed["status"] == "ERROR"
+    assert unknown == {"status": "ERROR", "reason": "no such refund link"}
+    await db_pool.execute("UPDATE edge_refund_links SET invoices = $1", MAX_INVOICES)
+    async with httpx.AsyncClient() as http:
+        spent_link = (await http.get(f"{link}/callback", params={"amount": 1000})).json()
+    assert spent_link == {"status": "ERROR", "reason": "no such refund link, or it made all its invoices"}
+    request_id = last["fedai"]["payment"]["proof"]["payment_request"]
+    async with AsyncClient(edge.router.url, UNBOUND_CLIENT, router_pubkey=edge.router.pubkey) as other:
+        with pytest.raises(RouterError) as refused:  # another client's key never sees this payment or its refund
+            await other.payment_status(request_id)
+    assert refused.value.http_status == 404

@@ -1,19 +1,25 @@
 """Usage-based settlement end to end (docs/payments.md#refunds): a paid `/infer` whose client named a refund
 destination (an LNURL-pay server on loopback, invoicing from the client's own wallet) gets back, from the node's
 wallet and from the router's, the unused part of each share; both statements are signed in the chain the SDK
-verifies; a bad destination is refused before anything is claimed; metrics count what happened."""
+verifies; a bad destination is refused before anything is claimed; metrics count what happened; GET /payments/{id}
+shows each refund to the paying client only, and `fedai earnings` subtracts the refunds paid."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
 import msgspec
 import pytest
+from click.testing import CliRunner
 
+from fedai.cli.earnings import earnings_rows, totals
+from fedai.cli.main import cli
 from fedai.protocol.errors import ErrorCode
-from fedai.protocol.messages import PaymentProof
+from fedai.protocol.messages import InferenceRequest, PaymentProof, decode_payload
 from fedai.sdk import AsyncClient, RouterError
 from fedai.sdk.chain import VerifiedChain
 from fedai.sdk.errors import InvalidRequest
@@ -137,3 +143,57 @@ async def test_a_bad_refund_destination_is_refused_before_the_proof_is_claimed(
     assert refused.value.code == ErrorCode.PAYMENT_INVALID
     states = set((await net.router.service.payment_store.states(proof.payment_request)).values())
     assert states == {"issued"} and net.runner.served == 0
+
+
+async def fedai(*args: str) -> tuple[int, str, str]:
+    """One `fedai` command in-process at 80 columns (in a thread: the servers run on this loop)."""
+    result = await asyncio.to_thread(CliRunner(env={"COLUMNS": "80"}).invoke, cli, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+async def test_payment_status_shows_each_refund_to_its_client_only_and_earnings_subtract_them(
+    net: PaidNetwork, client: AsyncClient, lnurl: LnurlService, db_pool: asyncpg.Pool, database_url: str
+) -> None:
+    address = f"client@{lnurl.base_url.removeprefix('http://')}"
+    _, chain = await paid_infer(client, net, address)
+    statements = {s.role: s for s in chain.settlements}
+
+    async def both_recorded() -> bool:
+        return await refund_states(db_pool) == {"node": "paid", "router_fee": "paid"}
+
+    await eventually_async(both_recorded, what="both refunds paid")
+    request_id = decode_payload(chain.request.content, InferenceRequest).payment
+    assert request_id is not None
+    status = await client.payment_status(request_id.payment_request)
+    shown = {p["role"]: p["refund"] for p in status["payees"]}
+    # here the node shares the router's database, so its refund's own state shows (elsewhere: `stated`)
+    for role, statement in statements.items():
+        assert shown[role] == {
+            "state": "paid",
+            "refund_msat": statement.refund_msat,
+            "refunded_msat": statement.refund_msat,
+            "used_msat": statement.used_msat,
+            "kept_msat": statement.kept_msat,
+        }
+    assert address not in json.dumps(status) and lnurl.base_url.removeprefix("http://") not in json.dumps(status)
+    async with AsyncClient(net.router.url, router_pubkey=net.router.pubkey) as stranger:  # another client's key
+        with pytest.raises(RouterError) as refused:
+            await stranger.payment_status(request_id.payment_request)
+    assert refused.value.http_status == 404
+
+    fee, node = statements["router_fee"], statements["node"]
+    router_rows = await earnings_rows(database_url, "router", 1)
+    assert totals(router_rows) == {"router_fee": fee.used_msat, "node": node.quoted_msat}  # node shares never netted
+    assert totals(router_rows, "refunded_msat") == {"router_fee": fee.refund_msat, "node": 0}
+    assert totals(router_rows)["router_fee"] == net.balance("router")
+    node_rows = await earnings_rows(database_url, "node", 1)
+    assert [(r["key"], r["model"], r["refunded_msat"], r["net_msat"]) for r in node_rows] == [
+        (net.router.pubkey, MODEL, node.refund_msat, node.used_msat)
+    ]
+    assert node.used_msat == net.balance("node")
+    code, out, err = await fedai("earnings", "--role", "node", "--database-url", database_url)
+    assert code == 0, err
+    assert f"total node share: {node.used_msat} msat net ({node.refund_msat} refunded)" in out
+    assert MODEL in out and max(len(line) for line in out.splitlines()) <= 80
+    await db_pool.execute("UPDATE payment_claims SET model = NULL")  # a claim made before migrations/0015
+    assert [r["model"] for r in await earnings_rows(database_url, "node", 1)] == ["?"]

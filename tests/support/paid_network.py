@@ -78,10 +78,16 @@ class PaidNetwork:
 
 @asynccontextmanager
 async def paid_network(
-    database_url: str, pool: asyncpg.Pool, tls: SelfSigned, tmp: Path, **router_settings: Any
+    database_url: str,
+    pool: asyncpg.Pool,
+    tls: SelfSigned,
+    tmp: Path,
+    node_refunds: RefundSettings | None = None,
+    **router_settings: Any,
 ) -> AsyncIterator[PaidNetwork]:
     """Router (ROUTER_REQUIRE_PAYMENT, a fee, its own wallet) and node (NODE_REQUIRE_PAYMENT, its own wallet);
-    `router_settings` override the router's. Refund destinations on loopback are allowed (NODE_REFUND_ALLOW_PRIVATE)."""
+    `router_settings` override the router's, `node_refunds` the node's refund settings. Refund destinations on
+    loopback are allowed (NODE_REFUND_ALLOW_PRIVATE)."""
     await reset_database(pool)
     ledger = Ledger()
     ledger.add_node("client", balance_msat=CLIENT_BALANCE_MSAT)
@@ -117,7 +123,7 @@ async def paid_network(
             wallet=wallets[1].spec,
             ln_network=NETWORK,
             db_url=database_url,
-            refunds=RefundSettings(dust_msat=NODE_DUST_MSAT, allow_private=True),
+            refunds=node_refunds or RefundSettings(dust_msat=NODE_DUST_MSAT, allow_private=True),
         )
         runner = ScriptedRunner()
         await stack.enter_async_context(serve_app(create_app(node, runner), port=port))

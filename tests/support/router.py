@@ -24,6 +24,8 @@ ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 TEST_ADDR_RATE_LIMIT = 1_000_000
 
 TABLES = (
+    "edge_refund_links",
+    "payment_settlements",
     "payment_payees",
     "payment_requests",
     "refunds",

@@ -7,8 +7,13 @@ operator, so no endpoint and no token are involved. Each role reports only what 
   served), by day and model (the quote's): its own fee invoices (`router_fee`, what it earned) and the shares
   its nodes and providers were paid through its payment requests (money that went to their wallets, not its);
   a quote pruned by retention (ROUTER_QUOTE_RETENTION_S) leaves its payments' model as `?`;
-- a **node** (NODE_DB_URL): its own invoices claimed and consumed (`payment_claims`), by day and router. The
-  node's claims record no model, so by-model figures are the router's to give.
+- a **node** (NODE_DB_URL): its own invoices claimed and consumed (`payment_claims`), by day, router and model
+  (the model of the request it ran; `?` for claims older than migrations/0015).
+
+Refunds paid back (`refunds`, state `paid`) are subtracted from what the role received into its own wallet: a
+router's refunds of its own fee, a node's refunds of its share. `msat` is what was paid in, `refunded` what was
+paid back, `net` the difference; the totals are net. A refund still pending or failed is not subtracted (it has
+not left the wallet). A router's `node share` rows are never netted: the nodes' refunds are in their databases.
 
 A day is a UTC day of the moment the payment was consumed (the request served).
 """
@@ -27,20 +32,25 @@ from fedai.cli.output import column, console, fail, print_json, short_npub
 
 _ROUTER = """
 SELECT to_char(date_trunc('day', p.updated_at AT TIME ZONE 'UTC'), 'YYYY-MM-DD') AS day,
-       coalesce(q.model, '?') AS key, p.role, count(*) AS requests, sum(p.amount_msat) AS msat
+       coalesce(q.model, '?') AS key, '' AS model, p.role, count(*) AS requests, sum(p.amount_msat) AS msat,
+       coalesce(sum(f.amount_msat), 0) AS refunded
 FROM payment_payees p
 JOIN payment_requests r ON r.id = p.request_id
 LEFT JOIN quotes q ON q.id = r.quote
+LEFT JOIN refunds f ON f.payment_hash = p.payment_hash AND f.role = 'router_fee' AND p.role = 'router_fee'
+                   AND f.state = 'paid'
 WHERE p.state = 'consumed' AND p.updated_at >= now() - make_interval(days => $1)
-GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+GROUP BY 1, 2, 4 ORDER BY 1, 2, 4
 """
 
 _NODE = """
-SELECT to_char(date_trunc('day', updated_at AT TIME ZONE 'UTC'), 'YYYY-MM-DD') AS day,
-       router AS key, 'node' AS role, count(*) AS requests, sum(amount_msat) AS msat
-FROM payment_claims
-WHERE state = 'consumed' AND updated_at >= now() - make_interval(days => $1)
-GROUP BY 1, 2 ORDER BY 1, 2
+SELECT to_char(date_trunc('day', c.updated_at AT TIME ZONE 'UTC'), 'YYYY-MM-DD') AS day,
+       c.router AS key, coalesce(c.model, '?') AS model, 'node' AS role, count(*) AS requests,
+       sum(c.amount_msat) AS msat, coalesce(sum(f.amount_msat), 0) AS refunded
+FROM payment_claims c
+LEFT JOIN refunds f ON f.payment_hash = c.payment_hash AND f.role = 'node' AND f.state = 'paid'
+WHERE c.state = 'consumed' AND c.updated_at >= now() - make_interval(days => $1)
+GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
 """
 
 ENV = {"router": "ROUTER_DB_URL", "node": "NODE_DB_URL"}
@@ -48,7 +58,8 @@ ROLES = {"router_fee": "fee (yours)", "node": "node share", "provider": "provide
 
 
 async def earnings_rows(dsn: str, role: str, days: int) -> list[dict[str, Any]]:
-    """One row per day, model (router) or router (node), and role: requests and msat consumed."""
+    """One row per day, model (router) or router and model (node), and role: requests, msat consumed, msat
+    refunded (paid back) and net."""
     import asyncpg  # the router and node extras
 
     conn = await asyncpg.connect(dsn)
@@ -56,17 +67,22 @@ async def earnings_rows(dsn: str, role: str, days: int) -> list[dict[str, Any]]:
         rows = await conn.fetch(_ROUTER if role == "router" else _NODE, days)
     finally:
         await conn.close()
-    return [
-        {"day": r["day"], "key": r["key"], "role": r["role"], "requests": r["requests"], "msat": int(r["msat"])}
-        for r in rows
-    ]
+    return [_row(r, role) for r in rows]
 
 
-def totals(rows: list[dict[str, Any]]) -> dict[str, int]:
-    """msat per role over the rows."""
+def _row(r: Any, role: str) -> dict[str, Any]:
+    msat, refunded = int(r["msat"]), int(r["refunded"])
+    row: dict[str, Any] = {"day": r["day"], "key": r["key"], "role": r["role"], "requests": r["requests"]}
+    if role == "node":
+        row["model"] = r["model"]
+    return row | {"msat": msat, "refunded_msat": refunded, "net_msat": msat - refunded}
+
+
+def totals(rows: list[dict[str, Any]], field: str = "net_msat") -> dict[str, int]:
+    """`field` (net by default) summed per role over the rows."""
     out: dict[str, int] = {}
     for row in rows:
-        out[row["role"]] = out.get(row["role"], 0) + row["msat"]
+        out[row["role"]] = out.get(row["role"], 0) + row[field]
     return out
 
 
@@ -75,12 +91,16 @@ def _table(rows: list[dict[str, Any]], role: str) -> Table:
     table.collapse_padding = True
     column(table, "day (UTC)", no_wrap=True)
     column(table, "model" if role == "router" else "router", overflow="fold")
+    if role == "node":
+        column(table, "model", overflow="fold")
     column(table, "paid as", no_wrap=True)
     column(table, "requests", justify="right", no_wrap=True)
     column(table, "msat", justify="right", no_wrap=True)
+    column(table, "refunded", justify="right", no_wrap=True)
     for row in rows:
-        key = row["key"] if role == "router" else short_npub(row["key"], 8, 4)
-        table.add_row(row["day"], key, ROLES.get(row["role"], row["role"]), str(row["requests"]), str(row["msat"]))
+        keys = [row["key"]] if role == "router" else [short_npub(row["key"], 8, 4), row["model"]]
+        paid_as = ROLES.get(row["role"], row["role"])
+        table.add_row(row["day"], *keys, paid_as, str(row["requests"]), str(row["msat"]), str(row["refunded_msat"]))
     return table
 
 
@@ -98,7 +118,8 @@ def _dsn(role: str, database_url: str | None) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (rows and totals).")
 @needs_extra("node")
 def earnings_cmd(role: str, database_url: str | None, days: int, as_json: bool) -> None:
-    """What this router or node was paid, by day (and model, for a router), from its own database."""
+    """What this router or node was paid, net of its refunds, by day and model (and router, for a node), from
+    its own database."""
     try:
         rows = asyncio.run(earnings_rows(_dsn(role, database_url), role, days))
     except (OSError, ValueError) as exc:
@@ -107,11 +128,13 @@ def earnings_cmd(role: str, database_url: str | None, days: int, as_json: bool) 
         fail(f"cannot read the {role}'s database: {type(exc).__name__} (is it migrated? `fedai migrate`)")
     summed = totals(rows)
     if as_json:
-        print_json({"role": role, "days": days, "rows": rows, "total_msat": summed})
+        refunded = totals(rows, "refunded_msat")
+        print_json({"role": role, "days": days, "rows": rows, "total_msat": summed, "refunded_msat": refunded})
         return
     if not rows:
         console.print(f"nothing consumed in the last {days} day(s)")
         return
     console.print(_table(rows, role))
+    refunded = totals(rows, "refunded_msat")
     for name, msat in sorted(summed.items()):
-        console.print(f"total {ROLES.get(name, name)}: {msat} msat", highlight=False)
+        console.print(f"total {ROLES.get(name, name)}: {msat} msat net ({refunded[name]} refunded)", highlight=False)

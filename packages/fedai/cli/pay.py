@@ -22,6 +22,7 @@ import msgspec
 from fedai.cli.client import Target, resolve_target, target_options, warn_if_anonymous
 from fedai.cli.extras import needs_extra
 from fedai.cli.output import console, err_console, fail, fail_fedai, paste_line, print_json, short_id, short_npub
+from fedai.cli.payment_view import refund_line
 from fedai.protocol.envelope import Opened
 from fedai.protocol.errors import FedaiError
 from fedai.protocol.messages import PaymentProof, PaymentRequest
@@ -194,7 +195,8 @@ def payment_cmd(
     as_json: bool,
 ) -> None:
     """Show one of your payment requests (PAYMENT_ID, from `fedai pay`) and each payee's state, as the router
-    records it: issued, paid, consumed, released, refunded or expired. Signed with your --key (NIP-98)."""
+    records it: issued, paid, consumed, released, refunded or expired, and its refund. Signed with your --key
+    (NIP-98)."""
     target = resolve_target(router, router_pubkey, key, devnet_dir)
     if target.keys is None:
         fail("a payment is shown only to the client that paid it: pass its --key (or set FEDAI_KEY)", code=2)
@@ -211,3 +213,6 @@ def payment_cmd(
         role = ROLE_NAMES.get(p["role"], p["role"])
         who = short_npub(p["payee"])
         console.print(f"  {role:<11} {who}  {p['amount_msat']:>9} msat  {p['state']}", highlight=False)
+        refund = refund_line(p)
+        if refund is not None:
+            console.print(refund, highlight=False)

@@ -4,7 +4,7 @@ A paid request carries the client's proof (`payment`: the payment request's id a
 reaches its node with the router-signed payment request (`forwarded_payment`); `verify_chain` already checked
 that the node was forwarded the request the client paid and its own preimage. Here: which invoices were paid,
 to whom, for how much, each ✓ a preimage that hashes to its invoice's payment hash. 80 columns; ids whole in
-`--json`.
+`--json`. And, for `fedai payment`, each payee's refund as the router records it.
 """
 
 from __future__ import annotations
@@ -71,3 +71,15 @@ def payment_document(chain: VerifiedChain) -> dict[str, Any] | None:
             for p in request.payees
         ],
     }
+
+
+def refund_line(payee: dict[str, Any]) -> str | None:
+    """A payee's refund as `fedai payment` shows it (GET /payments/{id}'s `refund`), or None before the answer.
+    `stated`: the payee promised it in its signed statement (a node pays from its own wallet and records it in its
+    own database); whether it arrived is for the client's wallet to see."""
+    refund = payee.get("refund")
+    if not isinstance(refund, dict):
+        return None
+    used, kept = refund.get("used_msat"), refund.get("kept_msat")
+    stated = "" if used is None else f", used {used}, kept {kept}"
+    return f"      refund {refund.get('state')}: {refund.get('refund_msat')} msat{stated}"

@@ -300,7 +300,8 @@ class Client(_Base):
 
     def payment_status(self, payment_id: str) -> dict[str, Any]:
         """`GET /payments/{id}` (NIP-98 by this client's key): one of this client's payment requests and each
-        payee's state (issued, paid, consumed, released, refunded, expired)."""
+        payee's state (issued, paid, consumed, released, refunded, expired) and, once answered, its `refund`:
+        {state (pending, paying, paid, failed; stated, none), refund_msat, refunded_msat, used_msat, kept_msat}."""
         path = f"/payments/{payment_id}"
         return _json(self._get(path, self._client_auth(path)))
 

@@ -1,5 +1,6 @@
 """The node's own single-use claims on its invoices (`payment_claims`, in the `NODE_DB_URL` database beside the
-replay store; docs/payments.md#protocol-and-claims).
+replay store; docs/payments.md#protocol-and-claims). Each claim records the model of the request it pays for
+(migrations/0015), so the node's earnings can be reported by model.
 
 A claim is one statement: insert the payment hash, or take it back from `released` for the same payment
 request before its expiry. Of any number of concurrent claims (several node processes on one database), one
@@ -17,11 +18,11 @@ from fedai.protocol.payment import ClaimOutcome
 
 _CLAIM = """
 INSERT INTO payment_claims AS c (payment_hash, request_id, router, client, amount_msat, expires_at, state, claimed_by,
-                                 claimed_at)
-SELECT $1::text, $2::text, $3::text, $4::text, $5::bigint, $6::timestamptz, 'claimed', $7::text, now()
+                                 claimed_at, model)
+SELECT $1::text, $2::text, $3::text, $4::text, $5::bigint, $6::timestamptz, 'claimed', $7::text, now(), $9::text
 WHERE $6::timestamptz > $8::timestamptz
 ON CONFLICT (payment_hash) DO UPDATE SET state = 'claimed', claimed_by = EXCLUDED.claimed_by, claimed_at = now(),
-                                         updated_at = now()
+                                         updated_at = now(), model = EXCLUDED.model
 WHERE c.state = 'released' AND c.request_id = EXCLUDED.request_id AND c.expires_at > $8
 RETURNING payment_hash
 """
@@ -51,6 +52,7 @@ class NodeClaim:
     client: str
     amount_msat: int
     expires_at: float  # unix seconds: the payment request's expiry
+    model: str | None = None  # the model of the request it pays for (`fedai earnings --role node`, by model)
 
 
 def _ts(unix_s: float) -> datetime:
@@ -76,6 +78,7 @@ class NodeClaims:
             _ts(claim.expires_at),
             claimant,
             at,
+            claim.model,
         )
         if won is not None:
             return ClaimOutcome.CLAIMED

@@ -125,7 +125,7 @@ class NodePayments:
             raise invalid("the invoice is not settled in this node's wallet for its amount")
         expires_at = decode_payload(forwarded.request.content, PaymentRequest).expires_at  # checked above
         claim = NodeClaim(
-            entry.payment_hash, forwarded.request.id, event.pubkey, req.client, entry.amount_msat, expires_at
+            entry.payment_hash, forwarded.request.id, event.pubkey, req.client, entry.amount_msat, expires_at, req.model
         )
         outcome = await self.claims.claim(claim, event.id, now)
         if self.settlement is not None:

@@ -15,7 +15,9 @@ stream ends with exactly one of:
 
 A paid stream (docs/payments.md#paid-streams) has its forwarded payment checked and claimed like `/infer`
 before anything runs; the claim is consumed once the first event went out (the node did work and meters it)
-and released when the stream failed before that (the router may retry with the same proof).
+and released when the stream failed before that (the router may retry with the same proof). Once it ended the
+node settles its share on what it produced (`fedai_node.stream_payment`): stated in the `done` event's metering
+record, the unused part refunded as for `/infer`, also for a stream cut short.
 
 If the router's connection drops, generation stops (the runner's HTTP response is closed), the partial usage
 is counted in the metrics and logs, and the capacity slot is freed.
@@ -27,8 +29,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from functools import partial
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -52,6 +53,7 @@ from fedai_node.payments import NodePayments
 from fedai_node.reply import ReplySigner
 from fedai_node.runners.base import Runner, RunnerError, RunnerResult
 from fedai_node.serving import Admitted, as_protocol_error, failure_response
+from fedai_node.stream_payment import StreamPayment
 
 log = logging.getLogger("fedai_node")
 _encode = msgspec.json.Encoder().encode
@@ -84,7 +86,7 @@ class LiveStream(Response):
         limits: StreamLimits,
         timeout_ms: int,
         on_end: Callable[[LiveStream], None],
-        settle: Callable[[bool], Awaitable[None]] | None = None,
+        payment: StreamPayment | None = None,
     ) -> None:
         super().__init__(media_type="text/event-stream")
         self.admitted = admitted
@@ -100,7 +102,7 @@ class LiveStream(Response):
         self._limits = limits.for_request(admitted.req.max_tokens)
         self._timeout_ms = timeout_ms
         self._on_end = on_end
-        self._settle = settle  # a paid stream's claim: consumed (True) once an event went out, else released
+        self._payment = payment  # a paid stream: its claim and the settlement of its share
         self._task: asyncio.Task[RunnerResult | None] | None = None
         self._sending = False
         self._started = False
@@ -122,8 +124,8 @@ class LiveStream(Response):
         finally:
             self._on_end(self)
             self._account(outcome, result)
-            if self._settle is not None:
-                await self._settle(self._started)
+            if self._payment is not None:
+                await self._payment.end(self._started, result)
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> tuple[str, RunnerResult | None]:
         """Generate, then end the stream: (the outcome, the usage to count)."""
@@ -143,7 +145,8 @@ class LiveStream(Response):
         outcome = "ok" if result.finish_reason != CANCELLED else CANCELLED
         if outcome == "ok":
             self._catalog.observe_latency(self.admitted.req.model, latency_ms)
-        await self._end(send, "done", self._signer.reply(self.admitted, result, latency_ms))
+        statement = None if self._payment is None else self._payment.statement(result)
+        await self._end(send, "done", self._signer.reply(self.admitted, result, latency_ms, statement))
         return outcome, result
 
     async def _run(self, receive: Receive, send: Send) -> asyncio.Task[RunnerResult | None]:
@@ -339,7 +342,7 @@ class StreamEndpoints:
             limits=self._limits,
             timeout_ms=self._timeout_ms,
             on_end=self._ended,
-            settle=None if held is None else partial(self._settled, held),
+            payment=None if held is None else StreamPayment(self._payments, held, self._signer),
         )
         self.live.add(live)
         return live
@@ -351,9 +354,6 @@ class StreamEndpoints:
         except BaseException:
             self._admission.release()
             raise
-
-    async def _settled(self, held: PaymentHeld, served: bool) -> None:
-        await self._payments.settle(held, served=served)
 
     def _ended(self, live: LiveStream) -> None:
         self.live.remove(live)

@@ -28,6 +28,7 @@ from fedai_router.address import AddressLimit, client_address, rate_key
 from fedai_router.config import RouterSettings
 from fedai_router.failure import Failures
 from fedai_router.metrics import RouterMetrics
+from fedai_router.openai_api.edge_refunds import PATH
 from fedai_router.payment_status import PaymentStatus
 from fedai_router.service import RouterService
 
@@ -95,8 +96,20 @@ def routes(svc: RouterService) -> list[BaseRoute]:
         Route("/v1/chat/completions", chat, methods=["POST"]),
         Route("/v1/completions", text, methods=["POST"]),
         Route("/v1/chains/{chain_id}", openai.chain, methods=["GET"]),
+        *edge_refund_routes(svc),
         *svc.admin_api.routes(),
         *svc.dashboard.routes(),
+    ]
+
+
+def edge_refund_routes(svc: RouterService) -> list[BaseRoute]:
+    """The LNURL-pay refund links of paid OpenAI calls (docs/payments.md#the-openai-edge), when offered."""
+    links = svc.edge_refunds
+    if links is None:
+        return []
+    return [
+        Route(f"{PATH}/{{token}}", links.offer, methods=["GET"]),
+        Route(f"{PATH}/{{token}}/callback", links.callback, methods=["GET"]),
     ]
 
 

@@ -145,6 +145,7 @@ class RouterSettings:
     public_url: str | None = None  # the base URL clients use; NIP-98 is refused without it (`u` tags name it)
     api_keys: dict[str, str] = field(default_factory=dict)  # sha256(key) hex -> client pubkey
     api_key_wallets: dict[str, WalletBinding] = field(default_factory=dict)  # ROUTER_API_KEY_WALLETS
+    edge_refunds: bool | None = None  # ROUTER_EDGE_REFUNDS: refund links for bound wallets (unset: if public is https)
     nip98_window_s: int = 60  # NIP-98 created_at tolerance; the replay store keeps ids at least this long
     admin_token_sha256: frozenset[str] = frozenset()  # sha256 hex of operator tokens (Authorization: Bearer)
     admin_keys: frozenset[str] = frozenset()  # pubkeys whose NIP-98 signature opens the operator view
@@ -277,6 +278,7 @@ class RouterSettings:
             public_url=env.url("ROUTER_PUBLIC_URL") if env.optional("ROUTER_PUBLIC_URL") else None,
             api_keys=parse_api_keys(env.optional("ROUTER_API_KEYS") or ""),
             api_key_wallets=parse_wallet_bindings(env.optional("ROUTER_API_KEY_WALLETS") or ""),
+            edge_refunds=env.flag("ROUTER_EDGE_REFUNDS") if env.optional("ROUTER_EDGE_REFUNDS") else None,
             nip98_window_s=env.integer("FEDAI_NIP98_WINDOW_S", 60, minimum=1, maximum=600),
             admin_token_sha256=parse_digests("ROUTER_ADMIN_TOKEN_SHA256", env.items("ROUTER_ADMIN_TOKEN_SHA256")),
             admin_keys=env.pubkeys("ROUTER_ADMIN_KEYS", required=False),

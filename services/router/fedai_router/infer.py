@@ -84,13 +84,10 @@ class Infer:
             return await self.planner.unless_served(plan.quote, lambda: self.claims.while_claiming(client_event, serve))
 
         served = await self.paid.while_held(held, work)
-        settlement, refund_to = self.paid.settlement, held.forwarded.refund_to
+        settlement = self.paid.settlement
         if settlement is None:
             return await self.completion.answer(origin, served.metered)
-        statement = settlement.statement(held.fee, served.metered.record, refund_to)
-        answer = await self.completion.answer(origin, served.metered, settlement=statement)
-        await settlement.after_answer(statement, refund_to)
-        return answer
+        return await settlement.settled_answer(self.completion, origin, served.metered, held.fee, held.forwarded)
 
     async def _paid_offload(self, client_event: Event, request: InferenceRequest, held: Held) -> Event | None:
         """A proof paying a peer router's quote (docs/payments.md#federation-settlement): the job submitted to

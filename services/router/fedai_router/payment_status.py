@@ -4,6 +4,9 @@ Only the client the payment request names may read it, authenticated by a NIP-98
 (checked against ROUTER_PUBLIC_URL, replay-claimed like every NIP-98 event). No credentials, or credentials that
 do not verify, are a 401 before anything is looked up; a valid signature by any other key gets the same 404 as
 an id that was never issued, so nobody learns whether someone else's payment exists.
+
+Each payee carries its `refund` once the request was answered: the payee's statement (used, refunded, kept)
+and the refund's state; never its destination (docs/payments.md#refunds).
 """
 
 from __future__ import annotations
@@ -30,13 +33,35 @@ SELECT id, quote, client, state, expires_at, created_at, event->>'pubkey' AS rou
 FROM payment_requests WHERE id = $1
 """
 _PAYEES = """
-SELECT role, payee, amount_msat, payment_hash, state, updated_at
-FROM payment_payees WHERE request_id = $1 ORDER BY role, payment_hash
+SELECT p.role, p.payee, p.amount_msat, p.payment_hash, p.state, p.updated_at,
+       s.used_msat, s.refund_msat, s.kept_msat, f.state AS refund_state, f.amount_msat AS refund_amount
+FROM payment_payees p
+LEFT JOIN payment_settlements s ON s.payment_hash = p.payment_hash AND s.role = p.role
+LEFT JOIN refunds f ON f.payment_hash = p.payment_hash AND f.role = p.role
+WHERE p.request_id = $1 ORDER BY p.role, p.payment_hash
 """
 
 
 def _unix(at: datetime) -> int:
     return int(at.timestamp())
+
+
+def _refund(p: asyncpg.Record) -> dict[str, Any] | None:
+    """A payee's refund (docs/payments.md#refunds): what it stated it used, refunds and keeps of its share, and the
+    refund's state: `pending`, `paying`, `paid`, `failed` when this router's database holds the refund (its own
+    fee's, always), `stated` when it holds only the payee's signed promise (a node pays its refunds from its own
+    wallet and records them in its own database), `none` when nothing is owed. Never the destination."""
+    if p["used_msat"] is None and p["refund_state"] is None:
+        return None  # not answered yet, or answered before settlements were kept
+    refund = int(p["refund_amount"]) if p["refund_amount"] is not None else int(p["refund_msat"] or 0)
+    state = p["refund_state"] or ("stated" if refund else "none")
+    return {
+        "state": state,
+        "refund_msat": refund,
+        "refunded_msat": refund if state == "paid" else 0,
+        "used_msat": None if p["used_msat"] is None else int(p["used_msat"]),
+        "kept_msat": None if p["kept_msat"] is None else int(p["kept_msat"]),
+    }
 
 
 def _document(request: asyncpg.Record, payees: list[asyncpg.Record]) -> dict[str, Any]:
@@ -57,6 +82,7 @@ def _document(request: asyncpg.Record, payees: list[asyncpg.Record]) -> dict[str
                 "payment_hash": p["payment_hash"],
                 "state": p["state"],
                 "updated_at": _unix(p["updated_at"]),
+                "refund": _refund(p),
             }
             for p in payees
         ],

@@ -44,6 +44,7 @@ from fedai_router.manifests import Manifests
 from fedai_router.metrics import RouterMetrics
 from fedai_router.node_counts import NodeCounts
 from fedai_router.openai_api.auth import Authenticator
+from fedai_router.openai_api.edge_refunds import EdgeRefunds, offers_links
 from fedai_router.openai_api.paying import EdgePayments
 from fedai_router.openai_api.routes import OpenAI
 from fedai_router.ops import Ops
@@ -280,6 +281,9 @@ class RouterService:
         self.wallet = None if opened is None else MeasuredWallet(opened, self.payment_metrics.observe_wallet)
         self.payment_store = PaymentStore(self.pool)
         self.client_wallets = ClientWallets(settings.api_key_wallets)
+        self.edge_refunds: EdgeRefunds | None = None  # refund links of paid OpenAI calls (GET /refunds/lnurlp/…)
+        if settings.require_payment and offers_links(settings.public_url, settings.edge_refunds):
+            self.edge_refunds = EdgeRefunds(self.pool, self.client_wallets, settings.public_url or "")
         self.payment_requests = PaymentRequests(
             keys=self.keys,
             intake=self.intake,
@@ -325,7 +329,11 @@ class RouterService:
         if not self.settings.require_payment:
             return None
         return EdgePayments(
-            issue=self.quotes.issue, requests=self.payment_requests, wallets=self.client_wallets, pool=self.pool
+            issue=self.quotes.issue,
+            requests=self.payment_requests,
+            wallets=self.client_wallets,
+            pool=self.pool,
+            refunds=self.edge_refunds,
         )
 
     def _ops(self) -> Ops:

@@ -14,18 +14,32 @@ from fedai.observability.payment_metrics import PaymentMetrics
 from fedai.payments.destination import DestinationInvoices
 from fedai.payments.refund import fee_used, parse_destination, settle_share
 from fedai.payments.wallet import Wallet
-from fedai.protocol.messages import MeteringRecord, Settlement
-from fedai.protocol.payment import ClaimOutcome, invalid
+from fedai.protocol.event import Event
+from fedai.protocol.messages import ForwardedPayment, MeteringRecord, Settlement
+from fedai.protocol.payment import ClaimOutcome, invalid, preimage_matches
 from fedai.refunder import Refunder, RefundPolicy
 from fedai.store.refunds import RefundStore
 from fedai_router.background import Background
+from fedai_router.completion import Completion, Metered, Origin
 from fedai_router.outbound import Outbound
 from fedai_router.reconcile import Reconciler
 from fedai_router.refunds import outbound_fetch
 from fedai_router.settlement_settings import SettlementSettings
 from fedai_router.store.payments import ClaimedPayee
+from fedai_router.store.settlements import record_settlements
 
 log = logging.getLogger("fedai.router.settlement")
+
+
+def node_statement(record: MeteringRecord, preimage: str) -> Settlement | None:
+    """The node's statement in its metering record, if it names the node's own invoice (the one `preimage` pays);
+    anything else is not kept (the SDK refuses such a chain anyway)."""
+    stated = record.settlement
+    if stated is None or stated.role != "node":
+        return None
+    if not preimage_matches(preimage, stated.payment_hash):
+        return None
+    return stated
 
 
 class RouterSettlement:
@@ -43,6 +57,7 @@ class RouterSettlement:
         background: Background,  # ROUTER_ALLOW_PRIVATE_ENDPOINTS: http destinations too (loopback tests)
     ) -> None:
         self.metrics = metrics
+        self._pool = pool
         self._settings = settings
         self._fee = fee
         self._allow_http = allow_http
@@ -96,8 +111,14 @@ class RouterSettlement:
             "router_fee", fee.payment_hash, fee.amount_msat, used, self._settings.refund_dust_msat, refunding=refunding
         )
 
-    async def after_answer(self, statement: Settlement | None, refund_to: str | None) -> None:
-        """Count what was earned and kept; open the refund, then pay it in the background."""
+    async def after_answer(
+        self, statement: Settlement | None, refund_to: str | None, node: Settlement | None = None
+    ) -> None:
+        """Keep both statements (the router's, the node's: `GET /payments/{id}` shows them), count what was earned
+        and kept, open the refund, then pay it in the background."""
+        stated = [s for s in (statement, node) if s is not None]
+        if stated:
+            await record_settlements(self._pool, stated)
         if statement is None:
             return
         self.metrics.earned.labels("router_fee").inc(statement.used_msat + statement.kept_msat)
@@ -107,6 +128,16 @@ class RouterSettlement:
         if await self.refunder.open(statement, refund_to):
             self.metrics.refund_msat.labels("router_fee", "refunded").inc(statement.refund_msat)
             self._background.spawn(self._attempt(statement.payment_hash), "refund")
+
+    async def settled_answer(
+        self, completion: Completion, origin: Origin, metered: Metered, fee: ClaimedPayee | None, paid: ForwardedPayment
+    ) -> Event:
+        """The signed answer of a paid request that was served (`/infer`, the OpenAI edge): the router's statement
+        in it, both statements kept, the fee's refund opened."""
+        statement = self.statement(fee, metered.record, paid.refund_to)
+        answer = await completion.answer(origin, metered, settlement=statement)
+        await self.after_answer(statement, paid.refund_to, node_statement(metered.record, paid.preimage))
+        return answer
 
     async def _attempt(self, payment_hash: str) -> None:
         assert self.refunder is not None

@@ -3,7 +3,8 @@ caller's format (`Sink`), and finish with the stored, verified chain (`fedai_rou
 
 The router fails over to another node only until the node's first chunk; after that a failure is an `error`
 event, never a silent end. If the caller goes away or a bound trips, the router tells the node to stop (signed
-infer.cancel), reads what it produced and stores its metering.
+infer.cancel), reads what it produced and stores its metering. A paid stream's fee is settled on the node's
+metering like `/infer`'s (docs/payments.md#paid-streams): stated in the `done` answer, its unused part refunded.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from fedai.service.sse import SSEError, SSEvent
 from fedai.service.stream_limits import StreamBudget, StreamCapExceeded, StreamLimits
 from fedai_router.background import Background
 from fedai_router.claims import Claims
-from fedai_router.completion import Completion, Origin
+from fedai_router.completion import Completion, Metered, Origin
 from fedai_router.dispatch import Dispatcher
 from fedai_router.failure import Failures
 from fedai_router.metrics import RouterMetrics
@@ -38,6 +39,7 @@ from fedai_router.node_stream import NodeStream, error_event, open_node_stream
 from fedai_router.outbound import Outbound
 from fedai_router.paid import Held, Paid
 from fedai_router.planning import Plan, Planner
+from fedai_router.settlement import node_statement
 from fedai_router.verify import Binding, Verified
 
 log = logging.getLogger("fedai.router.streaming")
@@ -163,7 +165,7 @@ class StreamRelay:
                 yield sink.error(err)
                 return
             self.metrics.ttft.observe(time.perf_counter() - arrived)
-            async for data in self._relay(origin, stream, sink, on_answer):
+            async for data in self._relay(origin, stream, sink, on_answer, held):
                 yield data
 
         return RelayResponse(body(), deadline_s=self.limits.max_s + self.limits.idle_s, unstarted=unstarted)
@@ -193,7 +195,7 @@ class StreamRelay:
         self.dispatcher.abandon(stream.node)
 
     async def _relay(
-        self, origin: Origin, stream: NodeStream, sink: Sink, on_answer: OnAnswer | None
+        self, origin: Origin, stream: NodeStream, sink: Sink, on_answer: OnAnswer | None, held: Held | None
     ) -> AsyncIterator[bytes]:
         """Verify each node event, write it for the caller, and finish with the stored, verified chain."""
         ending = "cancel"  # how the node stream ends: release (clean), close (failed), cancel (stop and meter)
@@ -206,7 +208,7 @@ class StreamRelay:
                     yield sink.chunk(chunk)
                 elif event.event == "done":
                     verified = stream.done(event)
-                    answer = await self.completion.answer(origin, stream.metered(verified))
+                    answer = await self._answer(origin, stream.metered(verified), held)
                     if on_answer is not None:
                         await on_answer(answer)
                     ending = "release"
@@ -223,7 +225,7 @@ class StreamRelay:
             ending = "close"
             yield sink.error(await self._broke(origin, stream, exc))
         finally:
-            await self._end(origin, stream, ending)
+            await self._end(origin, stream, ending, held)
 
     async def _finished(self, stream: NodeStream, first_chunk_at: float | None) -> None:
         """The stream ended well: the node's time to the first chunk is its latency."""
@@ -246,18 +248,37 @@ class StreamRelay:
         self.metrics.streams.labels("error").inc()
         return err
 
-    async def _end(self, origin: Origin, stream: NodeStream, ending: str) -> None:
+    async def _answer(self, origin: Origin, metered: Metered, held: Held | None) -> Event:
+        """The signed answer at `done`; a paid stream's states the router's settlement and opens its refund."""
+        settlement = self.paid.settlement
+        if held is None or settlement is None:
+            return await self.completion.answer(origin, metered)
+        return await settlement.settled_answer(self.completion, origin, metered, held.fee, held.forwarded)
+
+    async def _settle_cancelled(self, held: Held | None, metered: Metered) -> None:
+        """A paid stream cut short, metered after the cancel: the router's statement on that metering (no answer
+        carries it), both statements kept, the fee's refund opened (docs/payments.md#paid-streams)."""
+        settlement = self.paid.settlement
+        if held is None or settlement is None:
+            return
+        refund_to = held.forwarded.refund_to
+        statement = settlement.statement(held.fee, metered.record, refund_to)
+        await settlement.after_answer(statement, refund_to, node_statement(metered.record, held.forwarded.preimage))
+
+    async def _end(self, origin: Origin, stream: NodeStream, ending: str, held: Held | None) -> None:
         if ending == "release":
             await stream.release()
         elif ending == "close":
             stream.close()
         else:  # the caller went away mid-stream, or a bound tripped: stop the node, meter what it produced
-            self.background.spawn(self._cancel_and_meter(origin, stream), "stream cancel")
+            self.background.spawn(self._cancel_and_meter(origin, stream, held), "stream cancel")
 
-    async def _cancel_and_meter(self, origin: Origin, stream: NodeStream) -> None:
+    async def _cancel_and_meter(self, origin: Origin, stream: NodeStream, held: Held | None) -> None:
         """After a client disconnect or a tripped bound: signed infer.cancel to the node, then drain its stream to
         the `done` with the metering of what it produced, and store that. The drain gets CANCEL_GRACE_S and doubled
-        count bounds (what was already in flight); the node leaves our in-flight count when this ends."""
+        count bounds (what was already in flight); the node leaves our in-flight count when this ends. A paid
+        stream's fee is settled on that metering: its refund opened, though no answer carries the statement (the
+        caller is gone, or got the bound's error event)."""
         node = stream.node
         capped = stream.budget.tripped
         stream.budget.grace(CANCEL_GRACE_S)
@@ -265,7 +286,7 @@ class StreamRelay:
             async with asyncio.timeout(CANCEL_GRACE_S):
                 await self._cancel(stream)
                 async for event in stream.events():
-                    if await self._drained(origin, stream, event, counted=capped is not None):
+                    if await self._drained(origin, stream, event, held, counted=capped is not None):
                         return
         except (FedaiError, TimeoutError, aiohttp.ClientError, SSEError) as exc:
             log.info("cancelled stream not metered", extra={"node": node.pubkey[:16], "error": type(exc).__name__})
@@ -288,14 +309,18 @@ class StreamRelay:
         if reply.status != 200:
             log.info("node refused the cancel", extra={"node": node.pubkey[:16], "status": reply.status})
 
-    async def _drained(self, origin: Origin, stream: NodeStream, event: SSEvent, *, counted: bool) -> bool:
+    async def _drained(
+        self, origin: Origin, stream: NodeStream, event: SSEvent, held: Held | None, *, counted: bool
+    ) -> bool:
         """One event of a cancelled stream; True at its end (its metering stored at `done`). A capped stream was
         `counted` as such already."""
         if event.event == "chunk":
             stream.chunk(event)
             return False
         if event.event == "done":
-            await self.completion.record(origin, stream.metered(stream.done(event)))
+            metered = stream.metered(stream.done(event))
+            await self.completion.record(origin, metered)
+            await self._settle_cancelled(held, metered)
             if not counted:
                 self.metrics.streams.labels("cancelled").inc()
             return True

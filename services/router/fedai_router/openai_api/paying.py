@@ -5,7 +5,8 @@ A caller whose API key (or NIP-98 identity) is bound to its own wallet (`ROUTER_
 payee's invoice paid from that wallet, within the binding's budget (counted in Postgres, so it holds across
 replicas), and the call goes on as a paid request with the preimages as its proof. Money moves from the
 client's wallet to each payee's; the router only holds the permission to spend. A caller without a binding is
-refused with 402 `payment_required` carrying the payment request.
+refused with 402 `payment_required` carrying the payment request. A paid call names the refund link of its
+payment request as `refund_to` (`edge_refunds`: the unused part of each share goes back to the bound wallet).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from fedai.protocol.messages import (
 from fedai.protocol.payment import PaymentRequired
 from fedai_router.client_wallets import ClientWallets, WalletBinding
 from fedai_router.openai_api.auth import Caller
+from fedai_router.openai_api.edge_refunds import EdgeRefunds
 from fedai_router.payment_requests import PaymentRequests
 from fedai_router.store.budgets import give_back, reserve
 
@@ -51,12 +53,19 @@ def quote_request(payload: InferenceRequest) -> QuoteRequest:
 
 class EdgePayments:
     def __init__(
-        self, *, issue: IssueQuote, requests: PaymentRequests, wallets: ClientWallets, pool: asyncpg.Pool
+        self,
+        *,
+        issue: IssueQuote,
+        requests: PaymentRequests,
+        wallets: ClientWallets,
+        pool: asyncpg.Pool,
+        refunds: EdgeRefunds | None = None,
     ) -> None:
         self.issue = issue  # Quotes.issue: the router quotes the call for the caller
         self.requests = requests
         self.wallets = wallets
         self.pool = pool  # the budgets
+        self.refunds = refunds  # the refund link each paid call names as its `refund_to` (edge_refunds.py)
 
     async def paid(self, caller: Caller, payload: InferenceRequest, asked: Event) -> InferenceRequest:
         """`payload` with its quote and the proof that it was paid from the caller's bound wallet; without a
@@ -75,6 +84,7 @@ class EdgePayments:
 
     async def _pay(self, binding: WalletBinding, event: Event) -> PaymentProof:
         request = decode_payload(event.content, PaymentRequest)  # the router's own, checked when it was built
+        refund_to = None if self.refunds is None else await self.refunds.link(event.id, binding, request.total_msat)
         allowance = request.total_msat + MAX_FEE_MSAT * len(request.payees)
         wallet = await self.wallets.wallet(binding)
         if not await reserve(self.pool, binding.id, allowance, binding.budget_msat):
@@ -89,7 +99,7 @@ class EdgePayments:
         finally:
             await give_back(self.pool, binding.id, allowance - tally.msat)
         log.info("paid from a bound wallet", extra={"request": event.id[:16], "msat": tally.msat})
-        return PaymentProof(payment_request=event.id, preimages=preimages)
+        return PaymentProof(payment_request=event.id, preimages=preimages, refund_to=refund_to)
 
 
 class Tally:

@@ -168,7 +168,7 @@ class OpenAI:
                 dispatched, plan, held = prepared.request, prepared.plan, prepared.held
                 return self.relay.respond(origin, dispatched, plan, sink, on_answer=keep, held=held)
             served = await self._serve(origin, prepared)
-            answer = await self.completion.answer(origin, served.metered)
+            answer = await self._answer(origin, served, prepared.held)
             await save_chain(self.pool, origin.id, caller.client, asked, answer)
         except Exception as exc:  # noqa: BLE001 - typed: FedaiError as is, a database outage 503, a bug 500
             return _error(self.failures.refused(route, exc))
@@ -192,6 +192,14 @@ class OpenAI:
                 await self.paid.release(held)
                 raise
         return Prepared(plan, held.for_node(paid), held, payment)
+
+    async def _answer(self, origin: Origin, served: Served, held: Held | None) -> Event:
+        """The signed answer; a paid call's states the router's settlement and opens its refund (the node's is in its
+        metering), both going back to the caller's bound wallet through the call's refund link."""
+        settlement = self.paid.settlement
+        if held is None or settlement is None:
+            return await self.completion.answer(origin, served.metered)
+        return await settlement.settled_answer(self.completion, origin, served.metered, held.fee, held.forwarded)
 
     async def _serve(self, origin: Origin, prepared: Prepared) -> Served:
         plan = prepared.plan
