@@ -12,13 +12,15 @@ from fedai.protocol.messages import Settlement
 from fedai_node.payments import Held, NodePayments
 from fedai_node.reply import ReplySigner
 from fedai_node.runners.base import RunnerResult
+from fedai_node.serving import Admitted
 
 
 class StreamPayment:
     """One paid stream's claim (`held`) and its settlement, computed once from the stream's final result."""
 
-    def __init__(self, payments: NodePayments, held: Held, signer: ReplySigner) -> None:
+    def __init__(self, payments: NodePayments, held: Held, signer: ReplySigner, admitted: Admitted) -> None:
         self._payments = payments
+        self._admitted = admitted  # the request's pricing is the one in force when it was admitted
         self._held = held
         self._signer = signer
         self._stated: tuple[RunnerResult, Settlement | None] | None = None
@@ -26,7 +28,7 @@ class StreamPayment:
     def statement(self, result: RunnerResult) -> Settlement | None:
         """What the node states of its share for `result` (the same statement for the same result)."""
         if self._stated is None or self._stated[0] is not result:
-            self._stated = (result, self._payments.statement(self._held, self._signer.price(result)))
+            self._stated = (result, self._payments.statement(self._held, self._signer.price(self._admitted, result)))
         return self._stated[1]
 
     async def end(self, started: bool, result: RunnerResult | None) -> None:

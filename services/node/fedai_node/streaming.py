@@ -342,7 +342,7 @@ class StreamEndpoints:
             limits=self._limits,
             timeout_ms=self._timeout_ms,
             on_end=self._ended,
-            payment=None if held is None else StreamPayment(self._payments, held, self._signer),
+            payment=None if held is None else StreamPayment(self._payments, held, self._signer, admitted),
         )
         self.live.add(live)
         return live
