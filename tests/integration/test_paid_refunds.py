@@ -197,3 +197,17 @@ async def test_payment_status_shows_each_refund_to_its_client_only_and_earnings_
     assert MODEL in out and max(len(line) for line in out.splitlines()) <= 80
     await db_pool.execute("UPDATE payment_claims SET model = NULL")  # a claim made before migrations/0015
     assert [r["model"] for r in await earnings_rows(database_url, "node", 1)] == ["?"]
+
+
+async def test_the_fee_an_operator_set_is_the_one_quoted_and_stated(net: PaidNetwork, client: AsyncClient) -> None:
+    operator_ppm = 500_000  # set at run time (the admin API applies it the same way on every replica)
+    net.router.service.fees.apply({"fee_ppm": operator_ppm})
+    quote = await client.quote(MODEL, max_tokens=MAX_TOKENS, prompt=PROMPT)
+    work = quote.quote.price.input_msat + quote.quote.price.output_msat
+    assert quote.quote.price.router_fee_msat == -(-work * operator_ppm // 1_000_000)
+    proof = await client.pay(quote, net.client_wallet.wallet, network=NETWORK)
+    chain = await client.infer(MODEL, PROMPT, max_tokens=MAX_TOKENS, quote_id=quote.quote.quote_id, payment=proof)
+
+    fee = next(s for s in chain.settlements if s.role == "router_fee")
+    assert fee.quoted_msat == quote.quote.price.router_fee_msat
+    assert fee.used_msat == -(-chain.record.price_msat * operator_ppm // 1_000_000) < fee.quoted_msat

@@ -303,7 +303,7 @@ class RouterService:
             self.outbound,
             self.payment_metrics,
             settings.settlement,
-            fee=(settings.fee_base_msat, settings.fee_ppm),
+            fee=self.fees,
             network=settings.ln_network,
             allow_http=settings.allow_private_endpoints,
             background=self.background,

@@ -22,6 +22,7 @@ from fedai.store.refunds import RefundStore
 from fedai_router.background import Background
 from fedai_router.completion import Completion, Metered, Origin
 from fedai_router.outbound import Outbound
+from fedai_router.pricing import Fees
 from fedai_router.reconcile import Reconciler
 from fedai_router.refunds import outbound_fetch
 from fedai_router.settlement_settings import SettlementSettings
@@ -51,7 +52,7 @@ class RouterSettlement:
         metrics: PaymentMetrics,
         settings: SettlementSettings,
         *,
-        fee: tuple[int, int],  # ROUTER_FEE_BASE_MSAT, ROUTER_FEE_PPM
+        fee: Fees,  # the fee in force (the admin API's, else ROUTER_FEE_*), read at each statement
         network: str,
         allow_http: bool,
         background: Background,  # ROUTER_ALLOW_PRIVATE_ENDPOINTS: http destinations too (loopback tests)
@@ -104,7 +105,7 @@ class RouterSettlement:
         """What the router states of its fee, once the node metered what it used."""
         if fee is None:
             return None
-        base, ppm = self._fee
+        base, ppm = self._fee.base_msat, self._fee.ppm
         used = fee_used(fee.amount_msat, record.price_msat, base_msat=base, ppm=ppm)
         refunding = refund_to is not None and self.refunder is not None
         return settle_share(
