@@ -76,13 +76,20 @@ class Infer:
 
             return await self.planner.unless_served(plan.quote, lambda: self.claims.while_claiming(client_event, serve))
 
-        served = await self.paid.while_held(held, work)
+        # the claim is consumed by the answer's metering record (one statement), or released if the answer fails
+        served = await self.paid.while_held(held, work, consume=False)
         settlement, refund_to = self.paid.settlement, held.forwarded.refund_to
-        if settlement is None:
-            return await self.completion.answer(origin, served.metered)
-        statement = settlement.statement(held.fee, served.metered.record, refund_to)
-        answer = await self.completion.answer(origin, served.metered, settlement=statement)
-        await settlement.after_answer(statement, refund_to)
+        statement = None if settlement is None else settlement.statement(held.fee, served.metered.record, refund_to)
+        try:
+            answer = await self.completion.answer(
+                origin, served.metered, settlement=statement, consume=held.consumption
+            )
+        except BaseException:
+            await self.paid.release(held)
+            raise
+        self.paid.consumed(held)
+        if settlement is not None:
+            await settlement.after_answer(statement, refund_to)
         return answer
 
     async def _offload(self, client_event: Event, request: InferenceRequest, local: FedaiError) -> Event:

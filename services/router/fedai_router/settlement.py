@@ -9,6 +9,7 @@ import logging
 import secrets
 
 import asyncpg
+from prometheus_client import Counter
 
 from fedai.observability.payment_metrics import PaymentMetrics
 from fedai.payments.destination import DestinationInvoices
@@ -43,6 +44,7 @@ class RouterSettlement:
         background: Background,  # ROUTER_ALLOW_PRIVATE_ENDPOINTS: http destinations too (loopback tests)
     ) -> None:
         self.metrics = metrics
+        self._proof_children: dict[tuple[str, str], Counter] = {}
         self._settings = settings
         self._fee = fee
         self._allow_http = allow_http
@@ -63,18 +65,25 @@ class RouterSettlement:
             )
         self.reconciler = Reconciler(pool, metrics, settings, self.refunder)
 
+    def _proofs(self, role: str, outcome: str) -> Counter:
+        """The proofs counter's child for (role, outcome), looked up once (`labels` costs a lock and a tuple)."""
+        child = self._proof_children.get((role, outcome))
+        if child is None:
+            child = self._proof_children[(role, outcome)] = self.metrics.proofs.labels(role, outcome)
+        return child
+
     def count_claim(self, outcome: ClaimOutcome, payees: tuple[ClaimedPayee, ...]) -> None:
         """A proof's claim: `claimed` per payee's role, or the refusal (role `any`: nothing was claimed)."""
         if outcome is not ClaimOutcome.CLAIMED:
-            self.metrics.proofs.labels("any", str(outcome)).inc()
+            self._proofs("any", str(outcome)).inc()
         for payee in payees:
-            self.metrics.proofs.labels(payee.role, "claimed").inc()
+            self._proofs(payee.role, "claimed").inc()
 
     def count_proof(self, outcome: str, *, with_fee: bool) -> None:
         """A held proof `consumed` (served) or `released` (the node failed), per payee's role."""
-        self.metrics.proofs.labels("node", outcome).inc()
+        self._proofs("node", outcome).inc()
         if with_fee:
-            self.metrics.proofs.labels("router_fee", outcome).inc()
+            self._proofs("router_fee", outcome).inc()
 
     def check_destination(self, refund_to: str | None) -> None:
         """A paid request's `refund_to` is checked before its proof is claimed (400 `payment_invalid`)."""
