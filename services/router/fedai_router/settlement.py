@@ -45,6 +45,8 @@ class RouterSettlement:
     ) -> None:
         self.metrics = metrics
         self._proof_children: dict[tuple[str, str], Counter] = {}
+        self._earned = metrics.earned.labels("router_fee")  # children looked up once: the paid path counts each answer
+        self._kept = metrics.refund_msat.labels("router_fee", "kept")
         self._settings = settings
         self._fee = fee
         self._allow_http = allow_http
@@ -109,8 +111,8 @@ class RouterSettlement:
         """Count what was earned and kept; open the refund, then pay it in the background."""
         if statement is None:
             return
-        self.metrics.earned.labels("router_fee").inc(statement.used_msat + statement.kept_msat)
-        self.metrics.refund_msat.labels("router_fee", "kept").inc(statement.kept_msat)
+        self._earned.inc(statement.used_msat + statement.kept_msat)
+        self._kept.inc(statement.kept_msat)
         if self.refunder is None or refund_to is None or statement.refund_msat == 0:
             return
         if await self.refunder.open(statement, refund_to):
