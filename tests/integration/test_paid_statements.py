@@ -1,7 +1,8 @@
 """The paid path's statements against real PostgreSQL (docs/payments.md#end-to-end-cost): the claim returns the
 stored payment request (nothing read back), a served request's claim is consumed by its metering record's insert
-(only the claimant's, only claims still held, the request once every payee is), and the payment store's connection
-serves callers one at a time, the pool those that come meanwhile."""
+(only the claimant's, only claims still held, the request once every payee is), an answer that cannot be recorded
+releases the claim, and the payment store's connection serves callers one at a time, the pool those that come
+meanwhile."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import asyncio
 import hashlib
 import secrets
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -17,11 +19,14 @@ from fedai.protocol.event import Event
 from fedai.protocol.keys import Keys
 from fedai.protocol.messages import MeteringRecord, PaymentRequest, decode_payload
 from fedai.protocol.payment import ClaimOutcome
+from fedai.sdk import AsyncClient, RouterError
 from fedai.store.db import DedicatedOrPool
 from fedai_router.store.metering import MeteringEntry, MeteringStore
 from fedai_router.store.payments import Consumption, PaymentStore
+from tests.support.paid_network import MODEL, NETWORK, paid_network
 from tests.support.payments import NOW, Paid
 from tests.support.router import reset_database
+from tests.support.tls import SelfSigned, self_signed
 
 pytestmark = pytest.mark.integration
 
@@ -117,3 +122,30 @@ async def test_the_dedicated_connection_serves_one_caller_and_the_pool_the_other
     with pytest.raises(asyncpg.UndefinedTableError):
         await writer.fetch("SELECT * FROM no_such_table")
     assert {(await writer.fetch("SELECT pg_backend_pid() AS pid"))[0]["pid"]} == one_at_a_time  # still usable
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> SelfSigned:
+    return self_signed(tmp_path_factory.mktemp("statements-tls"))
+
+
+async def test_an_answer_that_cannot_be_recorded_releases_the_claim(
+    database_url: str, db_pool: asyncpg.Pool, tls: SelfSigned, tmp_path: Path
+) -> None:
+    async with (
+        paid_network(database_url, db_pool, tls, tmp_path) as net,
+        AsyncClient(net.router.url, router_pubkey=net.router.pubkey) as client,
+    ):
+        quote = await client.quote(MODEL, max_tokens=16, prompt="2+2?")
+        proof = await client.pay(quote, net.client_wallet.wallet, network=NETWORK)
+        # the node serves, but the router cannot store its metering record: no answer, and nothing consumed
+        await db_pool.execute("ALTER TABLE metering_records ADD CONSTRAINT refuse_all CHECK (false) NOT VALID")
+        try:
+            with pytest.raises(RouterError):
+                await client.infer(MODEL, "2+2?", max_tokens=16, quote_id=quote.quote.quote_id, payment=proof)
+        finally:
+            await db_pool.execute("ALTER TABLE metering_records DROP CONSTRAINT refuse_all")
+        states = await net.router.service.payment_store.states(proof.payment_request)
+    assert set(states.values()) == {"released"}  # claimable again: the reconciliation flags it if it expires unused
+    assert net.runner.served == 1
+    assert await db_pool.fetchval("SELECT count(*) FROM metering_records") == 0
