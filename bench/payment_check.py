@@ -8,7 +8,12 @@ counted, its wall time is reported beside):
   + `check_all_proofs` (sha256 of each preimage) + `PaymentStore.claim_all` (one conditional UPDATE … RETURNING);
 * `lean`: what a router that trusts the request it stored itself needs: sha256 of each preimage + `claim_all`
   (the statement binds the client, the quote and every payee);
-* each part alone, and the claim through the pool and through one dedicated connection.
+* each part alone, and the claim through the pool and through one dedicated connection;
+* the statements a served paid `/infer` adds, as the router issued them before (`paid_statements_before`: the
+  claim through the pool, the stored request read back, the consumption) and now (`paid_statements_now`: the
+  claim returning the stored request through `DedicatedOrPool`, then the consumption riding on the metering
+  record's insert, counted as what that insert costs more than an unpaid one's: `metering_insert` and
+  `metering_insert_consuming` are also reported).
 
 The database: `--database-url`, else $DATABASE_URL, else an embedded server in a temporary directory; a fresh
 database is created on it and dropped afterwards. Prints one JSON document; the goal for the whole payment path
@@ -39,7 +44,7 @@ import asyncpg
 from fedai.protocol.envelope import Opened
 from fedai.protocol.event import Event
 from fedai.protocol.keys import Keys
-from fedai.protocol.messages import Payee, PayeeInvoice, PaymentProof, PaymentRequest
+from fedai.protocol.messages import MeteringRecord, Payee, PayeeInvoice, PaymentProof, PaymentRequest
 from fedai.protocol.payment import (
     ClaimOutcome,
     QuoteTerms,
@@ -49,9 +54,10 @@ from fedai.protocol.payment import (
     seal_invoice,
     seal_payment_request,
 )
-from fedai.store.db import DedicatedConnection, create_pool
+from fedai.store.db import DedicatedConnection, DedicatedOrPool, create_pool
 from fedai.store.migrations import migrate_dsn
-from fedai_router.store.payments import PaymentStore
+from fedai_router.store.metering import MeteringEntry, MeteringStore
+from fedai_router.store.payments import Consumption, PaymentStore
 
 TARGET_CPU_MS = 0.2
 NODE_MSAT, FEE_MSAT = 7_000, 1_000
@@ -191,6 +197,88 @@ class Steps:
         return step
 
 
+def metering_entry(signer: Keys, consume: Consumption | None) -> MeteringEntry:
+    """A node's metering record of one request (fresh request id), consuming `consume` when given."""
+    request_id = secrets.token_hex(32)
+    record = MeteringRecord(
+        request=request_id,
+        model="m",
+        input_tokens=12,
+        output_tokens=16,
+        wall_ms=1.0,
+        bytes_in=40,
+        bytes_out=80,
+        prompt_sha256=hashlib.sha256(b"prompt").hexdigest(),
+        price_msat=7_000,
+    )
+    return MeteringEntry(record, signer_event(signer, request_id), "origin", "client", signer.pubkey, consume=consume)
+
+
+def signer_event(signer: Keys, request_id: str) -> Event:
+    from fedai.protocol.envelope import seal
+    from fedai.protocol.kinds import Kind
+
+    return seal(signer, Kind.METERING_RECORD, request_id)
+
+
+async def paid_statements(
+    dsn: str, pool: asyncpg.Pool, steps: Steps, node: Keys, sets: dict[str, list[Case]]
+) -> dict[str, dict[str, float]]:
+    """The statements a served paid request adds, before and now (module docstring)."""
+    before, now = PaymentStore(pool), PaymentStore(pool, DedicatedOrPool(dsn, pool))
+    writer = DedicatedConnection(dsn)
+    metering = MeteringStore(pool, writer)
+    try:
+
+        async def old_way(case: Case) -> None:
+            claimant = secrets.token_hex(16)
+            quote = case.terms.quote_id
+            hashes = list(case.proof.preimages)
+            claim = await before.claim_all(
+                hashes, case.event.id, claimant, steps.now, client=steps.client.pubkey, quote=quote
+            )
+            if claim.outcome is not ClaimOutcome.CLAIMED or await before.event(case.event.id) is None:
+                raise RuntimeError("claim refused")
+            await before.consume(case.event.id, claimant)
+
+        async def new_claim(case: Case) -> None:
+            claimant = secrets.token_hex(16)
+            quote = case.terms.quote_id
+            hashes = list(case.proof.preimages)
+            claim = await now.claim_all(
+                hashes, case.event.id, claimant, steps.now, client=steps.client.pubkey, quote=quote
+            )
+            if claim.outcome is not ClaimOutcome.CLAIMED or claim.event is None:
+                raise RuntimeError("claim refused")
+            claimants[case.event.id] = claimant
+
+        claimants: dict[str, str] = {}
+
+        entries: dict[str, MeteringEntry] = {}  # built before measuring: only the insert is timed
+
+        async def insert(case: Case) -> None:
+            await metering.record(entries[case.event.id])
+
+        results = {"paid_statements_before": await measure(sets["before"], old_way)}
+        claim = await measure(sets["now"], new_claim)
+        entries.update({c.event.id: metering_entry(node, None) for c in sets["now"]})
+        plain = await measure(sets["now"], insert)
+        entries.update(
+            {c.event.id: metering_entry(node, Consumption(c.event.id, claimants[c.event.id])) for c in sets["now"]}
+        )
+        consuming = await measure(sets["now"], insert)
+        added = {k: round(claim[k] + consuming[k] - plain[k], 4) for k in ("cpu_ms_p50", "cpu_ms_p90", "wall_ms_p50")}
+        results |= {
+            "paid_statements_now": added,
+            "claim_all_returning_event_dedicated_or_pool": claim,
+            "metering_insert": plain,
+            "metering_insert_consuming": consuming,
+        }
+        return results
+    finally:
+        await writer.close()
+
+
 async def run(dsn: str, n: int) -> dict[str, dict[str, float]]:
     router, node, client = Keys.generate(), Keys.generate(), Keys.generate()
     now = int(time.time())
@@ -199,7 +287,8 @@ async def run(dsn: str, n: int) -> dict[str, dict[str, float]]:
     dedicated = DedicatedConnection(dsn)
     try:
         stores = {"pool": PaymentStore(pool), "dedicated": PaymentStore(pool, dedicated)}
-        sets = {name: [make_case(router, node, client, now) for _ in range(n)] for name in ("full", "lean", "claim")}
+        names = ("full", "lean", "claim", "before", "now")
+        sets = {name: [make_case(router, node, client, now) for _ in range(n)] for name in names}
         for cases in sets.values():
             for case in cases:
                 await stores["pool"].record(case.event, steps.check(case).payload)
@@ -215,7 +304,7 @@ async def run(dsn: str, n: int) -> dict[str, dict[str, float]]:
             results[f"claim_all_{label}"] = await measure(halves["claim"][i], steps.claim_only(store))
             results[f"full_{label}"] = await measure(halves["full"][i], steps.full(store))
             results[f"lean_{label}"] = await measure(halves["lean"][i], steps.lean(store))
-        return results
+        return results | await paid_statements(dsn, pool, steps, node, sets)
     finally:
         await dedicated.close()
         await pool.close()

@@ -192,6 +192,39 @@ class DedicatedConnection:
             conn.terminate()
 
 
+class DedicatedOrPool:
+    """A `DedicatedConnection` for whichever caller finds it free, the pool for one that comes while it is busy:
+    requests one at a time skip the pool's acquire and release, concurrent ones never queue behind each other
+    (for statements that are not group-committed, e.g. payment claims)."""
+
+    def __init__(self, dsn: str, pool: asyncpg.Pool) -> None:
+        self._dedicated = DedicatedConnection(dsn)
+        self._pool = pool
+        self._busy = False
+
+    async def fetch(self, query: str, *args: Any) -> list[Any]:
+        if self._busy:
+            return list(await self._pool.fetch(query, *args))
+        self._busy = True
+        try:
+            return await self._dedicated.fetch(query, *args)
+        finally:
+            self._busy = False
+
+    async def executemany(self, command: str, args: Iterable[Sequence[Any]]) -> None:
+        if self._busy:
+            await self._pool.executemany(command, args)
+            return
+        self._busy = True
+        try:
+            await self._dedicated.executemany(command, args)
+        finally:
+            self._busy = False
+
+    async def close(self) -> None:
+        await self._dedicated.close()
+
+
 # What a lost or refused database connection raises: the server is down, restarting or unreachable.
 UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError,  # refused, reset, unreachable (asyncpg's own ConnectionResetError / ConnectionRefusedError)

@@ -9,6 +9,7 @@ import logging
 from dataclasses import dataclass, field
 
 from fedai.payments.config import check_network, check_wallet_spec
+from fedai.payments.retention import DEFAULT_PAYMENT_RETENTION_S, payment_retention_s
 from fedai.protocol.keys import Keys
 from fedai.protocol.messages import INT4_MAX, MAX_RATE_MSAT
 from fedai.service.config import ConfigError, Env
@@ -56,6 +57,7 @@ class NodeSettings:
     wallet: str | None = field(default=None, repr=False)  # NODE_WALLET: a URI or file (may hold a secret)
     ln_network: str = "bitcoin"  # NODE_LN_NETWORK: the network of the wallet's invoices
     refunds: RefundSettings = field(default_factory=RefundSettings)  # NODE_REFUND_*: usage-based settlement
+    payment_retention_s: int = DEFAULT_PAYMENT_RETENTION_S  # NODE_PAYMENT_RETENTION_S: after a request expired
     relays: tuple[str, ...] = ()
     announce_s: int = 300
     db_url: str | None = None
@@ -177,6 +179,7 @@ def from_env(env: Env | None = None) -> NodeSettings:
         wallet=wallet,
         ln_network=check_network(env.text("NODE_LN_NETWORK", "bitcoin"), "NODE_LN_NETWORK"),
         refunds=RefundSettings.from_env(env),
+        payment_retention_s=payment_retention_s(env, "NODE_PAYMENT_RETENTION_S"),
         relays=tuple(env.urls("NODE_RELAYS", ("ws", "wss"))),
         announce_s=env.integer("NODE_ANNOUNCE_S", 300, minimum=1),
         db_url=env.optional("NODE_DB_URL"),

@@ -20,6 +20,7 @@ from fedai_node.config import NodeSettings, log_summary
 from fedai_node.heartbeat import BeatResult, Heartbeat
 from fedai_node.metrics import NodeMetrics
 from fedai_node.payment_claims import NodeClaims
+from fedai_node.payment_retention import PaymentPruner
 from fedai_node.payments import NodePayments
 from fedai_node.runners.base import Runner, RunnerError
 
@@ -67,6 +68,8 @@ class NodeLifecycle:
         self._announcer: Announcer | None = None
         self._discovery: asyncio.Task[None] | None = None
         self._db: asyncpg.Pool | None = None
+        self.pruner: PaymentPruner | None = None  # the payment rows' retention, on NODE_DB_URL
+        self._pruning: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         s = self._settings
@@ -97,13 +100,16 @@ class NodeLifecycle:
         except START_ERRORS as exc:
             raise unusable_database("NODE_DB_URL", redact_dsn(dsn), exc, dsn) from None
         self._admission.guard = PostgresReplayGuard(self._db)
+        self.pruner = PaymentPruner(self._db, self._settings.payment_retention_s)
+        if self.pruner.retention_s > 0:
+            self._pruning = asyncio.create_task(self.pruner.loop(), name="fedai-node-payment-retention")
         if self._payments.wallet is not None:
             self._payments.claims = NodeClaims(self._db)  # the node's single-use payment claims, beside it
             if self._payments.settlement is not None:  # and its refunds of unused shares
                 self._payments.settlement.start(self._db, self._payments.wallet)
 
     async def stop(self) -> None:
-        await cancel_and_wait([self._discovery])
+        await cancel_and_wait([self._discovery, self._pruning])
         if self._payments.settlement is not None:
             await self._payments.settlement.stop()
         if self._announcer is not None:

@@ -14,6 +14,7 @@ from fedai.protocol.kinds import Kind
 from fedai.protocol.messages import InferResult, MeteringRecord, Offload, Settlement
 from fedai_router.metrics import RouterMetrics
 from fedai_router.store.metering import MeteringEntry, MeteringStore
+from fedai_router.store.payments import Consumption
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,8 +44,9 @@ class Completion:
         self.metering = metering
         self.metrics = metrics
 
-    async def record(self, origin: Origin, metered: Metered) -> None:
-        """Store the verified metering for `origin`, then count its price and tokens."""
+    async def record(self, origin: Origin, metered: Metered, consume: Consumption | None = None) -> None:
+        """Store the verified metering for `origin` (consuming a paid request's claim, `consume`, in the same
+        statement), then count its price and tokens."""
         record = metered.record
         with span("router.store", {"fedai.node": metered.node, "fedai.model": record.model}):
             await self.metering.record(
@@ -55,6 +57,7 @@ class Completion:
                     client=origin.client,
                     node=metered.node,
                     attempt=metered.attempt,
+                    consume=consume,
                 )
             )
         self.metrics.metering_msat.inc(record.price_msat)
@@ -62,11 +65,16 @@ class Completion:
         self.metrics.tokens.labels("out").inc(record.output_tokens)
 
     async def answer(
-        self, origin: Origin, metered: Metered, offload: Offload | None = None, settlement: Settlement | None = None
+        self,
+        origin: Origin,
+        metered: Metered,
+        offload: Offload | None = None,
+        settlement: Settlement | None = None,
+        consume: Consumption | None = None,
     ) -> Event:
-        """Record the metering, then sign the infer.response carrying the whole chain (and, for a request served
-        by a peer router, the offload that proves it)."""
-        await self.record(origin, metered)
+        """Record the metering (and consume `consume`), then sign the infer.response carrying the whole chain
+        (and, for a request served by a peer router, the offload that proves it)."""
+        await self.record(origin, metered, consume)
         result = InferResult(
             forwarded=metered.forwarded,
             response=metered.response,

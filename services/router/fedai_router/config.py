@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fedai.payments.config import check_network, check_wallet_spec
+from fedai.payments.retention import DEFAULT_PAYMENT_RETENTION_S, payment_retention_s
 from fedai.protocol.errors import KeyFormatError
 from fedai.protocol.keys import Keys, parse_pubkey
 from fedai.service.config import ConfigError, Env
@@ -73,6 +74,7 @@ class Retention:
     chains_s: int = 7 * DAY_S  # ROUTER_CHAIN_RETENTION_S
     attempts_s: int = 7 * DAY_S  # ROUTER_ATTEMPT_RETENTION_S: failed dispatch attempts
     manifests_s: int = 30 * DAY_S  # ROUTER_MANIFEST_RETENTION_S: manifests (and health) of nodes no longer known
+    payments_s: int = DEFAULT_PAYMENT_RETENTION_S  # ROUTER_PAYMENT_RETENTION_S: after a payment request expired
 
     @classmethod
     def from_env(cls, env: Env) -> Retention:
@@ -86,6 +88,7 @@ class Retention:
             chains_s=env.integer("ROUTER_CHAIN_RETENTION_S", 7 * DAY_S, minimum=0, maximum=10 * year),
             attempts_s=env.integer("ROUTER_ATTEMPT_RETENTION_S", 7 * DAY_S, minimum=0, maximum=10 * year),
             manifests_s=env.integer("ROUTER_MANIFEST_RETENTION_S", 30 * DAY_S, minimum=0, maximum=10 * year),
+            payments_s=payment_retention_s(env, "ROUTER_PAYMENT_RETENTION_S"),
         )
 
 

@@ -1,5 +1,6 @@
 """The router's PostgreSQL: the configured server (or an embedded one), migrated at start, with a pool for
-queries and one dedicated connection for each hot-path writer (the replay store and metering).
+queries and one dedicated connection for each hot-path writer (the replay store and metering; payment claims use
+theirs when it is free).
 
 A server that cannot be reached, refuses us or cannot be migrated at start is a configuration error naming its
 variable (`ROUTER_DB_URL`/`DATABASE_URL`, or `FEDAI_DATA_DIR` for the embedded one), never with the password;
@@ -19,6 +20,7 @@ from fedai.store.db import (
     CONNECT_TIMEOUT_S,
     START_ERRORS,
     DedicatedConnection,
+    DedicatedOrPool,
     create_pool,
     redact_dsn,
     unusable_database,
@@ -35,6 +37,7 @@ class Database:
     pool: asyncpg.Pool
     replay_writer: DedicatedConnection  # the nonce claims' group commit
     metering_writer: DedicatedConnection  # the metering records' group commit
+    payment_writer: DedicatedOrPool  # payment claims: the dedicated connection when free, else the pool
     embedded: Path | None = None  # the embedded server's data directory, stopped at close
 
     @classmethod
@@ -67,11 +70,12 @@ class Database:
             raise unusable_database(variable, f"{target} (migrations)", exc, dsn) from None
         if applied:
             log.info("applied migrations", extra={"migrations": applied})
-        return cls(pool, DedicatedConnection(dsn), DedicatedConnection(dsn), embedded)
+        return cls(pool, DedicatedConnection(dsn), DedicatedConnection(dsn), DedicatedOrPool(dsn, pool), embedded)
 
     async def close(self) -> None:
         await self.replay_writer.close()
         await self.metering_writer.close()
+        await self.payment_writer.close()
         await self.pool.close()
         if self.embedded is not None:
             from fedai.store.embedded import stop_embedded

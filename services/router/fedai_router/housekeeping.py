@@ -33,6 +33,8 @@ def retention_by_table(retention: Retention) -> dict[str, int]:
         "dispatch_attempts": retention.attempts_s,
         "node_manifests": retention.manifests_s,
         "node_health": retention.manifests_s,
+        "payment_requests": retention.payments_s,  # with their payees
+        "refunds": retention.payments_s,
     }
 
 

@@ -18,6 +18,7 @@ from fedai_router.offloading import OFFLOADABLE, Offloader
 from fedai_router.paid import Held, Paid
 from fedai_router.paid_offload import PaidOffload
 from fedai_router.planning import Planner
+from fedai_router.settlement import node_statement
 
 
 class Infer:
@@ -83,11 +84,22 @@ class Infer:
 
             return await self.planner.unless_served(plan.quote, lambda: self.claims.while_claiming(client_event, serve))
 
-        served = await self.paid.while_held(held, work)
-        settlement = self.paid.settlement
-        if settlement is None:
-            return await self.completion.answer(origin, served.metered)
-        return await settlement.settled_answer(self.completion, origin, served.metered, held.fee, held.forwarded)
+        # the claim is consumed by the answer's metering record (one statement), or released if the answer fails
+        served = await self.paid.while_held(held, work, consume=False)
+        settlement, refund_to = self.paid.settlement, held.forwarded.refund_to
+        statement = None if settlement is None else settlement.statement(held.fee, served.metered.record, refund_to)
+        try:
+            answer = await self.completion.answer(
+                origin, served.metered, settlement=statement, consume=held.consumption
+            )
+        except BaseException:
+            await self.paid.release(held)
+            raise
+        self.paid.consumed(held)
+        if settlement is not None:
+            node = node_statement(served.metered.record, held.forwarded.preimage)
+            await settlement.after_answer(statement, refund_to, node)
+        return answer
 
     async def _paid_offload(self, client_event: Event, request: InferenceRequest, held: Held) -> Event | None:
         """A proof paying a peer router's quote (docs/payments.md#federation-settlement): the job submitted to

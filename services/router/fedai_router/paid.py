@@ -15,12 +15,13 @@ from typing import TypeVar
 
 import msgspec
 
+from fedai.protocol.event import Event
 from fedai.protocol.messages import ForwardedPayment, InferenceRequest, PaymentProof
 from fedai.protocol.payment import WORK_ROLES, PaymentRequired, claim_error, invalid, preimage_matches
 from fedai.store.db import UNAVAILABLE
 from fedai_router.payment_requests import PaymentRequests
 from fedai_router.settlement import RouterSettlement
-from fedai_router.store.payments import ClaimedPayee, PaymentStore
+from fedai_router.store.payments import ClaimedPayee, Consumption, PaymentStore
 
 log = logging.getLogger("fedai.router.payments")
 
@@ -41,6 +42,11 @@ class Held:
         """The request as the planner must see it: pinned to the paid node, nothing else (the client's own
         pins stay in what is forwarded, which the client's chain check compares with what it sent)."""
         return msgspec.structs.replace(request, nodes=[self.node], exclude_nodes=None, payment=None)
+
+    @property
+    def consumption(self) -> Consumption:
+        """The claim, for the answer's metering record to consume (`Completion.answer`)."""
+        return Consumption(self.request_id, self.claimant)
 
     def for_node(self, request: InferenceRequest) -> InferenceRequest:
         """The request as forwarded: the client's, with `forwarded_payment` in place of `payment`."""
@@ -88,17 +94,22 @@ class Paid:
         if error is not None:
             raise error
         try:
-            return await self._held(proof.payment_request, claimant, claim.payees, proof)
+            return self._held(proof.payment_request, claimant, claim.payees, claim.event, proof)
         except BaseException:
             await self._release(proof.payment_request, claimant)
             raise
 
-    async def _held(
-        self, request_id: str, claimant: str, payees: tuple[ClaimedPayee, ...], proof: PaymentProof
+    def _held(
+        self,
+        request_id: str,
+        claimant: str,
+        payees: tuple[ClaimedPayee, ...],
+        event: Event | None,
+        proof: PaymentProof,
     ) -> Held:
-        """What a claimed proof binds the request to: the paid node, and what that node is forwarded."""
+        """What a claimed proof binds the request to: the paid node, and what that node is forwarded (`event`,
+        the stored payment request the claim returned)."""
         node = next(p for p in payees if p.role in WORK_ROLES)
-        event = await self.store.event(request_id)
         if event is None:
             raise invalid("payment request unknown here")
         preimage, refund_to = proof.preimages[node.payment_hash], proof.refund_to
@@ -106,18 +117,24 @@ class Paid:
         fee = next((p for p in payees if p.role == "router_fee"), None)
         return Held(request_id, claimant, node.payee, forwarded, fee)
 
-    async def while_held(self, held: Held, work: Callable[[], Awaitable[T]]) -> T:
-        """Run `work` (plan, dispatch to the paid node) holding the claim: consumed once it succeeded, released
-        when it failed."""
+    async def while_held(self, held: Held, work: Callable[[], Awaitable[T]], *, consume: bool = True) -> T:
+        """Run `work` (plan, dispatch to the paid node) holding the claim: released when it failed; consumed once
+        it succeeded, unless `consume` is False: then the caller consumes it with the answer's metering record
+        (`held.consumption`) and calls `consumed`, or `release` when the answer failed."""
         try:
             result = await work()
         except BaseException:
             await self._release(held.request_id, held.claimant)
             self._count(held, "released")
             raise
-        await self.store.consume(held.request_id, held.claimant)
-        self._count(held, "consumed")
+        if consume:
+            await self.store.consume(held.request_id, held.claimant)
+            self.consumed(held)
         return result
+
+    def consumed(self, held: Held) -> None:
+        """The claim was consumed (here, or with the answer's metering record): counted."""
+        self._count(held, "consumed")
 
     async def release(self, held: Held) -> None:
         """Give back the claim of a request that was not dispatched."""

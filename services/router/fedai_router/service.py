@@ -279,7 +279,7 @@ class RouterService:
         self.payment_metrics = PaymentMetrics("router", self.metrics.registry)
         opened = open_wallet(settings.wallet, "ROUTER_WALLET") if settings.wallet else None
         self.wallet = None if opened is None else MeasuredWallet(opened, self.payment_metrics.observe_wallet)
-        self.payment_store = PaymentStore(self.pool)
+        self.payment_store = PaymentStore(self.pool, self.database.payment_writer)
         self.client_wallets = ClientWallets(settings.api_key_wallets)
         self.edge_refunds: EdgeRefunds | None = None  # refund links of paid OpenAI calls (GET /refunds/lnurlp/…)
         if settings.require_payment and offers_links(settings.public_url, settings.edge_refunds):

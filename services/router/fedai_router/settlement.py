@@ -9,6 +9,7 @@ import logging
 import secrets
 
 import asyncpg
+from prometheus_client import Counter
 
 from fedai.observability.payment_metrics import PaymentMetrics
 from fedai.payments.destination import DestinationInvoices
@@ -59,6 +60,9 @@ class RouterSettlement:
     ) -> None:
         self.metrics = metrics
         self._pool = pool
+        self._proof_children: dict[tuple[str, str], Counter] = {}
+        self._earned = metrics.earned.labels("router_fee")  # children looked up once: the paid path counts each answer
+        self._kept = metrics.refund_msat.labels("router_fee", "kept")
         self._settings = settings
         self._fee = fee
         self._allow_http = allow_http
@@ -79,18 +83,25 @@ class RouterSettlement:
             )
         self.reconciler = Reconciler(pool, metrics, settings, self.refunder)
 
+    def _proofs(self, role: str, outcome: str) -> Counter:
+        """The proofs counter's child for (role, outcome), looked up once (`labels` costs a lock and a tuple)."""
+        child = self._proof_children.get((role, outcome))
+        if child is None:
+            child = self._proof_children[(role, outcome)] = self.metrics.proofs.labels(role, outcome)
+        return child
+
     def count_claim(self, outcome: ClaimOutcome, payees: tuple[ClaimedPayee, ...]) -> None:
         """A proof's claim: `claimed` per payee's role, or the refusal (role `any`: nothing was claimed)."""
         if outcome is not ClaimOutcome.CLAIMED:
-            self.metrics.proofs.labels("any", str(outcome)).inc()
+            self._proofs("any", str(outcome)).inc()
         for payee in payees:
-            self.metrics.proofs.labels(payee.role, "claimed").inc()
+            self._proofs(payee.role, "claimed").inc()
 
     def count_proof(self, outcome: str, *, with_fee: bool) -> None:
         """A held proof `consumed` (served) or `released` (the node failed), per payee's role."""
-        self.metrics.proofs.labels("node", outcome).inc()
+        self._proofs("node", outcome).inc()
         if with_fee:
-            self.metrics.proofs.labels("router_fee", outcome).inc()
+            self._proofs("router_fee", outcome).inc()
 
     def check_destination(self, refund_to: str | None) -> None:
         """A paid request's `refund_to` is checked before its proof is claimed (400 `payment_invalid`)."""
@@ -122,8 +133,8 @@ class RouterSettlement:
             await record_settlements(self._pool, stated)
         if statement is None:
             return
-        self.metrics.earned.labels("router_fee").inc(statement.used_msat + statement.kept_msat)
-        self.metrics.refund_msat.labels("router_fee", "kept").inc(statement.kept_msat)
+        self._earned.inc(statement.used_msat + statement.kept_msat)
+        self._kept.inc(statement.kept_msat)
         if self.refunder is None or refund_to is None or statement.refund_msat == 0:
             return
         if await self.refunder.open(statement, refund_to):

@@ -1,4 +1,5 @@
-"""Verified metering records, written in group-committed batches before the client gets its answer."""
+"""Verified metering records, written in group-committed batches before the client gets its answer; a paid
+request's claim is consumed in the same statement (docs/payments.md#end-to-end-cost)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from fedai.protocol.event import Event
 from fedai.protocol.messages import MeteringRecord
 from fedai.store.batch import GroupCommit
 from fedai.store.db import Executor
+from fedai_router.store.payments import CONSUME_MANY_CTES, Consumption
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +23,7 @@ class MeteringEntry:
     client: str
     node: str
     attempt: int = 1  # which node call (1 = first) produced this record
+    consume: Consumption | None = None  # a paid request's claim, consumed in the same statement
 
 
 # One statement per batch (arrays unnested), so a batch of one costs what a single INSERT does.
@@ -31,6 +34,7 @@ SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
     $8::float8[], $9::int8[], $10::int8[], $11::text[], $12::int8[], $13::jsonb[], $14::int[])
 ON CONFLICT (request_id) DO NOTHING
 """
+_INSERT_CONSUMING = "WITH " + CONSUME_MANY_CTES + _INSERT  # a batch with paid requests: their claims consumed too
 
 
 def one_rows_fault(exc: Exception) -> bool:
@@ -70,5 +74,10 @@ class MeteringStore:
             )
             for column, value in zip(columns, row, strict=True):
                 column.append(value)
-        await self._db.fetch(_INSERT, *columns)
+        paid = [e.consume for e in entries if e.consume is not None]
+        if paid:
+            ids, claimants = [c.request_id for c in paid], [c.claimant for c in paid]
+            await self._db.fetch(_INSERT_CONSUMING, *columns, ids, claimants)
+        else:
+            await self._db.fetch(_INSERT, *columns)
         return [None] * len(entries)

@@ -10,11 +10,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import asyncpg
+import msgspec
 
 from fedai.protocol.event import Event, event_from_obj
 from fedai.protocol.messages import PaymentRequest
 from fedai.protocol.payment import ClaimOutcome
 from fedai.store.db import Executor
+
+_decode_event = msgspec.json.Decoder(Event).decode  # a request this router signed and stored: no size checks
 
 _RECORD = """
 WITH r AS (
@@ -27,7 +30,9 @@ FROM r, unnest($6::text[], $7::text[], $8::text[], $9::bigint[], $10::text[]) AS
 
 # All of the hashes or none, and (`$7`) only if they are every payee of the request: lock the claimable rows in
 # one order (no deadlock between two claimers), then update them only if every one was claimable. The request's
-# client and quote are bound here too, so a router that trusts its own stored request needs nothing else.
+# client and quote are bound here too, so a router that trusts its own stored request needs nothing else. The
+# stored payment request comes back with the work payee's row (once, as text: decoded straight to an `Event`), so
+# forwarding it costs no second statement.
 _CLAIM = """
 WITH want AS (
     SELECT p.payment_hash FROM payment_payees p JOIN payment_requests r ON r.id = p.request_id
@@ -42,9 +47,10 @@ WITH want AS (
 )
 UPDATE payment_payees p
 SET state = 'paid', claimed_by = $3, claimed_at = now(), updated_at = now()
-FROM complete
-WHERE complete.ok AND p.payment_hash IN (SELECT payment_hash FROM want)
-RETURNING p.payment_hash, p.role, p.payee, p.amount_msat
+FROM complete, payment_requests r
+WHERE complete.ok AND r.id = $1 AND p.payment_hash IN (SELECT payment_hash FROM want)
+RETURNING p.payment_hash, p.role, p.payee, p.amount_msat, CASE WHEN p.role <> 'router_fee' THEN r.event::text END
+    AS event
 """
 
 _WHY = """
@@ -67,6 +73,26 @@ WITH c AS (
     RETURNING id
 )
 SELECT count(*) AS n FROM c
+"""
+
+# `_CONSUME` for many claims at once ($15 request ids, $16 claimants), as CTEs put before another statement: the
+# answer's metering record carries it (`fedai_router.store.metering`), so a served paid request is consumed in the
+# same transaction as its metering, at no statement of its own.
+CONSUME_MANY_CTES = """
+consumed AS (
+    UPDATE payment_payees p SET state = 'consumed', updated_at = now()
+    FROM unnest($15::text[], $16::text[]) AS h(request_id, claimant)
+    WHERE p.request_id = h.request_id AND p.claimed_by = h.claimant AND p.state = 'paid'
+    RETURNING p.request_id, p.payment_hash
+), finished AS (
+    UPDATE payment_requests q SET state = 'consumed'
+    WHERE q.id IN (SELECT request_id FROM consumed) AND q.state = 'issued' AND NOT EXISTS (
+        SELECT 1 FROM payment_payees p
+        WHERE p.request_id = q.id AND p.state <> 'consumed'
+          AND p.payment_hash NOT IN (SELECT payment_hash FROM consumed)
+    )
+    RETURNING q.id
+)
 """
 
 _RELEASE = """
@@ -102,9 +128,18 @@ class ClaimedPayee:
 
 
 @dataclass(frozen=True, slots=True)
+class Consumption:
+    """What a request holds (`claimant`'s claim on `request_id`), to consume with its answer's metering record."""
+
+    request_id: str
+    claimant: str
+
+
+@dataclass(frozen=True, slots=True)
 class Claim:
     outcome: ClaimOutcome
     payees: tuple[ClaimedPayee, ...] = ()  # what was claimed (only when `outcome` is CLAIMED)
+    event: Event | None = None  # the signed payment request as stored, when a work payee was claimed
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,7 +222,8 @@ class PaymentStore:
         won = await self._db.fetch(_CLAIM, request_id, wanted, claimant, at, client, quote, whole)
         if won:
             payees = tuple(ClaimedPayee(r["payment_hash"], r["role"], r["payee"], r["amount_msat"]) for r in won)
-            return Claim(ClaimOutcome.CLAIMED, payees)
+            stored = next((r["event"] for r in won if r["event"] is not None), None)
+            return Claim(ClaimOutcome.CLAIMED, payees, None if stored is None else _decode_event(stored))
         rows = {r["payment_hash"]: r for r in await self._db.fetch(_WHY, request_id)}
         outcomes = [_why(rows.get(h), at, client, quote) for h in wanted]
         if whole and len(rows) > len(wanted) and ClaimOutcome.UNKNOWN not in outcomes:

@@ -4,15 +4,17 @@ Each batch is one short `DELETE` of at most `limit` rows picked with `FOR UPDATE
 never holds locks for long, and several router replicas pruning at once split the rows between them instead of
 waiting on each other. The row lock also re-checks the condition: a node that heartbeats while it is being
 pruned keeps its row. Metering records and nonces are not pruned here (nonces have their own pruning in
-`fedai.store.nonces`; metering records are accounting).
+`fedai.store.nonces`; metering records are accounting). Payment requests go with their payees (the foreign key
+cascades, migrations/0016) only once no payee can be claimed or is waiting on a refund (docs/payments.md#retention).
 """
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 
 import asyncpg
+
+from fedai.store.pruning import delete_in_batches
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +28,11 @@ class Rule:
 
 _UNKNOWN_NODE = "NOT EXISTS (SELECT 1 FROM nodes n WHERE n.pubkey = {table}.pubkey)"
 _BEFORE = "now() - make_interval(secs => $1)"
+# a payee still held by a request in flight, or whose refund is not settled yet, keeps its whole request
+_PAYMENT_OPEN = (
+    "EXISTS (SELECT 1 FROM payment_payees p WHERE p.request_id = payment_requests.id AND (p.state = 'paid' OR EXISTS"
+    " (SELECT 1 FROM refunds f WHERE f.payment_hash = p.payment_hash AND f.state IN ('pending', 'paying'))))"
+)
 
 RULES: dict[str, Rule] = {
     # no heartbeat and no announcement within the retention (updated_at is set by both)
@@ -43,6 +50,10 @@ RULES: dict[str, Rule] = {
     "node_health": Rule(
         "node_health", "pubkey", f"updated_at < {_BEFORE} AND " + _UNKNOWN_NODE.format(table="node_health")
     ),
+    # expired more than the retention ago (no invoice of it can be presented any more), with its payees
+    "payment_requests": Rule("payment_requests", "id", f"expires_at < {_BEFORE} AND NOT {_PAYMENT_OPEN}"),
+    # the router's own refunds (a node sharing the database prunes its own), paid or given up
+    "refunds": Rule("refunds", "id", f"role <> 'node' AND state IN ('paid', 'failed') AND updated_at < {_BEFORE}"),
 }
 
 
@@ -56,13 +67,4 @@ def delete_statement(rule: Rule) -> str:
 async def prune(pool: asyncpg.Pool, rule: Rule, retention_s: float, *, batch: int, max_batches: int) -> int:
     """Delete rows past `retention_s`, `batch` at a time, for at most `max_batches` batches; returns how many.
     A batch smaller than `batch` means the backlog is done (or the rest is locked by another replica)."""
-    statement = delete_statement(rule)
-    total = 0
-    for _ in range(max_batches):
-        status = await pool.execute(statement, float(retention_s), batch)
-        deleted = int(status.split()[-1])
-        total += deleted
-        if deleted < batch:
-            break
-        await asyncio.sleep(0)  # let the hot path have the pool between batches
-    return total
+    return await delete_in_batches(pool, delete_statement(rule), retention_s, batch=batch, max_batches=max_batches)
