@@ -89,6 +89,25 @@ async def rows(pool: asyncpg.Pool, paid: Paid) -> tuple[int, int]:
     return requests, payees
 
 
+async def stated(pool: asyncpg.Pool, paid: Paid, age_s: float) -> None:
+    """A statement of each payee of `paid`, written `age_s` ago (as a paid answer writes them)."""
+    for payment_hash in paid.preimages:
+        await pool.execute(
+            "INSERT INTO payment_settlements (payment_hash, role, quoted_msat, used_msat, refund_msat, kept_msat,"
+            " created_at) VALUES ($1, 'node', 10, 4, 6, 0, now() - make_interval(secs => $2))",
+            payment_hash,
+            float(age_s),
+        )
+
+
+async def statements(pool: asyncpg.Pool, paid: Paid) -> int:
+    return int(
+        await pool.fetchval(
+            "SELECT count(*) FROM payment_settlements WHERE payment_hash = ANY($1::text[])", list(paid.preimages)
+        )
+    )
+
+
 async def refund_states(pool: asyncpg.Pool) -> set[tuple[str, str]]:
     return {(r["role"], r["state"]) for r in await pool.fetch("SELECT role, state FROM refunds")}
 
@@ -111,6 +130,14 @@ async def test_the_router_prunes_old_requests_with_their_payees_and_keeps_what_i
     await refund(db_pool, secrets.token_hex(32), "router_fee", "failed", 2 * HOUR)  # given up long ago: goes
     await refund(db_pool, secrets.token_hex(32), "router_fee", "paid", HOUR / 2)  # recent: stays
     await refund(db_pool, secrets.token_hex(32), "node", "paid", 2 * HOUR)  # a node's on a shared database: its own
+    for answered in (served, refunding):  # statements of paid answers: they go with their payees
+        await stated(db_pool, answered, 2 * HOUR)
+    link = secrets.token_hex(32)  # an OpenAI edge refund link names its request: it must not keep it (0020)
+    await db_pool.execute(
+        "INSERT INTO edge_refund_links (token, request_id, binding, max_msat) VALUES ($1, $2, 'apikey:x', 1000)",
+        link,
+        served.request.id,
+    )
 
     counts = await router.service.housekeeper.run()
 
@@ -119,6 +146,9 @@ async def test_the_router_prunes_old_requests_with_their_payees_and_keeps_what_i
     for kept in (held, refunding, recent, live):
         assert await rows(db_pool, kept) == (1, 2)
     assert await refund_states(db_pool) == {("router_fee", "pending"), ("router_fee", "paid"), ("node", "paid")}
+    assert counts["payment_settlements"] == 2  # the served request's; the refunding one's payees are still here
+    assert await statements(db_pool, served) == 0 and await statements(db_pool, refunding) == 2
+    assert await db_pool.fetchval("SELECT count(*) FROM edge_refund_links WHERE token = $1", link) == 0
     # the forgotten hashes are refused like any unknown one: a proof of them serves nothing
     for paid in (served, never_paid):
         again = await store.claim_all(

@@ -34,6 +34,7 @@ def retention_by_table(retention: Retention) -> dict[str, int]:
         "node_manifests": retention.manifests_s,
         "node_health": retention.manifests_s,
         "payment_requests": retention.payments_s,  # with their payees
+        "payment_settlements": retention.payments_s,  # after their payees
         "refunds": retention.payments_s,
     }
 

@@ -5,7 +5,7 @@ never holds locks for long, and several router replicas pruning at once split th
 waiting on each other. The row lock also re-checks the condition: a node that heartbeats while it is being
 pruned keeps its row. Metering records and nonces are not pruned here (nonces have their own pruning in
 `fedai.store.nonces`; metering records are accounting). Payment requests go with their payees (the foreign key
-cascades, migrations/0016) only once no payee can be claimed or is waiting on a refund (docs/payments.md#retention).
+cascades, migrations/0016, as do their OpenAI edge refund links, 0020) only once no payee can be claimed or is waiting on a refund (docs/payments.md#retention).
 """
 
 from __future__ import annotations
@@ -52,6 +52,14 @@ RULES: dict[str, Rule] = {
     ),
     # expired more than the retention ago (no invoice of it can be presented any more), with its payees
     "payment_requests": Rule("payment_requests", "id", f"expires_at < {_BEFORE} AND NOT {_PAYMENT_OPEN}"),
+    # a payee's statement of a paid answer, once that payee was pruned with its request (a provider's own
+    # statements, which have no payee row here, by their age alone)
+    "payment_settlements": Rule(
+        "payment_settlements",
+        "payment_hash",
+        f"created_at < {_BEFORE} AND NOT EXISTS"
+        " (SELECT 1 FROM payment_payees p WHERE p.payment_hash = payment_settlements.payment_hash)",
+    ),
     # the router's own refunds (a node sharing the database prunes its own), paid or given up
     "refunds": Rule("refunds", "id", f"role <> 'node' AND state IN ('paid', 'failed') AND updated_at < {_BEFORE}"),
 }
