@@ -5,7 +5,8 @@ never holds locks for long, and several router replicas pruning at once split th
 waiting on each other. The row lock also re-checks the condition: a node that heartbeats while it is being
 pruned keeps its row. Metering records and nonces are not pruned here (nonces have their own pruning in
 `fedai.store.nonces`; metering records are accounting). Payment requests go with their payees (the foreign key
-cascades, migrations/0016, as do their OpenAI edge refund links, 0020) only once no payee can be claimed or is waiting on a refund (docs/payments.md#retention).
+cascades, migrations/0016, as do their OpenAI edge refund links, 0020) only once no payee can be claimed or is
+waiting on a refund (docs/payments.md#retention).
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ RULES: dict[str, Rule] = {
         "payment_settlements",
         "payment_hash",
         f"created_at < {_BEFORE} AND NOT EXISTS"
-        " (SELECT 1 FROM payment_payees p WHERE p.payment_hash = payment_settlements.payment_hash)",
+        " (SELECT 1 FROM payment_payees p WHERE p.payment_hash = payment_settlements.payment_hash)",  # noqa: S608
     ),
     # the router's own refunds (a node sharing the database prunes its own), paid or given up
     "refunds": Rule("refunds", "id", f"role <> 'node' AND state IN ('paid', 'failed') AND updated_at < {_BEFORE}"),
