@@ -34,6 +34,8 @@ _PAYMENT_OPEN = (
     "EXISTS (SELECT 1 FROM payment_payees p WHERE p.request_id = payment_requests.id AND (p.state = 'paid' OR EXISTS"
     " (SELECT 1 FROM refunds f WHERE f.payment_hash = p.payment_hash AND f.state IN ('pending', 'paying'))))"
 )
+# a statement's payee is still recorded (it goes when its request does)
+_PAYEE_KEPT = "EXISTS (SELECT 1 FROM payment_payees p WHERE p.payment_hash = payment_settlements.payment_hash)"
 
 RULES: dict[str, Rule] = {
     # no heartbeat and no announcement within the retention (updated_at is set by both)
@@ -58,8 +60,7 @@ RULES: dict[str, Rule] = {
     "payment_settlements": Rule(
         "payment_settlements",
         "payment_hash",
-        f"created_at < {_BEFORE} AND NOT EXISTS"
-        " (SELECT 1 FROM payment_payees p WHERE p.payment_hash = payment_settlements.payment_hash)",  # noqa: S608
+        f"created_at < {_BEFORE} AND NOT {_PAYEE_KEPT}",
     ),
     # the router's own refunds (a node sharing the database prunes its own), paid or given up
     "refunds": Rule("refunds", "id", f"role <> 'node' AND state IN ('paid', 'failed') AND updated_at < {_BEFORE}"),
