@@ -170,7 +170,7 @@ print(urllib.request.urlopen(asked, timeout=10).read().decode())
 ' "$router/metrics" "$work/router-admin.token")
   grep -q '^fedai_router_earned_msat_total{role="router_fee"} 2000.0$' <<<"$metrics" \
     || die "the router's /metrics does not show its 2000 msat fee earned"
-  grep -q '^fedai_router_payment_proofs_total{role="node",outcome="consumed"} 1.0$' <<<"$metrics" \
+  grep -q '^fedai_router_payment_proofs_total{outcome="consumed",role="node"} 1.0$' <<<"$metrics" \
     || die "the router's /metrics does not show the node's proof consumed"
   say "the router's /metrics counts the fee earned and the proof consumed"
   quiet_compose down -v --remove-orphans
