@@ -33,10 +33,10 @@ repo=$(dirname "$here")
 fedai=${FEDAI:-$repo/.venv/bin/fedai}
 python=${PYTHON:-$repo/.venv/bin/python}
 project=fedai-compose-test
-compose_files=(-f "$(cd "$(dirname "$0")" && pwd)/docker-compose.yml")
+compose_files=(-f "$here/docker-compose.yml")
 if $paid; then
   project=fedai-compose-test-paid
-  compose_files+=(-f "$(cd "$(dirname "$0")" && pwd)/docker-compose.paid.yml")
+  compose_files+=(-f "$here/docker-compose.paid.yml")
 fi
 started=$(date +%s)
 
