@@ -14,9 +14,10 @@
 #
 # `compose-test.sh --paid` (`make compose-test-paid`) runs the stack paid instead (docker-compose.paid.yml over
 # docker-compose.yml: LNbits with FakeWallet, a wallet per party): steps 1-4 with the LNbits image too, an unpaid
-# request must be refused 402 `payment_required`, then one paid verified inference (`fedai infer --pay` from the
-# client's wallet file, copied out of the stack): both invoices paid, the chain verified, the router's earnings
-# and the consumed proofs in its /metrics; then step 6 (step 5 is the unpaid mode's).
+# request must be refused 402 `payment_required`, then one paid verified inference (`fedai quote`, `fedai pay`
+# from the client's wallet file, copied out of the stack, `fedai infer --quote --proof`): both invoices paid, the
+# chain verified, the router's earnings and the consumed proofs in its /metrics; then step 6 (step 5 is the
+# unpaid mode's).
 #
 # Exits 1 with one clear line when Docker is not running or Debian's archive cannot be reached.
 set -euo pipefail
@@ -150,9 +151,17 @@ assert code == "payment_required", code
 ' || die "an unpaid request was not refused payment_required: $refused"
   docker cp "$(run_compose ps -q lnbits-wallets)":/wallets/client.uri "$work/client.uri" >/dev/null \
     || die "could not copy the client's wallet file out of lnbits-wallets"
-  # a raw prompt of long words: the router's quote estimates 4 bytes a token, above what the model counts
-  answer=$("$fedai" infer --router "$router" --router-pubkey "$router_npub" --key "$client_key" --max-tokens 16 --json \
-    --pay --wallet "$work/client.uri" --network bitcoin --yes --prompt "information information information information")
+  # The quote declares its input tokens, a ceiling above what the model will count (the router would estimate
+  # an untokenized prompt at 4 bytes a token, and the tiny model's tokenizer counts about one a byte: the node
+  # would then meter above the agreed price and the answer be refused). Quote, pay, then infer with the proof.
+  prompt="hello from the paid stack"
+  target=(--router "$router" --router-pubkey "$router_npub" --key "$client_key")
+  quote_id=$("$fedai" quote "${target[@]}" --max-tokens 16 --input-tokens $((${#prompt} + 64)) --json \
+    | "$python" -c "import json,sys; print(json.load(sys.stdin)['quote_id'])") || die "no quote"
+  "$fedai" pay "$quote_id" "${target[@]}" --wallet "$work/client.uri" --network bitcoin --yes >"$work/proof.json" \
+    || die "the payment failed"
+  answer=$("$fedai" infer "${target[@]}" --max-tokens 16 --json --quote "$quote_id" --proof "$work/proof.json" \
+    --prompt "$prompt")
   printf '%s' "$answer" | "$python" -c '
 import json, sys
 chain = json.load(sys.stdin)
