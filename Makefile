@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench soak mutants lint fmt clean alerts-test compose-test compose-tools
+.PHONY: demo test bench soak mutants lint fmt clean alerts-test compose-test compose-test-paid compose-tools
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -31,6 +31,9 @@ compose-tools:  ## install docker.io, docker-compose and debootstrap from Debian
 
 compose-test: $(STAMP)  ## build the images offline on a local Debian base, bring the stack up, one verified inference, down
 	infra/compose-test.sh
+
+compose-test-paid: $(STAMP)  ## the same stack paid (LNbits with FakeWallet, a wallet per party): one paid verified inference, down
+	infra/compose-test.sh --paid
 
 bench: $(STAMP)  ## each benchmark prints one JSON document
 	$(BIN)/python bench/envelope.py

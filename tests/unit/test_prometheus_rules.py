@@ -1,6 +1,6 @@
 """The Prometheus rules in infra/prometheus: promtool accepts them and their unit tests pass; every alert has a
-firing case, a quiet case and stays silent on the idle network; every `and` condition in an alert is needed (a
-test fails without it); and the rules read only series the code defines."""
+firing case, a quiet case and stays silent on the idle network; every `and` or `unless` condition in an alert is
+needed (a test fails without it); and the rules read only series the code defines."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from tests.support.prometheus import (
 )
 
 IDLE = PROMETHEUS_DIR / "tests" / "idle.yml"
+GUARD = re.compile(r"\s(?:and|unless)\s")  # the condition after the first of these is an alert's guard
 METRIC = re.compile(r"\bfedai_[a-z0-9_]+")
 RECORDED = re.compile(r"\bfedai:[a-z0-9_:]+")
 
@@ -75,16 +76,16 @@ def test_rules_read_only_series_the_code_defines() -> None:
 
 
 def _without_guard(copy: Path, alert: str) -> None:
-    """Rewrite the copied alerts file with `alert`'s expression cut at its first `and`."""
+    """Rewrite the copied alerts file with `alert`'s expression cut at its first `and` or `unless`."""
     data = load(ALERTS_FILE)
     for group in data["groups"]:
         for rule in group["rules"]:
             if rule.get("alert") == alert:
-                rule["expr"] = rule["expr"].split(" and ", 1)[0]
+                rule["expr"] = GUARD.split(rule["expr"], maxsplit=1)[0]
     (copy / "rules" / ALERTS_FILE.name).write_text(yaml.safe_dump(data, sort_keys=False))
 
 
-GUARDED = [rule["alert"] for rule in rules(ALERTS_FILE) if " and " in rule["expr"]]
+GUARDED = [rule["alert"] for rule in rules(ALERTS_FILE) if GUARD.search(rule["expr"])]
 
 
 @pytest.mark.parametrize("alert", GUARDED)
@@ -93,5 +94,5 @@ def test_each_alert_condition_after_and_is_needed(alert: str, tmp_path: Path) ->
     shutil.copytree(PROMETHEUS_DIR, copy)
     _without_guard(copy, alert)
     tested = promtool("test", "rules", *(p.name for p in RULE_TESTS), cwd=copy / "tests")
-    assert tested.returncode != 0, f"no test fails when {alert} loses its `and` condition"
+    assert tested.returncode != 0, f"no test fails when {alert} loses its `and`/`unless` condition"
     assert f"alertname: {alert}," in tested.stdout + tested.stderr

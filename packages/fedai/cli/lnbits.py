@@ -1,9 +1,11 @@
-"""`fedai lnbits install|start`: a local LNbits with FakeWallet for trying payments (docs/payments.md).
+"""`fedai lnbits install|start|provision`: a local LNbits with FakeWallet for trying payments (docs/payments.md).
 
 `install` puts LNbits into its cached venv once (from PyPI) and starts it once to check it. `start` runs it on
 loopback with a data directory, sets up its superuser and the wallets asked for (`--wallet NAME=SATS`), writes
 each wallet's spec (`lnbits+http://…?key=<admin key>`) to `<data dir>/wallets/<name>.uri` (mode 0600, for
-`NODE_WALLET=<file>` and the like), and runs until Ctrl-C. FakeWallet money is not money: test use only.
+`NODE_WALLET=<file>` and the like), and runs until Ctrl-C. `provision` gives an LNbits running elsewhere (the
+compose stack's) a funded wallet per party, again on every run without redoing what is there
+(fedai.lnbits.provision). FakeWallet money is not money: test use only.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from fedai.lnbits import (
     LnbitsServerError,
     ensure_lnbits,
 )
+from fedai.lnbits.provision import ProvisionError, parse_party, provision
 
 
 def _say(line: str) -> None:
@@ -95,3 +98,33 @@ def _wait_for_stop() -> None:
         for sig, old in previous.items():
             signal.signal(sig, old)
     _say("stopping LNbits")
+
+
+def _owner(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    uid, _, gid = value.partition(":")
+    if not uid.isdigit() or not (gid or uid).isdigit():
+        raise click.BadParameter(f"{value!r} is not UID[:GID]", param_hint="--owner")
+    return int(uid), int(gid or uid)
+
+
+@lnbits_group.command("provision")
+@click.argument("url")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("parties", nargs=-1, required=True)
+@click.option("--owner", default=None, help="UID[:GID] to own the files (when run as root for a service's user).")
+def provision_cmd(url: str, directory: Path, parties: tuple[str, ...], owner: str | None) -> None:
+    """A funded wallet per party in the LNbits at URL, each spec in DIRECTORY/NAME.uri (mode 0600).
+
+    PARTIES are NAME=SATS, or NAME=SATS@PUBLIC_URL for a party that reaches LNbits at another URL (a client
+    outside the compose network). Run again, it keeps the wallets whose files exist; a fresh LNbits gets new
+    ones. Its superuser's password stays in DIRECTORY/.lnbits-superuser.
+    """
+    who = _owner(owner)
+    try:
+        done = provision(url, directory, [parse_party(p) for p in parties], owner=who)
+    except ProvisionError as exc:
+        fail(str(exc))
+    for name, what in done.items():
+        click.echo(f"wallet {name}: {what} ({directory / (name + '.uri')})")

@@ -1,4 +1,5 @@
-"""JSON-line logs with redaction: prompts, outputs, message bodies and secrets never reach a log line."""
+"""JSON-line logs with redaction: prompts, outputs, message bodies and secrets never reach a log line. A line
+logged inside a traced span carries its `trace_id` and `span_id` (docs/observability.md#logs-and-traces)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import sys
 import time
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+
+from fedai.observability.tracing import current_ids
 
 # Fields that may carry user content or secrets. Anything passed under these names via `extra=` is masked.
 SENSITIVE_FIELDS = frozenset(
@@ -44,6 +47,17 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+class TraceContextFilter(logging.Filter):
+    """Adds the current span's `trace_id` and `span_id` to a record logged inside one (tracing on): the way from a
+    log line to its request's trace, and back. Nothing is added when tracing is off."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        ids = current_ids()
+        if ids is not None:
+            record.trace_id, record.span_id = ids
+        return True
+
+
 class JsonFormatter(logging.Formatter):
     def __init__(self, service: str) -> None:
         super().__init__()
@@ -70,6 +84,7 @@ def setup_logging(service: str, level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(service))
     handler.addFilter(RedactingFilter())
+    handler.addFilter(TraceContextFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -132,6 +132,17 @@ def annotate(attributes: Mapping[str, AttributeValue]) -> None:
         current.set_attributes(attributes)
 
 
+def current_ids() -> tuple[str, str] | None:
+    """The current span's trace id and span id in hex (as trace backends show them), for log lines; None when
+    tracing is off or no span is current."""
+    if not tracing_active():
+        return None
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return None
+    return format(context.trace_id, "032x"), format(context.span_id, "016x")
+
+
 def inject(headers: Mapping[str, str]) -> Mapping[str, str]:
     """`headers` plus the current trace context (`traceparent`), or `headers` itself when there is none (no copy
     made: the common case with tracing off)."""
