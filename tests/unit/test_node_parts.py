@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry, Gauge
 from starlette.requests import Request
 from starlette.types import Message
 
+from fedai.payments.refund import settle_share
 from fedai.protocol.envelope import open_event, seal
 from fedai.protocol.errors import ErrorCode, FedaiError
 from fedai.protocol.keys import Keys
@@ -193,6 +194,29 @@ def test_reply_is_the_signed_response_and_its_metering_record() -> None:
         reply_to=request_id,
     ).payload
     assert (record.response, record.bytes_in, record.price_msat) == (reply.response.id, 321, 8)
+
+
+def test_a_paid_reply_charges_at_most_the_share_paid() -> None:
+    # the quote priced fewer input tokens than the model's tokenizer counted: the node bills the ceiling it was paid
+    admitted = admitted_request()
+    signer = ReplySigner(NODE, Pricing(input_msat=1000, output_msat=2000))
+    result = RunnerResult("alpha bravo", "stop", input_tokens=40, output_tokens=2)  # 44 msat at this pricing
+    paid = settle_share(
+        "node", "ab" * 32, quoted_msat=30, used_msat=signer.price(admitted, result), dust_msat=1, refunding=False
+    )
+    assert (paid.used_msat, paid.kept_msat) == (30, 0)
+    record = open_event(
+        decode_payload(signer.reply(admitted, result, 1.0, paid), NodeReply).metering,
+        MeteringRecord,
+        kinds={Kind.METERING_RECORD},
+        recipient=ROUTER.pubkey,
+        signers={NODE.pubkey},
+        reply_to=admitted.event.id,
+    ).payload
+    assert (record.input_tokens, record.price_msat, record.settlement) == (40, 30, paid)
+    under = settle_share("node", "cd" * 32, quoted_msat=100, used_msat=44, dust_msat=1, refunding=False)
+    cheap = decode_payload(signer.reply(admitted, result, 1.0, under), NodeReply).metering
+    assert decode_payload(cheap.content, MeteringRecord).price_msat == 44  # below the share: the metered price
 
 
 def test_chunks_and_acks_are_bound_to_the_request() -> None:

@@ -68,7 +68,11 @@ class ReplySigner:
             bytes_in=admitted.bytes_in,
         )
         if settlement is not None:
-            record = msgspec.structs.replace(record, settlement=settlement)
+            # a paid request is charged at most the share paid: the quote is a ceiling (docs/payments.md#refunds).
+            # The router's quote estimates input tokens from the prompt's size; a tokenizer that counts more must
+            # not turn a paid answer into a refused one, so the node bears the difference and says so.
+            price = min(record.price_msat, settlement.quoted_msat)
+            record = msgspec.structs.replace(record, price_msat=price, settlement=settlement)
         metering = seal(self._keys, Kind.METERING_RECORD, record, to=event.pubkey, reply_to=event.id)
         return _encode(NodeReply(response=response, metering=metering))
 
