@@ -278,12 +278,16 @@ def audit_cmd(
     limit: int, before: str | None, router: str | None, devnet_dir: Path | None, admin_key: str, as_json: bool
 ) -> None:
     """The audit log, newest first: who changed what, when."""
-    call = connect(router, devnet_dir, admin_key, as_json)
+    show_audit(connect(router, devnet_dir, admin_key, as_json), limit, before, actor="operator")
+
+
+def show_audit(call: AdminCall, limit: int, before: str | None, *, actor: str) -> None:
+    """One page of an admin audit log (the router's or a node's: the same shape), `actor` naming its column."""
     query = httpx.QueryParams({"limit": limit, **({"before": before} if before else {})})
 
     def render(doc: dict[str, Any]) -> None:
         table = Table(title=f"audit ({len(doc['entries'])})")
-        for header in ("id", "at", "operator", "action", "target"):
+        for header in ("id", "at", actor, "action", "target"):
             column(table, header)
         for e in doc["entries"]:
             target = short_npub(e["target"], 6, 4) if len(e["target"]) == 64 else e["target"]

@@ -8,12 +8,11 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
-import httpx
 from rich.table import Table
 
-from fedai.cli.admin_api import AdminCall, hex_key, show
+from fedai.cli.admin_api import AdminCall, hex_key, show, show_audit
 from fedai.cli.keyfile import KeyInputError, load_secret
-from fedai.cli.output import column, console, fail, paste_line, print_table, short_npub
+from fedai.cli.output import column, console, fail, print_table, short_npub
 from fedai.protocol.messages import MAX_RATE_MSAT
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -199,18 +198,4 @@ def earnings_cmd(node_url: str, admin_key: str, as_json: bool) -> None:
 @node_admin_options
 def audit_cmd(limit: int, before: str | None, node_url: str, admin_key: str, as_json: bool) -> None:
     """The node's audit log, newest first: who changed what, when."""
-    call = connect(node_url, admin_key, as_json)
-    query = httpx.QueryParams({"limit": limit, **({"before": before} if before else {})})
-
-    def render(doc: dict[str, Any]) -> None:
-        table = Table(title=f"audit ({len(doc['entries'])})")
-        for header in ("id", "at", "admin", "action", "target"):
-            column(table, header)
-        for e in doc["entries"]:
-            target = short_npub(e["target"], 6, 4) if len(e["target"]) == 64 else e["target"]
-            table.add_row(str(e["id"]), e["at"][:19], short_npub(e["actor"], 6, 4), e["action"], target)
-        print_table(table)
-        if doc["next"]:
-            paste_line(f"next page: --before {doc['next']}")
-
-    show(call, call("GET", f"/admin/api/audit?{query}"), render)
+    show_audit(connect(node_url, admin_key, as_json), limit, before, actor="admin")
