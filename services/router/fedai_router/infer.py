@@ -9,7 +9,7 @@ import msgspec
 from fedai.protocol.errors import ErrorCode, FedaiError
 from fedai.protocol.event import Event
 from fedai.protocol.kinds import Kind
-from fedai.protocol.messages import InferenceRequest
+from fedai.protocol.messages import InferenceRequest, Settlement
 from fedai_router.claims import Claims
 from fedai_router.completion import Completion, Origin
 from fedai_router.dispatch import Dispatcher, Served
@@ -103,7 +103,17 @@ class Infer:
             raise
         if job is None:
             return None
-        return await self.paid.while_held(held, lambda: offload.serve(client_event, request, job, held.forwarded))
+        settlement, refund_to = self.paid.settlement, held.forwarded.refund_to
+
+        def fee_statement(work_msat: int) -> Settlement | None:
+            return None if settlement is None else settlement.fee_statement(held.fee, work_msat, refund_to)
+
+        answer = await self.paid.while_held(
+            held, lambda: offload.serve(client_event, request, job, held.forwarded, fee_statement)
+        )
+        if settlement is not None:
+            await settlement.after_offload(answer, refund_to)
+        return answer
 
     async def _offload(self, client_event: Event, request: InferenceRequest, local: FedaiError) -> Event:
         """Offload under the same price cap and quote as a local dispatch (the job sent strips the cap itself)."""

@@ -192,6 +192,7 @@ class RouterService:
             background=self.background,
             fees=self.fees,
             wallet=self.wallet,
+            refunds=self.paid.settlement,
         )
         self.paid_offload = self._paid_offload()
         self.infer = Infer(
