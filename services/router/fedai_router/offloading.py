@@ -36,7 +36,7 @@ class PaidJob:
     refunds there; the client's chain check refuses a submit carrying another), and how this router states its
     fee once the provider's receipt prices the work (None: no statement)."""
 
-    request: Event
+    request: Event | None  # None only for a job paid outside the client flow (then the answer carries none)
     preimage: str
     refund_to: str | None = None
     fee_statement: Callable[[int], Settlement | None] | None = None
