@@ -20,6 +20,7 @@ from fedai.protocol.event import Event
 from fedai.protocol.federation import Backpressure
 from fedai.protocol.keys import Keys
 from fedai.protocol.messages import InferenceRequest, Payee
+from fedai.protocol.payment import invalid
 from fedai_router.background import Background
 from fedai_router.claims import Claims
 from fedai_router.completion import Completion
@@ -185,6 +186,8 @@ class Federation:
 
     async def run_paid(self, client_event: Event, request: InferenceRequest, job: WonJob, paid: PaidJob) -> Event:
         offloading = self._running()
+        if paid.request is None:  # the request path always has it: the payment request its proof claimed
+            raise invalid("a paid offload names the payment request the client paid")
         entry = provider_entry(paid.request, job.provider)
         return await offloading.run_paid(client_event, request, awarded_of(job), job.salt, entry, paid)
 
