@@ -35,6 +35,7 @@ from fedai.protocol.messages import (
     estimate_tokens,
     prompt_material,
 )
+from fedai_router.completion import Origin
 from fedai_router.federation.auction import Awarded
 from fedai_router.federation.offload import Offloading
 from fedai_router.federation.provider_invoice import InvoiceFor
@@ -180,7 +181,8 @@ async def test_the_provider_runs_only_a_job_paid_with_its_own_invoice_for_that_a
     assert paid.ledger.nodes["provider"].balance_msat == payee.amount_msat + other_payee.amount_msat
     assert paid.ledger.nodes["requester"].balance_msat == 0  # A never received (nor paid) the provider's money
     client_event = seal(paid.client_keys, Kind.INFER_REQUEST, REQUEST, to=a.pubkey, nonce=True)
-    answer = await paid.offloading.run_paid(client_event, REQUEST, awarded, salt, payee, PaidJob(None, preimage))
+    origin = Origin(client_event.pubkey, client_event.id)
+    answer = await paid.offloading.run_paid(origin, REQUEST, awarded, salt, payee, PaidJob(None, preimage))
     assert node.calls == 1
     offload = decode_payload(answer.content, InferResult).offload
     assert offload is not None

@@ -9,7 +9,7 @@ import msgspec
 from fedai.protocol.errors import ErrorCode, FedaiError
 from fedai.protocol.event import Event
 from fedai.protocol.kinds import Kind
-from fedai.protocol.messages import InferenceRequest, Settlement
+from fedai.protocol.messages import InferenceRequest
 from fedai_router.claims import Claims
 from fedai_router.completion import Completion, Origin
 from fedai_router.dispatch import Dispatcher, Served
@@ -104,12 +104,10 @@ class Infer:
         if job is None:
             return None
         settlement, refund_to = self.paid.settlement, held.forwarded.refund_to
-
-        def fee_statement(work_msat: int) -> Settlement | None:
-            return None if settlement is None else settlement.fee_statement(held.fee, work_msat, refund_to)
-
+        fee_statement = None if settlement is None else settlement.stating(held.fee, refund_to)
+        origin = Origin(client_event.pubkey, client_event.id)
         answer = await self.paid.while_held(
-            held, lambda: offload.serve(client_event, request, job, held.forwarded, fee_statement)
+            held, lambda: offload.serve(origin, request, job, held.forwarded, fee_statement, client_event)
         )
         if settlement is not None:
             await settlement.after_offload(answer, refund_to)

@@ -13,6 +13,7 @@ from fedai.protocol.errors import ErrorCode, FedaiError
 from fedai.protocol.event import Event
 from fedai.protocol.messages import InferenceRequest, Payee, PaymentRequest, Settlement, decode_payload
 from fedai.protocol.payment import invalid
+from fedai_router.completion import Origin
 from fedai_router.store.offload_quotes import WonJob
 
 __all__ = ["OFFLOADABLE", "Offloader", "PaidJob", "WonJob", "provider_entry"]
@@ -61,8 +62,8 @@ class Offloader(Protocol):
         """The winner's own checked invoice for `job` (role `provider`), listed for `client`'s `quote`."""
         ...
 
-    async def run_paid(self, client_event: Event, request: InferenceRequest, job: WonJob, paid: PaidJob) -> Event:
+    async def run_paid(self, origin: Origin, request: InferenceRequest, job: WonJob, paid: PaidJob) -> Event:
         """Submit `job` with the client's proof of paying the provider's invoice of `paid.request` (the provider's
-        preimage, the client's refund destination) and answer the client with our fee's statement; the receipt
+        preimage, the client's refund destination) and answer `origin` with our fee's statement; the receipt
         must name the payment hash and state the provider's settlement of it."""
         ...

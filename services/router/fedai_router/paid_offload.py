@@ -42,6 +42,7 @@ from fedai.protocol.messages import (
 )
 from fedai.protocol.payment import invalid
 from fedai_router.claims import Claims
+from fedai_router.completion import Origin
 from fedai_router.offloading import Offloader, PaidJob, WonJob, provider_entry
 from fedai_router.planning import Planner
 from fedai_router.pricing import Fees
@@ -156,15 +157,17 @@ class PaidOffload:
 
     async def serve(
         self,
-        client_event: Event,
+        origin: Origin,
         request: InferenceRequest,
         job: WonJob,
         forwarded: ForwardedPayment,
         fee_statement: Callable[[int], Settlement | None] | None = None,
+        claim: Event | None = None,
     ) -> Event:
-        """Submit the paid job to its provider (the claim is held by the caller) and answer the client, with our
-        fee stated by `fee_statement` on the provider's price; the quote is spent while it runs and given back if
-        the provider fails."""
+        """Submit the paid job to its provider (the proof's claim is held by the caller) and answer `origin`, with
+        our fee stated by `fee_statement` on the provider's price; the quote is spent while it runs and given back
+        if the provider fails. `claim`: the client's event, held against replays while the job runs (the OpenAI
+        edge has none to hold: its authorization was claimed when it was checked)."""
         if not is_quoted_job(request, job):
             raise FedaiError(ErrorCode.QUOTE_INVALID, NOT_THE_QUOTED_JOB)
         provider_entry(forwarded.request, job.provider)  # refused before the quote is spent
@@ -173,6 +176,9 @@ class PaidOffload:
 
         async def run() -> Event:
             paid = PaidJob(forwarded.request, forwarded.preimage, forwarded.refund_to, fee_statement)
-            return await self.offloader.run_paid(client_event, request, job, paid)
+            return await self.offloader.run_paid(origin, request, job, paid)
 
-        return await self.planner.unless_served(spent, lambda: self.claims.while_claiming(client_event, run))
+        if claim is None:
+            return await self.planner.unless_served(spent, run)
+        event = claim
+        return await self.planner.unless_served(spent, lambda: self.claims.while_claiming(event, run))

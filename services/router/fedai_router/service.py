@@ -272,6 +272,7 @@ class RouterService:
             max_request_bytes=settings.max_request_bytes,
             paid=self.paid,
             edge=self._edge_payments(),
+            offload=self.paid_offload,
         )
 
     def _build_payments(self) -> None:

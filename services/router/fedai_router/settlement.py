@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Callable
 
 import asyncpg
 
@@ -148,6 +149,10 @@ class RouterSettlement:
         answer = await completion.answer(origin, metered, settlement=statement)
         await self.after_answer(statement, paid.refund_to, node_statement(metered.record, paid.preimage))
         return answer
+
+    def stating(self, fee: ClaimedPayee | None, refund_to: str | None) -> Callable[[int], Settlement | None]:
+        """How a paid offload's answer states our fee, once the provider's receipt prices the work."""
+        return lambda work_msat: self.fee_statement(fee, work_msat, refund_to)
 
     async def after_offload(self, answer: Event, refund_to: str | None) -> None:
         """A paid offload was answered (`answer`, signed by us: our fee's statement in it, the provider's in the

@@ -117,7 +117,7 @@ class Offloading:
                 break
             try:
                 with span("router.job", {"fedai.role": "requester", "fedai.peer": awarded.peer}):
-                    answer = await self._run(client_event, request, awarded, salt)
+                    answer = await self._run(Origin(client_event.pubkey, client_event.id), request, awarded, salt)
             except FedaiError as err:
                 log.info("offloaded job failed", extra={"peer": awarded.peer[:16], "code": err.code.value})
                 auctioneer.record_outcome(awarded.peer, ok=False)
@@ -175,7 +175,7 @@ class Offloading:
         )
 
     async def run_paid(
-        self, client_event: Event, request: InferenceRequest, awarded: Awarded, salt: str, paid: Payee, job: PaidJob
+        self, origin: Origin, request: InferenceRequest, awarded: Awarded, salt: str, paid: Payee, job: PaidJob
     ) -> Event:
         """Submit the job of `awarded` with the proof that the provider's invoice `paid` was paid (by the client:
         never from this router's wallet) and the client's refund destination; the receipt must name its payment
@@ -183,7 +183,7 @@ class Offloading:
         payment = JobPayment(payment_hash=paid.payment_hash, preimage=job.preimage, refund_to=job.refund_to)
         try:
             with span("router.job", {"fedai.role": "requester", "fedai.peer": awarded.peer}):
-                answer = await self._run(client_event, request, awarded, salt, payment, paid.amount_msat, job)
+                answer = await self._run(origin, request, awarded, salt, payment, paid.amount_msat, job)
         except FedaiError as err:
             # the award stays usable: a paid job that failed is released by the provider, and the same proof
             # retries it until its deadline (a failed or cancelled row would refuse the retry here)
@@ -218,7 +218,7 @@ class Offloading:
 
     async def _run(
         self,
-        client_event: Event,
+        origin: Origin,  # whom the answer is for: the client and the event that asked
         request: InferenceRequest,
         awarded: Awarded,
         salt: str,
@@ -250,7 +250,6 @@ class Offloading:
         )
         stating = None if paid is None else paid.fee_statement
         statement = None if stating is None else stating(receipt.price_msat)  # our fee on the provider's price
-        origin = Origin(client_event.pubkey, client_event.id)
         return await self.completion.answer(origin, metered, offload=offloaded, settlement=statement)
 
 

@@ -23,7 +23,7 @@ from fedai.protocol.messages import InferenceRequest, Payee
 from fedai.protocol.payment import invalid
 from fedai_router.background import Background
 from fedai_router.claims import Claims
-from fedai_router.completion import Completion
+from fedai_router.completion import Completion, Origin
 from fedai_router.config import RouterSettings
 from fedai_router.dispatch import Dispatcher
 from fedai_router.endpoints import EndpointValidator
@@ -184,12 +184,12 @@ class Federation:
         offloading = self._running()
         return await offloading.provider_invoice(awarded_of(job), InvoiceFor(quote, client, expires_at))
 
-    async def run_paid(self, client_event: Event, request: InferenceRequest, job: WonJob, paid: PaidJob) -> Event:
+    async def run_paid(self, origin: Origin, request: InferenceRequest, job: WonJob, paid: PaidJob) -> Event:
         offloading = self._running()
         if paid.request is None:  # the request path always has it: the payment request its proof claimed
             raise invalid("a paid offload names the payment request the client paid")
         entry = provider_entry(paid.request, job.provider)
-        return await offloading.run_paid(client_event, request, awarded_of(job), job.salt, entry, paid)
+        return await offloading.run_paid(origin, request, awarded_of(job), job.salt, entry, paid)
 
     def _running(self) -> Offloading:
         if self._offloading is None:
