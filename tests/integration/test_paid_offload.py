@@ -21,7 +21,7 @@ import pytest
 
 from fedai.cli.chain_view import chain_document
 from fedai.protocol.keys import Keys
-from fedai.protocol.messages import Settlement
+from fedai.protocol.messages import InferenceRequest, Settlement, decode_payload
 from fedai.sdk import AsyncClient, FedaiClientError
 from fedai.sdk.chain import VerifiedChain
 from fedai_router.housekeeping import UNPAID_AWARDS
@@ -237,6 +237,10 @@ async def test_the_provider_refunds_its_unused_share_to_the_clients_destination(
     address = f"client@{lnurl.base_url.removeprefix('http://')}"
     async with net.client() as c:
         total, chain = await paid_offload(c, net, address)
+        paid = decode_payload(chain.request.content, InferenceRequest).payment
+        assert paid is not None
+        status = await c.payment_status(paid.payment_request)  # A shows B's refund as B stated it
+    shown = {p["role"]: p["refund"] for p in status["payees"]}
     assert chain.receipt is not None and chain.receipt.settlement is not None
     statements = {s.role: s for s in chain.settlements}  # verified by the SDK: the provider's and A's
     provider, fee = statements["provider"], statements["router_fee"]
@@ -245,6 +249,13 @@ async def test_the_provider_refunds_its_unused_share_to_the_clients_destination(
     assert provider.refund_msat == provider.quoted_msat - provider.used_msat and provider.kept_msat == 0
     # A's fee (a base fee only) is used whole on any price: nothing to refund
     assert amounts(fee) == (FEE_MSAT, FEE_MSAT, 0, 0)
+    assert shown["provider"] == {
+        "state": "stated",  # B pays and records its refund in its own database
+        "refund_msat": provider.refund_msat,
+        "refunded_msat": 0,
+        "used_msat": provider.used_msat,
+        "kept_msat": 0,
+    }
 
     await eventually(
         lambda: net.balance("client") == CLIENT_BALANCE_MSAT - total + provider.refund_msat,
