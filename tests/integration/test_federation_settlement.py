@@ -30,13 +30,16 @@ from fedai.protocol.messages import (
     InvoiceRequest,
     Payee,
     PayeeInvoice,
+    Settlement,
     decode_payload,
     estimate_tokens,
     prompt_material,
 )
+from fedai_router.completion import Origin
 from fedai_router.federation.auction import Awarded
 from fedai_router.federation.offload import Offloading
 from fedai_router.federation.provider_invoice import InvoiceFor
+from fedai_router.offloading import PaidJob
 from tests.support.database import extra_database
 from tests.support.fake_lnd import Lnd, running_lnd
 from tests.support.federation import MODEL, Duo, duo, job_submit, post_job
@@ -163,27 +166,43 @@ async def test_the_provider_runs_only_a_job_paid_with_its_own_invoice_for_that_a
     wrong = JobPayment(payment_hash=payee.payment_hash, preimage=other_preimage)
     mismatch = await post_job(b, with_payment(plain, a.keys, wrong))
     assert (mismatch.status_code, mismatch.json()["error"]["code"]) == (402, "payment_invalid")
+    # 3. paid, but naming a refund destination nobody can pay: refused before the proof is claimed
+    preimage = await paid.pay(payee)
+    bad_to = JobPayment(payment_hash=payee.payment_hash, preimage=preimage, refund_to="ftp://example.invalid/r")
+    bad_destination = await post_job(b, with_payment(plain, a.keys, bad_to))
+    assert (bad_destination.status_code, bad_destination.json()["error"]["code"]) == (402, "payment_invalid")
+    assert "refund_to" in bad_destination.json()["error"]["message"]
     assert node.calls == 0
     assert await b.service.pool.fetchval("SELECT status FROM federation_jobs WHERE job_id = $1", awarded.job_id) == (
         "awarded"
     )
 
-    # 3. paid by the client: A submits with the proof, B runs it once, its receipt names the payment hash
-    preimage = await paid.pay(payee)
+    # 4. paid by the client: A submits with the proof, B runs it once, its receipt names the payment hash
     assert paid.ledger.nodes["provider"].balance_msat == payee.amount_msat + other_payee.amount_msat
     assert paid.ledger.nodes["requester"].balance_msat == 0  # A never received (nor paid) the provider's money
     client_event = seal(paid.client_keys, Kind.INFER_REQUEST, REQUEST, to=a.pubkey, nonce=True)
-    answer = await paid.offloading.run_paid(client_event, REQUEST, awarded, salt, payee, preimage)
+    origin = Origin(client_event.pubkey, client_event.id)
+    answer = await paid.offloading.run_paid(origin, REQUEST, awarded, salt, payee, PaidJob(None, preimage))
     assert node.calls == 1
     offload = decode_payload(answer.content, InferResult).offload
     assert offload is not None
     receipt = decode_payload(offload.receipt.content, Receipt)
     assert receipt.payment_hash == payee.payment_hash and offload.receipt.pubkey == b.pubkey
+    # no destination was named: B states it keeps what the job did not use
+    kept = payee.amount_msat - receipt.price_msat
+    assert receipt.settlement == Settlement(
+        role="provider",
+        payment_hash=payee.payment_hash,
+        quoted_msat=payee.amount_msat,
+        used_msat=receipt.price_msat,
+        refund_msat=0,
+        kept_msat=kept,
+    )
     # A's spend cap counts the msat settled (the invoice), not the receipt's usage price
     spent = await a.service.pool.fetchval("SELECT spent_msat FROM federation_jobs WHERE job_id = $1", awarded.job_id)
     assert spent == payee.amount_msat
 
-    # 4. the same proof again (a new submit event): refused, nothing runs twice
+    # 5. the same proof again (a new submit event): refused, nothing runs twice
     replayed = await post_job(
         b, with_payment(plain, a.keys, JobPayment(payment_hash=payee.payment_hash, preimage=preimage))
     )

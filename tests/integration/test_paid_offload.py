@@ -1,6 +1,8 @@
 """A client pays for an offloaded request through the client flow (docs/payments.md#federation-settlement): quote,
 pay, infer, against requester A (no node, a paying router with a fee) and provider B (one node,
-ROUTER_REQUIRE_PAYMENT), each router and the client with its own wallet, on a real relay.
+ROUTER_REQUIRE_PAYMENT), each router and the client with its own wallet, on a real relay. The provider states in
+its receipt what it used of its invoice and refunds the rest to the client's LNURL-pay destination (served on
+loopback, invoicing from the client's wallet); the requester states its fee (docs/payments.md#refunds).
 
 TEST-ONLY WALLETS: the real LND backend against tests/support/fake_lnd.py (one in-memory ledger signing real
 regtest BOLT11 invoices), as in test_federation_settlement.py.
@@ -19,20 +21,28 @@ import pytest
 
 from fedai.cli.chain_view import chain_document
 from fedai.protocol.keys import Keys
+from fedai.protocol.messages import InferenceRequest, Settlement, decode_payload
 from fedai.sdk import AsyncClient, FedaiClientError
+from fedai.sdk.chain import VerifiedChain
 from fedai_router.housekeeping import UNPAID_AWARDS
+from fedai_router.settlement_settings import SettlementSettings
 from fedai_router.store.federation import spent
 from tests.support.database import extra_database
 from tests.support.fake_lnd import Lnd, running_lnd
 from tests.support.federation import MODEL, Duo, duo
 from tests.support.lightning import Ledger
+from tests.support.lnurl import LnurlService
+from tests.support.servers import serve_app
 from tests.support.tls import SelfSigned, self_signed
+from tests.support.wait import eventually, eventually_async
 
 pytestmark = pytest.mark.integration
 
 NETWORK = "regtest"
 PROMPT = "hello federation"
 FEE_MSAT = 500
+CLIENT_BALANCE_MSAT = 1_000_000
+REFUND_TOKENS = 1024  # a ceiling far above what the scripted node writes: most of the provider's bid is unused
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +75,9 @@ async def net(
 ) -> AsyncIterator[Network]:
     ledger = Ledger()
     for name in ("client", "requester", "provider"):
-        ledger.add_node(name, balance_msat=1_000_000 if name == "client" else 0)
+        ledger.add_node(name, balance_msat=CLIENT_BALANCE_MSAT if name == "client" else 0)
+    # routing fees are the payer's: a refunding payee holds exactly what it was paid (runbooks/payments.md)
+    ledger.fee_base_msat = 0
     async with (
         running_lnd(ledger, "client", tls, tmp_path) as client,
         running_lnd(ledger, "requester", tls, tmp_path) as a_wallet,
@@ -79,7 +91,12 @@ async def net(
             "fee_base_msat": FEE_MSAT,
             "fee_ppm": 0,
         }
-        b_options = {"require_payment": True, "wallet": b_wallet.spec, "ln_network": NETWORK}
+        b_options = {
+            "require_payment": True,
+            "wallet": b_wallet.spec,
+            "ln_network": NETWORK,
+            "settlement": SettlementSettings(refund_dust_msat=1),
+        }
         async with duo(database_url, db_pool, b_database, a_options=a_options, b_options=b_options) as pair:
             yield Network(pair, ledger, client)
 
@@ -182,3 +199,100 @@ async def test_a_failed_provider_releases_the_claim_and_the_same_proof_is_served
         again = c.infer(MODEL, PROMPT, max_tokens=8, quote_id=quote_id, payment=proof)
         assert await code_of(again) == "payment_used"
         assert node.calls == failed_calls + 1
+
+
+@pytest.fixture
+async def lnurl(net: Network) -> AsyncIterator[LnurlService]:
+    service = LnurlService(net.wallet.wallet)  # invoices from the client's own wallet
+    async with serve_app(service.app()) as url:
+        service.base_url = url
+        yield service
+
+
+async def paid_offload(c: AsyncClient, net: Network, refund_to: str | None) -> tuple[int, VerifiedChain]:
+    quote = await c.quote(MODEL, max_tokens=REFUND_TOKENS, prompt=PROMPT)
+    assert quote.quote.provider == net.pair.b.pubkey
+    proof = await c.pay(quote, net.wallet.wallet, network=NETWORK, refund_to=refund_to)
+    chain = await c.infer(MODEL, PROMPT, max_tokens=REFUND_TOKENS, quote_id=quote.quote.quote_id, payment=proof)
+    return quote.quote.price.total_msat, chain
+
+
+async def stated(pool: asyncpg.Pool, payment_hash: str) -> tuple[int, int, int, int] | None:
+    """A statement as a router kept it (`payment_settlements`)."""
+    row = await pool.fetchrow(
+        "SELECT quoted_msat, used_msat, refund_msat, kept_msat FROM payment_settlements WHERE payment_hash = $1",
+        payment_hash,
+    )
+    return None if row is None else (row[0], row[1], row[2], row[3])
+
+
+def amounts(s: Settlement) -> tuple[int, int, int, int]:
+    return (s.quoted_msat, s.used_msat, s.refund_msat, s.kept_msat)
+
+
+async def test_the_provider_refunds_its_unused_share_to_the_clients_destination(
+    net: Network, lnurl: LnurlService
+) -> None:
+    a, b = net.pair.a, net.pair.b
+    address = f"client@{lnurl.base_url.removeprefix('http://')}"
+    async with net.client() as c:
+        total, chain = await paid_offload(c, net, address)
+        paid = decode_payload(chain.request.content, InferenceRequest).payment
+        assert paid is not None
+        status = await c.payment_status(paid.payment_request)  # A shows B's refund as B stated it
+    shown = {p["role"]: p["refund"] for p in status["payees"]}
+    assert chain.receipt is not None and chain.receipt.settlement is not None
+    statements = {s.role: s for s in chain.settlements}  # verified by the SDK: the provider's and A's
+    provider, fee = statements["provider"], statements["router_fee"]
+    assert provider == chain.receipt.settlement and provider.payment_hash == chain.provider_payment_hash
+    assert provider.used_msat == chain.receipt.price_msat < provider.quoted_msat
+    assert provider.refund_msat == provider.quoted_msat - provider.used_msat and provider.kept_msat == 0
+    # A's fee (a base fee only) is used whole on any price: nothing to refund
+    assert amounts(fee) == (FEE_MSAT, FEE_MSAT, 0, 0)
+    assert shown["provider"] == {
+        "state": "stated",  # B pays and records its refund in its own database
+        "refund_msat": provider.refund_msat,
+        "refunded_msat": 0,
+        "used_msat": provider.used_msat,
+        "kept_msat": 0,
+    }
+
+    await eventually(
+        lambda: net.balance("client") == CLIENT_BALANCE_MSAT - total + provider.refund_msat,
+        what="the provider's refund received",
+    )
+    assert net.balance("provider") == provider.used_msat and net.balance("requester") == FEE_MSAT
+    assert len(lnurl.invoices_made) == 1
+
+    async def provider_refund_paid() -> bool:
+        rows = await b.service.pool.fetch("SELECT role, state FROM refunds")
+        return [(r["role"], r["state"]) for r in rows] == [("provider", "paid")]
+
+    await eventually_async(provider_refund_paid, what="B's refund recorded as paid")
+    # each router kept the statements it saw: B its own, A both (GET /payments/{id} shows them)
+    assert await stated(b.service.pool, provider.payment_hash) == amounts(provider)
+    assert await stated(a.service.pool, provider.payment_hash) == amounts(provider)
+    assert await stated(a.service.pool, fee.payment_hash) == amounts(fee)
+    assert await a.service.pool.fetchval("SELECT count(*) FROM refunds") == 0
+    metrics = b.service.metrics.registry
+    assert metrics.get_sample_value("fedai_router_refunds_total", {"role": "provider", "outcome": "paid"}) == 1
+    earned = metrics.get_sample_value("fedai_router_earned_msat_total", {"role": "provider"})
+    assert earned == provider.used_msat
+
+
+async def test_without_a_destination_the_provider_and_the_requester_keep_the_unused_part_and_say_so(
+    net: Network,
+) -> None:
+    b = net.pair.b
+    async with net.client() as c:
+        total, chain = await paid_offload(c, net, None)
+    statements = {s.role: s for s in chain.settlements}
+    assert set(statements) == {"provider", "router_fee"}
+    provider = statements["provider"]
+    assert chain.receipt is not None and provider.used_msat == chain.receipt.price_msat
+    assert provider.refund_msat == 0 and provider.kept_msat == provider.quoted_msat - provider.used_msat > 0
+    assert statements["router_fee"].refund_msat == 0
+    assert net.balance("client") == CLIENT_BALANCE_MSAT - total
+    assert net.balance("provider") == provider.quoted_msat
+    assert await b.service.pool.fetchval("SELECT count(*) FROM refunds") == 0
+    assert await stated(b.service.pool, provider.payment_hash) == amounts(provider)

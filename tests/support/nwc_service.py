@@ -1,4 +1,6 @@
-"""A NIP-47 wallet service for tests: answers Nostr Wallet Connect requests from a real wallet (LNbits).
+"""A NIP-47 wallet service for tests: answers Nostr Wallet Connect requests from a real wallet (LNbits, or any
+`Wallet`: one without `lookup_payment`, such as the LND backend, has its outgoing payments looked up from what
+this service paid).
 
 It does what a wallet service does (Alby Hub, an LNbits NWC extension): publishes its info event (kind 13194,
 with the encryptions it speaks), listens on a relay for requests (kind 23194) addressed to it from the one
@@ -19,6 +21,7 @@ from fedai.payments.backends.lnbits import LnbitsBackend
 from fedai.payments.backends.nwc_uri import NwcUri
 from fedai.payments.errors import WalletRefused, WalletUnavailable
 from fedai.payments.secret import Secret
+from fedai.payments.wallet import Payment, Wallet
 from fedai.protocol.event import Event, sign_event
 from fedai.protocol.keys import Keys
 
@@ -38,11 +41,12 @@ class NwcService:
     """One wallet service on `relay_url` for `wallet`; `client` is the key its connection URI hands out."""
 
     relay_url: str
-    wallet: LnbitsBackend
+    wallet: LnbitsBackend | Wallet
     encryptions: tuple[str, ...] = ("nip44_v2", "nip04")
     keys: Keys = field(default_factory=Keys.generate)
     client: Keys = field(default_factory=Keys.generate)
     encryptions_seen: list[str] = field(default_factory=list)
+    paid: dict[str, Payment] = field(default_factory=dict)  # payment_hash → what this service paid
     _pool: RelayPool | None = None
 
     @property
@@ -99,6 +103,7 @@ class NwcService:
                 }
             if method == "pay_invoice":
                 paid = await self.wallet.pay_invoice(params["invoice"], MAX_FEE_MSAT, f"nwc-{time.time_ns()}")
+                self.paid[paid.payment_hash] = paid
                 return {"preimage": paid.preimage, "fees_paid": paid.fee_msat}
             if method == "lookup_invoice":
                 return await self._lookup(params["payment_hash"])
@@ -117,7 +122,8 @@ class NwcService:
         except WalletRefused as refused:
             if refused.reason != "unknown_invoice":
                 raise
-            paid = await self.wallet.lookup_payment(payment_hash)
+            lookup = getattr(self.wallet, "lookup_payment", None)
+            paid = self.paid.get(payment_hash) if lookup is None else await lookup(payment_hash)
             if paid is None:
                 raise
             return {

@@ -29,6 +29,8 @@ from fedai.protocol.messages import (
     Name,
     Payload,
     Rate,
+    RefundTo,
+    Settlement,
     Usage,
 )
 
@@ -154,10 +156,12 @@ SETTLEMENT_NONE = "none"  # jobs taken unpaid
 
 class JobPayment(Payload, kw_only=True):
     """`JobSubmit.payment`: the provider's own invoice for this award (asked with `POST /federation/invoice`)
-    is paid; the preimage proves it (sha256(preimage) = payment_hash)."""
+    is paid; the preimage proves it (sha256(preimage) = payment_hash). `refund_to` is the client's, exactly as
+    it signed it in its proof: the client's chain check refuses a submit that carries any other."""
 
     payment_hash: Hex64
     preimage: Hex64
+    refund_to: RefundTo | None = None  # where the provider refunds the unused part (docs/payments.md#refunds)
 
 
 class JobSubmit(Payload, kw_only=True):
@@ -191,6 +195,7 @@ class Receipt(Payload, kw_only=True):
     started_ms: UnixMs
     finished_ms: UnixMs
     payment_hash: Hex64 | None = None  # a paid job: the provider's invoice it was paid with
+    settlement: Settlement | None = None  # a paid job: what the provider used, refunds and keeps of its invoice
 
 
 class SealedOutput(Payload, kw_only=True):

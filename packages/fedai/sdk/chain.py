@@ -35,7 +35,7 @@ from fedai.protocol.messages import (
 )
 from fedai.protocol.payment import WORK_ROLES
 from fedai.sdk.errors import ChainError, InvalidRequest, Link
-from fedai.sdk.settlement import check_settlements, paid_request
+from fedai.sdk.settlement import check_offload_settlements, check_settlements, paid_request
 
 __all__ = ["ChainError", "Link", "VerifiedChain", "router_key", "verify_chain"]
 
@@ -65,7 +65,9 @@ class VerifiedChain:
     record: MeteringRecord
     provider: str | None = None  # set when the router offloaded the request to this peer router
     receipt: Receipt | None = None  # the provider's signed receipt for it
-    settlements: tuple[Settlement, ...] = ()  # a paid request: what the node and the router kept and refunded
+    settlements: tuple[
+        Settlement, ...
+    ] = ()  # a paid request: what the node (or provider) and the router kept and refunded
     provider_payment_hash: str | None = None  # a paid offload: the provider invoice's hash its receipt names
 
     @property
@@ -280,6 +282,8 @@ def _verify_offloaded(
     response, record = _node_chain(chain, provider, off.submit.id, router, expected, original)
     if receipt.output_sha256 != record.output_sha256:
         raise ChainError(Link.OFFLOAD_RECEIPT, "receipt's output hash is not the node's")
+    paid = None if paid_hash is None or off.payment_request is None else paid_request(off.payment_request.content)
+    settlements = check_offload_settlements(original.payment, paid, receipt, chain.settlement, router, provider)
     return VerifiedChain(
         request=request,
         answer=answer,
@@ -292,6 +296,7 @@ def _verify_offloaded(
         record=record,
         provider=provider,
         receipt=receipt,
+        settlements=settlements,
         provider_payment_hash=paid_hash,
     )
 
@@ -303,7 +308,8 @@ def check_offload_payment(
     client paid (signed by the router, unexpired when the job was submitted), whose `provider` entry is the
     provider's own invoice; the router submitted the job with the client's preimage of that invoice, and the
     provider's signed receipt names its payment hash (the provider says it was paid by the invoice the client
-    paid). An unpaid request carries no payment anywhere. Returns the payment hash the receipt names. Pure."""
+    paid), with the refund destination the client named in its proof (or none, as the client named none). An
+    unpaid request carries no payment anywhere. Returns the payment hash the receipt names. Pure."""
     sent = submit.payment
     if proof is None:
         if sent is not None or receipt.payment_hash is not None or off.payment_request is not None:
@@ -328,6 +334,8 @@ def check_offload_payment(
         or proof.preimages.get(entry.payment_hash) != sent.preimage
     ):
         raise ChainError(Link.OFFLOAD_SUBMIT, "the provider was not sent the client's payment of its own invoice")
+    if sent.refund_to != proof.refund_to:
+        raise ChainError(Link.OFFLOAD_SUBMIT, "the provider was not sent the refund destination the client named")
     if receipt.payment_hash != entry.payment_hash:
         raise ChainError(Link.OFFLOAD_RECEIPT, "the provider's receipt does not name the payment hash the client paid")
     return entry.payment_hash

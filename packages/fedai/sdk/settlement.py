@@ -1,16 +1,19 @@
 """The settlement part of a paid chain (docs/payments.md#refunds): what each payee states it kept and refunded of
 its share, checked against the payment request the client paid and the node's metering. Pure, no I/O.
 
-The node's statement is in its signed metering record; the router's (its fee) in its signed infer.response.
-Each must name its own invoice of the payment request, for the amount paid, and add up (`used + refund + kept =
-quoted`); the node's `used` is its metered price (at most its share); nothing is refunded when the client named
-no destination. Whether a refund arrived is for the client's wallet to see: the statement is what was promised.
+The node's statement is in its signed metering record; the router's (its fee) in its signed infer.response; for
+an offloaded request, the provider router's in its signed receipt. Each must name its own invoice of the payment
+request, for the amount paid, and add up (`used + refund + kept = quoted`); the node's `used` is its metered
+price and the provider's the price its receipt states (each at most its share); nothing is refunded when the
+client named no destination. Whether a refund arrived is for the client's wallet to see: the statement is what
+was promised.
 """
 
 from __future__ import annotations
 
 import msgspec
 
+from fedai.protocol.federation import Receipt
 from fedai.protocol.messages import MeteringRecord, Payee, PaymentProof, PaymentRequest, Settlement, decode_payload
 from fedai.protocol.payment import WORK_ROLES
 from fedai.sdk.errors import ChainError, InvalidRequest, Link
@@ -36,11 +39,51 @@ def check_settlements(
         if record.settlement.used_msat != min(record.price_msat, record.settlement.quoted_msat):
             raise ChainError(Link.METERING, "the settlement's use is not the metered price")
         found.append(record.settlement)
-    if router_statement is not None:
-        entry = next((p for p in request.payees if p.role == "router_fee" and p.payee == router), None)
-        _check(router_statement, entry, refunding, Link.ROUTER_ANSWER)
-        found.append(router_statement)
+    found.extend(_router_fee(request, router_statement, router, refunding))
     return tuple(found)
+
+
+def check_offload_settlements(
+    proof: PaymentProof | None,
+    request: PaymentRequest | None,
+    receipt: Receipt,
+    router_statement: Settlement | None,
+    router: str,
+    provider: str,
+) -> tuple[Settlement, ...]:
+    """A paid offloaded request (docs/payments.md#federation-settlement): the provider router's statement (in its
+    signed receipt) and the requester router's (in its answer), checked; () for an unpaid one (which carries
+    none). The provider's `used` is the price its receipt states, at most the invoice the client paid it."""
+    if proof is None or request is None:
+        if receipt.settlement is not None:
+            raise ChainError(Link.OFFLOAD_RECEIPT, "a settlement for a job that was not paid")
+        if router_statement is not None:
+            raise ChainError(Link.ROUTER_ANSWER, "a settlement for a request that was not paid")
+        return ()
+    refunding = proof.refund_to is not None
+    found: list[Settlement] = []
+    stated = receipt.settlement
+    if stated is not None:
+        entry = next((p for p in request.payees if p.role == "provider" and p.payee == provider), None)
+        _check(stated, entry, refunding, Link.OFFLOAD_RECEIPT)
+        if stated.payment_hash != receipt.payment_hash:
+            raise ChainError(Link.OFFLOAD_RECEIPT, "the settlement names another invoice than the receipt")
+        if stated.used_msat != min(receipt.price_msat, stated.quoted_msat):
+            raise ChainError(Link.OFFLOAD_RECEIPT, "the settlement's use is not the receipt's price")
+        found.append(stated)
+    found.extend(_router_fee(request, router_statement, router, refunding))
+    return tuple(found)
+
+
+def _router_fee(
+    request: PaymentRequest, statement: Settlement | None, router: str, refunding: bool
+) -> tuple[Settlement, ...]:
+    """The router's statement of its fee, checked against its `router_fee` entry."""
+    if statement is None:
+        return ()
+    entry = next((p for p in request.payees if p.role == "router_fee" and p.payee == router), None)
+    _check(statement, entry, refunding, Link.ROUTER_ANSWER)
+    return (statement,)
 
 
 def checked_refund_to(refund_to: str | None) -> str | None:

@@ -115,7 +115,15 @@ class Infer:
             raise
         if job is None:
             return None
-        return await self.paid.while_held(held, lambda: offload.serve(client_event, request, job, held.forwarded))
+        settlement, refund_to = self.paid.settlement, held.forwarded.refund_to
+        fee_statement = None if settlement is None else settlement.stating(held.fee, refund_to)
+        origin = Origin(client_event.pubkey, client_event.id)
+        answer = await self.paid.while_held(
+            held, lambda: offload.serve(origin, request, job, held.forwarded, fee_statement, client_event)
+        )
+        if settlement is not None:
+            await settlement.after_offload(answer, refund_to)
+        return answer
 
     async def _offload(self, client_event: Event, request: InferenceRequest, local: FedaiError) -> Event:
         """Offload under the same price cap and quote as a local dispatch (the job sent strips the cap itself)."""

@@ -5,15 +5,18 @@ this."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from fedai.protocol.errors import ErrorCode, FedaiError
 from fedai.protocol.event import Event
-from fedai.protocol.messages import InferenceRequest, Payee, PaymentRequest, decode_payload
+from fedai.protocol.messages import InferenceRequest, Payee, PaymentRequest, Settlement, decode_payload
 from fedai.protocol.payment import invalid
+from fedai_router.completion import Origin
 from fedai_router.store.offload_quotes import WonJob
 
-__all__ = ["OFFLOADABLE", "Offloader", "WonJob", "provider_entry"]
+__all__ = ["OFFLOADABLE", "Offloader", "PaidJob", "WonJob", "provider_entry"]
 
 OFFLOADABLE = (ErrorCode.UNKNOWN_MODEL, ErrorCode.NO_CAPACITY)  # no node of ours fits, or all are busy
 
@@ -25,6 +28,19 @@ def provider_entry(payment_request: Event, provider: str) -> Payee:
     if entry is None:
         raise invalid("the payment request pays no invoice of the quote's provider")
     return entry
+
+
+@dataclass(frozen=True, slots=True)
+class PaidJob:
+    """What a paid offload is submitted with: the payment request the client paid (router-signed), the client's
+    preimage of the provider's invoice, the client's `refund_to` as it signed it in its proof (the provider
+    refunds there; the client's chain check refuses a submit carrying another), and how this router states its
+    fee once the provider's receipt prices the work (None: no statement)."""
+
+    request: Event | None  # None only for a job paid outside the client flow (then the answer carries none)
+    preimage: str
+    refund_to: str | None = None
+    fee_statement: Callable[[int], Settlement | None] | None = None
 
 
 class Offloader(Protocol):
@@ -46,9 +62,8 @@ class Offloader(Protocol):
         """The winner's own checked invoice for `job` (role `provider`), listed for `client`'s `quote`."""
         ...
 
-    async def run_paid(
-        self, client_event: Event, request: InferenceRequest, job: WonJob, paid: Event, preimage: str
-    ) -> Event:
-        """Submit `job` with the client's proof of paying the provider's invoice of the payment request `paid`
-        (the provider's `preimage`) and answer the client; the receipt must name the payment hash."""
+    async def run_paid(self, origin: Origin, request: InferenceRequest, job: WonJob, paid: PaidJob) -> Event:
+        """Submit `job` with the client's proof of paying the provider's invoice of `paid.request` (the provider's
+        preimage, the client's refund destination) and answer `origin` with our fee's statement; the receipt
+        must name the payment hash and state the provider's settlement of it."""
         ...

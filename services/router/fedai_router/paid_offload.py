@@ -12,14 +12,17 @@ local work: quote, pay, infer.
   provider's preimage (`Offloader.run_paid`); the receipt must name the payment hash. A failure releases the claim
   and gives the quote back: the same proof retries the same award until the payment request expires.
 
-This router never pays the provider and never holds its money; its wallet receives only its fee. No refund is
-stated for a paid offload (the provider's share is its bid, which the receipt's price never exceeds).
+This router never pays the provider and never holds its money; its wallet receives only its fee. The job carries
+the client's `refund_to` as the client signed it; the provider states in its signed receipt what it used of its
+invoice (its receipt's price) and refunds the rest there from its own wallet; this router states its fee on that
+price in its answer and refunds the rest of its fee (docs/payments.md#refunds).
 """
 
 from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable
 
 import asyncpg
 
@@ -33,12 +36,14 @@ from fedai.protocol.messages import (
     PriceBreakdown,
     QuoteRequest,
     QuoteResponse,
+    Settlement,
     estimate_tokens,
     prompt_material,
 )
 from fedai.protocol.payment import invalid
 from fedai_router.claims import Claims
-from fedai_router.offloading import Offloader, WonJob, provider_entry
+from fedai_router.completion import Origin
+from fedai_router.offloading import Offloader, PaidJob, WonJob, provider_entry
 from fedai_router.planning import Planner
 from fedai_router.pricing import Fees
 from fedai_router.store.offload_quotes import bind_payment_request, insert_won, won_for_quote
@@ -151,10 +156,18 @@ class PaidOffload:
         return job
 
     async def serve(
-        self, client_event: Event, request: InferenceRequest, job: WonJob, forwarded: ForwardedPayment
+        self,
+        origin: Origin,
+        request: InferenceRequest,
+        job: WonJob,
+        forwarded: ForwardedPayment,
+        fee_statement: Callable[[int], Settlement | None] | None = None,
+        claim: Event | None = None,
     ) -> Event:
-        """Submit the paid job to its provider (the claim is held by the caller) and answer the client; the quote
-        is spent while it runs and given back if the provider fails."""
+        """Submit the paid job to its provider (the proof's claim is held by the caller) and answer `origin`, with
+        our fee stated by `fee_statement` on the provider's price; the quote is spent while it runs and given back
+        if the provider fails. `claim`: the client's event, held against replays while the job runs (the OpenAI
+        edge has none to hold: its authorization was claimed when it was checked)."""
         if not is_quoted_job(request, job):
             raise FedaiError(ErrorCode.QUOTE_INVALID, NOT_THE_QUOTED_JOB)
         provider_entry(forwarded.request, job.provider)  # refused before the quote is spent
@@ -162,6 +175,10 @@ class PaidOffload:
         spent = await self.planner.spend(quote)
 
         async def run() -> Event:
-            return await self.offloader.run_paid(client_event, request, job, forwarded.request, forwarded.preimage)
+            paid = PaidJob(forwarded.request, forwarded.preimage, forwarded.refund_to, fee_statement)
+            return await self.offloader.run_paid(origin, request, job, paid)
 
-        return await self.planner.unless_served(spent, lambda: self.claims.while_claiming(client_event, run))
+        if claim is None:
+            return await self.planner.unless_served(spent, run)
+        event = claim
+        return await self.planner.unless_served(spent, lambda: self.claims.while_claiming(event, run))

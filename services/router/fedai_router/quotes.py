@@ -55,9 +55,15 @@ class Quotes:
             self.keys, Kind.QUOTE_RESPONSE, quote, to=event.pubkey, reply_to=event.id, expiration=quote.expires_at
         )
 
-    async def issue(self, client: str, request_id: str, request: QuoteRequest) -> QuoteResponse:
-        """Price `request` for `client` and store the quote (`request_id`: the event that asked for it)."""
-        quote = self._priced(request)
+    async def issue(self, client: str, request_id: str, request: QuoteRequest, offload: bool = False) -> QuoteResponse:
+        """Price `request` for `client` and store the quote (`request_id`: the event that asked for it). With
+        `offload`, a job no node of ours fits may be priced by an auction among peers, as `POST /quote` does."""
+        try:
+            quote = self._priced(request)
+        except FedaiError as err:
+            if not offload or err.code not in OFFLOADABLE or self.offload is None:
+                raise
+            quote = await self.offload.quote(request_id, request, err)
         await self._store(client, request_id, quote)
         return quote
 

@@ -4,7 +4,8 @@ job, run by every replica (each statement is one conditional UPDATE, so replicas
 - expires payment requests and payees never paid by their expiry (`expire_unpaid`);
 - releases claims held by a replica that died mid-request (`paid` for longer than `stale_s`), and refunds a dead
   worker held while paying (the refund's invoice stays: a retry pays that same one);
-- retries due refunds of the router's fee, when the router has a wallet;
+- retries due refunds of the router's fee and of its provider role (jobs peers paid it for), when the router
+  has a wallet;
 - counts anomalies, in `fedai_router_payment_anomalies{kind}` and one log line without secrets:
   `paid_never_consumed` (a payee proven paid and released, past its expiry: the client paid and was not served),
   `refund_failed` (refunds given up after their attempts), `refund_failing` (open refunds tried many times).
@@ -40,14 +41,14 @@ class Reconciler:
         pool: asyncpg.Pool,
         metrics: PaymentMetrics,
         settings: SettlementSettings,
-        refunder: Refunder | None = None,
+        refunders: tuple[Refunder, ...] = (),
     ) -> None:
         self._pool = pool
         self._payments = PaymentStore(pool)
         self._refunds = RefundStore(pool)
         self._metrics = metrics
         self._settings = settings
-        self._refunder = refunder
+        self._refunders = refunders  # one per role this router refunds: its fee, its provider role
 
     async def run(self) -> dict[str, int]:
         """One pass; returns what it changed and the anomalies it saw (also in metrics and the log)."""
@@ -61,8 +62,8 @@ class Reconciler:
         }
         for action, n in done.items():
             self._metrics.reconciled.labels(action).inc(n)
-        if self._refunder is not None:
-            await self._refunder.retry_due(self._settings.refund_retry_s)
+        for refunder in self._refunders:
+            await refunder.retry_due(self._settings.refund_retry_s)
         await self._states()
         anomalies = await self._anomalies(now)
         if any(done.values()) or any(anomalies.values()):

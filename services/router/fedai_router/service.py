@@ -192,6 +192,7 @@ class RouterService:
             background=self.background,
             fees=self.fees,
             wallet=self.wallet,
+            refunds=self.paid.settlement,
         )
         self.paid_offload = self._paid_offload()
         self.infer = Infer(
@@ -271,6 +272,7 @@ class RouterService:
             max_request_bytes=settings.max_request_bytes,
             paid=self.paid,
             edge=self._edge_payments(),
+            offload=self.paid_offload,
         )
 
     def _build_payments(self) -> None:

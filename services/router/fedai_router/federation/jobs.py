@@ -43,6 +43,7 @@ from fedai.protocol.messages import (
     InferenceResponse,
     InferResult,
     InvoiceRequest,
+    Settlement,
     Usage,
     decode_payload,
     encode_payload,
@@ -171,9 +172,13 @@ class Provider:
                 await self.settlement.release(submit.job_id)
             raise
         await self.completion.record(origin, served.metered)
-        receipt = self._receipt(event, submit, served, award.price_msat, started_ms, payment_hash)
+        refund_to = None if submit.payment is None else submit.payment.refund_to
+        price = self._price(served, award.price_msat)
+        statement = self.settlement.statement(payment_hash, award.price_msat, price, refund_to)
+        receipt = self._receipt(event, submit, served, price, started_ms, payment_hash, statement)
         result = self._result(event, submit, served, receipt)
         await jobs_store.set_job_status(self.pool, submit.job_id, "done", receipt)
+        await self.settlement.after_job(statement, refund_to)
         return seal(self.keys, Kind.JOB_RESULT, result, to=event.pubkey, reply_to=event.id)
 
     async def _start(self, job_id: str, payment_hash: str | None) -> None:
@@ -239,13 +244,25 @@ class Provider:
             return False
         return await bidder.wait_accepted(job_id, pause)
 
-    def _receipt(
-        self, event: Event, submit: JobSubmit, served: Served, awarded_msat: int, started_ms: int, paid: str | None
-    ) -> Event:
-        """Our signed receipt: the node's price plus our fee, never above the award."""
+    def _price(self, served: Served, awarded_msat: int) -> int:
+        """What the job cost: the node's price plus our fee, never above the award."""
         record = served.record
         node_price = price_msat(served.node.models[record.model].pricing, record.input_tokens, record.output_tokens)
         fee = self.fees.base_msat + -(-node_price * self.fees.ppm // 1_000_000)
+        return min(awarded_msat, node_price + fee)
+
+    def _receipt(
+        self,
+        event: Event,
+        submit: JobSubmit,
+        served: Served,
+        price: int,
+        started_ms: int,
+        paid: str | None,
+        statement: Settlement | None,
+    ) -> Event:
+        """Our signed receipt: the job's price and, for a paid job, our statement of its invoice."""
+        record = served.record
         output = decode_payload(served.response.content, InferenceResponse).output
         terms = Receipt(
             job_id=submit.job_id,
@@ -255,11 +272,12 @@ class Provider:
             input_sha256=submit.input_sha256,
             output_sha256=hashlib.sha256(output.encode()).hexdigest(),
             usage=Usage(input_tokens=record.input_tokens, output_tokens=record.output_tokens),
-            price_msat=min(awarded_msat, node_price + fee),
+            price_msat=price,
             status="ok",
             started_ms=started_ms,
             finished_ms=int(time.time() * 1000),
             payment_hash=paid,
+            settlement=statement,
         )
         return seal(self.keys, Kind.JOB_RECEIPT, terms, to=event.pubkey, reply_to=event.id)
 

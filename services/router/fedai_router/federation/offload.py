@@ -54,7 +54,7 @@ from fedai_router.federation.peers import PeerBook
 from fedai_router.federation.provider_invoice import InvoiceFor, ask_provider_invoice
 from fedai_router.federation.result_check import MAX_RESULT_BYTES, ResultCheck, Submitted
 from fedai_router.metrics import RouterMetrics
-from fedai_router.offloading import WonJob
+from fedai_router.offloading import PaidJob, WonJob
 from fedai_router.outbound import Outbound
 from fedai_router.store import federation as jobs_store
 
@@ -117,7 +117,7 @@ class Offloading:
                 break
             try:
                 with span("router.job", {"fedai.role": "requester", "fedai.peer": awarded.peer}):
-                    answer = await self._run(client_event, request, awarded, salt)
+                    answer = await self._run(Origin(client_event.pubkey, client_event.id), request, awarded, salt)
             except FedaiError as err:
                 log.info("offloaded job failed", extra={"peer": awarded.peer[:16], "code": err.code.value})
                 auctioneer.record_outcome(awarded.peer, ok=False)
@@ -175,23 +175,15 @@ class Offloading:
         )
 
     async def run_paid(
-        self,
-        client_event: Event,
-        request: InferenceRequest,
-        awarded: Awarded,
-        salt: str,
-        paid: Payee,
-        preimage: str,
-        payment_request: Event | None = None,
+        self, origin: Origin, request: InferenceRequest, awarded: Awarded, salt: str, paid: Payee, job: PaidJob
     ) -> Event:
         """Submit the job of `awarded` with the proof that the provider's invoice `paid` was paid (by the client:
-        never from this router's wallet); the receipt must name its payment hash."""
-        payment = JobPayment(payment_hash=paid.payment_hash, preimage=preimage)
+        never from this router's wallet) and the client's refund destination; the receipt must name its payment
+        hash, and our answer states our fee on the price the receipt states."""
+        payment = JobPayment(payment_hash=paid.payment_hash, preimage=job.preimage, refund_to=job.refund_to)
         try:
             with span("router.job", {"fedai.role": "requester", "fedai.peer": awarded.peer}):
-                answer = await self._run(
-                    client_event, request, awarded, salt, payment, paid.amount_msat, payment_request
-                )
+                answer = await self._run(origin, request, awarded, salt, payment, paid.amount_msat, job)
         except FedaiError as err:
             # the award stays usable: a paid job that failed is released by the provider, and the same proof
             # retries it until its deadline (a failed or cancelled row would refuse the retry here)
@@ -226,13 +218,13 @@ class Offloading:
 
     async def _run(
         self,
-        client_event: Event,
+        origin: Origin,  # whom the answer is for: the client and the event that asked
         request: InferenceRequest,
         awarded: Awarded,
         salt: str,
         payment: JobPayment | None = None,
         paid_msat: int = 0,
-        payment_request: Event | None = None,  # shown to the client, who checks the receipt against it
+        paid: PaidJob | None = None,  # its payment request is shown to the client, who checks the receipt against it
     ) -> Event:
         job = self._submit(request, awarded, salt, payment)
         timeout = aiohttp.ClientTimeout(total=self.settings.fed_job_timeout_ms / 1000)
@@ -254,9 +246,11 @@ class Offloading:
             receipt=checked.result.receipt,
             provider=job.peer,
             salt=salt,
-            payment_request=payment_request,
+            payment_request=None if paid is None else paid.request,
         )
-        return await self.completion.answer(Origin(client_event.pubkey, client_event.id), metered, offload=offloaded)
+        stating = None if paid is None else paid.fee_statement
+        statement = None if stating is None else stating(receipt.price_msat)  # our fee on the provider's price
+        return await self.completion.answer(origin, metered, offload=offloaded, settlement=statement)
 
 
 def won_job(awarded: Awarded, salt: str) -> WonJob:

@@ -66,6 +66,27 @@ def receipt_problems(receipt: Receipt, result: JobResult, job: Submitted, reques
         problems.append("price above the bid")
     if receipt.status != "ok":
         problems.append(f"status {receipt.status}")
+    return problems + settlement_problems(receipt, payload, job.price)
+
+
+def settlement_problems(receipt: Receipt, payload: JobSubmit, paid_msat: int) -> list[str]:
+    """How the provider's statement of a paid job (docs/payments.md#refunds) fails the rules the client's chain
+    check applies: it names the invoice paid (`paid_msat`, the bid's price), adds up, uses the receipt's price
+    and refunds only to a destination the client named. An unpaid job states none. Pure."""
+    stated, payment = receipt.settlement, payload.payment
+    if stated is None:
+        return []
+    if payment is None:
+        return ["a settlement for an unpaid job"]
+    problems = []
+    if (stated.role, stated.payment_hash, stated.quoted_msat) != ("provider", payment.payment_hash, paid_msat):
+        problems.append("settlement's invoice")
+    if stated.used_msat + stated.refund_msat + stated.kept_msat != stated.quoted_msat:
+        problems.append("settlement's sum")
+    if stated.used_msat != min(receipt.price_msat, stated.quoted_msat):
+        problems.append("settlement's use")
+    if stated.refund_msat and payment.refund_to is None:
+        problems.append("settlement's refund")
     return problems
 
 

@@ -3,7 +3,9 @@ of an offloaded job. It invoices the award's price from its own wallet (`POST /f
 awarded requester, the invoice bound to the award), and before running a submitted job it checks the proof: the
 invoice is the one issued for this award, sha256(preimage) is its payment hash, and it is settled in its own
 wallet for at least the bid's price. The job then starts once (awarded → running with that payment hash): a
-proof cannot run a job twice, nor another award's job.
+proof cannot run a job twice, nor another award's job. Once it ran, its signed receipt states what it used of the
+invoice (the receipt's price), what it refunds to the client's `refund_to` (carried in the submit's payment) from
+this router's wallet, and what it keeps (`RouterSettlement`, role `provider`, retried by the reconciliation).
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from fedai.protocol.errors import ErrorCode, FedaiError
 from fedai.protocol.event import Event
 from fedai.protocol.federation import SETTLEMENT_LIGHTNING, SETTLEMENT_NONE, JobSubmit
 from fedai.protocol.keys import Keys
-from fedai.protocol.messages import InvoiceRequest, PayeeInvoice
+from fedai.protocol.messages import InvoiceRequest, PayeeInvoice, Settlement
 from fedai.protocol.payment import PaymentRequired, invalid, preimage_matches, seal_invoice
+from fedai_router.settlement import RouterSettlement
 from fedai_router.store import federation_payments as paid_jobs
 from fedai_router.store.federation import AwardRow
 
@@ -61,12 +64,22 @@ class ProviderSettlement:
     """Invoices awards from this router's own wallet (`ROUTER_WALLET`) and checks the proofs of paid jobs.
     `required` (`ROUTER_REQUIRE_PAYMENT`): a job without a proof is refused with 402."""
 
-    def __init__(self, keys: Keys, pool: asyncpg.Pool, wallet: Wallet | None, *, network: str, required: bool):
+    def __init__(
+        self,
+        keys: Keys,
+        pool: asyncpg.Pool,
+        wallet: Wallet | None,
+        *,
+        network: str,
+        required: bool,
+        refunds: RouterSettlement | None = None,
+    ):
         self.keys = keys
         self.pool = pool  # federation_jobs
         self.wallet = wallet
         self.network = network
         self.required = required
+        self.refunds = refunds  # statements and refunds of paid jobs (None: a paid job states nothing)
 
     def methods(self) -> list[str]:
         return settlement_methods(wallet=self.wallet is not None, required=self.required)
@@ -123,6 +136,8 @@ class ProviderSettlement:
             return None
         if self.wallet is None:
             raise invalid("this router takes no payment for jobs")
+        if self.refunds is not None:  # a bad destination is refused before anything is claimed
+            self.refunds.check_destination(proof.refund_to)
         bound = await paid_jobs.invoice_of(self.pool, award.job_id)
         if bound is None or proof.payment_hash != bound:
             raise invalid("the proof is not for the invoice issued for this award")
@@ -144,3 +159,17 @@ class ProviderSettlement:
 
     async def release(self, job_id: str) -> None:
         await paid_jobs.release_paid_job(self.pool, job_id)
+
+    def statement(
+        self, payment_hash: str | None, paid_msat: int, price_msat: int, refund_to: str | None
+    ) -> Settlement | None:
+        """What our receipt states of a paid job's invoice (`paid_msat`, the award's price) once it ran at
+        `price_msat`; None for an unpaid job."""
+        if payment_hash is None or self.refunds is None:
+            return None
+        return self.refunds.provider_statement(payment_hash, paid_msat, price_msat, refund_to)
+
+    async def after_job(self, statement: Settlement | None, refund_to: str | None) -> None:
+        """The job's result is signed: keep our statement, open the refund it owes, pay it in the background."""
+        if statement is not None and self.refunds is not None:
+            await self.refunds.after_provided(statement, refund_to)

@@ -20,9 +20,10 @@ from fedai.protocol.event import Event
 from fedai.protocol.federation import Backpressure
 from fedai.protocol.keys import Keys
 from fedai.protocol.messages import InferenceRequest, Payee
+from fedai.protocol.payment import invalid
 from fedai_router.background import Background
 from fedai_router.claims import Claims
-from fedai_router.completion import Completion
+from fedai_router.completion import Completion, Origin
 from fedai_router.config import RouterSettings
 from fedai_router.dispatch import Dispatcher
 from fedai_router.endpoints import EndpointValidator
@@ -38,12 +39,13 @@ from fedai_router.federation.provider_invoice import InvoiceFor
 from fedai_router.federation.settlement import ProviderSettlement
 from fedai_router.intake import Intake
 from fedai_router.metrics import RouterMetrics
-from fedai_router.offloading import WonJob, provider_entry
+from fedai_router.offloading import PaidJob, WonJob, provider_entry
 from fedai_router.outbound import Outbound
 from fedai_router.planning import Planner
 from fedai_router.pricing import Fees
 from fedai_router.registry import Registry
 from fedai_router.scheduler import Policy
+from fedai_router.settlement import RouterSettlement
 from fedai_router.store.peers import load_peers
 
 
@@ -68,6 +70,7 @@ class Federation:
         background: Background,
         fees: Fees,
         wallet: Wallet | None = None,
+        refunds: RouterSettlement | None = None,  # a paid job's statement and refund (the provider role)
     ) -> None:
         self.keys = keys
         self.settings = settings
@@ -104,7 +107,7 @@ class Federation:
             bidder=lambda: self.bidder,
             fees=fees,
             settlement=ProviderSettlement(
-                keys, pool, wallet, network=settings.ln_network, required=settings.require_payment
+                keys, pool, wallet, network=settings.ln_network, required=settings.require_payment, refunds=refunds
             ),
         )
         self.auctioneer: Auctioneer | None = None  # with relays
@@ -181,13 +184,12 @@ class Federation:
         offloading = self._running()
         return await offloading.provider_invoice(awarded_of(job), InvoiceFor(quote, client, expires_at))
 
-    async def run_paid(
-        self, client_event: Event, request: InferenceRequest, job: WonJob, paid: Event, preimage: str
-    ) -> Event:
+    async def run_paid(self, origin: Origin, request: InferenceRequest, job: WonJob, paid: PaidJob) -> Event:
         offloading = self._running()
-        entry = provider_entry(paid, job.provider)
-        awarded = awarded_of(job)
-        return await offloading.run_paid(client_event, request, awarded, job.salt, entry, preimage, paid)
+        if paid.request is None:  # the request path always has it: the payment request its proof claimed
+            raise invalid("a paid offload names the payment request the client paid")
+        entry = provider_entry(paid.request, job.provider)
+        return await offloading.run_paid(origin, request, awarded_of(job), job.salt, entry, paid)
 
     def _running(self) -> Offloading:
         if self._offloading is None:

@@ -7,6 +7,9 @@ replicas), and the call goes on as a paid request with the preimages as its proo
 client's wallet to each payee's; the router only holds the permission to spend. A caller without a binding is
 refused with 402 `payment_required` carrying the payment request. A paid call names the refund link of its
 payment request as `refund_to` (`edge_refunds`: the unused part of each share goes back to the bound wallet).
+A non-streamed call for a model only a peer router serves is quoted by an auction for its exact job, as `POST
+/quote` does, and pays the provider's own invoice (docs/payments.md#federation-settlement); a streamed one is not
+offloaded and keeps the local refusal, before anything is paid.
 """
 
 from __future__ import annotations
@@ -37,17 +40,22 @@ from fedai_router.store.budgets import give_back, reserve
 
 log = logging.getLogger("fedai.router.payments")
 
-IssueQuote = Callable[[str, str, QuoteRequest], Awaitable[QuoteResponse]]  # (client, asking event id, what)
+IssueQuote = Callable[[str, str, QuoteRequest, bool], Awaitable[QuoteResponse]]  # (client, asking id, what, offload)
 MAX_FEE_MSAT = 10_000  # routing fees a bound wallet may pay per invoice (reserved from the budget, unspent given back)
 
 
 def quote_request(payload: InferenceRequest) -> QuoteRequest:
+    """The call as a quote request, naming the whole job (a quote a peer prices binds exactly this job). Pure."""
     return QuoteRequest(
         model=payload.model,
         prompt=payload.prompt,
         messages=payload.messages,
         max_tokens=payload.max_tokens,
         job_type=payload.job_type,
+        temperature=payload.temperature,
+        top_p=payload.top_p,
+        stop=payload.stop,
+        privacy=payload.privacy,
     )
 
 
@@ -70,7 +78,7 @@ class EdgePayments:
     async def paid(self, caller: Caller, payload: InferenceRequest, asked: Event) -> InferenceRequest:
         """`payload` with its quote and the proof that it was paid from the caller's bound wallet; without a
         binding, 402 `payment_required` with the payment request; over budget, 402 `payment_refused`."""
-        quote = await self.issue(caller.client, asked.id, quote_request(payload))
+        quote = await self.issue(caller.client, asked.id, quote_request(payload), not payload.stream)
         event = await self.requests.for_quote(caller.client, quote.quote_id)
         binding = self.wallets.binding(caller.api_key_sha256, caller.client)
         if binding is None:

@@ -1,6 +1,7 @@
 """OpenAI-compatible handlers. A call is authenticated (NIP-98 or API key), mapped to an InferenceRequest by
 the same pure function clients verify with, and served by the same planning, dispatch and completion as
-/infer; the answer carries OpenAI's shape plus a `fedai` field with the signed chain."""
+/infer; the answer carries OpenAI's shape plus a `fedai` field with the signed chain. On a paying router, a paid
+non-streamed call whose quote a peer router won is submitted to that provider, as `/infer` does."""
 
 from __future__ import annotations
 
@@ -21,7 +22,14 @@ from fedai.protocol.event import Event
 from fedai.protocol.jsonguard import decode_json
 from fedai.protocol.keys import Keys
 from fedai.protocol.kinds import Kind
-from fedai.protocol.messages import InferenceRequest, InferenceResponse, StreamChunk, decode_payload
+from fedai.protocol.messages import (
+    InferenceRequest,
+    InferenceResponse,
+    InferResult,
+    MeteringRecord,
+    StreamChunk,
+    decode_payload,
+)
 from fedai.protocol.openai_map import chat_request, completion_request
 from fedai.service.http import JSON, read_body, retry_after_header
 from fedai_router.completion import Completion as Completer
@@ -29,10 +37,12 @@ from fedai_router.completion import Origin
 from fedai_router.dispatch import Dispatcher, Served
 from fedai_router.failure import Failures
 from fedai_router.metrics import RouterMetrics
+from fedai_router.offloading import WonJob
 from fedai_router.openai_api.auth import Authenticator, Caller
 from fedai_router.openai_api.paying import EdgePayments
 from fedai_router.openai_api.shapes import Completion, error_body, fedai_field, sse_data
 from fedai_router.paid import Held, Paid
+from fedai_router.paid_offload import PaidOffload
 from fedai_router.planning import Plan, Planner
 from fedai_router.scheduler import ModelTable, Policy
 from fedai_router.store.chains import load_chain, save_chain
@@ -68,12 +78,31 @@ def _naming(payment: dict[str, Any] | None) -> Iterator[None]:
 
 @dataclass(frozen=True, slots=True)
 class Prepared:
-    """A call ready to dispatch: its plan, the request the node gets, and the proof it holds when paid."""
+    """A call ready to dispatch: its plan, the request the node gets, and the proof it holds when paid; or, for a
+    paid quote a peer router won, the award its provider runs (then no plan)."""
 
-    plan: Plan
+    plan: Plan | None
     request: InferenceRequest
     held: Held | None
     payment: dict[str, Any] | None = None  # a paid call: {quote_id, proof}, for the caller's chain check
+    job: WonJob | None = None  # a paid offload (docs/payments.md#federation-settlement)
+
+
+@dataclass(frozen=True, slots=True)
+class Answered:
+    """A signed answer and what the OpenAI body shows of it."""
+
+    answer: Event
+    response: InferenceResponse
+    record: MeteringRecord
+    node: str
+
+    @classmethod
+    def of(cls, answer: Event) -> Answered:
+        """From the answer's own chain (the router's signed answer: its links were verified before it signed)."""
+        chain = decode_payload(answer.content, InferResult)
+        response = decode_payload(chain.response.content, InferenceResponse)
+        return cls(answer, response, decode_payload(chain.metering.content, MeteringRecord), chain.node)
 
 
 class OpenAISink:
@@ -120,6 +149,7 @@ class OpenAI:
         max_request_bytes: int,
         paid: Paid,
         edge: EdgePayments | None,
+        offload: PaidOffload | None = None,
     ) -> None:
         self.keys = keys  # records an API-key call as a router-signed request
         self.auth = auth
@@ -135,6 +165,7 @@ class OpenAI:
         self.max_request_bytes = max_request_bytes
         self.paid = paid
         self.edge = edge  # a paying router (ROUTER_REQUIRE_PAYMENT): every call is paid first
+        self.offload = offload  # with federation: paid calls for models only a peer router serves
 
     async def _call(self, request: Request, kind: str) -> tuple[Caller, InferenceRequest, dict[str, Any]]:
         body = await read_body(request, self.max_request_bytes)
@@ -166,15 +197,24 @@ class OpenAI:
                 self.metrics.requests.labels(route, "ok").inc()
                 sink = OpenAISink(pubkey, completion, asked, usage, prepared.payment)
                 dispatched, plan, held = prepared.request, prepared.plan, prepared.held
+                assert plan is not None  # `_prepare` plans every stream (none is offloaded)
                 return self.relay.respond(origin, dispatched, plan, sink, on_answer=keep, held=held)
-            served = await self._serve(origin, prepared)
-            answer = await self._answer(origin, served, prepared.held)
+            if prepared.job is not None:
+                answered = await self._offloaded(origin, prepared, prepared.job)
+            else:
+                served = await self._serve(origin, prepared)
+                answered = Answered(
+                    await self._answer(origin, served, prepared.held),
+                    decode_payload(served.response.content, InferenceResponse),
+                    served.record,
+                    served.node.pubkey,
+                )
+            answer = answered.answer
             await save_chain(self.pool, origin.id, caller.client, asked, answer)
         except Exception as exc:  # noqa: BLE001 - typed: FedaiError as is, a database outage 503, a bug 500
             return _error(self.failures.refused(route, exc))
-        result = decode_payload(served.response.content, InferenceResponse)
-        fedai = fedai_field(pubkey, asked, answer, served.record, served.node.pubkey, prepared.payment)
-        body = completion.full(result, served.record, fedai)
+        fedai = fedai_field(pubkey, asked, answer, answered.record, answered.node, prepared.payment)
+        body = completion.full(answered.response, answered.record, fedai)
         self.metrics.requests.labels(route, "ok").inc()
         return _json(body, headers={"X-Fedai-Chain-Id": answer.id})
 
@@ -187,11 +227,40 @@ class OpenAI:
         with _naming(payment):
             held = await self.paid.hold(caller.client, paid)
             try:
+                job = await self._offload_job(paid, held)
+                if job is not None:
+                    return Prepared(None, paid, held, payment, job)
                 plan = await self.planner.plan(caller.client, held.for_planning(paid))
             except BaseException:
                 await self.paid.release(held)
                 raise
         return Prepared(plan, held.for_node(paid), held, payment)
+
+    async def _offload_job(self, paid: InferenceRequest, held: Held) -> WonJob | None:
+        """The award a paid call's quote was won by, if a peer router's (streams are never offloaded)."""
+        if self.offload is None or paid.quote_id is None:
+            return None
+        job = await self.offload.for_payment(paid.quote_id, held.request_id)
+        if job is not None and paid.stream:  # its quote was issued without an auction: not reached
+            raise FedaiError(ErrorCode.INVALID_REQUEST, "a stream is not served by a peer router: ask without stream")
+        return job
+
+    async def _offloaded(self, origin: Origin, prepared: Prepared, job: WonJob) -> Answered:
+        """A paid call whose quote a peer router won: submitted to it with the provider's preimage and the call's
+        refund link, our fee stated on its price, both statements kept and our fee's refund opened."""
+        offload, held, settlement = self.offload, prepared.held, self.paid.settlement
+        assert offload is not None and held is not None  # `_prepare` found the award for the held proof
+        refund_to = held.forwarded.refund_to
+        stating = None if settlement is None else settlement.stating(held.fee, refund_to)
+
+        async def run() -> Event:
+            return await offload.serve(origin, prepared.request, job, held.forwarded, stating)
+
+        with _naming(prepared.payment):
+            answer = await self.paid.while_held(held, run)
+        if settlement is not None:
+            await settlement.after_offload(answer, refund_to)
+        return Answered.of(answer)
 
     async def _answer(self, origin: Origin, served: Served, held: Held | None) -> Event:
         """The signed answer; a paid call's states the router's settlement and opens its refund (the node's is in its
@@ -203,6 +272,7 @@ class OpenAI:
 
     async def _serve(self, origin: Origin, prepared: Prepared) -> Served:
         plan = prepared.plan
+        assert plan is not None  # only a paid offload has none, and it is not dispatched here
 
         async def dispatch() -> Served:
             return await self.dispatcher.serve(origin, prepared.request, plan.candidates, limits=plan.limits)
