@@ -127,9 +127,11 @@ async def running_edge(
     tmp_path: Path,
     *,
     refunds: bool = False,
+    client_sats: int = 1000,
 ) -> AsyncIterator[PaidEdge]:
     await reset_database(db_pool)
-    client, node_wallet, router_wallet = lnbits_wallet("client", 1000), lnbits_wallet("node"), lnbits_wallet("router")
+    client, node_wallet = lnbits_wallet("client", client_sats), lnbits_wallet("node")
+    router_wallet = lnbits_wallet("router")
     client_backend = backend(client, admin=True)
     service = await NwcService(relay_url, client_backend).start()
     secret_file = tmp_path / "client.nwc"
@@ -368,3 +370,31 @@ async def test_a_bound_key_streaming_gets_its_refund_and_a_link_serves_no_one_el
         with pytest.raises(RouterError) as refused:  # another client's key never sees this payment or its refund
             await other.payment_status(request_id)
     assert refused.value.http_status == 404
+
+
+async def test_a_wallet_that_runs_dry_part_way_gets_the_router_fee_back(
+    database_url: str,
+    db_pool: asyncpg.Pool,
+    relay_url: str,
+    lnbits_wallet: Callable[..., LnbitsWallet],
+    tmp_path: Path,
+) -> None:
+    """The bound wallet holds enough for the router's fee, not for the node's share: the fee is paid first, the
+    node's invoice fails, the call is refused, and the router returns its own fee to the call's refund link;
+    nothing is left with anyone for a call no one served."""
+    funds_msat = 2 * FEE_MSAT  # the fee, not the node's share (every share here is at least MAX_TOKENS sat)
+    async with running_edge(
+        database_url, db_pool, relay_url, lnbits_wallet, tmp_path, refunds=True, client_sats=funds_msat // 1000
+    ) as edge:
+        async with openai_client(edge, BOUND_KEY) as client:
+            with pytest.raises(openai.APIStatusError) as refused:
+                await client.chat.completions.create(**PARAMS)
+        assert refused.value.status_code in (402, 503) and edge.runner.served == 0
+
+        async def fee_returned() -> bool:
+            return await refunds_paid(db_pool) == {"router_fee": "paid"}
+
+        await eventually_async(fee_returned, what="the router's fee refunded")
+        assert await balances(edge) == (funds_msat, 0, 0)
+        stated = await db_pool.fetchrow("SELECT role, used_msat, refund_msat FROM payment_settlements")
+        assert stated is not None and tuple(stated) == ("router_fee", 0, FEE_MSAT)

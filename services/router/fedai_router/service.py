@@ -336,6 +336,7 @@ class RouterService:
             wallets=self.client_wallets,
             pool=self.pool,
             refunds=self.edge_refunds,
+            return_fee=None if self.paid.settlement is None else self.paid.settlement.return_fee,
         )
 
     def _ops(self) -> Ops:

@@ -161,6 +161,13 @@ class RouterSettlement:
         await self.after_answer(statement, paid.refund_to, node_statement(metered.record, paid.preimage))
         return answer
 
+    async def return_fee(self, payment_hash: str, amount_msat: int, refund_to: str | None) -> None:
+        """Our fee was paid for a call that will not be served (the OpenAI edge's bound wallet paid it, then failed
+        to pay the work's invoice): state it unused and refund all of it, from our own wallet, like an unused part."""
+        refunding = refund_to is not None and self.refunder is not None
+        statement = settle_share("router_fee", payment_hash, amount_msat, 0, 0, refunding=refunding)
+        await self.after_answer(statement, refund_to)
+
     def stating(self, fee: ClaimedPayee | None, refund_to: str | None) -> Callable[[int], Settlement | None]:
         """How a paid offload's answer states our fee, once the provider's receipt prices the work."""
         return lambda work_msat: self.fee_statement(fee, work_msat, refund_to)

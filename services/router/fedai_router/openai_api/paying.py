@@ -41,6 +41,8 @@ from fedai_router.store.budgets import give_back, reserve
 log = logging.getLogger("fedai.router.payments")
 
 IssueQuote = Callable[[str, str, QuoteRequest, bool], Awaitable[QuoteResponse]]  # (client, asking id, what, offload)
+# the router gives back its own fee, paid for a call whose other invoices could not be: (payment hash, msat, to)
+ReturnFee = Callable[[str, int, str | None], Awaitable[None]]
 MAX_FEE_MSAT = 10_000  # routing fees a bound wallet may pay per invoice (reserved from the budget, unspent given back)
 
 
@@ -68,12 +70,14 @@ class EdgePayments:
         wallets: ClientWallets,
         pool: asyncpg.Pool,
         refunds: EdgeRefunds | None = None,
+        return_fee: ReturnFee | None = None,
     ) -> None:
         self.issue = issue  # Quotes.issue: the router quotes the call for the caller
         self.requests = requests
         self.wallets = wallets
         self.pool = pool  # the budgets
         self.refunds = refunds  # the refund link each paid call names as its `refund_to` (edge_refunds.py)
+        self.return_fee = return_fee  # RouterSettlement.return_fee: our own fee back, from our own wallet
 
     async def paid(self, caller: Caller, payload: InferenceRequest, asked: Event) -> InferenceRequest:
         """`payload` with its quote and the proof that it was paid from the caller's bound wallet; without a
@@ -101,13 +105,34 @@ class EdgePayments:
                 f"this call would take the budget bound to your key past {binding.budget_msat} msat "
                 f"(it needs up to {allowance} msat); ask the operator for a larger budget",
             )
-        tally = Tally()
+        tally, preimages = Tally(), dict[str, str]()
         try:
-            preimages = await _pay_all(wallet, request, tally)
+            await _pay_all(wallet, request, tally, preimages)
+        except BaseException:
+            await self._unfinished(event.id, request, preimages, refund_to)
+            raise
         finally:
             await give_back(self.pool, binding.id, allowance - tally.msat)
         log.info("paid from a bound wallet", extra={"request": event.id[:16], "msat": tally.msat})
         return PaymentProof(payment_request=event.id, preimages=preimages, refund_to=refund_to)
+
+    async def _unfinished(
+        self, request_id: str, request: PaymentRequest, preimages: dict[str, str], refund_to: str | None
+    ) -> None:
+        """The bound wallet paid some invoices of `request` but not all, so the call will not be served. The
+        router's fee is paid first (`_pay_all`), so what was paid is only ever the router's own money, which it
+        gives back from its own wallet to the call's refund link; without a link it says so (the operator returns
+        it by hand: runbooks/payments.md)."""
+        fee = next((p for p in request.payees if p.role == "router_fee" and p.payment_hash in preimages), None)
+        if fee is None:
+            return
+        if self.return_fee is None or refund_to is None:
+            log.warning("fee paid for a call not served, no refund link to return it", extra={"request": request_id})
+            return
+        try:
+            await self.return_fee(fee.payment_hash, fee.amount_msat, refund_to)
+        except Exception as exc:  # noqa: BLE001 - the caller gets the payment error; the refund is retried
+            log.warning("fee of a call not served: refund not opened", extra={"error": type(exc).__name__})
 
 
 class Tally:
@@ -118,15 +143,15 @@ class Tally:
         self.msat = 0
 
 
-async def _pay_all(wallet: Wallet, request: PaymentRequest, tally: Tally) -> dict[str, str]:
-    """Pay each payee's invoice; the preimages. The wallet's idempotency key is the payment hash, so a retry
-    never pays an invoice twice."""
-    preimages: dict[str, str] = {}
-    for payee in request.payees:
+async def _pay_all(wallet: Wallet, request: PaymentRequest, tally: Tally, preimages: dict[str, str]) -> None:
+    """Pay each payee's invoice, the router's fee first, filling `preimages`. Paying the fee first means a wallet
+    that runs dry or refuses part-way has paid only the router, which can give its own fee back; a node or a
+    provider paid for a call that is then not served could not be made to. The wallet's idempotency key is the
+    payment hash, so a retry never pays an invoice twice."""
+    for payee in sorted(request.payees, key=lambda p: p.role != "router_fee"):
         tally.msat += payee.amount_msat + MAX_FEE_MSAT
         paid = await wallet.pay_invoice(payee.bolt11, MAX_FEE_MSAT, "fedai-edge-" + payee.payment_hash)
         tally.msat -= MAX_FEE_MSAT - paid.fee_msat
         if paid.payment_hash != payee.payment_hash:
             raise FedaiError(ErrorCode.PAYMENT_REFUSED, "the bound wallet paid another invoice than the one listed")
         preimages[payee.payment_hash] = paid.preimage
-    return preimages
