@@ -377,9 +377,10 @@ def payments_cmd(
     call = connect(router, devnet_dir, admin_key, as_json)
 
     def render(doc: dict[str, Any]) -> None:
-        table = Table(title=f"payment requests ({len(doc['payments'])})")
-        for header in ("at", "client", "model", "state", "msat", "payees (refund)"):
-            column(table, header, overflow="fold")
+        table = Table(title=f"payment requests ({len(doc['payments'])})", box=None, header_style="bold underline")
+        table.collapse_padding = True
+        for header in ("at (UTC)", "client", "model", "state", "msat", "payees (refund)"):
+            column(table, header, overflow="fold", justify="right" if header == "msat" else "left")
         for p in doc["payments"]:
             payees = "\n".join(_payee_line(x) for x in p["payees"])
             at, client = p["created_at"][5:16].replace("T", " "), short_npub(p["client"], 4, 4)
@@ -391,8 +392,8 @@ def payments_cmd(
 
 
 def _payee_line(payee: dict[str, Any]) -> str:
-    """`fee consumed` and, once answered, its refund: `(paid 120)`, `(stated 80)`."""
+    """`fee consumed` and, once answered, its refund on the next line: `refund paid 120`, `refund stated 80`."""
     role = ROLES.get(payee["role"], payee["role"]).split(" ")[0]
     refund = payee["refund"]
-    told = f" ({refund['state']} {refund['refund_msat']})" if refund and refund["state"] != "none" else ""
+    told = f"\n refund {refund['state']} {refund['refund_msat']}" if refund and refund["state"] != "none" else ""
     return f"{role} {payee['state']}{told}"

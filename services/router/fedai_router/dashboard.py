@@ -47,7 +47,7 @@ def payment_row(p: dict[str, Any]) -> tuple[str, ...]:
         if x["refund"] and x["refund"]["state"] != "none"
     )
     return (
-        p["created_at"][:19],
+        p["created_at"][:19].replace("T", " "),
         p["id"][:12] + "…",
         p["client"][:12] + "…",
         p["model"] or "?",
@@ -228,7 +228,7 @@ class Dashboard:
             [msat for _, msat in series],
             unit="msat",
         )
-        roles = sorted(doc["total_msat"])
+        roles = sorted(doc["total_msat"], key=lambda r: (r != "router_fee", r))
         totals = [
             (
                 ROLE_NAMES.get(r, r) + (" (yours)" if r == "router_fee" else " (brokered)"),
