@@ -17,9 +17,9 @@ import pytest
 from click.testing import CliRunner
 
 from fedai.cli.main import cli
+from fedai.payments.earnings import earnings_rows, totals
 from fedai.protocol.keys import Keys
 from fedai.protocol.nip98 import auth_header
-from fedai.store.earnings import earnings_rows, totals
 from tests.support.paid_admin import Paid, assert_hidden, paid_and_refunded
 from tests.support.paid_network import MODEL
 from tests.support.router import RunningRouter, reset_database, running_router

@@ -18,11 +18,11 @@ from fedai.cli.client import resolve_target
 from fedai.cli.earnings import ROLES, earnings_table, print_totals
 from fedai.cli.keyfile import KeyInputError, load_secret
 from fedai.cli.output import column, console, fail, fail_fedai, paste_line, print_json, print_table, short_npub
+from fedai.payments.earnings import MAX_DAYS
 from fedai.protocol.errors import KeyFormatError
 from fedai.protocol.keys import Keys, parse_pubkey
 from fedai.protocol.nip98 import auth_header
 from fedai.sdk.errors import RouterTimeout, RouterUnreachable, error_from_response
-from fedai.store.earnings import MAX_DAYS
 
 F = TypeVar("F", bound=Callable[..., Any])
 TIMEOUT_S = 30.0

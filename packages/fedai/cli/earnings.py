@@ -2,7 +2,7 @@
 
 Read directly from the operator's Postgres (like `fedai migrate`): whoever can read that database is the
 operator, so no endpoint and no token are involved. The query and what each role's rows hold are in
-fedai.store.earnings (shared with the router's GET /admin/api/earnings); the totals are net of refunds paid.
+fedai.payments.earnings (shared with the router's GET /admin/api/earnings); the totals are net of refunds paid.
 
 A day is a UTC day of the moment the payment was consumed (the request served).
 """
@@ -18,8 +18,8 @@ from rich.table import Table
 
 from fedai.cli.extras import needs_extra
 from fedai.cli.output import column, console, fail, print_json, short_npub
-from fedai.store import earnings as store
-from fedai.store.earnings import totals
+from fedai.payments import earnings as store
+from fedai.payments.earnings import totals
 
 ENV = {"router": "ROUTER_DB_URL", "node": "NODE_DB_URL"}
 __all__ = ["earnings_rows", "earnings_table", "print_totals", "totals"]
@@ -27,7 +27,7 @@ ROLES = {"router_fee": "fee (yours)", "node": "node share", "provider": "provide
 
 
 async def earnings_rows(dsn: str, role: str, days: int) -> list[dict[str, Any]]:
-    """The role's rows (fedai.store.earnings) read over one connection to `dsn`."""
+    """The role's rows (fedai.payments.earnings) read over one connection to `dsn`."""
     import asyncpg  # the router and node extras
 
     conn = await asyncpg.connect(dsn)

@@ -18,11 +18,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from fedai.payments import earnings
 from fedai.protocol.errors import ErrorCode, FedaiError, KeyFormatError
 from fedai.protocol.jsonguard import decode_json
 from fedai.protocol.keys import parse_pubkey
 from fedai.service.http import json_response, read_body
-from fedai.store import earnings
 from fedai_router.admin import Operators
 from fedai_router.admin_state import AdminState
 from fedai_router.node_state import NodeState

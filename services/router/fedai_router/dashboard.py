@@ -18,9 +18,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from fedai.payments.earnings import daily
 from fedai.protocol.errors import ErrorCode, FedaiError
 from fedai.service.http import json_response, read_body
-from fedai.store.earnings import daily
 from fedai_router.admin import Operators
 from fedai_router.admin_api import NODE_ACTIONS, earnings_document, pubkey_param
 from fedai_router.admin_state import AdminState

@@ -21,7 +21,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # the CLI imports this module without the router or node extras
+if TYPE_CHECKING:  # the light client (`fedai admin earnings`) imports this module without asyncpg
     import asyncpg
 
 MAX_DAYS = 3660
