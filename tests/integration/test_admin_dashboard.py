@@ -1,5 +1,6 @@
 """The /admin dashboard in headless Chromium (Debian's `chromium`, driven by Playwright with the system browser):
-log in through a test NIP-07 signer, read every page, drain a node with its button. Screenshots are saved under
+log in through a test NIP-07 signer, read every page, drain a node with its button, read the payments page of a
+paying router. Screenshots are saved under
 build/test-artifacts/admin-dashboard/ (or $FEDAI_TEST_ARTIFACTS/admin-dashboard/)."""
 
 from __future__ import annotations
@@ -18,8 +19,11 @@ import pytest
 from fedai.protocol.event import sign_event
 from fedai.protocol.keys import Keys
 from tests.support.fake_node import FakeNode, register
+from tests.support.paid_admin import Paid, assert_hidden, paid_and_refunded
+from tests.support.paid_network import MODEL
 from tests.support.router import RunningRouter, reset_database, running_router
 from tests.support.servers import serve_app
+from tests.support.tls import SelfSigned, self_signed
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 API_KEY = "fk-dashboard-test-key"
@@ -95,6 +99,11 @@ async def test_log_in_with_a_nip07_signer_read_the_pages_and_drain_a_node(
         await page.goto(router.url + "/admin/requests")
         assert "fake-model" in await page.content() and "hello" not in await page.content()
         await page.screenshot(path=str(shots / "2-requests.png"), full_page=True)
+        await page.click("header a:text('payments')")
+        await page.wait_for_selector("h1:text('payments')")
+        assert await page.locator("svg[aria-label^='router fee earned']").count() == 1
+        assert "recent payment requests" in await page.content()
+        await page.screenshot(path=str(shots / "2b-payments-unpaid.png"), full_page=True)
         await page.goto(router.url + "/admin/peers")
         assert await page.locator("h1").inner_text() == "peers"
         await page.screenshot(path=str(shots / "3-peers.png"), full_page=True)
@@ -137,3 +146,44 @@ async def test_a_signer_that_is_not_an_operator_gets_no_session(served: tuple[Ru
         anonymous = await http.post(router.url + f"/admin/nodes/{node.keys.pubkey}/drain", data={"csrf": "x"})
     assert anonymous.status_code == 401
     assert not router.service.registry.nodes[node.keys.pubkey].held
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> SelfSigned:
+    return self_signed(tmp_path_factory.mktemp("dashboard-tls"))
+
+
+@pytest.fixture
+async def paid(database_url: str, db_pool: asyncpg.Pool, tls: SelfSigned, tmp_path: Path) -> AsyncIterator[Paid]:
+    async with paid_and_refunded(database_url, db_pool, tls, tmp_path) as setup:
+        yield setup
+
+
+async def test_the_payments_page_charts_the_fee_earned_and_lists_each_payment_without_secrets(paid: Paid) -> None:
+    router, operator = paid.net.router, paid.operator
+    fee = next(s for s in paid.chain.settlements if s.role == "router_fee")
+    async with async_api.async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], headless=True)
+        context = await browser.new_context(viewport={"width": 1100, "height": 800})
+        await context.expose_function("fedaiSign", signer(operator))
+        await context.add_init_script(nip07(operator))
+        page = await context.new_page()
+        await page.goto(router.url + "/admin")
+        await page.click("#login")
+        await page.wait_for_selector("h1:text('status')")
+        await page.click("header a:text('payments')")
+        await page.wait_for_selector("h1:text('payments')")
+        chart = page.locator("svg[aria-label^='router fee earned']")
+        assert await chart.count() == 1
+        bars = [await t.text_content() for t in await chart.locator("rect title").all()]
+        assert len(bars) == 30 and bars[-1] == f"{fee.used_msat} msat" and set(bars[:-1]) == {"0 msat"}
+        totals = await page.locator("tr", has_text="fee (yours)").inner_text()
+        assert str(fee.used_msat) in totals and str(fee.refund_msat) in totals
+        served = await page.locator("tr", has_text=paid.consumed[:12]).inner_text()
+        assert "consumed" in served and MODEL in served and f"fee paid {fee.refund_msat}" in served
+        assert paid.consumed not in served  # ids and keys shortened
+        unused = await page.locator("tr", has_text=paid.issued[:12]).inner_text()
+        assert "issued" in unused and "node issued" in unused
+        assert_hidden(await page.content(), paid.secrets)
+        await page.screenshot(path=str(artifacts() / "6-payments.png"), full_page=True)
+        await browser.close()

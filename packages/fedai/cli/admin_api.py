@@ -15,8 +15,10 @@ import httpx
 from rich.table import Table
 
 from fedai.cli.client import resolve_target
+from fedai.cli.earnings import ROLES, earnings_table, print_totals
 from fedai.cli.keyfile import KeyInputError, load_secret
 from fedai.cli.output import column, console, fail, fail_fedai, paste_line, print_json, print_table, short_npub
+from fedai.payments.earnings import MAX_DAYS
 from fedai.protocol.errors import KeyFormatError
 from fedai.protocol.keys import Keys, parse_pubkey
 from fedai.protocol.nip98 import auth_header
@@ -84,6 +86,18 @@ def hex_key(value: str) -> str:
         raise click.BadParameter(str(exc)) from None
 
 
+def page_query(limit: int, before: str | None, **extra: str | None) -> httpx.QueryParams:
+    """The query of one page of a listing: `limit`, the `before` cursor if any, and the filters given."""
+    given = {k: v for k, v in extra.items() if v is not None}
+    return httpx.QueryParams({"limit": limit, **({"before": before} if before else {}), **given})
+
+
+def next_page(doc: dict[str, Any]) -> None:
+    """The option that reads the next page, when there is one."""
+    if doc["next"]:
+        paste_line(f"next page: --before '{doc['next']}'")
+
+
 def show(call: AdminCall, document: Any, render: Callable[[Any], None]) -> None:
     if call.as_json:
         print_json(document)
@@ -93,7 +107,8 @@ def show(call: AdminCall, document: Any, render: Callable[[Any], None]) -> None:
 
 @click.group("admin")
 def admin_group() -> None:
-    """The router's admin API (NIP-98 signed with --admin-key): nodes, peers, API keys, fee, records, audit."""
+    """The router's admin API (NIP-98 signed with --admin-key): nodes, peers, API keys, fee, records, earnings,
+    payments, audit."""
 
 
 @admin_group.command("nodes")
@@ -323,3 +338,62 @@ def receipts_cmd(
             paste_line(f"next page: --before '{doc['next']}'")
 
     show(call, call("GET", f"/admin/api/receipts?{query}"), render)
+
+
+@admin_group.command("earnings")
+@click.option("--days", type=click.IntRange(1, MAX_DAYS), default=30, show_default=True, help="How far back.")
+@admin_api_options
+def earnings_cmd(days: int, router: str | None, devnet_dir: Path | None, admin_key: str, as_json: bool) -> None:
+    """The router's fee earned by UTC day and model, net of refunds paid, and the node and provider shares it
+    brokered (as `fedai earnings --role router`, through the admin API)."""
+    call = connect(router, devnet_dir, admin_key, as_json)
+
+    def render(doc: dict[str, Any]) -> None:
+        if not doc["rows"]:
+            console.print(f"nothing consumed in the last {days} day(s)")
+            return
+        print_table(earnings_table(doc["rows"], "router"))
+        print_totals(doc["rows"])
+
+    show(call, call("GET", f"/admin/api/earnings?{httpx.QueryParams({'days': days})}"), render)
+
+
+@admin_group.command("payments")
+@click.option("--limit", type=click.IntRange(1, 200), default=20, show_default=True)
+@click.option("--before", help="The `next` cursor of the previous page.")
+@click.option("--state", type=click.Choice(["issued", "consumed", "expired"]), help="Only requests in this state.")
+@admin_api_options
+def payments_cmd(
+    limit: int,
+    before: str | None,
+    state: str | None,
+    router: str | None,
+    devnet_dir: Path | None,
+    admin_key: str,
+    as_json: bool,
+) -> None:
+    """Recent payment requests, newest first: client, model, total, each payee's state and refund (never an
+    invoice, a preimage or a refund destination)."""
+    call = connect(router, devnet_dir, admin_key, as_json)
+
+    def render(doc: dict[str, Any]) -> None:
+        table = Table(title=f"payment requests ({len(doc['payments'])})", box=None, header_style="bold underline")
+        table.collapse_padding = True
+        for header in ("at (UTC)", "client", "model", "state", "msat", "payees (refund)"):
+            column(table, header, overflow="fold", justify="right" if header == "msat" else "left")
+        for p in doc["payments"]:
+            payees = "\n".join(_payee_line(x) for x in p["payees"])
+            at, client = p["created_at"][5:16].replace("T", " "), short_npub(p["client"], 4, 4)
+            table.add_row(at, client, p["model"] or "?", p["state"], str(p["total_msat"]), payees)
+        print_table(table)
+        next_page(doc)
+
+    show(call, call("GET", f"/admin/api/payments?{page_query(limit, before, state=state)}"), render)
+
+
+def _payee_line(payee: dict[str, Any]) -> str:
+    """`fee consumed` and, once answered, its refund on the next line: `refund paid 120`, `refund stated 80`."""
+    role = ROLES.get(payee["role"], payee["role"]).split(" ")[0]
+    refund = payee["refund"]
+    told = f"\n refund {refund['state']} {refund['refund_msat']}" if refund and refund["state"] != "none" else ""
+    return f"{role} {payee['state']}{told}"

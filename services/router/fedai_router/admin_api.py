@@ -1,5 +1,6 @@
 """The admin API under /admin/api (runbooks/admin.md): nodes (drain, ban), peer rules (allow, block, mute), API
-keys (create, revoke), the router fee, metering records and the audit log. Every call is a NIP-98 event signed by
+keys (create, revoke), the router fee, metering records, federation receipts, earnings, payment requests and the
+audit log. Every call is a NIP-98 event signed by
 a ROUTER_ADMIN_KEYS key (`Operators.signer`); every change is written to Postgres with its audit row, applied
 here at once and by the other replicas at their next admin sync."""
 
@@ -17,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from fedai.payments import earnings
 from fedai.protocol.errors import ErrorCode, FedaiError, KeyFormatError
 from fedai.protocol.jsonguard import decode_json
 from fedai.protocol.keys import parse_pubkey
@@ -29,6 +31,7 @@ from fedai_router.pricing import MAX_FEE_BASE_MSAT
 from fedai_router.scheduler import Policy
 from fedai_router.store import admin as store
 from fedai_router.store.admin import Change
+from fedai_router.store.payment_listing import REQUEST_STATES, list_payments
 
 MAX_BODY = 16 * 1024
 MAX_LABEL = 64
@@ -81,6 +84,28 @@ def metering_cursor(raw: str | None) -> tuple[datetime, str] | None:
         raise FedaiError(ErrorCode.INVALID_REQUEST, "before must be the `next` value of a previous page") from None
 
 
+def days_param(request: Request) -> int:
+    raw = request.query_params.get("days", "30")
+    if not raw.isdigit() or not 1 <= int(raw) <= earnings.MAX_DAYS:
+        raise FedaiError(ErrorCode.INVALID_REQUEST, f"days must be an integer from 1 to {earnings.MAX_DAYS}")
+    return int(raw)
+
+
+def state_param(request: Request) -> str | None:
+    state = request.query_params.get("state") or None
+    if state is not None and state not in REQUEST_STATES:
+        raise FedaiError(ErrorCode.INVALID_REQUEST, f"state must be one of {', '.join(REQUEST_STATES)}")
+    return state
+
+
+async def earnings_document(pool: asyncpg.Pool, days: int) -> dict[str, Any]:
+    """The router's earnings over the last `days` UTC days (docs/payments.md#earnings): rows by day, model and
+    role, and per role the net total and the refunds paid."""
+    rows = await earnings.earnings_rows(pool, "router", days)
+    totals = earnings.totals(rows)
+    return {"days": days, "rows": rows, "total_msat": totals, "refunded_msat": earnings.totals(rows, "refunded_msat")}
+
+
 class AdminApi:
     def __init__(
         self,
@@ -113,6 +138,8 @@ class AdminApi:
             Route("/admin/api/fees", e("admin_fees", self.set_fees), methods=["POST"]),
             Route("/admin/api/metering", e("admin_metering", self.metering), methods=["GET"]),
             Route("/admin/api/receipts", e("admin_receipts", self.receipts), methods=["GET"]),
+            Route("/admin/api/earnings", e("admin_earnings", self.earnings), methods=["GET"]),
+            Route("/admin/api/payments", e("admin_payments", self.payments), methods=["GET"]),
             Route("/admin/api/audit", e("admin_audit", self.audit), methods=["GET"]),
         ]
 
@@ -221,6 +248,15 @@ class AdminApi:
         limit, before = page_params(request)
         items, cursor = await store.list_receipts(self.pool, limit=limit, before=metering_cursor(before))
         return {"jobs": items, "next": f"{cursor[0].isoformat()}|{cursor[1]}" if cursor else None}
+
+    async def earnings(self, request: Request, _body: bytes, _actor: str) -> Any:
+        return await earnings_document(self.pool, days_param(request))
+
+    async def payments(self, request: Request, _body: bytes, _actor: str) -> Any:
+        limit, before = page_params(request)
+        state, cursor = state_param(request), metering_cursor(before)
+        items, after = await list_payments(self.pool, limit=limit, before=cursor, state=state)
+        return {"payments": items, "next": f"{after[0].isoformat()}|{after[1]}" if after else None}
 
     async def audit(self, request: Request, _body: bytes, _actor: str) -> Any:
         limit, before = page_params(request)

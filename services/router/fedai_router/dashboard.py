@@ -1,8 +1,8 @@
 """The web dashboard at /admin (runbooks/admin.md#dashboard): server-rendered pages (status with traffic and
-latency charts, nodes with drain and ban buttons, peers, recent requests), a NIP-07 login (a NIP-98 event by a
-ROUTER_ADMIN_KEYS key, checked like any admin API call) and a short-lived session cookie (HttpOnly,
-SameSite=Strict); every POST form carries the session's CSRF token. Actions go through the same store as the
-admin API, so they are audited and reach every replica."""
+latency charts, nodes with drain and ban buttons, peers, recent requests, payments with an earnings chart), a
+NIP-07 login (a NIP-98 event by a ROUTER_ADMIN_KEYS key, checked like any admin API call) and a short-lived
+session cookie (HttpOnly, SameSite=Strict); every POST form carries the session's CSRF token. Actions go through
+the same store as the admin API, so they are audited and reach every replica."""
 
 from __future__ import annotations
 
@@ -10,25 +10,52 @@ import hmac
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import parse_qs
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from fedai.payments.earnings import daily
 from fedai.protocol.errors import ErrorCode, FedaiError
 from fedai.service.http import json_response, read_body
 from fedai_router.admin import Operators
-from fedai_router.admin_api import NODE_ACTIONS, pubkey_param
+from fedai_router.admin_api import NODE_ACTIONS, earnings_document, pubkey_param
 from fedai_router.admin_state import AdminState
 from fedai_router.dashboard_html import bar_chart, form, line_chart, login_script, page, table
 from fedai_router.dashboard_session import COOKIE, Session, Sessions
 from fedai_router.ops import Ops, node_summary
 from fedai_router.store import admin as store
 from fedai_router.store.admin import Change
+from fedai_router.store.payment_listing import list_payments
 
 MAX_FORM_BYTES = 4096
+EARNINGS_DAYS = 30
+ROLE_NAMES = {"router_fee": "fee", "node": "node", "provider": "provider"}
 Page = Callable[[Request, Session, str], Awaitable[str]]
+
+
+def payment_row(p: dict[str, Any]) -> tuple[str, ...]:
+    """One payment request as a table row: ids and the client shortened, each payee's role and state, and each
+    refund's state and amount."""
+    payees = ", ".join(f"{ROLE_NAMES.get(x['role'], x['role'])} {x['state']}" for x in p["payees"])
+    refunds = ", ".join(
+        f"{ROLE_NAMES.get(x['role'], x['role'])} {x['refund']['state']} {x['refund']['refund_msat']}"
+        for x in p["payees"]
+        if x["refund"] and x["refund"]["state"] != "none"
+    )
+    return (
+        p["created_at"][:19].replace("T", " "),
+        p["id"][:12] + "…",
+        p["client"][:12] + "…",
+        p["model"] or "?",
+        p["state"],
+        str(p["total_msat"]),
+        payees,
+        refunds or "-",
+    )
 
 
 def csp(nonce: str) -> str:
@@ -59,6 +86,7 @@ class Dashboard:
             Route("/admin/nodes", self._page("nodes", self.nodes_page), methods=["GET"]),
             Route("/admin/peers", self._page("peers", self.peers_page), methods=["GET"]),
             Route("/admin/requests", self._page("recent requests", self.requests_page), methods=["GET"]),
+            Route("/admin/payments", self._page("payments", self.payments_page), methods=["GET"]),
             Route("/admin/login", self.login, methods=["POST"]),
             Route("/admin/logout", self.logout, methods=["POST"]),
             Route("/admin/nodes/{pubkey}/{action}", self.node_action, methods=["POST"]),
@@ -191,3 +219,30 @@ class Dashboard:
             for r in records
         ]
         return table(("at", "client", "node", "model", "tokens", "ms", "msat"), rows)
+
+    async def payments_page(self, _request: Request, _session: Session, _nonce: str) -> str:
+        doc = await earnings_document(self.ops.pool, EARNINGS_DAYS)
+        series = daily(doc["rows"], "router_fee", EARNINGS_DAYS, datetime.now(UTC).date())
+        chart = bar_chart(
+            f"router fee earned per UTC day, net of refunds, last {EARNINGS_DAYS} days",
+            [msat for _, msat in series],
+            unit="msat",
+        )
+        roles = sorted(doc["total_msat"], key=lambda r: (r != "router_fee", r))
+        totals = [
+            (
+                ROLE_NAMES.get(r, r) + (" (yours)" if r == "router_fee" else " (brokered)"),
+                str(doc["total_msat"][r]),
+                str(doc["refunded_msat"][r]),
+            )
+            for r in roles
+        ]
+        payments, _ = await list_payments(self.ops.pool, limit=50, before=None, state=None)
+        return (
+            "<h2>earnings</h2>"
+            + chart
+            + table(("paid as", "net msat", "refunded msat"), totals)
+            + "<h2>recent payment requests</h2>"
+            + table(("at", "id", "client", "model", "state", "msat", "payees", "refunds"), map(payment_row, payments))
+            + "<p>More with <code>fedai admin payments</code> and <code>fedai admin earnings</code>.</p>"
+        )

@@ -15,7 +15,13 @@ main{padding:1rem}table{border-collapse:collapse;background:#fff;margin:.5rem 0;
 th,td{border:1px solid #d5d9de;padding:.25rem .5rem;text-align:left}th{background:#eef1f4}
 td form{display:inline}button{margin:0 .1rem}.muted{color:#6b7580}.chart{background:#fff;border:1px solid #d5d9de}
 """
-NAV = (("/admin", "status"), ("/admin/nodes", "nodes"), ("/admin/peers", "peers"), ("/admin/requests", "requests"))
+NAV = (
+    ("/admin", "status"),
+    ("/admin/nodes", "nodes"),
+    ("/admin/peers", "peers"),
+    ("/admin/requests", "requests"),
+    ("/admin/payments", "payments"),
+)
 
 
 def e(value: object) -> str:

@@ -23,6 +23,7 @@ from fedai.protocol.errors import ErrorCode, FedaiError
 from fedai.service.http import error_response, json_response
 from fedai_router.failure import Failures
 from fedai_router.openai_api.auth import Authenticator
+from fedai_router.store.payment_listing import refund_view
 
 ROUTE = "payment_status"
 HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -46,24 +47,6 @@ def _unix(at: datetime) -> int:
     return int(at.timestamp())
 
 
-def _refund(p: asyncpg.Record) -> dict[str, Any] | None:
-    """A payee's refund (docs/payments.md#refunds): what it stated it used, refunds and keeps of its share, and the
-    refund's state: `pending`, `paying`, `paid`, `failed` when this router's database holds the refund (its own
-    fee's, always), `stated` when it holds only the payee's signed promise (a node pays its refunds from its own
-    wallet and records them in its own database), `none` when nothing is owed. Never the destination."""
-    if p["used_msat"] is None and p["refund_state"] is None:
-        return None  # not answered yet, or answered before settlements were kept
-    refund = int(p["refund_amount"]) if p["refund_amount"] is not None else int(p["refund_msat"] or 0)
-    state = p["refund_state"] or ("stated" if refund else "none")
-    return {
-        "state": state,
-        "refund_msat": refund,
-        "refunded_msat": refund if state == "paid" else 0,
-        "used_msat": None if p["used_msat"] is None else int(p["used_msat"]),
-        "kept_msat": None if p["kept_msat"] is None else int(p["kept_msat"]),
-    }
-
-
 def _document(request: asyncpg.Record, payees: list[asyncpg.Record]) -> dict[str, Any]:
     return {
         "id": request["id"],
@@ -82,7 +65,7 @@ def _document(request: asyncpg.Record, payees: list[asyncpg.Record]) -> dict[str
                 "payment_hash": p["payment_hash"],
                 "state": p["state"],
                 "updated_at": _unix(p["updated_at"]),
-                "refund": _refund(p),
+                "refund": refund_view(p),
             }
             for p in payees
         ],
