@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from starlette.applications import Starlette
 
 from fedai.protocol.keys import Keys
 from fedai.protocol.messages import InferenceRequest
@@ -71,6 +72,7 @@ class PaidNetwork:
     client_wallet: Lnd
     node_wallet: Lnd
     router_wallet: Lnd
+    node_app: Starlette | None = None  # the node's app (`state.node`: its parts)
 
     def balance(self, party: str) -> int:
         return self.ledger.nodes[party].balance_msat
@@ -126,9 +128,10 @@ async def paid_network(
             refunds=node_refunds or RefundSettings(dust_msat=NODE_DUST_MSAT, allow_private=True),
         )
         runner = ScriptedRunner()
-        await stack.enter_async_context(serve_app(create_app(node, runner), port=port))
+        app = create_app(node, runner)
+        await stack.enter_async_context(serve_app(app, port=port))
         await eventually(lambda: node.keys.pubkey in router.service.registry.nodes, what="node registered")
-        yield PaidNetwork(router, node, runner, ledger, wallets[0], wallets[1], wallets[2])
+        yield PaidNetwork(router, node, runner, ledger, wallets[0], wallets[1], wallets[2], app)
 
 
 __all__ = ["MODEL", "NETWORK", "ROUTER_FEE_MSAT", "PaidNetwork", "ScriptedRunner", "paid_network"]
