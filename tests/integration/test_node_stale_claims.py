@@ -20,10 +20,10 @@ from fedai.protocol.keys import Keys
 from fedai.protocol.messages import PaymentRequest, decode_payload
 from fedai.protocol.payment import ClaimOutcome
 from fedai.sdk import AsyncClient, RouterError
+from fedai.store import create_pool
 from fedai_node.app import create_app
 from fedai_node.config import NodeSettings
 from fedai_node.payment_claims import NodeClaim, NodeClaims
-from fedai.store import create_pool
 from fedai_node.stale_claims import StaleClaims
 from tests.support.paid_network import MODEL, NETWORK, PaidNetwork, paid_network
 from tests.support.router import reset_database
