@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,13 +42,15 @@ WALLET_TIMEOUT_S = "2"  # each wallet call's bound (the backends' `timeout`): a 
 
 class ScriptedRunner(MockRunner):
     """The mock runner, failing the next `fail_next` requests (a node that fails after it was paid) before any
-    output, or the next `break_next` after their first delta. `/infer` drains the same stream, so both count."""
+    output, or the next `break_next` after their first delta. `/infer` drains the same stream, so both count.
+    `input_factor` stands for a model whose tokenizer counts that many times the router's estimate of a prompt."""
 
     def __init__(self) -> None:
         super().__init__(MOCK_MODEL_ID, 4096)
         self.fail_next = 0
         self.break_next = 0
         self.served = 0
+        self.input_factor = 1
 
     async def stream(self, req: InferenceRequest) -> AsyncGenerator[StreamItem, None]:
         if self.fail_next:
@@ -58,6 +60,7 @@ class ScriptedRunner(MockRunner):
         async for item in super().stream(req):
             if isinstance(item, RunnerResult):
                 self.served += 1
+                item = replace(item, input_tokens=item.input_tokens * self.input_factor)
             yield item
             if breaking:
                 raise RunnerError("scripted failure mid-stream")
