@@ -94,6 +94,23 @@ async def test_a_quote_for_a_prompt_prices_what_infer_sends_and_pays_for_it(
     assert code == 1 and json.loads(out)["error"]["code"] == "quote_invalid"
 
 
+async def test_infer_input_tokens_quotes_that_many_and_sends_the_request_with_the_quote(
+    router: RunningRouter, spawn_node: SpawnNode, db_pool: asyncpg.Pool
+) -> None:
+    """For a model whose tokenizer counts more than the router's estimate: the quote is for --input-tokens (at
+    least the estimate), and the request is sent with it, streamed or not."""
+    await spawn_node()
+    key = Keys.generate()
+    args = [*client_args(router, key), "--max-tokens", "32"]
+    for streamed, tokens in (([], 500), (["--stream"], 501)):
+        code, out, err = await fedai("infer", *args, *streamed, "--input-tokens", str(tokens), PROMPT)
+        assert code == 0 and "chain verified" in out, err
+        row = await db_pool.fetchrow(
+            "SELECT used_at FROM quotes WHERE client = $1 AND input_tokens = $2", key.pubkey, tokens
+        )
+        assert row is not None and row["used_at"] is not None  # quoted for that many, and spent by the answer
+
+
 async def test_messages_from_a_file_and_from_stdin(
     router: RunningRouter, spawn_node: SpawnNode, tmp_path: Path
 ) -> None:

@@ -19,6 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 from fedai.cli.main import cli
+from fedai.cli.prompt_input import PromptInput
 from fedai.protocol.keys import Keys
 from fedai.protocol.nip98 import auth_header
 from fedai.sdk import AsyncClient, ChainError, Client, RouterError
@@ -197,3 +198,42 @@ async def test_a_payment_request_by_quote_or_by_id_is_the_same_verified_request(
             await client.payment_request(quote, network="bitcoin")
     assert by_id.event.id == by_quote.event.id and by_quote.payload.total_msat == quote.quote.price.total_msat
     assert net.ledger.payments == []
+
+
+async def test_infer_pay_input_tokens_pays_for_a_tokenizer_that_counts_more(net: PaidNetwork) -> None:
+    """A model counting ten times the router's 4-bytes-a-token estimate: priced on the estimate, the node is paid
+    its quoted share and no more (a quote is a ceiling) for work its own price puts higher; a quote of
+    --input-tokens pays the node its price for what it counted."""
+    net.runner.input_factor = 10
+    counted = 10 * PromptInput(messages=[{"role": "user", "content": PROMPT}]).estimated_tokens()
+
+    def node_price(metering: dict[str, int]) -> int:  # NODE_PRICE_*: 100000 / 200000 msat per 1k tokens
+        return -(-(metering["input_tokens"] * 100_000 + metering["output_tokens"] * 200_000) // 1000)
+
+    code, out, err = await fedai("infer", *paying(net, Keys.generate()), "--pay", "--yes", PROMPT, "--json")
+    assert code == 0, err
+    short = json.loads(out)["metering"]
+    assert short["input_tokens"] == counted
+    assert short["price_msat"] == short["settlement"]["quoted_msat"] < node_price(short)  # capped at the quote
+
+    code, out, err = await fedai(
+        "infer", *paying(net, Keys.generate()), "--pay", "--yes", "--input-tokens", str(counted), PROMPT, "--json"
+    )
+    assert code == 0, err
+    chain = json.loads(out)
+    sized = chain["metering"]
+    assert sized["input_tokens"] == counted
+    assert sized["price_msat"] == node_price(sized) <= sized["settlement"]["quoted_msat"]  # its price, in full
+    assert all(p["paid"] for p in chain["payment"]["payees"])
+    assert net.runner.served == 2
+
+
+async def test_infer_input_tokens_below_the_prompts_estimate_is_refused_before_anything_is_sent(
+    net: PaidNetwork, db_pool: asyncpg.Pool
+) -> None:
+    estimate = PromptInput(messages=[{"role": "user", "content": PROMPT}]).estimated_tokens()
+    low = ["--input-tokens", str(estimate - 1)]
+    code, out, err = await fedai("infer", *paying(net, Keys.generate()), "--pay", "--yes", *low, PROMPT)
+    assert code == 2 and out == ""
+    assert err.startswith(f"error: --input-tokens {estimate - 1} is below") and len(err.strip().splitlines()) == 1
+    assert await db_pool.fetchval("SELECT count(*) FROM payment_requests") == 0 and net.ledger.payments == []

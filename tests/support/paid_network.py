@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+from starlette.applications import Starlette
 
 from fedai.protocol.keys import Keys
 from fedai.protocol.messages import InferenceRequest
@@ -41,13 +42,15 @@ WALLET_TIMEOUT_S = "2"  # each wallet call's bound (the backends' `timeout`): a 
 
 class ScriptedRunner(MockRunner):
     """The mock runner, failing the next `fail_next` requests (a node that fails after it was paid) before any
-    output, or the next `break_next` after their first delta. `/infer` drains the same stream, so both count."""
+    output, or the next `break_next` after their first delta. `/infer` drains the same stream, so both count.
+    `input_factor` stands for a model whose tokenizer counts that many times the router's estimate of a prompt."""
 
     def __init__(self) -> None:
         super().__init__(MOCK_MODEL_ID, 4096)
         self.fail_next = 0
         self.break_next = 0
         self.served = 0
+        self.input_factor = 1
 
     async def stream(self, req: InferenceRequest) -> AsyncGenerator[StreamItem, None]:
         if self.fail_next:
@@ -57,6 +60,7 @@ class ScriptedRunner(MockRunner):
         async for item in super().stream(req):
             if isinstance(item, RunnerResult):
                 self.served += 1
+                item = replace(item, input_tokens=item.input_tokens * self.input_factor)
             yield item
             if breaking:
                 raise RunnerError("scripted failure mid-stream")
@@ -71,6 +75,7 @@ class PaidNetwork:
     client_wallet: Lnd
     node_wallet: Lnd
     router_wallet: Lnd
+    node_app: Starlette | None = None  # the node's app (`state.node`: its parts)
 
     def balance(self, party: str) -> int:
         return self.ledger.nodes[party].balance_msat
@@ -126,9 +131,10 @@ async def paid_network(
             refunds=node_refunds or RefundSettings(dust_msat=NODE_DUST_MSAT, allow_private=True),
         )
         runner = ScriptedRunner()
-        await stack.enter_async_context(serve_app(create_app(node, runner), port=port))
+        app = create_app(node, runner)
+        await stack.enter_async_context(serve_app(app, port=port))
         await eventually(lambda: node.keys.pubkey in router.service.registry.nodes, what="node registered")
-        yield PaidNetwork(router, node, runner, ledger, wallets[0], wallets[1], wallets[2])
+        yield PaidNetwork(router, node, runner, ledger, wallets[0], wallets[1], wallets[2], app)
 
 
 __all__ = ["MODEL", "NETWORK", "ROUTER_FEE_MSAT", "PaidNetwork", "ScriptedRunner", "paid_network"]

@@ -1,6 +1,7 @@
 """The pieces of `fedai pay` and `fedai infer --pay` that need no network: who gets what in 80 columns, the
 confirmation (a yes at a terminal pays, a no or no terminal does not), the proof printed and read back, and the
-one-line errors for a missing extra, a missing or bad wallet spec, a bad proof and nonsense combinations."""
+one-line errors for a missing extra, a missing or bad wallet spec, a bad proof and nonsense combinations (also
+--input-tokens with a quote of its own, or below the prompt's estimate)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,16 @@ from click.testing import CliRunner
 
 from fedai.cli import extras, pay
 from fedai.cli.main import cli
+from fedai.cli.prompt_input import PromptInput
 from fedai.protocol.envelope import Opened
-from fedai.protocol.messages import PaymentRequest, decode_payload
+from fedai.protocol.messages import (
+    ChatMessage,
+    InferenceRequest,
+    PaymentRequest,
+    decode_payload,
+    estimate_tokens,
+    prompt_material,
+)
 from tests.support.payments import NOW, Paid
 
 
@@ -80,6 +89,8 @@ def test_the_printed_proof_reads_back_inline_from_a_file_or_stdin(
         (["--pay"], "error: paying needs your wallet: pass --wallet"),
         (["--pay", "--wallet", "ftp://wallet"], "error: --wallet"),
         (["--pay", "--wallet", "lnbits+http://127.0.0.1:1?key=k", "--network", "mars"], "error: --network"),
+        (["--input-tokens", "50"], "error: --input-tokens asks for its own quote"),
+        (["--input-tokens", "1"], "error: --input-tokens 1 is below the router's estimate of this prompt (8)"),
     ],
 )
 def test_infer_refuses_unusable_payment_options_in_one_line(argv: list[str], message: str) -> None:
@@ -112,3 +123,17 @@ def test_paying_and_earnings_name_their_extra_on_a_light_install(
 def test_payment_status_needs_the_paying_clients_key() -> None:
     result = CliRunner().invoke(cli, ["payment", "0" * 64, "--router", "http://127.0.0.1:9"], env={"FEDAI_KEY": ""})
     assert result.exit_code == 2 and "only to the client that paid it: pass its --key" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [
+        PromptInput(prompt="What is 2+2?"),
+        PromptInput(messages=[{"role": "user", "content": "héllo, wörld ✓"}]),
+        PromptInput(messages=[{"role": "system", "content": "be brief"}, {"role": "user", "content": "2+2?"}]),
+    ],
+)
+def test_the_input_tokens_floor_is_what_the_router_counts_for_the_request(sent: PromptInput) -> None:
+    messages = None if sent.messages is None else [ChatMessage(**m) for m in sent.messages]
+    request = InferenceRequest(model="m", prompt=sent.prompt, messages=messages, max_tokens=16)
+    assert sent.estimated_tokens() == estimate_tokens(len(prompt_material(request))) > 0

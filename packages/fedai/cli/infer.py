@@ -13,10 +13,11 @@ from rich.text import Text
 from fedai.cli.chain_view import chain_document, print_chain
 from fedai.cli.client import Target, default_model, resolve_target, target_options, warn_if_anonymous
 from fedai.cli.infer_paid import PayOptions, check_pay, run_paid
-from fedai.cli.output import console, fail_fedai, print_json
+from fedai.cli.output import console, fail, fail_fedai, print_json
 from fedai.cli.pay import read_proof, wallet_options
 from fedai.cli.prompt_input import PromptInput, exactly_one, read_prompt
 from fedai.protocol.errors import FedaiError
+from fedai.protocol.messages import INT4_MAX
 from fedai.sdk import Client, FedaiClientError, VerifiedChain
 
 # What is true when a stream is cut: closing the connection makes the router send the node a signed
@@ -40,10 +41,18 @@ def _stream(client: Client, model: str, sent: PromptInput, max_tokens: int, opti
 
 
 def _run(
-    target: Target, model: str | None, sent: PromptInput, max_tokens: int, stream: bool, **options: Any
+    target: Target,
+    model: str | None,
+    sent: PromptInput,
+    max_tokens: int,
+    stream: bool,
+    input_tokens: int | None,
+    **options: Any,
 ) -> VerifiedChain:
     with target.client() as client:
         chosen = model or default_model(client)
+        if input_tokens is not None:  # quoted for that many input tokens, and sent with that quote
+            options["quote_id"] = client.quote(chosen, max_tokens=max_tokens, input_tokens=input_tokens).quote.quote_id
         if stream:
             return _stream(client, chosen, sent, max_tokens, options)
         return client.infer(chosen, sent.prompt, messages=sent.messages, max_tokens=max_tokens, **options)
@@ -59,6 +68,12 @@ def _run(
 @click.option("--quote", "quote_id", help="Pay with this quote (`fedai quote`: same --key, model and max tokens).")
 @click.option("--proof", help="The proof `fedai pay` printed for --quote (the JSON line, a file of it, or -).")
 @click.option("--pay", "pay_flag", is_flag=True, help="Quote, pay from --wallet (after a confirmation), then infer.")
+@click.option(
+    "--input-tokens",
+    type=click.IntRange(1, INT4_MAX),
+    help="Quote (with --pay: pay for) this many input tokens, for a model whose tokenizer counts more than the "
+    "router's estimate (4 bytes a token).",
+)
 @wallet_options
 @click.option("--stream", is_flag=True, help="Print the answer as it is generated (every chunk verified).")
 @click.option("--temperature", type=click.FloatRange(0, 2))
@@ -77,6 +92,7 @@ def infer_cmd(
     quote_id: str | None,
     proof: str | None,
     pay_flag: bool,
+    input_tokens: int | None,
     wallet: str | None,
     network: str,
     max_fee_msat: int,
@@ -90,13 +106,18 @@ def infer_cmd(
 
     PROMPT is sent as one user chat message (the model's chat template applies); --prompt sends a raw
     completion prompt; --messages a whole conversation. '-' reads any of them from stdin. On a paying router,
-    --pay quotes, pays from --wallet and sends the proof in one go; or pay first with `fedai pay`.
+    --pay quotes, pays from --wallet and sends the proof in one go; or pay first with `fedai pay`. --input-tokens
+    N quotes N input tokens instead of the router's estimate of the prompt, and sends the request with that quote.
     """
     exactly_one("PROMPT, --prompt or --messages", prompt_arg, prompt_opt, messages)
+    if input_tokens is not None and (quote_id is not None or proof is not None):
+        fail("--input-tokens asks for its own quote: drop --quote and --proof (or drop --input-tokens)", code=2)
     paying = PayOptions(wallet, network, max_fee_msat, yes)
     if pay_flag:
         paying = replace(paying, wallet=check_pay(paying, stream=stream, quote_id=quote_id, proof=proof is not None))
     sent = read_prompt(prompt_arg, prompt_opt, messages)
+    if input_tokens is not None and input_tokens < (least := sent.estimated_tokens()):
+        fail(f"--input-tokens {input_tokens} is below the router's estimate of this prompt ({least}): raise it", code=2)
     payment = read_proof(proof) if proof is not None else None
     options = {"temperature": temperature, "top_p": top_p, "quote_id": quote_id, "payment": payment}
     target = resolve_target(router, router_pubkey, key, devnet_dir)
@@ -104,11 +125,10 @@ def infer_cmd(
     streamed = stream and not as_json
     try:
         if pay_flag:
-            chain = run_paid(target, model, sent, max_tokens, paying, as_json=as_json)
+            chain = run_paid(target, model, sent, max_tokens, paying, as_json=as_json, input_tokens=input_tokens)
         else:
-            chain = _run(
-                target, model, sent, max_tokens, streamed, **{k: v for k, v in options.items() if v is not None}
-            )
+            given = {k: v for k, v in options.items() if v is not None}
+            chain = _run(target, model, sent, max_tokens, streamed, input_tokens, **given)
     except (FedaiError, FedaiClientError) as err:
         fail_fedai(err, as_json=as_json, hint=target.hint(err))
     if as_json:

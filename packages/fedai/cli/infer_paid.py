@@ -36,15 +36,24 @@ def check_pay(pay: PayOptions, *, stream: bool, quote_id: str | None, proof: boo
 
 
 def run_paid(
-    target: Target, model: str | None, sent: PromptInput, max_tokens: int, pay: PayOptions, *, as_json: bool
+    target: Target,
+    model: str | None,
+    sent: PromptInput,
+    max_tokens: int,
+    pay: PayOptions,
+    *,
+    as_json: bool,
+    input_tokens: int | None = None,
 ) -> VerifiedChain:
-    """Quote the request, pay its payment request from the wallet once confirmed, and send it with the proof.
-    `pay.wallet` was checked by `check_pay`."""
+    """Quote the request (for `input_tokens` when given, else for the prompt as the router estimates it), pay its
+    payment request from the wallet once confirmed, and send it with the proof. `pay.wallet` was checked by
+    `check_pay`."""
     spec = str(pay.wallet)
     with target.client() as client:
         try:
             chosen = model or default_model(client)
-            quote = client.quote(chosen, max_tokens=max_tokens, **sent.fields())
+            priced = sent.fields() if input_tokens is None else {"input_tokens": input_tokens}
+            quote = client.quote(chosen, max_tokens=max_tokens, **priced)
             opened = client.payment_request(quote, network=pay.network)
             confirm_total(opened, pay.max_fee_msat, yes=pay.yes)
             proof = pay_now(opened, spec, pay.max_fee_msat)

@@ -12,6 +12,8 @@ from typing import Any
 
 import click
 
+from fedai.protocol.messages import ChatMessage, QuoteRequest, estimate_tokens, prompt_material
+
 EXPECTED = 'expected a non-empty JSON array of {"role", "content"} objects'
 
 
@@ -25,6 +27,17 @@ class PromptInput:
     def fields(self) -> dict[str, Any]:
         """The request fields this input sets (`prompt` or `messages`)."""
         return {"prompt": self.prompt} if self.prompt is not None else {"messages": self.messages}
+
+    def estimated_tokens(self) -> int:
+        """The input tokens a router counts for this input when it checks a quote (4 bytes a token of the exact
+        bytes metered as the prompt): a quote for fewer cannot pay for it."""
+        messages = (
+            None
+            if self.messages is None
+            else [ChatMessage(role=m["role"], content=m["content"]) for m in self.messages]
+        )
+        material = prompt_material(QuoteRequest(model="estimate", max_tokens=1, prompt=self.prompt, messages=messages))
+        return estimate_tokens(len(material))
 
 
 def _stdin_or(value: str) -> str:

@@ -143,6 +143,7 @@ def build_node(settings: NodeSettings, runner: Runner | None = None) -> Node:
         payments=payments,
         trusted=trusted,
         admin=apply_admin if settings.admin_keys else None,
+        payment_metrics=payment_metrics,
     )
     drain.on_drain(lifecycle.leaving)
     drain.on_resume(lambda: tell(lifecycle))

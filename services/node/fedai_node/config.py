@@ -21,6 +21,12 @@ from fedai_node.sandbox import check_sandbox, parse_mode
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
+DEFAULT_PAYMENT_STALE_S = 300
+# beyond NODE_RUNNER_TIMEOUT_MS, how long a request may still hold its claim: a paid stream's last write (bounded
+# at 10 s) and the database statements around the run; a claim held longer belongs to a process that died
+STALE_MARGIN_S = 60
+MAX_PAYMENT_STALE_S = 86_400
+
 
 @dataclass(frozen=True, slots=True)
 class NodeSettings:
@@ -58,6 +64,7 @@ class NodeSettings:
     ln_network: str = "bitcoin"  # NODE_LN_NETWORK: the network of the wallet's invoices
     refunds: RefundSettings = field(default_factory=RefundSettings)  # NODE_REFUND_*: usage-based settlement
     payment_retention_s: int = DEFAULT_PAYMENT_RETENTION_S  # NODE_PAYMENT_RETENTION_S: after a request expired
+    payment_stale_s: int = DEFAULT_PAYMENT_STALE_S  # NODE_PAYMENT_STALE_S: a claim held longer is a dead process's
     relays: tuple[str, ...] = ()
     announce_s: int = 300
     db_url: str | None = None
@@ -118,6 +125,28 @@ def _payment(env: Env) -> tuple[bool, str | None]:
     return required, wallet
 
 
+def min_payment_stale_s(runner_timeout_ms: int) -> int:
+    """The shortest NODE_PAYMENT_STALE_S: no request still running holds its claim that long."""
+    return -(-runner_timeout_ms // 1000) + STALE_MARGIN_S
+
+
+def payment_stale_s(env: Env, runner_timeout_ms: int) -> int:
+    """NODE_PAYMENT_STALE_S: unset, 300 s or the minimum if that is more; set below the minimum, refused."""
+    least = min_payment_stale_s(runner_timeout_ms)
+    seconds = env.integer(
+        "NODE_PAYMENT_STALE_S",
+        max(DEFAULT_PAYMENT_STALE_S, least),
+        minimum=1,
+        maximum=max(MAX_PAYMENT_STALE_S, least),
+    )
+    if seconds < least:
+        raise ConfigError(
+            f"NODE_PAYMENT_STALE_S must be at least {least} s (NODE_RUNNER_TIMEOUT_MS plus {STALE_MARGIN_S} s), "
+            f"so a claim is never released while its request runs; got {seconds}"
+        )
+    return seconds
+
+
 def _admin_keys(env: Env) -> frozenset[str]:
     """NODE_ADMIN_KEYS: the admin API is on with them; it keeps its audit log and replay claims in NODE_DB_URL."""
     keys = env.pubkeys("NODE_ADMIN_KEYS", required=False)
@@ -142,6 +171,7 @@ def from_env(env: Env | None = None) -> NodeSettings:
     allowed_endpoints = tuple(env.urls("NODE_SANDBOX_ALLOWED_ENDPOINTS"))
     check_sandbox(sandbox_mode, runner, runner_url, allowed_runners, allowed_endpoints)
     require_payment, wallet = _payment(env)
+    runner_timeout_ms = env.integer("NODE_RUNNER_TIMEOUT_MS", 60_000, minimum=1)
     job_types = tuple(env.items("NODE_JOB_TYPES")) or ("text-generation",)
     return NodeSettings(
         keys=keys,
@@ -164,7 +194,7 @@ def from_env(env: Env | None = None) -> NodeSettings:
         capacity_max=env.integer("NODE_CAPACITY_MAX", 4, minimum=1, maximum=INT4_MAX),
         max_prompt_bytes=env.integer("NODE_MAX_PROMPT_BYTES", 65536, minimum=1),
         max_tokens=env.integer("NODE_MAX_TOKENS", 1024, minimum=1, maximum=INT4_MAX),
-        runner_timeout_ms=env.integer("NODE_RUNNER_TIMEOUT_MS", 60_000, minimum=1),
+        runner_timeout_ms=runner_timeout_ms,
         drain_timeout_s=env.number("NODE_DRAIN_TIMEOUT_S", 30.0, minimum=0, maximum=86_400),
         stream_idle_s=env.number("NODE_STREAM_IDLE_S", 60.0, minimum=1, maximum=3600),
         stream_max_output_bytes=env.integer(
@@ -180,6 +210,7 @@ def from_env(env: Env | None = None) -> NodeSettings:
         ln_network=check_network(env.text("NODE_LN_NETWORK", "bitcoin"), "NODE_LN_NETWORK"),
         refunds=RefundSettings.from_env(env),
         payment_retention_s=payment_retention_s(env, "NODE_PAYMENT_RETENTION_S"),
+        payment_stale_s=payment_stale_s(env, runner_timeout_ms),
         relays=tuple(env.urls("NODE_RELAYS", ("ws", "wss"))),
         announce_s=env.integer("NODE_ANNOUNCE_S", 300, minimum=1),
         db_url=env.optional("NODE_DB_URL"),

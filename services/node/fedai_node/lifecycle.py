@@ -1,5 +1,6 @@
 """What runs beside the node's routes, started and stopped with the app: the replay store, model discovery
-(retried until the runner is ready), heartbeats to routers and announcements on relays."""
+(retried until the runner is ready), heartbeats to routers and announcements on relays, and with NODE_DB_URL the
+payment rows' retention and the release of claims a dead process held."""
 
 from __future__ import annotations
 
@@ -10,19 +11,21 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 
+from fedai.observability.payment_metrics import PaymentMetrics
 from fedai.protocol.event import Event
 from fedai.protocol.messages import NodeDescriptor
 from fedai.service.tasks import cancel_and_wait
 from fedai_node.admission import Admission
 from fedai_node.announce import Announcer
 from fedai_node.catalog import ModelCatalog
-from fedai_node.config import NodeSettings, log_summary
+from fedai_node.config import NodeSettings, log_summary, min_payment_stale_s
 from fedai_node.heartbeat import BeatResult, Heartbeat
 from fedai_node.metrics import NodeMetrics
 from fedai_node.payment_claims import NodeClaims
 from fedai_node.payment_retention import PaymentPruner
 from fedai_node.payments import NodePayments
 from fedai_node.runners.base import Runner, RunnerError
+from fedai_node.stale_claims import StaleClaims
 
 if TYPE_CHECKING:
     import asyncpg
@@ -51,6 +54,7 @@ class NodeLifecycle:
         payments: NodePayments,
         trusted: Collection[str] | None = None,
         admin: Callable[[asyncpg.Pool], Awaitable[None]] | None = None,
+        payment_metrics: PaymentMetrics | None = None,
     ) -> None:
         self._settings = settings
         self._runner = runner
@@ -70,6 +74,9 @@ class NodeLifecycle:
         self._db: asyncpg.Pool | None = None
         self.pruner: PaymentPruner | None = None  # the payment rows' retention, on NODE_DB_URL
         self._pruning: asyncio.Task[None] | None = None
+        self._payment_metrics = payment_metrics
+        self.stale_claims: StaleClaims | None = None  # releases claims a dead process held, on NODE_DB_URL
+        self._releasing: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         s = self._settings
@@ -103,13 +110,17 @@ class NodeLifecycle:
         self.pruner = PaymentPruner(self._db, self._settings.payment_retention_s)
         if self.pruner.retention_s > 0:
             self._pruning = asyncio.create_task(self.pruner.loop(), name="fedai-node-payment-retention")
+        s = self._settings  # the stale delay never below the longest request (NodeSettings built by hand included)
+        stale_s = max(s.payment_stale_s, min_payment_stale_s(s.runner_timeout_ms))
+        self.stale_claims = StaleClaims(self._db, stale_s, self._payment_metrics)
+        self._releasing = asyncio.create_task(self.stale_claims.loop(), name="fedai-node-stale-claims")
         if self._payments.wallet is not None:
             self._payments.claims = NodeClaims(self._db)  # the node's single-use payment claims, beside it
             if self._payments.settlement is not None:  # and its refunds of unused shares
                 self._payments.settlement.start(self._db, self._payments.wallet)
 
     async def stop(self) -> None:
-        await cancel_and_wait([self._discovery, self._pruning])
+        await cancel_and_wait([self._discovery, self._pruning, self._releasing])
         if self._payments.settlement is not None:
             await self._payments.settlement.stop()
         if self._announcer is not None:

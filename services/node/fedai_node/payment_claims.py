@@ -4,7 +4,9 @@ replay store; docs/payments.md#protocol-and-claims). Each claim records the mode
 
 A claim is one statement: insert the payment hash, or take it back from `released` for the same payment
 request before its expiry. Of any number of concurrent claims (several node processes on one database), one
-wins. A refusal is explained by a lookup, on the refusal path only.
+wins. A refusal is explained by a lookup, on the refusal path only. A claim a dead process left `claimed` is
+released by `release_stale` (one conditional UPDATE: of several node processes running it, each row is released
+once), run by `fedai_node.stale_claims`.
 """
 
 from __future__ import annotations
@@ -39,6 +41,16 @@ _RELEASE = """
 UPDATE payment_claims SET state = 'released', claimed_by = NULL, claimed_at = NULL, updated_at = now()
 WHERE payment_hash = $1 AND claimed_by = $2 AND state = 'claimed'
 RETURNING payment_hash
+"""
+
+# $1: the stale delay in seconds, against the database's clock (the one `claimed_at` was set by)
+_RELEASE_STALE = """
+WITH released AS (
+    UPDATE payment_claims SET state = 'released', claimed_by = NULL, claimed_at = NULL, updated_at = now()
+    WHERE state = 'claimed' AND claimed_at < now() - make_interval(secs => $1)
+    RETURNING 1
+)
+SELECT count(*) FROM released
 """
 
 
@@ -103,3 +115,9 @@ class NodeClaims:
     async def release(self, payment_hash: str, claimant: str) -> bool:
         """Serving failed: the same proof may be presented again until the payment request expires."""
         return await self._pool.fetchval(_RELEASE, payment_hash, claimant) is not None
+
+    async def release_stale(self, stale_s: float) -> int:
+        """Release every claim held longer than `stale_s` (its process died mid-request): the proof may be
+        presented again until its payment request expires. Returns how many were released."""
+        n: int = await self._pool.fetchval(_RELEASE_STALE, float(stale_s))
+        return n
