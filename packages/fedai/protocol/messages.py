@@ -1,6 +1,9 @@
 """Typed payloads carried as the `content` of envelopes (docs/decisions.md#one-envelope).
 
-snake_case; extend, don't rename.
+snake_case; extend, don't rename. One file for now, over 400 lines: every payload of every hop, so the wire
+format reads in one place. Its natural seams are the payment payloads (pay.request, payment.request, invoices,
+proofs, settlements) and the manifest payloads; moving the payment ones into `fedai.protocol.payment` would make
+an import cycle (it checks these types), so a split means a new `payment_messages` module both import.
 """
 
 from __future__ import annotations

@@ -1,4 +1,9 @@
-"""Router configuration from environment variables (docs/decisions.md#configuration)."""
+"""Router configuration from environment variables (docs/decisions.md#configuration).
+
+One file, over 400 lines: every ROUTER_* variable is read, bounded and refused here, so an operator's question
+"what does this variable do, and what values does it take" has one answer. Groups with their own settings type
+already live beside their code (`settlement_settings.py`, `fedai.payments.config`, `fedai.payments.retention`).
+"""
 
 from __future__ import annotations
 

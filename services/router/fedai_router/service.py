@@ -3,7 +3,11 @@ stopped in order. Only `fedai_router.app` (and tests) use it; no part of the rou
 
 At `start()`: the database (migrated), the registry (loaded), the replay store and metering, the outbound
 client, the dispatcher; the request handlers; the background loops; with ROUTER_RELAYS, the relay pool (node
-discovery); federation (peers, announcements, auctions)."""
+discovery); federation (peers, announcements, auctions).
+
+One file, over 400 lines: it is the wiring of every part, and a reader looking for "who gets which
+collaborator" should find all of it here. Its seam, if it grows further, is the payments wiring
+(`_build_payments`, `_paid_offload`, `_edge_payments`), which could become its own builder."""
 
 from __future__ import annotations
 
