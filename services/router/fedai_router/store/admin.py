@@ -9,6 +9,8 @@ from typing import Any
 
 import asyncpg
 
+from fedai_router.store.pages import cursor_args, split_page
+
 NodeFlag = str  # "drained" | "banned"
 PeerState = str  # "allow" | "block" | "mute"
 
@@ -202,11 +204,10 @@ async def list_metering(
                   created_at FROM metering_records
            WHERE $1::timestamptz IS NULL OR (created_at, request_id) < ($1, $2)
            ORDER BY created_at DESC, request_id DESC LIMIT $3""",
-        before[0] if before else None,
-        before[1] if before else "",
+        *cursor_args(before),
         limit + 1,
     )
-    page = rows[:limit]
+    page, cursor = split_page(rows, limit, "request_id")
     items = [
         {
             "request_id": r["request_id"],
@@ -222,7 +223,6 @@ async def list_metering(
         }
         for r in page
     ]
-    cursor = (page[-1]["created_at"], page[-1]["request_id"]) if len(rows) > limit else None
     return items, cursor
 
 
@@ -247,11 +247,10 @@ async def list_receipts(
                   updated_at FROM federation_jobs
            WHERE $1::timestamptz IS NULL OR (created_at, job_id) < ($1, $2)
            ORDER BY created_at DESC, job_id DESC LIMIT $3""",
-        before[0] if before else None,
-        before[1] if before else "",
+        *cursor_args(before),
         limit + 1,
     )
-    page = rows[:limit]
+    page, cursor = split_page(rows, limit, "job_id")
     items = [
         {
             "job_id": r["job_id"],
@@ -266,5 +265,4 @@ async def list_receipts(
         }
         for r in page
     ]
-    cursor = (page[-1]["created_at"], page[-1]["job_id"]) if len(rows) > limit else None
     return items, cursor

@@ -14,6 +14,8 @@ from typing import Any
 
 import asyncpg
 
+from fedai_router.store.pages import cursor_args, split_page
+
 REQUEST_STATES = ("issued", "consumed", "expired")
 
 _REQUESTS = """
@@ -71,8 +73,8 @@ async def list_payments(
     last row's (created_at, id) when there are more. `refunded_msat` sums the refunds paid back from this
     router's database (its fee's; a node's own refunds are in the node's)."""
     assert state is None or state in REQUEST_STATES
-    rows = await pool.fetch(_REQUESTS, state, before[0] if before else None, before[1] if before else "", limit + 1)
-    page = rows[:limit]
+    rows = await pool.fetch(_REQUESTS, state, *cursor_args(before), limit + 1)
+    page, cursor = split_page(rows, limit, "id")
     payees: dict[str, list[dict[str, Any]]] = {r["id"]: [] for r in page}
     for p in await pool.fetch(_PAYEES, list(payees)) if page else []:
         payees[p["request_id"]].append(_payee(p))
@@ -94,5 +96,4 @@ async def list_payments(
                 "payees": listed,
             }
         )
-    cursor = (page[-1]["created_at"], page[-1]["id"]) if len(rows) > limit else None
     return items, cursor
